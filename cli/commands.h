@@ -1,0 +1,14 @@
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace tb::cli {
+
+/** Thrown by a command to end the process with a specific exit code (e.g. diff's 1). */
+struct ExitCode {
+  int code;
+};
+
+void register_commands(CLI::App& app);
+
+}  // namespace tb::cli

@@ -1,0 +1,42 @@
+// tensorbridge: the command-line tool. Subcommands live in commands.cpp; this file parses the
+// command line and maps errors to exit codes: 0 ok, 1 bad input or usage, 2 internal error.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "tensor/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tensorbridge: move neural-network weights between frameworks"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tensorbridge 0.1.0");
+  tb::cli::register_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "tensorbridge: " << e.what() << " (see --help)\n";
+    return 1;
+  } catch (const tb::cli::ExitCode& e) {
+    return e.code;
+  } catch (const tb::InternalError& e) {
+    std::cerr << "tensorbridge: " << e.what() << "\n";
+    return 2;
+  } catch (const tb::Error& e) {
+    std::cerr << "tensorbridge: " << e.what() << "\n";
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "tensorbridge: out of memory\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "tensorbridge: internal error: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,15 @@
+// One accessor per format adapter; each is defined in the format's own .cpp file (or its
+// no_<dep>.cpp stub when the optional dependency is off). registry.cpp lists them in sniff order.
+#pragma once
+
+#include "formats/format.h"
+
+namespace tb {
+const FormatAdapter& pt_format();           // formats/pt.cpp
+const FormatAdapter& npy_format();          // formats/npy.cpp
+const FormatAdapter& npz_format();          // formats/npz.cpp
+const FormatAdapter& safetensors_format();  // formats/safetensors.cpp
+const FormatAdapter& h5_format();           // formats/h5.cpp | formats/no_hdf5.cpp
+const FormatAdapter& onnx_format();         // formats/onnx.cpp | formats/no_onnx.cpp
+const FormatAdapter& oneflow_format();      // formats/oneflow.cpp
+}  // namespace tb

@@ -1,0 +1,74 @@
+// The format plug-in interface. Every adapter turns a Source (a file Reader, or a folder path for
+// multi-file formats) into a Checkpoint and, when it can write, a Checkpoint into files.
+//
+// A Checkpoint is the common model in the middle: a Value tree (a Dict of name -> Tensor for flat
+// formats; any nesting for .pt and pickled .npy), string metadata, and writer details for `inspect`.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/io.h"
+#include "tensor/state_dict.h"
+#include "tensor/value.h"
+
+namespace tb {
+
+struct Checkpoint {
+  std::string format;  // adapter name that produced it ("pt", "npz", ...)
+  Value root;          // the saved object
+  Metadata metadata;   // string metadata (safetensors __metadata__, HDF5 attributes, ...)
+  /** Writer details for `inspect` ("torch archive version" -> "3", "keras_version" -> "2.3.1"). */
+  std::vector<std::pair<std::string, std::string>> info;
+
+  /** The tensors as one flat StateDict: root (or the sub-tree at dotted key) flattened to dotted
+   *  names, metadata attached. Non-tensor leaves are reported through skipped. */
+  StateDict state_dict(const std::string& key = {}, std::vector<NonTensor>* skipped = nullptr) const;
+  /** A Checkpoint holding a flat StateDict (root = Dict of tensors, metadata copied). */
+  static Checkpoint from_state_dict(const StateDict& sd, std::string format = {});
+};
+
+struct LoadOptions {
+  bool mmap = true;  // zero-copy where the format allows it
+  /** Pickles: keep objects of non-allowed classes as opaque values instead of refusing the file.
+   *  Nothing is ever called or imported either way. */
+  bool allow_unknown_globals = false;
+};
+
+struct SaveOptions {
+  bool overwrite = false;
+  /** Format-specific knobs ("trim_storage" -> "1", "shard_size" -> "5GB", "style" -> "keras"). */
+  std::map<std::string, std::string> options;
+  std::string option(const std::string& key, const std::string& fallback = {}) const {
+    auto it = options.find(key);
+    return it == options.end() ? fallback : it->second;
+  }
+};
+
+/** What a loader reads: a file (reader set) or a folder (reader null, path set). */
+struct Source {
+  std::filesystem::path path;
+  std::shared_ptr<Reader> reader;
+  const std::string& label() const { return reader ? reader->label() : path_label; }
+  std::string path_label;
+  static Source from_path(const std::filesystem::path& p, bool use_mmap = true);
+};
+
+struct FormatAdapter {
+  std::string name;                     // "pt", "npy", "npz", "h5", "onnx", "safetensors", "oneflow"
+  std::string description;              // one line for `tensorbridge formats`
+  std::vector<std::string> extensions;  // {".pt", ".pth", ".bin"}
+  /** True when the bytes (or folder) are certainly this format. Must be cheap and never throw. */
+  std::function<bool(const Source&)> sniff;
+  std::function<Checkpoint(const Source&, const LoadOptions&)> load;
+  /** nullptr when the format is read-only here. */
+  std::function<void(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)> save;
+  /** Whether save() keeps nested values (lists, dicts, ints) rather than only a flat tensor dict. */
+  bool keeps_tree = false;
+};
+
+}  // namespace tb

@@ -1,0 +1,144 @@
+#include "formats/registry.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "formats/adapters.h"
+
+namespace tb {
+
+StateDict Checkpoint::state_dict(const std::string& key, std::vector<NonTensor>* skipped) const {
+  const Value& sub = key.empty() ? root : value_at_path(root, key);
+  StateDict sd = flatten(sub, skipped);
+  sd.metadata = metadata;
+  return sd;
+}
+
+Checkpoint Checkpoint::from_state_dict(const StateDict& sd, std::string format) {
+  Checkpoint c;
+  c.format = std::move(format);
+  c.root = Value::from_state_dict(sd);
+  c.metadata = sd.metadata;
+  return c;
+}
+
+Source Source::from_path(const std::filesystem::path& p, bool use_mmap) {
+  Source s;
+  s.path = p;
+  s.path_label = p.string();
+  std::error_code ec;
+  if (std::filesystem::is_directory(p, ec)) return s;
+  TB_CHECK(std::filesystem::exists(p, ec), IoError, "'", p.string(), "' does not exist");
+  s.reader = open_file(p, use_mmap);
+  return s;
+}
+
+const std::vector<const FormatAdapter*>& all_formats() {
+  // Sniff order matters: zip-based formats look at member names (pt before npz), and formats with
+  // weak magic (onnx protobuf) come last.
+  static const std::vector<const FormatAdapter*> formats = {
+      &pt_format(), &npz_format(), &npy_format(), &safetensors_format(), &h5_format(), &oneflow_format(),
+      &onnx_format(),
+  };
+  return formats;
+}
+
+const FormatAdapter* find_format(std::string_view name) {
+  for (const auto* f : all_formats())
+    if (f->name == name) return f;
+  return nullptr;
+}
+
+namespace {
+std::string lower_ext(const std::filesystem::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return e;
+}
+
+const FormatAdapter* by_extension(const std::filesystem::path& p) {
+  std::string e = lower_ext(p);
+  if (e.empty()) return nullptr;
+  for (const auto* f : all_formats())
+    for (const auto& x : f->extensions)
+      if (x == e) return f;
+  return nullptr;
+}
+
+std::string describe_start(const Source& src) {
+  if (!src.reader) return "a folder with no recognised layout";
+  size_t n = size_t(std::min<uint64_t>(src.reader->size(), 16));
+  auto b = src.reader->read_bytes(0, n);
+  std::string text(b.begin(), b.end());
+  if (text.rfind("version https://git-lfs", 0) == 0) return "a Git LFS pointer, not the real file (run `git lfs pull`)";
+  if (text.rfind("<!DOCTYPE", 0) == 0 || text.rfind("<html", 0) == 0 || text.rfind("<!doctype", 0) == 0)
+    return "an HTML page, not a weight file (a failed download?)";
+  if (n == 0) return "an empty file";
+  std::string hex;
+  static const char* digits = "0123456789abcdef";
+  for (uint8_t c : b) {
+    hex += digits[c >> 4];
+    hex += digits[c & 15];
+    hex += ' ';
+  }
+  return "bytes " + hex.substr(0, hex.size() - 1);
+}
+
+std::string format_names() {
+  std::string s;
+  for (const auto* f : all_formats()) s += (s.empty() ? "" : ", ") + f->name;
+  return s;
+}
+}  // namespace
+
+const FormatAdapter& detect_format(const Source& src) {
+  for (const auto* f : all_formats()) {
+    bool yes = false;
+    try {
+      yes = f->sniff && f->sniff(src);
+    } catch (...) {
+      yes = false;
+    }
+    if (yes) return *f;
+  }
+  // Folders and files whose content matched nothing: an extension is only a hint for formats
+  // without magic bytes (ONNX protobuf).
+  if (const auto* f = by_extension(src.path); f && f->name == "onnx" && src.reader) return *f;
+  throw FormatError(str("'", src.label(), "': not a recognised weight file (", describe_start(src),
+                        "); supported formats: ", format_names()));
+}
+
+const FormatAdapter& output_format(const std::filesystem::path& path, std::string_view name) {
+  if (!name.empty()) {
+    const auto* f = find_format(name);
+    TB_CHECK(f != nullptr, UnsupportedError, "unknown format '", name, "'; choose one of: ", format_names());
+    TB_CHECK(bool(f->save), UnsupportedError, "format '", name, "' can be read but not written");
+    return *f;
+  }
+  const auto* f = by_extension(path);
+  TB_CHECK(f != nullptr, UnsupportedError, "cannot tell the output format from '", path.string(),
+           "'; use an extension (.pt .pth .npy .npz .h5 .onnx .safetensors) or --to FORMAT");
+  TB_CHECK(bool(f->save), UnsupportedError, "format '", f->name, "' can be read but not written");
+  return *f;
+}
+
+Checkpoint load(const std::filesystem::path& path, const LoadOptions& opts) {
+  Source src = Source::from_path(path, opts.mmap);
+  const FormatAdapter& f = detect_format(src);
+  try {
+    Checkpoint c = f.load(src, opts);
+    c.format = f.name;
+    return c;
+  } catch (Error& e) {
+    if (e.what() == e.message() && std::string(e.what()).find(src.label()) == std::string::npos)
+      e.add_context(str("while loading '", src.label(), "' as ", f.name));
+    throw;
+  }
+}
+
+void save(const Checkpoint& ckpt, const std::filesystem::path& path, std::string_view format, const SaveOptions& opts) {
+  const FormatAdapter& f = output_format(path, format);
+  f.save(ckpt, path, opts);
+}
+
+}  // namespace tb

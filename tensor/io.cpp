@@ -1,0 +1,281 @@
+#include "tensor/io.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+namespace tb {
+
+namespace {
+std::string errno_text() { return std::strerror(errno); }
+
+class FileReader : public Reader {
+ public:
+  FileReader(const std::filesystem::path& path, bool use_mmap) : label_(path.string()) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    TB_CHECK(fd_ >= 0, IoError, "cannot open '", label_, "': ", errno_text());
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) {
+      ::close(fd_);
+      throw IoError(str("cannot stat '", label_, "': ", errno_text()));
+    }
+    if (S_ISDIR(st.st_mode)) {
+      ::close(fd_);
+      throw IoError(str("'", label_, "' is a directory, expected a file"));
+    }
+    size_ = uint64_t(st.st_size);
+    if (use_mmap && size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_, 0);
+      if (p != MAP_FAILED) {
+        size_t len = size_;
+        mapping_ = std::shared_ptr<void>(p, [len](void* q) { ::munmap(q, len); });
+      }
+    }
+  }
+  ~FileReader() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  uint64_t size() const override { return size_; }
+  const std::string& label() const override { return label_; }
+  void read_at(uint64_t offset, void* dst, size_t n) const override {
+    check_range(offset, n, "read");
+    if (mapping_) {
+      std::memcpy(dst, static_cast<const uint8_t*>(mapping_.get()) + offset, n);
+      return;
+    }
+    auto* out = static_cast<uint8_t*>(dst);
+    while (n > 0) {
+      ssize_t r = ::pread(fd_, out, std::min<size_t>(n, 1u << 30), off_t(offset));
+      if (r < 0 && errno == EINTR) continue;
+      TB_CHECK(r > 0, IoError, "read of '", label_, "' failed at offset ", offset, ": ",
+               r == 0 ? "unexpected end of file" : errno_text());
+      out += r;
+      n -= size_t(r);
+      offset += uint64_t(r);
+    }
+  }
+  std::shared_ptr<Storage> map(uint64_t offset, size_t n) const override {
+    if (!mapping_) return nullptr;
+    check_range(offset, n, "map");
+    return Storage::wrap(static_cast<uint8_t*>(mapping_.get()) + offset, n, mapping_, Storage::Kind::Mapped);
+  }
+  const uint8_t* contiguous_bytes() const override { return static_cast<const uint8_t*>(mapping_.get()); }
+
+ private:
+  std::string label_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  std::shared_ptr<void> mapping_;
+};
+
+class MemoryReader : public Reader {
+ public:
+  MemoryReader(std::vector<uint8_t> bytes, std::string label)
+      : bytes_(std::make_shared<std::vector<uint8_t>>(std::move(bytes))), label_(std::move(label)) {}
+  uint64_t size() const override { return bytes_->size(); }
+  const std::string& label() const override { return label_; }
+  void read_at(uint64_t offset, void* dst, size_t n) const override {
+    check_range(offset, n, "read");
+    if (n) std::memcpy(dst, bytes_->data() + offset, n);
+  }
+  std::shared_ptr<Storage> map(uint64_t offset, size_t n) const override {
+    check_range(offset, n, "map");
+    return Storage::wrap(bytes_->data() + offset, n, bytes_, Storage::Kind::External);
+  }
+  const uint8_t* contiguous_bytes() const override { return bytes_->data(); }
+
+ private:
+  std::shared_ptr<std::vector<uint8_t>> bytes_;
+  std::string label_;
+};
+
+class SubReader : public Reader {
+ public:
+  SubReader(std::shared_ptr<Reader> parent, uint64_t offset, uint64_t size, std::string label)
+      : parent_(std::move(parent)), offset_(offset), size_(size), label_(std::move(label)) {
+    parent_->check_range(offset, size, label_);
+  }
+  uint64_t size() const override { return size_; }
+  const std::string& label() const override { return label_; }
+  void read_at(uint64_t offset, void* dst, size_t n) const override {
+    check_range(offset, n, "read");
+    parent_->read_at(offset_ + offset, dst, n);
+  }
+  std::shared_ptr<Storage> map(uint64_t offset, size_t n) const override {
+    check_range(offset, n, "map");
+    return parent_->map(offset_ + offset, n);
+  }
+  const uint8_t* contiguous_bytes() const override {
+    const uint8_t* p = parent_->contiguous_bytes();
+    return p ? p + offset_ : nullptr;
+  }
+
+ private:
+  std::shared_ptr<Reader> parent_;
+  uint64_t offset_, size_;
+  std::string label_;
+};
+}  // namespace
+
+std::shared_ptr<Storage> Reader::map(uint64_t, size_t) const { return nullptr; }
+
+void Reader::check_range(uint64_t offset, uint64_t n, const std::string& what) const {
+  uint64_t sz = size();
+  TB_CHECK(offset <= sz && n <= sz - offset, FormatError, "'", label(), "' is truncated: ", what, " needs bytes [",
+           offset, ", ", offset + n, ") but the file has ", sz, " bytes");
+}
+
+std::vector<uint8_t> Reader::read_bytes(uint64_t offset, size_t n) const {
+  check_range(offset, n, "read");
+  std::vector<uint8_t> out(n);
+  read_at(offset, out.data(), n);
+  return out;
+}
+
+std::string Reader::read_string(uint64_t offset, size_t n) const {
+  check_range(offset, n, "read");
+  std::string out(n, '\0');
+  read_at(offset, out.data(), n);
+  return out;
+}
+
+std::shared_ptr<Storage> Reader::load(uint64_t offset, size_t n) const {
+  if (auto s = map(offset, n)) return s;
+  check_range(offset, n, "read");
+  auto s = Storage::allocate(n, false);
+  read_at(offset, s->data(), n);
+  return s;
+}
+
+std::shared_ptr<Reader> open_file(const std::filesystem::path& path, bool use_mmap) {
+  return std::make_shared<FileReader>(path, use_mmap);
+}
+
+std::shared_ptr<Reader> memory_reader(std::vector<uint8_t> bytes, std::string label) {
+  return std::make_shared<MemoryReader>(std::move(bytes), std::move(label));
+}
+
+std::shared_ptr<Reader> sub_reader(std::shared_ptr<Reader> parent, uint64_t offset, uint64_t size, std::string label) {
+  return std::make_shared<SubReader>(std::move(parent), offset, size, std::move(label));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writers
+// ---------------------------------------------------------------------------------------------
+void Writer::write_zeros(size_t n) {
+  static const uint8_t zeros[4096] = {};
+  while (n > 0) {
+    size_t k = std::min(n, sizeof(zeros));
+    write(zeros, k);
+    n -= k;
+  }
+}
+
+void Writer::write_tensor(const Tensor& t) {
+  if (t.is_contiguous()) {
+    write(t.data(), t.nbytes());
+    return;
+  }
+  // Gather in bounded chunks: one row-major pass through a 4 MiB buffer.
+  Tensor c = t.contiguous();  // simple and correct; views are rare and small in practice
+  write(c.data(), c.nbytes());
+}
+
+void MemoryWriter::write(const void* data, size_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  bytes_.insert(bytes_.end(), p, p + n);
+}
+
+AtomicFileWriter::AtomicFileWriter(const std::filesystem::path& target, bool overwrite) : target_(target) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!overwrite && fs::exists(target_, ec))
+    throw IoError(str("'", target_.string(), "' already exists; pass --force to overwrite it"));
+  fs::path dir = target_.parent_path();
+  if (dir.empty()) dir = ".";
+  TB_CHECK(fs::is_directory(dir, ec), IoError, "cannot write '", target_.string(), "': folder '", dir.string(),
+           "' does not exist");
+  std::random_device rd;
+  for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, "%08x", unsigned(rd()));
+    temp_ = dir / ("." + target_.filename().string() + ".tmp-" + suffix);
+    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0 && errno != EEXIST) break;
+  }
+  TB_CHECK(fd_ >= 0, IoError, "cannot create a temporary file beside '", target_.string(), "': ", errno_text());
+  buf_.reserve(1u << 20);
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temp_.c_str());
+}
+
+void AtomicFileWriter::flush_buffer() {
+  const uint8_t* p = buf_.data();
+  size_t n = buf_.size();
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    TB_CHECK(w > 0, IoError, "write to '", target_.string(), "' failed: ", errno_text());
+    p += w;
+    n -= size_t(w);
+  }
+  buf_.clear();
+}
+
+void AtomicFileWriter::write(const void* data, size_t n) {
+  TB_ASSERT(!committed_, "write after commit");
+  const auto* p = static_cast<const uint8_t*>(data);
+  written_ += n;
+  if (buf_.size() + n <= buf_.capacity()) {
+    buf_.insert(buf_.end(), p, p + n);
+    return;
+  }
+  flush_buffer();
+  if (n >= buf_.capacity()) {  // large block: write straight through
+    while (n > 0) {
+      ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      TB_CHECK(w > 0, IoError, "write to '", target_.string(), "' failed: ", errno_text());
+      p += w;
+      n -= size_t(w);
+    }
+  } else {
+    buf_.insert(buf_.end(), p, p + n);
+  }
+}
+
+void AtomicFileWriter::commit() {
+  TB_ASSERT(!committed_, "double commit");
+  flush_buffer();
+  TB_CHECK(::fsync(fd_) == 0, IoError, "fsync of '", temp_.string(), "' failed: ", errno_text());
+  ::close(fd_);
+  fd_ = -1;
+  TB_CHECK(::rename(temp_.c_str(), target_.c_str()) == 0, IoError, "cannot rename '", temp_.string(), "' to '",
+           target_.string(), "': ", errno_text());
+  committed_ = true;
+  // Make the rename durable.
+  std::filesystem::path dir = target_.parent_path();
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+std::string read_text_file(const std::filesystem::path& path, size_t max_bytes) {
+  auto r = open_file(path, false);
+  TB_CHECK(r->size() <= max_bytes, FormatError, "'", path.string(), "' is ", r->size(), " bytes; expected at most ",
+           max_bytes);
+  return r->read_string(0, size_t(r->size()));
+}
+
+}  // namespace tb

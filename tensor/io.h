@@ -1,0 +1,107 @@
+// Byte I/O. Every parser reads through a Reader (positional reads, a label for messages, optional
+// zero-copy mapping) and every writer writes through a Writer. File outputs are atomic: bytes go
+// to a temporary file in the target folder, which is fsynced and renamed over the target on commit().
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace tb {
+
+class Reader {
+ public:
+  virtual ~Reader() = default;
+  virtual uint64_t size() const = 0;
+  /** Reads exactly n bytes at offset into dst; throws FormatError ("truncated") when out of range. */
+  virtual void read_at(uint64_t offset, void* dst, size_t n) const = 0;
+  /** File name (or "<memory>") used in every error message. */
+  virtual const std::string& label() const = 0;
+  /** Zero-copy storage for [offset, offset+n) when the bytes are mapped or in memory; nullptr otherwise. */
+  virtual std::shared_ptr<Storage> map(uint64_t offset, size_t n) const;
+  /** Pointer to all bytes when the whole input is in memory or mapped; nullptr otherwise. */
+  virtual const uint8_t* contiguous_bytes() const { return nullptr; }
+
+  std::vector<uint8_t> read_bytes(uint64_t offset, size_t n) const;
+  std::string read_string(uint64_t offset, size_t n) const;
+  template <class T>
+  T read_le(uint64_t offset) const {  // little-endian integer
+    uint8_t b[sizeof(T)];
+    read_at(offset, b, sizeof(T));
+    uint64_t v = 0;
+    for (size_t i = 0; i < sizeof(T); ++i) v |= uint64_t(b[i]) << (8 * i);
+    return static_cast<T>(v);
+  }
+  /** Storage holding [offset, offset+n): zero-copy when possible, else a heap copy. */
+  std::shared_ptr<Storage> load(uint64_t offset, size_t n) const;
+  /** Throws FormatError unless [offset, offset+n) lies within the input. */
+  void check_range(uint64_t offset, uint64_t n, const std::string& what) const;
+};
+
+/** Opens a file; with use_mmap the file is mapped (private, copy-on-write) and map() is zero-copy. */
+std::shared_ptr<Reader> open_file(const std::filesystem::path& path, bool use_mmap = true);
+/** Reader over bytes in memory (tests, decompressed zip members). */
+std::shared_ptr<Reader> memory_reader(std::vector<uint8_t> bytes, std::string label = "<memory>");
+/** Reader over [offset, offset+size) of another reader; label "parent:member". */
+std::shared_ptr<Reader> sub_reader(std::shared_ptr<Reader> parent, uint64_t offset, uint64_t size, std::string label);
+
+class Writer {
+ public:
+  virtual ~Writer() = default;
+  virtual void write(const void* data, size_t n) = 0;
+  virtual uint64_t tell() const = 0;
+  void write(const std::string& s) { write(s.data(), s.size()); }
+  template <class T>
+  void write_le(T v) {
+    uint8_t b[sizeof(T)];
+    for (size_t i = 0; i < sizeof(T); ++i) b[i] = uint8_t(uint64_t(v) >> (8 * i));
+    write(b, sizeof(T));
+  }
+  void write_zeros(size_t n);
+  /** Writes a tensor's elements in row-major order without materialising a packed copy. */
+  void write_tensor(const Tensor& t);
+};
+
+class MemoryWriter : public Writer {
+ public:
+  void write(const void* data, size_t n) override;
+  uint64_t tell() const override { return bytes_.size(); }
+  std::vector<uint8_t>& bytes() { return bytes_; }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+/** Writes to "<target>.tmp-XXXXXX" in the target's folder; commit() fsyncs and renames it over the
+ *  target. Destroying it without commit() removes the temporary file, so a failed conversion leaves
+ *  nothing behind. Refuses an existing target unless overwrite is set. */
+class AtomicFileWriter : public Writer {
+ public:
+  explicit AtomicFileWriter(const std::filesystem::path& target, bool overwrite = false);
+  ~AtomicFileWriter() override;
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void write(const void* data, size_t n) override;
+  uint64_t tell() const override { return written_; }
+  void commit();
+  const std::filesystem::path& target() const { return target_; }
+  const std::filesystem::path& temp_path() const { return temp_; }
+
+ private:
+  void flush_buffer();
+  std::filesystem::path target_, temp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+  std::vector<uint8_t> buf_;
+  bool committed_ = false;
+};
+
+/** Reads a whole small file (metadata, JSON, text); throws IoError. max_bytes guards against surprises. */
+std::string read_text_file(const std::filesystem::path& path, size_t max_bytes = 256u << 20);
+
+}  // namespace tb

@@ -1,0 +1,146 @@
+// Storage and Tensor: a tensor is a strided view (dtype, shape, strides in elements, byte offset)
+// over a shared Storage. Views share storage; copies are explicit (contiguous(), clone(), to()).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "tensor/dtype.h"
+#include "tensor/error.h"
+
+namespace tb {
+
+using Shape = std::vector<int64_t>;
+
+/** Bytes with an owner: heap memory, a memory-mapped file region, or external memory kept alive by
+ *  a handle. Memory maps are private (copy-on-write), so writing through a tensor never changes the file. */
+class Storage {
+ public:
+  enum class Kind { Heap, Mapped, External };
+
+  /** Allocates nbytes of heap memory, zero-filled when zero is true. */
+  static std::shared_ptr<Storage> allocate(size_t nbytes, bool zero = true);
+  /** Wraps memory owned elsewhere; keepalive is held as long as the storage lives. */
+  static std::shared_ptr<Storage> wrap(void* data, size_t nbytes, std::shared_ptr<void> keepalive,
+                                       Kind kind = Kind::External);
+
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+
+  uint8_t* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Kind kind() const { return kind_; }
+
+ private:
+  Storage() = default;
+  uint8_t* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Kind kind_ = Kind::Heap;
+  bool owns_heap_ = false;
+  std::shared_ptr<void> keepalive_;
+};
+
+/** Product of dims with overflow and negative checks (throws ShapeError). */
+int64_t checked_numel(const Shape& shape);
+/** Row-major strides (in elements) for a shape. */
+Shape contiguous_strides(const Shape& shape);
+std::string shape_str(const Shape& shape);  // "[2, 3]"
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined tensor
+
+  /** A view of storage; throws ShapeError if any element would fall outside the storage. */
+  Tensor(std::shared_ptr<Storage> storage, DType dtype, Shape shape, Shape strides, int64_t byte_offset = 0);
+
+  /** New contiguous zero-filled tensor. */
+  static Tensor zeros(DType dtype, Shape shape);
+  /** New contiguous tensor from raw bytes (size must match). */
+  static Tensor from_bytes(DType dtype, Shape shape, const void* bytes, size_t nbytes);
+  /** New contiguous tensor from typed values; T must match dtype's element size. */
+  template <class T>
+  static Tensor from_vector(DType dtype, Shape shape, const std::vector<T>& values) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return from_bytes(dtype, std::move(shape), values.data(), values.size() * sizeof(T));
+  }
+
+  bool defined() const { return storage_ != nullptr; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  const Shape& strides() const { return strides_; }
+  int64_t dim() const { return int64_t(shape_.size()); }
+  int64_t numel() const { return numel_; }
+  size_t itemsize() const { return dtype_size(dtype_); }
+  /** Bytes of the elements this tensor views (numel * itemsize), not of its storage. */
+  size_t nbytes() const { return size_t(numel_) * itemsize(); }
+  int64_t byte_offset() const { return byte_offset_; }
+  const std::shared_ptr<Storage>& storage() const { return storage_; }
+  /** Pointer to the first element. */
+  uint8_t* data() const { return storage_->data() + byte_offset_; }
+  template <class T>
+  T* data_as() const { return reinterpret_cast<T*>(data()); }
+
+  /** Row-major contiguous (dims of size 1 may have any stride). */
+  bool is_contiguous() const;
+  /** Self when contiguous, otherwise a packed copy. */
+  Tensor contiguous() const;
+  /** Always a packed copy with its own storage. */
+  Tensor clone() const;
+  /** Converted copy (self when the dtype already matches). */
+  Tensor to(DType dtype) const;
+  /** Same data, new shape; requires a contiguous tensor with the same numel. */
+  Tensor view(Shape shape) const;
+  /** view() when contiguous, otherwise contiguous().view(). */
+  Tensor reshape(Shape shape) const;
+  Tensor permute(const std::vector<int64_t>& dims) const;
+  Tensor transpose(int64_t d0, int64_t d1) const;
+  /** Python-style slice start:end:step along one dim (step > 0). */
+  Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
+  /** Same data reinterpreted as another dtype of equal element size. */
+  Tensor view_as_dtype(DType dtype) const;
+
+  bool shares_storage(const Tensor& other) const { return storage_ && storage_ == other.storage_; }
+  /** [first, last) bytes of the storage this view can touch. */
+  std::pair<int64_t, int64_t> storage_span() const;
+
+  /** Copies the elements in row-major order into dst (nbytes() bytes). */
+  void copy_to(void* dst) const;
+  /** Copies row-major bytes from src into this view's elements. */
+  void copy_from(const void* src);
+  /** Contiguous typed copy; T's size must equal itemsize(). */
+  template <class T>
+  std::vector<T> to_vector() const {
+    TB_CHECK(sizeof(T) == itemsize(), ShapeError, "to_vector: element size ", sizeof(T), " != ", itemsize(), " of ",
+             dtype_name(dtype_));
+    std::vector<T> out(static_cast<size_t>(numel_));
+    copy_to(out.data());
+    return out;
+  }
+  /** Element i (row-major) converted to double; complex gives the real part. */
+  double item_as_double(int64_t i = 0) const;
+
+  /** "float32[2, 3]" */
+  std::string describe() const;
+
+ private:
+  std::shared_ptr<Storage> storage_;
+  DType dtype_ = DType::F32;
+  Shape shape_, strides_;
+  int64_t byte_offset_ = 0;
+  int64_t numel_ = 0;
+};
+
+/** Same dtype, shape and element bytes (bit-exact; NaNs with equal bits are equal). */
+bool equal(const Tensor& a, const Tensor& b);
+/** |a - b| <= atol + rtol * |b| elementwise, computed in double; shapes must match. NaN == NaN when equal_nan. */
+bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8, bool equal_nan = false);
+/** Largest |a - b| over all elements (computed in double). */
+double max_abs_diff(const Tensor& a, const Tensor& b);
+
+}  // namespace tb

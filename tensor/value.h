@@ -1,0 +1,113 @@
+// Value: a tree for whole checkpoints ({'epoch': 7, 'model_state_dict': {...}, ...}).
+// Containers have reference semantics like Python objects: copying a Value copies a handle, so a
+// pickle memo can hand out the same list/dict/tensor twice (tied weights stay tied).
+#pragma once
+
+#include <complex>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "tensor/state_dict.h"
+
+namespace tb {
+
+class Value;
+using ValueList = std::vector<Value>;
+
+/** Ordered dict; keys are Values (usually str, sometimes int as in optimizer state). */
+struct ValueDict {
+  std::vector<std::pair<Value, Value>> items;
+  /** Python class of a dict subclass ("collections.OrderedDict"); empty for plain dict. */
+  std::string cls;
+  /** Attributes set on the dict object (pickle BUILD on an OrderedDict, e.g. _metadata). */
+  std::shared_ptr<ValueDict> attrs;
+};
+
+/** An object we do not (or must not) construct: its class name, constructor args and state. */
+struct ValueObject {
+  std::string cls;  // "module.qualname"
+  std::shared_ptr<Value> args;   // tuple or none
+  std::shared_ptr<Value> state;  // BUILD / __setstate__ argument or none
+  /** Items appended / set on the object after creation (list or dict subclasses). */
+  std::shared_ptr<Value> items;
+};
+
+class Value {
+ public:
+  enum class Kind { None, Bool, Int, Float, Complex, Str, Bytes, List, Tuple, Set, Dict, Tensor, Object };
+
+  Value() noexcept : kind_(Kind::None) {}  // None
+  static Value none() { return Value(); }
+  static Value boolean(bool b);
+  static Value integer(int64_t i);
+  static Value real(double d);
+  static Value complex(std::complex<double> c);
+  static Value string(std::string s);
+  static Value bytes(std::string b);
+  static Value list(ValueList items = {});
+  static Value tuple(ValueList items = {});
+  static Value set(ValueList items = {});
+  static Value dict(std::string cls = {});
+  static Value tensor(Tensor t);
+  static Value object(std::string cls, Value args = {}, Value state = {});
+  /** A Dict of name -> tensor, metadata dropped (the flat view every format can write). */
+  static Value from_state_dict(const StateDict& sd);
+
+  Kind kind() const { return kind_; }
+  const char* kind_name() const;
+  bool is_none() const { return kind_ == Kind::None; }
+  bool is_str() const { return kind_ == Kind::Str; }
+  bool is_int() const { return kind_ == Kind::Int; }
+  bool is_dict() const { return kind_ == Kind::Dict; }
+  bool is_tensor() const { return kind_ == Kind::Tensor; }
+  bool is_sequence() const { return kind_ == Kind::List || kind_ == Kind::Tuple; }
+
+  // Accessors throw FormatError naming the expected and actual kind.
+  bool as_bool() const;
+  int64_t as_int() const;
+  double as_float() const;  // ints convert
+  std::complex<double> as_complex() const;
+  const std::string& as_str() const;  // Str or Bytes
+  ValueList& items() const;           // List, Tuple or Set
+  ValueDict& dict_data() const;
+  const Tensor& as_tensor() const;
+  ValueObject& as_object() const;
+
+  /** Dict lookup by string key; nullptr when absent or not a dict. */
+  const Value* get(std::string_view key) const;
+  /** Appends to a Dict (no duplicate check: Python semantics replace, see set_item). */
+  void set_item(Value key, Value value) const;
+  /** Identity of the shared container (for memo/alias detection); nullptr for scalars. */
+  const void* identity() const;
+
+  /** Short one-line rendering for messages and `inspect` ("7", "'abc'", "dict(3)"). */
+  std::string repr(size_t max_len = 80) const;
+
+ private:
+  static Value seq(Kind k, ValueList items);
+  Kind kind_;
+  std::variant<std::monostate, bool, int64_t, double, std::complex<double>, std::shared_ptr<std::string>,
+               std::shared_ptr<ValueList>, std::shared_ptr<ValueDict>, std::shared_ptr<Tensor>,
+               std::shared_ptr<ValueObject>>
+      v_;
+};
+
+/** A non-tensor leaf met while flattening: its dotted path and a short rendering. */
+struct NonTensor {
+  std::string path;
+  std::string repr;
+};
+
+/** Flattens nested dicts/lists/tuples into dotted keys ("model_state_dict.hidden.weight", "0.weight").
+ *  Tensors appearing twice (same object) are inserted under each path and share storage.
+ *  Non-tensor leaves (epoch, loss, strings, objects) are skipped and reported in skipped. */
+StateDict flatten(const Value& root, std::vector<NonTensor>* skipped = nullptr, const std::string& prefix = {});
+
+/** Follows a dotted path ("model_state_dict" or "a.0.b") into dicts and lists; throws KeyError. */
+const Value& value_at_path(const Value& root, const std::string& path);
+
+}  // namespace tb
