@@ -68,6 +68,7 @@ class Writer {
 
 class MemoryWriter : public Writer {
  public:
+  using Writer::write;
   void write(const void* data, size_t n) override;
   uint64_t tell() const override { return bytes_.size(); }
   std::vector<uint8_t>& bytes() { return bytes_; }
@@ -86,6 +87,7 @@ class AtomicFileWriter : public Writer {
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
 
+  using Writer::write;
   void write(const void* data, size_t n) override;
   uint64_t tell() const override { return written_; }
   void commit();

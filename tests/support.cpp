@@ -1,0 +1,106 @@
+#include "tests/support.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <random>
+
+namespace tbtest {
+
+fs::path fixture(const std::string& rel) {
+  fs::path p = fs::path(TB_FIXTURES_DIR) / rel;
+  if (!fs::exists(p)) FAIL("fixture missing: " << p << " (run fixtures/generate.py, see fixtures/README.md)");
+  return p;
+}
+
+fs::path shared_fixture(const std::string& rel) {
+  fs::path p = fs::path(TB_SHARED_FIXTURES_DIR) / rel;
+  if (!fs::exists(p)) {
+    const char* req = std::getenv("TB_REQUIRE_PEERS");
+    if (req && std::string(req) == "1") FAIL("shared fixture missing: " << p);
+    skip("shared fixture " + p.string() + " not present (it lives in ../shared beside the clone)");
+  }
+  return p;
+}
+
+TempDir::TempDir() {
+  std::random_device rd;
+  path_ = fs::temp_directory_path() / ("tbtest-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+  fs::create_directories(path_);
+}
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+RunResult run(const std::vector<std::string>& argv) {
+  int pipefd[2];
+  REQUIRE(::pipe(pipefd) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(pipefd[1], 1);
+    ::dup2(pipefd[1], 2);
+    ::close(pipefd[0]);
+    ::close(pipefd[1]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    std::fprintf(stderr, "exec %s failed\n", args[0]);
+    ::_exit(127);
+  }
+  ::close(pipefd[1]);
+  std::string out;
+  std::array<char, 4096> buf;
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf.data(), buf.size())) > 0) out.append(buf.data(), size_t(n));
+  ::close(pipefd[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return {code, out};
+}
+
+RunResult run_cli(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{TB_CLI_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv);
+}
+
+void skip(const std::string& why) {
+  std::cout << "SKIPPED: " << why << std::endl;
+  std::cerr << "SKIPPED: " << why << std::endl;
+  std::_Exit(77);
+}
+
+RunResult python(Peer peer, const std::string& code, const std::vector<std::string>& argv) {
+  std::string interp = peer == Peer::Torch ? TB_TORCH_PYTHON : TB_PEERS_PYTHON;
+  const char* req = std::getenv("TB_REQUIRE_PEERS");
+  bool required = req && std::string(req) == "1";
+  if (!fs::exists(interp)) {
+    if (required) FAIL("peer interpreter missing: " << interp << " (run scripts/setup.sh)");
+    skip("peer interpreter " + interp + " not found (run scripts/setup.sh)");
+  }
+  std::vector<std::string> full{interp, "-c", code};
+  full.insert(full.end(), argv.begin(), argv.end());
+  RunResult r = run(full);
+  if (r.exit_code != 0 && r.output.find("ModuleNotFoundError") != std::string::npos) {
+    if (required) FAIL("peer module missing:\n" << r.output);
+    skip("peer module missing: " + r.output.substr(r.output.find("ModuleNotFoundError")));
+  }
+  return r;
+}
+
+tb::Tensor load_npy_tensor(const fs::path& path) {
+  tb::Checkpoint c = tb::load(path);
+  tb::StateDict sd = c.state_dict();
+  REQUIRE(sd.size() == 1);
+  return sd.entries().front().second;
+}
+
+}  // namespace tbtest

@@ -1,0 +1,54 @@
+// Shared test helpers: fixture paths, temporary folders, running the CLI and the two Python
+// interpreters (Debian torch / PyPI peers), and honest skips.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "formats/registry.h"
+
+namespace tbtest {
+
+namespace fs = std::filesystem;
+
+/** fixtures/<rel> in the source tree; fails the test when missing (fixtures are committed). */
+fs::path fixture(const std::string& rel);
+/** ../shared/fixtures/<rel>; skips when the shared folder is absent (a user's clone), fails in CI. */
+fs::path shared_fixture(const std::string& rel);
+
+/** A fresh empty folder removed when the object dies. */
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+struct RunResult {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+/** Runs argv (no shell) and captures its output. */
+RunResult run(const std::vector<std::string>& argv);
+/** Runs the built tensorbridge binary. */
+RunResult run_cli(const std::vector<std::string>& args);
+
+/** Prints "SKIPPED: why" and ends the test process with code 77 (CTest: skipped). */
+[[noreturn]] void skip(const std::string& why);
+
+enum class Peer { Torch, Peers };
+/** Runs a Python snippet with the interpreter of that side; skips when it (or a module it needs)
+ *  is missing, unless TB_REQUIRE_PEERS=1, where that fails the test. argv becomes sys.argv[1:]. */
+RunResult python(Peer peer, const std::string& code, const std::vector<std::string>& argv = {});
+
+/** Reads a .npy with float32/float64 data through our own loader (for expected outputs). */
+tb::Tensor load_npy_tensor(const fs::path& path);
+
+}  // namespace tbtest

@@ -1,0 +1,92 @@
+#include "tests/support.h"
+
+#include "tensor/io.h"
+#include "tensor/value.h"
+
+using namespace tb;
+
+TEST_CASE("views share storage and gather with strides", "[tensor]") {
+  Tensor base = Tensor::from_vector<float>(DType::F32, {3, 4}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  Tensor t = base.transpose(0, 1);
+  CHECK_FALSE(t.is_contiguous());
+  CHECK(t.shares_storage(base));
+  auto v = t.to_vector<float>();
+  CHECK(v == std::vector<float>{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11});
+  Tensor evens = base.view({12}).slice(0, 1, 12, 2);
+  CHECK(evens.to_vector<float>() == std::vector<float>{1, 3, 5, 7, 9, 11});
+  evens.data_as<float>()[0] = 100;  // writes through to the base
+  CHECK(base.to_vector<float>()[1] == 100);
+}
+
+TEST_CASE("a view outside its storage is refused", "[tensor]") {
+  auto s = Storage::allocate(16);
+  CHECK_THROWS_AS(Tensor(s, DType::F32, {5}, {1}, 0), ShapeError);
+  CHECK_THROWS_AS(Tensor(s, DType::F32, {2, 2}, {2, 1}, 4), ShapeError);
+  CHECK_NOTHROW(Tensor(s, DType::F32, {2, 2}, {2, 1}, 0));
+}
+
+TEST_CASE("StateDict rejects duplicates and names close keys", "[tensor]") {
+  StateDict sd;
+  sd.insert("hidden.weight", Tensor::zeros(DType::F32, {2, 2}));
+  CHECK_THROWS_AS(sd.insert("hidden.weight", Tensor::zeros(DType::F32, {1})), KeyError);
+  try {
+    sd.at("model.hidden.weight");
+    FAIL("expected KeyError");
+  } catch (const KeyError& e) {
+    CHECK(std::string(e.what()).find("'hidden.weight'") != std::string::npos);
+  }
+}
+
+TEST_CASE("Value flatten gives dotted keys and reports other values", "[tensor]") {
+  Value root = Value::dict();
+  root.set_item(Value::string("epoch"), Value::integer(7));
+  Value msd = Value::dict();
+  Tensor w = Tensor::zeros(DType::F32, {2});
+  msd.set_item(Value::string("hidden.weight"), Value::tensor(w));
+  root.set_item(Value::string("model_state_dict"), msd);
+  Value lst = Value::list({Value::tensor(w), Value::tensor(w)});
+  root.set_item(Value::string("xs"), lst);
+  std::vector<NonTensor> skipped;
+  StateDict sd = flatten(root, &skipped);
+  CHECK(sd.keys() == std::vector<std::string>{"model_state_dict.hidden.weight", "xs.0", "xs.1"});
+  REQUIRE(skipped.size() == 1);
+  CHECK(skipped[0].path == "epoch");
+  CHECK(skipped[0].repr == "7");
+  CHECK(sd.at("xs.0").shares_storage(sd.at("xs.1")));
+  CHECK(value_at_path(root, "model_state_dict").is_dict());
+  CHECK_THROWS_AS(value_at_path(root, "optimizer_state_dict"), KeyError);
+}
+
+TEST_CASE("AtomicFileWriter leaves nothing behind unless committed", "[io]") {
+  tbtest::TempDir dir;
+  auto target = dir / "out.bin";
+  {
+    AtomicFileWriter w(target);
+    w.write(std::string("partial"));
+  }
+  CHECK_FALSE(std::filesystem::exists(target));
+  CHECK(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator()) == 0);
+  {
+    AtomicFileWriter w(target);
+    w.write(std::string("complete"));
+    w.commit();
+  }
+  CHECK(read_text_file(target) == "complete");
+  CHECK_THROWS_AS(AtomicFileWriter(target), IoError);  // no overwrite without permission
+  {
+    AtomicFileWriter w(target, true);
+    w.write(std::string("new"));
+    w.commit();
+  }
+  CHECK(read_text_file(target) == "new");
+}
+
+TEST_CASE("Reader reports truncation with the file name", "[io]") {
+  auto r = memory_reader({1, 2, 3}, "x.bin");
+  try {
+    r->read_bytes(2, 4);
+    FAIL("expected FormatError");
+  } catch (const FormatError& e) {
+    CHECK(std::string(e.what()).find("'x.bin' is truncated") != std::string::npos);
+  }
+}
