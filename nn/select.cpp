@@ -1,5 +1,6 @@
 #include "nn/select.h"
 
+#include <cctype>
 #include <regex>
 
 namespace tb::nn {

@@ -1,6 +1,7 @@
 #include "nn/style.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <map>
