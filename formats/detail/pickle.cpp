@@ -100,6 +100,8 @@ bool allowed_qual(const std::string& q) {
     return true;
   // torch's own module classes: instantiated as opaque objects with their state (never called).
   if (q.rfind("torch.nn.modules.", 0) == 0) return true;
+  // torch 0.3 modules keep their backend as REDUCE of this function: kept opaque, never called.
+  if (q == "torch.nn.backends.thnn._get_thnn_function_backend") return true;
   return false;
 }
 
