@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "formats/adapters.h"
+#include "formats/detail/pickle.h"
 
 namespace tb {
 
@@ -205,15 +206,206 @@ bool host_little_endian() {
 }
 
 // ---- object arrays (pickles) ----
-Value load_npy_object(const std::shared_ptr<Reader>& r, const NpyHeader& h, const LoadOptions&) {
-  (void)h;
-  throw UnsupportedError(str("[npy] '", r->label(), "' is an object array (a pickled Python object, descr '|O'); ",
-                             "reading it needs the pickle VM, which this build does not have yet"));
+// Note [tensors of other frameworks in object arrays]
+// np.save of a TensorFlow EagerTensor inside a list/dict pickles it through EagerTensor.__reduce__,
+// i.e. tensorflow.python.framework.ops.convert_to_tensor(<numpy array>). The pickle VM never calls it;
+// we let it through as an opaque object and replace the object by its numpy array argument. Any other
+// global outside the pickle VM's allow-list is refused (UnsafeError naming it) unless the caller asked
+// for opaque objects.
+const std::vector<std::string>& tensor_makers() {
+  static const std::vector<std::string> v = {
+      "tensorflow.python.framework.ops.convert_to_tensor",
+      "tensorflow.python.framework.constant_op.constant",
+  };
+  return v;
 }
 
-void write_npy_object(Writer&, const Value&, const std::string& path) {
-  throw UnsupportedError(str("[npy] cannot write '", path, "' as an object array: the pickle writer is not ",
-                             "available in this build yet"));
+bool is_tensor_maker(const std::string& q) {
+  return std::find(tensor_makers().begin(), tensor_makers().end(), q) != tensor_makers().end();
+}
+
+/** Replaces known tensor-maker objects by their array argument, in place (bounded depth, cycles safe). */
+Value unwrap_tensor_makers(const Value& v, size_t depth, std::vector<const void*>& seen) {
+  TB_CHECK(depth < 1000, FormatError, "[npy] object nested deeper than 1000 levels");
+  switch (v.kind()) {
+    case Value::Kind::Object: {
+      const auto& o = v.as_object();
+      if (is_tensor_maker(o.cls) && o.args && o.args->is_sequence() && !o.args->items().empty() &&
+          o.args->items()[0].is_tensor())
+        return o.args->items()[0];
+      return v;
+    }
+    case Value::Kind::List:
+    case Value::Kind::Tuple:
+    case Value::Kind::Set:
+    case Value::Kind::Dict: {
+      const void* id = v.identity();
+      if (id && std::find(seen.begin(), seen.end(), id) != seen.end()) return v;
+      if (id) seen.push_back(id);
+      if (v.is_dict()) {
+        for (auto& kv : v.dict_data().items) kv.second = unwrap_tensor_makers(kv.second, depth + 1, seen);
+      } else {
+        for (auto& x : v.items()) x = unwrap_tensor_makers(x, depth + 1, seen);
+      }
+      return v;
+    }
+    default: return v;
+  }
+}
+
+Value load_npy_object(const std::shared_ptr<Reader>& r, const NpyHeader& h, const LoadOptions& opts) {
+  const std::string& L = r->label();
+  TB_CHECK(h.data_size > 0, FormatError, "[npy] '", L, "': object array without pickle data");
+  std::vector<std::string> unknown;
+  bool makers = false;
+  for (const std::string& g : pickle::globals_in(*r, h.data_offset, h.data_size)) {
+    size_t dot = g.rfind('.');
+    std::string mod = dot == std::string::npos ? std::string() : g.substr(0, dot);
+    std::string name = dot == std::string::npos ? g : g.substr(dot + 1);
+    if (pickle::is_allowed_global(mod, name)) continue;
+    if (is_tensor_maker(g)) {
+      makers = true;
+      continue;
+    }
+    unknown.push_back(g);
+  }
+  if (!unknown.empty() && !opts.allow_unknown_globals) {
+    std::string names;
+    for (const auto& n : unknown) names += (names.empty() ? "" : ", ") + n;
+    throw UnsafeError(str("[npy] '", L, "': the object array's pickle references ", names,
+                          ", which is not on the allow-list; nothing was imported or called. Load with ",
+                          "allow_unknown_globals to keep such objects as opaque values"));
+  }
+  pickle::Options po;
+  po.tag = "[npy]";
+  po.allow_unknown_globals = opts.allow_unknown_globals || makers;
+  Value v;
+  try {
+    v = pickle::load(*r, h.data_offset, h.data_size, po);
+  } catch (Error& e) {
+    e.add_context(str("while reading the object array (descr '", h.descr, "', shape ", shape_str(h.shape), ") of '", L,
+                      "'"));
+    throw;
+  }
+  if (makers) {
+    std::vector<const void*> seen;
+    v = unwrap_tensor_makers(v, 0, seen);
+  }
+  return v;
+}
+
+/** numpy.dtype(kind+size, False, True) with its BUILD state, as numpy pickles it. */
+void emit_np_dtype(pickle::Pickler& p, DType t) {
+  std::string descr(npy_descr(t));
+  if (descr.empty()) descr = dtype_size(t) == 2 ? "<u2" : "|u1";  // raw bits; see npy.h
+  p.global_("numpy", "dtype");
+  p.string(descr.substr(1));
+  p.boolean(false);
+  p.boolean(true);
+  p.tuple_n(3);
+  p.reduce();
+  p.mark();
+  p.integer(3);
+  p.string(descr.substr(0, 1));
+  p.none();
+  p.none();
+  p.none();
+  p.integer(-1);
+  p.integer(-1);
+  p.integer(0);
+  p.tuple();
+  p.build();
+}
+
+/** numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b') + BUILD (1, shape, dtype, False, data). */
+void emit_ndarray_head(pickle::Pickler& p) {
+  p.global_("numpy.core.multiarray", "_reconstruct");
+  p.global_("numpy", "ndarray");
+  p.integer(0);
+  p.tuple_n(1);
+  p.bytes_("b");
+  p.tuple_n(3);
+  p.reduce();
+}
+
+void emit_shape(pickle::Pickler& p, const Shape& shape) {
+  if (shape.size() <= 3) {
+    for (int64_t d : shape) p.integer(d);
+    p.tuple_n(shape.size());
+  } else {
+    p.mark();
+    for (int64_t d : shape) p.integer(d);
+    p.tuple();
+  }
+}
+
+void write_npy_object(Writer& w, const Value& root, const std::string& path) {
+  (void)path;
+  pickle::Pickler pk(3);
+  pk.on_tensor = [](pickle::Pickler& p, const Tensor& t) {
+    emit_ndarray_head(p);
+    p.mark();
+    p.integer(1);
+    emit_shape(p, t.shape());
+    emit_np_dtype(p, t.dtype());
+    p.boolean(false);
+    std::string data(t.nbytes(), '\0');
+    t.copy_to(data.data());
+    p.bytes_(data);
+    p.tuple();
+    p.build();
+  };
+  // A list becomes a 1-d object array of its items; anything else a 0-d object array holding it.
+  bool as_list = root.kind() == Value::Kind::List;
+  Shape shape = as_list ? Shape{int64_t(root.items().size())} : Shape{};
+  pk.bytes().push_back(0x80);
+  pk.bytes().push_back(3);
+  emit_ndarray_head(pk);
+  pk.mark();
+  pk.integer(1);
+  emit_shape(pk, shape);
+  pk.global_("numpy", "dtype");
+  pk.string("O8");
+  pk.boolean(false);
+  pk.boolean(true);
+  pk.tuple_n(3);
+  pk.reduce();
+  pk.mark();
+  pk.integer(3);
+  pk.string("|");
+  pk.none();
+  pk.none();
+  pk.none();
+  pk.integer(-1);
+  pk.integer(-1);
+  pk.integer(63);
+  pk.tuple();
+  pk.build();
+  pk.boolean(false);
+  if (as_list) {
+    pk.value(root);
+  } else {
+    pk.empty_list();
+    pk.value(root);
+    pk.bytes().push_back('a');  // APPEND
+  }
+  pk.tuple();
+  pk.build();
+  pk.bytes().push_back('.');
+  std::string h = "{'descr': '|O', 'fortran_order': False, 'shape': (";
+  if (as_list) h += std::to_string(shape[0]) + ",";
+  h += "), }";
+  if (as_list) h.append(21 - std::to_string(shape[0]).size(), ' ');
+  size_t hlen = h.size() + 1, pad = 64 - (10 + hlen) % 64;
+  TB_CHECK(hlen + pad <= 0xFFFF, InternalError, "object header too long");
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out += char((hlen + pad) & 0xFF);
+  out += char((hlen + pad) >> 8);
+  out += h;
+  out.append(pad, ' ');
+  out += '\n';
+  w.write(out);
+  w.write(pk.bytes().data(), pk.bytes().size());
 }
 
 }  // namespace
