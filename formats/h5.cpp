@@ -248,23 +248,27 @@ std::vector<LinkEntry> list_links(hid_t group, const std::string& label, const s
   return out;
 }
 
-std::string object_identity(hid_t obj) {
+/** Object header address (identity for cycle detection; creation order in a freshly written file). */
+std::optional<uint64_t> object_address(hid_t obj) {
 #if H5_VERSION_GE(1, 12, 0)
   H5O_info2_t info;
-  if (H5Oget_info3(obj, &info, H5O_INFO_BASIC) < 0) return {};
-  return std::string(reinterpret_cast<const char*>(&info.token), sizeof(info.token));
+  if (H5Oget_info3(obj, &info, H5O_INFO_BASIC) < 0) return std::nullopt;
+  haddr_t a = 0;
+  std::memcpy(&a, &info.token, sizeof(a));  // the native VOL keeps the address in the token
+  return uint64_t(a);
 #else
   H5O_info_t info;
-  if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0) return {};
-  return std::to_string(info.addr);
+  if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0) return std::nullopt;
+  return uint64_t(info.addr);
 #endif
 }
 
 struct Walk {
   std::string label;
   Metadata* md;
-  std::vector<std::string> datasets;  // paths without leading '/', in walk order
-  std::set<std::string> seen;         // object identities (hard-link cycles)
+  std::vector<std::string> datasets;  // paths without leading '/', in walk order (by name)
+  std::map<std::string, uint64_t> address;
+  std::set<uint64_t> seen;  // object addresses (hard-link cycles)
 };
 
 void walk(hid_t group, const std::string& path, int depth, Walk& w) {
@@ -289,14 +293,16 @@ void walk(hid_t group, const std::string& path, int depth, Walk& w) {
       throw UnsafeError(str("[h5] '", w.label, "': '/", child, "' is a user-defined link; refusing to follow it"));
     Handle obj = check_id(H5Oopen(group, link.name.c_str(), safe_lapl()), H5Oclose, w.label,
                           "cannot open '/" + child + "'");
-    std::string id = object_identity(obj.get());
-    if (!id.empty() && !w.seen.insert(id).second) continue;  // second hard link to the same object
+    auto addr = object_address(obj.get());
+    H5Eclear2(H5E_DEFAULT);
+    if (addr && !w.seen.insert(*addr).second) continue;  // second hard link to the same object
     H5I_type_t t = H5Iget_type(obj.get());
     read_attrs(obj.get(), w.label, child, *w.md);
     if (t == H5I_GROUP) {
       walk(obj.get(), child, depth + 1, w);
     } else if (t == H5I_DATASET) {
       w.datasets.push_back(child);
+      w.address[child] = addr.value_or(UINT64_MAX);
     }
   }
 }
@@ -600,7 +606,7 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
   ck.format = "h5";
   std::map<std::string, AttrValue> root_attrs;
   read_attrs(root.get(), ctx.label, "", ck.metadata, &root_attrs);
-  Walk w{ctx.label, &ck.metadata, {}, {}};
+  Walk w{ctx.label, &ck.metadata, {}, {}, {}};
   walk(root.get(), "", 0, w);
 
   // Layout.
@@ -631,6 +637,12 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
         if (ordered.insert(p).second) order.push_back(p);
       }
     }
+  }
+  if (layout == "keras3") {
+    // Keras 3 names objects by class ("dense", "conv2d"), so names do not say the model order; the
+    // writer creates them in model order, which is the order of their object headers in the file.
+    std::stable_sort(w.datasets.begin(), w.datasets.end(),
+                     [&](const std::string& a, const std::string& b) { return w.address[a] < w.address[b]; });
   }
   for (const auto& p : w.datasets)
     if (!ordered.count(p)) order.push_back(p);
@@ -933,10 +945,14 @@ void save_keras3(const Checkpoint& ckpt, MemFile& f) {
     bool ok = pos != std::string::npos && (pos == 0 || key[pos - 1] == '/') && h5detail::is_uint(key.substr(pos + 5));
     native = native && ok;
   }
-  if (native) {  // already Keras 3 paths: write them as they are
-    save_plain(sd, ckpt.metadata, f);
+  if (native) {  // already Keras 3 paths: write them as they are (groups first, so their attributes find them)
     ensure_group(f, "layers");
     ensure_group(f, "vars");
+    for (const auto& [k, v] : ckpt.metadata) {  // empty vars groups of weightless layers
+      auto pos = k.rfind("/vars/name");
+      if (pos != std::string::npos && pos + 10 == k.size() && k.rfind("layers/", 0) == 0) ensure_group(f, k.substr(0, pos + 5));
+    }
+    save_plain(sd, ckpt.metadata, f);
     return;
   }
   auto layers = keras_layers(ckpt);
@@ -1022,14 +1038,7 @@ bool is_hdf5(const Reader& r) {
   }
 }
 
-Checkpoint load_h5(const Source& src, const LoadOptions& opts) {
-  try {
-    return load_impl(src, opts);
-  } catch (Error& e) {
-    H5Eclear2(H5E_DEFAULT);
-    throw;
-  }
-}
+Checkpoint load_h5(const Source& src, const LoadOptions& opts) { return load_impl(src, opts); }
 
 void save_h5(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
   save_impl(ckpt, path, opts, opts.option("layout", default_layout(path, "plain")));
