@@ -74,6 +74,7 @@ std::string describe_start(const Source& src) {
   if (text.rfind("<!DOCTYPE", 0) == 0 || text.rfind("<html", 0) == 0 || text.rfind("<!doctype", 0) == 0)
     return "an HTML page, not a weight file (a failed download?)";
   if (n == 0) return "an empty file";
+  if (text.rfind("PK\x03\x04", 0) == 0) return "a zip archive holding neither data.pkl nor .npy members";
   std::string hex;
   static const char* digits = "0123456789abcdef";
   for (uint8_t c : b) {
