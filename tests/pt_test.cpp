@@ -444,3 +444,16 @@ TEST_CASE("truncated and corrupted torch files fail with a clear message, never 
     }
   }
 }
+
+TEST_CASE("dtypes without a typed storage are written with _rebuild_tensor_v3 and read back") {
+  tbtest::TempDir dir;
+  Value root = Value::dict();
+  root.set_item(Value::string("u16"), Value::tensor(Tensor::from_vector<uint16_t>(DType::U16, {3}, {1, 2, 65535})));
+  root.set_item(Value::string("f8"), Value::tensor(Tensor::from_vector<uint8_t>(DType::F8E4M3FN, {2}, {0x38, 0x40})));
+  Checkpoint c;
+  c.format = "pt";
+  c.root = root;
+  save_pt(c, dir / "v3.pt");
+  Checkpoint back = load_file((dir / "v3.pt").string());
+  CHECK(describe(back.state_dict()) == describe(c.state_dict()));
+}
