@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "formats/detail/pickle.h"
 #include "formats/detail/zip.h"
 #include "formats/pt.h"
 
@@ -456,4 +457,59 @@ TEST_CASE("dtypes without a typed storage are written with _rebuild_tensor_v3 an
   save_pt(c, dir / "v3.pt");
   Checkpoint back = load_file((dir / "v3.pt").string());
   CHECK(describe(back.state_dict()) == describe(c.state_dict()));
+}
+
+TEST_CASE("a buffer viewed with several dtypes is written as separate torch storages") {
+  tbtest::TempDir dir;
+  auto st = Storage::allocate(4096);
+  for (int i = 0; i < 16; ++i) st->data()[i] = uint8_t(i + 1);
+  Value root = Value::dict();
+  root.set_item(Value::string("f"), Value::tensor(Tensor(st, DType::F32, {2}, {1}, 0)));
+  root.set_item(Value::string("s"), Value::tensor(Tensor(st, DType::I16, {4}, {1}, 8)));
+  Checkpoint c;
+  c.format = "safetensors";
+  c.root = root;
+  save_pt(c, dir / "mixed.pt");
+  Checkpoint back = load_file((dir / "mixed.pt").string());
+  CHECK(describe(back.state_dict()) == describe(c.state_dict()));
+  CHECK(back.root.dict_data().cls == "collections.OrderedDict");  // flat dicts from other formats
+  CHECK(info_of(back, "storage bytes") == "16");  // not the 4096-byte buffer
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, torch
+d = torch.load(sys.argv[1], weights_only=True)
+assert d['s'].tolist() == [0x0a09, 0x0c0b, 0x0e0d, 0x100f], d['s'].tolist()
+print('ok')
+)", {(dir / "mixed.pt").string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("hostile torch.save files (fixtures/malformed/pickle_*) are refused and nothing runs") {
+  const std::string marker = "/tmp/tb_pickle_pwned_marker";
+  std::filesystem::remove(marker);
+  auto evil = tbtest::fixture("malformed/pickle_evil_state_dict.pt").string();
+  try {
+    load_file(evil);
+    FAIL("expected UnsafeError");
+  } catch (const UnsafeError& e) {
+    std::string m = e.what();
+    CHECK(m.find("posix.system") != std::string::npos);
+    CHECK(m.find("builtins.eval") != std::string::npos);
+    CHECK(m.find("pickle_evil_state_dict.pt") != std::string::npos);
+  }
+  // opt-in: the tensors come out, the payloads stay opaque objects, nothing is called
+  Checkpoint c = load_file(evil, true);
+  CHECK(c.state_dict().keys() == std::vector<std::string>{"weight"});
+  CHECK(c.root.get("payload")->as_object().cls == "posix.system");
+  CHECK(!std::filesystem::exists(marker));
+  for (const char* f : {"pickle_os_system_p2.pkl", "pickle_os_system_p4.pkl"}) {
+    auto r = open_file(tbtest::fixture(std::string("malformed/") + f));
+    CHECK_THROWS_AS(pickle::load(*r, 0, r->size()), UnsafeError);
+  }
+  for (const char* f : {"pickle_deep_lists.pkl", "pickle_bad_memo.pkl", "pickle_truncated.pkl"}) {
+    INFO(f);
+    auto r = open_file(tbtest::fixture(std::string("malformed/") + f));
+    CHECK_THROWS_AS(pickle::load(*r, 0, r->size()), FormatError);
+  }
+  CHECK(!std::filesystem::exists(marker));
 }

@@ -367,8 +367,9 @@ class Machine {
 
   // -- calls (never executed: interpreted or refused) --
   void note_global(const std::string& q) {
-    if (std::find(globals_.begin(), globals_.end(), q) == globals_.end()) globals_.push_back(q);
-    if (!allowed_qual(q) && std::find(unsafe_.begin(), unsafe_.end(), q) == unsafe_.end()) unsafe_.push_back(q);
+    if (!seen_globals_.insert(q).second) return;
+    globals_.push_back(q);
+    if (!allowed_qual(q)) unsafe_.push_back(q);
   }
   Value call(const Value& callable, Value args);
   Value instantiate(const Value& cls, Value args);
@@ -396,6 +397,7 @@ class Machine {
   std::unordered_map<const void*, std::pair<uint32_t, Value>> theight_;  // tuple nesting heights
   std::unordered_map<const void*, Value> replaced_;  // numpy objects turned into tensors by BUILD
   std::vector<std::string> globals_, unsafe_;
+  std::unordered_set<std::string> seen_globals_;
   int protocol_ = 0;
   bool ok_ = false;
 };
@@ -1264,24 +1266,22 @@ uint32_t Pickler::memoize(const void* key) {
     out_.push_back('r');
     put_u32(out_, idx);
   }
-  if (key) memo_keys_.emplace_back(key, idx);
+  if (key) memo_keys_[key] = idx;
   return idx;
 }
 
 bool Pickler::get_memo(const void* key) {
   if (!key) return false;
-  for (auto it = memo_keys_.rbegin(); it != memo_keys_.rend(); ++it)
-    if (it->first == key) {
-      if (it->second < 256) {
-        out_.push_back('h');
-        out_.push_back(uint8_t(it->second));
-      } else {
-        out_.push_back('j');
-        put_u32(out_, it->second);
-      }
-      return true;
-    }
-  return false;
+  auto it = memo_keys_.find(key);
+  if (it == memo_keys_.end()) return false;
+  if (it->second < 256) {
+    out_.push_back('h');
+    out_.push_back(uint8_t(it->second));
+  } else {
+    out_.push_back('j');
+    put_u32(out_, it->second);
+  }
+  return true;
 }
 
 void Pickler::global_(const std::string& module, const std::string& name) {

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "tensor/io.h"
@@ -120,7 +121,7 @@ class Pickler {
  private:
   int protocol_;
   std::vector<uint8_t> out_;
-  std::vector<std::pair<const void*, uint32_t>> memo_keys_;
+  std::unordered_map<const void*, uint32_t> memo_keys_;
   std::vector<std::pair<std::string, uint32_t>> global_memo_;
   uint32_t next_memo_ = 0;
   size_t depth_ = 0;
