@@ -513,3 +513,38 @@ TEST_CASE("hostile torch.save files (fixtures/malformed/pickle_*) are refused an
   }
   CHECK(!std::filesystem::exists(marker));
 }
+
+TEST_CASE("torch and numpy objects inside checkpoints: Parameter, tensor with attributes, Size, device, dtype, numpy") {
+  tbtest::TempDir dir;
+  auto path = (dir / "objs.pt").string();
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, torch, numpy as np
+t = torch.arange(4.)
+t.note = 'hello'              # tensor with __dict__ -> _rebuild_from_type_v2
+p = torch.nn.Parameter(torch.ones(2, 2))
+torch.save({'t': t, 'p': p, 'size': torch.Size([2, 3]), 'dev': torch.device('cuda', 1), 'dt': torch.float16,
+            'np_scalar': np.float64(2.5), 'np_arr': np.arange(3, dtype=np.int32), 'set': {1, 2},
+            'c': 1 + 2j, 'b': b'\x00xy', 'big': 2**40, 'neg': -3}, sys.argv[1])
+print('ok')
+)", {path});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  Checkpoint c = load_file(path);
+  const Value& root = c.root;
+  CHECK(root.get("t")->as_tensor().to_vector<float>() == std::vector<float>{0, 1, 2, 3});
+  CHECK(root.get("p")->as_tensor().to_vector<float>() == std::vector<float>{1, 1, 1, 1});
+  REQUIRE(root.get("size")->kind() == Value::Kind::Tuple);
+  CHECK(root.get("size")->items()[1].as_int() == 3);
+  CHECK(root.get("dev")->as_str() == "cuda:1");
+  CHECK(root.get("dt")->kind() == Value::Kind::Object);
+  CHECK(root.get("np_scalar")->as_tensor().to_vector<double>()[0] == 2.5);
+  CHECK(root.get("np_arr")->as_tensor().to_vector<int32_t>() == std::vector<int32_t>{0, 1, 2});
+  CHECK(root.get("set")->items().size() == 2);
+  CHECK(root.get("c")->as_complex() == std::complex<double>(1, 2));
+  CHECK(root.get("b")->as_str() == std::string("\x00xy", 3));
+  CHECK(root.get("big")->as_int() == (int64_t(1) << 40));
+  CHECK(root.get("neg")->as_int() == -3);
+  StateDict sd = c.state_dict();
+  CHECK(sd.contains("t"));
+  CHECK(sd.contains("np_arr"));
+}
