@@ -14,10 +14,11 @@
 //   collections.OrderedDict        -> Dict with cls "collections.OrderedDict"; a BUILD state
 //                                     ({'_metadata': ...}) goes to ValueDict::attrs, never into items
 //   torch._utils._rebuild_tensor(_v2/_v3), _rebuild_parameter(_with_state), _rebuild_from_type_v2
-//                                  -> Tensor views over the Storage returned by persistent_load
-//                                     (a Value::tensor of dtype U8 holding the whole storage bytes,
-//                                     or a Value::object "torch.storage" see pt.cpp); the loader
-//                                     passes persistent ids through Options::persistent_load
+//                                  -> Tensor views (offset/stride in elements) over the storage that
+//                                     Options::persistent_load returns for the BINPERSID: a 1-d
+//                                     Value::tensor of the storage dtype (U8 for UntypedStorage)
+//                                     spanning the whole storage; views of one storage share it.
+//                                     A None storage (dry run) makes the rebuild return None.
 //   torch.Size                     -> Tuple;  torch.device -> Str ("cpu")
 //   torch.<dtype> (torch.float32)  -> Object cls "torch.dtype", args = Str "float32"
 //   torch.<X>Storage               -> Object cls "torch.<X>Storage" (a class reference)
