@@ -9,12 +9,14 @@
 #include <unordered_map>
 
 #include "formats/adapters.h"
+#include "formats/sharded.h"
 
 namespace tb {
 
 namespace {
 
 using ojson = nlohmann::ordered_json;
+using fs_path = std::filesystem::path;
 constexpr uint64_t kMaxHeader = 100'000'000;
 
 /** Position of a dtype in the reference Rust `Dtype` enum (the writer sorts by it, descending). */
@@ -247,8 +249,14 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
 }
 
 Checkpoint load_safetensors(const Source& src, const LoadOptions& opts) {
-  TB_CHECK(src.reader != nullptr, FormatError, "[safetensors] '", src.label(),
-           "' is a folder; give the .safetensors file (sharded index support is separate)");
+  if (auto index = find_shard_index(src); !index.empty()) return load_sharded(index, opts);
+  if (!src.reader) {
+    std::error_code ec;
+    fs_path single = src.path / "model.safetensors";
+    TB_CHECK(std::filesystem::is_regular_file(single, ec), FormatError, "[safetensors] folder '", src.label(),
+             "' has neither an *.index.json nor a model.safetensors");
+    return load_safetensors(Source::from_path(single, opts.mmap), opts);
+  }
   return load_safetensors(src.reader, opts);
 }
 
@@ -261,15 +269,15 @@ void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata)
   };
   std::vector<Item> items;
   std::map<std::string, std::string> aliases;
-  std::vector<std::pair<const Tensor*, std::string>> firsts;
+  std::map<std::pair<const void*, int64_t>, std::vector<std::pair<const Tensor*, std::string>>> firsts;
   for (const auto& [name, t] : sd) {
     TB_CHECK(reference_rank(t.dtype()) >= 0, UnsupportedError, "[safetensors] tensor '", name, "' has dtype ",
              dtype_name(t.dtype()), ", which safetensors cannot store (no token for it); convert it first (e.g. ",
              "complex128 -> complex64)");
     const std::string* same = nullptr;
-    for (const auto& [f, fname] : firsts)
-      if (f->shares_storage(t) && f->byte_offset() == t.byte_offset() && f->dtype() == t.dtype() &&
-          f->shape() == t.shape() && f->strides() == t.strides()) {
+    auto& bucket = firsts[{t.storage().get(), t.byte_offset()}];
+    for (const auto& [f, fname] : bucket)
+      if (f->shares_storage(t) && f->dtype() == t.dtype() && f->shape() == t.shape() && f->strides() == t.strides()) {
         same = &fname;
         break;
       }
@@ -277,7 +285,7 @@ void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata)
       aliases[name] = *same;
       continue;
     }
-    if (t.storage()) firsts.emplace_back(&t, name);
+    if (t.storage()) bucket.emplace_back(&t, name);
     items.push_back({name, &t});
   }
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
@@ -340,6 +348,15 @@ void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path,
   Metadata meta = sd.metadata;
   std::string fmt = opts.option("format", "pt");
   if (fmt != "none" && !meta.count("format")) meta["format"] = fmt;
+  if (std::string shard = opts.option("shard_size"); !shard.empty()) {
+    try {
+      save_sharded_safetensors(sd, meta, path, parse_shard_size(shard), opts.overwrite);
+    } catch (Error& e) {
+      e.add_context(str("while writing shards for '", path.string(), "'"));
+      throw;
+    }
+    return;
+  }
   AtomicFileWriter w(path, opts.overwrite);
   try {
     write_safetensors(w, sd, meta);
@@ -354,10 +371,15 @@ const FormatAdapter& safetensors_format() {
   static const FormatAdapter a = [] {
     FormatAdapter f;
     f.name = "safetensors";
-    f.description = "safetensors (zero-copy; tied weights kept as aliases)";
+    f.description = "safetensors (zero-copy; tied weights kept as aliases; sharded index.json or folder)";
     f.extensions = {".safetensors"};
     f.sniff = [](const Source& s) {
-      if (!s.reader || s.reader->size() < 10) return false;
+      if (!find_shard_index(s).empty()) return true;
+      if (!s.reader) {
+        std::error_code ec;
+        return std::filesystem::is_regular_file(s.path / "model.safetensors", ec);
+      }
+      if (s.reader->size() < 10) return false;
       uint64_t n = s.reader->read_le<uint64_t>(0);
       if (n < 2 || n > s.reader->size() - 8 || n > kMaxHeader) return false;
       return s.reader->read_string(8, 1) == "{";

@@ -30,15 +30,18 @@ namespace tb {
 /** Metadata key listing tied tensors written once: JSON object alias -> written name. */
 inline constexpr const char* kSafetensorsAliasKey = "tensorbridge.aliases";
 
-/** Loads every tensor as a zero-copy view when the file is mapped and the data aligned. */
+/** Loads every tensor as a zero-copy view when the file is mapped and the data aligned. Also accepts a
+ *  sharded checkpoint: an *.index.json file or a folder holding one (formats/sharded.h), or a folder with
+ *  a single model.safetensors. */
 Checkpoint load_safetensors(const Source& src, const LoadOptions& opts = {});
 /** Validates and parses a safetensors file from any Reader (tests, zip members). */
 Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOptions& opts = {});
 
 /** The file bytes the reference writer produces, streamed to a Writer. */
 void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata);
-/** Saves the flattened state dict (option "format": value of __metadata__["format"], default "pt",
- *  "none" to add nothing). */
+/** Saves the flattened state dict. Options: "format" = value of __metadata__["format"] (default "pt",
+ *  "none" to add nothing); "shard_size" = "5GB"-style limit: shards model-00001-of-0000N.safetensors and
+ *  model.safetensors.index.json next to path (path may be a folder), see formats/sharded.h. */
 void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 }  // namespace tb

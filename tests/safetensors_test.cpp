@@ -268,3 +268,144 @@ TEST_CASE("hostile safetensors headers are refused with the reference rules", "[
       }(),
       "ok.safetensors")));
 }
+
+#include "formats/sharded.h"
+
+TEST_CASE("shard sizes parse like huggingface_hub", "[safetensors]") {
+  CHECK(parse_shard_size("5GB") == 5000000000ull);
+  CHECK(parse_shard_size("500MB") == 500000000ull);
+  CHECK(parse_shard_size("2GiB") == 2147483648ull);
+  CHECK(parse_shard_size("1.5 kb") == 1500);
+  CHECK(parse_shard_size("123") == 123);
+  CHECK_THROWS_AS(parse_shard_size("GB"), UnsupportedError);
+  CHECK_THROWS_AS(parse_shard_size("5 parsecs"), UnsupportedError);
+}
+
+TEST_CASE("sharded safetensors: written with an index, read back from the index or the folder", "[safetensors]") {
+  tbtest::TempDir dir;
+  StateDict sd;
+  sd.insert("embed.weight", ramp(DType::F32, {64, 4}));   // 1024 bytes
+  sd.insert("layer.0.weight", ramp(DType::F32, {16, 16}));  // 1024
+  sd.insert("layer.0.bias", ramp(DType::F32, {16}));        // 64
+  sd.insert("huge", ramp(DType::F64, {300}));               // 2400 > limit: a shard of its own
+  sd.insert("layer.1.weight", ramp(DType::F16, {16, 16}));  // 512
+  sd.insert("lm_head.weight", sd.at("embed.weight"));       // tied: same shard as embed.weight, written once
+  SaveOptions so;
+  so.options["shard_size"] = "1500B";
+  save(Checkpoint::from_state_dict(sd), dir / "model.safetensors", "", so);
+  for (const char* f : {"model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
+                        "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors",
+                        "model.safetensors.index.json"})
+    CHECK(std::filesystem::exists(dir / f));
+  CHECK_FALSE(std::filesystem::exists(dir / "model.safetensors"));
+  for (auto src : {dir / "model.safetensors.index.json", dir.path()}) {
+    INFO(src.string());
+    CHECK(detect_format(Source::from_path(src)).name == "safetensors");
+    Checkpoint c = load(src);
+    StateDict back = c.state_dict();
+    REQUIRE(back.size() == sd.size());
+    for (const auto& [k, t] : sd) CHECK(equal(back.at(k), t));
+    CHECK(back.at("lm_head.weight").shares_storage(back.at("embed.weight")));
+    CHECK(c.metadata.at("format") == "pt");
+  }
+  auto r = tbtest::python(tbtest::Peer::Peers, R"(
+import sys, os, json
+from safetensors.numpy import load_file
+d = sys.argv[1]
+raw = open(os.path.join(d, 'model.safetensors.index.json')).read()
+idx = json.loads(raw)
+assert raw == json.dumps(idx, indent=2, sort_keys=True) + '\n', raw
+wm = idx['weight_map']
+assert wm['embed.weight'] == wm['lm_head.weight'] == 'model-00001-of-00004.safetensors', wm
+assert wm['huge'] == 'model-00003-of-00004.safetensors', wm
+total = 0
+for shard in sorted(set(wm.values())):
+    t = load_file(os.path.join(d, shard))
+    total += sum(v.nbytes for v in t.values())
+    for k in t: assert wm[k] == shard
+assert total == idx['metadata']['total_size'], (total, idx)
+print('ok', total)
+)",
+                          {dir.path().string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("ok 5024") != std::string::npos);
+  // everything fits: one plain file, no index
+  tbtest::TempDir one;
+  so.options["shard_size"] = "5GB";
+  save(Checkpoint::from_state_dict(sd), one / "model.safetensors", "", so);
+  CHECK(std::filesystem::exists(one / "model.safetensors"));
+  CHECK_FALSE(std::filesystem::exists(one / "model.safetensors.index.json"));
+  CHECK(load(one.path()).state_dict().size() == sd.size());
+}
+
+TEST_CASE("sharded indexes that escape the folder, lie about sizes or miss tensors are refused", "[safetensors]") {
+  tbtest::TempDir dir;
+  StateDict sd;
+  sd.insert("a", ramp(DType::F32, {4}));
+  sd.insert("b", ramp(DType::F32, {4}));
+  SaveOptions so;
+  so.options["shard_size"] = "16";
+  save(Checkpoint::from_state_dict(sd), dir / "model.safetensors", "", so);
+  auto write_index = [&](const std::string& json) {
+    AtomicFileWriter w(dir / "model.safetensors.index.json", true);
+    w.write(json);
+    w.commit();
+  };
+  auto index = dir / "model.safetensors.index.json";
+  CHECK_NOTHROW(load_sharded(index));
+  write_index(R"({"metadata": {"total_size": 32}, "weight_map": {"a": "../model-00001-of-00002.safetensors"}})");
+  CHECK_THROWS_AS(load_sharded(index), UnsafeError);
+  write_index(R"({"metadata": {"total_size": 32}, "weight_map": {"a": "/etc/passwd"}})");
+  CHECK_THROWS_AS(load_sharded(index), UnsafeError);
+  write_index(
+      R"({"metadata": {"total_size": 999}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})");
+  try {
+    load_sharded(index);
+    FAIL("expected FormatError");
+  } catch (const FormatError& e) {
+    CHECK(std::string(e.what()).find("total_size is 999 but the indexed tensors hold 32") != std::string::npos);
+  }
+  write_index(R"({"metadata": {"total_size": 16}, "weight_map": {"b": "model-00001-of-00002.safetensors"}})");
+  CHECK_THROWS_AS(load_sharded(index), KeyError);
+  write_index(R"({"weight_map": {"a": "model-00009-of-00009.safetensors"}})");
+  CHECK_THROWS_AS(load_sharded(index), IoError);
+  write_index(R"({"metadata": {}})");
+  CHECK_THROWS_AS(load_sharded(index), FormatError);
+}
+
+TEST_CASE("pytorch_model.bin.index.json with torch shards reads as one state dict", "[safetensors]") {
+  tbtest::TempDir dir;
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, os, json, torch
+d = sys.argv[1]
+torch.manual_seed(0)
+a = {'encoder.weight': torch.randn(4, 3), 'encoder.bias': torch.randn(4)}
+b = {'decoder.weight': torch.randn(2, 4)}
+torch.save(a, os.path.join(d, 'pytorch_model-00001-of-00002.bin'))
+torch.save(b, os.path.join(d, 'pytorch_model-00002-of-00002.bin'))
+wm = {k: 'pytorch_model-00001-of-00002.bin' for k in a}
+wm.update({k: 'pytorch_model-00002-of-00002.bin' for k in b})
+total = sum(t.numel() * t.element_size() for t in list(a.values()) + list(b.values()))
+json.dump({'metadata': {'total_size': total}, 'weight_map': wm}, open(os.path.join(d, 'pytorch_model.bin.index.json'), 'w'), indent=2, sort_keys=True)
+print(' '.join(repr(float(x)) for x in b['decoder.weight'].reshape(-1)))
+)",
+                          {dir.path().string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  Checkpoint c;
+  try {
+    c = load(dir.path());
+  } catch (const UnsupportedError& e) {
+    if (std::string(e.what()).find("not implemented") != std::string::npos) tbtest::skip("pt adapter not merged here");
+    throw;
+  }
+  StateDict sd = c.state_dict();
+  CHECK(sd.keys() == std::vector<std::string>{"decoder.weight", "encoder.bias", "encoder.weight"});
+  std::istringstream is(r.output);
+  for (int64_t i = 0; i < 8; ++i) {
+    double v = 0;
+    is >> v;
+    CHECK(sd.at("decoder.weight").item_as_double(i) == float(v));
+  }
+}
