@@ -149,9 +149,9 @@ Checkpoint load_sharded(const fs::path& index, const LoadOptions& opts) {
       throw;
     }
     if (c.metadata.empty()) c.metadata = sc.metadata;
+    if (!all_st) c.format = sc.format;  // torch shards: report the shards' format
     shards.emplace(shard, sc.state_dict());
   }
-  if (!all_st) c.format = shard_order.empty() ? "safetensors" : "sharded";
 
   c.root = Value::dict();
   uint64_t sum_all = 0;
