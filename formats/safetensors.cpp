@@ -128,6 +128,7 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
     const std::string& name = it.key();
     const ojson& v = it.value();
     if (name == "__metadata__") {
+      if (v.is_null()) continue;  // serde reads null as "no metadata"
       TB_CHECK(v.is_object(), FormatError, "[safetensors] '", L, "': __metadata__ must be an object of strings");
       for (auto m = v.begin(); m != v.end(); ++m) {
         TB_CHECK(m.value().is_string(), FormatError, "[safetensors] '", L, "': __metadata__ value of '", m.key(),
