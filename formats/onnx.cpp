@@ -370,7 +370,9 @@ std::string opset_text(const onnx::ModelProto& m, std::string* default_version) 
 
 }  // namespace
 
-Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
+namespace onnx_detail {
+
+std::shared_ptr<onnx::ModelProto> parse_model(const Source& src) {
   TB_CHECK(src.reader != nullptr, FormatError, "[onnx] '", src.label(), "' is a folder, not an .onnx file");
   const Reader& r = *src.reader;
   TB_CHECK(r.size() <= uint64_t(INT_MAX), UnsupportedError, "[onnx] '", src.label(), "' is ", r.size(),
@@ -385,22 +387,14 @@ Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
     ok = model->ParseFromArray(buf.data(), int(buf.size()));
   }
   TB_CHECK(ok, FormatError, "[onnx] '", src.label(), "': not a valid ONNX model (the protobuf ModelProto does not parse)");
+  return model;
+}
 
+StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const std::shared_ptr<onnx::ModelProto>& model,
+                             std::vector<std::pair<std::string, std::string>>* skipped, int* constants) {
   LoadContext c{src, opts, model, {}, {}};
-  Checkpoint ck;
-  ck.format = "onnx";
-  ck.info.emplace_back("ir_version", std::to_string(model->ir_version()));
-  ck.info.emplace_back("producer_name", model->producer_name());
-  ck.info.emplace_back("producer_version", model->producer_version());
-  std::string def;
-  std::string all = opset_text(*model, &def);
-  ck.info.emplace_back("opset", def);
-  if (all != "ai.onnx=" + def) ck.info.emplace_back("opset_imports", all);
-  for (const auto& kv : model->metadata_props()) ck.metadata[kv.key()] = kv.value();
-
   StateDict sd;
   const onnx::GraphProto& g = model->graph();
-  if (!g.name().empty()) ck.info.emplace_back("graph", g.name());
   auto add = [&](const std::string& name, Tensor t, const char* kind) {
     if (!t.defined()) return;
     TB_CHECK(!sd.contains(name), FormatError, "[onnx] '", src.label(), "': two ", kind, "s are named '", name, "'");
@@ -415,18 +409,43 @@ Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
     }
   }
   for (const auto& sp : g.sparse_initializer()) add(sp.values().name(), densify(c, sp, sp.values().name()), "initializer");
-  int constants = 0;
+  int n = 0;
   for (const auto& node : g.node()) {
     if (node.op_type() != "Constant" || !(node.domain().empty() || node.domain() == "ai.onnx") || node.output_size() != 1)
       continue;
     add(node.output(0), constant_value(c, node, node.output(0)), "Constant");
-    ++constants;
+    ++n;
   }
+  if (constants) *constants = n;
+  if (skipped) *skipped = c.skipped;
+  return sd;
+}
+
+}  // namespace onnx_detail
+
+Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
+  auto model = onnx_detail::parse_model(src);
+  Checkpoint ck;
+  ck.format = "onnx";
+  ck.info.emplace_back("ir_version", std::to_string(model->ir_version()));
+  ck.info.emplace_back("producer_name", model->producer_name());
+  ck.info.emplace_back("producer_version", model->producer_version());
+  std::string def;
+  std::string all = opset_text(*model, &def);
+  ck.info.emplace_back("opset", def);
+  if (all != "ai.onnx=" + def) ck.info.emplace_back("opset_imports", all);
+  for (const auto& kv : model->metadata_props()) ck.metadata[kv.key()] = kv.value();
+
+  const onnx::GraphProto& g = model->graph();
+  if (!g.name().empty()) ck.info.emplace_back("graph", g.name());
+  std::vector<std::pair<std::string, std::string>> skipped;
+  int constants = 0;
+  StateDict sd = onnx_detail::read_graph_tensors(src, opts, model, &skipped, &constants);
   ck.info.emplace_back("initializers", std::to_string(g.initializer_size() + g.sparse_initializer_size()));
   if (constants) ck.info.emplace_back("constants", std::to_string(constants));
   ck.info.emplace_back("nodes", std::to_string(g.node_size()));
   recover_names(g, sd, ck.info);
-  for (const auto& [name, why] : c.skipped) ck.info.emplace_back("skipped", str(name, ": ", why));
+  for (const auto& [name, why] : skipped) ck.info.emplace_back("skipped", str(name, ": ", why));
   ck.root = Value::from_state_dict(sd);
   return ck;
 }

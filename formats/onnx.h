@@ -89,6 +89,22 @@ std::string export_onnx_graph(const OnnxGraphSpec& spec, const StateDict& weight
 void save_onnx_graph(const OnnxGraphSpec& spec, const StateDict& weights, const std::filesystem::path& path,
                      const SaveOptions& opts = {});
 
+/** A sequential network recovered from an ONNX graph: what nn needs to build and load the model. */
+struct OnnxImport {
+  OnnxGraphSpec spec;  // layers in order; input name/shape (symbolic dims are -1) and output name
+  StateDict weights;   // "<layer>.weight", "<layer>.bias", "<layer>.running_mean", ... in PyTorch layout
+  /** What was changed on the way (weights renamed to "<index>.weight", Gemm transB=0 / MatMul
+   *  weights transposed to [out, in], Identity/Dropout nodes dropped). */
+  std::vector<std::string> notes;
+};
+
+/** Reads a graph made of Gemm (alpha = beta = 1, transA = 0), MatMul [+ Add bias], Relu, Conv,
+ *  MaxPool, Flatten(axis 1), BatchNormalization, Add (residual), Identity and Dropout, forming one
+ *  chain from the single input to the single output. Layer names come from the weight names when
+ *  they look like "<prefix>.weight" (torch export), else from the layer index. Throws
+ *  UnsupportedError naming the first node that does not fit. */
+OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts = {});
+
 /** Runs the ONNX checker and strict shape inference on a model file (external data resolved
  *  relative to it); throws FormatError with the checker's message. */
 void check_onnx_model(const std::filesystem::path& path);

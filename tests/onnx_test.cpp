@@ -535,3 +535,85 @@ TEST_CASE("graph export names the layer and tensor on bad input", "[onnx]") {
   save_onnx_graph(spec, sd, dir / "a.onnx");
   CHECK_THROWS_AS(save_onnx_graph(spec, sd, dir / "a.onnx"), IoError);
 }
+
+TEST_CASE("more than 2 GiB never goes into one protobuf message", "[onnx]") {
+  tbtest::TempDir dir;
+  // 600M float32 elements viewing one stored value: 2.4 GB of tensor data without allocating it.
+  auto one = Storage::allocate(4);
+  StateDict sd;
+  sd.insert("big", Tensor(one, DType::F32, {600000000}, {0}));
+  SaveOptions o;
+  o.options["external_data"] = "never";
+  try {
+    save(Checkpoint::from_state_dict(sd), dir / "big.onnx", "onnx", o);
+    FAIL("expected UnsupportedError");
+  } catch (const UnsupportedError& e) {
+    CHECK(std::string(e.what()).find("2400000000 bytes of tensors do not fit in one protobuf message (2 GiB limit)") !=
+          std::string::npos);
+  }
+  CHECK_FALSE(std::filesystem::exists(dir / "big.onnx"));
+}
+
+TEST_CASE("ONNX graphs of supported ops import as a layer list with PyTorch-named weights", "[onnx]") {
+  using K = OnnxLayer::Kind;
+  auto kinds = [](const OnnxGraphSpec& s) {
+    std::vector<K> k;
+    for (const auto& l : s.layers) k.push_back(l.kind);
+    return k;
+  };
+  auto npy = [](const char* k) { return read_npy(fixture(std::string("torch/mlp_weights/") + k + ".npy")); };
+  tbtest::TempDir dir;
+  {
+    OnnxImport im = import_onnx_graph(Source::from_path(fixture("onnx/mlp.onnx")));
+    CHECK(kinds(im.spec) == std::vector<K>{K::Linear, K::ReLU, K::Linear});
+    CHECK(im.spec.layers[0].name == "hidden");
+    CHECK(im.spec.layers[2].name == "out");
+    CHECK(im.spec.input_name == "X");
+    CHECK(im.spec.output_name == "Y");
+    CHECK(im.spec.input_shape == Shape{2, 20});
+    for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}) CHECK(equal(im.weights.at(k), npy(k)));
+    im.spec.input_shape = {-1, 20};
+    save_onnx_graph(im.spec, im.weights, dir / "mlp_again.onnx");
+    check_with_ort(dir / "mlp_again.onnx", "torch/mlp_X.npy", "torch/mlp_Y.npy", 1e-5);
+  }
+  {
+    // MatMul + Add with a renamed, transposed weight: one Linear named from its bias.
+    OnnxImport im = import_onnx_graph(Source::from_path(fixture("onnx_extra/mlp3d.onnx")));
+    CHECK(kinds(im.spec) == std::vector<K>{K::Linear, K::ReLU, K::Linear});
+    CHECK(im.weights.keys() == std::vector<std::string>{"hidden.weight", "hidden.bias", "out.weight", "out.bias"});
+    for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}) CHECK(equal(im.weights.at(k), npy(k)));
+    CHECK_FALSE(im.notes.empty());
+  }
+  {
+    // Our own CNN export imports back to the same layers and runs the same.
+    OnnxGraphSpec cnn;
+    cnn.input_shape = {-1, 3, 32, 32};
+    OnnxLayer pool = layer(K::MaxPool2d);
+    pool.kernel = {2};
+    cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU), pool, layer(K::Conv2d, "3"), layer(K::ReLU), pool,
+                  layer(K::Flatten), layer(K::Linear, "7"), layer(K::ReLU), layer(K::Linear, "9"), layer(K::ReLU),
+                  layer(K::Linear, "11")};
+    StateDict w = load(fixture("onnx_extra/cnn_weights.onnx")).state_dict();
+    save_onnx_graph(cnn, w, dir / "cnn.onnx");
+    OnnxImport im = import_onnx_graph(Source::from_path(dir / "cnn.onnx"));
+    CHECK(kinds(im.spec) == kinds(cnn));
+    CHECK(im.spec.layers[2].kernel == std::vector<int64_t>{2, 2});
+    CHECK(im.spec.layers[2].stride == std::vector<int64_t>{2, 2});
+    CHECK(im.spec.input_shape == Shape{-1, 3, 32, 32});
+    for (const auto& [k, t] : im.weights) CHECK(equal(t, w.at(k)));
+    save_onnx_graph(im.spec, im.weights, dir / "cnn_again.onnx");
+    check_with_ort(dir / "cnn_again.onnx", "torch/cnn_X.npy", "torch/cnn_Y.npy", 1e-5);
+  }
+  {
+    // burn's conv2d_asymmetric_padding: PyTorch padding cannot express it, so it is refused by name.
+    CHECK_THROWS_WITH(import_onnx_graph(Source::from_path(fixture("shared/onnx/pytorch291_conv2d_dynamo.onnx"))),
+                      Catch::Contains("node 'node_conv2d' (Conv) cannot be imported as a sequential layer: only "
+                                      "symmetric 2-D pads are supported"));
+  }
+  try {
+    import_onnx_graph(Source::from_path(fixture("shared/onnx/onnxmltools122_keras_conv2d.onnx")));
+    FAIL("expected UnsupportedError");
+  } catch (const UnsupportedError& e) {
+    CHECK(std::string(e.what()).find("(Transpose) cannot be imported as a sequential layer") != std::string::npos);
+  }
+}
