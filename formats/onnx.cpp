@@ -178,7 +178,7 @@ Tensor load_external(LoadContext& c, const onnx::TensorProto& tp, DType dt, cons
   return Tensor(storage, dt, shape, contiguous_strides(shape));
 }
 
-template <class Src, class Field>
+template <class Field>
 void check_count(const LoadContext& c, const std::string& name, const char* field, const Field& f, int64_t expect) {
   TB_CHECK(int64_t(f.size()) == expect, FormatError, c.where(name), ": ", field, " holds ", f.size(),
            " values but the dims need ", expect);
@@ -213,28 +213,28 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
   uint8_t* out = t.data();
   switch (dt) {
     case DType::F32:
-      check_count<float>(c, name, "float_data", tp.float_data(), n);
+      check_count(c, name, "float_data", tp.float_data(), n);
       std::memcpy(out, tp.float_data().data(), need);
       break;
     case DType::C64:
-      check_count<float>(c, name, "float_data", tp.float_data(), 2 * n);
+      check_count(c, name, "float_data", tp.float_data(), 2 * n);
       std::memcpy(out, tp.float_data().data(), need);
       break;
     case DType::F64:
-      check_count<double>(c, name, "double_data", tp.double_data(), n);
+      check_count(c, name, "double_data", tp.double_data(), n);
       std::memcpy(out, tp.double_data().data(), need);
       break;
     case DType::C128:
-      check_count<double>(c, name, "double_data", tp.double_data(), 2 * n);
+      check_count(c, name, "double_data", tp.double_data(), 2 * n);
       std::memcpy(out, tp.double_data().data(), need);
       break;
     case DType::I64:
-      check_count<int64_t>(c, name, "int64_data", tp.int64_data(), n);
+      check_count(c, name, "int64_data", tp.int64_data(), n);
       std::memcpy(out, tp.int64_data().data(), need);
       break;
     case DType::U32:
     case DType::U64: {
-      check_count<uint64_t>(c, name, "uint64_data", tp.uint64_data(), n);
+      check_count(c, name, "uint64_data", tp.uint64_data(), n);
       for (int64_t i = 0; i < n; ++i) {
         uint64_t v = tp.uint64_data(int(i));
         if (dt == DType::U32) {
@@ -248,7 +248,7 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
     }
     default: {
       // int32_data: one element per int32 (8/16-bit ints, bool, f16/bf16/f8 as bit patterns).
-      check_count<int32_t>(c, name, "int32_data", tp.int32_data(), n);
+      check_count(c, name, "int32_data", tp.int32_data(), n);
       for (int64_t i = 0; i < n; ++i) {
         auto v = uint32_t(tp.int32_data(int(i)));
         if (dt == DType::Bool) v = v != 0;
@@ -314,7 +314,8 @@ Tensor constant_value(LoadContext& c, const onnx::NodeProto& node, const std::st
   return {};
 }
 
-/** See Note [MatMul weight names] in onnx.h (point 5): onnx::MatMul_N -> <layer>.weight, transposed. */
+/** onnx.h point 5: torch's `onnx::MatMul_N` ([in, out]) feeding MatMul then Add(<layer>.bias) becomes
+ *  `<layer>.weight` ([out, in], a transposed view) when exactly one initializer maps to that name. */
 void recover_names(const onnx::GraphProto& g, StateDict& sd, std::vector<std::pair<std::string, std::string>>& info) {
   std::unordered_map<std::string, int> uses;
   std::unordered_map<std::string, const onnx::NodeProto*> producer;

@@ -6,7 +6,9 @@
 #include <cstring>
 #include <fstream>
 
+#include "compute/backend.h"
 #include "formats/onnx.h"
+#include "nn/module.h"
 #include "tensor/io.h"
 
 using namespace tb;
@@ -615,5 +617,142 @@ TEST_CASE("ONNX graphs of supported ops import as a layer list with PyTorch-name
     FAIL("expected UnsupportedError");
   } catch (const UnsupportedError& e) {
     CHECK(std::string(e.what()).find("(Transpose) cannot be imported as a sequential layer") != std::string::npos);
+  }
+}
+
+namespace {
+
+/** nn::Sequential from an imported graph; weights renamed to Sequential's "<index>.<param>". */
+std::shared_ptr<nn::Sequential> build_sequential(const OnnxImport& im, StateDict& sd) {
+  using K = OnnxLayer::Kind;
+  auto seq = std::make_shared<nn::Sequential>();
+  size_t rank = im.spec.input_shape.size();
+  for (size_t i = 0; i < im.spec.layers.size(); ++i) {
+    const OnnxLayer& l = im.spec.layers[i];
+    auto w = [&](const std::string& p) { return im.weights.at(l.name + "." + p); };
+    std::vector<std::string> params;
+    auto two = [](const std::vector<int64_t>& v, int64_t d) { return v.empty() ? std::vector<int64_t>{d, d} : v; };
+    switch (l.kind) {
+      case K::Linear:
+        seq->add(std::make_shared<nn::Linear>(w("weight").shape()[1], w("weight").shape()[0], l.bias));
+        params = l.bias ? std::vector<std::string>{"weight", "bias"} : std::vector<std::string>{"weight"};
+        rank = 2;
+        break;
+      case K::ReLU:
+        seq->add(std::make_shared<nn::ReLU>());
+        break;
+      case K::Conv2d: {
+        Tensor cw = w("weight");
+        nn::Conv2d::Options o;
+        auto st = two(l.stride, 1), pd = two(l.padding, 0), dl = two(l.dilation, 1);
+        o.stride_h = st[0], o.stride_w = st[1], o.pad_h = pd[0], o.pad_w = pd[1], o.dil_h = dl[0], o.dil_w = dl[1];
+        o.groups = l.groups;
+        o.bias = l.bias;
+        seq->add(std::make_shared<nn::Conv2d>(cw.shape()[1] * l.groups, cw.shape()[0], cw.shape()[2], cw.shape()[3], o));
+        params = l.bias ? std::vector<std::string>{"weight", "bias"} : std::vector<std::string>{"weight"};
+        break;
+      }
+      case K::MaxPool2d: {
+        auto st = l.stride.empty() ? l.kernel : l.stride;
+        auto pd = two(l.padding, 0);
+        seq->add(std::make_shared<nn::MaxPool2d>(l.kernel[0], l.kernel[1], st[0], st[1], pd[0], pd[1]));
+        break;
+      }
+      case K::Flatten:
+        seq->add(std::make_shared<nn::Flatten>());
+        rank = 2;
+        break;
+      case K::BatchNorm:
+        seq->add(std::make_shared<nn::BatchNorm>(rank == 4 ? 2 : 1, w("weight").shape()[0], l.eps));
+        params = {"weight", "bias", "running_mean", "running_var"};
+        break;
+      case K::Add:
+        FAIL("nn::Sequential has no residual Add");
+    }
+    for (const auto& p : params) sd.insert(std::to_string(i) + "." + p, w(p));
+  }
+  return seq;
+}
+
+/** Runs the imported layers with a compute backend's ops (weights uploaded once). */
+Tensor run_on_backend(compute::Backend& be, const OnnxImport& im, const Tensor& x) {
+  using K = OnnxLayer::Kind;
+  std::vector<Tensor> outs;
+  Tensor cur = be.upload(x), input = cur;
+  auto w = [&](const OnnxLayer& l, const char* p) { return be.upload(im.weights.at(l.name + "." + p)); };
+  auto arr = [](const std::vector<int64_t>& v, int64_t d) {
+    return v.empty() ? std::array<int64_t, 2>{d, d} : std::array<int64_t, 2>{v[0], v[1]};
+  };
+  for (const auto& l : im.spec.layers) {
+    switch (l.kind) {
+      case K::Linear: {
+        Tensor b = l.bias ? w(l, "bias") : Tensor();
+        compute::GemmParams gp;
+        gp.trans_b = true;
+        cur = be.gemm(cur, w(l, "weight"), l.bias ? &b : nullptr, gp);
+        break;
+      }
+      case K::ReLU: cur = be.relu(cur); break;
+      case K::Conv2d: {
+        compute::Conv2dParams cp;
+        cp.stride = arr(l.stride, 1), cp.padding = arr(l.padding, 0), cp.dilation = arr(l.dilation, 1);
+        cp.groups = l.groups;
+        Tensor b = l.bias ? w(l, "bias") : Tensor();
+        cur = be.conv2d(cur, w(l, "weight"), l.bias ? &b : nullptr, cp);
+        break;
+      }
+      case K::MaxPool2d: {
+        compute::Pool2dParams pp;
+        pp.kernel = arr(l.kernel, 1), pp.stride = arr(l.stride, 0), pp.padding = arr(l.padding, 0);
+        pp.dilation = arr(l.dilation, 1);
+        pp.ceil_mode = l.ceil_mode;
+        cur = be.max_pool2d(cur, pp);
+        break;
+      }
+      case K::Flatten: cur = be.flatten(cur, 1, -1); break;
+      case K::BatchNorm: {
+        Tensor g = w(l, "weight"), b = w(l, "bias");
+        cur = be.batch_norm(cur, w(l, "running_mean"), w(l, "running_var"), &g, &b, l.eps);
+        break;
+      }
+      case K::Add: cur = be.add(cur, l.add_from < 0 ? input : outs[size_t(l.add_from)]); break;
+    }
+    outs.push_back(cur);
+  }
+  return be.download(cur);
+}
+
+}  // namespace
+
+TEST_CASE("models imported from torch.onnx.export run in nn and on the compute backends like PyTorch", "[onnx]") {
+  struct Case {
+    const char* file;
+    const char* io;
+  };
+  std::vector<std::unique_ptr<compute::Backend>> backends;
+  backends.push_back(compute::make_backend("cpu"));
+  if (compute::vulkan::is_available()) backends.push_back(compute::make_backend("vulkan"));
+  else WARN("no Vulkan device: the imported models run on the CPU backend only");
+  for (const Case& c : {Case{"onnx/mlp.onnx", "mlp"}, Case{"onnx_extra/cnn_torch.onnx", "cnn"},
+                        Case{"onnx_extra/bn1d_torch.onnx", "bn1d"}, Case{"onnx_extra/bn2d_torch.onnx", "bn2d"}}) {
+    INFO(c.file);
+    OnnxImport im = import_onnx_graph(Source::from_path(fixture(c.file)));
+    Tensor x = read_npy(fixture(str("torch/", c.io, "_X.npy")));
+    Tensor y = read_npy(fixture(str("torch/", c.io, "_Y.npy")));
+    StateDict sd;
+    auto seq = build_sequential(im, sd);
+    nn::LoadReport rep = seq->load_state_dict(sd, false);
+    CHECK(rep.unexpected.empty());
+    CHECK(rep.mismatched.empty());
+    for (const auto& k : rep.missing) CHECK(k.find("num_batches_tracked") != std::string::npos);
+    Tensor out = seq->forward(x);
+    REQUIRE(out.shape() == y.shape());
+    CHECK(max_abs_diff(out, y) < 1e-4);
+    for (auto& be : backends) {
+      INFO(be->name());
+      Tensor o = run_on_backend(*be, im, x);
+      REQUIRE(o.shape() == y.shape());
+      CHECK(max_abs_diff(o, y) < 1e-4);
+    }
   }
 }
