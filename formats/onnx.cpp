@@ -106,7 +106,7 @@ using onnx_detail::onnx_type_name;
 struct LoadContext {
   const Source& src;
   const LoadOptions& opts;
-  std::shared_ptr<onnx::ModelProto> model;  // keeps raw_data strings alive for tensor views
+  std::shared_ptr<void> model;  // keeps raw_data strings alive for tensor views
   std::map<std::string, std::shared_ptr<Reader>> external;  // location -> reader
   std::vector<std::pair<std::string, std::string>> skipped;
   std::string where(const std::string& name) const { return str("[onnx] '", src.label(), "': tensor '", name, "'"); }
@@ -208,6 +208,21 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
     // A view of the parsed protobuf's own buffer: no second copy of the weights.
     auto storage = Storage::wrap(const_cast<char*>(raw.data()), raw.size(), c.model);
     return Tensor(storage, dt, shape, contiguous_strides(shape));
+  }
+  // Check the typed field's count against the dims before allocating what the dims claim.
+  {
+    int64_t have = 0, want = n;
+    const char* field = "int32_data";
+    switch (dt) {
+      case DType::F32: have = tp.float_data_size(), field = "float_data"; break;
+      case DType::C64: have = tp.float_data_size(), field = "float_data", want = 2 * n; break;
+      case DType::F64: have = tp.double_data_size(), field = "double_data"; break;
+      case DType::C128: have = tp.double_data_size(), field = "double_data", want = 2 * n; break;
+      case DType::I64: have = tp.int64_data_size(), field = "int64_data"; break;
+      case DType::U32: case DType::U64: have = tp.uint64_data_size(), field = "uint64_data"; break;
+      default: have = tp.int32_data_size(); break;
+    }
+    TB_CHECK(have == want, FormatError, c.where(name), ": ", field, " holds ", have, " values but the dims need ", want);
   }
   Tensor t = Tensor::zeros(dt, shape);
   uint8_t* out = t.data();
@@ -423,6 +438,20 @@ StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const s
 }
 
 }  // namespace onnx_detail
+
+Tensor load_onnx_tensor(const Source& src) {
+  TB_CHECK(src.reader != nullptr, FormatError, "[onnx] '", src.label(), "' is a folder, not a TensorProto file");
+  TB_CHECK(src.reader->size() <= uint64_t(INT_MAX), UnsupportedError, "[onnx] '", src.label(), "' is over 2 GiB");
+  auto tp = std::make_shared<onnx::TensorProto>();
+  auto buf = src.reader->read_bytes(0, size_t(src.reader->size()));
+  TB_CHECK(tp->ParseFromArray(buf.data(), int(buf.size())), FormatError, "[onnx] '", src.label(),
+           "': not a serialized TensorProto");
+  LoadOptions opts;
+  LoadContext c{src, opts, tp, {}, {}};
+  Tensor t = decode_tensor(c, *tp, tp->name());
+  TB_CHECK(t.defined(), UnsupportedError, "[onnx] '", src.label(), "': ", c.skipped.empty() ? "no data" : c.skipped[0].second);
+  return t;
+}
 
 Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
   auto model = onnx_detail::parse_model(src);

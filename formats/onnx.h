@@ -105,6 +105,47 @@ struct OnnxImport {
  *  UnsupportedError naming the first node that does not fit. */
 OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts = {});
 
+// ---- plain view of a graph (for runners; no protobuf types) ---------------------------------
+
+struct OnnxAttribute {
+  enum class Type { Int, Float, String, Ints, Floats, Tensor, Other };
+  std::string name;
+  Type type = Type::Other;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  Tensor t;
+};
+
+struct OnnxNode {
+  std::string op_type, domain, name;
+  std::vector<std::string> inputs, outputs;  // "" = omitted optional input
+  std::vector<OnnxAttribute> attributes;
+  /** Attribute by name or nullptr. */
+  const OnnxAttribute* attr(const std::string& n) const;
+};
+
+struct OnnxValueInfo {
+  std::string name;
+  int elem_type = 0;  // TensorProto.DataType (0 = not a tensor / unknown)
+  Shape shape;        // unknown or symbolic dims are -1; empty when no shape is given
+};
+
+struct OnnxGraph {
+  std::vector<OnnxNode> nodes;
+  StateDict initializers;  // ONNX names, no renaming
+  std::vector<OnnxValueInfo> inputs, outputs;
+  int64_t opset = 0;  // default-domain opset version
+};
+
+/** The graph's nodes (topological order as stored), initializers and I/O, without protobuf types. */
+OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts = {});
+
+/** Reads one serialized TensorProto (the input_0.pb / output_0.pb files of ONNX test data). */
+Tensor load_onnx_tensor(const Source& src);
+
 /** Runs the ONNX checker and strict shape inference on a model file (external data resolved
  *  relative to it); throws FormatError with the checker's message. */
 void check_onnx_model(const std::filesystem::path& path);

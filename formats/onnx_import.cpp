@@ -251,4 +251,70 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
   return im.out;
 }
 
+const OnnxAttribute* OnnxNode::attr(const std::string& n) const {
+  for (const auto& a : attributes)
+    if (a.name == n) return &a;
+  return nullptr;
+}
+
+OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts) {
+  auto model = onnx_detail::parse_model(src);
+  OnnxGraph out;
+  out.initializers = onnx_detail::read_graph_tensors(src, opts, model, nullptr, nullptr);
+  const auto& g = model->graph();
+  for (const auto& op : model->opset_import())
+    if (op.domain().empty() || op.domain() == "ai.onnx") out.opset = op.version();
+  auto vi = [](const onnx::ValueInfoProto& v) {
+    OnnxValueInfo r;
+    r.name = v.name();
+    if (v.type().has_tensor_type()) {
+      r.elem_type = v.type().tensor_type().elem_type();
+      for (const auto& d : v.type().tensor_type().shape().dim()) r.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+    }
+    return r;
+  };
+  for (const auto& v : g.input())
+    if (!out.initializers.contains(v.name())) out.inputs.push_back(vi(v));
+  for (const auto& v : g.output()) out.outputs.push_back(vi(v));
+  // Attribute tensors are decoded through a one-off model holding just that tensor.
+  for (const auto& n : g.node()) {
+    OnnxNode node;
+    node.op_type = n.op_type();
+    node.domain = n.domain();
+    node.name = n.name();
+    node.inputs.assign(n.input().begin(), n.input().end());
+    node.outputs.assign(n.output().begin(), n.output().end());
+    for (const auto& a : n.attribute()) {
+      OnnxAttribute x;
+      x.name = a.name();
+      switch (a.type()) {
+        case onnx::AttributeProto::INT: x.type = OnnxAttribute::Type::Int; x.i = a.i(); break;
+        case onnx::AttributeProto::FLOAT: x.type = OnnxAttribute::Type::Float; x.f = a.f(); break;
+        case onnx::AttributeProto::STRING: x.type = OnnxAttribute::Type::String; x.s = a.s(); break;
+        case onnx::AttributeProto::INTS:
+          x.type = OnnxAttribute::Type::Ints;
+          x.ints.assign(a.ints().begin(), a.ints().end());
+          break;
+        case onnx::AttributeProto::FLOATS:
+          x.type = OnnxAttribute::Type::Floats;
+          x.floats.assign(a.floats().begin(), a.floats().end());
+          break;
+        case onnx::AttributeProto::TENSOR: {
+          x.type = OnnxAttribute::Type::Tensor;
+          auto holder = std::make_shared<onnx::ModelProto>();
+          *holder->mutable_graph()->add_initializer() = a.t();
+          holder->mutable_graph()->mutable_initializer(0)->set_name("value");
+          StateDict one = onnx_detail::read_graph_tensors(src, opts, holder, nullptr, nullptr);
+          if (one.contains("value")) x.t = one.at("value");
+          break;
+        }
+        default: break;
+      }
+      node.attributes.push_back(std::move(x));
+    }
+    out.nodes.push_back(std::move(node));
+  }
+  return out;
+}
+
 }  // namespace tb

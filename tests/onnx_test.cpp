@@ -4,7 +4,12 @@
 #include "tests/support.h"
 
 #include <cstring>
+#include <algorithm>
+#include <array>
 #include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
 
 #include "compute/backend.h"
 #include "formats/onnx.h"
@@ -754,5 +759,242 @@ TEST_CASE("models imported from torch.onnx.export run in nn and on the compute b
       REQUIRE(o.shape() == y.shape());
       CHECK(max_abs_diff(o, y) < 1e-4);
     }
+  }
+}
+
+// ---- ONNX backend test data (Debian libonnx-testdata) --------------------------------------------
+
+namespace {
+
+struct NotSupported : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int64_t attr_int(const OnnxNode& n, const char* name, int64_t dflt) {
+  const auto* a = n.attr(name);
+  return a ? a->i : dflt;
+}
+std::vector<int64_t> attr_list(const OnnxNode& n, const char* name) {
+  const auto* a = n.attr(name);
+  return a ? a->ints : std::vector<int64_t>{};
+}
+
+/** Runs one graph of the test data on a backend, op by op; throws NotSupported for what the
+ *  backend interface does not cover. */
+std::vector<Tensor> run_graph(compute::Backend& be, const OnnxGraph& g, const std::vector<Tensor>& inputs) {
+  using compute::Op;
+  std::map<std::string, Tensor> host, val;
+  for (const auto& [k, t] : g.initializers) host[k] = t;
+  for (size_t i = 0; i < g.inputs.size() && i < inputs.size(); ++i) host[g.inputs[i].name] = inputs[i];
+  auto get = [&](const std::string& name) -> Tensor {
+    if (auto it = val.find(name); it != val.end()) return it->second;
+    auto h = host.find(name);
+    if (h == host.end()) throw NotSupported("missing value " + name);
+    return be.upload(h->second);
+  };
+  auto check_float = [&](Op op, const Tensor& t) {
+    if (t.dtype() != DType::F32 && !(is_floating(t.dtype()) && be.supports(op, t.dtype())))
+      throw NotSupported(str(op_name(op), " on ", dtype_name(t.dtype())));
+  };
+  auto pair_of = [](const std::vector<int64_t>& v, int64_t d) {
+    if (v.empty()) return std::array<int64_t, 2>{d, d};
+    if (v.size() != 2) throw NotSupported("not 2-D");
+    return std::array<int64_t, 2>{v[0], v[1]};
+  };
+  auto sym_pads = [&](const OnnxNode& n) {
+    auto p = attr_list(n, "pads");
+    if (p.empty()) return std::array<int64_t, 2>{0, 0};
+    if (p.size() != 4 || p[0] != p[2] || p[1] != p[3]) throw NotSupported("asymmetric or non-2-D pads");
+    return std::array<int64_t, 2>{p[0], p[1]};
+  };
+  for (const auto& n : g.nodes) {
+    if (!(n.domain.empty() || n.domain == "ai.onnx")) throw NotSupported("domain " + n.domain);
+    const std::string& op = n.op_type;
+    if (const auto* ap = n.attr("auto_pad"); ap && ap->s != "NOTSET") throw NotSupported("auto_pad");
+    std::vector<Tensor> in;
+    if (op != "Constant" && op != "Reshape")
+      for (const auto& name : n.inputs) in.push_back(name.empty() ? Tensor() : get(name));
+    Tensor y;
+    if (op == "Constant") {
+      const auto* a = n.attr("value");
+      if (!a || !a->t.defined()) throw NotSupported("Constant without tensor value");
+      host[n.outputs[0]] = a->t;
+      continue;
+    } else if (op == "Identity") {
+      y = in[0];
+    } else if (op == "Dropout") {
+      if (n.inputs.size() > 1 || n.outputs.size() > 1) throw NotSupported("Dropout with ratio/training/mask");
+      y = in[0];
+    } else if (op == "Gemm") {
+      for (auto& t : in) if (t.defined()) check_float(Op::Gemm, t);
+      compute::GemmParams p;
+      p.trans_a = attr_int(n, "transA", 0) != 0;
+      p.trans_b = attr_int(n, "transB", 0) != 0;
+      const auto* al = n.attr("alpha");
+      const auto* bt = n.attr("beta");
+      p.alpha = al ? float(al->f) : 1.f;
+      p.beta = bt ? float(bt->f) : 1.f;
+      y = be.gemm(in[0], in[1], in.size() > 2 && in[2].defined() ? &in[2] : nullptr, p);
+    } else if (op == "MatMul" || op == "Add" || op == "Mul") {
+      Op o = op == "MatMul" ? Op::MatMul : op == "Add" ? Op::Add : Op::Mul;
+      check_float(o, in[0]);
+      check_float(o, in[1]);
+      y = o == Op::MatMul ? be.matmul(in[0], in[1]) : o == Op::Add ? be.add(in[0], in[1]) : be.mul(in[0], in[1]);
+    } else if (op == "Relu") {
+      check_float(Op::Relu, in[0]);
+      y = be.relu(in[0]);
+    } else if (op == "Conv") {
+      check_float(Op::Conv2d, in[0]);
+      if (in[1].dim() != 4) throw NotSupported("Conv is not 2-D");
+      compute::Conv2dParams p;
+      p.stride = pair_of(attr_list(n, "strides"), 1);
+      p.dilation = pair_of(attr_list(n, "dilations"), 1);
+      p.padding = sym_pads(n);
+      p.groups = attr_int(n, "group", 1);
+      y = be.conv2d(in[0], in[1], in.size() > 2 && in[2].defined() ? &in[2] : nullptr, p);
+    } else if (op == "MaxPool") {
+      check_float(Op::MaxPool2d, in[0]);
+      if (in[0].dim() != 4 || n.outputs.size() > 1 || attr_int(n, "storage_order", 0) != 0)
+        throw NotSupported("MaxPool not 2-D / with indices");
+      compute::Pool2dParams p;
+      p.kernel = pair_of(attr_list(n, "kernel_shape"), 1);
+      p.stride = pair_of(attr_list(n, "strides"), 1);
+      p.dilation = pair_of(attr_list(n, "dilations"), 1);
+      p.padding = sym_pads(n);
+      if (p.padding[0] * 2 > p.kernel[0] || p.padding[1] * 2 > p.kernel[1])
+        throw NotSupported("MaxPool padding over half the kernel (PyTorch's MaxPool2d limit)");
+      p.ceil_mode = attr_int(n, "ceil_mode", 0) != 0;
+      y = be.max_pool2d(in[0], p);
+    } else if (op == "BatchNormalization") {
+      check_float(Op::BatchNorm, in[0]);
+      if (n.outputs.size() > 1 || attr_int(n, "training_mode", 0) != 0 || in[0].dim() > 4 || in[0].dim() < 2)
+        throw NotSupported("BatchNormalization training mode or rank");
+      const auto* e = n.attr("epsilon");
+      y = be.batch_norm(in[0], in[3], in[4], &in[1], &in[2], e ? e->f : 1e-5);
+    } else if (op == "Softmax") {
+      check_float(Op::Softmax, in[0]);
+      int64_t r = in[0].dim(), axis = attr_int(n, "axis", g.opset < 13 ? 1 : -1);
+      if (axis < 0) axis += r;
+      if (g.opset < 13 && axis != r - 1) throw NotSupported("Softmax-1/11 coerces to 2-D");
+      y = be.softmax(in[0], axis);
+    } else if (op == "Reshape" || op == "Flatten") {
+      Tensor x = get(n.inputs[0]);
+      Shape target;
+      if (op == "Flatten") {
+        int64_t axis = attr_int(n, "axis", 1);
+        if (axis < 0) axis += x.dim();
+        int64_t a = 1, b = 1;
+        for (int64_t i = 0; i < x.dim(); ++i) (i < axis ? a : b) *= x.shape()[size_t(i)];
+        target = {a, b};
+      } else {
+        auto h = host.find(n.inputs[1]);
+        if (h == host.end()) throw NotSupported("computed Reshape shape");
+        target = h->second.to_vector<int64_t>();
+        bool allowzero = attr_int(n, "allowzero", 0) != 0;
+        for (size_t i = 0; i < target.size(); ++i)
+          if (target[i] == 0 && !allowzero) target[i] = x.shape().at(i);
+      }
+      y = be.reshape(x, target);
+    } else if (op == "Cast") {
+      auto to = dtype_from_onnx(int(attr_int(n, "to", 0)));
+      auto ok = [](DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; };
+      if (!to || !ok(*to) || !ok(in[0].dtype())) throw NotSupported("Cast outside f32/f16/bf16");
+      y = be.cast(in[0], *to);
+    } else {
+      throw NotSupported("op " + op);
+    }
+    val[n.outputs[0]] = y;
+  }
+  std::vector<Tensor> outs;
+  for (const auto& o : g.outputs) {
+    auto it = val.find(o.name);
+    outs.push_back(it != val.end() ? be.download(it->second) : host.at(o.name));
+  }
+  return outs;
+}
+
+}  // namespace
+
+TEST_CASE("ONNX backend test data: every case of supported ops matches output_*.pb on CPU and Vulkan", "[onnx]") {
+  const std::filesystem::path root = "/usr/share/libonnx-testdata/data";
+  if (!std::filesystem::exists(root)) tbtest::skip("libonnx-testdata is not installed (apt-get install libonnx-testdata)");
+  std::vector<std::unique_ptr<compute::Backend>> backends;
+  backends.push_back(compute::make_backend("cpu"));
+  if (compute::vulkan::is_available()) backends.push_back(compute::make_backend("vulkan"));
+  const std::set<std::string> ops = {"Gemm", "MatMul", "Add", "Mul", "Relu", "Conv", "MaxPool", "BatchNormalization",
+                                     "Softmax", "Reshape", "Flatten", "Identity", "Cast", "Dropout", "Constant"};
+  for (auto& be : backends) {
+    int run = 0, passed = 0, skipped_ops = 0, skipped_attrs = 0;
+    std::vector<std::string> failures;
+    for (const char* suite : {"node", "pytorch-converted", "pytorch-operator"}) {
+      std::vector<std::filesystem::path> cases;
+      for (const auto& e : std::filesystem::directory_iterator(root / suite)) cases.push_back(e.path());
+      std::sort(cases.begin(), cases.end());
+      for (const auto& dir : cases) {
+        if (!std::filesystem::exists(dir / "model.onnx")) continue;
+        OnnxGraph g = read_onnx_graph(Source::from_path(dir / "model.onnx"));
+        bool known = true;
+        for (const auto& v : g.inputs) known &= v.elem_type != 0;  // sequences, optionals
+        for (const auto& v : g.outputs) known &= v.elem_type != 0 && dtype_from_onnx(v.elem_type).has_value();
+        for (const auto& n : g.nodes) known &= ops.count(n.op_type) != 0;
+        if (!known) {
+          ++skipped_ops;
+          continue;
+        }
+        std::string name = str(suite, "/", dir.filename().string());
+        try {
+          bool ok = true;
+          std::string why;
+          for (const auto& ds : std::filesystem::directory_iterator(dir)) {
+            if (!ds.is_directory()) continue;
+            std::vector<Tensor> in, expect;
+            auto pb = [](const std::filesystem::path& p) {
+              try {
+                return load_onnx_tensor(Source::from_path(p));
+              } catch (const UnsupportedError& e) {
+                throw NotSupported(e.what());  // string tensors
+              }
+            };
+            for (size_t i = 0; std::filesystem::exists(ds.path() / str("input_", i, ".pb")); ++i)
+              in.push_back(pb(ds.path() / str("input_", i, ".pb")));
+            for (size_t i = 0; std::filesystem::exists(ds.path() / str("output_", i, ".pb")); ++i)
+              expect.push_back(pb(ds.path() / str("output_", i, ".pb")));
+            auto got = run_graph(*be, g, in);
+            for (size_t i = 0; i < expect.size(); ++i) {
+              // ONNX 1.12's test data stores bfloat16 results as their uint16 bits, made by truncating
+              // f32 (later ONNX versions round to nearest even, as the spec and our backends do), so
+              // bfloat16 results may differ by one bfloat16 ulp (2^-7 relative).
+              double rtol = 1e-3;
+              if (i < got.size() && got[i].dtype() == DType::BF16 && expect[i].dtype() == DType::U16) {
+                expect[i] = expect[i].view_as_dtype(DType::BF16);
+                rtol = 1.0 / 128;
+              }
+              if (i >= got.size() || got[i].shape() != expect[i].shape() || got[i].dtype() != expect[i].dtype()) {
+                ok = false;
+                why = i < got.size() ? got[i].describe() + " vs " + expect[i].describe() : "missing output";
+              } else if (!allclose(got[i].to(DType::F64), expect[i].to(DType::F64), rtol, 1e-7, /*equal_nan=*/true)) {
+                ok = false;
+                why = str("max |diff| ", max_abs_diff(got[i], expect[i]));
+              }
+            }
+          }
+          ++run;
+          if (ok) ++passed;
+          else failures.push_back(name + ": " + why);
+        } catch (const NotSupported& e) {
+          ++skipped_attrs;
+        } catch (const Error& e) {
+          ++run;
+          failures.push_back(name + ": " + e.message());
+        }
+      }
+    }
+    std::cout << "ONNX backend test data on " << be->name() << ": " << run << " run, " << passed << " passed, "
+              << skipped_ops << " skipped (unsupported ops), " << skipped_attrs
+              << " skipped (supported ops with unsupported attributes/dtypes)" << std::endl;
+    for (const auto& f : failures) std::cout << "  FAILED " << f << std::endl;
+    INFO(be->name());
+    CHECK(failures.empty());
+    CHECK(run > 50);
   }
 }
