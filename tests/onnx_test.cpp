@@ -268,6 +268,7 @@ save('short_raw.onnx', TensorProto(name='w', data_type=1, dims=[4, 4], raw_data=
 tp = TensorProto(name='w', data_type=1, dims=[4, 4]); tp.float_data.extend([1.0] * 15); save('short_typed.onnx', tp)
 save('negative.onnx', TensorProto(name='w', data_type=1, dims=[-4, 4]))
 save('huge.onnx', TensorProto(name='w', data_type=1, dims=[1 << 40, 1 << 40], raw_data=b''))
+tp = TensorProto(name='w', data_type=1, dims=[1 << 20, 1 << 20]); tp.float_data.extend([1.0]); save('huge_typed.onnx', tp)
 print('ok')
 )",
                           {dir.path().string()});
@@ -292,6 +293,8 @@ print('ok')
   CHECK(msg("short_typed.onnx").find("float_data holds 15 values but the dims need 16") != std::string::npos);
   CHECK_THROWS_AS(load(dir / "negative.onnx"), FormatError);
   CHECK_THROWS(load(dir / "huge.onnx"));
+  // 4 TiB claimed by the dims, one float given: refused before anything is allocated.
+  CHECK(msg("huge_typed.onnx").find("float_data holds 1 values but the dims need 1099511627776") != std::string::npos);
 }
 
 TEST_CASE("weights-only files pass onnx.checker and read back bit-exact in onnx and onnxruntime", "[onnx]") {
