@@ -106,7 +106,7 @@ using onnx_detail::onnx_type_name;
 struct LoadContext {
   const Source& src;
   const LoadOptions& opts;
-  std::shared_ptr<onnx::ModelProto> model;  // keeps raw_data strings alive for tensor views
+  std::shared_ptr<void> model;  // keeps raw_data strings alive for tensor views
   std::map<std::string, std::shared_ptr<Reader>> external;  // location -> reader
   std::vector<std::pair<std::string, std::string>> skipped;
   std::string where(const std::string& name) const { return str("[onnx] '", src.label(), "': tensor '", name, "'"); }
@@ -178,7 +178,7 @@ Tensor load_external(LoadContext& c, const onnx::TensorProto& tp, DType dt, cons
   return Tensor(storage, dt, shape, contiguous_strides(shape));
 }
 
-template <class Src, class Field>
+template <class Field>
 void check_count(const LoadContext& c, const std::string& name, const char* field, const Field& f, int64_t expect) {
   TB_CHECK(int64_t(f.size()) == expect, FormatError, c.where(name), ": ", field, " holds ", f.size(),
            " values but the dims need ", expect);
@@ -209,32 +209,47 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
     auto storage = Storage::wrap(const_cast<char*>(raw.data()), raw.size(), c.model);
     return Tensor(storage, dt, shape, contiguous_strides(shape));
   }
+  // Check the typed field's count against the dims before allocating what the dims claim.
+  {
+    int64_t have = 0, want = n;
+    const char* field = "int32_data";
+    switch (dt) {
+      case DType::F32: have = tp.float_data_size(), field = "float_data"; break;
+      case DType::C64: have = tp.float_data_size(), field = "float_data", want = 2 * n; break;
+      case DType::F64: have = tp.double_data_size(), field = "double_data"; break;
+      case DType::C128: have = tp.double_data_size(), field = "double_data", want = 2 * n; break;
+      case DType::I64: have = tp.int64_data_size(), field = "int64_data"; break;
+      case DType::U32: case DType::U64: have = tp.uint64_data_size(), field = "uint64_data"; break;
+      default: have = tp.int32_data_size(); break;
+    }
+    TB_CHECK(have == want, FormatError, c.where(name), ": ", field, " holds ", have, " values but the dims need ", want);
+  }
   Tensor t = Tensor::zeros(dt, shape);
   uint8_t* out = t.data();
   switch (dt) {
     case DType::F32:
-      check_count<float>(c, name, "float_data", tp.float_data(), n);
+      check_count(c, name, "float_data", tp.float_data(), n);
       std::memcpy(out, tp.float_data().data(), need);
       break;
     case DType::C64:
-      check_count<float>(c, name, "float_data", tp.float_data(), 2 * n);
+      check_count(c, name, "float_data", tp.float_data(), 2 * n);
       std::memcpy(out, tp.float_data().data(), need);
       break;
     case DType::F64:
-      check_count<double>(c, name, "double_data", tp.double_data(), n);
+      check_count(c, name, "double_data", tp.double_data(), n);
       std::memcpy(out, tp.double_data().data(), need);
       break;
     case DType::C128:
-      check_count<double>(c, name, "double_data", tp.double_data(), 2 * n);
+      check_count(c, name, "double_data", tp.double_data(), 2 * n);
       std::memcpy(out, tp.double_data().data(), need);
       break;
     case DType::I64:
-      check_count<int64_t>(c, name, "int64_data", tp.int64_data(), n);
+      check_count(c, name, "int64_data", tp.int64_data(), n);
       std::memcpy(out, tp.int64_data().data(), need);
       break;
     case DType::U32:
     case DType::U64: {
-      check_count<uint64_t>(c, name, "uint64_data", tp.uint64_data(), n);
+      check_count(c, name, "uint64_data", tp.uint64_data(), n);
       for (int64_t i = 0; i < n; ++i) {
         uint64_t v = tp.uint64_data(int(i));
         if (dt == DType::U32) {
@@ -248,7 +263,7 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
     }
     default: {
       // int32_data: one element per int32 (8/16-bit ints, bool, f16/bf16/f8 as bit patterns).
-      check_count<int32_t>(c, name, "int32_data", tp.int32_data(), n);
+      check_count(c, name, "int32_data", tp.int32_data(), n);
       for (int64_t i = 0; i < n; ++i) {
         auto v = uint32_t(tp.int32_data(int(i)));
         if (dt == DType::Bool) v = v != 0;
@@ -314,7 +329,8 @@ Tensor constant_value(LoadContext& c, const onnx::NodeProto& node, const std::st
   return {};
 }
 
-/** See Note [MatMul weight names] in onnx.h (point 5): onnx::MatMul_N -> <layer>.weight, transposed. */
+/** onnx.h point 5: torch's `onnx::MatMul_N` ([in, out]) feeding MatMul then Add(<layer>.bias) becomes
+ *  `<layer>.weight` ([out, in], a transposed view) when exactly one initializer maps to that name. */
 void recover_names(const onnx::GraphProto& g, StateDict& sd, std::vector<std::pair<std::string, std::string>>& info) {
   std::unordered_map<std::string, int> uses;
   std::unordered_map<std::string, const onnx::NodeProto*> producer;
@@ -370,7 +386,9 @@ std::string opset_text(const onnx::ModelProto& m, std::string* default_version) 
 
 }  // namespace
 
-Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
+namespace onnx_detail {
+
+std::shared_ptr<onnx::ModelProto> parse_model(const Source& src) {
   TB_CHECK(src.reader != nullptr, FormatError, "[onnx] '", src.label(), "' is a folder, not an .onnx file");
   const Reader& r = *src.reader;
   TB_CHECK(r.size() <= uint64_t(INT_MAX), UnsupportedError, "[onnx] '", src.label(), "' is ", r.size(),
@@ -385,22 +403,14 @@ Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
     ok = model->ParseFromArray(buf.data(), int(buf.size()));
   }
   TB_CHECK(ok, FormatError, "[onnx] '", src.label(), "': not a valid ONNX model (the protobuf ModelProto does not parse)");
+  return model;
+}
 
+StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const std::shared_ptr<onnx::ModelProto>& model,
+                             std::vector<std::pair<std::string, std::string>>* skipped, int* constants) {
   LoadContext c{src, opts, model, {}, {}};
-  Checkpoint ck;
-  ck.format = "onnx";
-  ck.info.emplace_back("ir_version", std::to_string(model->ir_version()));
-  ck.info.emplace_back("producer_name", model->producer_name());
-  ck.info.emplace_back("producer_version", model->producer_version());
-  std::string def;
-  std::string all = opset_text(*model, &def);
-  ck.info.emplace_back("opset", def);
-  if (all != "ai.onnx=" + def) ck.info.emplace_back("opset_imports", all);
-  for (const auto& kv : model->metadata_props()) ck.metadata[kv.key()] = kv.value();
-
   StateDict sd;
   const onnx::GraphProto& g = model->graph();
-  if (!g.name().empty()) ck.info.emplace_back("graph", g.name());
   auto add = [&](const std::string& name, Tensor t, const char* kind) {
     if (!t.defined()) return;
     TB_CHECK(!sd.contains(name), FormatError, "[onnx] '", src.label(), "': two ", kind, "s are named '", name, "'");
@@ -415,18 +425,57 @@ Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
     }
   }
   for (const auto& sp : g.sparse_initializer()) add(sp.values().name(), densify(c, sp, sp.values().name()), "initializer");
-  int constants = 0;
+  int n = 0;
   for (const auto& node : g.node()) {
     if (node.op_type() != "Constant" || !(node.domain().empty() || node.domain() == "ai.onnx") || node.output_size() != 1)
       continue;
     add(node.output(0), constant_value(c, node, node.output(0)), "Constant");
-    ++constants;
+    ++n;
   }
+  if (constants) *constants = n;
+  if (skipped) *skipped = c.skipped;
+  return sd;
+}
+
+}  // namespace onnx_detail
+
+Tensor load_onnx_tensor(const Source& src) {
+  TB_CHECK(src.reader != nullptr, FormatError, "[onnx] '", src.label(), "' is a folder, not a TensorProto file");
+  TB_CHECK(src.reader->size() <= uint64_t(INT_MAX), UnsupportedError, "[onnx] '", src.label(), "' is over 2 GiB");
+  auto tp = std::make_shared<onnx::TensorProto>();
+  auto buf = src.reader->read_bytes(0, size_t(src.reader->size()));
+  TB_CHECK(tp->ParseFromArray(buf.data(), int(buf.size())), FormatError, "[onnx] '", src.label(),
+           "': not a serialized TensorProto");
+  LoadOptions opts;
+  LoadContext c{src, opts, tp, {}, {}};
+  Tensor t = decode_tensor(c, *tp, tp->name());
+  TB_CHECK(t.defined(), UnsupportedError, "[onnx] '", src.label(), "': ", c.skipped.empty() ? "no data" : c.skipped[0].second);
+  return t;
+}
+
+Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
+  auto model = onnx_detail::parse_model(src);
+  Checkpoint ck;
+  ck.format = "onnx";
+  ck.info.emplace_back("ir_version", std::to_string(model->ir_version()));
+  ck.info.emplace_back("producer_name", model->producer_name());
+  ck.info.emplace_back("producer_version", model->producer_version());
+  std::string def;
+  std::string all = opset_text(*model, &def);
+  ck.info.emplace_back("opset", def);
+  if (all != "ai.onnx=" + def) ck.info.emplace_back("opset_imports", all);
+  for (const auto& kv : model->metadata_props()) ck.metadata[kv.key()] = kv.value();
+
+  const onnx::GraphProto& g = model->graph();
+  if (!g.name().empty()) ck.info.emplace_back("graph", g.name());
+  std::vector<std::pair<std::string, std::string>> skipped;
+  int constants = 0;
+  StateDict sd = onnx_detail::read_graph_tensors(src, opts, model, &skipped, &constants);
   ck.info.emplace_back("initializers", std::to_string(g.initializer_size() + g.sparse_initializer_size()));
   if (constants) ck.info.emplace_back("constants", std::to_string(constants));
   ck.info.emplace_back("nodes", std::to_string(g.node_size()));
   recover_names(g, sd, ck.info);
-  for (const auto& [name, why] : c.skipped) ck.info.emplace_back("skipped", str(name, ": ", why));
+  for (const auto& [name, why] : skipped) ck.info.emplace_back("skipped", str(name, ": ", why));
   ck.root = Value::from_state_dict(sd);
   return ck;
 }

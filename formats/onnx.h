@@ -89,6 +89,63 @@ std::string export_onnx_graph(const OnnxGraphSpec& spec, const StateDict& weight
 void save_onnx_graph(const OnnxGraphSpec& spec, const StateDict& weights, const std::filesystem::path& path,
                      const SaveOptions& opts = {});
 
+/** A sequential network recovered from an ONNX graph: what nn needs to build and load the model. */
+struct OnnxImport {
+  OnnxGraphSpec spec;  // layers in order; input name/shape (symbolic dims are -1) and output name
+  StateDict weights;   // "<layer>.weight", "<layer>.bias", "<layer>.running_mean", ... in PyTorch layout
+  /** What was changed on the way (weights renamed to "<index>.weight", Gemm transB=0 / MatMul
+   *  weights transposed to [out, in], Identity/Dropout nodes dropped). */
+  std::vector<std::string> notes;
+};
+
+/** Reads a graph made of Gemm (alpha = beta = 1, transA = 0), MatMul [+ Add bias], Relu, Conv,
+ *  MaxPool, Flatten(axis 1), BatchNormalization, Add (residual), Identity and Dropout, forming one
+ *  chain from the single input to the single output. Layer names come from the weight names when
+ *  they look like "<prefix>.weight" (torch export), else from the layer index. Throws
+ *  UnsupportedError naming the first node that does not fit. */
+OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts = {});
+
+// ---- plain view of a graph (for runners; no protobuf types) ---------------------------------
+
+struct OnnxAttribute {
+  enum class Type { Int, Float, String, Ints, Floats, Tensor, Other };
+  std::string name;
+  Type type = Type::Other;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  Tensor t;
+};
+
+struct OnnxNode {
+  std::string op_type, domain, name;
+  std::vector<std::string> inputs, outputs;  // "" = omitted optional input
+  std::vector<OnnxAttribute> attributes;
+  /** Attribute by name or nullptr. */
+  const OnnxAttribute* attr(const std::string& n) const;
+};
+
+struct OnnxValueInfo {
+  std::string name;
+  int elem_type = 0;  // TensorProto.DataType (0 = not a tensor / unknown)
+  Shape shape;        // unknown or symbolic dims are -1; empty when no shape is given
+};
+
+struct OnnxGraph {
+  std::vector<OnnxNode> nodes;
+  StateDict initializers;  // ONNX names, no renaming
+  std::vector<OnnxValueInfo> inputs, outputs;
+  int64_t opset = 0;  // default-domain opset version
+};
+
+/** The graph's nodes (topological order as stored), initializers and I/O, without protobuf types. */
+OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts = {});
+
+/** Reads one serialized TensorProto (the input_0.pb / output_0.pb files of ONNX test data). */
+Tensor load_onnx_tensor(const Source& src);
+
 /** Runs the ONNX checker and strict shape inference on a model file (external data resolved
  *  relative to it); throws FormatError with the checker's message. */
 void check_onnx_model(const std::filesystem::path& path);

@@ -1,0 +1,320 @@
+// ONNX graph -> sequential layer list + state dict (API in formats/onnx.h), the inverse of
+// onnx_export.cpp, so nn can build and run models exported by PyTorch, Keras converters or us.
+#include <onnx/onnx_pb.h>
+
+#include <map>
+#include <set>
+
+#include "formats/onnx.h"
+
+namespace tb {
+namespace onnx_detail {
+// Defined in onnx.cpp.
+std::shared_ptr<onnx::ModelProto> parse_model(const Source& src);
+StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const std::shared_ptr<onnx::ModelProto>& model,
+                             std::vector<std::pair<std::string, std::string>>* skipped, int* constants);
+}  // namespace onnx_detail
+
+namespace {
+
+const onnx::AttributeProto* attr(const onnx::NodeProto& n, const char* name) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+int64_t attr_i(const onnx::NodeProto& n, const char* name, int64_t dflt) {
+  const auto* a = attr(n, name);
+  return a ? a->i() : dflt;
+}
+float attr_f(const onnx::NodeProto& n, const char* name, float dflt) {
+  const auto* a = attr(n, name);
+  return a ? a->f() : dflt;
+}
+std::vector<int64_t> attr_ints(const onnx::NodeProto& n, const char* name) {
+  const auto* a = attr(n, name);
+  return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : std::vector<int64_t>{};
+}
+
+struct Importer {
+  const Source& src;
+  StateDict tensors;  // by ONNX name
+  OnnxImport out;
+  std::set<std::string> prefixes;
+
+  std::string where(const onnx::NodeProto& n) const {
+    return str("[onnx] '", src.label(), "': node '", n.name(), "' (", n.op_type(), ")");
+  }
+  [[noreturn]] void unsupported(const onnx::NodeProto& n, const std::string& why) const {
+    throw UnsupportedError(str(where(n), " cannot be imported as a sequential layer: ", why));
+  }
+  const Tensor& tensor(const onnx::NodeProto& n, int i) const {
+    if (i >= n.input_size() || n.input(i).empty()) unsupported(n, str("input ", i, " is missing"));
+    const Tensor* t = tensors.find(n.input(i));
+    if (!t) unsupported(n, str("input ", i, " ('", n.input(i), "') is not an initializer"));
+    return *t;
+  }
+
+  /** Names a layer from its parameters ("<prefix>.<param>") and stores them under that prefix. */
+  std::string add_params(size_t index, const std::vector<std::pair<std::string, std::string>>& params,
+                         const std::vector<Tensor>& values) {
+    std::string prefix;
+    for (const auto& [param, onnx_name] : params) {
+      std::string suffix = "." + param;
+      if (onnx_name.size() > suffix.size() && onnx_name.compare(onnx_name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        std::string p = onnx_name.substr(0, onnx_name.size() - suffix.size());
+        if (!prefixes.count(p)) {
+          prefix = p;
+          break;
+        }
+      }
+    }
+    if (prefix.empty()) prefix = std::to_string(index);
+    while (prefixes.count(prefix)) prefix += "_";
+    prefixes.insert(prefix);
+    for (size_t i = 0; i < params.size(); ++i) {
+      std::string name = prefix + "." + params[i].first;
+      if (name != params[i].second) out.notes.push_back(str("'", params[i].second, "' stored as '", name, "'"));
+      out.weights.insert(name, values[i]);
+    }
+    return prefix;
+  }
+};
+
+}  // namespace
+
+OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
+  auto model = onnx_detail::parse_model(src);
+  Importer im{src, onnx_detail::read_graph_tensors(src, opts, model, nullptr, nullptr), {}, {}};
+  const onnx::GraphProto& g = model->graph();
+  OnnxGraphSpec& spec = im.out.spec;
+
+  const onnx::ValueInfoProto* input = nullptr;
+  for (const auto& vi : g.input())
+    if (!im.tensors.contains(vi.name())) {
+      TB_CHECK(input == nullptr, UnsupportedError, "[onnx] '", src.label(), "': the graph has several inputs ('",
+               input->name(), "', '", vi.name(), "'); a sequential network has one");
+      input = &vi;
+    }
+  TB_CHECK(input != nullptr, UnsupportedError, "[onnx] '", src.label(), "': the graph has no input");
+  TB_CHECK(g.output_size() == 1, UnsupportedError, "[onnx] '", src.label(), "': the graph has ", g.output_size(),
+           " outputs; a sequential network has one");
+  spec.input_name = input->name();
+  spec.output_name = g.output(0).name();
+  spec.graph_name = g.name();
+  for (const auto& d : input->type().tensor_type().shape().dim()) spec.input_shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+  for (const auto& op : model->opset_import())
+    if (op.domain().empty() || op.domain() == "ai.onnx") spec.opset = int(std::max<int64_t>(13, op.version()));
+
+  std::map<std::string, int> consumers;
+  for (const auto& n : g.node())
+    for (const auto& in : n.input()) ++consumers[in];
+
+  std::map<std::string, std::string> alias;  // Identity/Dropout outputs -> their input
+  auto resolve = [&](std::string v) {
+    for (int guard = 0; guard < 1000 && alias.count(v); ++guard) v = alias[v];
+    return v;
+  };
+  std::map<std::string, int> layer_of;  // value -> index of the layer producing it (-1 = graph input)
+  layer_of[spec.input_name] = -1;
+  std::string cur = spec.input_name;
+  std::set<int> fused;  // Add nodes already folded into a MatMul layer
+
+  for (int ni = 0; ni < g.node_size(); ++ni) {
+    const onnx::NodeProto& n = g.node(ni);
+    const std::string& op = n.op_type();
+    if (op == "Constant" || fused.count(ni)) continue;
+    if (!(n.domain().empty() || n.domain() == "ai.onnx")) im.unsupported(n, "custom domain '" + n.domain() + "'");
+    if (n.input_size() == 0 || n.output_size() == 0) im.unsupported(n, "no inputs or outputs");
+    if (op == "Identity" || op == "Dropout") {
+      if (n.output_size() > 1 && consumers[n.output(1)]) im.unsupported(n, "the dropout mask is used");
+      alias[n.output(0)] = n.input(0);
+      if (op == "Dropout") im.out.notes.push_back(str("Dropout node '", n.name(), "' dropped (inference)"));
+      continue;
+    }
+    OnnxLayer l;
+    size_t index = spec.layers.size();
+    std::string data = resolve(n.input(0));
+    std::string result = n.output(0);
+    if (op != "Add" && data != cur) im.unsupported(n, str("its input '", n.input(0), "' is not the previous layer's output"));
+    if (n.output_size() != 1) im.unsupported(n, str(n.output_size(), " outputs (training mode?)"));
+    if (op == "Gemm") {
+      if (attr_f(n, "alpha", 1.f) != 1.f || attr_f(n, "beta", 1.f) != 1.f || attr_i(n, "transA", 0) != 0)
+        im.unsupported(n, "only alpha = beta = 1 and transA = 0 map to Linear");
+      l.kind = OnnxLayer::Kind::Linear;
+      Tensor w = im.tensor(n, 1);
+      if (w.dim() != 2) im.unsupported(n, "the weight is not 2-D: " + w.describe());
+      if (attr_i(n, "transB", 0) == 0) {
+        w = w.transpose(0, 1).contiguous();
+        im.out.notes.push_back(str("'", n.input(1), "' (Gemm transB=0, [in, out]) transposed to [out, in]"));
+      }
+      std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.input(1)}};
+      std::vector<Tensor> vs = {w};
+      l.bias = n.input_size() > 2 && !n.input(2).empty();
+      if (l.bias) {
+        Tensor b = im.tensor(n, 2);
+        if (b.numel() != w.shape()[0] || (b.dim() == 2 && b.shape()[0] != 1) || b.dim() > 2)
+          im.unsupported(n, "the bias " + b.describe() + " is not a per-output vector");
+        ps.push_back({"bias", n.input(2)});
+        vs.push_back(b.reshape({w.shape()[0]}));
+      }
+      l.name = im.add_params(index, ps, vs);
+    } else if (op == "MatMul") {
+      l.kind = OnnxLayer::Kind::Linear;
+      const Tensor& b = im.tensor(n, 1);
+      if (b.dim() != 2) im.unsupported(n, "the weight is not 2-D: " + b.describe());
+      std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.input(1)}};
+      std::vector<Tensor> vs = {b.transpose(0, 1).contiguous()};
+      im.out.notes.push_back(str("'", n.input(1), "' (MatMul, [in, out]) transposed to [out, in]"));
+      l.bias = false;
+      // MatMul followed by Add(bias) is one Linear layer.
+      for (int nj = ni + 1; nj < g.node_size() && consumers[result] == 1; ++nj) {
+        const auto& a = g.node(nj);
+        if (a.op_type() != "Add" || a.input_size() != 2 || (a.input(0) != result && a.input(1) != result)) continue;
+        const std::string& other = a.input(0) == result ? a.input(1) : a.input(0);
+        const Tensor* bias = im.tensors.find(other);
+        if (bias && bias->numel() == b.shape()[1] && bias->dim() == 1) {
+          l.bias = true;
+          ps.push_back({"bias", other});
+          vs.push_back(*bias);
+          fused.insert(nj);
+          result = a.output(0);
+        }
+        break;
+      }
+      l.name = im.add_params(index, ps, vs);
+    } else if (op == "Relu") {
+      l.kind = OnnxLayer::Kind::ReLU;
+    } else if (op == "Conv" || op == "MaxPool") {
+      std::string ap = attr(n, "auto_pad") ? attr(n, "auto_pad")->s() : "NOTSET";
+      if (ap != "NOTSET") im.unsupported(n, "auto_pad=" + ap + "; only explicit pads map to PyTorch padding");
+      auto pads = attr_ints(n, "pads");
+      if (pads.empty()) pads = {0, 0, 0, 0};
+      if (pads.size() != 4 || pads[0] != pads[2] || pads[1] != pads[3]) im.unsupported(n, "only symmetric 2-D pads are supported");
+      l.padding = {pads[0], pads[1]};
+      l.stride = attr_ints(n, "strides");
+      l.dilation = attr_ints(n, "dilations");
+      if (op == "Conv") {
+        l.kind = OnnxLayer::Kind::Conv2d;
+        const Tensor& w = im.tensor(n, 1);
+        if (w.dim() != 4) im.unsupported(n, "only 2-D convolutions (4-D weights) are supported: " + w.describe());
+        l.groups = attr_i(n, "group", 1);
+        std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.input(1)}};
+        std::vector<Tensor> vs = {w};
+        l.bias = n.input_size() > 2 && !n.input(2).empty();
+        if (l.bias) {
+          ps.push_back({"bias", n.input(2)});
+          vs.push_back(im.tensor(n, 2));
+        }
+        l.name = im.add_params(index, ps, vs);
+      } else {
+        l.kind = OnnxLayer::Kind::MaxPool2d;
+        l.kernel = attr_ints(n, "kernel_shape");
+        if (l.kernel.size() != 2) im.unsupported(n, "only 2-D pooling is supported");
+        if (attr_i(n, "storage_order", 0) != 0) im.unsupported(n, "storage_order=1");
+        l.ceil_mode = attr_i(n, "ceil_mode", 0) != 0;
+        if (l.stride.empty()) l.stride = {1, 1};  // ONNX default, unlike PyTorch's (= kernel)
+      }
+    } else if (op == "Flatten") {
+      if (attr_i(n, "axis", 1) != 1) im.unsupported(n, "only axis=1 maps to nn.Flatten()");
+      l.kind = OnnxLayer::Kind::Flatten;
+    } else if (op == "BatchNormalization") {
+      l.kind = OnnxLayer::Kind::BatchNorm;
+      l.eps = attr_f(n, "epsilon", 1e-5f);
+      if (attr_i(n, "training_mode", 0) != 0) im.unsupported(n, "training_mode=1");
+      std::vector<std::pair<std::string, std::string>> ps;
+      std::vector<Tensor> vs;
+      int i = 1;
+      for (const char* p : {"weight", "bias", "running_mean", "running_var"}) {
+        ps.push_back({p, n.input(i)});
+        vs.push_back(im.tensor(n, i++));
+      }
+      l.name = im.add_params(index, ps, vs);
+    } else if (op == "Add") {
+      if (n.input_size() != 2) im.unsupported(n, "Add needs two inputs");
+      std::string a = resolve(n.input(0)), b = resolve(n.input(1));
+      std::string other = a == cur ? b : (b == cur ? a : std::string());
+      if (other.empty() || !layer_of.count(other))
+        im.unsupported(n, "a residual Add needs the previous layer's output and an earlier layer's output");
+      l.kind = OnnxLayer::Kind::Add;
+      l.add_from = layer_of[other];
+    } else {
+      im.unsupported(n, "supported ops are Gemm, MatMul(+Add), Relu, Conv, MaxPool, Flatten, BatchNormalization, "
+                        "Add, Identity, Dropout");
+    }
+    spec.layers.push_back(l);
+    layer_of[result] = int(index);
+    cur = result;
+  }
+  TB_CHECK(resolve(spec.output_name) == cur, UnsupportedError, "[onnx] '", src.label(), "': the graph output '",
+           spec.output_name, "' is not the end of the layer chain");
+  TB_CHECK(!spec.layers.empty(), UnsupportedError, "[onnx] '", src.label(), "': the graph has no layers");
+  return im.out;
+}
+
+const OnnxAttribute* OnnxNode::attr(const std::string& n) const {
+  for (const auto& a : attributes)
+    if (a.name == n) return &a;
+  return nullptr;
+}
+
+OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts) {
+  auto model = onnx_detail::parse_model(src);
+  OnnxGraph out;
+  out.initializers = onnx_detail::read_graph_tensors(src, opts, model, nullptr, nullptr);
+  const auto& g = model->graph();
+  for (const auto& op : model->opset_import())
+    if (op.domain().empty() || op.domain() == "ai.onnx") out.opset = op.version();
+  auto vi = [](const onnx::ValueInfoProto& v) {
+    OnnxValueInfo r;
+    r.name = v.name();
+    if (v.type().has_tensor_type()) {
+      r.elem_type = v.type().tensor_type().elem_type();
+      for (const auto& d : v.type().tensor_type().shape().dim()) r.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+    }
+    return r;
+  };
+  for (const auto& v : g.input())
+    if (!out.initializers.contains(v.name())) out.inputs.push_back(vi(v));
+  for (const auto& v : g.output()) out.outputs.push_back(vi(v));
+  // Attribute tensors are decoded through a one-off model holding just that tensor.
+  for (const auto& n : g.node()) {
+    OnnxNode node;
+    node.op_type = n.op_type();
+    node.domain = n.domain();
+    node.name = n.name();
+    node.inputs.assign(n.input().begin(), n.input().end());
+    node.outputs.assign(n.output().begin(), n.output().end());
+    for (const auto& a : n.attribute()) {
+      OnnxAttribute x;
+      x.name = a.name();
+      switch (a.type()) {
+        case onnx::AttributeProto::INT: x.type = OnnxAttribute::Type::Int; x.i = a.i(); break;
+        case onnx::AttributeProto::FLOAT: x.type = OnnxAttribute::Type::Float; x.f = a.f(); break;
+        case onnx::AttributeProto::STRING: x.type = OnnxAttribute::Type::String; x.s = a.s(); break;
+        case onnx::AttributeProto::INTS:
+          x.type = OnnxAttribute::Type::Ints;
+          x.ints.assign(a.ints().begin(), a.ints().end());
+          break;
+        case onnx::AttributeProto::FLOATS:
+          x.type = OnnxAttribute::Type::Floats;
+          x.floats.assign(a.floats().begin(), a.floats().end());
+          break;
+        case onnx::AttributeProto::TENSOR: {
+          x.type = OnnxAttribute::Type::Tensor;
+          auto holder = std::make_shared<onnx::ModelProto>();
+          *holder->mutable_graph()->add_initializer() = a.t();
+          holder->mutable_graph()->mutable_initializer(0)->set_name("value");
+          StateDict one = onnx_detail::read_graph_tensors(src, opts, holder, nullptr, nullptr);
+          if (one.contains("value")) x.t = one.at("value");
+          break;
+        }
+        default: break;
+      }
+      node.attributes.push_back(std::move(x));
+    }
+    out.nodes.push_back(std::move(node));
+  }
+  return out;
+}
+
+}  // namespace tb
