@@ -198,7 +198,7 @@ TEST_CASE("cpu: fast paths agree with naive loops over odd shapes", "[compute]")
           bool ta = t & 1, tb = t & 2;
           Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 131 + n * 7 + k + t));
           Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n * 13 + k * 3 + t));
-          Tensor c = randn({m, 1}, 5);
+          Tensor c = (t & 1) ? randn({m, 1}, 5) : randn({n}, 6);  // column or row (Linear) bias
           Tensor y = be->gemm(a, b, &c, {ta, tb, 1.5f, -0.5f});
           std::vector<float> ref(size_t(m * n));
           const float* A = a.data_as<float>();
@@ -208,7 +208,7 @@ TEST_CASE("cpu: fast paths agree with naive loops over odd shapes", "[compute]")
               double s = 0;
               for (int64_t q = 0; q < k; ++q)
                 s += double(ta ? A[q * m + i] : A[i * k + q]) * (tb ? B[j * k + q] : B[q * n + j]);
-              ref[size_t(i * n + j)] = float(1.5 * s - 0.5 * at(c, i));
+              ref[size_t(i * n + j)] = float(1.5 * s - 0.5 * at(c, (t & 1) ? i : j));
             }
           check_close(y, f32({m, n}, ref), 1e-4, 1e-4);
         }

@@ -13,7 +13,8 @@ constexpr int64_t NR = 16, KC = 256, NC = 512;
 
 template <int MR>
 inline __attribute__((always_inline)) void micro(int64_t kc, const float* const* arow, const float* bp, float* c,
-                                                 int64_t ldc, int mr, int nr, float alpha, bool acc_c) {
+                                                 int64_t ldc, int mr, int nr, float alpha, bool acc_c,
+                                                 const float* bias) {
   v16 acc[MR];
   for (int r = 0; r < MR; ++r) acc[r] = v16{} ;
   for (int64_t k = 0; k < kc; ++k) {
@@ -25,11 +26,15 @@ inline __attribute__((always_inline)) void micro(int64_t kc, const float* const*
     float* crow = c + r * ldc;
     if (nr == NR) {
       v16 old = v16{};
-      if (acc_c) std::memcpy(&old, crow, sizeof old);
+      if (acc_c) {
+        std::memcpy(&old, crow, sizeof old);
+      } else if (bias) {
+        std::memcpy(&old, bias, sizeof old);
+      }
       v16 out = old + alpha * acc[r];
       std::memcpy(crow, &out, sizeof out);
     } else {
-      for (int j = 0; j < nr; ++j) crow[j] = (acc_c ? crow[j] : 0.0f) + alpha * acc[r][j];
+      for (int j = 0; j < nr; ++j) crow[j] = (acc_c ? crow[j] : bias ? bias[j] : 0.0f) + alpha * acc[r][j];
     }
   }
 }
@@ -41,6 +46,7 @@ struct Job {
   const float* bp;
   bool acc_c;
   float* c;
+  const float* bias;
 };
 
 /** Row blocks [b0, b1) of one packed (k, n) panel. */
@@ -54,7 +60,7 @@ inline __attribute__((always_inline)) void blocks(const Job& J, int64_t b0, int6
     for (int64_t s = 0; s < J.strips; ++s) {
       const int64_t jb = J.j0 + s * NR;
       micro<MR>(J.kc, arow, J.bp + s * J.kc * NR, J.c + i0 * J.n + jb, J.n, mr, int(std::min(NR, J.n - jb)),
-                J.alpha, J.acc_c);
+                J.alpha, J.acc_c, J.bias ? J.bias + jb : nullptr);
     }
   }
 }
@@ -63,7 +69,7 @@ __attribute__((target("avx512f"))) void blocks_avx512(const Job& J, int64_t b0, 
 __attribute__((target("avx2,fma"))) void blocks_avx2(const Job& J, int64_t b0, int64_t b1) { blocks<6>(J, b0, b1); }
 
 void run(int mr_max, void (*kernel)(const Job&, int64_t, int64_t), ThreadPool& pool, int64_t m, int64_t n, int64_t k,
-         float alpha, const float* a, const float* b, bool trans_b, bool accumulate, float* c) {
+         float alpha, const float* a, const float* b, bool trans_b, bool accumulate, float* c, const float* bias) {
   const int64_t nc_max = std::min(n, NC);
   const int64_t strips_max = (nc_max + NR - 1) / NR;
   std::unique_ptr<float, decltype(&std::free)> packed(
@@ -89,7 +95,7 @@ void run(int mr_max, void (*kernel)(const Job&, int64_t, int64_t), ThreadPool& p
           }
         }
       });
-      Job job{m, n, k, j0, k0, kc, strips, alpha, a, bp, accumulate || k0 > 0, c};
+      Job job{m, n, k, j0, k0, kc, strips, alpha, a, bp, accumulate || k0 > 0, c, bias};
       pool.parallel_for((m + mr_max - 1) / mr_max, 8, [&](int64_t b0, int64_t b1) { kernel(job, b0, b1); });
     }
   }
@@ -111,11 +117,11 @@ int level() {
 bool sgemm_available() { return level() > 0; }
 
 void sgemm_packed(ThreadPool& pool, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b,
-                  bool trans_b, bool accumulate, float* c) {
+                  bool trans_b, bool accumulate, float* c, const float* col_bias) {
   if (level() == 2) {
-    run(12, blocks_avx512, pool, m, n, k, alpha, a, b, trans_b, accumulate, c);
+    run(12, blocks_avx512, pool, m, n, k, alpha, a, b, trans_b, accumulate, c, col_bias);
   } else {
-    run(6, blocks_avx2, pool, m, n, k, alpha, a, b, trans_b, accumulate, c);
+    run(6, blocks_avx2, pool, m, n, k, alpha, a, b, trans_b, accumulate, c, col_bias);
   }
 }
 
