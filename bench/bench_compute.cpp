@@ -105,6 +105,7 @@ void BM_vulkan_gemm(benchmark::State& st, GemmShape s) {
   Tensor a = be->upload(randn({s.m, s.k}, 1)), b = be->upload(randn({s.n, s.k}, 2));
   GemmParams p;
   p.trans_b = true;
+  be->gemm(a, b, nullptr, p);  // warm-up: compiles the pipeline
   be->synchronize();
   for (auto _ : st) {
     Tensor y = be->gemm(a, b, nullptr, p);
@@ -134,6 +135,7 @@ void BM_vulkan_mlp(benchmark::State& st) {
     return;
   }
   Mlp mlp(*be);
+  mlp.forward(*be);  // warm-up: compiles the pipelines
   be->synchronize();
   for (auto _ : st) {
     Tensor y = mlp.forward(*be);

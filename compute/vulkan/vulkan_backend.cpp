@@ -1,6 +1,7 @@
 // Vulkan backend: device tensors are tb::Tensors over External storage that keeps a Buffer alive
 // (see Note [device tensors] in compute/backend.h). Ops record dispatches into one CommandStream;
 // nothing is submitted until download() or synchronize(), so a network runs without host round trips.
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -56,7 +57,14 @@ uint32_t u32(int64_t v, const char* what) {
 class VulkanBackend final : public Backend {
  public:
   explicit VulkanBackend(std::shared_ptr<Context> ctx)
-      : ctx_(std::move(ctx)), stream_(ctx_), registry_(std::make_shared<Registry>()) {}
+      : ctx_(std::move(ctx)), stream_(ctx_), registry_(std::make_shared<Registry>()) {
+    // Note [gemm shader choice]: shared-memory tiling (gemm.comp) suits GPUs; on CPU devices
+    // (lavapipe) barriers are costly and the direct variant is faster (bench/bench_compute).
+    // TB_VK_GEMM=tiled|direct overrides.
+    const char* env = std::getenv("TB_VK_GEMM");
+    bool cpu_device = ctx_->properties().deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    gemm_shader_ = env ? (std::string(env) == "direct" ? "gemm_direct" : "gemm") : (cpu_device ? "gemm_direct" : "gemm");
+  }
   ~VulkanBackend() override {
     try {
       stream_.submit_and_wait();
@@ -125,7 +133,7 @@ class VulkanBackend final : public Backend {
     pc.a_si = p.trans_a ? 1 : pc.K, pc.a_sk = p.trans_a ? pc.M : 1;
     pc.b_sk = p.trans_b ? 1 : pc.N, pc.b_sn = p.trans_b ? pc.K : 1;
     pc.alpha = p.alpha, pc.beta = p.beta;
-    if (c && c->numel() > 0) {
+    if (c && c->numel() > 0 && p.beta != 0.0f) {  // beta 0 ignores C entirely (NaN/Inf in C included)
       Shape st = detail::broadcast_strides(C.shape(), {g.m, g.n});
       pc.c_si = uint32_t(st[0]), pc.c_sn = uint32_t(st[1]), pc.has_c = 1;
     }
@@ -283,7 +291,7 @@ class VulkanBackend final : public Backend {
     u32(B.numel(), "B size");
     uint32_t gx = (pc.N + 63) / 64, gy = (pc.M + 63) / 64;
     TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
-    stream_.dispatch(pipeline("gemm"), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
+    stream_.dispatch(pipeline(gemm_shader_),  {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
   }
 
   Tensor binary(Op op, const Tensor& a, const Tensor& b) {
@@ -368,6 +376,7 @@ class VulkanBackend final : public Backend {
   std::shared_ptr<Registry> registry_;
   std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
   int index_ = 0;
+  std::string gemm_shader_ = "gemm";
 };
 
 }  // namespace
