@@ -23,19 +23,47 @@ using detail::check_dtype;
 
 bool is_float_storage(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
-/** Storage -> Buffer of the live device tensors of one backend. */
+/** Storage -> Buffer of the live device tensors of one backend, plus freed buffers kept for reuse
+ *  (vkAllocateMemory per op is slow on real drivers and their allocation count is limited). */
 struct Registry {
   std::mutex mu;
   std::unordered_map<const Storage*, std::shared_ptr<Buffer>> buffers;
+  std::multimap<size_t, std::shared_ptr<Buffer>> free;
+  size_t free_bytes = 0;
+  bool backend_alive = true;  // tensors outliving their backend release their buffers directly
+  static constexpr size_t kMaxFreeBytes = size_t(512) << 20;
+
+  /** A recycled buffer of exactly this size that no recorded command still uses, or null. */
+  std::shared_ptr<Buffer> take(size_t size) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto range = free.equal_range(size);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second.use_count() == 1) {  // not referenced by a pending CommandStream
+        auto b = std::move(it->second);
+        free.erase(it);
+        free_bytes -= size;
+        return b;
+      }
+    }
+    return nullptr;
+  }
 };
 
-/** keepalive of a device tensor's Storage: removes the registry entry when the storage dies. */
+/** keepalive of a device tensor's Storage: when the storage dies, unregisters it and parks its
+ *  buffer for reuse. */
 struct Holder {
   std::shared_ptr<Registry> registry;
   const Storage* key = nullptr;
   ~Holder() {
     std::lock_guard<std::mutex> lock(registry->mu);
-    registry->buffers.erase(key);
+    auto it = registry->buffers.find(key);
+    if (it == registry->buffers.end()) return;
+    size_t size = it->second->size();
+    if (registry->backend_alive && registry->free_bytes + size <= Registry::kMaxFreeBytes) {
+      registry->free.emplace(size, std::move(it->second));
+      registry->free_bytes += size;
+    }
+    registry->buffers.erase(it);
   }
 };
 
@@ -70,6 +98,10 @@ class VulkanBackend final : public Backend {
       stream_.submit_and_wait();
     } catch (const Error&) {
     }
+    std::lock_guard<std::mutex> lock(registry_->mu);
+    registry_->free.clear();
+    registry_->free_bytes = 0;
+    registry_->backend_alive = false;
   }
 
   std::string name() const override { return "vulkan:" + std::to_string(index_) + " (" + ctx_->device_name() + ")"; }
@@ -324,7 +356,8 @@ class VulkanBackend final : public Backend {
   /** A new contiguous device tensor and its buffer. */
   std::pair<Tensor, std::shared_ptr<Buffer>> alloc(DType dtype, const Shape& shape) {
     size_t nbytes = size_t(checked_numel(shape)) * dtype_size(dtype);
-    auto buf = Buffer::create(ctx_, nbytes, Buffer::Use::Device);
+    auto buf = registry_->take(std::max<size_t>(4, (nbytes + 3) / 4 * 4));
+    if (!buf) buf = Buffer::create(ctx_, nbytes, Buffer::Use::Device);
     auto holder = std::make_shared<Holder>();
     holder->registry = registry_;
     auto storage = Storage::wrap(nullptr, nbytes, holder, Storage::Kind::External);
