@@ -1,5 +1,6 @@
 #include "cli/commands.h"
 
+#include <cmath>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -9,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/compare.h"
 #include "formats/registry.h"
 
 namespace tb::cli {
@@ -127,10 +129,27 @@ void run_inspect(const InspectArgs& a) {
 // convert
 // ------------------------------------------------------------------------------------------------
 struct ConvertArgs {
-  std::string input, output, to, key;
+  std::string input, output, to, key, dtype;
   bool force = false;
   bool drop_non_tensors = false;
 };
+
+// --dtype: floating-point tensors are cast (round to nearest even); integer and bool tensors
+// (num_batches_tracked, masks) keep their dtype.
+DType float_target(const std::string& name) {
+  auto to = dtype_from_name(name);
+  TB_CHECK(to.has_value(), UnsupportedError, "--dtype ", name, ": unknown dtype (float32, float16, bfloat16, ...)");
+  TB_CHECK(is_floating(*to), UnsupportedError, "--dtype ", name, ": only floating-point targets are supported");
+  return *to;
+}
+
+StateDict cast_floating(const StateDict& sd, const std::string& name) {
+  DType to = float_target(name);
+  StateDict out;
+  out.metadata = sd.metadata;
+  for (const auto& [k, t] : sd) out.insert(k, is_floating(t.dtype()) ? t.to(to) : t);
+  return out;
+}
 
 void run_convert(const ConvertArgs& a) {
   const FormatAdapter& out_fmt = output_format(a.output, a.to);
@@ -140,6 +159,10 @@ void run_convert(const ConvertArgs& a) {
   out.metadata = in.metadata;
   if (out_fmt.keeps_tree) {
     out.root = a.key.empty() ? in.root : value_at_path(in.root, a.key);
+    if (!a.dtype.empty()) {
+      DType to = float_target(a.dtype);
+      out.root = map_tensors(out.root, [to](const Tensor& t) { return is_floating(t.dtype()) ? t.to(to) : t; });
+    }
   } else {
     std::vector<NonTensor> skipped;
     StateDict sd = in.state_dict(a.key, &skipped);
@@ -155,12 +178,130 @@ void run_convert(const ConvertArgs& a) {
     }
     TB_CHECK(!sd.empty(), FormatError, "'", a.input, "'", a.key.empty() ? "" : " under --key " + a.key,
              " holds no tensors; nothing to write");
+    if (!a.dtype.empty()) sd = cast_floating(sd, a.dtype);
     out.root = Value::from_state_dict(sd);
   }
   SaveOptions so;
   so.overwrite = a.force;
   out_fmt.save(out, a.output, so);
   std::cerr << "wrote " << a.output << " (" << out_fmt.name << ")\n";
+}
+
+// ------------------------------------------------------------------------------------------------
+// diff
+// ------------------------------------------------------------------------------------------------
+struct DiffArgs {
+  std::string a, b, key_a, key_b;
+  double rtol = 0, atol = 0;
+  bool json = false;
+};
+
+void run_diff(const DiffArgs& args) {
+  DiffReport d;
+  try {
+    StateDict a = load(args.a).state_dict(args.key_a);
+    StateDict b = load(args.b).state_dict(args.key_b);
+    d = diff_state_dicts(a, b, args.rtol, args.atol);
+  } catch (const Error& e) {
+    std::cerr << "tensorbridge: " << e.what() << "\n";
+    throw ExitCode{2};
+  }
+  if (args.json) {
+    json j;
+    j["equal"] = d.equal();
+    j["only_in_a"] = d.only_a;
+    j["only_in_b"] = d.only_b;
+    json ts = json::array();
+    for (const auto& t : d.tensors) {
+      json e;
+      e["name"] = t.name;
+      e["equal"] = t.equal;
+      e["bit_exact"] = t.bit_exact;
+      if (!t.problem.empty()) e["problem"] = t.problem;
+      e["max_abs_error"] = t.max_abs;
+      e["max_rel_error"] = std::isinf(t.max_rel) ? json("inf") : json(t.max_rel);
+      ts.push_back(e);
+    }
+    j["tensors"] = ts;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    for (const auto& k : d.only_a) std::cout << "only in A: " << k << "\n";
+    for (const auto& k : d.only_b) std::cout << "only in B: " << k << "\n";
+    size_t same = 0;
+    for (const auto& t : d.tensors) {
+      if (t.bit_exact) {
+        ++same;
+        continue;
+      }
+      std::cout << (t.equal ? "close:     " : "different: ") << t.name;
+      if (!t.problem.empty())
+        std::cout << " (" << t.problem << ")";
+      else
+        std::cout << " (max abs error " << t.max_abs << ", max rel error " << t.max_rel << ")";
+      std::cout << "\n";
+    }
+    std::cout << same << " of " << d.tensors.size() << " common tensors identical; " << d.only_a.size()
+              << " only in A, " << d.only_b.size() << " only in B: " << (d.equal() ? "EQUAL" : "DIFFERENT") << "\n";
+  }
+  if (!d.equal()) throw ExitCode{1};
+}
+
+// ------------------------------------------------------------------------------------------------
+// roundtrip
+// ------------------------------------------------------------------------------------------------
+struct RoundTripArgs {
+  std::string file, key;
+  std::vector<std::string> via;
+  bool json = false;
+};
+
+std::vector<std::string> split_commas(const std::vector<std::string>& in) {
+  std::vector<std::string> out;
+  for (const auto& s : in) {
+    size_t pos = 0;
+    while (pos <= s.size()) {
+      size_t c = s.find(',', pos);
+      std::string part = s.substr(pos, c == std::string::npos ? std::string::npos : c - pos);
+      if (!part.empty()) out.push_back(part);
+      if (c == std::string::npos) break;
+      pos = c + 1;
+    }
+  }
+  return out;
+}
+
+void print_round_trip_table(const std::vector<RoundTripRow>& rows, const std::string& from) {
+  std::cout << std::left << std::setw(14) << "via" << std::setw(12) << "result" << "detail\n";
+  for (const auto& r : rows)
+    std::cout << std::left << std::setw(14) << (from + "->" + r.via) << std::setw(12) << r.status << r.detail << "\n";
+}
+
+void run_roundtrip(const RoundTripArgs& args) {
+  Checkpoint c = load(args.file);
+  StateDict sd = c.state_dict(args.key);
+  TB_CHECK(!sd.empty(), FormatError, "'", args.file, "' holds no tensors to round-trip");
+  std::vector<std::string> vias = split_commas(args.via);
+  if (vias.empty()) vias = writable_formats();
+  for (const auto& v : vias) {
+    const auto* f = find_format(v);
+    TB_CHECK(f && f->save, UnsupportedError, "--via ", v, ": not a writable format");
+  }
+  const FormatAdapter* back = find_format(c.format);
+  std::string back_format = back && back->save ? c.format : "safetensors";
+  ScratchDir scratch;
+  auto rows = round_trip(sd, back_format, vias, scratch.path());
+  bool ok = true;
+  for (const auto& r : rows) ok = ok && r.status != "DIFFERENT" && r.status != "error";
+  if (args.json) {
+    json j = json::array();
+    for (const auto& r : rows) j.push_back({{"via", r.via}, {"result", r.status}, {"detail", r.detail}});
+    std::cout << json{{"file", args.file}, {"format", c.format}, {"rows", j}, {"ok", ok}}.dump(2) << "\n";
+  } else {
+    std::cout << args.file << " (" << c.format << ", " << sd.size() << " tensors): " << c.format
+              << " -> FORMAT -> " << back_format << ", compared bit for bit\n";
+    print_round_trip_table(rows, c.format);
+  }
+  if (!ok) throw ExitCode{1};
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -190,10 +331,38 @@ void register_commands(CLI::App& app) {
   convert->add_option("output", convert_args->output, "output path (format from --to or the extension)")->required();
   convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow");
   convert->add_option("--key", convert_args->key, "dotted path of the sub-tree to convert, e.g. model_state_dict");
+  convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16)");
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
   convert->add_flag("--drop-non-tensors", convert_args->drop_non_tensors,
                     "leave out values that are not tensors (epoch, loss, ...) instead of refusing");
   convert->callback([convert_args] { run_convert(*convert_args); });
+
+  auto diff_args = std::make_shared<DiffArgs>();
+  auto* diff = app.add_subcommand("diff", "Compare the tensors of two files of any formats (exit 0 equal, 1 different, 2 error)");
+  diff->add_option("a", diff_args->a, "first file")->required();
+  diff->add_option("b", diff_args->b, "second file")->required();
+  diff->add_option("--rtol", diff_args->rtol, "relative tolerance (default 0: exact)");
+  diff->add_option("--atol", diff_args->atol, "absolute tolerance (default 0: exact)");
+  diff->add_option("--key-a", diff_args->key_a, "sub-tree of A to compare");
+  diff->add_option("--key-b", diff_args->key_b, "sub-tree of B to compare");
+  diff->add_flag("--json", diff_args->json, "machine-readable output");
+  diff->callback([diff_args] { run_diff(*diff_args); });
+
+  auto rt_args = std::make_shared<RoundTripArgs>();
+  auto* rt = app.add_subcommand("roundtrip", "Convert a file to each format and back, and check it is bit-exact");
+  rt->add_option("file", rt_args->file, "weight file")->required();
+  rt->add_option("--via", rt_args->via, "formats to go through, comma separated (default: every writable format)");
+  rt->add_option("--key", rt_args->key, "sub-tree of a checkpoint to use");
+  rt->add_flag("--json", rt_args->json, "machine-readable output");
+  rt->callback([rt_args] { run_roundtrip(*rt_args); });
+
+  auto demo_dir = std::make_shared<std::string>("fixtures");
+  auto* demo = app.add_subcommand("demo", "Run the main job on the bundled fixtures (every format, round trips, one table)");
+  demo->add_option("fixtures", *demo_dir, "fixtures folder (default: fixtures)");
+  demo->callback([demo_dir] {
+    int rc = run_demo(*demo_dir);
+    if (rc != 0) throw ExitCode{rc};
+  });
 
   auto* formats = app.add_subcommand("formats", "List the supported formats");
   formats->callback([] { run_formats(); });

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <filesystem>
+
 #include <CLI/CLI.hpp>
 
 namespace tb::cli {
@@ -10,5 +12,8 @@ struct ExitCode {
 };
 
 void register_commands(CLI::App& app);
+
+/** The main job (cli/demo.cpp); returns the exit code. */
+int run_demo(const std::filesystem::path& fixtures_dir);
 
 }  // namespace tb::cli

@@ -38,7 +38,7 @@ const std::vector<const FormatAdapter*>& all_formats() {
   // weak magic (onnx protobuf) come last.
   static const std::vector<const FormatAdapter*> formats = {
       &pt_format(), &npz_format(), &npy_format(), &safetensors_format(), &h5_format(), &oneflow_format(),
-      &onnx_format(),
+      &onnx_format(), &keras_h5_format(), &keras3_h5_format(),
   };
   return formats;
 }
@@ -74,6 +74,7 @@ std::string describe_start(const Source& src) {
   if (text.rfind("<!DOCTYPE", 0) == 0 || text.rfind("<html", 0) == 0 || text.rfind("<!doctype", 0) == 0)
     return "an HTML page, not a weight file (a failed download?)";
   if (n == 0) return "an empty file";
+  if (text.rfind("PK\x03\x04", 0) == 0) return "a zip archive holding neither data.pkl nor .npy members";
   std::string hex;
   static const char* digits = "0123456789abcdef";
   for (uint8_t c : b) {

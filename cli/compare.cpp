@@ -1,0 +1,132 @@
+#include "cli/compare.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <random>
+#include <set>
+
+namespace tb::cli {
+
+bool DiffReport::equal() const {
+  if (!only_a.empty() || !only_b.empty()) return false;
+  for (const auto& t : tensors)
+    if (!t.equal) return false;
+  return true;
+}
+
+DiffReport diff_state_dicts(const StateDict& a, const StateDict& b, double rtol, double atol) {
+  DiffReport r;
+  for (const auto& [k, t] : a)
+    if (!b.contains(k)) r.only_a.push_back(k);
+  for (const auto& [k, t] : b)
+    if (!a.contains(k)) r.only_b.push_back(k);
+  for (const auto& [k, ta] : a) {
+    const Tensor* tb_ = b.find(k);
+    if (!tb_) continue;
+    TensorDiff d;
+    d.name = k;
+    if (ta.dtype() != tb_->dtype()) {
+      d.problem = str("dtype ", dtype_name(ta.dtype()), " vs ", dtype_name(tb_->dtype()));
+    } else if (ta.shape() != tb_->shape()) {
+      d.problem = str("shape ", shape_str(ta.shape()), " vs ", shape_str(tb_->shape()));
+    }
+    if (!d.problem.empty()) {
+      r.tensors.push_back(d);
+      continue;
+    }
+    d.bit_exact = tb::equal(ta, *tb_);
+    if (d.bit_exact) {
+      d.equal = true;
+    } else {
+      d.max_abs = max_abs_diff(ta, *tb_);
+      // Largest relative error over elements, against |b|.
+      double rel = 0;
+      if (!is_complex(ta.dtype())) {
+        auto x = ta.to(DType::F64).to_vector<double>(), y = tb_->to(DType::F64).to_vector<double>();
+        for (size_t i = 0; i < x.size(); ++i) {
+          if (x[i] == y[i]) continue;
+          double den = std::fabs(y[i]);
+          double e = den > 0 ? std::fabs(x[i] - y[i]) / den : INFINITY;
+          if (std::isnan(e)) e = INFINITY;
+          rel = std::max(rel, e);
+        }
+      }
+      d.max_rel = rel;
+      d.equal = (rtol > 0 || atol > 0) && tb::allclose(ta, *tb_, rtol, atol, true);
+    }
+    r.tensors.push_back(d);
+  }
+  return r;
+}
+
+ScratchDir::ScratchDir() {
+  std::random_device rd;
+  path_ = std::filesystem::temp_directory_path() /
+          ("tensorbridge-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+  std::filesystem::create_directories(path_);
+}
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::vector<std::string> writable_formats() {
+  std::vector<std::string> out;
+  for (const auto* f : all_formats())
+    if (f->save) out.push_back(f->name);
+  return out;
+}
+
+namespace {
+std::string extension_for(const std::string& format) {
+  const auto* f = find_format(format);
+  if (f && !f->extensions.empty()) return f->extensions.front();
+  return "." + format;
+}
+
+std::string summarize(const DiffReport& d) {
+  std::string s;
+  if (!d.only_a.empty()) s += str(d.only_a.size(), " key(s) lost (first: ", d.only_a.front(), ")");
+  if (!d.only_b.empty()) s += str(s.empty() ? "" : "; ", d.only_b.size(), " key(s) added (first: ", d.only_b.front(), ")");
+  for (const auto& t : d.tensors) {
+    if (t.bit_exact) continue;
+    s += str(s.empty() ? "" : "; ", t.name, ": ", t.problem.empty() ? str("max abs error ", t.max_abs) : t.problem);
+    break;
+  }
+  return s;
+}
+}  // namespace
+
+std::vector<RoundTripRow> round_trip(const StateDict& original, const std::string& back_format,
+                                     const std::vector<std::string>& vias, const std::filesystem::path& work_dir) {
+  std::vector<RoundTripRow> rows;
+  Checkpoint src = Checkpoint::from_state_dict(original);
+  for (const auto& via : vias) {
+    RoundTripRow row{via, "", ""};
+    auto mid = work_dir / ("via_" + via + extension_for(via));
+    auto back = work_dir / ("back_" + via + extension_for(back_format));
+    try {
+      save(src, mid, via, SaveOptions{true, {}});
+      Checkpoint m = load(mid);
+      StateDict msd = m.state_dict();
+      save(Checkpoint::from_state_dict(msd), back, back_format, SaveOptions{true, {}});
+      StateDict result = load(back).state_dict();
+      DiffReport d = diff_state_dicts(original, result, 0, 0);
+      bool exact = d.only_a.empty() && d.only_b.empty();
+      for (const auto& t : d.tensors) exact = exact && t.bit_exact;
+      row.status = exact ? "bit-exact" : "DIFFERENT";
+      row.detail = exact ? str(original.size(), " tensors") : summarize(d);
+    } catch (const UnsupportedError& e) {
+      row.status = "refused";
+      row.detail = e.message();
+    } catch (const Error& e) {
+      row.status = "error";
+      row.detail = e.message();
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+}  // namespace tb::cli

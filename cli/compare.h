@@ -1,0 +1,55 @@
+// Comparing state dicts and running round trips: shared by `diff`, `roundtrip` and `demo`.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "formats/registry.h"
+
+namespace tb::cli {
+
+struct TensorDiff {
+  std::string name;
+  std::string problem;  // empty when values were compared
+  double max_abs = 0, max_rel = 0;
+  bool equal = false;   // within tolerance
+  bool bit_exact = false;
+};
+
+struct DiffReport {
+  std::vector<std::string> only_a, only_b;
+  std::vector<TensorDiff> tensors;  // names present in both, in A's order
+  bool equal() const;               // nothing only on one side and every tensor equal
+};
+
+/** Compares two state dicts: names, dtypes, shapes, then values within atol + rtol * |b|. */
+DiffReport diff_state_dicts(const StateDict& a, const StateDict& b, double rtol, double atol);
+
+/** One leg of a round trip: original -> via format -> back to the original's format -> compare. */
+struct RoundTripRow {
+  std::string via;
+  std::string status;  // "bit-exact", "DIFFERENT", "refused", "error"
+  std::string detail;
+};
+
+/** Runs original through each format in vias (writing temporary files under work_dir) and back to
+ *  back_format, comparing bit for bit with original. */
+std::vector<RoundTripRow> round_trip(const StateDict& original, const std::string& back_format,
+                                     const std::vector<std::string>& vias, const std::filesystem::path& work_dir);
+
+/** A temporary folder removed on destruction. */
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/** Names of formats that can be written. */
+std::vector<std::string> writable_formats();
+
+}  // namespace tb::cli

@@ -1,0 +1,124 @@
+// A pickle virtual machine written for weight files, and a small pickle writer.
+//
+// The reader runs protocols 0-5 (the binary opcodes of 2-5 plus the text opcodes Python 2 files use)
+// and builds a Value tree. It NEVER imports or calls anything: every GLOBAL / STACK_GLOBAL / INST /
+// OBJ / NEWOBJ / REDUCE names a callable that is either on an explicit allow-list and interpreted
+// here (torch rebuild functions and storages, collections.OrderedDict, numpy arrays, dtypes and
+// scalars, _codecs.encode, builtins set/frozenset/complex/slice/bytearray...) or refused with an
+// UnsafeError naming every offending global in the pickle (or, when the caller opts in, kept as an
+// opaque ValueObject {cls, args, state}).
+//
+// Mapping to Values:
+//   None/bool/int/float/str/bytes -> scalars (ints beyond 64 bits -> FormatError)
+//   list/tuple/dict/set/frozenset -> List/Tuple/Dict/Set (reference semantics through the memo)
+//   collections.OrderedDict        -> Dict with cls "collections.OrderedDict"; a BUILD state
+//                                     ({'_metadata': ...}) goes to ValueDict::attrs, never into items
+//   torch._utils._rebuild_tensor(_v2/_v3), _rebuild_parameter(_with_state), _rebuild_from_type_v2
+//                                  -> Tensor views over the Storage returned by persistent_load
+//                                     (a Value::tensor of dtype U8 holding the whole storage bytes,
+//                                     or a Value::object "torch.storage" see pt.cpp); the loader
+//                                     passes persistent ids through Options::persistent_load
+//   torch.Size                     -> Tuple;  torch.device -> Str ("cpu")
+//   torch.<dtype> (torch.float32)  -> Object cls "torch.dtype", args = Str "float32"
+//   torch.<X>Storage               -> Object cls "torch.<X>Storage" (a class reference)
+//   numpy _reconstruct/ndarray     -> Tensor (big-endian swapped, Fortran order made C order);
+//                                     object ndarrays -> List (1-d) or their single element (0-d)
+//   numpy.dtype                    -> Object cls "numpy.dtype", args = Str descr ("<f4")
+//   numpy.core.multiarray.scalar   -> 0-d Tensor
+//   complex(re, im)                -> Complex; set/frozenset -> Set; slice -> Tuple (start, stop, step)
+//   anything else                  -> UnsafeError, or (allow_unknown_globals) Object {cls, args, state}
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tensor/io.h"
+#include "tensor/value.h"
+
+namespace tb::pickle {
+
+struct Options {
+  size_t max_depth = 1000;             // nesting limit (stack/mark depth); deeper input -> FormatError
+  size_t max_memo = 1u << 24;          // memo entries
+  bool allow_unknown_globals = false;  // false: any global outside the allow-list -> UnsafeError naming ALL
+  /** Called for BINPERSID/PERSID (torch storages). Unset: persistent ids -> FormatError.
+   *  For torch, the returned Value is a Tensor (1-d, the storage's dtype, whole storage). */
+  std::function<Value(const Value& pid)> persistent_load;
+  /** Prefix for messages, e.g. "[pt]"; the label of the reader follows. */
+  std::string tag = "[pickle]";
+};
+
+/** Runs the pickle at [offset, offset+size) of reader; returns the top object. Never imports or calls
+ *  anything: known globals are interpreted; others are refused or (opt-in) kept as opaque objects. */
+Value load(const Reader& reader, uint64_t offset, uint64_t size, const Options& opts = {});
+Value load(const std::vector<uint8_t>& bytes, const std::string& label, const Options& opts = {});
+
+/** Like load(), for several pickles back to back (torch legacy stream): also returns where STOP was. */
+struct Result {
+  Value value;
+  uint64_t end = 0;        // offset just after the STOP opcode
+  int protocol = 0;        // PROTO argument (0 when absent)
+};
+Result load_one(const Reader& reader, uint64_t offset, uint64_t size, const Options& opts = {});
+
+/** Every global (module.name) a pickle references, without running it (like
+ *  torch.serialization.get_unsafe_globals_in_checkpoint). Throws FormatError on malformed input. */
+std::vector<std::string> globals_in(const Reader& reader, uint64_t offset, uint64_t size);
+
+/** True when module.name is on the allow-list interpreted by load(). */
+bool is_allowed_global(const std::string& module, const std::string& name);
+
+// ---------------------------------------------------------------------------------------------
+// Writer: protocol-2 pickles as torch.save / np.save write them.
+
+class Pickler {
+ public:
+  /** Emits a tensor; unset -> writing a tree with a tensor throws UnsupportedError. Use the
+   *  primitives below (e.g. global_("torch._utils", "_rebuild_tensor_v2"), mark(), persid(), ...). */
+  std::function<void(Pickler&, const Tensor&)> on_tensor;
+
+  explicit Pickler(int protocol = 2) : protocol_(protocol) {}
+
+  /** PROTO, the value, STOP. Containers met twice are memoised (BINPUT) and re-emitted with BINGET,
+   *  so shared lists/dicts/tensors stay shared. */
+  void dump(const Value& root);
+  const std::vector<uint8_t>& bytes() const { return out_; }
+  std::vector<uint8_t>& bytes() { return out_; }
+
+  // ---- primitives (opcodes) ----
+  void value(const Value& v);                                  // any Value (tensors via on_tensor)
+  void global_(const std::string& module, const std::string& name);  // GLOBAL, memoised
+  void mark();
+  void tuple();                                                // TUPLE (after mark)
+  void tuple_n(size_t n);                                      // EMPTY_TUPLE / TUPLE1..3 for n <= 3
+  void reduce();
+  void build();
+  void binpersid();
+  void setitems();                                             // SETITEMS (after mark)
+  void empty_dict();
+  void empty_list();
+  void appends();
+  void none();
+  void boolean(bool b);
+  void integer(int64_t i);
+  void real(double d);
+  void string(const std::string& s);                           // BINUNICODE
+  void bytes_(const std::string& b);                           // protocol 2: _codecs.encode(str,'latin1')
+  /** Memoises the top of stack under identity key (non-null) and returns its memo index. */
+  uint32_t memoize(const void* key);
+  /** BINGET of an identity memoised earlier; false when not memoised. */
+  bool get_memo(const void* key);
+  void raw(const void* p, size_t n);
+
+ private:
+  int protocol_;
+  std::vector<uint8_t> out_;
+  std::vector<std::pair<const void*, uint32_t>> memo_keys_;
+  std::vector<std::pair<std::string, uint32_t>> global_memo_;
+  uint32_t next_memo_ = 0;
+  size_t depth_ = 0;
+};
+
+}  // namespace tb::pickle
