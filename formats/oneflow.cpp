@@ -682,6 +682,7 @@ class Proto4Pickler {
       auto it = ids_.find(id);
       if (it != ids_.end()) return get(it->second);
     }
+    if (id) keep_.push_back(v);  // like CPython's memo, hold every object so no address is reused
     switch (v.kind()) {
       case Value::Kind::None: return put('N');
       case Value::Kind::Bool: return put(v.as_bool() ? 0x88 : 0x89);
@@ -911,6 +912,7 @@ class Proto4Pickler {
   std::vector<uint8_t> out_, frame_;
   uint32_t next_memo_ = 0;
   std::unordered_map<const void*, uint32_t> ids_;
+  std::vector<Value> keep_;
   std::unordered_map<std::string, uint32_t> strings_;
   std::unordered_map<std::string, uint32_t> globals_;
 };
@@ -1030,6 +1032,14 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
   TB_CHECK(tensor_class == "auto" || tensor_class == "parameter" || tensor_class == "tensor", UnsupportedError, kTag,
            " option tensor_class=", tensor_class, ": expected auto, parameter or tensor");
   int64_t next = int_option(opts, "first_tensor", 0);
+  for (const auto& [key, t] : ckpt.state_dict()) {
+    try {
+      (void)oneflow_dtype_name(t.dtype());
+    } catch (Error& e) {
+      e.add_context(str("while writing tensor '", key, "' (", meta_of(t), ") to '", dir.string(), "'"));
+      throw;
+    }
+  }
   std::error_code ec;
   if (fs::exists(fs::symlink_status(dir, ec)))
     TB_CHECK(opts.overwrite, IoError, kTag, " '", dir.string(), "' already exists; pass overwrite (--force) to replace it");
