@@ -488,3 +488,65 @@ TEST_CASE("hostile folders: truncated data, escaping paths, foreign globals, wro
                  "no OneFlow layout"));
   CHECK_FALSE(oneflow_format().sniff(Source::from_path(tbtest::fixture("torch/protocol4.pt"))));
 }
+
+TEST_CASE("writer: large pickles (frames, LONG_BINGET, batches, out-of-frame payloads) equal CPython's", "[oneflow]") {
+  // 3000 distinct strings: > 64 KiB of frames, memo indices past 255, APPENDS batches of 1000;
+  // a 70000-byte string and bytes: written outside frames; a set: ADDITEMS.
+  Value vocab = Value::list();
+  for (int i = 0; i < 3000; ++i) vocab.items().push_back(Value::string(str("token_", i, "_", std::string(20, 'a'))));
+  Value repeats = Value::list();
+  for (int i = 0; i < 3000; i += 7) repeats.items().push_back(vocab.items()[size_t(i)]);
+  Value root = Value::dict();
+  root.set_item(Value::string("vocab"), vocab);
+  root.set_item(Value::string("again"), repeats);
+  root.set_item(Value::string("text"), Value::string(std::string(70000, 'x')));
+  root.set_item(Value::string("raw"), Value::bytes(std::string(70000, '\x07')));
+  root.set_item(Value::string("ints"), Value::set({Value::integer(1), Value::integer(2)}));
+  root.set_item(Value::string("w"), Value::tensor(Tensor::from_vector<float>(DType::F32, {2}, {1, 2})));
+  Checkpoint c;
+  c.root = root;
+  tbtest::TempDir tmp;
+  tb::save(c, tmp / "big", "oneflow");
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, os, pickle, types
+for name in ('oneflow', 'oneflow.nn'):
+    sys.modules[name] = types.ModuleType(name)
+class Parameter:
+    def __init__(self, path=None): self.path = path
+    def __getstate__(self): return {'path': self.path}
+    def __setstate__(self, s): self.path = s['path']
+Parameter.__module__ = 'oneflow.nn'; sys.modules['oneflow.nn'].Parameter = Parameter
+vocab = ['token_%d_%s' % (i, 'a' * 20) for i in range(3000)]
+tree = {'vocab': vocab, 'again': [vocab[i] for i in range(0, 3000, 7)], 'text': 'x' * 70000,
+        'raw': b'\x07' * 70000, 'ints': {1, 2}, 'w': Parameter('tensor_0')}
+expected = pickle.dumps({'protocol_version': 1, 'data': tree}, protocol=4)
+ours = open(os.path.join(sys.argv[1], 'pickled_data'), 'rb').read()
+if ours != expected:
+    i = next((k for k in range(min(len(ours), len(expected))) if ours[k] != expected[k]), None)
+    print('differ at', i, len(ours), len(expected), ours[i - 20:i + 20] if i else '', expected[i - 20:i + 20] if i else '')
+    sys.exit(1)
+print('OK', len(ours))
+)",
+                          {(tmp / "big").string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  Checkpoint back = tb::load(tmp / "big");
+  CHECK(back.root.get("vocab")->items().size() == 3000);
+  CHECK(back.root.get("again")->items()[1].as_str() == vocab.items()[7].as_str());
+  CHECK(back.root.get("text")->as_str().size() == 70000);
+  CHECK(back.state_dict().at("w").to_vector<float>() == std::vector<float>{1, 2});
+}
+
+TEST_CASE("nested whole module: Sequential children become dotted keys, non-persistent buffers left out", "[oneflow]") {
+  Checkpoint c = tb::load(tbtest::fixture("oneflow_extra/whole_module_seq"));
+  StateDict sd = c.state_dict();
+  CHECK(sd.keys() == std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.running_mean",
+                                              "1.num_batches_tracked"});
+  CHECK(sd.at("0.weight").to_vector<float>() == std::vector<float>{0, 0.25f, 0.5f, 0.75f, 1, 1.25f});
+  CHECK(sd.at("1.num_batches_tracked").dtype() == DType::I64);
+  CHECK(sd.at("1.num_batches_tracked").shape().empty());
+  CHECK(sd.at("1.num_batches_tracked").item_as_double() == 3.0);
+  std::map<std::string, std::string> info(c.info.begin(), c.info.end());
+  CHECK(info["module 1"] == "oneflow.nn.modules.batchnorm.BatchNorm1d");
+  CHECK(info["module (root)"] == "oneflow.nn.modules.container.Sequential");
+}
