@@ -519,7 +519,7 @@ class Resolver {
     const Value* st = state_dict_of(o);
     if (!st) return;
     std::set<std::string> non_persistent;
-    if (const Value* np = st->get("_non_persistent_buffers_set"); np && np->is_sequence() | (np->kind() == Value::Kind::Set))
+    if (const Value* np = st->get("_non_persistent_buffers_set"); np && (np->is_sequence() || np->kind() == Value::Kind::Set))
       for (const auto& x : np->items())
         if (x.is_str()) non_persistent.insert(x.as_str());
     for (const char* group : {"_parameters", "_buffers"}) {
@@ -882,17 +882,17 @@ class Proto4Pickler {
   }
   void save_dict(const Value& v, size_t depth) {
     const ValueDict& d = v.dict_data();
+    // Only OrderedDict keeps its class; other dict subclasses (defaultdict, Counter) are written as
+    // plain dicts, since their reduce arguments (default factories) are code.
     const std::string& cls = d.cls;
-    if (cls.empty() || cls == "dict") {
+    if (cls != "collections.OrderedDict") {
       put('}');
       ids_[v.identity()] = memoize();
       setitems(d.items, depth);
       return;
     }
-    // A dict subclass (OrderedDict): cls.__reduce__ -> (cls, (), vars(self) or None, None, items).
-    auto dot = cls.rfind('.');
-    TB_CHECK(dot != std::string::npos, UnsupportedError, kTag, " cannot write dict class '", cls, "'");
-    save_global(cls.substr(0, dot), cls.substr(dot + 1));
+    // OrderedDict.__reduce__ -> (cls, (), vars(self) or None, None, items).
+    save_global("collections", "OrderedDict");
     empty_tuple();
     put('R');
     ids_[v.identity()] = memoize();
