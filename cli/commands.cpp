@@ -129,10 +129,27 @@ void run_inspect(const InspectArgs& a) {
 // convert
 // ------------------------------------------------------------------------------------------------
 struct ConvertArgs {
-  std::string input, output, to, key;
+  std::string input, output, to, key, dtype;
   bool force = false;
   bool drop_non_tensors = false;
 };
+
+// --dtype: floating-point tensors are cast (round to nearest even); integer and bool tensors
+// (num_batches_tracked, masks) keep their dtype.
+DType float_target(const std::string& name) {
+  auto to = dtype_from_name(name);
+  TB_CHECK(to.has_value(), UnsupportedError, "--dtype ", name, ": unknown dtype (float32, float16, bfloat16, ...)");
+  TB_CHECK(is_floating(*to), UnsupportedError, "--dtype ", name, ": only floating-point targets are supported");
+  return *to;
+}
+
+StateDict cast_floating(const StateDict& sd, const std::string& name) {
+  DType to = float_target(name);
+  StateDict out;
+  out.metadata = sd.metadata;
+  for (const auto& [k, t] : sd) out.insert(k, is_floating(t.dtype()) ? t.to(to) : t);
+  return out;
+}
 
 void run_convert(const ConvertArgs& a) {
   const FormatAdapter& out_fmt = output_format(a.output, a.to);
@@ -142,6 +159,10 @@ void run_convert(const ConvertArgs& a) {
   out.metadata = in.metadata;
   if (out_fmt.keeps_tree) {
     out.root = a.key.empty() ? in.root : value_at_path(in.root, a.key);
+    if (!a.dtype.empty()) {
+      DType to = float_target(a.dtype);
+      out.root = map_tensors(out.root, [to](const Tensor& t) { return is_floating(t.dtype()) ? t.to(to) : t; });
+    }
   } else {
     std::vector<NonTensor> skipped;
     StateDict sd = in.state_dict(a.key, &skipped);
@@ -157,6 +178,7 @@ void run_convert(const ConvertArgs& a) {
     }
     TB_CHECK(!sd.empty(), FormatError, "'", a.input, "'", a.key.empty() ? "" : " under --key " + a.key,
              " holds no tensors; nothing to write");
+    if (!a.dtype.empty()) sd = cast_floating(sd, a.dtype);
     out.root = Value::from_state_dict(sd);
   }
   SaveOptions so;
@@ -309,6 +331,7 @@ void register_commands(CLI::App& app) {
   convert->add_option("output", convert_args->output, "output path (format from --to or the extension)")->required();
   convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow");
   convert->add_option("--key", convert_args->key, "dotted path of the sub-tree to convert, e.g. model_state_dict");
+  convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16)");
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
   convert->add_flag("--drop-non-tensors", convert_args->drop_non_tensors,
                     "leave out values that are not tensors (epoch, loss, ...) instead of refusing");

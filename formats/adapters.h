@@ -10,6 +10,8 @@ const FormatAdapter& npy_format();          // formats/npy.cpp
 const FormatAdapter& npz_format();          // formats/npz.cpp
 const FormatAdapter& safetensors_format();  // formats/safetensors.cpp
 const FormatAdapter& h5_format();           // formats/h5.cpp | formats/no_hdf5.cpp
+const FormatAdapter& keras_h5_format();     // formats/h5.cpp | formats/no_hdf5.cpp (write-only layout)
+const FormatAdapter& keras3_h5_format();    // formats/h5.cpp | formats/no_hdf5.cpp (write-only layout)
 const FormatAdapter& onnx_format();         // formats/onnx.cpp | formats/no_onnx.cpp
 const FormatAdapter& oneflow_format();      // formats/oneflow.cpp
 }  // namespace tb

@@ -1,5 +1,375 @@
 #include "nn/module.h"
 
+#include <cmath>
+#include <set>
+#include <sstream>
+
+#include "nn/cpu_ops.h"
+
 namespace tb::nn {
+
 const char* version() { return "0.1.0"; }
+
+namespace {
+
+std::string join_dotted(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+std::string fmt_double(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+std::string LoadReport::describe() const {
+  std::ostringstream os;
+  auto list = [&](const char* what, const std::vector<std::string>& v) {
+    if (v.empty()) return;
+    os << (os.tellp() > 0 ? "\n" : "") << what << " (" << v.size() << "): ";
+    for (size_t i = 0; i < v.size(); ++i) os << (i ? ", " : "") << (what[0] == 's' ? v[i] : "'" + v[i] + "'");
+  };
+  list("missing keys", missing);
+  list("unexpected keys", unexpected);
+  list("size mismatch", mismatched);
+  return os.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module
+
+Tensor Module::forward(const Tensor&) {
+  throw UnsupportedError(str("nn: ", type_name(), " has no forward() for a single input"));
+}
+
+Tensor& Module::register_parameter(const std::string& name, Tensor t) {
+  TB_CHECK(!name.empty() && name.find('.') == std::string::npos, KeyError, "nn: parameter name '", name,
+           "' must be non-empty and contain no '.'");
+  for (auto& s : params_)
+    if (s.name == name) return s.tensor = std::move(t);
+  params_.push_back({name, std::move(t), true});
+  return params_.back().tensor;
+}
+
+Tensor& Module::register_buffer(const std::string& name, Tensor t, bool persistent) {
+  TB_CHECK(!name.empty() && name.find('.') == std::string::npos, KeyError, "nn: buffer name '", name,
+           "' must be non-empty and contain no '.'");
+  for (auto& s : buffers_)
+    if (s.name == name) {
+      s.persistent = persistent;
+      return s.tensor = std::move(t);
+    }
+  buffers_.push_back({name, std::move(t), persistent});
+  return buffers_.back().tensor;
+}
+
+Module::Ptr Module::register_module(const std::string& name, Ptr m) {
+  TB_CHECK(!name.empty() && name.find('.') == std::string::npos, KeyError, "nn: child name '", name,
+           "' must be non-empty and contain no '.'");
+  TB_CHECK(m != nullptr, KeyError, "nn: child '", name, "' is null");
+  for (auto& c : children_)
+    if (c.first == name) return c.second = std::move(m);
+  children_.emplace_back(name, std::move(m));
+  return children_.back().second;
+}
+
+Tensor& Module::parameter(const std::string& name) {
+  for (auto& s : params_)
+    if (s.name == name) return s.tensor;
+  throw KeyError(str("nn: ", type_name(), " has no parameter '", name, "'"));
+}
+
+Tensor& Module::buffer(const std::string& name) {
+  for (auto& s : buffers_)
+    if (s.name == name) return s.tensor;
+  throw KeyError(str("nn: ", type_name(), " has no buffer '", name, "'"));
+}
+
+Module::Ptr Module::child(const std::string& name) const {
+  for (auto& c : children_)
+    if (c.first == name) return c.second;
+  throw KeyError(str("nn: ", type_name(), " has no child '", name, "'"));
+}
+
+void Module::collect_slots(const std::string& prefix, std::vector<std::pair<std::string, Tensor*>>& out) {
+  // torch.nn.Module._save_to_state_dict: parameters (skipping None), then persistent buffers.
+  for (auto& s : params_)
+    if (s.tensor.defined()) out.emplace_back(join_dotted(prefix, s.name), &s.tensor);
+  for (auto& s : buffers_)
+    if (s.tensor.defined() && s.persistent) out.emplace_back(join_dotted(prefix, s.name), &s.tensor);
+  for (auto& c : children_) c.second->collect_slots(join_dotted(prefix, c.first), out);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  auto self = const_cast<Module*>(this);
+  std::vector<std::pair<std::string, Ptr>> mods = self->named_modules();
+  for (auto& [path, m] : mods)
+    for (auto& s : m->params_)
+      if (s.tensor.defined()) out.emplace_back(join_dotted(path, s.name), s.tensor);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  auto self = const_cast<Module*>(this);
+  for (auto& [path, m] : self->named_modules())
+    for (auto& s : m->buffers_)
+      if (s.tensor.defined()) out.emplace_back(join_dotted(path, s.name), s.tensor);
+  return out;
+}
+
+std::vector<std::pair<std::string, Module::Ptr>> Module::named_modules() {
+  std::vector<std::pair<std::string, Ptr>> out;
+  // shared_from_this is unavailable for stack objects; use a non-owning alias for the root.
+  out.emplace_back("", Ptr(Ptr(), this));
+  for (size_t i = 0; i < out.size(); ++i) {
+    std::vector<std::pair<std::string, Ptr>> kids;
+    for (auto& c : out[i].second->children_) kids.emplace_back(join_dotted(out[i].first, c.first), c.second);
+    out.insert(out.begin() + std::ptrdiff_t(i) + 1, kids.begin(), kids.end());
+  }
+  return out;
+}
+
+StateDict Module::state_dict() const {
+  std::vector<std::pair<std::string, Tensor*>> slots;
+  const_cast<Module*>(this)->collect_slots("", slots);
+  StateDict sd;
+  for (auto& [k, t] : slots) sd.insert(k, *t);
+  return sd;
+}
+
+LoadReport Module::load_state_dict(const StateDict& sd, bool strict) {
+  std::vector<std::pair<std::string, Tensor*>> slots;
+  collect_slots("", slots);
+  LoadReport rep;
+  std::set<std::string> expected;
+  std::vector<std::pair<Tensor*, const Tensor*>> todo;
+  for (auto& [key, slot] : slots) {
+    expected.insert(key);
+    const Tensor* src = sd.find(key);
+    if (!src) {
+      rep.missing.push_back(key);
+      continue;
+    }
+    if (src->shape() != slot->shape()) {
+      rep.mismatched.push_back(str(key, ": checkpoint ", src->describe(), " vs model ", slot->describe()));
+      continue;
+    }
+    todo.emplace_back(slot, src);
+    rep.loaded.push_back(key);
+  }
+  for (auto& [key, t] : sd)
+    if (!expected.count(key)) rep.unexpected.push_back(key);
+  if (strict && !rep.ok()) {
+    std::string msg = str("nn: error(s) loading state_dict for ", type_name(), ":\n  ", rep.describe());
+    for (size_t p = 0; (p = msg.find('\n', p + 1)) != std::string::npos && p + 1 < msg.size();) {
+      if (msg.compare(p, 3, "\n  ") != 0) msg.insert(p + 1, "  ");
+    }
+    if (rep.missing.empty() && rep.unexpected.empty()) throw ShapeError(msg);
+    throw KeyError(msg);
+  }
+  for (auto& [slot, src] : todo) *slot = src->to(slot->dtype()).contiguous();
+  return rep;
+}
+
+void Module::to(std::shared_ptr<compute::Backend> backend) {
+  for (auto& [path, m] : named_modules()) m->backend_ = backend;
+}
+
+std::string Module::repr() const {
+  std::string head = type_name() + "(" + extra_repr();
+  if (children_.empty()) return head + ")";
+  std::string s = head + "\n";
+  for (auto& [name, c] : children_) {
+    std::string sub = c->repr();
+    for (size_t p = 0; (p = sub.find('\n', p)) != std::string::npos; p += 3) sub.insert(p + 1, "  ");
+    s += "  (" + name + "): " + sub + "\n";
+  }
+  return s + ")";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layers
+
+Linear::Linear(int64_t in, int64_t out, bool bias) : in_features(in), out_features(out), has_bias(bias) {
+  TB_CHECK(in >= 0 && out >= 0, ShapeError, "nn: Linear(", in, ", ", out, ") needs non-negative sizes");
+  register_parameter("weight", Tensor::zeros(DType::F32, {out, in}));
+  if (bias) register_parameter("bias", Tensor::zeros(DType::F32, {out}));
+}
+
+std::string Linear::extra_repr() const {
+  return str("in_features=", in_features, ", out_features=", out_features, ", bias=", has_bias ? "True" : "False");
+}
+
+Tensor Linear::forward(const Tensor& x) {
+  Tensor b = has_bias ? parameter("bias") : Tensor();
+  return cpu::linear(x, parameter("weight"), b);
+}
+
+Tensor ReLU::forward(const Tensor& x) { return cpu::relu(x); }
+
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t k) : Conv2d(in, out, k, k, Options{}) {}
+
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t kh, int64_t kw, Options o)
+    : in_channels(in), out_channels(out), kernel_h(kh), kernel_w(kw), opts(o) {
+  TB_CHECK(in > 0 && out > 0 && kh > 0 && kw > 0 && o.groups > 0 && in % o.groups == 0 && out % o.groups == 0,
+           ShapeError, "nn: Conv2d(", in, ", ", out, ", kernel ", kh, "x", kw, ", groups ", o.groups,
+           ") is not a valid convolution");
+  register_parameter("weight", Tensor::zeros(DType::F32, {out, in / o.groups, kh, kw}));
+  if (o.bias) register_parameter("bias", Tensor::zeros(DType::F32, {out}));
+}
+
+std::string Conv2d::extra_repr() const {
+  std::string s = str(in_channels, ", ", out_channels, ", kernel_size=(", kernel_h, ", ", kernel_w, "), stride=(",
+                      opts.stride_h, ", ", opts.stride_w, ")");
+  if (opts.pad_h || opts.pad_w) s += str(", padding=(", opts.pad_h, ", ", opts.pad_w, ")");
+  if (opts.dil_h != 1 || opts.dil_w != 1) s += str(", dilation=(", opts.dil_h, ", ", opts.dil_w, ")");
+  if (opts.groups != 1) s += str(", groups=", opts.groups);
+  if (!opts.bias) s += ", bias=False";
+  return s;
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  Tensor b = opts.bias ? parameter("bias") : Tensor();
+  return cpu::conv2d(x, parameter("weight"), b, opts.stride_h, opts.stride_w, opts.pad_h, opts.pad_w, opts.dil_h,
+                     opts.dil_w, opts.groups);
+}
+
+MaxPool2d::MaxPool2d(int64_t k, int64_t stride, int64_t padding)
+    : MaxPool2d(k, k, stride ? stride : k, stride ? stride : k, padding, padding) {}
+
+MaxPool2d::MaxPool2d(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw)
+    : kernel_h(kh), kernel_w(kw), stride_h(sh), stride_w(sw), pad_h(ph), pad_w(pw) {
+  TB_CHECK(kh > 0 && kw > 0 && sh > 0 && sw > 0 && ph >= 0 && pw >= 0, ShapeError, "nn: MaxPool2d kernel ", kh, "x", kw,
+           " stride ", sh, "x", sw, " padding ", ph, "x", pw, " is not valid");
+}
+
+std::string MaxPool2d::extra_repr() const {
+  auto one = [](int64_t a, int64_t b) { return a == b ? str(a) : str("(", a, ", ", b, ")"); };
+  return str("kernel_size=", one(kernel_h, kernel_w), ", stride=", one(stride_h, stride_w), ", padding=",
+             one(pad_h, pad_w), ", dilation=1, ceil_mode=False");
+}
+
+Tensor MaxPool2d::forward(const Tensor& x) {
+  return cpu::max_pool2d(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w);
+}
+
+std::string Flatten::extra_repr() const { return str("start_dim=", start_dim, ", end_dim=", end_dim); }
+Tensor Flatten::forward(const Tensor& x) { return cpu::flatten(x, start_dim, end_dim); }
+
+BatchNorm::BatchNorm(int d, int64_t n, double e, double m, bool aff, bool track)
+    : dims(d), num_features(n), eps(e), momentum(m), affine(aff), track_running_stats(track) {
+  TB_CHECK(d == 1 || d == 2, UnsupportedError, "nn: BatchNorm", d, "d is not supported (1d and 2d are)");
+  TB_CHECK(n > 0 && e >= 0, ShapeError, "nn: BatchNorm", d, "d(", n, ", eps=", e, ") is not valid");
+  if (affine) {
+    std::vector<float> ones(size_t(n), 1.f);
+    register_parameter("weight", Tensor::from_vector(DType::F32, {n}, ones));
+    register_parameter("bias", Tensor::zeros(DType::F32, {n}));
+  }
+  if (track) {
+    std::vector<float> ones(size_t(n), 1.f);
+    register_buffer("running_mean", Tensor::zeros(DType::F32, {n}));
+    register_buffer("running_var", Tensor::from_vector(DType::F32, {n}, ones));
+    register_buffer("num_batches_tracked", Tensor::zeros(DType::I64, {}));
+  }
+}
+
+std::string BatchNorm::extra_repr() const {
+  return str(num_features, ", eps=", fmt_double(eps), ", momentum=", fmt_double(momentum),
+             ", affine=", affine ? "True" : "False", ", track_running_stats=", track_running_stats ? "True" : "False");
+}
+
+Tensor BatchNorm::forward(const Tensor& x) {
+  TB_CHECK(track_running_stats, UnsupportedError, "nn: ", type_name(),
+           " without running statistics normalises with batch statistics, which inference here does not do");
+  const int64_t want = dims == 1 ? 2 : 4;
+  TB_CHECK(x.dim() == want || (dims == 1 && x.dim() == 3), ShapeError, "nn: ", type_name(), " expects ",
+           dims == 1 ? "(N, C) or (N, C, L)" : "(N, C, H, W)", " input, got ", x.describe());
+  Tensor w = affine ? parameter("weight") : Tensor(), b = affine ? parameter("bias") : Tensor();
+  return cpu::batch_norm(x, buffer("running_mean"), buffer("running_var"), w, b, eps);
+}
+
+std::string Dropout::extra_repr() const { return str("p=", fmt_double(p), ", inplace=False"); }
+
+std::string Softmax::extra_repr() const { return str("dim=", dim); }
+Tensor Softmax::forward(const Tensor& x) { return cpu::softmax(x, dim); }
+
+Sequential::Sequential(std::vector<Ptr> layers) {
+  for (auto& l : layers) add(std::move(l));
+}
+
+Sequential& Sequential::add(Ptr layer) {
+  register_module(std::to_string(children().size()), std::move(layer));
+  return *this;
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor y = x;
+  for (auto& [name, m] : children()) {
+    try {
+      y = m->forward(y);
+    } catch (Error& e) {
+      e.add_context(str("in Sequential layer ", name, " (", m->type_name(), ")"));
+      throw;
+    }
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeds
+
+MLP::MLP(int64_t in, int64_t h, int64_t o) {
+  hidden = register_module("hidden", std::make_shared<Linear>(in, h));
+  out = register_module("out", std::make_shared<Linear>(h, o));
+}
+
+Tensor MLP::forward(const Tensor& x) { return out->forward(cpu::relu(hidden->forward(x))); }
+
+std::shared_ptr<Sequential> seed_cnn() {
+  auto s = std::make_shared<Sequential>();
+  s->add(std::make_shared<Conv2d>(3, 16, 5))
+      .add(std::make_shared<ReLU>())
+      .add(std::make_shared<MaxPool2d>(2, 2))
+      .add(std::make_shared<Conv2d>(16, 32, 5))
+      .add(std::make_shared<ReLU>())
+      .add(std::make_shared<MaxPool2d>(2, 2))
+      .add(std::make_shared<Flatten>())
+      .add(std::make_shared<Linear>(800, 120))
+      .add(std::make_shared<ReLU>())
+      .add(std::make_shared<Linear>(120, 84))
+      .add(std::make_shared<ReLU>())
+      .add(std::make_shared<Linear>(84, 10));
+  return s;
+}
+
+Module::Ptr builtin_model(const std::string& spec) {
+  if (spec == "seed-cnn" || spec == "cnn") return seed_cnn();
+  if (spec.rfind("mlp:", 0) == 0) {
+    std::vector<int64_t> sizes;
+    std::stringstream ss(spec.substr(4));
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      char* end = nullptr;
+      long long v = std::strtoll(item.c_str(), &end, 10);
+      TB_CHECK(!item.empty() && end && *end == 0 && v > 0 && v < (1LL << 31), UnsupportedError,
+               "nn: --arch '", spec, "': '", item, "' is not a positive layer size");
+      sizes.push_back(v);
+    }
+    TB_CHECK(sizes.size() >= 2, UnsupportedError, "nn: --arch '", spec, "' needs at least two sizes (mlp:20,256,10)");
+    if (sizes.size() == 3) return std::make_shared<MLP>(sizes[0], sizes[1], sizes[2]);
+    auto s = std::make_shared<Sequential>();
+    for (size_t i = 0; i + 1 < sizes.size(); ++i) {
+      if (i) s->add(std::make_shared<ReLU>());
+      s->add(std::make_shared<Linear>(sizes[i], sizes[i + 1]));
+    }
+    return s;
+  }
+  throw UnsupportedError(str("nn: unknown built-in architecture '", spec,
+                             "'; choices: mlp:IN,HIDDEN,...,OUT (e.g. mlp:20,256,10), seed-cnn"));
+}
+
 }  // namespace tb::nn

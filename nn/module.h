@@ -1,10 +1,241 @@
-// nn modules (issue 9). Placeholder header so the layer exists.
+// nn modules with PyTorch's names and shapes (issue 9).
+//
+// A Module owns named parameters, buffers and children, in registration order, exactly like
+// torch.nn.Module. state_dict() walks them in PyTorch's order (own parameters, own persistent buffers,
+// then each child with "<child>." prefixed), so the keys are the ones torch writes:
+//   MLP           hidden.weight, hidden.bias, out.weight, out.bias
+//   Sequential    0.weight, 0.bias, 3.weight, ...
+//   BatchNorm     weight, bias, running_mean, running_var, num_batches_tracked (int64, 0-d)
+// load_state_dict(sd, strict) copies (casting to the module's dtype) and reports missing keys,
+// unexpected keys and shape mismatches by name; strict mode throws listing all of them and changes
+// nothing. Forward runs in float32 on the CPU reference path (nn/detail/cpu_ops.h).
 #pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "compute/backend.h"
 #include "tensor/state_dict.h"
 
+namespace tb::compute {
+class Backend;
+}
+
 namespace tb::nn {
+
 /** Version string of the nn layer. */
 const char* version();
+
+/** What load_state_dict found. */
+struct LoadReport {
+  std::vector<std::string> missing;     // keys the module has and the state dict lacks
+  std::vector<std::string> unexpected;  // keys of the state dict the module does not have
+  std::vector<std::string> mismatched;  // "key: checkpoint float32[3, 4] vs model [4, 3]"
+  std::vector<std::string> loaded;      // keys copied into the module
+  bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+  /** Multi-line summary in the order missing, unexpected, mismatched ("" when ok()). */
+  std::string describe() const;
+};
+
+class Module : public std::enable_shared_from_this<Module> {
+ public:
+  using Ptr = std::shared_ptr<Module>;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  virtual ~Module() = default;
+
+  /** PyTorch class name ("Linear", "Sequential", "MLP"). */
+  virtual std::string type_name() const = 0;
+  /** Hyper-parameters as PyTorch's extra_repr ("in_features=20, out_features=256, bias=True"). */
+  virtual std::string extra_repr() const { return {}; }
+  /** Inference forward pass (eval mode). */
+  virtual Tensor forward(const Tensor& x);
+  Tensor operator()(const Tensor& x) { return forward(x); }
+
+  /** Registers (or replaces) a parameter / buffer; returns a reference that stays valid. */
+  Tensor& register_parameter(const std::string& name, Tensor t);
+  Tensor& register_buffer(const std::string& name, Tensor t, bool persistent = true);
+  Ptr register_module(const std::string& name, Ptr child);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> child) {
+    register_module(name, Ptr(child));
+    return child;
+  }
+
+  /** Own parameter / buffer / child by name; throws KeyError. */
+  Tensor& parameter(const std::string& name);
+  Tensor& buffer(const std::string& name);
+  Ptr child(const std::string& name) const;
+
+  const std::vector<std::pair<std::string, Ptr>>& children() const { return children_; }
+  /** Recursive, dotted names, in state_dict order. */
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+  /** Every module with its dotted path ("" for this one), pre-order. */
+  std::vector<std::pair<std::string, Ptr>> named_modules();
+
+  /** PyTorch's state_dict(): parameters and persistent buffers with dotted keys (views, not copies). */
+  StateDict state_dict() const;
+  /** Copies tensors in by name; see LoadReport. strict: throws KeyError (or ShapeError when the only
+   *  problems are shape mismatches) listing everything and leaves the module unchanged. */
+  LoadReport load_state_dict(const StateDict& sd, bool strict = true);
+
+  /** Runs forward through backend (uploaded once on first use); nullptr returns to the CPU path. */
+  void to(std::shared_ptr<compute::Backend> backend);
+  const std::shared_ptr<compute::Backend>& backend() const { return backend_; }
+
+  /** PyTorch-like multi-line rendering of the module tree. */
+  std::string repr() const;
+
+ protected:
+  struct Slot {
+    std::string name;
+    Tensor tensor;
+    bool persistent = true;
+  };
+  /** All tensor slots with dotted names (parameters then buffers per module; non-persistent skipped). */
+  void collect_slots(const std::string& prefix, std::vector<std::pair<std::string, Tensor*>>& out);
+  /** Device copy cache keyed by parameter name. */
+  std::shared_ptr<compute::Backend> backend_;
+
+ private:
+  std::vector<Slot> params_;
+  std::vector<Slot> buffers_;
+  std::vector<std::pair<std::string, Ptr>> children_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Layers
+
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true);
+  std::string type_name() const override { return "Linear"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  int64_t in_features, out_features;
+  bool has_bias;
+};
+
+class ReLU : public Module {
+ public:
+  std::string type_name() const override { return "ReLU"; }
+  Tensor forward(const Tensor& x) override;
+};
+
+class Conv2d : public Module {
+ public:
+  struct Options {
+    int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
+    bool bias = true;
+  };
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size);
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_h, int64_t kernel_w, Options opts);
+  std::string type_name() const override { return "Conv2d"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  int64_t in_channels, out_channels, kernel_h, kernel_w;
+  Options opts;
+};
+
+class MaxPool2d : public Module {
+ public:
+  /** stride 0 means stride = kernel (PyTorch's default). */
+  MaxPool2d(int64_t kernel_size, int64_t stride = 0, int64_t padding = 0);
+  MaxPool2d(int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w);
+  std::string type_name() const override { return "MaxPool2d"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+};
+
+class Flatten : public Module {
+ public:
+  explicit Flatten(int64_t start = 1, int64_t end = -1) : start_dim(start), end_dim(end) {}
+  std::string type_name() const override { return "Flatten"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  int64_t start_dim, end_dim;
+};
+
+/** BatchNorm1d (input (N, C) or (N, C, L)) and BatchNorm2d (N, C, H, W), inference statistics. */
+class BatchNorm : public Module {
+ public:
+  BatchNorm(int dims, int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
+            bool track_running_stats = true);
+  std::string type_name() const override { return dims == 1 ? "BatchNorm1d" : "BatchNorm2d"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  int dims;
+  int64_t num_features;
+  double eps, momentum;
+  bool affine, track_running_stats;
+};
+inline std::shared_ptr<BatchNorm> BatchNorm1d(int64_t n, double eps = 1e-5) {
+  return std::make_shared<BatchNorm>(1, n, eps);
+}
+inline std::shared_ptr<BatchNorm> BatchNorm2d(int64_t n, double eps = 1e-5) {
+  return std::make_shared<BatchNorm>(2, n, eps);
+}
+
+/** Identity at inference. */
+class Dropout : public Module {
+ public:
+  explicit Dropout(double prob = 0.5) : p(prob) {}
+  std::string type_name() const override { return "Dropout"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override { return x; }
+  double p;
+};
+
+class Identity : public Module {
+ public:
+  std::string type_name() const override { return "Identity"; }
+  Tensor forward(const Tensor& x) override { return x; }
+};
+
+class Softmax : public Module {
+ public:
+  explicit Softmax(int64_t d = -1) : dim(d) {}
+  std::string type_name() const override { return "Softmax"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  int64_t dim;
+};
+
+/** Children named "0", "1", ...; forward chains them. */
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  explicit Sequential(std::vector<Ptr> layers);
+  std::string type_name() const override { return "Sequential"; }
+  Tensor forward(const Tensor& x) override;
+  Sequential& add(Ptr layer);
+  size_t size() const { return children().size(); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The seeds' example models.
+
+/** Seed 001's MLP: hidden = Linear(in, hidden), out = Linear(hidden, out); out(relu(hidden(x))). */
+class MLP : public Module {
+ public:
+  explicit MLP(int64_t in = 20, int64_t hidden_features = 256, int64_t out_features = 10);
+  std::string type_name() const override { return "MLP"; }
+  Tensor forward(const Tensor& x) override;
+  std::shared_ptr<Linear> hidden, out;
+};
+
+/** The seed CNN: Sequential(Conv2d(3,16,5), ReLU, MaxPool2d(2,2), Conv2d(16,32,5), ReLU, MaxPool2d(2,2),
+ *  Flatten, Linear(800,120), ReLU, Linear(120,84), ReLU, Linear(84,10)); input (N, 3, 32, 32). */
+std::shared_ptr<Sequential> seed_cnn();
+
+/** Built-in architectures by name for `run --arch`: "mlp:20,256,10" (MLP class for three sizes, else a
+ *  Sequential of Linear/ReLU), "seed-cnn". Throws UnsupportedError listing the choices. */
+Module::Ptr builtin_model(const std::string& spec);
+
 }  // namespace tb::nn

@@ -1,6 +1,7 @@
 #include "tensor/value.h"
 
 #include <cmath>
+#include <map>
 #include <sstream>
 
 namespace tb {
@@ -253,6 +254,44 @@ StateDict flatten(const Value& root, std::vector<NonTensor>* skipped, const std:
   StateDict out;
   flatten_into(root, prefix, out, skipped);
   return out;
+}
+
+namespace {
+Value map_rec(const Value& v, const std::function<Tensor(const Tensor&)>& fn, std::map<const void*, Value>& done) {
+  const void* id = v.identity();
+  if (id) {
+    auto it = done.find(id);
+    if (it != done.end()) return it->second;
+  }
+  Value out;
+  switch (v.kind()) {
+    case Value::Kind::Tensor: out = Value::tensor(fn(v.as_tensor())); break;
+    case Value::Kind::List:
+    case Value::Kind::Tuple:
+    case Value::Kind::Set: {
+      ValueList items;
+      for (const auto& x : v.items()) items.push_back(map_rec(x, fn, done));
+      out = v.kind() == Value::Kind::List ? Value::list(std::move(items))
+            : v.kind() == Value::Kind::Tuple ? Value::tuple(std::move(items)) : Value::set(std::move(items));
+      break;
+    }
+    case Value::Kind::Dict: {
+      const ValueDict& d = v.dict_data();
+      out = Value::dict(d.cls);
+      for (const auto& [k, x] : d.items) out.dict_data().items.emplace_back(k, map_rec(x, fn, done));
+      out.dict_data().attrs = d.attrs;
+      break;
+    }
+    default: out = v; break;
+  }
+  if (id) done.emplace(id, out);
+  return out;
+}
+}  // namespace
+
+Value map_tensors(const Value& root, const std::function<Tensor(const Tensor&)>& fn) {
+  std::map<const void*, Value> done;
+  return map_rec(root, fn, done);
 }
 
 const Value& value_at_path(const Value& root, const std::string& path) {

@@ -5,6 +5,7 @@
 
 #include <complex>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -106,6 +107,10 @@ struct NonTensor {
  *  Tensors appearing twice (same object) are inserted under each path and share storage.
  *  Non-tensor leaves (epoch, loss, strings, objects) are skipped and reported in skipped. */
 StateDict flatten(const Value& root, std::vector<NonTensor>* skipped = nullptr, const std::string& prefix = {});
+
+/** A copy of the tree with every tensor replaced by fn(tensor); containers are copied, scalars and
+ *  objects kept. A container or tensor met twice is mapped once, so sharing is preserved. */
+Value map_tensors(const Value& root, const std::function<Tensor(const Tensor&)>& fn);
 
 /** Follows a dotted path ("model_state_dict" or "a.0.b") into dicts and lists; throws KeyError. */
 const Value& value_at_path(const Value& root, const std::string& path);

@@ -90,3 +90,17 @@ TEST_CASE("Reader reports truncation with the file name", "[io]") {
     CHECK(std::string(e.what()).find("'x.bin' is truncated") != std::string::npos);
   }
 }
+
+TEST_CASE("map_tensors copies the tree and keeps shared tensors shared", "[tensor]") {
+  Tensor w = Tensor::from_vector<float>(DType::F32, {2}, {1.5f, -2.0f});
+  Value t = Value::tensor(w);
+  Value root = Value::dict();
+  root.set_item(Value::string("a"), t);
+  root.set_item(Value::string("tied"), t);
+  root.set_item(Value::string("epoch"), Value::integer(3));
+  Value out = map_tensors(root, [](const Tensor& x) { return x.to(DType::F16); });
+  CHECK(out.get("a")->as_tensor().dtype() == DType::F16);
+  CHECK(out.get("a")->identity() == out.get("tied")->identity());
+  CHECK(out.get("epoch")->as_int() == 3);
+  CHECK(root.get("a")->as_tensor().dtype() == DType::F32);  // the input is untouched
+}

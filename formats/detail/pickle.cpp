@@ -100,6 +100,8 @@ bool allowed_qual(const std::string& q) {
     return true;
   // torch's own module classes: instantiated as opaque objects with their state (never called).
   if (q.rfind("torch.nn.modules.", 0) == 0) return true;
+  // torch 0.3 modules keep their backend as REDUCE of this function: kept opaque, never called.
+  if (q == "torch.nn.backends.thnn._get_thnn_function_backend") return true;
   return false;
 }
 
@@ -1443,10 +1445,15 @@ void Pickler::value(const Value& v) {
           setitems();
         }
       }
-      if (d.cls == "collections.OrderedDict" && d.attrs && !d.attrs->items.empty()) {
-        // state = {attr: value}; BUILD sets attributes (e.g. _metadata)
+      bool any_attr = false;
+      if (d.attrs)
+        for (const auto& kv : d.attrs->items) any_attr = any_attr || kv.second.kind() != Value::Kind::Object;
+      if (d.cls == "collections.OrderedDict" && any_attr) {
+        // state = {attr: value}; BUILD sets attributes (e.g. _metadata). Opaque objects (a module
+        // tree kept beside a state_dict) are not attributes torch would load: skipped.
         empty_dict();
         for (const auto& kv : d.attrs->items) {
+          if (kv.second.kind() == Value::Kind::Object) continue;
           value(kv.first);
           value(kv.second);
           out_.push_back('s');

@@ -1,0 +1,48 @@
+// CommandStream: a command pool + one command buffer + fence + descriptor pool that record
+// dispatches back to back (with a memory barrier between them) and submit them in one go.
+// Buffers used by recorded work are kept alive until the submission completes.
+#pragma once
+
+#include <vulkan/vulkan.h>
+
+#include <memory>
+#include <vector>
+
+#include "compute/vulkan/buffer.h"
+#include "compute/vulkan/pipeline.h"
+
+namespace tb::compute::vulkan {
+
+class CommandStream {
+ public:
+  explicit CommandStream(std::shared_ptr<Context> ctx);
+  ~CommandStream();
+  CommandStream(const CommandStream&) = delete;
+  CommandStream& operator=(const CommandStream&) = delete;
+
+  /** Records pipeline over groups (x, y, z) with buffers bound at 0..N-1 and push constants
+   *  (at most Pipeline::kPushConstantBytes). Later work sees this dispatch's writes. */
+  void dispatch(const Pipeline& pipeline, const std::vector<std::shared_ptr<Buffer>>& buffers, const void* push,
+                size_t push_bytes, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1);
+  /** Records a copy of bytes from src to dst. */
+  void copy(const std::shared_ptr<Buffer>& src, const std::shared_ptr<Buffer>& dst, size_t bytes);
+  /** Submits what was recorded and waits for it; no-op when nothing is pending. */
+  void submit_and_wait();
+  bool pending() const { return recording_; }
+
+ private:
+  void begin();
+  void barrier();
+  std::shared_ptr<Context> ctx_;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;
+  VkDescriptorPool desc_pool_ = VK_NULL_HANDLE;
+  uint32_t sets_used_ = 0;
+  bool recording_ = false;
+  std::vector<std::shared_ptr<Buffer>> in_flight_;
+  static constexpr uint32_t kMaxSets = 512;
+  static constexpr uint32_t kMaxBuffersPerSet = 8;
+};
+
+}  // namespace tb::compute::vulkan

@@ -1,0 +1,122 @@
+#include "compute/vulkan/context.h"
+
+#include "compute/vulkan/vk_check.h"
+
+namespace tb::compute::vulkan {
+namespace {
+
+VkInstance create_instance() {
+  VkApplicationInfo app{};
+  app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO;
+  app.pApplicationName = "tensorbridge";
+  app.apiVersion = VK_API_VERSION_1_1;
+  VkInstanceCreateInfo ci{};
+  ci.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO;
+  ci.pApplicationInfo = &app;
+  VkInstance inst = VK_NULL_HANDLE;
+  TB_VK_CHECK(vkCreateInstance(&ci, nullptr, &inst));
+  return inst;
+}
+
+/** Compute-capable devices with the queue family to use (discrete and integrated GPUs first). */
+std::vector<std::pair<VkPhysicalDevice, uint32_t>> compute_devices(VkInstance inst) {
+  uint32_t n = 0;
+  TB_VK_CHECK(vkEnumeratePhysicalDevices(inst, &n, nullptr));
+  std::vector<VkPhysicalDevice> devs(n);
+  TB_VK_CHECK(vkEnumeratePhysicalDevices(inst, &n, devs.data()));
+  std::vector<std::pair<VkPhysicalDevice, uint32_t>> out;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (VkPhysicalDevice d : devs) {
+      VkPhysicalDeviceProperties p;
+      vkGetPhysicalDeviceProperties(d, &p);
+      bool gpu = p.deviceType == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU ||
+                 p.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU;
+      if ((pass == 0) != gpu) continue;
+      uint32_t qn = 0;
+      vkGetPhysicalDeviceQueueFamilyProperties(d, &qn, nullptr);
+      std::vector<VkQueueFamilyProperties> qs(qn);
+      vkGetPhysicalDeviceQueueFamilyProperties(d, &qn, qs.data());
+      for (uint32_t i = 0; i < qn; ++i) {
+        if (qs[i].queueFlags & VK_QUEUE_COMPUTE_BIT) {
+          out.emplace_back(d, i);
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> Context::list_devices() {
+  std::vector<std::string> names;
+  try {
+    VkInstance inst = create_instance();
+    try {
+      for (auto& [d, q] : compute_devices(inst)) {
+        VkPhysicalDeviceProperties p;
+        vkGetPhysicalDeviceProperties(d, &p);
+        names.emplace_back(p.deviceName);
+      }
+    } catch (const Error&) {
+    }
+    vkDestroyInstance(inst, nullptr);
+  } catch (const Error&) {
+  }
+  return names;
+}
+
+std::shared_ptr<Context> Context::create(int index) {
+  std::shared_ptr<Context> ctx(new Context());
+  try {
+    ctx->instance_ = create_instance();
+  } catch (const BackendError& e) {
+    throw UnsupportedError(str("[vulkan] no Vulkan driver: ", e.message()));
+  }
+  auto devs = compute_devices(ctx->instance_);
+  TB_CHECK(index >= 0 && size_t(index) < devs.size(), UnsupportedError, "[vulkan] no compute-capable device #",
+           index, " (found ", devs.size(), ")");
+  ctx->physical_ = devs[size_t(index)].first;
+  ctx->queue_family_ = devs[size_t(index)].second;
+  vkGetPhysicalDeviceProperties(ctx->physical_, &ctx->props_);
+  vkGetPhysicalDeviceMemoryProperties(ctx->physical_, &ctx->mem_props_);
+  ctx->name_ = ctx->props_.deviceName;
+
+  float priority = 1.0f;
+  VkDeviceQueueCreateInfo qci{};
+  qci.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO;
+  qci.queueFamilyIndex = ctx->queue_family_;
+  qci.queueCount = 1;
+  qci.pQueuePriorities = &priority;
+  VkDeviceCreateInfo dci{};
+  dci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
+  dci.queueCreateInfoCount = 1;
+  dci.pQueueCreateInfos = &qci;
+  TB_VK_CHECK(vkCreateDevice(ctx->physical_, &dci, nullptr, &ctx->device_));
+  vkGetDeviceQueue(ctx->device_, ctx->queue_family_, 0, &ctx->queue_);
+  return ctx;
+}
+
+Context::~Context() {
+  if (device_) {
+    vkDeviceWaitIdle(device_);
+    vkDestroyDevice(device_, nullptr);
+  }
+  if (instance_) vkDestroyInstance(instance_, nullptr);
+}
+
+int Context::find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags required,
+                              VkMemoryPropertyFlags preferred) const {
+  int fallback = -1;
+  for (uint32_t i = 0; i < mem_props_.memoryTypeCount; ++i) {
+    if (!(type_bits & (1u << i))) continue;
+    VkMemoryPropertyFlags f = mem_props_.memoryTypes[i].propertyFlags;
+    if ((f & required) != required) continue;
+    if ((f & preferred) == preferred) return int(i);
+    if (fallback < 0) fallback = int(i);
+  }
+  return fallback;
+}
+
+}  // namespace tb::compute::vulkan

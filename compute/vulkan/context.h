@@ -1,0 +1,47 @@
+// Context: the VkInstance, the chosen physical device, the VkDevice and its compute queue.
+// This is a simple owner of those handles; the destructor waits for the device and releases them.
+#pragma once
+
+#include <vulkan/vulkan.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tb::compute::vulkan {
+
+class Context {
+ public:
+  /** Opens compute-capable device number index (order of list_devices()). Throws
+   *  UnsupportedError when there is no such device, BackendError on Vulkan failures. */
+  static std::shared_ptr<Context> create(int index);
+  /** Names of the compute-capable devices ("llvmpipe (LLVM 15.0.6, 256 bits)"); empty when none
+   *  (or no loader/driver). Never throws. */
+  static std::vector<std::string> list_devices();
+
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  VkDevice device() const { return device_; }
+  VkPhysicalDevice physical_device() const { return physical_; }
+  VkQueue queue() const { return queue_; }
+  uint32_t queue_family() const { return queue_family_; }
+  const std::string& device_name() const { return name_; }
+  const VkPhysicalDeviceProperties& properties() const { return props_; }
+  /** Index of a memory type having all `required` flags (and preferring `preferred`); -1 if none. */
+  int find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags required, VkMemoryPropertyFlags preferred) const;
+
+ private:
+  Context() = default;
+  VkInstance instance_ = VK_NULL_HANDLE;
+  VkPhysicalDevice physical_ = VK_NULL_HANDLE;
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkQueue queue_ = VK_NULL_HANDLE;
+  uint32_t queue_family_ = 0;
+  std::string name_;
+  VkPhysicalDeviceProperties props_{};
+  VkPhysicalDeviceMemoryProperties mem_props_{};
+};
+
+}  // namespace tb::compute::vulkan

@@ -1,0 +1,41 @@
+#include "compute/vulkan/vk_check.h"
+
+namespace tb::compute::vulkan {
+
+const char* vk_result_name(VkResult r) {
+  switch (r) {
+#define TB_VK_NAME(x) \
+  case x: return #x;
+    TB_VK_NAME(VK_SUCCESS)
+    TB_VK_NAME(VK_NOT_READY)
+    TB_VK_NAME(VK_TIMEOUT)
+    TB_VK_NAME(VK_EVENT_SET)
+    TB_VK_NAME(VK_EVENT_RESET)
+    TB_VK_NAME(VK_INCOMPLETE)
+    TB_VK_NAME(VK_ERROR_OUT_OF_HOST_MEMORY)
+    TB_VK_NAME(VK_ERROR_OUT_OF_DEVICE_MEMORY)
+    TB_VK_NAME(VK_ERROR_INITIALIZATION_FAILED)
+    TB_VK_NAME(VK_ERROR_DEVICE_LOST)
+    TB_VK_NAME(VK_ERROR_MEMORY_MAP_FAILED)
+    TB_VK_NAME(VK_ERROR_LAYER_NOT_PRESENT)
+    TB_VK_NAME(VK_ERROR_EXTENSION_NOT_PRESENT)
+    TB_VK_NAME(VK_ERROR_FEATURE_NOT_PRESENT)
+    TB_VK_NAME(VK_ERROR_INCOMPATIBLE_DRIVER)
+    TB_VK_NAME(VK_ERROR_TOO_MANY_OBJECTS)
+    TB_VK_NAME(VK_ERROR_FORMAT_NOT_SUPPORTED)
+    TB_VK_NAME(VK_ERROR_FRAGMENTED_POOL)
+    TB_VK_NAME(VK_ERROR_UNKNOWN)
+    TB_VK_NAME(VK_ERROR_OUT_OF_POOL_MEMORY)
+    TB_VK_NAME(VK_ERROR_INVALID_EXTERNAL_HANDLE)
+    TB_VK_NAME(VK_ERROR_FRAGMENTATION)
+    TB_VK_NAME(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS)
+#undef TB_VK_NAME
+    default: {
+      thread_local char buf[32];
+      snprintf(buf, sizeof buf, "VkResult(%d)", int(r));
+      return buf;
+    }
+  }
+}
+
+}  // namespace tb::compute::vulkan

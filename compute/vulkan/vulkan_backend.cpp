@@ -1,0 +1,388 @@
+// Vulkan backend: device tensors are tb::Tensors over External storage that keeps a Buffer alive
+// (see Note [device tensors] in compute/backend.h). Ops record dispatches into one CommandStream;
+// nothing is submitted until download() or synchronize(), so a network runs without host round trips.
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "compute/backend.h"
+#include "compute/shape_infer.h"
+#include "compute/vulkan/buffer.h"
+#include "compute/vulkan/command_stream.h"
+#include "compute/vulkan/context.h"
+#include "compute/vulkan/pipeline.h"
+#include "compute/vulkan/shaders.h"
+#include "compute/vulkan/vk_check.h"
+
+namespace tb::compute::vulkan {
+namespace {
+
+using detail::check_dtype;
+
+bool is_float_storage(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+/** Storage -> Buffer of the live device tensors of one backend. */
+struct Registry {
+  std::mutex mu;
+  std::unordered_map<const Storage*, std::shared_ptr<Buffer>> buffers;
+};
+
+/** keepalive of a device tensor's Storage: removes the registry entry when the storage dies. */
+struct Holder {
+  std::shared_ptr<Registry> registry;
+  const Storage* key = nullptr;
+  ~Holder() {
+    std::lock_guard<std::mutex> lock(registry->mu);
+    registry->buffers.erase(key);
+  }
+};
+
+/** Grid for n threads in workgroups of `local` (x capped at 65535, the rest in y). */
+std::array<uint32_t, 2> grid1d(uint64_t n, uint32_t local) {
+  uint64_t groups = std::max<uint64_t>(1, (n + local - 1) / local);
+  uint64_t gx = std::min<uint64_t>(groups, 65535);
+  uint64_t gy = (groups + gx - 1) / gx;
+  TB_CHECK(gy <= 65535, UnsupportedError, "[vulkan] ", n, " elements exceed one dispatch");
+  return {uint32_t(gx), uint32_t(gy)};
+}
+
+uint32_t u32(int64_t v, const char* what) {
+  TB_CHECK(v >= 0 && v <= int64_t(UINT32_MAX), UnsupportedError, "[vulkan] ", what, " ", v,
+           " does not fit the shaders' 32-bit indices");
+  return uint32_t(v);
+}
+
+class VulkanBackend final : public Backend {
+ public:
+  explicit VulkanBackend(std::shared_ptr<Context> ctx)
+      : ctx_(std::move(ctx)), stream_(ctx_), registry_(std::make_shared<Registry>()) {}
+  ~VulkanBackend() override {
+    try {
+      stream_.submit_and_wait();
+    } catch (const Error&) {
+    }
+  }
+
+  std::string name() const override { return "vulkan:" + std::to_string(index_) + " (" + ctx_->device_name() + ")"; }
+  bool supports(Op op, DType dtype) const override {
+    (void)op;
+    return is_float_storage(dtype);
+  }
+  void set_index(int i) { index_ = i; }
+
+  bool owns(const Tensor& t) const override { return t.defined() && lookup(t) != nullptr; }
+
+  Tensor upload(const Tensor& host) override {
+    TB_CHECK(host.defined(), ShapeError, "[vulkan] upload of an undefined tensor");
+    if (owns(host)) return host;
+    TB_CHECK(host.storage()->data() != nullptr, BackendError,
+             "[vulkan] upload: the tensor lives on another device; download() it from its backend first");
+    Tensor src = host.contiguous();
+    auto [t, buf] = alloc(src.dtype(), src.shape());
+    if (src.nbytes() == 0) return t;
+    if (buf->mapped()) {
+      std::memcpy(buf->mapped(), src.data(), src.nbytes());
+    } else {
+      auto staging = Buffer::create(ctx_, src.nbytes(), Buffer::Use::Staging);
+      std::memcpy(staging->mapped(), src.data(), src.nbytes());
+      stream_.copy(staging, buf, src.nbytes());
+    }
+    return t;
+  }
+
+  Tensor download(const Tensor& t) override {
+    TB_CHECK(t.defined(), ShapeError, "[vulkan] download of an undefined tensor");
+    auto buf = lookup(t);
+    if (!buf) return t.contiguous();
+    stream_.submit_and_wait();
+    size_t n = t.storage()->nbytes();
+    auto host = Storage::allocate(n, false);
+    if (n) {
+      if (buf->mapped()) {
+        std::memcpy(host->data(), buf->mapped(), n);
+      } else {
+        auto staging = Buffer::create(ctx_, n, Buffer::Use::Staging);
+        stream_.copy(buf, staging, n);
+        stream_.submit_and_wait();
+        std::memcpy(host->data(), staging->mapped(), n);
+      }
+    }
+    return Tensor(host, t.dtype(), t.shape(), t.strides(), t.byte_offset()).contiguous();
+  }
+
+  void synchronize() override { stream_.submit_and_wait(); }
+
+  Tensor gemm(const Tensor& a, const Tensor& b, const Tensor* c, const GemmParams& p) override {
+    check_dtype(*this, Op::Gemm, a);
+    check_dtype(*this, Op::Gemm, b);
+    auto g = detail::gemm_geom(a, b, c, p);
+    Tensor A = input(a), B = input(b), C = c ? input(*c) : Tensor();
+    auto [Y, ybuf] = alloc(DType::F32, {g.m, g.n});
+    if (Y.numel() == 0) return finish(Y, a.dtype());
+    GemmPush pc{};
+    pc.M = u32(g.m, "M"), pc.N = u32(g.n, "N"), pc.K = u32(g.k, "K");
+    pc.a_si = p.trans_a ? 1 : pc.K, pc.a_sk = p.trans_a ? pc.M : 1;
+    pc.b_sk = p.trans_b ? 1 : pc.N, pc.b_sn = p.trans_b ? pc.K : 1;
+    pc.alpha = p.alpha, pc.beta = p.beta;
+    if (c && c->numel() > 0) {
+      Shape st = detail::broadcast_strides(C.shape(), {g.m, g.n});
+      pc.c_si = uint32_t(st[0]), pc.c_sn = uint32_t(st[1]), pc.has_c = 1;
+    }
+    run_gemm(pc, A, B, c ? C : A, ybuf, 1);
+    return finish(Y, a.dtype());
+  }
+
+  Tensor matmul(const Tensor& a, const Tensor& b) override {
+    check_dtype(*this, Op::MatMul, a);
+    check_dtype(*this, Op::MatMul, b);
+    auto g = detail::matmul_geom(a, b);
+    Tensor A = input(a), B = input(b);
+    auto [Y, ybuf] = alloc(DType::F32, g.out_shape);
+    if (Y.numel() == 0) return finish(Y, a.dtype());
+    GemmPush pc{};
+    pc.M = u32(g.m, "M"), pc.N = u32(g.n, "N"), pc.K = u32(g.k, "K");
+    pc.a_si = pc.K, pc.a_sk = 1, pc.b_sk = pc.N, pc.b_sn = 1, pc.alpha = 1.0f;
+    u32(Y.numel(), "output size");
+    // One dispatch when each operand's batch index is either i or 0 (the usual cases).
+    auto affine = [&](const std::vector<int64_t>& idx, int64_t& stride) {
+      stride = g.batch > 1 ? idx[1] - idx[0] : 0;
+      if (stride != 0 && stride != 1) return false;
+      for (int64_t i = 0; i < g.batch; ++i)
+        if (idx[size_t(i)] != i * stride) return false;
+      return true;
+    };
+    int64_t sa = 0, sb = 0;
+    if (g.batch <= 65535 && affine(g.a_batch_index, sa) && affine(g.b_batch_index, sb)) {
+      pc.a_bs = uint32_t(sa * g.m * g.k), pc.b_bs = uint32_t(sb * g.k * g.n), pc.y_bs = uint32_t(g.m * g.n);
+      run_gemm(pc, A, B, A, ybuf, uint32_t(g.batch));
+    } else {
+      for (int64_t i = 0; i < g.batch; ++i) {
+        pc.a_off = uint32_t(g.a_batch_index[size_t(i)] * g.m * g.k);
+        pc.b_off = uint32_t(g.b_batch_index[size_t(i)] * g.k * g.n);
+        pc.y_off = uint32_t(i * g.m * g.n);
+        run_gemm(pc, A, B, A, ybuf, 1);
+      }
+    }
+    return finish(Y, a.dtype());
+  }
+
+  Tensor add(const Tensor& a, const Tensor& b) override { return binary(Op::Add, a, b); }
+  Tensor mul(const Tensor& a, const Tensor& b) override { return binary(Op::Mul, a, b); }
+
+  Tensor relu(const Tensor& x) override {
+    check_dtype(*this, Op::Relu, x);
+    Tensor X = input(x);
+    auto [Y, ybuf] = alloc(DType::F32, X.shape());
+    if (Y.numel() == 0) return finish(Y, x.dtype());
+    struct {
+      uint32_t n;
+    } pc{u32(X.numel(), "size")};
+    auto gr = grid1d(pc.n, 256);
+    stream_.dispatch(pipeline("relu"), {buffer(X), ybuf}, &pc, sizeof pc, gr[0], gr[1]);
+    return finish(Y, x.dtype());
+  }
+
+  Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) override {
+    check_dtype(*this, Op::Conv2d, x);
+    check_dtype(*this, Op::Conv2d, w);
+    auto g = detail::conv2d_geom(x, w, bias, p);
+    Tensor X = input(x), W = input(w), Bv = bias ? input(*bias) : Tensor();
+    auto [Y, ybuf] = alloc(DType::F32, {g.n, g.o, g.oh, g.ow});
+    if (Y.numel() == 0) return finish(Y, x.dtype());
+    u32(X.numel(), "input size");
+    u32(W.numel(), "weight size");
+    uint32_t pc[18] = {u32(Y.numel(), "output size"), uint32_t(g.n), uint32_t(g.c), uint32_t(g.h), uint32_t(g.w),
+                       uint32_t(g.o), uint32_t(g.kh), uint32_t(g.kw), uint32_t(g.oh), uint32_t(g.ow),
+                       uint32_t(p.stride[0]), uint32_t(p.stride[1]), uint32_t(p.padding[0]), uint32_t(p.padding[1]),
+                       uint32_t(p.dilation[0]), uint32_t(p.dilation[1]), uint32_t(g.groups), bias ? 1u : 0u};
+    auto gr = grid1d(pc[0], 256);
+    stream_.dispatch(pipeline("conv2d"), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc, sizeof pc,
+                     gr[0], gr[1]);
+    return finish(Y, x.dtype());
+  }
+
+  Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) override {
+    check_dtype(*this, Op::MaxPool2d, x);
+    auto g = detail::pool2d_geom(x, p);
+    Tensor X = input(x);
+    Shape out_shape = x.dim() == 4 ? Shape{g.n, g.c, g.oh, g.ow} : Shape{g.c, g.oh, g.ow};
+    auto [Y, ybuf] = alloc(DType::F32, out_shape);
+    if (Y.numel() == 0) return finish(Y, x.dtype());
+    u32(X.numel(), "input size");
+    uint32_t pc[13] = {u32(Y.numel(), "output size"), uint32_t(g.h), uint32_t(g.w), uint32_t(g.oh), uint32_t(g.ow),
+                       uint32_t(g.kernel[0]), uint32_t(g.kernel[1]), uint32_t(g.stride[0]), uint32_t(g.stride[1]),
+                       uint32_t(g.padding[0]), uint32_t(g.padding[1]), uint32_t(g.dilation[0]),
+                       uint32_t(g.dilation[1])};
+    auto gr = grid1d(pc[0], 256);
+    stream_.dispatch(pipeline("maxpool2d"), {buffer(X), ybuf}, pc, sizeof pc, gr[0], gr[1]);
+    return finish(Y, x.dtype());
+  }
+
+  Tensor batch_norm(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor* weight,
+                    const Tensor* bias, double eps) override {
+    check_dtype(*this, Op::BatchNorm, x);
+    int64_t c = detail::batch_norm_channels(x, mean, var, weight, bias);
+    Tensor X = input(x), M = input(mean), V = input(var);
+    Tensor G = weight ? input(*weight) : M, B = bias ? input(*bias) : M;
+    auto [Y, ybuf] = alloc(DType::F32, X.shape());
+    if (Y.numel() == 0) return finish(Y, x.dtype());
+    int64_t inner = 1;
+    for (int64_t d = 2; d < X.dim(); ++d) inner *= X.shape()[size_t(d)];
+    struct {
+      uint32_t total, C, inner, has_w, has_b;
+      float eps;
+    } pc{u32(X.numel(), "size"), uint32_t(c), uint32_t(inner), weight ? 1u : 0u, bias ? 1u : 0u, float(eps)};
+    auto gr = grid1d(pc.total, 256);
+    stream_.dispatch(pipeline("batchnorm"), {buffer(X), buffer(M), buffer(V), buffer(G), buffer(B), ybuf}, &pc,
+                     sizeof pc, gr[0], gr[1]);
+    return finish(Y, x.dtype());
+  }
+
+  Tensor softmax(const Tensor& x, int64_t axis) override {
+    check_dtype(*this, Op::Softmax, x);
+    int64_t ax = detail::normalize_axis(axis, x.dim(), "softmax");
+    Tensor X = input(x);
+    auto [Y, ybuf] = alloc(DType::F32, X.shape());
+    if (Y.numel() == 0) return finish(Y, x.dtype());
+    int64_t outer = 1, len = x.dim() ? X.shape()[size_t(ax)] : 1, inner = 1;
+    for (int64_t d = 0; d < ax; ++d) outer *= X.shape()[size_t(d)];
+    for (int64_t d = ax + 1; d < X.dim(); ++d) inner *= X.shape()[size_t(d)];
+    u32(X.numel(), "size");
+    uint32_t pc[3] = {uint32_t(outer * inner), uint32_t(len), uint32_t(inner)};
+    auto gr = grid1d(pc[0], 64);
+    stream_.dispatch(pipeline("softmax"), {buffer(X), ybuf}, pc, sizeof pc, gr[0], gr[1]);
+    return finish(Y, x.dtype());
+  }
+
+  Tensor cast(const Tensor& x, DType to) override {
+    check_dtype(*this, Op::Cast, x);
+    TB_CHECK(is_float_storage(to), UnsupportedError, "[vulkan] cast: target ", dtype_name(to),
+             " is not one of float32, float16, bfloat16");
+    Tensor X = device(x);
+    if (X.dtype() == to) return X;
+    if (X.dtype() != DType::F32 && to != DType::F32) return cast(cast(X, DType::F32), to);
+    auto [Y, ybuf] = alloc(to, X.shape());
+    if (Y.numel() == 0) return Y;
+    uint32_t mode = to == DType::F16 ? 0 : to == DType::BF16 ? 1 : X.dtype() == DType::F16 ? 2 : 3;
+    uint32_t pc[2] = {u32(X.numel(), "size"), mode};
+    auto gr = grid1d(mode <= 1 ? (uint64_t(pc[0]) + 1) / 2 : pc[0], 256);
+    stream_.dispatch(pipeline("cast"), {buffer(X), ybuf}, pc, sizeof pc, gr[0], gr[1]);
+    return Y;
+  }
+
+ private:
+  struct GemmPush {
+    uint32_t M, N, K, a_off, b_off, y_off, a_bs, b_bs, y_bs, a_si, a_sk, b_sk, b_sn, c_si, c_sn, has_c;
+    float alpha, beta;
+  };
+
+  void run_gemm(const GemmPush& pc, const Tensor& A, const Tensor& B, const Tensor& C,
+                const std::shared_ptr<Buffer>& y, uint32_t batch) {
+    u32(A.numel(), "A size");
+    u32(B.numel(), "B size");
+    uint32_t gx = (pc.N + 63) / 64, gy = (pc.M + 63) / 64;
+    TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
+    stream_.dispatch(pipeline("gemm"), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
+  }
+
+  Tensor binary(Op op, const Tensor& a, const Tensor& b) {
+    check_dtype(*this, op, a);
+    check_dtype(*this, op, b);
+    Shape out = detail::broadcast_shapes(a.shape(), b.shape(), op_name(op));
+    TB_CHECK(out.size() <= 6, UnsupportedError, "[vulkan] ", op_name(op), " supports up to 6 dims, got ",
+             shape_str(out));
+    Tensor A = input(a), B = input(b);
+    auto [Y, ybuf] = alloc(DType::F32, out);
+    if (Y.numel() == 0) return finish(Y, a.dtype());
+    Shape sa = detail::broadcast_strides(A.shape(), out), sb = detail::broadcast_strides(B.shape(), out);
+    struct {
+      uint32_t n, op, pad0, pad1;
+      uint32_t shape[6], sa[6], sb[6];
+    } pc{};
+    pc.n = u32(Y.numel(), "size");
+    pc.op = op == Op::Add ? 0 : 1;
+    size_t off = 6 - out.size();
+    for (size_t d = 0; d < 6; ++d) {
+      pc.shape[d] = d < off ? 1 : uint32_t(out[d - off]);
+      pc.sa[d] = d < off ? 0 : uint32_t(sa[d - off]);
+      pc.sb[d] = d < off ? 0 : uint32_t(sb[d - off]);
+    }
+    auto gr = grid1d(pc.n, 256);
+    stream_.dispatch(pipeline("binary"), {buffer(A), buffer(B), ybuf}, &pc, sizeof pc, gr[0], gr[1]);
+    return finish(Y, a.dtype());
+  }
+
+  /** A new contiguous device tensor and its buffer. */
+  std::pair<Tensor, std::shared_ptr<Buffer>> alloc(DType dtype, const Shape& shape) {
+    size_t nbytes = size_t(checked_numel(shape)) * dtype_size(dtype);
+    auto buf = Buffer::create(ctx_, nbytes, Buffer::Use::Device);
+    auto holder = std::make_shared<Holder>();
+    holder->registry = registry_;
+    auto storage = Storage::wrap(nullptr, nbytes, holder, Storage::Kind::External);
+    holder->key = storage.get();
+    {
+      std::lock_guard<std::mutex> lock(registry_->mu);
+      registry_->buffers[storage.get()] = buf;
+    }
+    return {Tensor(storage, dtype, shape, contiguous_strides(shape)), buf};
+  }
+
+  std::shared_ptr<Buffer> lookup(const Tensor& t) const {
+    std::lock_guard<std::mutex> lock(registry_->mu);
+    auto it = registry_->buffers.find(t.storage().get());
+    return it == registry_->buffers.end() ? nullptr : it->second;
+  }
+
+  /** Buffer of a contiguous device tensor at byte offset 0 (what device() returns). */
+  std::shared_ptr<Buffer> buffer(const Tensor& t) const {
+    auto b = lookup(t);
+    TB_ASSERT(b && t.is_contiguous() && t.byte_offset() == 0, "not a packed device tensor");
+    return b;
+  }
+
+  /** t as a packed tensor on this device (uploads host tensors; repacks views). */
+  Tensor device(const Tensor& t) {
+    Tensor d = upload(t);
+    if (!d.is_contiguous() || d.byte_offset() != 0) d = upload(download(d));
+    return d;
+  }
+  /** t as a packed f32 tensor on this device (f16/bf16 widened on the device). */
+  Tensor input(const Tensor& t) {
+    Tensor d = device(t);
+    return d.dtype() == DType::F32 ? d : cast(d, DType::F32);
+  }
+  /** Rounds an f32 result to the op's storage dtype. */
+  Tensor finish(const Tensor& y, DType d) { return d == DType::F32 ? y : cast(y, d); }
+
+  const Pipeline& pipeline(std::string_view name) {
+    auto it = pipelines_.find(name);
+    if (it != pipelines_.end()) return *it->second;
+    const ShaderCode& code = shader_code(name);
+    auto p = std::make_unique<Pipeline>(ctx_, std::string(name), code.words, code.size, code.buffers);
+    return *pipelines_.emplace(std::string(name), std::move(p)).first->second;
+  }
+
+  std::shared_ptr<Context> ctx_;
+  CommandStream stream_;
+  std::shared_ptr<Registry> registry_;
+  std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
+  int index_ = 0;
+};
+
+}  // namespace
+
+bool is_available() { return !device_names().empty(); }
+
+std::vector<std::string> device_names() {
+  static const std::vector<std::string> names = Context::list_devices();
+  return names;
+}
+
+std::unique_ptr<Backend> make_backend(int device_index) {
+  auto backend = std::make_unique<VulkanBackend>(Context::create(device_index));
+  backend->set_index(device_index);
+  return backend;
+}
+
+}  // namespace tb::compute::vulkan

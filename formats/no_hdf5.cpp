@@ -1,0 +1,53 @@
+// The HDF5 adapters when the build has no HDF5 (TB_WITH_HDF5=OFF): they still sniff the signature,
+// so users learn what the file is, and explain how to get support. keras_layers() works anyway.
+#include "formats/adapters.h"
+#include "formats/detail/stub.h"
+#include "formats/h5.h"
+#include "formats/h5_layers.inc"
+
+#include <cstring>
+
+namespace tb {
+namespace {
+const char* kWhy = "built without HDF5 support; reconfigure with -DTB_WITH_HDF5=ON";
+
+bool sniff(const Source& s) { return s.reader && is_hdf5(*s.reader); }
+}  // namespace
+
+bool is_hdf5(const Reader& r) {
+  static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  try {
+    for (uint64_t off = 0; off + 8 <= r.size(); off = off == 0 ? 512 : off * 2) {
+      uint8_t b[8];
+      r.read_at(off, b, 8);
+      if (std::memcmp(b, sig, 8) == 0) return true;
+    }
+  } catch (...) {
+  }
+  return false;
+}
+
+Checkpoint load_h5(const Source& src, const LoadOptions&) {
+  throw UnsupportedError(str("[h5] '", src.label(), "': ", kWhy));
+}
+
+void save_h5(const Checkpoint&, const std::filesystem::path& p, const SaveOptions&) {
+  throw UnsupportedError(str("[h5] cannot write '", p.string(), "': ", kWhy));
+}
+
+const FormatAdapter& h5_format() {
+  static const FormatAdapter a = detail::unavailable_adapter("h5", "HDF5 / Keras .h5 (not built)",
+                                                             {".h5", ".hdf5", ".keras"}, sniff, kWhy);
+  return a;
+}
+const FormatAdapter& keras_h5_format() {
+  static const FormatAdapter a = detail::unavailable_adapter(
+      "keras-h5", "Keras 2 save_weights .h5 layout (not built)", {}, [](const Source&) { return false; }, kWhy);
+  return a;
+}
+const FormatAdapter& keras3_h5_format() {
+  static const FormatAdapter a = detail::unavailable_adapter(
+      "keras3-h5", "Keras 3 .weights.h5 layout (not built)", {}, [](const Source&) { return false; }, kWhy);
+  return a;
+}
+}  // namespace tb

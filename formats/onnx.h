@@ -1,0 +1,96 @@
+// ONNX models (.onnx) through the official ONNX library and Protocol Buffers.
+//
+// Byte layout (onnx/onnx.proto; FORMATS.md section 5):
+//   1. The file is one serialized protobuf `ModelProto`: ir_version (1, varint; usually the first
+//      field, tag byte 0x08), producer_name (2), producer_version (3), opset_import (8),
+//      metadata_props (14), graph (7). A single protobuf message is limited to 2 GiB.
+//   2. `graph` (GraphProto) holds nodes (1), name (2), initializer (5, TensorProto), input (11),
+//      output (12), value_info (13) and sparse_initializer (15, SparseTensorProto). Weights are the
+//      initializers, the sparse initializers and the `value` attributes of `Constant` nodes.
+//   3. A TensorProto has dims (1), data_type (2, TensorProto.DataType), name (8) and its data in
+//      exactly one place: raw_data (9, row-major little-endian, bool one byte), a typed field
+//      (float_data 4, int32_data 5 also carrying 8/16-bit ints, bool and f16/bf16/f8 bit patterns,
+//      int64_data 7, double_data 10, uint64_data 11 for uint32/uint64), or external data
+//      (data_location 14 = EXTERNAL, external_data 13: location / offset / length / checksum).
+//   4. External data: `location` is a path relative to the model's folder (no "..", not absolute);
+//      bytes at [offset, offset + length) of that file have the raw_data encoding. We write
+//      `<model>.onnx.data` with every tensor at a 4096-aligned offset.
+//   5. torch.onnx.export may rename a Linear weight to `onnx::MatMul_N` and store it transposed
+//      ([in, out]) when it feeds MatMul then Add(bias); the loader maps it back to `<layer>.weight`
+//      ([out, in]) when the graph makes that unambiguous and reports it in Checkpoint::info.
+//
+// Loading gives a flat state dict (initializer names), metadata_props as metadata, and info
+// {ir_version, producer_name, producer_version, opset, graph, renamed..., skipped...}.
+// Saving writes a weights-only model: every tensor is an initializer and also a graph output (so
+// onnxruntime can load and return it); the ONNX checker accepts it.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "formats/format.h"
+
+namespace tb {
+
+/** True when the bytes look like a serialized ONNX ModelProto (cheap; never throws). */
+bool sniff_onnx(const Source& src);
+
+/** Reads initializers (dense, sparse densified, Constant nodes) of any supported dtype. External
+ *  data files are memory-mapped when opts.mmap, and tensors are views into them. */
+Checkpoint load_onnx(const Source& src, const LoadOptions& opts = {});
+
+/** Writes a weights-only ONNX model (ir_version 8, opset 13). SaveOptions::options:
+ *   "external_data"           "auto" (default) | "always" | "never"
+ *   "external_data_threshold" bytes (suffixes KB/MB/GB/KiB/MiB/GiB allowed; default 1GiB): in auto mode,
+ *                             tensors go to "<file>.data" when their total exceeds this. Above 2 GiB
+ *                             external data is always used (and "never" is refused).
+ *   "producer_name"           default "tensorbridge". Metadata becomes metadata_props. */
+void save_onnx(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
+
+// ---- graph export ----------------------------------------------------------------------------
+
+/** One layer of a sequential network, named like PyTorch modules ("hidden" -> "hidden.weight"). */
+struct OnnxLayer {
+  enum class Kind { Linear, ReLU, Conv2d, MaxPool2d, Flatten, BatchNorm, Add };
+  Kind kind = Kind::ReLU;
+  /** Parameter prefix in the state dict: "<name>.weight", "<name>.bias", "<name>.running_mean"... */
+  std::string name;
+  bool bias = true;  // Linear / Conv2d: whether "<name>.bias" exists
+  // Conv2d / MaxPool2d (2 values each, PyTorch semantics; empty = defaults). Conv kernel comes from the weight.
+  std::vector<int64_t> kernel;    // MaxPool2d kernel size (required)
+  std::vector<int64_t> stride;    // Conv2d default 1, MaxPool2d default = kernel
+  std::vector<int64_t> padding;   // default 0 (symmetric)
+  std::vector<int64_t> dilation;  // default 1
+  int64_t groups = 1;             // Conv2d
+  bool ceil_mode = false;         // MaxPool2d
+  double eps = 1e-5;              // BatchNorm
+  int64_t start_dim = 1;          // Flatten (end_dim = -1)
+  /** Add: the current value plus the output of layer add_from (an earlier index; -1 = graph input). */
+  int add_from = -1;
+};
+
+struct OnnxGraphSpec {
+  std::vector<OnnxLayer> layers;
+  /** Input shape; a dim < 0 is symbolic ("N" for the first, "d<i>" otherwise). */
+  Shape input_shape;
+  std::string input_name = "input";
+  std::string output_name = "output";
+  std::string graph_name = "tensorbridge";
+  int opset = 13;
+};
+
+/** Builds the graph (Linear -> Gemm transB=1, ReLU, Conv, MaxPool, Flatten, BatchNormalization, Add)
+ *  with the state dict's tensors as initializers, runs ONNX shape inference (strict) and the ONNX
+ *  checker, and returns the serialized ModelProto. Throws KeyError/ShapeError naming the layer. */
+std::string export_onnx_graph(const OnnxGraphSpec& spec, const StateDict& weights);
+
+/** export_onnx_graph written atomically to path (refuses to overwrite unless opts.overwrite). */
+void save_onnx_graph(const OnnxGraphSpec& spec, const StateDict& weights, const std::filesystem::path& path,
+                     const SaveOptions& opts = {});
+
+/** Runs the ONNX checker and strict shape inference on a model file (external data resolved
+ *  relative to it); throws FormatError with the checker's message. */
+void check_onnx_model(const std::filesystem::path& path);
+
+}  // namespace tb

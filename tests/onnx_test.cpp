@@ -1,0 +1,537 @@
+// ONNX: initializers from real exporters (torch 0.3 .. 2.9, OnnxMLTools, tf2onnx), typed fields,
+// external data, name recovery, weights-only writing checked by onnx/onnxruntime, and graph export
+// of sequential networks run by onnxruntime against PyTorch's outputs.
+#include "tests/support.h"
+
+#include <cstring>
+#include <fstream>
+
+#include "formats/onnx.h"
+#include "tensor/io.h"
+
+using namespace tb;
+using tbtest::fixture;
+using tbtest::Peer;
+
+namespace {
+
+/** Minimal .npy reader for little-endian C-order f4/f8 arrays (the npy adapter lives elsewhere). */
+Tensor read_npy(const std::filesystem::path& p) {
+  std::string s = read_text_file(p);
+  REQUIRE(s.compare(0, 6, "\x93NUMPY") == 0);
+  size_t hlen = uint8_t(s[8]) | (size_t(uint8_t(s[9])) << 8);
+  std::string h = s.substr(10, hlen);
+  DType dt = h.find("'<f8'") != std::string::npos ? DType::F64 : DType::F32;
+  REQUIRE((h.find("'<f4'") != std::string::npos || dt == DType::F64));
+  REQUIRE(h.find("'fortran_order': False") != std::string::npos);
+  auto a = h.find('('), b = h.find(')');
+  Shape shape;
+  std::string dims = h.substr(a + 1, b - a - 1);
+  for (size_t i = 0; i < dims.size();) {
+    size_t j = dims.find(',', i);
+    std::string d = dims.substr(i, j == std::string::npos ? std::string::npos : j - i);
+    if (d.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(d));
+    if (j == std::string::npos) break;
+    i = j + 1;
+  }
+  size_t off = 10 + hlen;
+  return Tensor::from_bytes(dt, shape, s.data() + off, s.size() - off);
+}
+
+std::string info_of(const Checkpoint& c, const std::string& key) {
+  std::string out;
+  for (const auto& [k, v] : c.info)
+    if (k == key) out += (out.empty() ? "" : "\n") + v;
+  return out;
+}
+
+Checkpoint load_file(const std::filesystem::path& p) {
+  Source s = Source::from_path(p);
+  REQUIRE(sniff_onnx(s));
+  return load(p);
+}
+
+}  // namespace
+
+TEST_CASE("torch.onnx.export initializers keep state_dict names and values", "[onnx]") {
+  Checkpoint c = load_file(fixture("onnx/mlp.onnx"));
+  CHECK(c.format == "onnx");
+  StateDict sd = c.state_dict();
+  CHECK(sd.keys() == std::vector<std::string>{"hidden.weight", "hidden.bias", "out.weight", "out.bias"});
+  for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}) {
+    Tensor expect = read_npy(fixture(std::string("torch/mlp_weights/") + k + ".npy"));
+    CHECK(equal(sd.at(k), expect));
+  }
+  CHECK(info_of(c, "ir_version") == "7");
+  CHECK(info_of(c, "producer_name") == "pytorch");
+  CHECK(info_of(c, "producer_version") == "1.13.0");
+  CHECK(info_of(c, "opset") == "13");
+  CHECK(info_of(c, "renamed").empty());
+  // raw_data tensors are views into the parsed model, not copies.
+  CHECK(sd.at("hidden.weight").storage()->kind() == Storage::Kind::External);
+}
+
+TEST_CASE("MatMul-renamed, transposed torch weights get their state_dict names back", "[onnx]") {
+  Checkpoint c = load_file(fixture("onnx_extra/mlp3d.onnx"));
+  StateDict sd = c.state_dict();
+  for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}) {
+    INFO(k);
+    REQUIRE(sd.contains(k));
+    CHECK(equal(sd.at(k).contiguous(), read_npy(fixture(std::string("torch/mlp_weights/") + k + ".npy"))));
+  }
+  for (const auto& k : sd.keys()) CHECK(k.rfind("onnx::", 0) != 0);
+  std::string renamed = info_of(c, "renamed");
+  CHECK(renamed.find("-> hidden.weight (MatMul weight [20, 256] transposed back to [256, 20])") != std::string::npos);
+  CHECK(renamed.find("-> out.weight") != std::string::npos);
+}
+
+TEST_CASE("typed fields, sparse initializers, Constant nodes and metadata_props", "[onnx]") {
+  Checkpoint c = load_file(fixture("onnx_extra/typed_fields.onnx"));
+  StateDict sd = c.state_dict();
+  CHECK(sd.at("f32").to_vector<float>() == std::vector<float>{0.5f, -1.25f, 3.0f, 1e-3f});
+  CHECK(sd.at("f32").shape() == Shape{2, 2});
+  CHECK(sd.at("f16").dtype() == DType::F16);
+  CHECK(sd.at("f16").to_vector<uint16_t>() == std::vector<uint16_t>{0x3C00, 0xC100, 0x7BFF});
+  CHECK(sd.at("bf16").to(DType::F32).to_vector<float>() == std::vector<float>{1.0f, -2.0f, 0.15625f});
+  CHECK(sd.at("i8").to_vector<int8_t>() == std::vector<int8_t>{-128, 0, 127});
+  CHECK(sd.at("u8").to_vector<uint8_t>() == std::vector<uint8_t>{0, 1, 255});
+  CHECK(sd.at("i16").to_vector<int16_t>() == std::vector<int16_t>{-32768, 32767});
+  CHECK(sd.at("u16").to_vector<uint16_t>() == std::vector<uint16_t>{0, 65535});
+  CHECK(sd.at("boolean").dtype() == DType::Bool);
+  CHECK(sd.at("boolean").to_vector<uint8_t>() == std::vector<uint8_t>{1, 0, 1});
+  CHECK(sd.at("i32").to_vector<int32_t>() == std::vector<int32_t>{-7, 2147483647});
+  CHECK(sd.at("i64").to_vector<int64_t>() == std::vector<int64_t>{-9000000000LL, 5});
+  CHECK(sd.at("f64").to_vector<double>() == std::vector<double>{0.1, -1e300});
+  CHECK(sd.at("u32").to_vector<uint32_t>() == std::vector<uint32_t>{0, 4294967295u});
+  CHECK(sd.at("u64").to_vector<uint64_t>() == std::vector<uint64_t>{1, 18446744073709551615ull});
+  CHECK(sd.at("c64").dtype() == DType::C64);
+  CHECK(sd.at("c64").to_vector<std::complex<float>>() ==
+        std::vector<std::complex<float>>{{1.0f, 2.0f}, {-3.0f, 0.5f}});
+  CHECK(sd.at("scalar").shape().empty());
+  CHECK(sd.at("scalar").item_as_double() == 42.0);
+  CHECK(sd.at("sparse_w").to_vector<float>() == std::vector<float>{0, 1.5f, 0, 0, 0, -2.0f});
+  CHECK(sd.at("const_t").to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3});
+  CHECK(sd.at("const_f").item_as_double() == 2.5);
+  CHECK(sd.at("const_ints").to_vector<int64_t>() == std::vector<int64_t>{3, 1, 4});
+  CHECK(c.metadata.at("author") == "tensorbridge");
+  CHECK(c.metadata.at("purpose") == "typed fields");
+  CHECK(info_of(c, "producer_name") == "gen_onnx.py");
+  CHECK(info_of(c, "constants") == "3");
+}
+
+TEST_CASE("every third-party ONNX file loads with the expected initializers", "[onnx]") {
+  auto f = [](const std::string& n) { return fixture("shared/onnx/" + n); };
+  {
+    Checkpoint c = load_file(f("onnxmltools130_keras_dense_bn_float_data.onnx"));
+    StateDict sd = c.state_dict();
+    CHECK(info_of(c, "ir_version") == "3");
+    CHECK(info_of(c, "producer_name").find("OnnxMLTools") != std::string::npos);
+    CHECK(sd.size() >= 16);
+    bool has_16x64 = false;
+    for (const auto& [k, t] : sd) has_16x64 |= t.shape() == Shape{16, 64} && t.dtype() == DType::F32;
+    CHECK(has_16x64);
+  }
+  {
+    Checkpoint c = load_file(f("onnxmltools122_keras_conv2d.onnx"));
+    StateDict sd = c.state_dict();
+    bool conv = false, dense = false;
+    for (const auto& [k, t] : sd) {
+      conv |= t.shape() == Shape{2, 1, 3, 3};
+      dense |= t.shape() == Shape{128, 10};
+    }
+    CHECK(conv);
+    CHECK(dense);
+  }
+  {
+    Checkpoint c = load_file(f("pytorch03_dense_bn.onnx"));
+    CHECK(info_of(c, "producer_version") == "0.3");
+    CHECK(info_of(c, "opset") == "6");
+    StateDict sd = c.state_dict();
+    CHECK(sd.contains("1"));
+    bool int64_scalar = false;
+    for (const auto& [k, t] : sd) int64_scalar |= t.dtype() == DType::I64 && t.dim() == 0;
+    CHECK(int64_scalar);
+  }
+  {
+    Checkpoint c = load_file(f("pytorch291_conv2d_dynamo.onnx"));
+    StateDict sd = c.state_dict();
+    CHECK(sd.at("conv1.weight").shape() == Shape{6, 4, 3, 3});
+    CHECK(sd.at("conv1.bias").shape() == Shape{6});
+    CHECK(info_of(c, "ir_version") == "10");
+    CHECK(info_of(c, "opset") == "18");
+    CHECK(info_of(c, "graph") == "main_graph");
+  }
+  {
+    StateDict sd = load_file(f("pytorch280_lstm.onnx")).state_dict();
+    CHECK(sd.at("onnx::LSTM_110").shape() == Shape{1, 32, 4});
+    CHECK(sd.at("onnx::LSTM_111").shape() == Shape{1, 32, 8});
+    CHECK(sd.at("onnx::LSTM_112").shape() == Shape{1, 64});
+  }
+  {
+    Checkpoint c = load_file(f("tf2onnx1100_int32_initializers.onnx"));
+    CHECK(info_of(c, "opset_imports").find("ai.onnx.ml=2") != std::string::npos);
+    StateDict sd = c.state_dict();
+    bool two = false, one = false;
+    for (const auto& [k, t] : sd) {
+      if (t.dtype() != DType::I32) continue;
+      two |= t.shape() == Shape{1} && t.to_vector<int32_t>() == std::vector<int32_t>{2};
+      one |= t.shape() == Shape{2, 3};
+    }
+    CHECK(two);
+    CHECK(one);
+  }
+  CHECK(load_file(f("tf2onnx160_no_initializers.onnx")).state_dict().empty());
+}
+
+TEST_CASE("external data is read through a memory map at its offsets", "[onnx]") {
+  auto dir = fixture("shared/onnx/external_data");
+  auto raw = [&](const std::string& file, size_t off, size_t n) {
+    std::string s = read_text_file(dir / file);
+    REQUIRE(off + n <= s.size());
+    return s.substr(off, n);
+  };
+  auto bytes_of = [](const Tensor& t) {
+    std::string s(t.nbytes(), '\0');
+    t.copy_to(s.data());
+    return s;
+  };
+  StateDict sd = load_file(dir / "external_data.onnx").state_dict();
+  CHECK(sd.at("weight").shape() == Shape{4, 4});
+  CHECK(sd.at("bias").shape() == Shape{4});
+  CHECK(bytes_of(sd.at("weight")) == raw("external_data.bin", 320, 64));
+  CHECK(bytes_of(sd.at("bias")) == raw("external_data.bin", 384, 16));
+  CHECK(sd.at("weight").storage()->kind() == Storage::Kind::Mapped);
+
+  StateDict off = load_file(dir / "external_data_offset.onnx").state_dict();
+  REQUIRE(off.size() == 1);
+  CHECK(off.entries()[0].second.shape() == Shape{2, 3});
+  CHECK(bytes_of(off.entries()[0].second) == raw("external_data_offset.bin", 96, 24));
+
+  StateDict multi = load_file(dir / "multi_external_files.onnx").state_dict();
+  CHECK(bytes_of(multi.at("weight")) == raw("multi_external_weights.bin", 0, 64));
+  CHECK(bytes_of(multi.at("bias")) == raw("multi_external_bias.bin", 0, 16));
+
+  LoadOptions no_mmap;
+  no_mmap.mmap = false;
+  StateDict copied = load_onnx(Source::from_path(dir / "external_data.onnx", false), no_mmap).state_dict();
+  CHECK(equal(copied.at("weight"), sd.at("weight")));
+}
+
+TEST_CASE("sniffing accepts ONNX models only", "[onnx]") {
+  for (const char* p : {"onnx/mlp.onnx", "onnx_extra/typed_fields.onnx", "shared/onnx/pytorch03_dense_bn.onnx",
+                        "shared/onnx/tf2onnx160_no_initializers.onnx"}) {
+    INFO(p);
+    CHECK(sniff_onnx(Source::from_path(fixture(p))));
+    CHECK(detect_format(Source::from_path(fixture(p))).name == "onnx");
+  }
+  for (const auto& e : std::filesystem::recursive_directory_iterator(TB_FIXTURES_DIR)) {
+    if (!e.is_regular_file() || e.path().extension() == ".onnx") continue;
+    INFO(e.path());
+    CHECK_FALSE(sniff_onnx(Source::from_path(e.path())));
+  }
+  // Truncating a real model breaks the field walk.
+  std::string s = read_text_file(fixture("onnx/mlp.onnx"));
+  Source cut;
+  cut.reader = memory_reader(std::vector<uint8_t>(s.begin(), s.begin() + long(s.size() - 7)), "cut.onnx");
+  CHECK_FALSE(sniff_onnx(cut));
+  CHECK_THROWS_AS(load_onnx(cut), FormatError);
+}
+
+TEST_CASE("hostile models are refused with messages naming the tensor", "[onnx]") {
+  tbtest::TempDir dir;
+  auto r = tbtest::python(Peer::Torch, R"(
+import sys, os, onnx
+from onnx import helper, TensorProto
+d = sys.argv[1]
+open(os.path.join(d, 'w.bin'), 'wb').write(b'\0' * 64)
+def save(name, tp):
+    g = helper.make_graph([], 'g', [], [], [tp])
+    onnx.save(helper.make_model(g), os.path.join(d, name))
+def ext(name, loc, offset='0', length='64'):
+    tp = TensorProto(name='w', data_type=1, dims=[4, 4])
+    tp.data_location = TensorProto.EXTERNAL
+    for k, v in (('location', loc), ('offset', offset), ('length', length)):
+        e = tp.external_data.add(); e.key = k; e.value = v
+    save(name, tp)
+ext('dotdot.onnx', '../w.bin')
+ext('absolute.onnx', '/etc/passwd')
+ext('past_end.onnx', 'w.bin', offset='16')
+ext('missing.onnx', 'nothere.bin')
+save('short_raw.onnx', TensorProto(name='w', data_type=1, dims=[4, 4], raw_data=b'\0' * 60))
+tp = TensorProto(name='w', data_type=1, dims=[4, 4]); tp.float_data.extend([1.0] * 15); save('short_typed.onnx', tp)
+save('negative.onnx', TensorProto(name='w', data_type=1, dims=[-4, 4]))
+save('huge.onnx', TensorProto(name='w', data_type=1, dims=[1 << 40, 1 << 40], raw_data=b''))
+print('ok')
+)",
+                          {dir.path().string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto msg = [&](const std::string& f) -> std::string {
+    try {
+      load(dir / f);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK_THROWS_AS(load(dir / "dotdot.onnx"), UnsafeError);
+  CHECK(msg("dotdot.onnx").find("tensor 'w': external data location '../w.bin' leaves the model's folder") !=
+        std::string::npos);
+  CHECK_THROWS_AS(load(dir / "absolute.onnx"), UnsafeError);
+  CHECK_THROWS_AS(load(dir / "past_end.onnx"), FormatError);
+  CHECK(msg("past_end.onnx").find("needs bytes [16, 80) of 'w.bin' but that file has 64 bytes") != std::string::npos);
+  CHECK_THROWS_AS(load(dir / "missing.onnx"), IoError);
+  CHECK(msg("short_raw.onnx").find("tensor 'w' (float32 [4, 4]) needs 64 bytes but raw_data has 60") != std::string::npos);
+  CHECK(msg("short_typed.onnx").find("float_data holds 15 values but the dims need 16") != std::string::npos);
+  CHECK_THROWS_AS(load(dir / "negative.onnx"), FormatError);
+  CHECK_THROWS(load(dir / "huge.onnx"));
+}
+
+TEST_CASE("weights-only files pass onnx.checker and read back bit-exact in onnx and onnxruntime", "[onnx]") {
+  tbtest::TempDir dir;
+  StateDict sd = load(fixture("onnx/mlp.onnx")).state_dict();
+  // A few more dtypes, a transposed view and a tensor that will be empty.
+  StateDict typed = load(fixture("onnx_extra/typed_fields.onnx")).state_dict();
+  for (const char* k : {"f16", "bf16", "i8", "u16", "boolean", "i64", "f64", "u64", "c64", "scalar"}) sd.insert(k, typed.at(k));
+  sd.insert("transposed", sd.at("out.weight").transpose(0, 1));
+  sd.insert("empty", Tensor::zeros(DType::F32, {0, 3}));
+  Checkpoint ck = Checkpoint::from_state_dict(sd);
+  ck.metadata["source"] = "mlp.onnx";
+
+  auto inline_path = dir / "inline.onnx";
+  save(ck, inline_path);
+  CHECK_FALSE(std::filesystem::exists(dir / "inline.onnx.data"));
+  CHECK_THROWS_AS(save(ck, inline_path), IoError);  // no overwrite without permission
+
+  SaveOptions ext;
+  ext.options["external_data_threshold"] = "1KB";
+  auto ext_path = dir / "model.onnx";
+  save(ck, ext_path, "onnx", ext);
+  REQUIRE(std::filesystem::exists(dir / "model.onnx.data"));
+  CHECK_NOTHROW(check_onnx_model(inline_path));
+  CHECK_NOTHROW(check_onnx_model(ext_path));
+
+  for (const auto& p : {inline_path, ext_path}) {
+    INFO(p);
+    Checkpoint back = load(p);
+    CHECK(back.metadata.at("source") == "mlp.onnx");
+    StateDict b = back.state_dict();
+    REQUIRE(b.keys() == sd.keys());
+    for (const auto& [k, t] : sd) {
+      INFO(k);
+      CHECK(equal(b.at(k), t.contiguous()));
+    }
+  }
+  CHECK(load(ext_path).state_dict().at("hidden.weight").storage()->kind() == Storage::Kind::Mapped);
+
+  // The reference library: checker, load with external data, bit-exact arrays, 4096-aligned offsets.
+  std::vector<std::string> args = {inline_path.string(), ext_path.string()};
+  for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"})
+    args.push_back(fixture(std::string("torch/mlp_weights/") + k + ".npy").string());
+  auto r = tbtest::python(Peer::Torch, R"(
+import sys, onnx, numpy as np
+from onnx import numpy_helper
+inl, ext = sys.argv[1], sys.argv[2]
+ref = {k: np.load(p) for k, p in zip(['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias'], sys.argv[3:])}
+for path in (inl, ext):
+    onnx.checker.check_model(path)
+    m = onnx.load(path)
+    arrs = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    for k, v in ref.items():
+        assert arrs[k].dtype == v.dtype and arrs[k].tobytes() == v.tobytes(), k
+    assert arrs['transposed'].tobytes() == ref['out.weight'].T.tobytes()
+    assert arrs['f16'].dtype == np.float16 and arrs['f16'].tolist() == [1.0, -2.5, 65504.0]
+    assert arrs['u64'].tolist() == [1, 18446744073709551615]
+    assert arrs['c64'].tolist() == [1 + 2j, -3 + 0.5j]
+    assert arrs['boolean'].tolist() == [True, False, True]
+    assert arrs['empty'].shape == (0, 3)
+    assert {p.key: p.value for p in m.metadata_props} == {'source': 'mlp.onnx'}
+m = onnx.load(ext, load_external_data=False)
+n_ext = 0
+for i in m.graph.initializer:
+    if i.data_location == onnx.TensorProto.EXTERNAL:
+        kv = {e.key: e.value for e in i.external_data}
+        assert kv['location'] == 'model.onnx.data' and int(kv['offset']) % 4096 == 0, kv
+        n_ext += 1
+assert n_ext >= 10, n_ext
+print('ok')
+)",
+                          args);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+
+  // onnxruntime has no complex64 outputs and numpy no bfloat16: its copies leave those out.
+  sd.erase("c64");
+  sd.erase("bf16");
+  Checkpoint ort_ck = Checkpoint::from_state_dict(sd);
+  args[0] = (dir / "ort_inline.onnx").string();
+  args[1] = (dir / "ort_ext.onnx").string();
+  save(ort_ck, args[0]);
+  save(ort_ck, args[1], "onnx", ext);
+  auto ort = tbtest::python(Peer::Peers, R"(
+import sys, numpy as np, onnxruntime as ort
+for path in sys.argv[1:3]:
+    s = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    names = [o.name for o in s.get_outputs()]
+    out = dict(zip(names, s.run(None, {})))
+    for k, p in zip(['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias'], sys.argv[3:]):
+        assert out[k].tobytes() == np.load(p).tobytes(), k
+    assert out['i64'].tolist() == [-9000000000, 5]
+print('ok')
+)",
+                            args);
+  INFO(ort.output);
+  CHECK(ort.exit_code == 0);
+}
+
+TEST_CASE("external_data=never refuses what cannot fit; bad options are named", "[onnx]") {
+  tbtest::TempDir dir;
+  Checkpoint ck = Checkpoint::from_state_dict(load(fixture("onnx/mlp.onnx")).state_dict());
+  SaveOptions o;
+  o.options["external_data"] = "sometimes";
+  CHECK_THROWS_AS(save(ck, dir / "a.onnx", "onnx", o), UnsupportedError);
+  o.options["external_data"] = "always";
+  o.options["external_data_threshold"] = "12 parsecs";
+  CHECK_THROWS_AS(save(ck, dir / "a.onnx", "onnx", o), UnsupportedError);
+  CHECK_FALSE(std::filesystem::exists(dir / "a.onnx"));
+  CHECK_FALSE(std::filesystem::exists(dir / "a.onnx.data"));
+  o.options.erase("external_data_threshold");
+  save(ck, dir / "a.onnx", "onnx", o);
+  CHECK(std::filesystem::exists(dir / "a.onnx.data"));
+}
+
+namespace {
+
+OnnxLayer layer(OnnxLayer::Kind k, std::string name = {}) {
+  OnnxLayer l;
+  l.kind = k;
+  l.name = std::move(name);
+  return l;
+}
+
+/** Runs an exported graph in onnxruntime on X and compares with Y (PyTorch's output). */
+void check_with_ort(const std::filesystem::path& model, const std::string& x, const std::string& y, double atol) {
+  auto r = tbtest::python(Peer::Peers, R"(
+import sys, numpy as np, onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])
+X, Y = np.load(sys.argv[2]), np.load(sys.argv[3])
+out = s.run(None, {s.get_inputs()[0].name: X})[0]
+assert out.shape == Y.shape, (out.shape, Y.shape)
+d = float(np.abs(out - Y).max())
+print('maxdiff', d)
+assert d <= float(sys.argv[4]), d
+)",
+                          {model.string(), fixture(x).string(), fixture(y).string(), std::to_string(atol)});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
+
+}  // namespace
+
+TEST_CASE("exported MLP, CNN and BatchNorm graphs pass the checker and match PyTorch in onnxruntime", "[onnx]") {
+  using K = OnnxLayer::Kind;
+  tbtest::TempDir dir;
+  // MLP: weights read through ONNX from torch's export.
+  OnnxGraphSpec mlp;
+  mlp.input_shape = {-1, 20};
+  mlp.layers = {layer(K::Linear, "hidden"), layer(K::ReLU), layer(K::Linear, "out")};
+  save_onnx_graph(mlp, load(fixture("onnx/mlp.onnx")).state_dict(), dir / "mlp.onnx");
+  CHECK_NOTHROW(check_onnx_model(dir / "mlp.onnx"));
+  check_with_ort(dir / "mlp.onnx", "torch/mlp_X.npy", "torch/mlp_Y.npy", 1e-5);
+
+  // CNN (nn.Sequential names "0", "3", ...).
+  OnnxGraphSpec cnn;
+  cnn.input_shape = {-1, 3, 32, 32};
+  OnnxLayer pool = layer(K::MaxPool2d);
+  pool.kernel = {2};
+  cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU), pool, layer(K::Conv2d, "3"), layer(K::ReLU), pool,
+                layer(K::Flatten), layer(K::Linear, "7"), layer(K::ReLU), layer(K::Linear, "9"), layer(K::ReLU),
+                layer(K::Linear, "11")};
+  save_onnx_graph(cnn, load(fixture("onnx_extra/cnn_weights.onnx")).state_dict(), dir / "cnn.onnx");
+  CHECK_NOTHROW(check_onnx_model(dir / "cnn.onnx"));
+  check_with_ort(dir / "cnn.onnx", "torch/cnn_X.npy", "torch/cnn_Y.npy", 1e-5);
+
+  // BatchNorm1d and BatchNorm2d (running stats; num_batches_tracked is not part of the graph).
+  OnnxGraphSpec bn1;
+  bn1.input_shape = {-1, 20};
+  bn1.layers = {layer(K::Linear, "0"), layer(K::BatchNorm, "1"), layer(K::ReLU), layer(K::Linear, "3")};
+  save_onnx_graph(bn1, load(fixture("onnx_extra/bn1d_weights.onnx")).state_dict(), dir / "bn1d.onnx");
+  check_with_ort(dir / "bn1d.onnx", "torch/bn1d_X.npy", "torch/bn1d_Y.npy", 1e-5);
+  OnnxGraphSpec bn2;
+  bn2.input_shape = {-1, 3, 8, 8};
+  OnnxLayer conv = layer(K::Conv2d, "0");
+  conv.padding = {1};
+  bn2.layers = {conv, layer(K::BatchNorm, "1"), layer(K::ReLU)};
+  save_onnx_graph(bn2, load(fixture("onnx_extra/bn2d_weights.onnx")).state_dict(), dir / "bn2d.onnx");
+  check_with_ort(dir / "bn2d.onnx", "torch/bn2d_X.npy", "torch/bn2d_Y.npy", 1e-5);
+
+  // The reference Python checker with full checks and strict shape inference agrees, and shapes are declared.
+  std::vector<std::string> files;
+  for (const char* n : {"mlp", "cnn", "bn1d", "bn2d"}) files.push_back((dir / (std::string(n) + ".onnx")).string());
+  auto r = tbtest::python(Peer::Torch, R"(
+import sys, onnx
+for p in sys.argv[1:]:
+    m = onnx.load(p)
+    onnx.checker.check_model(m, full_check=True)
+    onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+    out = m.graph.output[0].type.tensor_type.shape.dim
+    print(p.split('/')[-1], [d.dim_param or d.dim_value for d in out])
+)",
+                          files);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("mlp.onnx ['N', 10]") != std::string::npos);
+  CHECK(r.output.find("cnn.onnx ['N', 10]") != std::string::npos);
+  CHECK(r.output.find("bn2d.onnx ['N', 8, 8, 8]") != std::string::npos);
+}
+
+TEST_CASE("a residual Add graph runs in onnxruntime like numpy", "[onnx]") {
+  using K = OnnxLayer::Kind;
+  tbtest::TempDir dir;
+  StateDict w;
+  std::vector<float> wv(16), bv(4);
+  for (int i = 0; i < 16; ++i) wv[size_t(i)] = float(i % 5) * 0.25f - 0.5f;
+  for (int i = 0; i < 4; ++i) bv[size_t(i)] = float(i) * 0.1f;
+  w.insert("fc.weight", Tensor::from_vector<float>(DType::F32, {4, 4}, wv));
+  w.insert("fc.bias", Tensor::from_vector<float>(DType::F32, {4}, bv));
+  OnnxGraphSpec spec;
+  spec.input_shape = {-1, 4};
+  OnnxLayer add = layer(K::Add);
+  add.add_from = -1;
+  spec.layers = {layer(K::Linear, "fc"), layer(K::ReLU), add};
+  save_onnx_graph(spec, w, dir / "res.onnx");
+  auto r = tbtest::python(Peer::Peers, R"(
+import sys, numpy as np, onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])
+W = (np.arange(16) % 5 * 0.25 - 0.5).astype(np.float32).reshape(4, 4)
+b = (np.arange(4) * 0.1).astype(np.float32)
+X = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+out = s.run(None, {'input': X})[0]
+ref = np.maximum(X @ W.T + b, 0) + X
+assert np.abs(out - ref).max() < 1e-6, out
+print('ok')
+)",
+                          {(dir / "res.onnx").string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("graph export names the layer and tensor on bad input", "[onnx]") {
+  using K = OnnxLayer::Kind;
+  StateDict sd = load(fixture("onnx/mlp.onnx")).state_dict();
+  OnnxGraphSpec spec;
+  spec.input_shape = {-1, 20};
+  spec.layers = {layer(K::Linear, "hidden"), layer(K::ReLU), layer(K::Linear, "missing")};
+  try {
+    export_onnx_graph(spec, sd);
+    FAIL("expected KeyError");
+  } catch (const KeyError& e) {
+    CHECK(std::string(e.what()).find("layer 2 (Linear 'missing') needs tensor 'missing.weight'") != std::string::npos);
+  }
+  spec.layers = {layer(K::Linear, "out")};  // 256 inputs expected, 20 given
+  CHECK_THROWS_AS(export_onnx_graph(spec, sd), ShapeError);
+  tbtest::TempDir dir;
+  spec.layers = {layer(K::Linear, "hidden")};
+  save_onnx_graph(spec, sd, dir / "a.onnx");
+  CHECK_THROWS_AS(save_onnx_graph(spec, sd, dir / "a.onnx"), IoError);
+}

@@ -1,0 +1,430 @@
+// PyTorch .pt/.pth: real files written by torch 1.13 (fixtures/torch) and by other torch versions
+// (fixtures/shared/pytorch_*) read with the names, dtypes, shapes and bytes torch 1.13 itself reads;
+// our writer read back by torch.load(weights_only=True); shared storages, views, whole modules,
+// metadata, zero copy, trimming.
+#include "tests/support.h"
+
+#include <cstring>
+#include <map>
+#include <sstream>
+
+#include "formats/detail/zip.h"
+#include "formats/pt.h"
+
+using namespace tb;
+
+namespace {
+
+uint64_t fnv(const Tensor& t) {
+  std::vector<uint8_t> b(t.nbytes());
+  if (!b.empty()) t.copy_to(b.data());
+  uint64_t h = 1469598103934665603ull;
+  for (uint8_t c : b) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// "key dtype shape hash" per tensor, flattened like tb::flatten.
+std::string describe(const StateDict& sd) {
+  std::ostringstream os;
+  for (const auto& [k, t] : sd) os << k << "|" << dtype_name(t.dtype()) << "|" << shape_str(t.shape()) << "|" << fnv(t) << "\n";
+  return os.str();
+}
+
+// Prints, per file, "== path" then the same lines as describe(), computed by torch 1.13.
+const char* kPyDescribe = R"(
+import sys, torch, collections
+def fnv(b):
+    h = 1469598103934665603
+    for c in b:
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+def flat(v, p, out):
+    if isinstance(v, torch.Tensor):
+        out.append((p, v)); return
+    if isinstance(v, torch.nn.Module):
+        v = v.state_dict()
+    if isinstance(v, dict):
+        for k, x in v.items(): flat(x, (p + '.' if p else '') + str(k), out)
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v): flat(x, (p + '.' if p else '') + str(i), out)
+for path in sys.argv[1:]:
+    print('==', path)
+    try:
+        obj = torch.load(path, map_location='cpu')
+    except Exception as e:
+        print('ERR', type(e).__name__, str(e).splitlines()[0][:200]); continue
+    out = []
+    flat(obj, '', out)
+    for k, t in out:
+        t = t.detach().contiguous()
+        if t.dtype == torch.bfloat16: b = t.view(torch.int16).numpy().tobytes()
+        else: b = t.numpy().tobytes()
+        print('%s|%s|[%s]|%d' % (k, str(t.dtype).replace('torch.', ''), ', '.join(str(d) for d in t.shape), fnv(b)))
+)";
+
+std::map<std::string, std::string> torch_describe(const std::vector<std::string>& paths, const std::string& code = kPyDescribe) {
+  auto r = tbtest::python(tbtest::Peer::Torch, code, paths);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  std::map<std::string, std::string> out;
+  std::istringstream is(r.output);
+  std::string line, cur;
+  while (std::getline(is, line)) {
+    if (line.rfind("== ", 0) == 0) {
+      cur = line.substr(3);
+      out[cur];
+    } else if (!cur.empty() && line.find('|') != std::string::npos) {
+      out[cur] += line + "\n";
+    } else if (!cur.empty() && line.rfind("ERR", 0) == 0) {
+      out[cur] = line;
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> torch_fixture_files() {
+  std::vector<std::string> v;
+  for (const char* f : {"all_dtypes.pt", "bn1d.pt", "bn1d_io.pt", "bn2d.pt", "bn2d_io.pt", "channels_last.pt",
+                        "checkpoint.pt", "cnn.pt", "cnn_io.pt", "dict_xy.pt", "legacy_mlp.pt", "list_xy.pt",
+                        "mlp.params", "mlp_io.pt", "protocol4.pt", "scalar_and_empty.pt", "single_tensor.pt",
+                        "views.pt", "whole_module_seq.pt"})
+    v.push_back(tbtest::fixture(std::string("torch/") + f).string());
+  return v;
+}
+
+std::vector<std::string> shared_fixture_files() {
+  std::vector<std::string> v;
+  for (const char* d : {"shared/pytorch_legacy", "shared/pytorch_zip_2x"})
+    for (const auto& e : std::filesystem::directory_iterator(tbtest::fixture(d)))
+      if (e.path().extension() != ".md") v.push_back(e.path().string());
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+Checkpoint load_file(const std::string& p, bool unknown = false, bool mmap = true) {
+  LoadOptions o;
+  o.allow_unknown_globals = unknown;
+  o.mmap = mmap;
+  return load_pt(Source::from_path(p, mmap), o);
+}
+
+std::string info_of(const Checkpoint& c, const std::string& key) {
+  for (const auto& [k, v] : c.info)
+    if (k == key) return v;
+  return "<none>";
+}
+
+}  // namespace
+
+TEST_CASE("torch 1.13 fixtures read exactly as torch 1.13 reads them") {
+  auto files = torch_fixture_files();
+  auto expected = torch_describe(files);
+  for (const auto& f : files) {
+    INFO(f);
+    Checkpoint c = load_file(f);
+    CHECK(c.format == "pt");
+    REQUIRE(expected.count(f));
+    REQUIRE(expected[f].rfind("ERR", 0) != 0);
+    CHECK(describe(c.state_dict()) == expected[f]);
+  }
+}
+
+TEST_CASE("files from torch 0.3, 1.x and 2.x read with the names, dtypes, shapes and values torch reads") {
+  auto files = shared_fixture_files();
+  REQUIRE(files.size() == 33);
+  auto expected = torch_describe(files);
+  int compared = 0;
+  for (const auto& f : files) {
+    INFO(f);
+    Checkpoint c = load_file(f);
+    std::string ours = describe(c.state_dict());
+    CHECK(!c.state_dict().empty());
+    if (expected[f].rfind("ERR", 0) == 0) {
+      WARN("torch 1.13 cannot read " << f << ": " << expected[f]);
+      continue;
+    }
+    CHECK(ours == expected[f]);
+    ++compared;
+  }
+  CHECK(compared >= 30);
+}
+
+TEST_CASE("2.x records, archive folder and values where torch 1.13 cannot help") {
+  Checkpoint c = load_file(tbtest::fixture("shared/pytorch_zip_2x/pt2x_bool.pt").string());
+  CHECK(info_of(c, "container") == "zip");
+  CHECK(info_of(c, "archive") == "bool");
+  CHECK(info_of(c, "byteorder") == "little");
+  CHECK(info_of(c, "version") == "3");
+  Tensor t = c.state_dict().at("tensor");
+  CHECK(t.dtype() == DType::Bool);
+  Checkpoint b = load_file(tbtest::fixture("shared/pytorch_zip_2x/pt2x_bfloat16.pt").string());
+  CHECK(b.state_dict().at("tensor").dtype() == DType::BF16);
+  Checkpoint p = load_file(tbtest::fixture("shared/pytorch_zip_2x/pt2x_fortran_strides_int64.pth").string());
+  Tensor f = p.state_dict().at("tensor_fortran");
+  CHECK(f.shape() == Shape{2, 3, 4});
+  CHECK_FALSE(f.is_contiguous());
+}
+
+TEST_CASE("views share their storage after loading: writing through evens changes numbers") {
+  Checkpoint c = load_file(tbtest::fixture("torch/views.pt").string());
+  StateDict sd = c.state_dict();
+  Tensor numbers = sd.at("numbers"), evens = sd.at("evens");
+  REQUIRE(numbers.shares_storage(evens));
+  CHECK(evens.to_vector<int64_t>() == std::vector<int64_t>{2, 4, 6, 8});
+  CHECK(evens.strides() == Shape{2});
+  evens.data_as<int64_t>()[0] = 100;  // element 0 of evens is numbers[1]
+  CHECK(numbers.to_vector<int64_t>()[1] == 100);
+  CHECK(sd.at("matrix_t").shares_storage(sd.at("matrix")));
+  CHECK(sd.at("matrix_t").strides() == Shape{1, 4});
+  CHECK(sd.at("block").to_vector<float>() == std::vector<float>{5, 6, 9, 10});
+  // a view smaller than its storage is reported
+  bool reported = false;
+  for (const auto& [k, v] : c.info) reported = reported || (k == "view smaller than its storage" && v.find("evens") == 0);
+  CHECK(reported);
+}
+
+TEST_CASE("stored records of a mapped file are zero-copy and 64-byte aligned") {
+  auto path = tbtest::fixture("torch/mlp.params").string();
+  Checkpoint c = load_file(path, false, true);
+  for (const auto& [k, t] : c.state_dict()) {
+    INFO(k);
+    CHECK(t.storage()->kind() == Storage::Kind::Mapped);
+    CHECK(reinterpret_cast<uintptr_t>(t.data()) % 64 == 0);
+  }
+  Checkpoint h = load_file(path, false, false);
+  for (const auto& [k, t] : h.state_dict()) CHECK(t.storage()->kind() != Storage::Kind::Mapped);
+  CHECK(describe(c.state_dict()) == describe(h.state_dict()));
+}
+
+TEST_CASE("legacy stream gives the same tensors as the zip file") {
+  Checkpoint z = load_file(tbtest::fixture("torch/mlp.params").string());
+  Checkpoint l = load_file(tbtest::fixture("torch/legacy_mlp.pt").string());
+  CHECK(info_of(l, "container") == "legacy");
+  CHECK(describe(z.state_dict()) == describe(l.state_dict()));
+  Checkpoint p4 = load_file(tbtest::fixture("torch/protocol4.pt").string());
+  CHECK(info_of(p4, "pickle protocol") == "4");
+  CHECK(describe(z.state_dict()) == describe(p4.state_dict()));
+}
+
+TEST_CASE("_metadata of a state_dict is metadata, never a tensor key") {
+  Checkpoint c = load_file(tbtest::fixture("torch/bn1d.pt").string());
+  StateDict sd = c.state_dict();
+  for (const auto& k : sd.keys()) CHECK(k.find("_metadata") == std::string::npos);
+  CHECK(c.metadata.at("_metadata.1.version") == "2");
+  CHECK(c.metadata.at("_metadata.version") == "1");
+  CHECK(c.root.dict_data().cls == "collections.OrderedDict");
+  CHECK(sd.at("1.num_batches_tracked").dim() == 0);
+  CHECK(sd.at("1.num_batches_tracked").to_vector<int64_t>()[0] == 3);
+}
+
+TEST_CASE("checkpoint dicts keep epoch, loss and optimizer state as values") {
+  Checkpoint c = load_file(tbtest::fixture("torch/checkpoint.pt").string());
+  CHECK(c.root.get("epoch")->as_int() == 7);
+  CHECK(c.root.get("loss")->as_float() == 0.125);
+  const Value& st = value_at_path(c.root, "optimizer_state_dict.state");
+  REQUIRE(st.is_dict());
+  CHECK(st.dict_data().items.front().first.as_int() == 0);
+  CHECK(c.state_dict("model_state_dict").size() == 4);
+}
+
+TEST_CASE("whole-module pickles: refused by default when a user class is named, state_dict keys otherwise") {
+  auto path = tbtest::fixture("torch/whole_module_mlp.pt").string();
+  try {
+    load_file(path);
+    FAIL("expected UnsafeError");
+  } catch (const UnsafeError& e) {
+    CHECK(std::string(e.what()).find("__main__.MLP") != std::string::npos);
+  }
+  Checkpoint c = load_file(path, true);
+  Checkpoint ref = load_file(tbtest::fixture("torch/mlp.params").string());
+  CHECK(c.state_dict().keys() == ref.state_dict().keys());
+  CHECK(describe(c.state_dict()) == describe(ref.state_dict()));
+  Value tree = pt_module_tree(c);
+  REQUIRE(tree.kind() == Value::Kind::Object);
+  CHECK(tree.as_object().cls == "__main__.MLP");
+  const Value& hidden = value_at_path(*tree.as_object().state, "_modules.hidden");
+  CHECK(hidden.as_object().cls == "torch.nn.modules.linear.Linear");
+  CHECK(hidden.as_object().state->get("in_features")->as_int() == 20);
+  CHECK(hidden.as_object().state->get("out_features")->as_int() == 256);
+
+  Checkpoint s = load_file(tbtest::fixture("torch/whole_module_seq.pt").string());
+  CHECK(s.state_dict().keys() == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias"});
+  Checkpoint old = load_file(tbtest::fixture("shared/pytorch_legacy/pt03_full_module_sequential_cuda.pt").string());
+  CHECK(old.state_dict().keys() == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias"});
+}
+
+namespace {
+// Loads what we wrote with torch 1.13 weights_only=True and describes it like kPyDescribe.
+const char* kPyDescribeWeightsOnly = R"(
+import sys, torch
+def fnv(b):
+    h = 1469598103934665603
+    for c in b:
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+def flat(v, p, out):
+    if isinstance(v, torch.Tensor):
+        out.append((p, v)); return
+    if isinstance(v, dict):
+        for k, x in v.items(): flat(x, (p + '.' if p else '') + str(k), out)
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v): flat(x, (p + '.' if p else '') + str(i), out)
+for path in sys.argv[1:]:
+    print('==', path)
+    obj = torch.load(path, weights_only=True)
+    out = []
+    flat(obj, '', out)
+    for k, t in out:
+        t = t.detach().contiguous()
+        if t.dtype == torch.bfloat16: b = t.view(torch.int16).numpy().tobytes()
+        else: b = t.numpy().tobytes()
+        print('%s|%s|[%s]|%d' % (k, str(t.dtype).replace('torch.', ''), ', '.join(str(d) for d in t.shape), fnv(b)))
+)";
+}  // namespace
+
+TEST_CASE("written files load in torch 1.13 with weights_only=True, bit-identical") {
+  tbtest::TempDir dir;
+  std::vector<std::string> ins = torch_fixture_files();
+  for (const auto& f : shared_fixture_files()) ins.push_back(f);
+  std::vector<std::string> outs;
+  std::map<std::string, std::string> ours;
+  for (const auto& f : ins) {
+    INFO(f);
+    Checkpoint c = load_file(f, true);
+    auto out = (dir / (std::to_string(outs.size()) + "_" + std::filesystem::path(f).stem().string() + ".pt")).string();
+    save_pt(c, out);
+    outs.push_back(out);
+    ours[out] = describe(c.state_dict());
+  }
+  auto theirs = torch_describe(outs, kPyDescribeWeightsOnly);
+  for (const auto& o : outs) {
+    INFO(o);
+    CHECK(theirs[o] == ours[o]);
+  }
+}
+
+TEST_CASE("written archives look like torch's: folder from the file name, aligned records, version, byteorder") {
+  tbtest::TempDir dir;
+  Checkpoint c = load_file(tbtest::fixture("torch/views.pt").string());
+  auto out = dir / "my_views.pt";
+  save_pt(c, out);
+  CHECK_THROWS_AS(save_pt(c, out), IoError);  // no overwrite by default
+  zip::ZipReader z(open_file(out));
+  CHECK(z.entries().front().name == "my_views/data.pkl");
+  for (const auto& e : z.entries()) CHECK(e.data_offset % 64 == 0);
+  CHECK(z.read_string(z.at("my_views/version")) == "3\n");
+  CHECK(z.read_string(z.at("my_views/byteorder")) == "little");
+  CHECK(z.zip64());
+  // views of one storage -> one record; numbers/evens share data/0
+  size_t records = 0;
+  for (const auto& e : z.entries()) records += e.name.rfind("my_views/data/", 0) == 0;
+  CHECK(records == 3);  // numbers, matrix, a
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, torch
+d = torch.load(sys.argv[1], weights_only=True)
+assert d['evens'].storage().data_ptr() == d['numbers'].storage().data_ptr()
+d['evens'][0] = 100
+assert d['numbers'][1] == 100
+assert d['matrix_t'].stride() == (1, 4)
+assert d['tied'] is d['a']
+print('ok')
+)", {out.string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("trim_storage writes only the bytes the views use, keeping shared views shared") {
+  tbtest::TempDir dir;
+  Tensor big = Tensor::zeros(DType::F32, {999});
+  for (int i = 0; i < 999; ++i) big.data_as<float>()[i] = float(i);
+  Value root = Value::dict();
+  root.set_item(Value::string("small"), Value::tensor(big.slice(0, 10, 15)));
+  root.set_item(Value::string("also"), Value::tensor(big.slice(0, 12, 14)));
+  Checkpoint c;
+  c.format = "pt";
+  c.root = root;
+  SaveOptions full, trim;
+  trim.options["trim_storage"] = "1";
+  save_pt(c, dir / "full.pt", full);
+  save_pt(c, dir / "trim.pt", trim);
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, torch
+f = torch.load(sys.argv[1], weights_only=True)
+t = torch.load(sys.argv[2], weights_only=True)
+assert f['small'].storage().size() == 999, f['small'].storage().size()
+assert t['small'].storage().size() == 5, t['small'].storage().size()
+assert t['small'].tolist() == [10, 11, 12, 13, 14] and t['also'].tolist() == [12, 13]
+assert t['also'].storage().data_ptr() == t['small'].storage().data_ptr()
+assert t['also'].storage_offset() == 2
+print('ok')
+)", {(dir / "full.pt").string(), (dir / "trim.pt").string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("big-endian archives (byteorder record 'big') are byte-swapped on load") {
+  // Rebuild single_tensor.pt with swapped storage bytes and a 'big' byteorder record.
+  tbtest::TempDir dir;
+  zip::ZipReader src(open_file(tbtest::fixture("torch/single_tensor.pt")));
+  auto out = dir / "be.pt";
+  {
+    AtomicFileWriter w(out);
+    zip::WriteOptions zo;
+    zo.align = 64;
+    zip::ZipWriter zw(w, zo);
+    for (const auto& e : src.entries()) {
+      std::string data = src.read_string(e);
+      if (e.name.find("/data/") != std::string::npos)
+        for (size_t i = 0; i + 4 <= data.size(); i += 4) std::swap(data[i], data[i + 3]), std::swap(data[i + 1], data[i + 2]);
+      zw.add_stored(e.name, data);
+      if (e.name.size() >= 8 && e.name.substr(e.name.size() - 8) == "data.pkl")
+        zw.add_stored("single_tensor/byteorder", std::string_view("big"));
+    }
+    zw.finish();
+    w.commit();
+  }
+  Checkpoint c = load_file(out.string());
+  CHECK(info_of(c, "byteorder") == "big");
+  auto v = c.state_dict().at("").to_vector<float>();
+  CHECK(v == std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+}
+
+TEST_CASE("adapter: sniffing by content, registry name and extensions") {
+  const FormatAdapter* a = find_format("pt");
+  REQUIRE(a);
+  CHECK(a->keeps_tree);
+  CHECK(a->sniff(Source::from_path(tbtest::fixture("torch/mlp.params"))));
+  CHECK(a->sniff(Source::from_path(tbtest::fixture("torch/legacy_mlp.pt"))));
+  CHECK(&detect_format(Source::from_path(tbtest::fixture("shared/pytorch_legacy/pt1x_state_dict_titanic.pt"))) == a);
+  tbtest::TempDir dir;
+  {
+    AtomicFileWriter w(dir / "x.pt");
+    w.write(std::string("not a torch file at all"));
+    w.commit();
+  }
+  CHECK_FALSE(a->sniff(Source::from_path(dir / "x.pt")));
+  CHECK_THROWS_AS(load_pt(Source::from_path(dir / "x.pt")), FormatError);
+}
+
+TEST_CASE("truncated and corrupted torch files fail with a clear message, never a crash") {
+  auto bytes = open_file(tbtest::fixture("torch/legacy_mlp.pt"))->read_bytes(0, 4000);
+  tbtest::TempDir dir;
+  for (size_t cut : {20u, 200u, 400u, 1000u, 3999u}) {
+    auto p = dir / ("cut" + std::to_string(cut) + ".pt");
+    {
+      AtomicFileWriter w(p);
+      w.write(bytes.data(), cut);
+      w.commit();
+    }
+    INFO(cut);
+    try {
+      load_pt(Source::from_path(p));
+      FAIL("expected an error");
+    } catch (const FormatError& e) {
+      CHECK(std::string(e.what()).find("cut") != std::string::npos);
+    }
+  }
+}
