@@ -87,7 +87,8 @@ const std::set<std::string>& allowed_set() {
       "torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type", "torch.Size", "torch.device",
       "torch.serialization._get_layout", "torch.Tensor", "torch.nn.parameter.Parameter",
       "torch.nn.parameter.Buffer", "torch._utils._rebuild_meta_tensor_no_storage",
-      "numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype", "numpy.core.multiarray.scalar",
+      "numpy.core.multiarray._reconstruct", "numpy.core._internal._reconstruct", "numpy.ndarray",
+      "builtins.range", "builtins.xrange", "numpy.dtype", "numpy.core.multiarray.scalar",
   };
   return s;
 }
@@ -523,7 +524,20 @@ Value Machine::call(const Value& callable, Value args) {
     nargs(1, 1);
     return Value::string(a[0].as_str());
   }
-  if (q == "numpy.core.multiarray._reconstruct") {
+  if (q == "builtins.range" || q == "builtins.xrange") {
+    nargs(1, 3);
+    int64_t start = a.size() > 1 ? a[0].as_int() : 0, stop = a.size() > 1 ? a[1].as_int() : a[0].as_int();
+    int64_t step = a.size() > 2 ? a[2].as_int() : 1;
+    TB_CHECK(step != 0, FormatError, at(), ": range() with step 0");
+    // Materialised when small (a tiny pickle must not become a huge list); else kept as an object.
+    int64_t n = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
+                         : (start > stop ? (start - stop - step - 1) / -step : 0);
+    if (n > 65536) return Value::object("builtins.range", std::move(args));
+    ValueList items;
+    for (int64_t i = 0, x = start; i < n; ++i, x += step) items.push_back(Value::integer(x));
+    return Value::list(std::move(items));
+  }
+  if (q == "numpy.core.multiarray._reconstruct" || q == "numpy.core._internal._reconstruct") {
     nargs(3, 3);
     return Value::object("numpy.ndarray");
   }

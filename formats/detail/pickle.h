@@ -26,6 +26,11 @@
 //   numpy.dtype                    -> Object cls "numpy.dtype", args = Str descr ("<f4")
 //   numpy.core.multiarray.scalar   -> 0-d Tensor
 //   complex(re, im)                -> Complex; set/frozenset -> Set; slice -> Tuple (start, stop, step)
+//   range/xrange(...)              -> List of ints (up to 65536 items; else Object "builtins.range")
+//   a class/function reference that is never called (e.g. xrange in an object array)
+//                                  -> Object cls "global", args = Str "module.name"
+//   torch.nn.modules.* instances   -> Object {cls, args, state = the module's __dict__} (allowed: never
+//                                     called, only their state is recorded)
 //   anything else                  -> UnsafeError, or (allow_unknown_globals) Object {cls, args, state}
 #pragma once
 
