@@ -14,11 +14,13 @@ namespace {
 
 struct RunArgs {
   std::string model, input, output, arch, backend = "cpu", key;
-  bool strip = false, overwrite = false;
+  bool strip = false, overwrite = false, allow_unknown = false;
 };
 
 void run_model(const RunArgs& a) {
-  nn::FileModel fm = a.arch.empty() ? nn::load_model(a.model) : nn::load_model(a.model, a.arch, a.key, a.strip);
+  LoadOptions lo;
+  lo.allow_unknown_globals = a.allow_unknown;
+  nn::FileModel fm = a.arch.empty() ? nn::load_model(a.model, lo) : nn::load_model(a.model, a.arch, a.key, a.strip);
   std::shared_ptr<compute::Backend> be = compute::make_backend(a.backend);
   fm.model->to(be);
   StateDict in = load(a.input).state_dict();
@@ -46,6 +48,8 @@ void register_nn_commands(CLI::App& app) {
   run->add_option("--backend", args->backend, "cpu (default), vulkan or vulkan:N");
   run->add_option("--key", args->key, "Dotted path of the state dict inside the file (model_state_dict)");
   run->add_flag("--strip-prefix", args->strip, "With --arch: strip 'module.' and '_orig_mod.' prefixes");
+  run->add_flag("--allow-unknown-globals", args->allow_unknown,
+                "Whole-module pickles of user classes (__main__.MLP): keep them as opaque objects (never called)");
   run->add_flag("--overwrite", args->overwrite, "Replace an existing output file");
   run->callback([args] { run_model(*args); });
 }

@@ -379,9 +379,9 @@ Module::Ptr module_from_keras_config(const std::string& model_config_json) {
   return build_keras(model_config_json).seq;
 }
 
-FileModel load_model(const std::filesystem::path& file) {
+FileModel load_model(const std::filesystem::path& file, const LoadOptions& lo) {
   if (file.extension() == ".onnx") return {module_from_onnx_file(file), "onnx graph"};
-  Checkpoint ck = load(file);
+  Checkpoint ck = load(file, lo);
   if (ck.format == "pt") {
     Value tree = pt_module_tree(ck);
     TB_CHECK(!tree.is_none(), UnsupportedError, "nn: '", file.string(),

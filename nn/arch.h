@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <string>
 
+#include "formats/format.h"
 #include "nn/module.h"
 #include "tensor/value.h"
 
@@ -39,8 +40,10 @@ Module::Ptr module_from_pt_tree(const Value& module);
 Module::Ptr module_from_keras_config(const std::string& model_config_json);
 
 /** Builds and loads a model from a file holding its architecture (whole-module .pt, Keras full-model
- *  .h5, .onnx). Throws UnsupportedError when the file holds only weights (give a built-in arch). */
-FileModel load_model(const std::filesystem::path& file);
+ *  .h5, .onnx). Throws UnsupportedError when the file holds only weights (give a built-in arch).
+ *  A pickled user class (__main__.MLP) needs opts.allow_unknown_globals (kept as an opaque object,
+ *  never called). */
+FileModel load_model(const std::filesystem::path& file, const LoadOptions& opts = {});
 
 /** Loads weights-only file into builtin_model(arch) (torch keys; Keras-style keys are converted;
  *  "module."/"_orig_mod." prefixes stripped when strip). */
