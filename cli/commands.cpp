@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/compare.h"
+#include "cli/nn_commands.h"
 #include "formats/registry.h"
 
 namespace tb::cli {
@@ -363,6 +364,8 @@ void register_commands(CLI::App& app) {
     int rc = run_demo(*demo_dir);
     if (rc != 0) throw ExitCode{rc};
   });
+
+  register_nn_commands(app);
 
   auto* formats = app.add_subcommand("formats", "List the supported formats");
   formats->callback([] { run_formats(); });

@@ -437,10 +437,6 @@ NpyHeader read_npy_header(const Reader& r) {
            " bytes but only ", r.size() - start, " follow");
   std::string text = r.read_string(start, size_t(hlen));
   h.data_offset = start + hlen;
-  if (h.major < 3)
-    for (char c : text)
-      TB_CHECK(static_cast<unsigned char>(c) < 0x80, FormatError, "[npy] '", L,
-               "': a version ", h.major, ".0 header must be ASCII/latin1 text");
 
   LitParser lp(text, L);
   Lit d = lp.parse_all();

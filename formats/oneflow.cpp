@@ -519,7 +519,7 @@ class Resolver {
     const Value* st = state_dict_of(o);
     if (!st) return;
     std::set<std::string> non_persistent;
-    if (const Value* np = st->get("_non_persistent_buffers_set"); np && np->is_sequence() | (np->kind() == Value::Kind::Set))
+    if (const Value* np = st->get("_non_persistent_buffers_set"); np && (np->is_sequence() || np->kind() == Value::Kind::Set))
       for (const auto& x : np->items())
         if (x.is_str()) non_persistent.insert(x.as_str());
     for (const char* group : {"_parameters", "_buffers"}) {
@@ -674,6 +674,79 @@ class Proto4Pickler {
     get(it->second);
     return true;
   }
+  /** A numpy array as numpy 1.x pickles it: _reconstruct(ndarray, (0,), b'b') + BUILD
+   *  (1, shape, dtype, False, raw bytes); dtypes are singletons (memoised by descr). */
+  void save_ndarray(const Tensor& t) {
+    std::string descr(npy_descr(t.dtype()));
+    TB_CHECK(!descr.empty(), UnsupportedError, kTag, " numpy has no dtype for ", dtype_name(t.dtype()),
+             ", so a single-file OneFlow pickle cannot hold it (use the folder layout)");
+    save_global("numpy.core.multiarray", "_reconstruct");
+    commit_frame(false);
+    save_global("numpy", "ndarray");
+    save(Value::integer(0), 1);
+    put(0x85);  // TUPLE1
+    memoize();
+    commit_frame(false);
+    if (b_memo_ < 0) {
+      save_bytes("b");
+      b_memo_ = int64_t(next_memo_) - 1;
+    } else {
+      get(uint32_t(b_memo_));
+    }
+    put(0x87);  // TUPLE3
+    memoize();
+    put('R');
+    memoize();
+    commit_frame(false);
+    put('(');
+    save(Value::integer(1), 1);
+    ValueList dims;
+    for (int64_t d : t.shape()) dims.push_back(Value::integer(d));
+    save(Value::tuple(std::move(dims)), 1);
+    commit_frame(false);
+    auto it = np_dtypes_.find(descr);
+    if (it != np_dtypes_.end()) {
+      get(it->second);
+    } else {
+      save_global("numpy", "dtype");
+      save(Value::tuple({Value::string(descr.substr(1)), Value::boolean(false), Value::boolean(true)}), 1);
+      put('R');
+      np_dtypes_[descr] = memoize();
+      save(Value::tuple({Value::integer(3), Value::string(descr.substr(0, 1)), Value::none(), Value::none(),
+                         Value::none(), Value::integer(-1), Value::integer(-1), Value::integer(0)}),
+           1);
+      put('b');
+    }
+    save(Value::boolean(false), 1);
+    commit_frame(false);
+    std::string raw(t.nbytes(), '\0');
+    t.copy_to(raw.data());
+    save_bytes(raw);
+    put('t');
+    memoize();
+    put('b');
+  }
+  /** A OneFlow dtype (pybind11 class with py::pickle): __newobj__ + BUILD(DataType number). */
+  void save_flow_dtype(int number) {
+    commit_frame(false);
+    auto it = flow_dtypes_.find(number);
+    if (it != flow_dtypes_.end()) return get(it->second);
+    save_global("oneflow._oneflow_internal", "dtype");
+    empty_tuple();
+    put(0x81);
+    flow_dtypes_[number] = memoize();
+    save(Value::integer(number), 1);
+    put('b');
+  }
+  void mark() { put('('); }
+  void setitems_op() { put('u'); }
+  void empty_dict_memo() {
+    commit_frame(false);
+    put('}');
+    memoize();
+  }
+  void save_key(const std::string& k) { save(Value::string(k), 1); }
+
   void save(const Value& v, size_t depth) {
     TB_CHECK(depth < kMaxDepth, FormatError, kTag, " value nested deeper than ", kMaxDepth);
     commit_frame(false);
@@ -682,6 +755,7 @@ class Proto4Pickler {
       auto it = ids_.find(id);
       if (it != ids_.end()) return get(it->second);
     }
+    if (id) keep_.push_back(v);  // like CPython's memo, hold every object so no address is reused
     switch (v.kind()) {
       case Value::Kind::None: return put('N');
       case Value::Kind::Bool: return put(v.as_bool() ? 0x88 : 0x89);
@@ -881,17 +955,17 @@ class Proto4Pickler {
   }
   void save_dict(const Value& v, size_t depth) {
     const ValueDict& d = v.dict_data();
+    // Only OrderedDict keeps its class; other dict subclasses (defaultdict, Counter) are written as
+    // plain dicts, since their reduce arguments (default factories) are code.
     const std::string& cls = d.cls;
-    if (cls.empty() || cls == "dict") {
+    if (cls != "collections.OrderedDict") {
       put('}');
       ids_[v.identity()] = memoize();
       setitems(d.items, depth);
       return;
     }
-    // A dict subclass (OrderedDict): cls.__reduce__ -> (cls, (), vars(self) or None, None, items).
-    auto dot = cls.rfind('.');
-    TB_CHECK(dot != std::string::npos, UnsupportedError, kTag, " cannot write dict class '", cls, "'");
-    save_global(cls.substr(0, dot), cls.substr(dot + 1));
+    // OrderedDict.__reduce__ -> (cls, (), vars(self) or None, None, items).
+    save_global("collections", "OrderedDict");
     empty_tuple();
     put('R');
     ids_[v.identity()] = memoize();
@@ -911,6 +985,10 @@ class Proto4Pickler {
   std::vector<uint8_t> out_, frame_;
   uint32_t next_memo_ = 0;
   std::unordered_map<const void*, uint32_t> ids_;
+  std::vector<Value> keep_;
+  int64_t b_memo_ = -1;
+  std::map<std::string, uint32_t> np_dtypes_;
+  std::map<int, uint32_t> flow_dtypes_;
   std::unordered_map<std::string, uint32_t> strings_;
   std::unordered_map<std::string, uint32_t> globals_;
 };
@@ -1020,19 +1098,91 @@ int64_t int_option(const SaveOptions& opts, const std::string& key, int64_t fall
   }
 }
 
+/** A flat name -> tensor dict becomes what Module.state_dict() returns (OrderedDict + _metadata). */
+Value as_saved_data(const Value& root) {
+  bool flat = root.is_dict() && root.dict_data().cls.empty();
+  if (flat)
+    for (const auto& kv : root.dict_data().items) flat &= kv.first.is_str() && kv.second.is_tensor();
+  if (!flat) return root;
+  Value data = Value::dict("collections.OrderedDict");
+  data.dict_data().attrs = std::make_shared<ValueDict>();
+  data.dict_data().attrs->items.emplace_back(Value::string("_metadata"), Value::dict("collections.OrderedDict"));
+  for (const auto& kv : root.dict_data().items) data.set_item(kv.first, kv.second);
+  return data;
+}
+
+bool is_parameter(const Tensor& t, const std::string& tensor_class) {
+  return tensor_class == "parameter" || (tensor_class == "auto" && (is_floating(t.dtype()) || is_complex(t.dtype())));
+}
+
+int oneflow_number(DType dt) {
+  std::string_view name = oneflow_dtype_name(dt);
+  for (const auto& t : of_types())
+    if (name == t.name) return t.number;
+  TB_ASSERT(false, "no DataType number for ", name);
+  return 0;
+}
+
+/** flow.save(obj, file): one protocol-4 pickle; tensors carry numpy arrays and OneFlow dtypes. */
+void save_single_file(const Checkpoint& ckpt, const fs::path& file, const SaveOptions& opts,
+                      const std::string& tensor_class) {
+  std::string magic = opts.option("magic", "__oneflow__");
+  TB_CHECK(magic == "__oneflow__" || magic == "oneflow", UnsupportedError, kTag, " option magic=", magic,
+           ": expected __oneflow__ (OneFlow >= 0.9) or oneflow");
+  Proto4Pickler p;
+  p.on_tensor = [&](Proto4Pickler& pk, const Value& v) {
+    if (pk.get_identity(v.identity())) return;
+    const Tensor& t = v.as_tensor();
+    if (is_parameter(t, tensor_class))
+      pk.save_global("oneflow.nn", "Parameter");
+    else
+      pk.save_global("oneflow", "Tensor");
+    pk.empty_tuple();
+    pk.newobj();
+    pk.memoize_identity(v.identity());
+    pk.empty_dict_memo();
+    pk.mark();
+    pk.save_key("data");
+    pk.save_ndarray(t);
+    pk.save_key("dtype");
+    pk.save_flow_dtype(oneflow_number(t.dtype()));
+    pk.save_key("device");
+    pk.save_key("cpu");
+    pk.setitems_op();
+    pk.build();
+  };
+  Value top = Value::dict();
+  top.set_item(Value::string("protocol_version"), Value::integer(1));
+  top.set_item(Value::string(magic), Value::none());
+  top.set_item(Value::string("data"), as_saved_data(ckpt.root));
+  std::vector<uint8_t> bytes = p.dump(top);
+  AtomicFileWriter w(file, opts.overwrite);
+  w.write(bytes.data(), bytes.size());
+  w.commit();
+}
+
 }  // namespace
 
 void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions& opts) {
   std::string layout = opts.option("layout", "pickle");
   std::string tensor_class = opts.option("tensor_class", "auto");
-  TB_CHECK(layout == "pickle" || layout == "snapshot", UnsupportedError, kTag, " option layout=", layout,
-           ": expected 'pickle' (flow.save folder) or 'snapshot' (legacy snapshot)");
+  TB_CHECK(layout == "pickle" || layout == "snapshot" || layout == "single", UnsupportedError, kTag, " option layout=",
+           layout, ": expected 'pickle' (flow.save folder), 'single' (flow.save file) or 'snapshot' (legacy snapshot)");
   TB_CHECK(tensor_class == "auto" || tensor_class == "parameter" || tensor_class == "tensor", UnsupportedError, kTag,
            " option tensor_class=", tensor_class, ": expected auto, parameter or tensor");
   int64_t next = int_option(opts, "first_tensor", 0);
+  for (const auto& [key, t] : ckpt.state_dict()) {
+    try {
+      (void)oneflow_dtype_name(t.dtype());
+    } catch (Error& e) {
+      e.add_context(str("while writing tensor '", key, "' (", meta_of(t), ") to '", dir.string(), "'"));
+      throw;
+    }
+  }
   std::error_code ec;
   if (fs::exists(fs::symlink_status(dir, ec)))
     TB_CHECK(opts.overwrite, IoError, kTag, " '", dir.string(), "' already exists; pass overwrite (--force) to replace it");
+  if (layout == "single") return save_single_file(ckpt, dir, opts, tensor_class);
 
   TempFolder tmp(dir);
   if (layout == "snapshot") {
@@ -1048,7 +1198,7 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
     p.on_tensor = [&](Proto4Pickler& pk, const Value& v) {
       if (pk.get_identity(v.identity())) return;
       const Tensor& t = v.as_tensor();
-      bool param = tensor_class == "parameter" || (tensor_class == "auto" && (is_floating(t.dtype()) || is_complex(t.dtype())));
+      bool param = is_parameter(t, tensor_class);
       std::string rel = str("tensor_", next++);
       write_variable(tmp.path() / rel, t, rel);
       if (param)
@@ -1063,20 +1213,9 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
       pk.save(state, 1);
       pk.build();
     };
-    bool flat_state_dict = ckpt.root.is_dict() && ckpt.root.dict_data().cls.empty();
-    if (flat_state_dict)
-      for (const auto& kv : ckpt.root.dict_data().items) flat_state_dict &= kv.first.is_str() && kv.second.is_tensor();
-    // The wrapper is a plain dict; a flat name -> tensor dict becomes what Module.state_dict() returns.
-    Value data = ckpt.root;
-    if (flat_state_dict) {
-      data = Value::dict("collections.OrderedDict");
-      data.dict_data().attrs = std::make_shared<ValueDict>();
-      data.dict_data().attrs->items.emplace_back(Value::string("_metadata"), Value::dict("collections.OrderedDict"));
-      for (const auto& kv : ckpt.root.dict_data().items) data.set_item(kv.first, kv.second);
-    }
     Value top = Value::dict();
     top.set_item(Value::string("protocol_version"), Value::integer(1));
-    top.set_item(Value::string("data"), data);
+    top.set_item(Value::string("data"), as_saved_data(ckpt.root));
     std::vector<uint8_t> bytes = p.dump(top);
     write_file(tmp.path() / "pickled_data", bytes.data(), bytes.size());
   }

@@ -62,12 +62,16 @@ Tensor load_oneflow_variable(const std::filesystem::path& dir, bool mmap = true)
 /** Loads any OneFlow layout above: a folder (src.reader null) or a single-file pickle. */
 Checkpoint load_oneflow(const Source& src, const LoadOptions& opts = {});
 
-/** Writes the flow.save directory format (2.): `pickled_data` + `tensor_<N>/{meta,out}`.
- *  Options: "first_tensor" (N of the first folder, default 0), "tensor_class" ("auto": Parameter for
- *  floating tensors and oneflow.Tensor otherwise; "parameter"; "tensor"), "layout" ("pickle" default, or
- *  "snapshot": one folder per flat key + snapshot_done, as the legacy loader reads). The folder is built
- *  beside the target and renamed into place; an existing target is replaced only with overwrite, and
- *  only when it is an empty folder or a OneFlow folder. */
+/** Writes the flow.save directory format (2.): `pickled_data` + `tensor_<N>/{meta,out}`, the bytes CPython's
+ *  pickle (protocol 4) writes for the same objects; a flat name -> tensor dict is written as the OrderedDict
+ *  (with `_metadata`) that Module.state_dict() returns. Checkpoint::metadata has no place and is dropped.
+ *  Options: "layout" = "pickle" (default), "single" (4.: one pickle FILE with numpy 1.x arrays, magic key
+ *  from option "magic": "__oneflow__" default or "oneflow"; no bfloat16/float8) or "snapshot" (3.: one folder
+ *  per flat key + snapshot_done); "first_tensor" (N of the first tensor folder, default 0; OneFlow numbers
+ *  them from a process-wide counter); "tensor_class" ("auto": oneflow.nn.Parameter for floating/complex
+ *  tensors, oneflow.Tensor otherwise; "parameter"; "tensor"). Folders are built beside the target and
+ *  renamed into place; an existing target is replaced only with overwrite, and a folder only when it is
+ *  empty or a OneFlow folder. Opaque objects (ValueObject) and complex scalars are refused. */
 void save_oneflow(const Checkpoint& ckpt, const std::filesystem::path& dir, const SaveOptions& opts = {});
 
 /** True when path is a folder in one of the OneFlow layouts (cheap; never throws). */

@@ -453,8 +453,6 @@ void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
   }
   std::vector<StorageOut> outs;
   std::unordered_map<const Storage*, size_t> by_storage;
-  std::unordered_map<const Tensor*, size_t> unused;
-  (void)unused;
   auto span_of = [](const Tensor& t) { return t.numel() == 0 ? std::pair<int64_t, int64_t>{t.byte_offset(), t.byte_offset()} : t.storage_span(); };
   // First pass: spans and dtype per storage.
   for (const auto& t : tensors) {
@@ -487,13 +485,20 @@ void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
     return t.dtype() == o.dtype && (t.byte_offset() - o.begin) % isz == 0 && (o.end - o.begin) % isz == 0 &&
            t.byte_offset() >= o.begin;
   };
+  std::unordered_map<const Storage*, bool> mixed;
+  for (const auto& t : tensors) {
+    const auto& o = outs[by_storage.at(t.storage().get())];
+    if (t.dtype() != o.dtype) mixed[t.storage().get()] = true;
+  }
   for (auto& o : outs) {
-    // a whole storage that is not a multiple of the element size cannot be a typed storage: trim it
+    // A whole storage that is not a multiple of the element size cannot be a typed storage, and one
+    // viewed with several dtypes (a foreign loader's shared buffer) is not a torch storage: write the
+    // bytes its views of the first dtype use (the others get private copies).
     int64_t isz = int64_t(dtype_size(o.dtype));
-    if ((o.end - o.begin) % isz != 0 || o.begin % isz != 0) {
+    if ((o.end - o.begin) % isz != 0 || o.begin % isz != 0 || mixed.count(o.storage.get())) {
       int64_t b = INT64_MAX, e = 0;
       for (const auto& t : tensors)
-        if (t.storage() == o.storage) {
+        if (t.storage() == o.storage && t.dtype() == o.dtype) {
           auto [tb_, te] = span_of(t);
           b = std::min(b, tb_);
           e = std::max(e, te);

@@ -67,9 +67,10 @@ const FormatAdapter* by_extension(const std::filesystem::path& p) {
 
 std::string describe_start(const Source& src) {
   if (!src.reader) return "a folder with no recognised layout";
-  size_t n = size_t(std::min<uint64_t>(src.reader->size(), 16));
+  size_t n = size_t(std::min<uint64_t>(src.reader->size(), 64));
   auto b = src.reader->read_bytes(0, n);
   std::string text(b.begin(), b.end());
+  b.resize(std::min<size_t>(n, 16));
   if (text.rfind("version https://git-lfs", 0) == 0) return "a Git LFS pointer, not the real file (run `git lfs pull`)";
   if (text.rfind("<!DOCTYPE", 0) == 0 || text.rfind("<html", 0) == 0 || text.rfind("<!doctype", 0) == 0)
     return "an HTML page, not a weight file (a failed download?)";

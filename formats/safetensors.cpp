@@ -1,11 +1,395 @@
-// Placeholder until the safetensors adapter lands.
+// safetensors reader and writer; layout in safetensors.h.
+#include "formats/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
 #include "formats/adapters.h"
-#include "formats/detail/stub.h"
+#include "formats/sharded.h"
 
 namespace tb {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using fs_path = std::filesystem::path;
+constexpr uint64_t kMaxHeader = 100'000'000;
+
+/** Position of a dtype in the reference Rust `Dtype` enum (the writer sorts by it, descending). */
+int reference_rank(DType t) {
+  switch (t) {
+    case DType::Bool: return 0;
+    case DType::U8: return 4;
+    case DType::I8: return 5;
+    case DType::F8E5M2: return 6;
+    case DType::F8E4M3FN: return 7;
+    case DType::I16: return 11;
+    case DType::U16: return 12;
+    case DType::F16: return 13;
+    case DType::BF16: return 14;
+    case DType::I32: return 15;
+    case DType::U32: return 16;
+    case DType::F32: return 17;
+    case DType::C64: return 18;
+    case DType::F64: return 19;
+    case DType::I64: return 20;
+    case DType::U64: return 21;
+    default: return -1;
+  }
+}
+
+/** JSON string exactly as serde_json writes it (no escaping of '/' or non-ASCII). */
+void json_string(std::string& out, const std::string& s) {
+  static const char* hex = "0123456789abcdef";
+  out += '"';
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        } else {
+          out += char(c);
+        }
+    }
+  }
+  out += '"';
+}
+
+bool host_little_endian() {
+  uint16_t x = 1;
+  uint8_t b;
+  std::memcpy(&b, &x, 1);
+  return b == 1;
+}
+
+struct Info {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t begin, end;
+};
+
+}  // namespace
+
+Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOptions& opts) {
+  const Reader& r = *reader;
+  const std::string& L = r.label();
+  const uint64_t size = r.size();
+  TB_CHECK(size >= 8, FormatError, "[safetensors] '", L, "': ", size, " bytes is too small (the header length alone ",
+           "takes 8)");
+  const uint64_t n = r.read_le<uint64_t>(0);
+  TB_CHECK(n <= kMaxHeader, FormatError, "[safetensors] '", L, "': header length ", n, " is above the limit of ",
+           kMaxHeader, " bytes (HeaderTooLarge)");
+  TB_CHECK(n <= size - 8, FormatError, "[safetensors] '", L, "' is truncated: the header claims ", n,
+           " bytes but the file has ", size - 8, " after the length");
+  TB_CHECK(n >= 2, FormatError, "[safetensors] '", L, "': header of ", n, " bytes cannot hold a JSON object");
+  std::string text = r.read_string(8, size_t(n));
+  TB_CHECK(text[0] == '{', FormatError, "[safetensors] '", L, "': the header must start with '{' but starts with '",
+           text.substr(0, 16), "'");
+
+  // Duplicate top-level keys are refused (nlohmann keeps the last one silently).
+  std::string duplicate;
+  std::vector<std::string> top_keys;
+  auto cb = [&](int depth, ojson::parse_event_t ev, ojson& parsed) {
+    if (ev == ojson::parse_event_t::key && depth == 1) {
+      const std::string& k = parsed.get_ref<const std::string&>();
+      if (duplicate.empty() && std::find(top_keys.begin(), top_keys.end(), k) != top_keys.end()) duplicate = k;
+      top_keys.push_back(k);
+    }
+    return true;
+  };
+  ojson head;
+  try {
+    head = ojson::parse(text, cb);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(str("[safetensors] '", L, "': the header is not valid UTF-8 JSON (", e.what(), ")"));
+  }
+  TB_CHECK(top_keys.size() <= (uint64_t(1) << 24), FormatError, "[safetensors] '", L, "': too many entries");
+  TB_CHECK(duplicate.empty(), FormatError, "[safetensors] '", L, "': the header names '", duplicate, "' twice");
+  TB_CHECK(head.is_object(), FormatError, "[safetensors] '", L, "': the header must be a JSON object");
+
+  Checkpoint c;
+  c.format = "safetensors";
+  std::vector<Info> infos;
+  for (auto it = head.begin(); it != head.end(); ++it) {
+    const std::string& name = it.key();
+    const ojson& v = it.value();
+    if (name == "__metadata__") {
+      if (v.is_null()) continue;  // serde reads null as "no metadata"
+      TB_CHECK(v.is_object(), FormatError, "[safetensors] '", L, "': __metadata__ must be an object of strings");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        TB_CHECK(m.value().is_string(), FormatError, "[safetensors] '", L, "': __metadata__ value of '", m.key(),
+                 "' must be a string but is ", m.value().dump());
+        c.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    auto where = [&] { return str("[safetensors] '", L, "': tensor '", name, "'"); };
+    TB_CHECK(v.is_object(), FormatError, where(), " must be an object but is ", v.dump().substr(0, 60));
+    auto d = v.find("dtype");
+    auto s = v.find("shape");
+    auto o = v.find("data_offsets");
+    TB_CHECK(d != v.end() && s != v.end() && o != v.end(), FormatError, where(),
+             " needs \"dtype\", \"shape\" and \"data_offsets\" but has ", v.dump().substr(0, 120));
+    TB_CHECK(d->is_string(), FormatError, where(), ": dtype must be a string but is ", d->dump());
+    auto dt = dtype_from_safetensors(d->get<std::string>());
+    TB_CHECK(dt.has_value(), UnsupportedError, where(), ": dtype '", d->get<std::string>(),
+             "' is not supported (BOOL, U8..U64, I8..I64, F16, BF16, F32, F64, C64, F8_E4M3, F8_E5M2)");
+    TB_CHECK(s->is_array() && s->size() <= 64, FormatError, where(), ": shape must be an array of at most 64 ",
+             "non-negative integers but is ", s->dump().substr(0, 80));
+    Info info{name, *dt, {}, 0, 0};
+    for (const auto& dim : *s) {
+      TB_CHECK(dim.is_number_unsigned() || (dim.is_number_integer() && dim.get<int64_t>() >= 0), FormatError, where(),
+               ": shape must hold non-negative integers but is ", s->dump().substr(0, 80));
+      uint64_t u = dim.get<uint64_t>();
+      TB_CHECK(u <= uint64_t(std::numeric_limits<int64_t>::max()), FormatError, where(), ": dimension ", u,
+               " overflows");
+      info.shape.push_back(int64_t(u));
+    }
+    TB_CHECK(o->is_array() && o->size() == 2 && (*o)[0].is_number_unsigned() && (*o)[1].is_number_unsigned(),
+             FormatError, where(), ": data_offsets must be [BEGIN, END] non-negative integers but is ",
+             o->dump().substr(0, 80));
+    info.begin = (*o)[0].get<uint64_t>();
+    info.end = (*o)[1].get<uint64_t>();
+    TB_CHECK(info.end >= info.begin, FormatError, where(), ": data_offsets [", info.begin, ", ", info.end,
+             "] end before they begin");
+    int64_t numel;
+    try {
+      numel = checked_numel(info.shape);
+    } catch (const ShapeError&) {
+      throw FormatError(str(where(), ": shape ", shape_str(info.shape), " overflows"));
+    }
+    uint64_t isz = dtype_size(info.dtype);
+    TB_CHECK(numel == 0 || uint64_t(numel) <= std::numeric_limits<uint64_t>::max() / isz, FormatError, where(),
+             ": shape ", shape_str(info.shape), " overflows");
+    uint64_t need = uint64_t(numel) * isz;
+    TB_CHECK(need == info.end - info.begin, FormatError, where(), " (", d->get<std::string>(), " ",
+             shape_str(info.shape), ") needs ", need, " bytes but data_offsets give ", info.end - info.begin);
+    infos.push_back(std::move(info));
+  }
+
+  // Offsets: sorted they start at 0, have no holes or overlaps, and cover the buffer exactly.
+  std::vector<const Info*> order;
+  for (const auto& i : infos) order.push_back(&i);
+  std::stable_sort(order.begin(), order.end(), [](const Info* a, const Info* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  const uint64_t buffer = size - 8 - n;
+  uint64_t expect = 0;
+  for (const Info* i : order) {
+    TB_CHECK(i->begin == expect, FormatError, "[safetensors] '", L, "': tensor '", i->name, "' starts at byte ",
+             i->begin, " of the data buffer but the previous tensor ends at ", expect,
+             i->begin > expect ? " (a hole)" : " (overlapping tensors)");
+    expect = i->end;
+  }
+  TB_CHECK(expect == buffer, FormatError, "[safetensors] '", L, "': the tensors cover ", expect,
+           " bytes but the data buffer has ", buffer,
+           expect < buffer ? " (trailing bytes are not allowed)" : "; truncated download?");
+
+  // Tensors: zero-copy views when mapped and aligned, copies otherwise.
+  const uint64_t base = 8 + n;
+  const bool swap = !host_little_endian();
+  c.root = Value::dict();
+  std::unordered_map<std::string, Value> by_name;
+  for (const auto& i : infos) {
+    size_t nbytes = size_t(i.end - i.begin);
+    std::shared_ptr<Storage> st;
+    if (opts.mmap && !swap) {
+      st = r.map(base + i.begin, nbytes);
+      size_t align = std::min<size_t>(dtype_size(i.dtype), 8);
+      if (st && nbytes > 0 && reinterpret_cast<uintptr_t>(st->data()) % align != 0) st = nullptr;
+    }
+    if (!st) {
+      st = Storage::allocate(nbytes, false);
+      if (nbytes) r.read_at(base + i.begin, st->data(), nbytes);
+      if (swap) byteswap_elements(st->data(), i.dtype, nbytes / dtype_size(i.dtype));
+    }
+    Value t = Value::tensor(Tensor(std::move(st), i.dtype, i.shape, contiguous_strides(i.shape), 0));
+    by_name.emplace(i.name, t);
+    c.root.set_item(Value::string(i.name), t);
+  }
+  // Aliases recorded by our writer: the same tensor under another name.
+  if (auto a = c.metadata.find(kSafetensorsAliasKey); a != c.metadata.end()) {
+    ojson aliases;
+    try {
+      aliases = ojson::parse(a->second);
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(str("[safetensors] '", L, "': metadata '", kSafetensorsAliasKey, "' is not JSON (", e.what(), ")"));
+    }
+    TB_CHECK(aliases.is_object(), FormatError, "[safetensors] '", L, "': metadata '", kSafetensorsAliasKey,
+             "' must be a JSON object alias -> name");
+    for (auto it = aliases.begin(); it != aliases.end(); ++it) {
+      TB_CHECK(it.value().is_string(), FormatError, "[safetensors] '", L, "': alias '", it.key(), "' must name a tensor");
+      auto target = by_name.find(it.value().get<std::string>());
+      TB_CHECK(target != by_name.end(), FormatError, "[safetensors] '", L, "': alias '", it.key(), "' refers to '",
+               it.value().get<std::string>(), "', which is not in the file");
+      TB_CHECK(!by_name.count(it.key()), FormatError, "[safetensors] '", L, "': alias '", it.key(),
+               "' is also a tensor name");
+      c.root.set_item(Value::string(it.key()), target->second);
+      by_name.emplace(it.key(), target->second);
+    }
+    c.metadata.erase(a);
+    c.info.emplace_back("tied tensors", std::to_string(aliases.size()));
+  }
+  c.info.emplace_back("header bytes", std::to_string(n));
+  if ((8 + n) % 8 != 0) c.info.emplace_back("alignment", "unaligned data (header not padded; pre-0.3.1 writer)");
+  return c;
+}
+
+Checkpoint load_safetensors(const Source& src, const LoadOptions& opts) {
+  if (auto index = find_shard_index(src); !index.empty()) return load_sharded(index, opts);
+  if (!src.reader) {
+    std::error_code ec;
+    fs_path single = src.path / "model.safetensors";
+    TB_CHECK(std::filesystem::is_regular_file(single, ec), FormatError, "[safetensors] folder '", src.label(),
+             "' has neither an *.index.json nor a model.safetensors");
+    return load_safetensors(Source::from_path(single, opts.mmap), opts);
+  }
+  return load_safetensors(src.reader, opts);
+}
+
+void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata) {
+  TB_CHECK(host_little_endian(), UnsupportedError, "[safetensors] writing on a big-endian host is not supported");
+  // Tied tensors: the same view of the same storage is written once.
+  struct Item {
+    std::string name;
+    const Tensor* t;
+  };
+  std::vector<Item> items;
+  std::map<std::string, std::string> aliases;
+  std::map<std::pair<const void*, int64_t>, std::vector<std::pair<const Tensor*, std::string>>> firsts;
+  for (const auto& [name, t] : sd) {
+    TB_CHECK(reference_rank(t.dtype()) >= 0, UnsupportedError, "[safetensors] tensor '", name, "' has dtype ",
+             dtype_name(t.dtype()), ", which safetensors cannot store (no token for it); convert it first (e.g. ",
+             "complex128 -> complex64)");
+    const std::string* same = nullptr;
+    auto& bucket = firsts[{t.storage().get(), t.byte_offset()}];
+    for (const auto& [f, fname] : bucket)
+      if (f->shares_storage(t) && f->dtype() == t.dtype() && f->shape() == t.shape() && f->strides() == t.strides()) {
+        same = &fname;
+        break;
+      }
+    if (same) {
+      aliases[name] = *same;
+      continue;
+    }
+    if (t.storage()) bucket.emplace_back(&t, name);
+    items.push_back({name, &t});
+  }
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    int ra = reference_rank(a.t->dtype()), rb = reference_rank(b.t->dtype());
+    return ra != rb ? ra > rb : a.name < b.name;
+  });
+  Metadata meta = metadata;
+  if (!aliases.empty()) {
+    std::string a = "{";
+    for (const auto& [k, v] : aliases) {
+      if (a.size() > 1) a += ',';
+      json_string(a, k);
+      a += ':';
+      json_string(a, v);
+    }
+    meta[kSafetensorsAliasKey] = a + "}";
+  }
+  std::string h = "{";
+  if (!meta.empty()) {
+    h += "\"__metadata__\":{";
+    bool first = true;
+    for (const auto& [k, v] : meta) {
+      if (!first) h += ',';
+      first = false;
+      json_string(h, k);
+      h += ':';
+      json_string(h, v);
+    }
+    h += "}";
+  }
+  uint64_t off = 0;
+  for (const auto& it : items) {
+    if (h.size() > 1) h += ',';
+    json_string(h, it.name);
+    h += ":{\"dtype\":";
+    json_string(h, std::string(info(it.t->dtype()).safetensors));
+    h += ",\"shape\":[";
+    for (size_t i = 0; i < it.t->shape().size(); ++i) h += (i ? "," : "") + std::to_string(it.t->shape()[i]);
+    uint64_t nb = it.t->nbytes();
+    h += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + nb) + "]}";
+    off += nb;
+  }
+  h += "}";
+  h.append((8 - h.size() % 8) % 8, ' ');
+  TB_CHECK(h.size() <= kMaxHeader, UnsupportedError, "[safetensors] the header would take ", h.size(),
+           " bytes, above the reference limit of ", kMaxHeader, "; shard the checkpoint");
+  w.write_le<uint64_t>(h.size());
+  w.write(h);
+  for (const auto& it : items) w.write_tensor(*it.t);
+}
+
+void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+  StateDict sd;
+  if (ckpt.root.is_tensor()) {
+    sd.insert("tensor", ckpt.root.as_tensor());
+    sd.metadata = ckpt.metadata;
+  } else {
+    sd = ckpt.state_dict();
+  }
+  Metadata meta = sd.metadata;
+  std::string fmt = opts.option("format", "pt");
+  if (fmt != "none" && !meta.count("format")) meta["format"] = fmt;
+  if (std::string shard = opts.option("shard_size"); !shard.empty()) {
+    try {
+      save_sharded_safetensors(sd, meta, path, parse_shard_size(shard), opts.overwrite);
+    } catch (Error& e) {
+      e.add_context(str("while writing shards for '", path.string(), "'"));
+      throw;
+    }
+    return;
+  }
+  AtomicFileWriter w(path, opts.overwrite);
+  try {
+    write_safetensors(w, sd, meta);
+  } catch (Error& e) {
+    e.add_context(str("while writing '", path.string(), "'"));
+    throw;
+  }
+  w.commit();
+}
+
 const FormatAdapter& safetensors_format() {
-  static const FormatAdapter a = detail::unavailable_adapter(
-      "safetensors", "safetensors", {".safetensors", }, nullptr, "not implemented yet");
+  static const FormatAdapter a = [] {
+    FormatAdapter f;
+    f.name = "safetensors";
+    f.description = "safetensors (zero-copy; tied weights kept as aliases; sharded index.json or folder)";
+    f.extensions = {".safetensors"};
+    f.sniff = [](const Source& s) {
+      if (!find_shard_index(s).empty()) return true;
+      if (!s.reader) {
+        std::error_code ec;
+        return std::filesystem::is_regular_file(s.path / "model.safetensors", ec);
+      }
+      if (s.reader->size() < 10) return false;
+      uint64_t n = s.reader->read_le<uint64_t>(0);
+      if (n < 2 || n > s.reader->size() - 8 || n > kMaxHeader) return false;
+      return s.reader->read_string(8, 1) == "{";
+    };
+    f.load = [](const Source& s, const LoadOptions& o) { return load_safetensors(s, o); };
+    f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_safetensors(c, p, o); };
+    return f;
+  }();
   return a;
 }
+
 }  // namespace tb

@@ -13,7 +13,7 @@ using namespace tb::compute;
 
 namespace {
 
-/** Minimal .npy reader for the float32 C-order fixtures of this area. */
+/** Minimal .npy reader for the little-endian C-order fixtures of this area (<f4, <f2, <u2). */
 Tensor npy(const std::string& rel) {
   auto path = tbtest::fixture(rel);
   std::ifstream f(path, std::ios::binary);
@@ -22,7 +22,11 @@ Tensor npy(const std::string& rel) {
   REQUIRE(bytes.substr(1, 5) == "NUMPY");
   size_t hlen = uint8_t(bytes[8]) | (size_t(uint8_t(bytes[9])) << 8), start = 10;
   std::string header = bytes.substr(start, hlen);
-  REQUIRE(header.find("'<f4'") != std::string::npos);
+  DType dt = header.find("'<f4'") != std::string::npos   ? DType::F32
+             : header.find("'<f2'") != std::string::npos ? DType::F16
+             : header.find("'<u2'") != std::string::npos ? DType::U16
+                                                         : DType::Bool;
+  REQUIRE(dt != DType::Bool);
   REQUIRE(header.find("'fortran_order': False") != std::string::npos);
   std::smatch m;
   REQUIRE(std::regex_search(header, m, std::regex("'shape': \\(([0-9, ]*)\\)")));
@@ -31,9 +35,9 @@ Tensor npy(const std::string& rel) {
   const std::regex num("[0-9]+");
   for (std::sregex_iterator it(dims.begin(), dims.end(), num), end; it != end; ++it)
     shape.push_back(std::stoll(it->str()));
-  size_t n = size_t(checked_numel(shape)) * 4;
+  size_t n = size_t(checked_numel(shape)) * dtype_size(dt);
   REQUIRE(bytes.size() == start + hlen + n);
-  return Tensor::from_bytes(DType::F32, shape, bytes.data() + start + hlen, n);
+  return Tensor::from_bytes(dt, shape, bytes.data() + start + hlen, n);
 }
 
 Tensor f32(Shape shape, std::vector<float> v) { return Tensor::from_vector(DType::F32, std::move(shape), v); }
@@ -198,7 +202,7 @@ TEST_CASE("cpu: fast paths agree with naive loops over odd shapes", "[compute]")
           bool ta = t & 1, tb = t & 2;
           Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 131 + n * 7 + k + t));
           Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n * 13 + k * 3 + t));
-          Tensor c = randn({m, 1}, 5);
+          Tensor c = (t & 1) ? randn({m, 1}, 5) : randn({n}, 6);  // column or row (Linear) bias
           Tensor y = be->gemm(a, b, &c, {ta, tb, 1.5f, -0.5f});
           std::vector<float> ref(size_t(m * n));
           const float* A = a.data_as<float>();
@@ -208,7 +212,7 @@ TEST_CASE("cpu: fast paths agree with naive loops over odd shapes", "[compute]")
               double s = 0;
               for (int64_t q = 0; q < k; ++q)
                 s += double(ta ? A[q * m + i] : A[i * k + q]) * (tb ? B[j * k + q] : B[q * n + j]);
-              ref[size_t(i * n + j)] = float(1.5 * s - 0.5 * at(c, i));
+              ref[size_t(i * n + j)] = float(1.5 * s - 0.5 * at(c, (t & 1) ? i : j));
             }
           check_close(y, f32({m, n}, ref), 1e-4, 1e-4);
         }
@@ -259,6 +263,22 @@ TEST_CASE("cpu: f16/bf16 storage with f32 accumulation, and casts", "[compute]")
   Tensor bf = be->cast(sweep, DType::BF16);
   REQUIRE(equal(bf, sweep.to(DType::BF16)));
   REQUIRE(equal(be->cast(bf, DType::F32), bf.to(DType::F32)));
+
+  // against numpy astype(float16) and torch .to(bfloat16): bit-exact, NaN-ness only for NaN inputs
+  auto h_np = npy("dtypes/f32_sweep_to_f16.npy").to_vector<uint16_t>();
+  auto bf_torch = npy("dtypes/f32_sweep_to_bf16_bits.npy").to_vector<uint16_t>();
+  auto h_ours = h.to_vector<uint16_t>(), bf_ours = bf.to_vector<uint16_t>();
+  auto in = sweep.to_vector<float>();
+  for (size_t i = 0; i < in.size(); ++i) {
+    INFO("element " << i << " = " << in[i]);
+    if (std::isnan(in[i])) {
+      REQUIRE(std::isnan(f16_bits_to_f32(h_ours[i])));
+      REQUIRE(std::isnan(bf16_bits_to_f32(bf_ours[i])));
+    } else {
+      REQUIRE(h_ours[i] == h_np[i]);
+      REQUIRE(bf_ours[i] == bf_torch[i]);
+    }
+  }
 
   Tensor a = randn({5, 64}, 1), b = randn({64, 3}, 2);
   Tensor y16 = be->matmul(a.to(DType::F16), b.to(DType::F16));

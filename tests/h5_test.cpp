@@ -2,6 +2,8 @@
 #include "tests/support.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -261,4 +263,25 @@ TEST_CASE("sniffing: signature after a user block, HDF5 named .keras or .bin", "
   CHECK(detect_format(Source::from_path(dir / "weights.bin")).name == "h5");
   CHECK(is_hdf5(*open_file(fixture("h5/plain.h5"))));
   CHECK_FALSE(is_hdf5(*memory_reader(std::vector<uint8_t>(600, 0x89))));
+}
+
+TEST_CASE("loads and saves from several threads at once (HDF5 calls are serialised)", "[h5]") {
+  TempDir dir;
+  Checkpoint ref = load_file(fixture("keras/mlp_keras2.h5"));
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        for (int k = 0; k < 5; ++k) {
+          Checkpoint c = load_file(fixture(i % 2 ? "keras/mlp_keras2.h5" : "h5/plain.h5"));
+          save(c, dir / str("t", i, "_", k, ".h5"), i % 2 ? "keras-h5" : "h5");
+          Checkpoint back = load_file(dir / str("t", i, "_", k, ".h5"));
+          if (back.state_dict().size() == c.state_dict().size()) ++good;
+        }
+      } catch (...) {
+      }
+    });
+  for (auto& t : threads) t.join();
+  CHECK(good == 20);
 }

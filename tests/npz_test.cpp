@@ -74,9 +74,21 @@ print(' '.join(repr(float(v)) for v in np.load(sys.argv[1])['X'].reshape(-1)))
   }
   LoadOptions o;
   o.allow_unknown_globals = true;
-  Checkpoint obj = load_npz(Source::from_path(tbtest::fixture("shared/numpy/py3-objarr_numpy2.npz")), o);
-  REQUIRE(obj.root.get("x"));
-  CHECK(obj.root.get("x")->kind() == Value::Kind::List);
+  for (const char* name : {"shared/numpy/py3-objarr_numpy2.npz", "shared/numpy/py2-objarr.npz"}) {
+    INFO(name);
+    Checkpoint obj = load_npz(Source::from_path(tbtest::fixture(name)), o);
+    REQUIRE(obj.root.get("x"));
+    CHECK(obj.root.get("x")->kind() == Value::Kind::List);
+    CHECK(obj.root.get("x")->items().size() == 4);
+  }
+  // by default the Python 2 xrange object is refused by name, with the member in the message
+  try {
+    load_path(tbtest::fixture("shared/numpy/py2-objarr.npz"));
+    FAIL("expected UnsafeError");
+  } catch (const UnsafeError& e) {
+    CHECK(std::string(e.what()).find("xrange") != std::string::npos);
+    CHECK(std::string(e.what()).find("x.npy") != std::string::npos);
+  }
 }
 
 TEST_CASE("our npz (stored and deflated) is read by np.load for every key, dots and slashes included", "[npz]") {

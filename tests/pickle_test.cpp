@@ -296,3 +296,37 @@ print('ok')
   CHECK(back.get("by")->as_str() == std::string("\x00\xff", 2));
   CHECK(back.get("a")->identity() == back.get("b")->identity());
 }
+
+TEST_CASE("Python 2 era pickles: SHORT_BINSTRING data, copy_reg._reconstructor, __builtin__") {
+  // A numpy float32 array as numpy on Python 2 pickles it (str data as SHORT_BINSTRING), by hand.
+  std::string data("\x00\x00\x80\x3f\x00\x00\x00\x40\x00\x00\x40\x40", 12);
+  std::string p = "\x80\x02" "cnumpy.core.multiarray\n_reconstruct\n" "cnumpy\nndarray\n" "K\x00\x85" "U\x01" "b\x87R"
+                  "(K\x01K\x03\x85" "cnumpy\ndtype\n" "U\x02" "f4K\x00K\x01\x87R"
+                  "(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+                  "\x89U\x0c"s + data + "tb."s;
+  Value v = run(p);
+  REQUIRE(v.is_tensor());
+  CHECK(v.as_tensor().to_vector<float>() == std::vector<float>{1, 2, 3});
+  // BINSTRING keys are text; copy_reg._reconstructor objects (protocols 0/1) keep class and state
+  auto pk = py_pickles(R"(
+import pickle
+class Foo(object):
+    pass
+f = Foo(); f.x = 3
+for p in (0, 1):
+    print(pickle.dumps({'f': f, 'r': list(range(3))}, protocol=p).hex())
+)");
+  for (const auto& b : pk) {
+    CHECK_THROWS_AS(pickle::load(b, "py.pkl"), UnsafeError);  // __main__.Foo is not allowed
+    pickle::Options o;
+    o.allow_unknown_globals = true;
+    Value d = pickle::load(b, "py.pkl", o);
+    const Value& f = *d.get("f");
+    REQUIRE(f.kind() == Value::Kind::Object);
+    CHECK(f.as_object().cls == "__main__.Foo");
+    CHECK(f.as_object().state->get("x")->as_int() == 3);
+    CHECK(d.get("r")->items().size() == 3);
+  }
+  CHECK(run("\x80\x02U\x03" "abcq\x00."s).as_str() == "abc");
+  CHECK(run("\x80\x02T\x02\x00\x00\x00hi."s).is_str());
+}

@@ -73,6 +73,29 @@ TEST_CASE("vulkan: registry, device name and residency", "[vulkan]") {
   // the CPU backend refuses device tensors with a clear error
   REQUIRE_THROWS_WITH(cpu_ref().relu(d), Catch::Contains("download() it from its backend first"));
   REQUIRE_THROWS_AS(make_backend("vulkan:99"), UnsupportedError);
+  REQUIRE(make_backend("vulkan:0")->name() == be->name());
+  // gemm with beta = 0 ignores C, even NaN
+  Tensor nan_c = Tensor::from_vector(DType::F32, {5}, std::vector<float>(5, NAN));
+  GemmParams p0{false, false, 1.0f, 0.0f};
+  Tensor a = randn({3, 3}, 2);
+  same(*be, be->gemm(a, h, &nan_c, p0), cpu_ref().gemm(a, h, &nan_c, p0), 1e-5, 1e-5, "gemm beta 0");
+}
+
+TEST_CASE("vulkan: recycled buffers never clobber pending work", "[vulkan]") {
+  auto be = vk();
+  Tensor x1 = randn({1000}, 1), x2 = randn({1000}, 2);
+  Tensor y;
+  {
+    Tensor d1 = be->upload(x1);
+    y = be->relu(d1);  // recorded, not yet run
+  }                    // d1's buffer is parked, but the pending relu still reads it
+  Tensor d2 = be->upload(x2);  // same size: must not reuse d1's buffer while it is in flight
+  REQUIRE(equal(be->download(y), cpu_ref().relu(x1)));
+  REQUIRE(equal(be->download(d2), x2));
+  for (int i = 0; i < 3; ++i) {  // after the submit the buffer is reused, with fresh contents
+    Tensor d = be->upload(x1);
+    REQUIRE(equal(be->download(be->relu(d)), cpu_ref().relu(x1)));
+  }
 }
 
 TEST_CASE("vulkan: gemm and linear match the CPU across tile edges", "[vulkan]") {

@@ -2,6 +2,9 @@
 // alignment, ZIP64, streaming members, and hostile archives refused.
 #include "tests/support.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstring>
 
 #include "formats/detail/zip.h"
@@ -266,4 +269,73 @@ TEST_CASE("hostile zips are refused with clear messages", "[zip]") {
     std::string msg = error_of<UnsupportedError>(bad);
     CHECK(msg.find("bzip2") != std::string::npos);
   }
+}
+
+namespace {
+/** Writes small chunks to a file and leaves holes for long runs of zeros (a sparse file). */
+class SparseFileWriter : public Writer {
+ public:
+  explicit SparseFileWriter(const std::filesystem::path& p) : f_(std::fopen(p.c_str(), "wb")) { REQUIRE(f_); }
+  ~SparseFileWriter() override { close(); }
+  using Writer::write;
+  void write(const void* data, size_t n) override {
+    static const std::vector<uint8_t> zeros(1 << 20);
+    const auto* p = static_cast<const uint8_t*>(data);
+    bool zero = n >= 4096 && n <= zeros.size() && std::memcmp(p, zeros.data(), n) == 0;
+    if (!zero) {
+      REQUIRE(std::fseek(f_, long(pos_), SEEK_SET) == 0);
+      REQUIRE(std::fwrite(p, 1, n, f_) == n);
+    }
+    pos_ += n;
+  }
+  uint64_t tell() const override { return pos_; }
+  void close() {
+    if (!f_) return;
+    std::fflush(f_);
+    REQUIRE(::ftruncate(fileno(f_), off_t(pos_)) == 0);
+    std::fclose(f_);
+    f_ = nullptr;
+  }
+
+ private:
+  FILE* f_;
+  uint64_t pos_ = 0;
+};
+}  // namespace
+
+TEST_CASE("members past 4 GiB use ZIP64 sizes and offsets (sparse file)", "[zip]") {
+  tbtest::TempDir dir;
+  auto path = dir / "big.zip";
+  const uint64_t big = (uint64_t(1) << 32) + 100;
+  {
+    SparseFileWriter w(path);
+    zip::ZipWriter zw(w);
+    zw.add_stored("a", std::string("first"));
+    zw.add_stored("big", big, [&](Writer& out) {
+      static const std::vector<uint8_t> zeros(1 << 20);
+      for (uint64_t left = big; left > 0;) {
+        size_t k = size_t(std::min<uint64_t>(left, zeros.size()));
+        out.write(zeros.data(), k);
+        left -= k;
+      }
+    });
+    zw.add_stored("c", std::string("after 4 GiB"));
+    zw.finish();
+    w.close();
+  }
+  zip::ZipReader zr(open_file(path));
+  CHECK(zr.zip64());
+  CHECK(zr.at("big").uncompressed_size == big);
+  CHECK(zr.at("c").local_header_offset > (uint64_t(1) << 32));
+  CHECK(zr.read_string(zr.at("c")) == "after 4 GiB");
+  CHECK(zr.read_string(zr.at("a")) == "first");
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+print([(i.filename, i.file_size, i.header_offset > 2**32) for i in z.infolist()], z.read('c'))
+)",
+                          {path.string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("('big', 4294967396, False), ('c', 11, True)] b'after 4 GiB'") != std::string::npos);
 }

@@ -5,10 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "compute/backend.h"
+#include "compute/cpu/sgemm.h"
 #include "compute/cpu/thread_pool.h"
 #include "compute/shape_infer.h"
 
@@ -27,12 +31,65 @@ Tensor as_f32(const Tensor& t) {
            "[cpu] a device tensor was passed to the CPU backend; download() it from its backend first");
   return t.dtype() == DType::F32 ? t.contiguous() : t.contiguous().to(DType::F32);
 }
+/** Recycles large output buffers: a fresh multi-megabyte malloc is a fresh mmap whose page faults
+ *  cost as much as the op itself (seed MLP at batch 4096). Bounded; thread-safe. */
+class BufferCache : public std::enable_shared_from_this<BufferCache> {
+ public:
+  std::shared_ptr<Storage> get(size_t nbytes) {
+    if (nbytes < (size_t(1) << 16)) return Storage::allocate(nbytes, false);
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(nbytes);
+      if (it != free_.end()) {
+        p = it->second;
+        free_.erase(it);
+        cached_ -= nbytes;
+      }
+    }
+    if (!p) p = std::aligned_alloc(64, (nbytes + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    auto self = shared_from_this();
+    std::shared_ptr<void> keep(p, [self, nbytes](void* q) { self->put(q, nbytes); });
+    return Storage::wrap(p, nbytes, keep, Storage::Kind::Heap);
+  }
+  ~BufferCache() {
+    for (auto& [n, p] : free_) std::free(p);
+  }
+
+ private:
+  void put(void* p, size_t nbytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cached_ + nbytes > kMaxCached) {
+      std::free(p);
+      return;
+    }
+    free_.emplace(nbytes, p);
+    cached_ += nbytes;
+  }
+  static constexpr size_t kMaxCached = size_t(256) << 20;
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  size_t cached_ = 0;
+};
+
+/** GEMM engine: TB_CPU_GEMM=own|openblas forces one (benchmarks); default picks per shape. */
+int gemm_engine() {
+  static const int e = [] {
+    const char* v = std::getenv("TB_CPU_GEMM");
+    if (v && std::string(v) == "own") return 1;
+    if (v && std::string(v) == "openblas") return 2;
+    return 0;
+  }();
+  return e;
+}
+
 /** Rounds an f32 result back to the storage dtype of the op's first input. */
 Tensor to_dtype(const Tensor& t, DType d) { return d == DType::F32 ? t : t.to(d); }
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : threads_(threads), pool_(threads) {}
+  explicit CpuBackend(int threads) : threads_(threads), pool_(threads), cache_(std::make_shared<BufferCache>()) {}
 
   std::string name() const override { return "cpu"; }
   bool supports(Op op, DType dtype) const override {
@@ -48,9 +105,20 @@ class CpuBackend final : public Backend {
     check_dtype(*this, Op::Gemm, b);
     auto g = detail::gemm_geom(a, b, c, p);
     Tensor A = as_f32(a), B = as_f32(b);
-    Tensor Y = Tensor::zeros(DType::F32, {g.m, g.n});
+    Tensor Y = empty({g.m, g.n});
     float* y = Y.data_as<float>();
     float beta = 0.0f;
+    const bool row_bias = c && p.beta != 0.0f && c->numel() == g.n && (c->dim() == 1 || c->shape()[0] == 1);
+    if (row_bias && !p.trans_a && sgemm_available() && use_own_gemm(g.m, g.n, g.k)) {
+      // Linear's bias: folded into the kernel's store (no separate pass over C)
+      Tensor C = as_f32(*c);
+      std::vector<float> bias(C.data_as<float>(), C.data_as<float>() + g.n);
+      if (p.beta != 1.0f)
+        for (auto& v : bias) v *= p.beta;
+      sgemm_packed(pool_, g.m, g.n, g.k, p.alpha, A.data_as<float>(), B.data_as<float>(), p.trans_b, false, y,
+                   bias.data());
+      return to_dtype(Y, a.dtype());
+    }
     if (c && p.beta != 0.0f) {
       Tensor C = as_f32(*c);
       Shape st = detail::broadcast_strides(C.shape(), {g.m, g.n});
@@ -70,7 +138,7 @@ class CpuBackend final : public Backend {
     check_dtype(*this, Op::MatMul, b);
     auto g = detail::matmul_geom(a, b);
     Tensor A = as_f32(a), B = as_f32(b);
-    Tensor Y = Tensor::zeros(DType::F32, g.out_shape);
+    Tensor Y = empty(g.out_shape);
     for (int64_t i = 0; i < g.batch; ++i) {
       sgemm(false, false, g.m, g.n, g.k, 1.0f, A.data_as<float>() + g.a_batch_index[size_t(i)] * g.m * g.k,
             B.data_as<float>() + g.b_batch_index[size_t(i)] * g.k * g.n, 0.0f, Y.data_as<float>() + i * g.m * g.n);
@@ -84,7 +152,7 @@ class CpuBackend final : public Backend {
   Tensor relu(const Tensor& x) override {
     check_dtype(*this, Op::Relu, x);
     Tensor X = as_f32(x);
-    Tensor Y = Tensor::zeros(DType::F32, X.shape());
+    Tensor Y = empty(X.shape());
     const float* xp = X.data_as<float>();
     float* yp = Y.data_as<float>();
     pool_.parallel_for(X.numel(), 1 << 14, [&](int64_t i0, int64_t i1) {
@@ -99,7 +167,7 @@ class CpuBackend final : public Backend {
     auto g = detail::conv2d_geom(x, w, bias, p);
     Tensor X = as_f32(x), W = as_f32(w);
     Tensor Bv = bias ? as_f32(*bias) : Tensor();
-    Tensor Y = Tensor::zeros(DType::F32, {g.n, g.o, g.oh, g.ow});
+    Tensor Y = empty({g.n, g.o, g.oh, g.ow});
     const int64_t cg = g.c / g.groups, og = g.o / g.groups;
     const int64_t kdim = cg * g.kh * g.kw, npix = g.oh * g.ow;
     const bool direct = g.kh == 1 && g.kw == 1 && p.stride[0] == 1 && p.stride[1] == 1 && p.padding[0] == 0 &&
@@ -133,7 +201,7 @@ class CpuBackend final : public Backend {
     auto g = detail::pool2d_geom(x, p);
     Tensor X = as_f32(x);
     Shape out_shape = x.dim() == 4 ? Shape{g.n, g.c, g.oh, g.ow} : Shape{g.c, g.oh, g.ow};
-    Tensor Y = Tensor::zeros(DType::F32, out_shape);
+    Tensor Y = empty(out_shape);
     const float* xp = X.data_as<float>();
     float* yp = Y.data_as<float>();
     pool_.parallel_for(g.n * g.c, 1, [&](int64_t p0, int64_t p1) {
@@ -174,7 +242,7 @@ class CpuBackend final : public Backend {
       shift[size_t(i)] = float((bias ? Bt.data_as<float>()[i] : 0.0f) - M.data_as<float>()[i] * s);
     }
     Tensor X = as_f32(x);
-    Tensor Y = Tensor::zeros(DType::F32, X.shape());
+    Tensor Y = empty(X.shape());
     int64_t inner = 1;
     for (int64_t d = 2; d < X.dim(); ++d) inner *= X.shape()[size_t(d)];
     const float* xp = X.data_as<float>();
@@ -193,7 +261,7 @@ class CpuBackend final : public Backend {
     check_dtype(*this, Op::Softmax, x);
     int64_t ax = detail::normalize_axis(axis, x.dim(), "softmax");
     Tensor X = as_f32(x);
-    Tensor Y = Tensor::zeros(DType::F32, X.shape());
+    Tensor Y = empty(X.shape());
     int64_t outer = 1, len = x.dim() ? X.shape()[size_t(ax)] : 1, inner = 1;
     for (int64_t d = 0; d < ax; ++d) outer *= X.shape()[size_t(d)];
     for (int64_t d = ax + 1; d < X.dim(); ++d) inner *= X.shape()[size_t(d)];
@@ -229,12 +297,24 @@ class CpuBackend final : public Backend {
              float beta, float* c) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
-      for (int64_t i = 0; i < m * n; ++i) c[i] *= beta;
+      for (int64_t i = 0; i < m * n; ++i) c[i] = beta == 0.0f ? 0.0f : c[i] * beta;
+      return;
+    }
+    if (!ta && (beta == 0.0f || beta == 1.0f) && sgemm_available() && use_own_gemm(m, n, k)) {
+      sgemm_packed(pool_, m, n, k, alpha, a, b, tb, beta == 1.0f, c);
       return;
     }
     openblas_set_num_threads(threads_);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
                 alpha, a, ta ? int(m) : int(k), b, tb ? int(k) : int(n), beta, c, int(n));
+  }
+
+  /** Measured with bench/bench_compute (2 threads, AVX-512): our kernel wins on skinny products
+   *  (small K or N, the MLP shapes), OpenBLAS on large square ones. */
+  static bool use_own_gemm(int64_t m, int64_t n, int64_t k) {
+    if (gemm_engine() != 0) return gemm_engine() == 1;
+    (void)m;
+    return std::min(n, k) <= 256;
   }
 
   void im2col(const float* x, int64_t cg, const detail::ConvGeom& g, const Conv2dParams& p, float* col) {
@@ -260,7 +340,7 @@ class CpuBackend final : public Backend {
     check_dtype(*this, op, b);
     Shape out = detail::broadcast_shapes(a.shape(), b.shape(), op_name(op));
     Tensor A = as_f32(a), B = as_f32(b);
-    Tensor Y = Tensor::zeros(DType::F32, out);
+    Tensor Y = empty(out);
     const float* ap = A.data_as<float>();
     const float* bp = B.data_as<float>();
     float* yp = Y.data_as<float>();
@@ -296,8 +376,14 @@ class CpuBackend final : public Backend {
     return to_dtype(Y, a.dtype());
   }
 
+  /** Uninitialised contiguous f32 tensor (every op writes all of its output). */
+  Tensor empty(const Shape& shape) {
+    return Tensor(cache_->get(size_t(checked_numel(shape)) * 4), DType::F32, shape, contiguous_strides(shape));
+  }
+
   int threads_;
   ThreadPool pool_;
+  std::shared_ptr<BufferCache> cache_;
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Vulkan backend: device tensors are tb::Tensors over External storage that keeps a Buffer alive
 // (see Note [device tensors] in compute/backend.h). Ops record dispatches into one CommandStream;
 // nothing is submitted until download() or synchronize(), so a network runs without host round trips.
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -22,19 +23,47 @@ using detail::check_dtype;
 
 bool is_float_storage(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
-/** Storage -> Buffer of the live device tensors of one backend. */
+/** Storage -> Buffer of the live device tensors of one backend, plus freed buffers kept for reuse
+ *  (vkAllocateMemory per op is slow on real drivers and their allocation count is limited). */
 struct Registry {
   std::mutex mu;
   std::unordered_map<const Storage*, std::shared_ptr<Buffer>> buffers;
+  std::multimap<size_t, std::shared_ptr<Buffer>> free;
+  size_t free_bytes = 0;
+  bool backend_alive = true;  // tensors outliving their backend release their buffers directly
+  static constexpr size_t kMaxFreeBytes = size_t(512) << 20;
+
+  /** A recycled buffer of exactly this size that no recorded command still uses, or null. */
+  std::shared_ptr<Buffer> take(size_t size) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto range = free.equal_range(size);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second.use_count() == 1) {  // not referenced by a pending CommandStream
+        auto b = std::move(it->second);
+        free.erase(it);
+        free_bytes -= size;
+        return b;
+      }
+    }
+    return nullptr;
+  }
 };
 
-/** keepalive of a device tensor's Storage: removes the registry entry when the storage dies. */
+/** keepalive of a device tensor's Storage: when the storage dies, unregisters it and parks its
+ *  buffer for reuse. */
 struct Holder {
   std::shared_ptr<Registry> registry;
   const Storage* key = nullptr;
   ~Holder() {
     std::lock_guard<std::mutex> lock(registry->mu);
-    registry->buffers.erase(key);
+    auto it = registry->buffers.find(key);
+    if (it == registry->buffers.end()) return;
+    size_t size = it->second->size();
+    if (registry->backend_alive && registry->free_bytes + size <= Registry::kMaxFreeBytes) {
+      registry->free.emplace(size, std::move(it->second));
+      registry->free_bytes += size;
+    }
+    registry->buffers.erase(it);
   }
 };
 
@@ -56,12 +85,23 @@ uint32_t u32(int64_t v, const char* what) {
 class VulkanBackend final : public Backend {
  public:
   explicit VulkanBackend(std::shared_ptr<Context> ctx)
-      : ctx_(std::move(ctx)), stream_(ctx_), registry_(std::make_shared<Registry>()) {}
+      : ctx_(std::move(ctx)), stream_(ctx_), registry_(std::make_shared<Registry>()) {
+    // Note [gemm shader choice]: shared-memory tiling (gemm.comp) suits GPUs; on CPU devices
+    // (lavapipe) barriers are costly and the direct variant is faster (bench/bench_compute).
+    // TB_VK_GEMM=tiled|direct overrides.
+    const char* env = std::getenv("TB_VK_GEMM");
+    bool cpu_device = ctx_->properties().deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    gemm_shader_ = env ? (std::string(env) == "direct" ? "gemm_direct" : "gemm") : (cpu_device ? "gemm_direct" : "gemm");
+  }
   ~VulkanBackend() override {
     try {
       stream_.submit_and_wait();
     } catch (const Error&) {
     }
+    std::lock_guard<std::mutex> lock(registry_->mu);
+    registry_->free.clear();
+    registry_->free_bytes = 0;
+    registry_->backend_alive = false;
   }
 
   std::string name() const override { return "vulkan:" + std::to_string(index_) + " (" + ctx_->device_name() + ")"; }
@@ -125,7 +165,7 @@ class VulkanBackend final : public Backend {
     pc.a_si = p.trans_a ? 1 : pc.K, pc.a_sk = p.trans_a ? pc.M : 1;
     pc.b_sk = p.trans_b ? 1 : pc.N, pc.b_sn = p.trans_b ? pc.K : 1;
     pc.alpha = p.alpha, pc.beta = p.beta;
-    if (c && c->numel() > 0) {
+    if (c && c->numel() > 0 && p.beta != 0.0f) {  // beta 0 ignores C entirely (NaN/Inf in C included)
       Shape st = detail::broadcast_strides(C.shape(), {g.m, g.n});
       pc.c_si = uint32_t(st[0]), pc.c_sn = uint32_t(st[1]), pc.has_c = 1;
     }
@@ -283,7 +323,7 @@ class VulkanBackend final : public Backend {
     u32(B.numel(), "B size");
     uint32_t gx = (pc.N + 63) / 64, gy = (pc.M + 63) / 64;
     TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
-    stream_.dispatch(pipeline("gemm"), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
+    stream_.dispatch(pipeline(gemm_shader_),  {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
   }
 
   Tensor binary(Op op, const Tensor& a, const Tensor& b) {
@@ -316,7 +356,8 @@ class VulkanBackend final : public Backend {
   /** A new contiguous device tensor and its buffer. */
   std::pair<Tensor, std::shared_ptr<Buffer>> alloc(DType dtype, const Shape& shape) {
     size_t nbytes = size_t(checked_numel(shape)) * dtype_size(dtype);
-    auto buf = Buffer::create(ctx_, nbytes, Buffer::Use::Device);
+    auto buf = registry_->take(std::max<size_t>(4, (nbytes + 3) / 4 * 4));
+    if (!buf) buf = Buffer::create(ctx_, nbytes, Buffer::Use::Device);
     auto holder = std::make_shared<Holder>();
     holder->registry = registry_;
     auto storage = Storage::wrap(nullptr, nbytes, holder, Storage::Kind::External);
@@ -368,6 +409,7 @@ class VulkanBackend final : public Backend {
   std::shared_ptr<Registry> registry_;
   std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
   int index_ = 0;
+  std::string gemm_shader_ = "gemm";
 };
 
 }  // namespace

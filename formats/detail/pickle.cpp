@@ -87,7 +87,8 @@ const std::set<std::string>& allowed_set() {
       "torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type", "torch.Size", "torch.device",
       "torch.serialization._get_layout", "torch.Tensor", "torch.nn.parameter.Parameter",
       "torch.nn.parameter.Buffer", "torch._utils._rebuild_meta_tensor_no_storage",
-      "numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype", "numpy.core.multiarray.scalar",
+      "numpy.core.multiarray._reconstruct", "numpy.core._internal._reconstruct", "numpy.ndarray",
+      "builtins.range", "builtins.xrange", "numpy.dtype", "numpy.core.multiarray.scalar",
   };
   return s;
 }
@@ -366,8 +367,9 @@ class Machine {
 
   // -- calls (never executed: interpreted or refused) --
   void note_global(const std::string& q) {
-    if (std::find(globals_.begin(), globals_.end(), q) == globals_.end()) globals_.push_back(q);
-    if (!allowed_qual(q) && std::find(unsafe_.begin(), unsafe_.end(), q) == unsafe_.end()) unsafe_.push_back(q);
+    if (!seen_globals_.insert(q).second) return;
+    globals_.push_back(q);
+    if (!allowed_qual(q)) unsafe_.push_back(q);
   }
   Value call(const Value& callable, Value args);
   Value instantiate(const Value& cls, Value args);
@@ -395,6 +397,7 @@ class Machine {
   std::unordered_map<const void*, std::pair<uint32_t, Value>> theight_;  // tuple nesting heights
   std::unordered_map<const void*, Value> replaced_;  // numpy objects turned into tensors by BUILD
   std::vector<std::string> globals_, unsafe_;
+  std::unordered_set<std::string> seen_globals_;
   int protocol_ = 0;
   bool ok_ = false;
 };
@@ -523,7 +526,20 @@ Value Machine::call(const Value& callable, Value args) {
     nargs(1, 1);
     return Value::string(a[0].as_str());
   }
-  if (q == "numpy.core.multiarray._reconstruct") {
+  if (q == "builtins.range" || q == "builtins.xrange") {
+    nargs(1, 3);
+    int64_t start = a.size() > 1 ? a[0].as_int() : 0, stop = a.size() > 1 ? a[1].as_int() : a[0].as_int();
+    int64_t step = a.size() > 2 ? a[2].as_int() : 1;
+    TB_CHECK(step != 0, FormatError, at(), ": range() with step 0");
+    // Materialised when small (a tiny pickle must not become a huge list); else kept as an object.
+    int64_t n = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
+                         : (start > stop ? (start - stop - step - 1) / -step : 0);
+    if (n > 65536) return Value::object("builtins.range", std::move(args));
+    ValueList items;
+    for (int64_t i = 0, x = start; i < n; ++i, x += step) items.push_back(Value::integer(x));
+    return Value::list(std::move(items));
+  }
+  if (q == "numpy.core.multiarray._reconstruct" || q == "numpy.core._internal._reconstruct") {
     nargs(3, 3);
     return Value::object("numpy.ndarray");
   }
@@ -1250,24 +1266,22 @@ uint32_t Pickler::memoize(const void* key) {
     out_.push_back('r');
     put_u32(out_, idx);
   }
-  if (key) memo_keys_.emplace_back(key, idx);
+  if (key) memo_keys_[key] = idx;
   return idx;
 }
 
 bool Pickler::get_memo(const void* key) {
   if (!key) return false;
-  for (auto it = memo_keys_.rbegin(); it != memo_keys_.rend(); ++it)
-    if (it->first == key) {
-      if (it->second < 256) {
-        out_.push_back('h');
-        out_.push_back(uint8_t(it->second));
-      } else {
-        out_.push_back('j');
-        put_u32(out_, it->second);
-      }
-      return true;
-    }
-  return false;
+  auto it = memo_keys_.find(key);
+  if (it == memo_keys_.end()) return false;
+  if (it->second < 256) {
+    out_.push_back('h');
+    out_.push_back(uint8_t(it->second));
+  } else {
+    out_.push_back('j');
+    put_u32(out_, it->second);
+  }
+  return true;
 }
 
 void Pickler::global_(const std::string& module, const std::string& name) {

@@ -14,10 +14,11 @@
 //   collections.OrderedDict        -> Dict with cls "collections.OrderedDict"; a BUILD state
 //                                     ({'_metadata': ...}) goes to ValueDict::attrs, never into items
 //   torch._utils._rebuild_tensor(_v2/_v3), _rebuild_parameter(_with_state), _rebuild_from_type_v2
-//                                  -> Tensor views over the Storage returned by persistent_load
-//                                     (a Value::tensor of dtype U8 holding the whole storage bytes,
-//                                     or a Value::object "torch.storage" see pt.cpp); the loader
-//                                     passes persistent ids through Options::persistent_load
+//                                  -> Tensor views (offset/stride in elements) over the storage that
+//                                     Options::persistent_load returns for the BINPERSID: a 1-d
+//                                     Value::tensor of the storage dtype (U8 for UntypedStorage)
+//                                     spanning the whole storage; views of one storage share it.
+//                                     A None storage (dry run) makes the rebuild return None.
 //   torch.Size                     -> Tuple;  torch.device -> Str ("cpu")
 //   torch.<dtype> (torch.float32)  -> Object cls "torch.dtype", args = Str "float32"
 //   torch.<X>Storage               -> Object cls "torch.<X>Storage" (a class reference)
@@ -26,12 +27,18 @@
 //   numpy.dtype                    -> Object cls "numpy.dtype", args = Str descr ("<f4")
 //   numpy.core.multiarray.scalar   -> 0-d Tensor
 //   complex(re, im)                -> Complex; set/frozenset -> Set; slice -> Tuple (start, stop, step)
+//   range/xrange(...)              -> List of ints (up to 65536 items; else Object "builtins.range")
+//   a class/function reference that is never called (e.g. xrange in an object array)
+//                                  -> Object cls "global", args = Str "module.name"
+//   torch.nn.modules.* instances   -> Object {cls, args, state = the module's __dict__} (allowed: never
+//                                     called, only their state is recorded)
 //   anything else                  -> UnsafeError, or (allow_unknown_globals) Object {cls, args, state}
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "tensor/io.h"
@@ -115,7 +122,7 @@ class Pickler {
  private:
   int protocol_;
   std::vector<uint8_t> out_;
-  std::vector<std::pair<const void*, uint32_t>> memo_keys_;
+  std::unordered_map<const void*, uint32_t> memo_keys_;
   std::vector<std::pair<std::string, uint32_t>> global_memo_;
   uint32_t next_memo_ = 0;
   size_t depth_ = 0;

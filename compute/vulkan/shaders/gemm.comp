@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : enable
 // Tiled GEMM: Y[b] = alpha * op(A)[b] @ op(B)[b] + beta * C (broadcast through strides).
 // 64x64 output tile per workgroup of 16x16 threads (4x4 outputs each), K in steps of 16 through
 // shared memory. Operands are addressed by element strides, so transposes cost nothing.
@@ -26,10 +27,10 @@ void main() {
   uint row0 = gl_WorkGroupID.y * BM, col0 = gl_WorkGroupID.x * BN, batch = gl_WorkGroupID.z;
   uint abase = p.a_off + batch * p.a_bs, bbase = p.b_off + batch * p.b_bs;
   float acc[4][4];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0;
+  [[unroll]] for (int i = 0; i < 4; ++i)
+    [[unroll]] for (int j = 0; j < 4; ++j) acc[i][j] = 0.0;
   for (uint k0 = 0; k0 < p.K; k0 += BK) {
-    for (uint t = 0; t < 4; ++t) {
+    [[unroll]] for (uint t = 0; t < 4; ++t) {
       uint e = tid + t * 256;
       uint r = e / BK, kk = e % BK;
       uint gi = row0 + r, gk = k0 + kk;
@@ -39,19 +40,19 @@ void main() {
       Bs[kb][cc] = (gn < p.N && gkb < p.K) ? b[bbase + gkb * p.b_sk + gn * p.b_sn] : 0.0;
     }
     barrier();
-    for (uint kk = 0; kk < BK; ++kk) {
+    [[unroll]] for (uint kk = 0; kk < BK; ++kk) {
       float av[4], bv[4];
-      for (uint i = 0; i < 4; ++i) av[i] = As[kk][ly + 16 * i];
-      for (uint j = 0; j < 4; ++j) bv[j] = Bs[kk][lx + 16 * j];
-      for (uint i = 0; i < 4; ++i)
-        for (uint j = 0; j < 4; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+      [[unroll]] for (uint i = 0; i < 4; ++i) av[i] = As[kk][ly + 16 * i];
+      [[unroll]] for (uint j = 0; j < 4; ++j) bv[j] = Bs[kk][lx + 16 * j];
+      [[unroll]] for (uint i = 0; i < 4; ++i)
+        [[unroll]] for (uint j = 0; j < 4; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
     }
     barrier();
   }
-  for (uint i = 0; i < 4; ++i) {
+  [[unroll]] for (uint i = 0; i < 4; ++i) {
     uint gi = row0 + ly + 16 * i;
     if (gi >= p.M) continue;
-    for (uint j = 0; j < 4; ++j) {
+    [[unroll]] for (uint j = 0; j < 4; ++j) {
       uint gn = col0 + lx + 16 * j;
       if (gn >= p.N) continue;
       float v = p.alpha * acc[i][j];

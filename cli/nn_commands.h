@@ -1,0 +1,11 @@
+// `tensorbridge run`: load weights into a model and run it on an input array (issue 9).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace tb::cli {
+
+/** Adds the `run` subcommand; called once from register_commands(). */
+void register_nn_commands(CLI::App& app);
+
+}  // namespace tb::cli

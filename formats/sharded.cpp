@@ -1,0 +1,274 @@
+// Sharded checkpoints: index.json + shards; layout in sharded.h.
+#include "formats/sharded.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "formats/registry.h"
+#include "formats/safetensors.h"
+
+namespace tb {
+
+namespace fs = std::filesystem;
+using ojson = nlohmann::ordered_json;
+
+uint64_t parse_shard_size(const std::string& text) {
+  std::string s;
+  for (char c : text)
+    if (!std::isspace(static_cast<unsigned char>(c))) s += c;
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  TB_CHECK(i > 0, UnsupportedError, "shard size '", text, "' must start with a number (e.g. 5GB, 500MB, 2GiB)");
+  double num = 0;
+  try {
+    num = std::stod(s.substr(0, i));
+  } catch (...) {
+    throw UnsupportedError(str("shard size '", text, "' is not a number"));
+  }
+  std::string unit = s.substr(i);
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return char(std::toupper(c)); });
+  static const std::map<std::string, double> units = {
+      {"", 1},          {"B", 1},         {"KB", 1e3},          {"MB", 1e6},          {"GB", 1e9},
+      {"TB", 1e12},     {"KIB", 1024.0},  {"MIB", 1048576.0},   {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
+  auto u = units.find(unit);
+  TB_CHECK(u != units.end(), UnsupportedError, "shard size '", text, "': unknown unit '", unit,
+           "' (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
+  double bytes = num * u->second;
+  TB_CHECK(bytes >= 1 && bytes < 1.8e19, UnsupportedError, "shard size '", text, "' is out of range");
+  return uint64_t(bytes);
+}
+
+namespace {
+/** The same view of the same storage (what the safetensors writer stores once). */
+bool same_view(const Tensor& a, const Tensor& b) {
+  return a.shares_storage(b) && a.byte_offset() == b.byte_offset() && a.dtype() == b.dtype() &&
+         a.shape() == b.shape() && a.strides() == b.strides();
+}
+
+/** Bytes of tensor data once tied tensors are counted once. */
+uint64_t unique_bytes(const std::vector<const Tensor*>& ts) {
+  uint64_t sum = 0;
+  std::map<std::pair<const void*, int64_t>, std::vector<const Tensor*>> buckets;
+  for (const Tensor* t : ts) {
+    auto& b = buckets[{t->storage().get(), t->byte_offset()}];
+    bool dup = std::any_of(b.begin(), b.end(), [&](const Tensor* o) { return same_view(*o, *t); });
+    if (!dup) {
+      sum += t->nbytes();
+      b.push_back(t);
+    }
+  }
+  return sum;
+}
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+fs::path find_shard_index(const Source& src) {
+  try {
+    std::error_code ec;
+    if (src.reader) {
+      if (!ends_with(src.path.filename().string(), ".index.json")) return {};
+      size_t n = size_t(std::min<uint64_t>(src.reader->size(), 1 << 16));
+      return src.reader->read_string(0, n).find("\"weight_map\"") != std::string::npos ? src.path : fs::path();
+    }
+    if (!fs::is_directory(src.path, ec)) return {};
+    for (const char* name : {"model.safetensors.index.json", "pytorch_model.bin.index.json"})
+      if (fs::is_regular_file(src.path / name, ec)) return src.path / name;
+    fs::path found;
+    for (const auto& e : fs::directory_iterator(src.path, ec)) {
+      if (!ends_with(e.path().filename().string(), ".index.json")) continue;
+      if (!found.empty()) return {};  // ambiguous
+      found = e.path();
+    }
+    return found;
+  } catch (...) {
+    return {};
+  }
+}
+
+Checkpoint load_sharded(const fs::path& index, const LoadOptions& opts) {
+  const std::string L = index.string();
+  std::string text = read_text_file(index, 64u << 20);
+  ojson j;
+  try {
+    j = ojson::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(str("[sharded] '", L, "' is not valid JSON (", e.what(), ")"));
+  }
+  TB_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), FormatError, "[sharded] '", L,
+           "' has no \"weight_map\" object mapping tensor names to shard files");
+  const fs::path folder = index.parent_path().empty() ? fs::path(".") : index.parent_path();
+  const fs::path canon_folder = fs::weakly_canonical(folder);
+
+  // Shard paths: relative, inside the folder.
+  std::vector<std::string> shard_order;
+  std::vector<std::pair<std::string, std::string>> names;  // tensor -> shard
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    TB_CHECK(it.value().is_string(), FormatError, "[sharded] '", L, "': weight_map entry '", it.key(),
+             "' must be a shard file name but is ", it.value().dump());
+    std::string shard = it.value().get<std::string>();
+    fs::path rel(shard);
+    bool bad = shard.empty() || rel.is_absolute() || rel.has_root_name() || rel.has_root_directory();
+    for (const auto& part : rel) bad = bad || part == "..";
+    TB_CHECK(!bad, UnsafeError, "[sharded] '", L, "': shard path '", shard, "' for '", it.key(),
+             "' leaves the checkpoint folder (absolute or '..'); refused");
+    fs::path full = fs::weakly_canonical(folder / rel);
+    auto [a, b] = std::mismatch(canon_folder.begin(), canon_folder.end(), full.begin(), full.end());
+    TB_CHECK(a == canon_folder.end(), UnsafeError, "[sharded] '", L, "': shard path '", shard,
+             "' resolves outside the checkpoint folder (symlink?); refused");
+    if (std::find(shard_order.begin(), shard_order.end(), shard) == shard_order.end()) shard_order.push_back(shard);
+    names.emplace_back(it.key(), shard);
+  }
+
+  std::map<std::string, StateDict> shards;
+  Checkpoint c;
+  c.format = "safetensors";
+  bool all_st = true;
+  for (const auto& shard : shard_order) {
+    fs::path p = folder / shard;
+    std::error_code ec;
+    TB_CHECK(fs::is_regular_file(p, ec), IoError, "[sharded] '", L, "': shard '", shard, "' is missing (expected ",
+             p.string(), ")");
+    Checkpoint sc;
+    try {
+      if (ends_with(shard, ".safetensors")) {
+        sc = load_safetensors(Source::from_path(p, opts.mmap), opts);
+      } else {
+        all_st = false;
+        sc = load(p, opts);
+      }
+    } catch (Error& e) {
+      e.add_context(str("while loading shard '", shard, "' of '", L, "'"));
+      throw;
+    }
+    if (c.metadata.empty()) c.metadata = sc.metadata;
+    if (!all_st) c.format = sc.format;  // torch shards: report the shards' format
+    shards.emplace(shard, sc.state_dict());
+  }
+
+  c.root = Value::dict();
+  uint64_t sum_all = 0;
+  std::vector<const Tensor*> indexed;
+  std::set<const void*> storages;
+  uint64_t sum_storages = 0;
+  for (const auto& [name, shard] : names) {
+    const Tensor* t = shards.at(shard).find(name);
+    TB_CHECK(t != nullptr, KeyError, "[sharded] '", L, "': weight_map puts '", name, "' in '", shard,
+             "' but that shard has no such tensor");
+    c.root.set_item(Value::string(name), Value::tensor(*t));
+    sum_all += t->nbytes();
+    indexed.push_back(t);
+    if (storages.insert(t->storage().get()).second) sum_storages += t->storage()->nbytes();
+  }
+  const uint64_t sum_unique = unique_bytes(indexed);
+  if (j.contains("metadata") && j["metadata"].is_object()) {
+    const auto& m = j["metadata"];
+    if (m.contains("total_size")) {
+      TB_CHECK(m["total_size"].is_number(), FormatError, "[sharded] '", L, "': metadata.total_size must be a number");
+      uint64_t total = m["total_size"].is_number_unsigned() ? m["total_size"].get<uint64_t>()
+                                                            : uint64_t(m["total_size"].get<double>());
+      TB_CHECK(total == sum_all || total == sum_unique || total == sum_storages, FormatError, "[sharded] '", L,
+               "': metadata.total_size is ", total, " but the indexed tensors hold ", sum_unique,
+               " bytes; a shard was replaced or the index is stale");
+    }
+    for (auto it = m.begin(); it != m.end(); ++it)
+      if (it.key() != "total_size") c.info.emplace_back("index " + it.key(), it.value().dump());
+  }
+  c.info.emplace_back("shards", std::to_string(shard_order.size()));
+  c.info.emplace_back("index", index.filename().string());
+  return c;
+}
+
+std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metadata& metadata, const fs::path& path,
+                                               uint64_t max_shard_bytes, bool overwrite) {
+  TB_CHECK(max_shard_bytes > 0, UnsupportedError, "shard size must be positive");
+  std::error_code ec;
+  fs::path folder = path, prefix = "model";
+  if (!fs::is_directory(path, ec)) {
+    folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+    prefix = path.stem();
+  }
+  // Split: state-dict order, tensors of one storage together (huggingface_hub's rule).
+  std::vector<StateDict> shards(1);
+  std::vector<uint64_t> shard_bytes(1, 0);
+  std::map<const void*, size_t> storage_shard;
+  std::vector<std::pair<std::string, size_t>> later;  // shared-storage tensors, placed after the split
+  for (const auto& [name, t] : sd) {
+    const void* sid = t.storage().get();
+    if (auto s = storage_shard.find(sid); s != storage_shard.end()) {
+      later.emplace_back(name, s->second);
+      continue;
+    }
+    uint64_t size = t.nbytes();
+    size_t target;
+    if (size > max_shard_bytes) {
+      if (!shards.back().empty()) {
+        shards.emplace_back();
+        shard_bytes.push_back(0);
+      }
+      target = shards.size() - 1;
+      shards.back().insert(name, t);
+      shard_bytes.back() += size;
+      shards.emplace_back();
+      shard_bytes.push_back(0);
+    } else {
+      if (shard_bytes.back() + size > max_shard_bytes && !shards.back().empty()) {
+        shards.emplace_back();
+        shard_bytes.push_back(0);
+      }
+      target = shards.size() - 1;
+      shards.back().insert(name, t);
+      shard_bytes.back() += size;
+    }
+    storage_shard.emplace(sid, target);
+  }
+  for (const auto& [name, idx] : later) shards[idx].insert(name, sd.at(name));
+  while (shards.size() > 1 && shards.back().empty()) shards.pop_back();
+
+  if (shards.size() == 1) {
+    fs::path out = fs::is_directory(path, ec) ? path / "model.safetensors" : path;
+    AtomicFileWriter w(out, overwrite);
+    write_safetensors(w, shards[0], metadata);
+    w.commit();
+    return {out};
+  }
+  const size_t n = shards.size();
+  auto shard_name = [&](size_t i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu.safetensors", i + 1, n);
+    return prefix.string() + buf;
+  };
+  std::vector<std::unique_ptr<AtomicFileWriter>> writers;
+  nlohmann::json index;  // std::map keys: sorted like json.dumps(sort_keys=True)
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    fs::path p = folder / shard_name(i);
+    writers.push_back(std::make_unique<AtomicFileWriter>(p, overwrite));
+    write_safetensors(*writers.back(), shards[i], metadata);
+    std::vector<const Tensor*> ts;
+    for (const auto& [name, t] : shards[i]) {
+      index["weight_map"][name] = shard_name(i);
+      ts.push_back(&t);
+    }
+    total += unique_bytes(ts);
+  }
+  index["metadata"]["total_size"] = total;
+  fs::path index_path = folder / (prefix.string() + ".safetensors.index.json");
+  writers.push_back(std::make_unique<AtomicFileWriter>(index_path, overwrite));
+  writers.back()->write(index.dump(2, ' ', true) + "\n");
+  std::vector<fs::path> written;
+  for (auto& w : writers) {
+    w->commit();
+    written.push_back(w->target());
+  }
+  return written;
+}
+
+}  // namespace tb

@@ -1,0 +1,41 @@
+// Sharded checkpoints (Hugging Face layout; FORMATS.md section 6.4).
+//
+//  1. Shards: model-00001-of-00003.safetensors ... (or pytorch_model-00001-of-00002.bin for torch), each an
+//     ordinary file of its format, in one folder.
+//  2. Index: model.safetensors.index.json / pytorch_model.bin.index.json in the same folder:
+//       {"metadata": {"total_size": <bytes of tensor data>, ...}, "weight_map": {"<tensor name>": "<shard file>"}}
+//     written with indent=2 and sorted keys. Shard paths are relative and must stay inside the folder.
+// Reading: the index (or a folder holding exactly one index, or a single model.safetensors) becomes one
+// state dict; shards are memory-mapped, so tensors are loaded lazily by the OS. Every name in weight_map
+// must exist in its shard; total_size must equal the tensor bytes (tied tensors counted once or not).
+// Writing: tensors in state-dict order fill shards up to the limit (a larger tensor gets a shard of its
+// own); tensors sharing a storage stay in the first one's shard; a single shard is written as a plain file
+// without an index, as huggingface_hub does.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "formats/format.h"
+
+namespace tb {
+
+/** "5GB" -> 5e9, "500MB", "10KB", "2GiB" -> 2 * 2^30, "123" -> 123 bytes; throws UnsupportedError. */
+uint64_t parse_shard_size(const std::string& text);
+
+/** The index file a source designates (the file itself, or the folder's single *.index.json); empty
+ *  when the source is not sharded. Never throws. */
+std::filesystem::path find_shard_index(const Source& src);
+
+/** Loads all shards named by an index as one checkpoint. */
+Checkpoint load_sharded(const std::filesystem::path& index, const LoadOptions& opts = {});
+
+/** Writes sd as safetensors shards of at most max_shard_bytes of tensor data plus the index next to
+ *  `path` (a .safetensors file name whose stem prefixes the shards, or a folder -> "model"). Returns the
+ *  files written (just `path` when one shard suffices). */
+std::vector<std::filesystem::path> save_sharded_safetensors(const StateDict& sd, const Metadata& metadata,
+                                                            const std::filesystem::path& path,
+                                                            uint64_t max_shard_bytes, bool overwrite = false);
+
+}  // namespace tb
