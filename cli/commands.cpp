@@ -46,10 +46,17 @@ std::string human_bytes(uint64_t n) {
 struct InspectArgs {
   std::string path;
   bool json = false;
+  bool allow_unknown_globals = false;
 };
 
+LoadOptions load_options(bool allow_unknown_globals) {
+  LoadOptions o;
+  o.allow_unknown_globals = allow_unknown_globals;
+  return o;
+}
+
 void run_inspect(const InspectArgs& a) {
-  Checkpoint ck = load(a.path);
+  Checkpoint ck = load(a.path, load_options(a.allow_unknown_globals));
   std::vector<NonTensor> non_tensors;
   StateDict sd = ck.state_dict({}, &non_tensors);
 
@@ -144,6 +151,8 @@ struct ConvertArgs {
   bool compress = false;
   bool quiet = false;
   bool verbose = false;
+  bool allow_unknown_globals = false;
+  std::vector<std::string> options;
   bool reshapes_keys() const {
     return !select.empty() || !select_regex.empty() || !rename.empty() || strip_prefix || !style.empty();
   }
@@ -181,13 +190,7 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_, last_;
 };
 
-// Keras writers want Keras-style names and layouts: a torch-style state dict ("x.weight") is
-// converted first, and the user is told.
-bool looks_torch_style(const StateDict& sd) {
-  for (const auto& [k, t] : sd)
-    if (k.find('/') != std::string::npos || k.find(':') != std::string::npos) return false;
-  return !sd.empty();
-}
+
 
 // --dtype: floating-point tensors are cast (round to nearest even); integer and bool tensors
 // (num_batches_tracked, masks) keep their dtype.
@@ -208,7 +211,7 @@ StateDict cast_floating(const StateDict& sd, const std::string& name) {
 
 void run_convert(const ConvertArgs& a) {
   const FormatAdapter& out_fmt = output_format(a.output, a.to);
-  Checkpoint in = load(a.input);
+  Checkpoint in = load(a.input, load_options(a.allow_unknown_globals));
 
   Checkpoint out;
   out.metadata = in.metadata;
@@ -256,6 +259,11 @@ void run_convert(const ConvertArgs& a) {
   so.overwrite = a.force;
   if (a.trim_storage) so.options["trim_storage"] = "1";
   if (a.compress) so.options["compress"] = "1";
+  for (const auto& kv : a.options) {
+    size_t eq = kv.find('=');
+    TB_CHECK(eq != std::string::npos && eq > 0, UnsupportedError, "--option ", kv, ": expected KEY=VALUE");
+    so.options[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
   if (!a.shard_size.empty()) {
     TB_CHECK(out_fmt.name == "safetensors", UnsupportedError, "--shard-size is supported for safetensors output, not ",
              out_fmt.name);
@@ -357,9 +365,9 @@ std::vector<std::string> split_commas(const std::vector<std::string>& in) {
 }
 
 void print_round_trip_table(const std::vector<RoundTripRow>& rows, const std::string& from) {
-  std::cout << std::left << std::setw(14) << "via" << std::setw(12) << "result" << "detail\n";
+  std::cout << std::left << std::setw(20) << "via" << std::setw(12) << "result" << "detail\n";
   for (const auto& r : rows)
-    std::cout << std::left << std::setw(14) << (from + "->" + r.via) << std::setw(12) << r.status << r.detail << "\n";
+    std::cout << std::left << std::setw(20) << (from + "->" + r.via) << std::setw(12) << r.status << r.detail << "\n";
 }
 
 void run_roundtrip(const RoundTripArgs& args) {
@@ -409,6 +417,8 @@ void register_commands(CLI::App& app) {
   auto* inspect = app.add_subcommand("inspect", "Show the format, tensors, metadata and other values of a file");
   inspect->add_option("file", inspect_args->path, "weight file or folder")->required();
   inspect->add_flag("--json", inspect_args->json, "machine-readable output");
+  inspect->add_flag("--allow-unknown-globals", inspect_args->allow_unknown_globals,
+                    "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
   inspect->callback([inspect_args] { run_inspect(*inspect_args); });
 
   auto convert_args = std::make_shared<ConvertArgs>();
@@ -428,6 +438,11 @@ void register_commands(CLI::App& app) {
   convert->add_flag("--compress", convert_args->compress, ".npz output: deflate the members");
   convert->add_flag("-q,--quiet", convert_args->quiet, "no progress bar or notes");
   convert->add_flag("-v,--verbose", convert_args->verbose, "say what was read");
+  convert->add_flag("--allow-unknown-globals", convert_args->allow_unknown_globals,
+                    "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
+  convert->add_option("--option", convert_args->options,
+                      "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
+                      "layout=pickle|single|snapshot (oneflow), format=none (safetensors)");
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
   convert->add_flag("--drop-non-tensors", convert_args->drop_non_tensors,
                     "leave out values that are not tensors (epoch, loss, ...) instead of refusing");
