@@ -327,7 +327,7 @@ void run_diff(const DiffArgs& args) {
         ++same;
         continue;
       }
-      std::cout << (t.equal ? "close:     " : "different: ") << t.name;
+      std::cout << (t.equal ? "close:     " : "different: ") << (t.name.empty() ? "(the array)" : t.name);
       if (!t.problem.empty())
         std::cout << " (" << t.problem << ")";
       else
@@ -419,6 +419,7 @@ void register_commands(CLI::App& app) {
   inspect->add_flag("--json", inspect_args->json, "machine-readable output");
   inspect->add_flag("--allow-unknown-globals", inspect_args->allow_unknown_globals,
                     "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
+  inspect->footer("Example:\n  tensorbridge inspect mlp.params\n  tensorbridge inspect --json model.safetensors");
   inspect->callback([inspect_args] { run_inspect(*inspect_args); });
 
   auto convert_args = std::make_shared<ConvertArgs>();
@@ -446,6 +447,13 @@ void register_commands(CLI::App& app) {
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
   convert->add_flag("--drop-non-tensors", convert_args->drop_non_tensors,
                     "leave out values that are not tensors (epoch, loss, ...) instead of refusing");
+  convert->footer(
+      "Examples:\n"
+      "  tensorbridge convert mlp.params mlp.safetensors\n"
+      "  tensorbridge convert checkpoint.pt model.safetensors --key model_state_dict\n"
+      "  tensorbridge convert model.pt weights.h5 --to keras-h5\n"
+      "  tensorbridge convert weights.h5 model.pt --style torch\n"
+      "  tensorbridge convert net.pt part.pt --select 'hidden.*' --rename 'hidden\\.(.*)=encoder.\\1'");
   convert->callback([convert_args] { run_convert(*convert_args); });
 
   auto diff_args = std::make_shared<DiffArgs>();
@@ -457,6 +465,7 @@ void register_commands(CLI::App& app) {
   diff->add_option("--key-a", diff_args->key_a, "sub-tree of A to compare");
   diff->add_option("--key-b", diff_args->key_b, "sub-tree of B to compare");
   diff->add_flag("--json", diff_args->json, "machine-readable output");
+  diff->footer("Example:\n  tensorbridge diff mlp.params mlp.safetensors --rtol 1e-6\nExit codes: 0 equal, 1 different, 2 error");
   diff->callback([diff_args] { run_diff(*diff_args); });
 
   auto rt_args = std::make_shared<RoundTripArgs>();
@@ -465,6 +474,7 @@ void register_commands(CLI::App& app) {
   rt->add_option("--via", rt_args->via, "formats to go through, comma separated (default: every writable format)");
   rt->add_option("--key", rt_args->key, "sub-tree of a checkpoint to use");
   rt->add_flag("--json", rt_args->json, "machine-readable output");
+  rt->footer("Example:\n  tensorbridge roundtrip mlp.params --via safetensors,npz,h5");
   rt->callback([rt_args] { run_roundtrip(*rt_args); });
 
   auto demo_dir = std::make_shared<std::string>("fixtures");

@@ -10,6 +10,8 @@
 int main(int argc, char** argv) {
   CLI::App app{"tensorbridge: move neural-network weights between frameworks"};
   app.require_subcommand(1);
+  app.footer("Exit codes: 0 ok, 1 bad input or usage, 2 internal error (diff: 1 means the files differ).\n"
+             "Run 'tensorbridge SUBCOMMAND --help' for options and examples.");
   app.set_version_flag("--version", "tensorbridge 0.1.0");
   tb::cli::register_commands(app);
   try {

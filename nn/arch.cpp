@@ -1,4 +1,5 @@
 #include "nn/arch.h"
+#include "nn/onnx_graph.h"
 
 #include <algorithm>
 #include <array>
@@ -14,7 +15,6 @@
 
 namespace tb::nn {
 
-Module::Ptr module_from_onnx_file(const std::filesystem::path& file);  // arch_onnx.cpp / below
 
 namespace {
 
@@ -380,7 +380,7 @@ Module::Ptr module_from_keras_config(const std::string& model_config_json) {
 }
 
 FileModel load_model(const std::filesystem::path& file, const LoadOptions& lo) {
-  if (file.extension() == ".onnx") return {module_from_onnx_file(file), "onnx graph"};
+  if (detect_format(Source::from_path(file)).name == "onnx") return {module_from_onnx_file(file), "onnx graph"};
   Checkpoint ck = load(file, lo);
   if (ck.format == "pt") {
     Value tree = pt_module_tree(ck);
@@ -423,11 +423,5 @@ FileModel load_model(const std::filesystem::path& file, const std::string& arch,
   apply_style_metadata(*model, sd.metadata);
   return {model, "built-in " + arch};
 }
-
-#ifndef TB_NN_WITH_ONNX
-Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
-  throw UnsupportedError(str("nn: '", file.string(), "': this build has no ONNX support (TB_WITH_ONNX=OFF)"));
-}
-#endif
 
 }  // namespace tb::nn
