@@ -2,10 +2,5 @@
 # README command 1: set up the environment, build tensorbridge, run the demo on fixtures/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
-export HOME
-bash scripts/setup.sh
-TB_PEERS_VENV="${TB_PEERS_VENV:-$HOME/.cache/tensorbridge/peers-venv}"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTB_PEERS_PYTHON="$TB_PEERS_VENV/bin/python"
-cmake --build build -j2
+bash scripts/build.sh
 build/cli/tensorbridge demo fixtures

@@ -227,9 +227,7 @@ AtomicFileWriter::~AtomicFileWriter() {
   if (!committed_) ::unlink(temp_.c_str());
 }
 
-void AtomicFileWriter::flush_buffer() {
-  const uint8_t* p = buf_.data();
-  size_t n = buf_.size();
+void AtomicFileWriter::write_all(const uint8_t* p, size_t n) {
   while (n > 0) {
     ssize_t w = ::write(fd_, p, n);
     if (w < 0 && errno == EINTR) continue;
@@ -237,6 +235,10 @@ void AtomicFileWriter::flush_buffer() {
     p += w;
     n -= size_t(w);
   }
+}
+
+void AtomicFileWriter::flush_buffer() {
+  write_all(buf_.data(), buf_.size());
   buf_.clear();
 }
 
@@ -251,13 +253,7 @@ void AtomicFileWriter::write(const void* data, size_t n) {
   }
   flush_buffer();
   if (n >= buf_.capacity()) {  // large block: write straight through
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      TB_CHECK(w > 0, IoError, "write to '", target_.string(), "' failed: ", errno_text());
-      p += w;
-      n -= size_t(w);
-    }
+    write_all(p, n);
   } else {
     buf_.insert(buf_.end(), p, p + n);
   }

@@ -97,6 +97,7 @@ class AtomicFileWriter : public Writer {
 
  private:
   void flush_buffer();
+  void write_all(const uint8_t* p, size_t n);
   std::filesystem::path target_, temp_;
   int fd_ = -1;
   uint64_t written_ = 0;

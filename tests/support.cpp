@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -94,6 +96,14 @@ RunResult python(Peer peer, const std::string& code, const std::vector<std::stri
     skip("peer module missing: " + r.output.substr(r.output.find("ModuleNotFoundError")));
   }
   return r;
+}
+
+uint32_t crc32(const uint8_t* p, size_t n) { return uint32_t(::crc32(0L, p, uInt(n))); }
+
+std::string py_shape(const tb::Shape& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
 }
 
 tb::Tensor load_npy_tensor(const fs::path& path) {

@@ -48,6 +48,11 @@ enum class Peer { Torch, Peers };
  *  is missing, unless TB_REQUIRE_PEERS=1, where that fails the test. argv becomes sys.argv[1:]. */
 RunResult python(Peer peer, const std::string& code, const std::vector<std::string>& argv = {});
 
+/** CRC-32 (zlib's polynomial) of bytes, to compare tensors with what Python prints (zlib.crc32). */
+uint32_t crc32(const uint8_t* p, size_t n);
+/** A shape as Python prints a tuple: "(3,)", "(2, 3)", "()". */
+std::string py_shape(const tb::Shape& s);
+
 /** Reads a .npy with float32/float64 data through our own loader (for expected outputs). */
 tb::Tensor load_npy_tensor(const fs::path& path);
 
