@@ -1,5 +1,8 @@
 #include "cli/commands.h"
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iomanip>
@@ -13,6 +16,8 @@
 #include "cli/compare.h"
 #include "cli/nn_commands.h"
 #include "formats/registry.h"
+#include "nn/select.h"
+#include "nn/style.h"
 
 namespace tb::cli {
 namespace {
@@ -41,10 +46,17 @@ std::string human_bytes(uint64_t n) {
 struct InspectArgs {
   std::string path;
   bool json = false;
+  bool allow_unknown_globals = false;
 };
 
+LoadOptions load_options(bool allow_unknown_globals) {
+  LoadOptions o;
+  o.allow_unknown_globals = allow_unknown_globals;
+  return o;
+}
+
 void run_inspect(const InspectArgs& a) {
-  Checkpoint ck = load(a.path);
+  Checkpoint ck = load(a.path, load_options(a.allow_unknown_globals));
   std::vector<NonTensor> non_tensors;
   StateDict sd = ck.state_dict({}, &non_tensors);
 
@@ -130,10 +142,55 @@ void run_inspect(const InspectArgs& a) {
 // convert
 // ------------------------------------------------------------------------------------------------
 struct ConvertArgs {
-  std::string input, output, to, key, dtype;
+  std::string input, output, to, key, dtype, style, shard_size;
+  std::vector<std::string> select, select_regex, rename;
   bool force = false;
   bool drop_non_tensors = false;
+  bool strip_prefix = false;
+  bool trim_storage = false;
+  bool compress = false;
+  bool quiet = false;
+  bool verbose = false;
+  bool allow_unknown_globals = false;
+  std::vector<std::string> options;
+  bool reshapes_keys() const {
+    return !select.empty() || !select_regex.empty() || !rename.empty() || strip_prefix || !style.empty();
+  }
 };
+
+// A progress bar on stderr while a conversion writes, only when stderr is a terminal.
+class ProgressBar {
+ public:
+  ProgressBar(uint64_t total, bool enabled) : total_(total), enabled_(enabled && ::isatty(2) && total > (16u << 20)) {
+    start_ = last_ = std::chrono::steady_clock::now();
+    if (enabled_) set_write_progress([this](uint64_t n) { add(n); });
+  }
+  ~ProgressBar() {
+    if (!enabled_) return;
+    set_write_progress(nullptr);
+    std::fprintf(stderr, "\r%*s\r", 72, "");
+  }
+  void add(uint64_t n) {
+    done_ += n;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(100) && done_ < total_) return;
+    last_ = now;
+    double secs = std::chrono::duration<double>(now - start_).count();
+    double frac = total_ ? std::min(1.0, double(done_) / double(total_)) : 1.0;
+    double rate = secs > 0 ? double(done_) / secs : 0;
+    double eta = rate > 0 ? double(total_ > done_ ? total_ - done_ : 0) / rate : 0;
+    int filled = int(frac * 30);
+    std::fprintf(stderr, "\r[%-30s] %3d%%  %s/s  ETA %.0fs ", std::string(size_t(filled), '#').c_str(),
+                 int(frac * 100), human_bytes(uint64_t(rate)).c_str(), eta);
+  }
+
+ private:
+  uint64_t total_, done_ = 0;
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+
 
 // --dtype: floating-point tensors are cast (round to nearest even); integer and bool tensors
 // (num_batches_tracked, masks) keep their dtype.
@@ -154,11 +211,15 @@ StateDict cast_floating(const StateDict& sd, const std::string& name) {
 
 void run_convert(const ConvertArgs& a) {
   const FormatAdapter& out_fmt = output_format(a.output, a.to);
-  Checkpoint in = load(a.input);
+  Checkpoint in = load(a.input, load_options(a.allow_unknown_globals));
 
   Checkpoint out;
   out.metadata = in.metadata;
-  if (out_fmt.keeps_tree) {
+  if (a.verbose) {
+    std::cerr << "read " << a.input << " as " << in.format << "\n";
+    for (const auto& [k, v] : in.info) std::cerr << "  " << k << ": " << v << "\n";
+  }
+  if (out_fmt.keeps_tree && !a.reshapes_keys()) {
     out.root = a.key.empty() ? in.root : value_at_path(in.root, a.key);
     if (!a.dtype.empty()) {
       DType to = float_target(a.dtype);
@@ -179,13 +240,45 @@ void run_convert(const ConvertArgs& a) {
     }
     TB_CHECK(!sd.empty(), FormatError, "'", a.input, "'", a.key.empty() ? "" : " under --key " + a.key,
              " holds no tensors; nothing to write");
+    if (!a.select.empty()) sd = nn::select_keys(sd, a.select);
+    if (!a.select_regex.empty()) sd = nn::select_keys(sd, a.select_regex, true);
+    if (a.strip_prefix) sd = nn::strip_prefixes(sd);
+    if (!a.rename.empty()) sd = nn::rename_keys(sd, a.rename);
+    std::string style = a.style;
+    bool keras_target = out_fmt.name == "keras-h5" || out_fmt.name == "keras3-h5";
+    if (style.empty() && keras_target && looks_torch_style(sd)) {
+      style = "keras";
+      if (!a.quiet) std::cerr << "note: converting torch-style names and layouts to Keras style (--style keras)\n";
+    }
+    if (!style.empty()) sd = nn::convert_style(sd, style);
     if (!a.dtype.empty()) sd = cast_floating(sd, a.dtype);
     out.root = Value::from_state_dict(sd);
+    out.metadata = sd.metadata;
   }
   SaveOptions so;
   so.overwrite = a.force;
-  out_fmt.save(out, a.output, so);
-  std::cerr << "wrote " << a.output << " (" << out_fmt.name << ")\n";
+  if (a.trim_storage) so.options["trim_storage"] = "1";
+  if (a.compress) so.options["compress"] = "1";
+  for (const auto& kv : a.options) {
+    size_t eq = kv.find('=');
+    TB_CHECK(eq != std::string::npos && eq > 0, UnsupportedError, "--option ", kv, ": expected KEY=VALUE");
+    so.options[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (!a.shard_size.empty()) {
+    TB_CHECK(out_fmt.name == "safetensors", UnsupportedError, "--shard-size is supported for safetensors output, not ",
+             out_fmt.name);
+    so.options["shard_size"] = a.shard_size;
+  }
+  uint64_t total = 0;
+  {
+    std::vector<NonTensor> ignored;
+    for (const auto& [k, t] : flatten(out.root, &ignored)) total += t.nbytes();
+  }
+  {
+    ProgressBar bar(total, !a.quiet);
+    out_fmt.save(out, a.output, so);
+  }
+  if (!a.quiet) std::cerr << "wrote " << a.output << " (" << out_fmt.name << ", " << human_bytes(total) << ")\n";
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -272,9 +365,9 @@ std::vector<std::string> split_commas(const std::vector<std::string>& in) {
 }
 
 void print_round_trip_table(const std::vector<RoundTripRow>& rows, const std::string& from) {
-  std::cout << std::left << std::setw(14) << "via" << std::setw(12) << "result" << "detail\n";
+  std::cout << std::left << std::setw(20) << "via" << std::setw(12) << "result" << "detail\n";
   for (const auto& r : rows)
-    std::cout << std::left << std::setw(14) << (from + "->" + r.via) << std::setw(12) << r.status << r.detail << "\n";
+    std::cout << std::left << std::setw(20) << (from + "->" + r.via) << std::setw(12) << r.status << r.detail << "\n";
 }
 
 void run_roundtrip(const RoundTripArgs& args) {
@@ -324,6 +417,8 @@ void register_commands(CLI::App& app) {
   auto* inspect = app.add_subcommand("inspect", "Show the format, tensors, metadata and other values of a file");
   inspect->add_option("file", inspect_args->path, "weight file or folder")->required();
   inspect->add_flag("--json", inspect_args->json, "machine-readable output");
+  inspect->add_flag("--allow-unknown-globals", inspect_args->allow_unknown_globals,
+                    "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
   inspect->callback([inspect_args] { run_inspect(*inspect_args); });
 
   auto convert_args = std::make_shared<ConvertArgs>();
@@ -333,6 +428,21 @@ void register_commands(CLI::App& app) {
   convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow");
   convert->add_option("--key", convert_args->key, "dotted path of the sub-tree to convert, e.g. model_state_dict");
   convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16)");
+  convert->add_option("--select", convert_args->select, "keep only keys matching this glob (repeatable), e.g. 'hidden.*'");
+  convert->add_option("--select-regex", convert_args->select_regex, "keep only keys matching this regex (repeatable)");
+  convert->add_option("--rename", convert_args->rename, "rename keys: REGEX=REPLACEMENT with \\1 groups (repeatable), e.g. 'module\\.(.*)=\\1'");
+  convert->add_flag("--strip-prefix", convert_args->strip_prefix, "remove leading 'module.' and '_orig_mod.' from keys");
+  convert->add_option("--style", convert_args->style, "convert names and layouts: torch or keras")->check(CLI::IsMember({"torch", "keras"}));
+  convert->add_flag("--trim-storage", convert_args->trim_storage, ".pt output: save only the bytes each view uses");
+  convert->add_option("--shard-size", convert_args->shard_size, "safetensors output: shards of at most SIZE (e.g. 5GB) plus an index");
+  convert->add_flag("--compress", convert_args->compress, ".npz output: deflate the members");
+  convert->add_flag("-q,--quiet", convert_args->quiet, "no progress bar or notes");
+  convert->add_flag("-v,--verbose", convert_args->verbose, "say what was read");
+  convert->add_flag("--allow-unknown-globals", convert_args->allow_unknown_globals,
+                    "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
+  convert->add_option("--option", convert_args->options,
+                      "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
+                      "layout=pickle|single|snapshot (oneflow), format=none (safetensors)");
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
   convert->add_flag("--drop-non-tensors", convert_args->drop_non_tensors,
                     "leave out values that are not tensors (epoch, loss, ...) instead of refusing");

@@ -1,5 +1,7 @@
 #include "cli/compare.h"
 
+#include "nn/style.h"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -98,6 +100,12 @@ std::string summarize(const DiffReport& d) {
 }
 }  // namespace
 
+bool looks_torch_style(const StateDict& sd) {
+  for (const auto& [k, t] : sd)
+    if (k.find('/') != std::string::npos || k.find(':') != std::string::npos) return false;
+  return !sd.empty();
+}
+
 std::vector<RoundTripRow> round_trip(const StateDict& original, const std::string& back_format,
                                      const std::vector<std::string>& vias, const std::filesystem::path& work_dir) {
   std::vector<RoundTripRow> rows;
@@ -107,9 +115,24 @@ std::vector<RoundTripRow> round_trip(const StateDict& original, const std::strin
     auto mid = work_dir / ("via_" + via + extension_for(via));
     auto back = work_dir / ("back_" + via + extension_for(back_format));
     try {
-      save(src, mid, via, SaveOptions{true, {}});
+      // Keras layouts carry Keras names and layouts: a torch-style dict goes there in Keras style and
+      // comes back in torch style, with the original module names (Keras 3 files do not keep them).
+      const bool keras = (via == "keras-h5" || via == "keras3-h5") && looks_torch_style(original);
+      nn::StyleOptions back_style;
+      if (keras) {
+        for (const auto& [k, t] : original) {
+          std::string prefix = k.substr(0, k.rfind('.') == std::string::npos ? 0 : k.rfind('.'));
+          if (back_style.names.empty() || back_style.names.back() != prefix) back_style.names.push_back(prefix);
+        }
+        save(Checkpoint::from_state_dict(nn::convert_style(original, "keras")), mid, via, SaveOptions{true, {}});
+      } else {
+        SaveOptions so{true, {}};
+        if (via == "npy" && original.size() > 1) so.options["object"] = "1";  // the whole dict as an object array
+        save(src, mid, via, so);
+      }
       Checkpoint m = load(mid);
       StateDict msd = m.state_dict();
+      if (keras) msd = nn::convert_style(msd, "torch", back_style);
       save(Checkpoint::from_state_dict(msd), back, back_format, SaveOptions{true, {}});
       StateDict result = load(back).state_dict();
       DiffReport d = diff_state_dicts(original, result, 0, 0);

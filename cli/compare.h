@@ -49,6 +49,9 @@ class ScratchDir {
   std::filesystem::path path_;
 };
 
+/** True when no key contains '/' or ':' (PyTorch's dotted names, not Keras dataset paths). */
+bool looks_torch_style(const StateDict& sd);
+
 /** Names of formats that can be written. */
 std::vector<std::string> writable_formats();
 

@@ -4,7 +4,6 @@
 #include <set>
 #include <sstream>
 
-#include "nn/cpu_ops.h"
 
 namespace tb::nn {
 
@@ -47,22 +46,32 @@ Tensor Module::forward(const Tensor&) {
 Tensor& Module::register_parameter(const std::string& name, Tensor t) {
   TB_CHECK(!name.empty() && name.find('.') == std::string::npos, KeyError, "nn: parameter name '", name,
            "' must be non-empty and contain no '.'");
+  Tensor* slot = nullptr;
   for (auto& s : params_)
-    if (s.name == name) return s.tensor = std::move(t);
-  params_.push_back({name, std::move(t), true});
-  return params_.back().tensor;
+    if (s.name == name) slot = &(s.tensor = std::move(t));
+  if (!slot) {
+    params_.push_back({name, std::move(t), true});
+    slot = &params_.back().tensor;
+  }
+  if (backend_) upload_own();
+  return *slot;
 }
 
 Tensor& Module::register_buffer(const std::string& name, Tensor t, bool persistent) {
   TB_CHECK(!name.empty() && name.find('.') == std::string::npos, KeyError, "nn: buffer name '", name,
            "' must be non-empty and contain no '.'");
+  Tensor* slot = nullptr;
   for (auto& s : buffers_)
     if (s.name == name) {
       s.persistent = persistent;
-      return s.tensor = std::move(t);
+      slot = &(s.tensor = std::move(t));
     }
-  buffers_.push_back({name, std::move(t), persistent});
-  return buffers_.back().tensor;
+  if (!slot) {
+    buffers_.push_back({name, std::move(t), persistent});
+    slot = &buffers_.back().tensor;
+  }
+  if (backend_) upload_own();
+  return *slot;
 }
 
 Module::Ptr Module::register_module(const std::string& name, Ptr m) {
@@ -172,11 +181,65 @@ LoadReport Module::load_state_dict(const StateDict& sd, bool strict) {
     throw KeyError(msg);
   }
   for (auto& [slot, src] : todo) *slot = src->to(slot->dtype()).contiguous();
+  if (!todo.empty())
+    for (auto& [path, m] : named_modules())
+      if (m->backend_) m->upload_own();
   return rep;
 }
 
+namespace {
+compute::Backend& default_backend() {
+  thread_local std::unique_ptr<compute::Backend> cpu = compute::cpu::make_backend();
+  return *cpu;
+}
+bool is_float(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16 || d == DType::F64; }
+}  // namespace
+
+compute::Backend& Module::backend() { return backend_ ? *backend_ : default_backend(); }
+
+void Module::upload_own() {
+  device_.clear();
+  if (!backend_) return;
+  auto up = [&](const Slot& s) {
+    if (!s.tensor.defined() || !is_float(s.tensor.dtype())) return;
+    Tensor t = s.tensor.dtype() == DType::F32 || backend_->supports(compute::Op::Cast, s.tensor.dtype())
+                   ? s.tensor
+                   : s.tensor.to(DType::F32);
+    device_.push_back({s.name, backend_->upload(t.contiguous())});
+  };
+  for (auto& s : params_) up(s);
+  for (auto& s : buffers_) up(s);
+}
+
 void Module::to(std::shared_ptr<compute::Backend> backend) {
-  for (auto& [path, m] : named_modules()) m->backend_ = backend;
+  for (auto& [path, m] : named_modules()) {
+    m->backend_ = backend;
+    m->upload_own();
+  }
+}
+
+const Tensor& Module::device_tensor(const std::string& name) {
+  for (auto& d : device_)
+    if (d.name == name) return d.tensor;
+  for (auto& s : params_)
+    if (s.name == name) return s.tensor;
+  return buffer(name);
+}
+
+const Tensor* Module::device_tensor_opt(const std::string& name) {
+  for (auto& d : device_)
+    if (d.name == name) return &d.tensor;
+  for (auto& s : params_)
+    if (s.name == name) return s.tensor.defined() ? &s.tensor : nullptr;
+  for (auto& s : buffers_)
+    if (s.name == name) return s.tensor.defined() ? &s.tensor : nullptr;
+  return nullptr;
+}
+
+Tensor Module::operator()(const Tensor& x) {
+  compute::Backend& be = backend();
+  Tensor y = forward(be.owns(x) ? x : be.upload(x.dtype() == DType::F32 ? x : x.to(DType::F32)));
+  return be.download(y);
 }
 
 std::string Module::repr() const {
@@ -205,11 +268,10 @@ std::string Linear::extra_repr() const {
 }
 
 Tensor Linear::forward(const Tensor& x) {
-  Tensor b = has_bias ? parameter("bias") : Tensor();
-  return cpu::linear(x, parameter("weight"), b);
+  return backend().linear(x, device_tensor("weight"), device_tensor_opt("bias"));
 }
 
-Tensor ReLU::forward(const Tensor& x) { return cpu::relu(x); }
+Tensor ReLU::forward(const Tensor& x) { return backend().relu(x); }
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t k) : Conv2d(in, out, k, k, Options{}) {}
 
@@ -233,9 +295,12 @@ std::string Conv2d::extra_repr() const {
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
-  Tensor b = opts.bias ? parameter("bias") : Tensor();
-  return cpu::conv2d(x, parameter("weight"), b, opts.stride_h, opts.stride_w, opts.pad_h, opts.pad_w, opts.dil_h,
-                     opts.dil_w, opts.groups);
+  compute::Conv2dParams p;
+  p.stride = {opts.stride_h, opts.stride_w};
+  p.padding = {opts.pad_h, opts.pad_w};
+  p.dilation = {opts.dil_h, opts.dil_w};
+  p.groups = opts.groups;
+  return backend().conv2d(x, device_tensor("weight"), device_tensor_opt("bias"), p);
 }
 
 MaxPool2d::MaxPool2d(int64_t k, int64_t stride, int64_t padding)
@@ -254,11 +319,15 @@ std::string MaxPool2d::extra_repr() const {
 }
 
 Tensor MaxPool2d::forward(const Tensor& x) {
-  return cpu::max_pool2d(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w);
+  compute::Pool2dParams p;
+  p.kernel = {kernel_h, kernel_w};
+  p.stride = {stride_h, stride_w};
+  p.padding = {pad_h, pad_w};
+  return backend().max_pool2d(x, p);
 }
 
 std::string Flatten::extra_repr() const { return str("start_dim=", start_dim, ", end_dim=", end_dim); }
-Tensor Flatten::forward(const Tensor& x) { return cpu::flatten(x, start_dim, end_dim); }
+Tensor Flatten::forward(const Tensor& x) { return backend().flatten(x, start_dim, end_dim); }
 
 BatchNorm::BatchNorm(int d, int64_t n, double e, double m, bool aff, bool track)
     : dims(d), num_features(n), eps(e), momentum(m), affine(aff), track_running_stats(track) {
@@ -288,14 +357,43 @@ Tensor BatchNorm::forward(const Tensor& x) {
   const int64_t want = dims == 1 ? 2 : 4;
   TB_CHECK(x.dim() == want || (dims == 1 && x.dim() == 3), ShapeError, "nn: ", type_name(), " expects ",
            dims == 1 ? "(N, C) or (N, C, L)" : "(N, C, H, W)", " input, got ", x.describe());
-  Tensor w = affine ? parameter("weight") : Tensor(), b = affine ? parameter("bias") : Tensor();
-  return cpu::batch_norm(x, buffer("running_mean"), buffer("running_var"), w, b, eps);
+  return backend().batch_norm(x, device_tensor("running_mean"), device_tensor("running_var"),
+                              device_tensor_opt("weight"), device_tensor_opt("bias"), eps);
 }
 
 std::string Dropout::extra_repr() const { return str("p=", fmt_double(p), ", inplace=False"); }
 
 std::string Softmax::extra_repr() const { return str("dim=", dim); }
-Tensor Softmax::forward(const Tensor& x) { return cpu::softmax(x, dim); }
+Tensor Softmax::forward(const Tensor& x) { return backend().softmax(x, dim); }
+
+namespace {
+Tensor host_map(compute::Backend& be, const Tensor& x, float (*fn)(float)) {
+  Tensor h = be.download(x);
+  if (h.dtype() != DType::F32) h = h.to(DType::F32);
+  std::vector<float> v = h.to_vector<float>();
+  for (float& f : v) f = fn(f);
+  Tensor y = Tensor::from_vector(DType::F32, h.shape(), v);
+  return be.owns(x) ? be.upload(y) : y;
+}
+}  // namespace
+
+Tensor Sigmoid::forward(const Tensor& x) {
+  return host_map(backend(), x, [](float v) { return 1.0f / (1.0f + std::exp(-v)); });
+}
+Tensor Tanh::forward(const Tensor& x) {
+  return host_map(backend(), x, [](float v) { return std::tanh(v); });
+}
+
+std::string Permute::extra_repr() const {
+  std::string s;
+  for (auto d : dims) s += (s.empty() ? "" : ", ") + std::to_string(d);
+  return "dims=(" + s + ")";
+}
+Tensor Permute::forward(const Tensor& x) {
+  compute::Backend& be = backend();
+  Tensor y = be.download(x).permute(dims).contiguous();
+  return be.owns(x) ? be.upload(y) : y;
+}
 
 Sequential::Sequential(std::vector<Ptr> layers) {
   for (auto& l : layers) add(std::move(l));
@@ -327,7 +425,7 @@ MLP::MLP(int64_t in, int64_t h, int64_t o) {
   out = register_module("out", std::make_shared<Linear>(h, o));
 }
 
-Tensor MLP::forward(const Tensor& x) { return out->forward(cpu::relu(hidden->forward(x))); }
+Tensor MLP::forward(const Tensor& x) { return out->forward(backend().relu(hidden->forward(x))); }
 
 std::shared_ptr<Sequential> seed_cnn() {
   auto s = std::make_shared<Sequential>();

@@ -8,7 +8,13 @@
 //   BatchNorm     weight, bias, running_mean, running_var, num_batches_tracked (int64, 0-d)
 // load_state_dict(sd, strict) copies (casting to the module's dtype) and reports missing keys,
 // unexpected keys and shape mismatches by name; strict mode throws listing all of them and changes
-// nothing. Forward runs in float32 on the CPU reference path (nn/detail/cpu_ops.h).
+// nothing.
+//
+// Forward runs through a compute::Backend (compute/backend.h), in float32. Module::to(backend) uploads
+// every floating-point parameter and buffer once; forward() then takes and returns tensors of that
+// backend (activations stay on the device between layers, host tensors are accepted and uploaded on
+// the fly); operator() is the host convenience: upload the input, forward, download the output.
+// Without to() the modules use a per-thread CPU backend.
 #pragma once
 
 #include <memory>
@@ -52,11 +58,12 @@ class Module : public std::enable_shared_from_this<Module> {
   virtual std::string type_name() const = 0;
   /** Hyper-parameters as PyTorch's extra_repr ("in_features=20, out_features=256, bias=True"). */
   virtual std::string extra_repr() const { return {}; }
-  /** Inference forward pass (eval mode). */
+  /** Inference forward pass (eval mode) on backend(); input and output live on that backend. */
   virtual Tensor forward(const Tensor& x);
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  /** Host in, host out: uploads x, runs forward, downloads the result. */
+  Tensor operator()(const Tensor& x);
 
-  /** Registers (or replaces) a parameter / buffer; returns a reference that stays valid. */
+  /** Registers (or replaces) a parameter / buffer; returns a reference valid until the next registration on this module. */
   Tensor& register_parameter(const std::string& name, Tensor t);
   Tensor& register_buffer(const std::string& name, Tensor t, bool persistent = true);
   Ptr register_module(const std::string& name, Ptr child);
@@ -84,25 +91,38 @@ class Module : public std::enable_shared_from_this<Module> {
    *  problems are shape mismatches) listing everything and leaves the module unchanged. */
   LoadReport load_state_dict(const StateDict& sd, bool strict = true);
 
-  /** Runs forward through backend (uploaded once on first use); nullptr returns to the CPU path. */
+  /** Moves the whole tree to backend: floating-point parameters and buffers are uploaded now, once
+   *  (integer buffers such as num_batches_tracked stay on the host); later load_state_dict() calls
+   *  re-upload what they change. nullptr returns to the default per-thread CPU backend. */
   void to(std::shared_ptr<compute::Backend> backend);
-  const std::shared_ptr<compute::Backend>& backend() const { return backend_; }
+  /** The backend forward runs on (the default CPU backend unless to() chose one). */
+  compute::Backend& backend();
 
   /** PyTorch-like multi-line rendering of the module tree. */
   std::string repr() const;
 
  protected:
+  /** All tensor slots with dotted names (parameters then buffers per module; non-persistent skipped). */
+  void collect_slots(const std::string& prefix, std::vector<std::pair<std::string, Tensor*>>& out);
+  /** The backend copy of an own parameter / buffer (uploaded by to(); the host tensor otherwise).
+   *  Undefined when the slot is undefined. */
+  const Tensor& device_tensor(const std::string& name);
+  /** Like device_tensor, nullptr when absent or undefined (optional bias). */
+  const Tensor* device_tensor_opt(const std::string& name);
+
+ private:
+  struct DeviceSlot {
+    std::string name;
+    Tensor tensor;
+  };
   struct Slot {
     std::string name;
     Tensor tensor;
     bool persistent = true;
   };
-  /** All tensor slots with dotted names (parameters then buffers per module; non-persistent skipped). */
-  void collect_slots(const std::string& prefix, std::vector<std::pair<std::string, Tensor*>>& out);
-  /** Device copy cache keyed by parameter name. */
+  void upload_own();
   std::shared_ptr<compute::Backend> backend_;
-
- private:
+  std::vector<DeviceSlot> device_;
   std::vector<Slot> params_;
   std::vector<Slot> buffers_;
   std::vector<std::pair<std::string, Ptr>> children_;
@@ -205,6 +225,29 @@ class Softmax : public Module {
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
   int64_t dim;
+};
+
+/** Sigmoid and Tanh: the compute backend has no op for them, so they run on the host (download,
+ *  float32 std::exp/std::tanh, upload back to the module's backend). */
+class Sigmoid : public Module {
+ public:
+  std::string type_name() const override { return "Sigmoid"; }
+  Tensor forward(const Tensor& x) override;
+};
+class Tanh : public Module {
+ public:
+  std::string type_name() const override { return "Tanh"; }
+  Tensor forward(const Tensor& x) override;
+};
+
+/** torch.permute(x, dims); on the host like Sigmoid (used to feed NHWC Keras inputs to NCHW layers). */
+class Permute : public Module {
+ public:
+  explicit Permute(std::vector<int64_t> d) : dims(std::move(d)) {}
+  std::string type_name() const override { return "Permute"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  std::vector<int64_t> dims;
 };
 
 /** Children named "0", "1", ...; forward chains them. */

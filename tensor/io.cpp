@@ -219,6 +219,15 @@ void Writer::write_tensor(const Tensor& t) {
   write(c.data(), c.nbytes());
 }
 
+namespace {
+std::function<void(uint64_t)>& write_progress() {
+  static std::function<void(uint64_t)> cb;
+  return cb;
+}
+}  // namespace
+
+void set_write_progress(std::function<void(uint64_t)> cb) { write_progress() = std::move(cb); }
+
 void MemoryWriter::write(const void* data, size_t n) {
   const auto* p = static_cast<const uint8_t*>(data);
   bytes_.insert(bytes_.end(), p, p + n);
@@ -267,6 +276,7 @@ void AtomicFileWriter::write(const void* data, size_t n) {
   TB_ASSERT(!committed_, "write after commit");
   const auto* p = static_cast<const uint8_t*>(data);
   written_ += n;
+  if (write_progress()) write_progress()(n);
   if (buf_.size() + n <= buf_.capacity()) {
     buf_.insert(buf_.end(), p, p + n);
     return;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -102,6 +103,11 @@ class AtomicFileWriter : public Writer {
   std::vector<uint8_t> buf_;
   bool committed_ = false;
 };
+
+/** Progress of long writes: every AtomicFileWriter reports the bytes it writes to this callback
+ *  (the CLI draws a progress bar on a terminal). Unset by default; not thread-safe to change while
+ *  writers run. */
+void set_write_progress(std::function<void(uint64_t bytes_written)> cb);
 
 /** Reads a whole small file (metadata, JSON, text); throws IoError. max_bytes guards against surprises. */
 std::string read_text_file(const std::filesystem::path& path, size_t max_bytes = 256u << 20);

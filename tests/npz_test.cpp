@@ -81,14 +81,10 @@ print(' '.join(repr(float(v)) for v in np.load(sys.argv[1])['X'].reshape(-1)))
     CHECK(obj.root.get("x")->kind() == Value::Kind::List);
     CHECK(obj.root.get("x")->items().size() == 4);
   }
-  // by default the Python 2 xrange object is refused by name, with the member in the message
-  try {
-    load_path(tbtest::fixture("shared/numpy/py2-objarr.npz"));
-    FAIL("expected UnsafeError");
-  } catch (const UnsafeError& e) {
-    CHECK(std::string(e.what()).find("xrange") != std::string::npos);
-    CHECK(std::string(e.what()).find("x.npy") != std::string::npos);
-  }
+  // by default too: the Python 2 xrange class is only referenced (kept as an opaque global, never called)
+  Checkpoint py2 = load_path(tbtest::fixture("shared/numpy/py2-objarr.npz"));
+  REQUIRE(py2.root.get("x"));
+  CHECK(py2.root.get("x")->items().at(1).kind() == Value::Kind::Object);
 }
 
 TEST_CASE("our npz (stored and deflated) is read by np.load for every key, dots and slashes included", "[npz]") {

@@ -14,42 +14,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Minimal float32 .npy reader/writer (v1, C order) for exchanging arrays with the Keras peer.
-Tensor read_npy(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  REQUIRE(f.good());
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  REQUIRE(bytes.compare(0, 6, "\x93NUMPY") == 0);
-  REQUIRE(bytes[6] == 1);
-  size_t hl = uint8_t(bytes[8]) | (size_t(uint8_t(bytes[9])) << 8);
-  std::string h = bytes.substr(10, hl);
-  REQUIRE(h.find("'<f4'") != std::string::npos);
-  REQUIRE(h.find("'fortran_order': False") != std::string::npos);
-  size_t a = h.find('(', h.find("'shape'")), b = h.find(')', a);
-  Shape shape;
-  std::stringstream ss(h.substr(a + 1, b - a - 1));
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (item.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(item));
-  return Tensor::from_bytes(DType::F32, shape, bytes.data() + 10 + hl, bytes.size() - 10 - hl);
-}
+// .npy exchange with the Keras peer through our own npy reader/writer.
+Tensor read_npy(const fs::path& p) { return tbtest::load_npy_tensor(p); }
 
 void write_npy(const fs::path& p, const Tensor& t) {
-  std::string shape = "(";
-  for (auto d : t.shape()) shape += std::to_string(d) + ", ";
-  if (t.dim() > 1) shape.resize(shape.size() - 2);
-  if (t.dim() == 1) shape.resize(shape.size() - 1);
-  shape += ")";
-  std::string h = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
-  while ((10 + h.size() + 1) % 64) h += ' ';
-  h += '\n';
-  std::ofstream f(p, std::ios::binary);
-  f.write("\x93NUMPY\x01\x00", 8);
-  char len[2] = {char(h.size() & 0xff), char(h.size() >> 8)};
-  f.write(len, 2);
-  f.write(h.data(), std::streamsize(h.size()));
-  std::vector<float> v = t.contiguous().to(DType::F32).to_vector<float>();
-  f.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * 4));
+  StateDict sd;
+  sd.insert("x", t.contiguous().to(DType::F32));
+  SaveOptions so;
+  so.overwrite = true;
+  save(Checkpoint::from_state_dict(sd), p, "npy", so);
 }
 
 StateDict read_dir(const fs::path& dir, const std::vector<std::string>& keys) {
@@ -152,7 +125,7 @@ std::vector<nn::KerasLayer> read_keras_layers(const fs::path& work, const std::s
 TEST_CASE("Keras <-> torch style against Keras itself: seed CNN both ways, BN with eps, round trip bit-exact") {
   tbtest::TempDir work;
   // torch -> Keras for the torch seed CNN (the Keras side loads it positionally in the script).
-  StateDict torch_cnn = read_dir(tbtest::fixture("nn/cnn_weights"), kCnnKeys);
+  StateDict torch_cnn = load(tbtest::fixture("torch/cnn.pt")).state_dict();
   nn::StyleOptions to_keras;
   to_keras.names = {"c1", "c2", "d1", "d2", "d3"};
   std::vector<nn::KerasLayer> t2k = nn::torch_to_keras(torch_cnn, to_keras);
