@@ -5,6 +5,7 @@
 #include <complex>
 #include <cstdlib>
 #include <limits>
+#include <sys/mman.h>
 
 namespace tb {
 
@@ -15,7 +16,16 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, bool zero) {
   std::shared_ptr<Storage> s(new Storage());
   // Always allocate at least one byte and align to 64 so SIMD kernels and mmap-like use are happy.
   size_t padded = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, padded);
+  // Large buffers (loaded weights): 2 MiB-aligned and marked for transparent huge pages, so filling
+  // them costs one page fault per 2 MiB instead of per 4 KiB (page faults dominated loading into
+  // owned memory; see docs/PERFORMANCE.md). Freed with std::free like any aligned_alloc block.
+  constexpr size_t kHuge = size_t(2) << 20;
+  const bool huge = padded >= 2 * kHuge;
+  if (huge) padded = (padded + kHuge - 1) / kHuge * kHuge;
+  void* p = std::aligned_alloc(huge ? kHuge : 64, padded);
+#ifdef MADV_HUGEPAGE
+  if (huge && p) ::madvise(p, padded, MADV_HUGEPAGE);  // advisory: failure only costs speed
+#endif
   TB_CHECK(p != nullptr, IoError, "out of memory allocating ", nbytes, " bytes");
   if (zero) std::memset(p, 0, padded);
   s->data_ = static_cast<uint8_t*>(p);

@@ -255,22 +255,38 @@ class Machine {
  private:
   // -- input --
   std::string where() const { return where_.empty() ? opts_.tag + " '" + r_.label() + "'" : where_; }
-  std::string at() const { return str(where(), " at byte ", op_pos_); }
+  // Built on every tensor (shape_of argument), so plain concatenation rather than an ostringstream.
+  std::string at() const { return where() + " at byte " + std::to_string(op_pos_); }
   void need(uint64_t n) {
     TB_CHECK(n <= end_ - pos_, FormatError, at(), ": truncated pickle (opcode needs ", n, " more bytes, ", end_ - pos_,
              " left)");
   }
+  // Opcodes are read through a window of kWindow bytes: one Reader call (a pread when the file is
+  // not mapped) per window instead of one per opcode byte. Longer reads go straight to the Reader.
+  static constexpr uint64_t kWindow = 64 * 1024;
+  void fetch(void* dst, uint64_t n) {  // caller checked need(n)
+    if (n > kWindow) {
+      r_.read_at(pos_, dst, size_t(n));
+      return;
+    }
+    if (pos_ < win_pos_ || pos_ + n > win_pos_ + win_.size()) {
+      win_.resize(size_t(std::min(kWindow, end_ - pos_)));
+      r_.read_at(pos_, win_.data(), win_.size());
+      win_pos_ = pos_;
+    }
+    if (n) std::memcpy(dst, win_.data() + (pos_ - win_pos_), size_t(n));
+  }
   uint8_t u8() {
     need(1);
     uint8_t b;
-    r_.read_at(pos_, &b, 1);
+    fetch(&b, 1);
     ++pos_;
     return b;
   }
   uint64_t uint_le(size_t n) {
     need(n);
     uint8_t b[8];
-    r_.read_at(pos_, b, n);
+    fetch(b, n);
     pos_ += n;
     uint64_t v = 0;
     for (size_t i = 0; i < n; ++i) v |= uint64_t(b[i]) << (8 * i);
@@ -279,7 +295,7 @@ class Machine {
   std::string bytes(uint64_t n) {
     need(n);
     std::string s(size_t(n), '\0');
-    if (n) r_.read_at(pos_, s.data(), size_t(n));
+    fetch(s.data(), n);
     pos_ += n;
     return s;
   }
@@ -387,6 +403,8 @@ class Machine {
   const Reader& r_;
   uint64_t pos_, end_;
   uint64_t op_pos_ = 0;
+  std::vector<uint8_t> win_;  // input window: bytes [win_pos_, win_pos_ + win_.size())
+  uint64_t win_pos_ = 0;
   uint8_t op_ = 0;
   Options opts_;
   bool scan_only_;
@@ -925,7 +943,7 @@ Result Machine::run() {
         case 'G': {  // BINFLOAT: big-endian double
           need(8);
           uint8_t b[8];
-          r_.read_at(pos_, b, 8);
+          fetch(b, 8);
           pos_ += 8;
           uint64_t u = 0;
           for (int i = 0; i < 8; ++i) u = (u << 8) | b[i];
