@@ -273,6 +273,9 @@ TEST_CASE("HDF5 links out of the file, virtual datasets and external storage are
   expect_refused(tbtest::fixture("h5_extra/hostile_virtual.h5"), {"virtual dataset"});
   expect_refused(tbtest::fixture("h5_extra/hostile_external_storage.h5"), {"external raw files"});
   expect_refused(tbtest::fixture("h5_extra/hostile_size_bomb.h5"), {});
+  // Found by fuzz_h5: a global heap object of index 0 and size 0 sends HDF5 1.10 into an endless
+  // loop (H5HG__cache_heap_deserialize); refused before HDF5 sees the file.
+  expect_refused(tbtest::fixture("malformed/h5_global_heap_zero_object.h5"), {"global heap collection", "no progress"});
 }
 
 TEST_CASE("Git LFS pointers and HTML pages saved under weight-file names are named as such", "[malformed]") {
