@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -539,6 +540,58 @@ uint64_t signature_offset(const Reader& r) {
   return UINT64_MAX;
 }
 
+// HDF5 1.10 (H5HG__cache_heap_deserialize) walks a global heap collection ("GCOL": strings of
+// variable length, virtual dataset mappings) object by object and loops forever on an object of
+// index 0 and size 0, which makes no progress. Every collection in the file is walked here first,
+// the same way, and a collection whose walk would stall or leave it is refused.
+void check_global_heaps(const Reader& r, uint64_t sig, const std::string& label) {
+  const uint64_t size = r.size();
+  if (sig + 16 > size) return;
+  uint8_t sb[16];
+  r.read_at(sig, sb, 16);
+  const unsigned lengths = sb[8] <= 1 ? sb[14] : sb[10];  // superblock v0/1 vs v2/3 "size of lengths"
+  if (lengths != 2 && lengths != 4 && lengths != 8) return;  // HDF5 itself refuses such a file
+  auto le = [](const uint8_t* p, unsigned n) {
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n; ++i) v |= uint64_t(p[i]) << (8 * i);
+    return v;
+  };
+  const uint64_t header = 8 + lengths, obj_header = 8 + lengths;
+  auto walk = [&](uint64_t pos) {
+    if (pos + header > size) return;
+    uint8_t h[16];
+    r.read_at(pos, h, header);
+    if (h[4] != 1) return;  // not a version-1 collection: HDF5 refuses it
+    const uint64_t csize = std::min(le(h + 8, lengths), size - pos);
+    for (uint64_t p = header; p < csize && p + obj_header <= csize;) {
+      uint8_t o[16];
+      r.read_at(pos + p, o, obj_header);
+      uint64_t idx = le(o, 2), osize = le(o + 8, lengths);
+      uint64_t need = idx > 0 ? (osize > csize ? UINT64_MAX : obj_header + (osize + 7) / 8 * 8) : osize;
+      TB_CHECK(need > 0 && need <= csize - p, FormatError, "[h5] '", label, "': global heap collection at offset ", pos,
+               " has object ", idx, " of size ", osize, " at +", p, ", which ",
+               need == 0 ? "makes no progress (HDF5 would loop forever)" : "runs past the collection");
+      p += need;
+    }
+  };
+  static const char kSig[4] = {'G', 'C', 'O', 'L'};
+  if (const uint8_t* all = r.contiguous_bytes()) {
+    for (const uint8_t* p = all; (p = static_cast<const uint8_t*>(::memmem(p, size - uint64_t(p - all), kSig, 4)));
+         ++p)
+      walk(uint64_t(p - all));
+    return;
+  }
+  std::vector<uint8_t> chunk;
+  for (uint64_t off = 0; off + 4 <= size; off += (1u << 20)) {
+    uint64_t n = std::min<uint64_t>(size - off, (1u << 20) + 3);
+    chunk.resize(size_t(n));
+    r.read_at(off, chunk.data(), size_t(n));
+    for (const uint8_t* p = chunk.data();
+         (p = static_cast<const uint8_t*>(::memmem(p, n - uint64_t(p - chunk.data()), kSig, 4))); ++p)
+      walk(off + uint64_t(p - chunk.data()));
+  }
+}
+
 bool has_attr(hid_t obj, const char* name) {
   htri_t e = H5Aexists(obj, name);
   H5Eclear2(H5E_DEFAULT);
@@ -580,6 +633,7 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
   TB_CHECK(sig != UINT64_MAX, FormatError, "[h5] '", ctx.label,
            "': no HDF5 signature (\\x89HDF\\r\\n\\x1a\\n) at offset 0, 512, 1024, ...");
   ctx.mappable = sig == 0;
+  check_global_heaps(*src.reader, sig, ctx.label);
 
   // Open by path when the reader is that file, else from an in-memory image.
   Handle fapl = check_id(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, ctx.label, "cannot create a file access list");

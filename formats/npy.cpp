@@ -19,13 +19,17 @@ constexpr size_t kMaxDims = 64;
 constexpr const char* kNote = "tensorbridge:dtype=";
 
 // ---- a Python literal parser for the header dict ----
+struct LitKV;  // a named pair: std::pair<Lit, Lit> of the incomplete Lit is rejected by clang
 struct Lit {
   enum Kind { Str, Int, Bool, None, Tuple, Dict } kind = None;
   std::string s;
   int64_t i = 0;
   bool b = false;
   std::vector<Lit> items;
-  std::vector<std::pair<Lit, Lit>> kv;
+  std::vector<LitKV> kv;
+};
+struct LitKV {
+  Lit first, second;
 };
 
 class LitParser {
@@ -81,7 +85,7 @@ class LitParser {
         Lit k = value(depth + 1);
         TB_CHECK(eat(':'), FormatError, err(), "expected ':' after a dict key at character ", p_);
         Lit v = value(depth + 1);
-        d.kv.emplace_back(std::move(k), std::move(v));
+        d.kv.push_back(LitKV{std::move(k), std::move(v)});
         if (eat('}')) break;
         TB_CHECK(eat(','), FormatError, err(), "expected ',' or '}' at character ", p_);
       }

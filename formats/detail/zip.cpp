@@ -214,6 +214,20 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
       TB_CHECK(en.compressed_size == en.uncompressed_size, FormatError, "[zip] '", L, "': stored entry '", en.name,
                "' has compressed size ", en.compressed_size, " != uncompressed size ", en.uncompressed_size);
   }
+  // 5. Members must not overlap: several directory records sharing one deflated member is the
+  //    non-recursive zip bomb (many names, gigabytes inflated from a few kilobytes).
+  std::vector<const Entry*> by_offset;
+  by_offset.reserve(entries_.size());
+  for (const Entry& en : entries_) by_offset.push_back(&en);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const Entry* a, const Entry* b) { return a->local_header_offset < b->local_header_offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const Entry& a = *by_offset[i - 1];
+    const Entry& b = *by_offset[i];
+    TB_CHECK(a.data_offset + a.compressed_size <= b.local_header_offset, FormatError, "[zip] '", L, "': entries '",
+             a.name, "' and '", b.name, "' overlap (data [", a.data_offset, ", +", a.compressed_size,
+             ") and local header at ", b.local_header_offset, "); refused as a zip bomb");
+  }
 }
 
 const Entry* ZipReader::find(std::string_view name) const {
