@@ -62,7 +62,9 @@ struct FormatAdapter {
   std::string name;                     // "pt", "npy", "npz", "h5", "onnx", "safetensors", "oneflow"
   std::string description;              // one line for `tensorbridge formats`
   std::vector<std::string> extensions;  // {".pt", ".pth", ".bin"}
-  /** True when the bytes (or folder) are certainly this format. Must be cheap and never throw. */
+  /** True when the bytes (or folder) are certainly this format. Must be cheap. It may throw a tb::Error
+   *  when the bytes are this kind of container but broken (a zip bomb); detection then goes on with
+   *  the other formats and quotes the reason if none matches. */
   std::function<bool(const Source&)> sniff;
   std::function<Checkpoint(const Source&, const LoadOptions&)> load;
   /** nullptr when the format is read-only here. */

@@ -102,6 +102,8 @@ const FormatAdapter& npz_format() {
           npy = npy || ends_with(e.name, ".npy");
         }
         return npy;
+      } catch (const Error&) {
+        throw;  // a broken zip (truncated, zip bomb): the registry reports why if nothing else matches
       } catch (...) {
         return false;
       }

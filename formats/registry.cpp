@@ -75,7 +75,7 @@ std::string describe_start(const Source& src) {
   if (text.rfind("<!DOCTYPE", 0) == 0 || text.rfind("<html", 0) == 0 || text.rfind("<!doctype", 0) == 0)
     return "an HTML page, not a weight file (a failed download?)";
   if (n == 0) return "an empty file";
-  if (text.rfind("PK\x03\x04", 0) == 0) return "a zip archive holding neither data.pkl nor .npy members";
+  if (text.rfind("PK\x03\x04", 0) == 0) return "a zip archive, not one torch or numpy can read";
   std::string hex;
   static const char* digits = "0123456789abcdef";
   for (uint8_t c : b) {
@@ -94,10 +94,13 @@ std::string format_names() {
 }  // namespace
 
 const FormatAdapter& detect_format(const Source& src) {
+  std::string sniff_error;  // the first reason a sniffer gave up (e.g. a zip bomb), for the message
   for (const auto* f : all_formats()) {
     bool yes = false;
     try {
       yes = f->sniff && f->sniff(src);
+    } catch (const Error& e) {
+      if (sniff_error.empty()) sniff_error = str("; checking it as ", f->name, ": ", e.message());
     } catch (...) {
       yes = false;
     }
@@ -107,7 +110,7 @@ const FormatAdapter& detect_format(const Source& src) {
   // without magic bytes (ONNX protobuf).
   if (const auto* f = by_extension(src.path); f && f->name == "onnx" && src.reader) return *f;
   throw FormatError(str("'", src.label(), "': not a recognised weight file (", describe_start(src),
-                        "); supported formats: ", format_names()));
+                        ")", sniff_error, "; supported formats: ", format_names()));
 }
 
 const FormatAdapter& output_format(const std::filesystem::path& path, std::string_view name) {
