@@ -869,45 +869,30 @@ class Proto4Pickler {
     commit_frame(false);
     auto it = strings_.find(s);
     if (it != strings_.end()) return get(it->second);
-    size_t n = s.size();
-    if (n <= 0xff) {
-      put(0x8c);
-      put(uint8_t(n));
-      put_bytes(s.data(), n);
-    } else if (n > 0xffffffffULL) {
-      std::vector<uint8_t> h{0x8d};
-      for (int i = 0; i < 8; ++i) h.push_back(uint8_t(uint64_t(n) >> (8 * i)));
-      large(h, s);
-    } else if (n >= kFrameTarget) {
-      std::vector<uint8_t> h{'X'};
-      for (int i = 0; i < 4; ++i) h.push_back(uint8_t(uint64_t(n) >> (8 * i)));
-      large(h, s);
-    } else {
-      put('X');
-      put_le<uint32_t>(uint32_t(n));
-      put_bytes(s.data(), n);
-    }
+    put_sized(0x8c, 'X', 0x8d, s);  // SHORT_BINUNICODE / BINUNICODE / BINUNICODE8
     strings_[s] = memoize();
   }
-  void save_bytes(const std::string& s) {
+  // A length-prefixed payload: op1 with a 1-byte length, op4 with 4 bytes, op8 with 8 bytes; large
+  // payloads go through large() so they sit outside a frame, as CPython writes them.
+  void put_sized(uint8_t op1, uint8_t op4, uint8_t op8, const std::string& s) {
     size_t n = s.size();
     if (n <= 0xff) {
-      put('C');
+      put(op1);
       put(uint8_t(n));
       put_bytes(s.data(), n);
-    } else if (n > 0xffffffffULL) {
-      std::vector<uint8_t> h{0x8e};
-      for (int i = 0; i < 8; ++i) h.push_back(uint8_t(uint64_t(n) >> (8 * i)));
-      large(h, s);
-    } else if (n >= kFrameTarget) {
-      std::vector<uint8_t> h{'B'};
-      for (int i = 0; i < 4; ++i) h.push_back(uint8_t(uint64_t(n) >> (8 * i)));
+    } else if (n > 0xffffffffULL || n >= kFrameTarget) {
+      const int width = n > 0xffffffffULL ? 8 : 4;
+      std::vector<uint8_t> h{width == 8 ? op8 : op4};
+      for (int i = 0; i < width; ++i) h.push_back(uint8_t(uint64_t(n) >> (8 * i)));
       large(h, s);
     } else {
-      put('B');
+      put(op4);
       put_le<uint32_t>(uint32_t(n));
       put_bytes(s.data(), n);
     }
+  }
+  void save_bytes(const std::string& s) {
+    put_sized('C', 'B', 0x8e, s);  // SHORT_BINBYTES / BINBYTES / BINBYTES8
     memoize();
   }
   void save_tuple(const Value& v, size_t depth) {
