@@ -161,6 +161,16 @@ void add_size_info(Checkpoint& ck, size_t nstorages, uint64_t storage_bytes) {
   for (const auto& s : smaller) ck.info.emplace_back("view smaller than its storage", s);
 }
 
+// The common end of both loaders: pickled nn.Modules become their state dicts (the first module's
+// class goes to info), OrderedDict _metadata goes to metadata, and the size summary is added.
+void finish_checkpoint(Checkpoint& ck, const Value& unpickled, size_t nstorages, uint64_t storage_bytes) {
+  Value module;
+  ck.root = replace_modules(unpickled, 0, &module);
+  if (!module.is_none()) ck.info.emplace_back("whole module", module.as_object().cls);
+  export_metadata(ck.root, "", ck.metadata, 0);
+  add_size_info(ck, nstorages, storage_bytes);
+}
+
 // ---- zip ---------------------------------------------------------------------------------------
 
 Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
@@ -232,11 +242,7 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
   if (!fv.empty()) ck.info.emplace_back("format version", fv);
   if (!al.empty()) ck.info.emplace_back("storage alignment", al);
   ck.info.emplace_back("pickle protocol", std::to_string(res.protocol));
-  Value module;
-  ck.root = replace_modules(res.value, 0, &module);
-  if (!module.is_none()) ck.info.emplace_back("whole module", module.as_object().cls);
-  export_metadata(ck.root, "", ck.metadata, 0);
-  add_size_info(ck, storages.size(), storage_bytes);
+  finish_checkpoint(ck, res.value, storages.size(), storage_bytes);
   return ck;
 }
 
@@ -351,11 +357,7 @@ Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
   ck.info.emplace_back("legacy protocol", "1001");
   ck.info.emplace_back("byteorder", little ? "little" : "big (data little-endian)");
   ck.info.emplace_back("pickle protocol", std::to_string(obj2.protocol));
-  Value module;
-  ck.root = replace_modules(obj2.value, 0, &module);
-  if (!module.is_none()) ck.info.emplace_back("whole module", module.as_object().cls);
-  export_metadata(ck.root, "", ck.metadata, 0);
-  add_size_info(ck, roots.size(), storage_bytes);
+  finish_checkpoint(ck, obj2.value, roots.size(), storage_bytes);
   return ck;
 }
 
