@@ -26,11 +26,12 @@ bool is_legacy(const Reader& r) {
 std::string tag(const Source& src) { return str("[pt] '", src.label(), "'"); }
 
 // Global class references come out of the VM as Object{cls "global", args Str "module.name"}.
-std::string global_of(const Value& v) {
+const std::string& global_of(const Value& v) {
+  static const std::string none;
   if (v.kind() == Value::Kind::Object && v.as_object().cls == "global" && v.as_object().args &&
       v.as_object().args->is_str())
     return v.as_object().args->as_str();
-  return {};
+  return none;
 }
 
 // dtype of a storage class ("torch.FloatStorage", "torch.cuda.HalfStorage"); U8 for UntypedStorage.
@@ -56,7 +57,7 @@ PidInfo parse_pid(const Value& pid, const std::string& where) {
                pid.items()[0].as_str() == "storage",
            FormatError, where, ": persistent id must be ('storage', type, key, location, numel) but is ", pid.repr());
   const auto& it = pid.items();
-  std::string q = global_of(it[1]);
+  const std::string& q = global_of(it[1]);
   TB_CHECK(!q.empty(), FormatError, where, ": persistent id storage type is not a class: ", it[1].repr());
   PidInfo p;
   p.dtype = storage_dtype(q, where);
@@ -139,22 +140,46 @@ Value replace_modules(const Value& v, int depth, Value* first_module) {
     sd.dict_data().attrs->items.emplace_back(Value::string("__module__"), v);
     return sd;
   }
+  auto visit = [&](Value& x) {  // only containers can hold modules: leave tensors and scalars alone
+    if (x.is_dict() || x.kind() == Value::Kind::List || x.kind() == Value::Kind::Object)
+      x = replace_modules(x, depth + 1, first_module);
+  };
   if (v.is_dict())
-    for (auto& kv : v.dict_data().items) kv.second = replace_modules(kv.second, depth + 1, first_module);
+    for (auto& kv : v.dict_data().items) visit(kv.second);
   else if (v.kind() == Value::Kind::List)
-    for (auto& x : v.items()) x = replace_modules(x, depth + 1, first_module);
+    for (auto& x : v.items()) visit(x);
   return v;
 }
 
-void add_size_info(Checkpoint& ck, size_t nstorages, uint64_t storage_bytes) {
-  auto sd = flatten(ck.root);
-  uint64_t tensor_bytes = 0;
-  std::vector<std::string> smaller;
-  for (const auto& [name, t] : sd) {
-    tensor_bytes += t.nbytes();
-    if (t.storage() && t.nbytes() < t.storage()->nbytes() && smaller.size() < 20)
-      smaller.push_back(str(name, " (", t.nbytes(), " of ", t.storage()->nbytes(), " storage bytes)"));
+// Visits the tensors flatten() would list, in its order (a tensor reached twice is visited twice),
+// without building their names.
+template <class Fn>
+void each_tensor(const Value& v, const Fn& fn) {
+  switch (v.kind()) {
+    case Value::Kind::Tensor: fn(v.as_tensor()); return;
+    case Value::Kind::Dict:
+      for (const auto& kv : v.dict_data().items) each_tensor(kv.second, fn);
+      return;
+    case Value::Kind::List:
+    case Value::Kind::Tuple:
+      for (const auto& x : v.items()) each_tensor(x, fn);
+      return;
+    default: return;
   }
+}
+
+void add_size_info(Checkpoint& ck, size_t nstorages, uint64_t storage_bytes) {
+  uint64_t tensor_bytes = 0;
+  bool any_smaller = false;
+  each_tensor(ck.root, [&](const Tensor& t) {
+    tensor_bytes += t.nbytes();
+    any_smaller = any_smaller || (t.storage() && t.nbytes() < t.storage()->nbytes());
+  });
+  std::vector<std::string> smaller;
+  if (any_smaller)  // names only when there is something to report
+    for (const auto& [name, t] : flatten(ck.root))
+      if (t.storage() && t.nbytes() < t.storage()->nbytes() && smaller.size() < 20)
+        smaller.push_back(str(name, " (", t.nbytes(), " of ", t.storage()->nbytes(), " storage bytes)"));
   ck.info.emplace_back("storages", std::to_string(nstorages));
   ck.info.emplace_back("storage bytes", std::to_string(storage_bytes));
   ck.info.emplace_back("tensor bytes", std::to_string(tensor_bytes));
@@ -198,6 +223,8 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
 
   std::unordered_map<std::string, Value> storages;
   uint64_t storage_bytes = 0;
+  std::string record = pre + "data/";  // reused for every storage's record name
+  const size_t record_prefix = record.size();
   pickle::Options po;
   po.tag = "[pt]";
   po.allow_unknown_globals = opts.allow_unknown_globals;
@@ -205,20 +232,30 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
     PidInfo p = parse_pid(pid, where);
     auto it = storages.find(p.key);
     if (it != storages.end()) return it->second;
-    const zip::Entry* e = z.find(pre + "data/" + p.key);
-    TB_CHECK(e, FormatError, where, ": storage '", p.key, "' has no record '", pre, "data/", p.key, "'");
+    record.resize(record_prefix);
+    record += p.key;
+    const zip::Entry* e = z.find(record);
+    TB_CHECK(e, FormatError, where, ": storage '", p.key, "' has no record '", record, "'");
     size_t isz = dtype_size(p.dtype);
     uint64_t nbytes = uint64_t(p.numel) * isz;
     TB_CHECK(e->uncompressed_size >= nbytes, FormatError, where, ": storage '", p.key, "' (", dtype_name(p.dtype),
              ", ", p.numel, " elements) needs ", nbytes, " bytes but record '", e->name, "' holds ",
              e->uncompressed_size);
-    auto member = z.open(*e);
     std::shared_ptr<Storage> st;
-    if (!opts.mmap || big || !e->stored()) {
+    if (e->stored() && !(e->flags & 1)) {  // the usual case: read or map the bytes in place
+      const Reader& file = *z.reader();
+      TB_CHECK(e->data_offset <= file.size() && nbytes <= file.size() - e->data_offset, FormatError, where,
+               ": storage '", p.key, "' runs past the end of the file");
+      if (!opts.mmap || big) {
+        st = Storage::allocate(size_t(nbytes), false);
+        if (nbytes) file.read_at(e->data_offset, st->data(), size_t(nbytes));
+      } else {
+        st = file.load(e->data_offset, size_t(nbytes));
+      }
+    } else {
+      auto member = z.open(*e);  // deflated (or refused) members
       st = Storage::allocate(size_t(nbytes), false);
       if (nbytes) member->read_at(0, st->data(), size_t(nbytes));
-    } else {
-      st = member->load(0, size_t(nbytes));
     }
     if (big) {
       TB_CHECK(p.dtype != DType::U8 || isz == 1, UnsupportedError, where, ": big-endian untyped storage");
@@ -379,6 +416,20 @@ bool sniff_pt(const Source& src) {
     uint8_t b[4];
     r.read_at(0, b, 4);
     if (!(b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4)) return false;
+    // torch.save writes "<archive>/data.pkl" as the first member: its local header says so without
+    // parsing the central directory (load does that once; a 100,000-tensor file has 100,000 records).
+    if (r.size() >= 30 + 9) {
+      uint8_t lh[30];
+      r.read_at(0, lh, 30);
+      size_t name_len = size_t(lh[26]) | size_t(lh[27]) << 8;
+      if (name_len > 9 && name_len <= 1024 && r.size() >= 30 + name_len) {
+        std::string name(name_len, '\0');
+        r.read_at(30, name.data(), name_len);
+        size_t slash = name.find('/');
+        if (slash != std::string::npos && slash > 0 && name.compare(slash, std::string::npos, "/data.pkl") == 0)
+          return true;
+      }
+    }
     zip::ZipReader z(src.reader);
     if (z.entries().empty()) return false;
     const std::string& first = z.entries().front().name;

@@ -3,9 +3,9 @@
 namespace tb {
 
 void StateDict::insert(std::string name, Tensor tensor) {
-  TB_CHECK(!contains(name), KeyError, "duplicate tensor name '", name, "'");
   TB_ASSERT(tensor.defined(), "inserting an undefined tensor as '", name, "'");
-  index_.emplace(name, entries_.size());
+  auto [it, added] = index_.try_emplace(name, entries_.size());
+  TB_CHECK(added, KeyError, "duplicate tensor name '", name, "'");
   entries_.emplace_back(std::move(name), std::move(tensor));
 }
 

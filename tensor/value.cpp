@@ -229,18 +229,39 @@ std::string key_to_string(const Value& k) {
 }
 std::string join(const std::string& prefix, const std::string& key) { return prefix.empty() ? key : prefix + "." + key; }
 
-void flatten_into(const Value& v, const std::string& path, StateDict& out, std::vector<NonTensor>* skipped) {
+// Appends ".key" (or "key" at the root) to path: one growing buffer for the whole walk instead of a
+// new string per level (flatten runs once per load on trees of 100,000 tensors).
+void append_key(std::string& path, const Value& k) {
+  if (!path.empty()) path += '.';
+  switch (k.kind()) {
+    case Value::Kind::Str: path += k.as_str(); return;
+    case Value::Kind::Int: path += std::to_string(k.as_int()); return;
+    case Value::Kind::Bool: path += k.as_bool() ? "True" : "False"; return;
+    default: path += k.repr(); return;
+  }
+}
+
+void flatten_into(const Value& v, std::string& path, StateDict& out, std::vector<NonTensor>* skipped) {
+  const size_t n = path.size();
   switch (v.kind()) {
     case Value::Kind::Tensor:
       out.insert(path, v.as_tensor());
       return;
     case Value::Kind::Dict:
-      for (const auto& [k, child] : v.dict_data().items) flatten_into(child, join(path, key_to_string(k)), out, skipped);
+      for (const auto& [k, child] : v.dict_data().items) {
+        append_key(path, k);
+        flatten_into(child, path, out, skipped);
+        path.resize(n);
+      }
       return;
     case Value::Kind::List:
     case Value::Kind::Tuple: {
       const auto& items = v.items();
-      for (size_t i = 0; i < items.size(); ++i) flatten_into(items[i], join(path, std::to_string(i)), out, skipped);
+      for (size_t i = 0; i < items.size(); ++i) {
+        append_key(path, Value::integer(int64_t(i)));
+        flatten_into(items[i], path, out, skipped);
+        path.resize(n);
+      }
       return;
     }
     default:
@@ -252,7 +273,8 @@ void flatten_into(const Value& v, const std::string& path, StateDict& out, std::
 
 StateDict flatten(const Value& root, std::vector<NonTensor>* skipped, const std::string& prefix) {
   StateDict out;
-  flatten_into(root, prefix, out, skipped);
+  std::string path = prefix;
+  flatten_into(root, path, out, skipped);
   return out;
 }
 

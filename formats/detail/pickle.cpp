@@ -19,6 +19,13 @@ const char* const kGlobal = "global";
 
 Value make_global(const std::string& qual) { return Value::object(kGlobal, Value::string(qual)); }
 
+const std::string* global_name_ptr(const Value& v) {
+  if (v.kind() != Value::Kind::Object) return nullptr;
+  const auto& o = v.as_object();
+  if (o.cls != kGlobal || !o.args || !o.args->is_str()) return nullptr;
+  return &o.args->as_str();
+}
+
 bool global_name(const Value& v, std::string* name) {
   if (v.kind() != Value::Kind::Object) return false;
   const auto& o = v.as_object();
@@ -160,11 +167,14 @@ Tensor np_tensor_from_bytes(const std::string& data, const DtypeBits& bits, cons
   return t;
 }
 
-Shape shape_of(const Value& v, const std::string& where, const char* what) {
-  TB_CHECK(v.is_sequence(), FormatError, where, ": ", what, " must be a tuple of ints but is ", brief(v));
+// where() gives the error location; only called on failure (it is built from strings).
+template <class Where>
+Shape shape_of(const Value& v, const Where& where, const char* what) {
+  TB_CHECK(v.is_sequence(), FormatError, where(), ": ", what, " must be a tuple of ints but is ", brief(v));
   Shape s;
+  s.reserve(v.items().size());
   for (const auto& x : v.items()) {
-    TB_CHECK(x.is_int(), FormatError, where, ": ", what, " must hold ints but holds ", brief(x));
+    TB_CHECK(x.is_int(), FormatError, where(), ": ", what, " must hold ints but holds ", brief(x));
     s.push_back(x.as_int());
   }
   return s;
@@ -240,7 +250,7 @@ void append_utf8(std::string& out, uint32_t cp) {
 class Machine {
  public:
   Machine(const Reader& r, uint64_t offset, uint64_t size, const Options& o, bool scan_only)
-      : r_(r), pos_(offset), end_(offset + size), opts_(o), scan_only_(scan_only) {
+      : r_(r), direct_(r.contiguous_bytes()), pos_(offset), end_(offset + size), opts_(o), scan_only_(scan_only) {
     TB_CHECK(offset <= r.size() && size <= r.size() - offset, FormatError, where(), ": pickle range [", offset, ", ",
              offset + size, ") exceeds the input size ", r.size());
     where_ = opts_.tag + " '" + r.label() + "'";
@@ -265,6 +275,10 @@ class Machine {
   // not mapped) per window instead of one per opcode byte. Longer reads go straight to the Reader.
   static constexpr uint64_t kWindow = 64 * 1024;
   void fetch(void* dst, uint64_t n) {  // caller checked need(n)
+    if (direct_) {  // a mapped file or memory: no window needed
+      std::memcpy(dst, direct_ + pos_, size_t(n));
+      return;
+    }
     if (n > kWindow) {
       r_.read_at(pos_, dst, size_t(n));
       return;
@@ -278,6 +292,7 @@ class Machine {
   }
   uint8_t u8() {
     need(1);
+    if (direct_) return direct_[pos_++];
     uint8_t b;
     fetch(&b, 1);
     ++pos_;
@@ -315,17 +330,20 @@ class Machine {
   // -- stack --
   void push(Value v) {
     TB_CHECK(stack_.size() < (size_t(1) << 26), FormatError, at(), ": pickle stack too large");
-    if (v.kind() == Value::Kind::Tuple && !theight_.count(v.identity())) {
+    if (v.kind() == Value::Kind::Tuple) {
       // Tuples are immutable: their nesting depth is known now (lists/dicts are checked at the end).
+      // Only tuples that hold tuples are recorded; a tuple missing from theight_ has height 1.
       uint32_t h = 1;
       for (const auto& c : v.items())
         if (c.kind() == Value::Kind::Tuple) {
           auto it = theight_.find(c.identity());
           h = std::max(h, (it == theight_.end() ? 1u : it->second.first) + 1);
         }
-      TB_CHECK(h <= opts_.max_depth, FormatError, at(), ": tuples nested deeper than ", opts_.max_depth,
-               " levels (limit Options::max_depth)");
-      theight_[v.identity()] = {h, v};  // holding v keeps its address from being reused
+      if (h > 1) {
+        TB_CHECK(h <= opts_.max_depth, FormatError, at(), ": tuples nested deeper than ", opts_.max_depth,
+                 " levels (limit Options::max_depth)");
+        theight_.try_emplace(v.identity(), h, v);  // holding v keeps its address from being reused
+      }
     }
     stack_.push_back(std::move(v));
   }
@@ -356,19 +374,38 @@ class Machine {
   }
 
   // -- memo --
+  // Memo indices are dense in practice (0, 1, 2, ... as pickle writes them): a vector indexed by
+  // the index, with a map for the rare far-off index (LONG_BINPUT 4294967295 must not size the vector).
   void memo_put(uint64_t idx) {
     Value v = top();
-    auto it = memo_.find(idx);
-    if (it == memo_.end()) {
-      TB_CHECK(memo_.size() < opts_.max_memo, FormatError, at(), ": more than ", opts_.max_memo, " memo entries");
-      memo_.emplace(idx, std::move(v));
+    if (idx < memo_dense_.size() && memo_set_[idx]) {
+      memo_dense_[idx] = std::move(v);
+      return;
+    }
+    if (idx >= memo_dense_.size()) {
+      auto it = memo_sparse_.find(idx);
+      if (it != memo_sparse_.end()) {
+        it->second = std::move(v);
+        return;
+      }
+    }
+    TB_CHECK(memo_count_ < opts_.max_memo, FormatError, at(), ": more than ", opts_.max_memo, " memo entries");
+    ++memo_count_;
+    if (idx < memo_dense_.size() || idx <= 2 * memo_count_ + 1024) {
+      if (idx >= memo_dense_.size()) {
+        memo_dense_.resize(size_t(idx) + 1);
+        memo_set_.resize(size_t(idx) + 1, 0);
+      }
+      memo_dense_[idx] = std::move(v);
+      memo_set_[idx] = 1;
     } else {
-      it->second = std::move(v);
+      memo_sparse_.emplace(idx, std::move(v));
     }
   }
   Value memo_get(uint64_t idx) {
-    auto it = memo_.find(idx);
-    TB_CHECK(it != memo_.end(), FormatError, at(), ": memo index ", idx, " was never stored (bad BINGET/GET)");
+    if (idx < memo_dense_.size() && memo_set_[idx]) return resolved(memo_dense_[idx]);
+    auto it = memo_sparse_.find(idx);
+    TB_CHECK(it != memo_sparse_.end(), FormatError, at(), ": memo index ", idx, " was never stored (bad BINGET/GET)");
     return resolved(it->second);
   }
   Value resolved(const Value& v) {
@@ -388,6 +425,15 @@ class Machine {
     if (!allowed_qual(q)) unsafe_.push_back(q);
   }
   Value call(const Value& callable, Value args);
+  // allowed_qual(q) of a global object, remembered per object (a state dict calls the same two
+  // globals once per tensor); the map holds the object so its address is not reused.
+  bool allowed_global(const Value& callable, const std::string& q) {
+    auto it = allowed_cache_.find(callable.identity());
+    if (it != allowed_cache_.end()) return it->second.first;
+    bool ok = allowed_qual(q);
+    allowed_cache_.try_emplace(callable.identity(), ok, callable);
+    return ok;
+  }
   Value instantiate(const Value& cls, Value args);
   void build(Value& obj, Value state);
   Value rebuild_tensor(const std::string& fn, const ValueList& a);
@@ -401,6 +447,7 @@ class Machine {
   void add_to_set(const Value& set, ValueList items);
 
   const Reader& r_;
+  const uint8_t* direct_;  // r_'s bytes when it has them in memory (mapped file), else nullptr
   uint64_t pos_, end_;
   uint64_t op_pos_ = 0;
   std::vector<uint8_t> win_;  // input window: bytes [win_pos_, win_pos_ + win_.size())
@@ -411,8 +458,12 @@ class Machine {
   std::string where_;
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
-  std::unordered_map<uint64_t, Value> memo_;
+  std::vector<Value> memo_dense_;
+  std::vector<uint8_t> memo_set_;
+  std::unordered_map<uint64_t, Value> memo_sparse_;
+  uint64_t memo_count_ = 0;
   std::unordered_map<const void*, std::pair<uint32_t, Value>> theight_;  // tuple nesting heights
+  std::unordered_map<const void*, std::pair<bool, Value>> allowed_cache_;
   std::unordered_map<const void*, Value> replaced_;  // numpy objects turned into tensors by BUILD
   std::vector<std::string> globals_, unsafe_;
   std::unordered_set<std::string> seen_globals_;
@@ -427,12 +478,13 @@ std::string list_names(const std::vector<std::string>& v) {
 }
 
 Value Machine::call(const Value& callable, Value args) {
-  std::string q;
-  if (!global_name(callable, &q)) {
+  const std::string* qp = global_name_ptr(callable);
+  if (!qp) {
     TB_CHECK(callable.kind() == Value::Kind::Object, FormatError, at(), ": REDUCE of a non-callable ", brief(callable));
     // calling an opaque object (unknown class instance) -> opaque result
     return opaque(callable.as_object().cls + "()", std::move(args));
   }
+  const std::string& q = *qp;
   TB_CHECK(args.kind() == Value::Kind::Tuple || args.is_none(), FormatError, at(), ": arguments of ", q,
            " must be a tuple but are ", brief(args));
   ValueList empty;
@@ -442,7 +494,10 @@ Value Machine::call(const Value& callable, Value args) {
              " arguments but the pickle gives ", a.size());
   };
   if (scan_only_) return Value::none();
-  if (!allowed_qual(q)) return opaque(q, std::move(args));
+  if (!allowed_global(callable, q)) return opaque(q, std::move(args));
+  // The calls of every tensor of a state dict come first.
+  if (q.rfind("torch._utils._rebuild_", 0) == 0 || q.rfind("torch._tensor._rebuild_from_type", 0) == 0)
+    return rebuild_tensor(q, a);
 
   if (q == "collections.OrderedDict" || q == "collections.Counter" || q == "builtins.dict" ||
       q == "collections.defaultdict") {
@@ -528,8 +583,6 @@ Value Machine::call(const Value& callable, Value args) {
     if (a.size() == 3 && !a[2].is_none() && inst.kind() == Value::Kind::Object) *inst.as_object().args = a[2];
     return inst;
   }
-  if (q.rfind("torch._utils._rebuild_", 0) == 0 || q.rfind("torch._tensor._rebuild_from_type", 0) == 0)
-    return rebuild_tensor(q, a);
   if (q == "torch.Size") {
     nargs(0, 1);
     return Value::tuple(a.empty() ? ValueList{} : a[0].items());
@@ -610,20 +663,21 @@ Value Machine::rebuild_tensor(const std::string& fn, const ValueList& a) {
     TB_CHECK(a.size() >= lo && a.size() <= hi, FormatError, at(), ": ", fn, " takes ", lo, "..", hi,
              " arguments but the pickle gives ", a.size());
   };
-  if (fn == "torch._utils._rebuild_parameter" || fn == "torch._utils._rebuild_parameter_with_state") {
+  const bool v2 = fn == "torch._utils._rebuild_tensor_v2";  // what torch.save writes for every tensor
+  if (!v2 && (fn == "torch._utils._rebuild_parameter" || fn == "torch._utils._rebuild_parameter_with_state")) {
     nargs(2, 4);
     return a[0];
   }
-  if (fn == "torch._tensor._rebuild_from_type_v2" || fn == "torch._tensor._rebuild_from_type") {
+  if (!v2 && (fn == "torch._tensor._rebuild_from_type_v2" || fn == "torch._tensor._rebuild_from_type")) {
     nargs(3, 4);
     Value inner = call(a[0], a[2]);
     return inner;
   }
-  if (fn == "torch._utils._rebuild_meta_tensor_no_storage")
+  if (!v2 && fn == "torch._utils._rebuild_meta_tensor_no_storage")
     throw UnsupportedError(str(at(), ": tensor on the 'meta' device has no data"));
-  bool v3 = fn == "torch._utils._rebuild_tensor_v3";
-  if (fn == "torch._utils._rebuild_tensor") nargs(4, 4);
-  else if (fn == "torch._utils._rebuild_tensor_v2") nargs(6, 7);
+  bool v3 = !v2 && fn == "torch._utils._rebuild_tensor_v3";
+  if (v2) nargs(6, 7);
+  else if (fn == "torch._utils._rebuild_tensor") nargs(4, 4);
   else if (v3) nargs(7, 8);
   else throw UnsupportedError(str(at(), ": ", fn, " is not supported (quantized/sparse/nested tensors)"));
   const Value& storage = a[0];
@@ -638,14 +692,17 @@ Value Machine::rebuild_tensor(const std::string& fn, const ValueList& a) {
     dt = *torch_dtype_of_global(dq);
   }
   int64_t off = a[1].as_int();
-  Shape size = shape_of(a[2], at(), "tensor size"), stride = shape_of(a[3], at(), "tensor stride");
+  auto loc = [this] { return at(); };
+  Shape size = shape_of(a[2], loc, "tensor size"), stride = shape_of(a[3], loc, "tensor stride");
   TB_CHECK(size.size() == stride.size(), FormatError, at(), ": tensor size ", shape_str(size), " and stride ",
            shape_str(stride), " differ in rank");
   TB_CHECK(off >= 0 && off < (int64_t(1) << 60), FormatError, at(), ": bad storage offset ", off);
   int64_t byte_off = st.byte_offset() + off * int64_t(dtype_size(dt));
   try {
-    return Value::tensor(Tensor(st.storage(), dt, size, stride, byte_off));
-  } catch (const ShapeError& e) {
+    return Value::tensor(Tensor(st.storage(), dt, std::move(size), std::move(stride), byte_off));
+  } catch (const ShapeError& e) {  // size and stride were moved: read them again for the message
+    size = shape_of(a[2], loc, "tensor size");
+    stride = shape_of(a[3], loc, "tensor stride");
     throw FormatError(str(at(), ": tensor ", dtype_name(dt), shape_str(size), " stride ", shape_str(stride),
                           " at element offset ", off, " does not fit its storage of ", st.storage()->nbytes(),
                           " bytes (", e.message(), ")"));
@@ -698,7 +755,7 @@ void Machine::build(Value& obj, Value state) {
                  FormatError, at(), ": numpy.ndarray state must be a 4- or 5-tuple but is ", brief(state));
         const auto& s = state.items();
         size_t i = s.size() == 5 ? 1 : 0;
-        Shape shape = shape_of(s[i], at(), "numpy array shape");
+        Shape shape = shape_of(s[i], [this] { return at(); }, "numpy array shape");
         std::string descr = np_descr_of(s[i + 1], at());
         bool fortran = s[i + 2].as_bool();
         const Value& data = s[i + 3];
@@ -741,10 +798,14 @@ void Machine::dismantle() {
   std::vector<Value> work;
   for (auto& v : stack_) work.push_back(std::move(v));
   stack_.clear();
-  for (auto& kv : memo_) work.push_back(std::move(kv.second));
-  memo_.clear();
+  for (auto& v : memo_dense_) work.push_back(std::move(v));
+  memo_dense_.clear();
+  for (auto& kv : memo_sparse_) work.push_back(std::move(kv.second));
+  memo_sparse_.clear();
   for (auto& kv : replaced_) work.push_back(std::move(kv.second));
   replaced_.clear();
+  for (auto& kv : allowed_cache_) work.push_back(std::move(kv.second.second));
+  allowed_cache_.clear();
   for (auto& kv : theight_) work.push_back(std::move(kv.second.second));
   theight_.clear();
   std::vector<Value> grave;
@@ -1109,7 +1170,7 @@ Result Machine::run() {
         }
         case 'q': memo_put(uint_le(1)); break;
         case 'r': memo_put(uint_le(4)); break;
-        case 0x94: memo_put(memo_.size()); break;  // MEMOIZE
+        case 0x94: memo_put(memo_count_); break;  // MEMOIZE
         case 'g': {
           std::string s = line();
           char* e = nullptr;

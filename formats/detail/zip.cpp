@@ -139,6 +139,7 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
   // 3. Central directory records.
   std::vector<uint8_t> cd = r.read_bytes(cd_offset, size_t(cd_size));
   entries_.reserve(size_t(count));
+  index_.reserve(size_t(count));
   size_t pos = 0;
   for (uint64_t i = 0; i < count; ++i) {
     TB_CHECK(pos + 46 <= cd.size(), FormatError, "[zip] '", L, "': central directory entry ", i,
@@ -231,7 +232,7 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
 }
 
 const Entry* ZipReader::find(std::string_view name) const {
-  auto it = index_.find(std::string(name));
+  auto it = index_.find(name);
   return it == index_.end() ? nullptr : &entries_[it->second];
 }
 

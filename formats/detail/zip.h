@@ -79,7 +79,12 @@ class ZipReader {
   std::shared_ptr<Reader> reader_;
   ReadOptions opts_;
   std::vector<Entry> entries_;
-  std::unordered_map<std::string, size_t> index_;
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  // Transparent: find(string_view) needs no temporary std::string (one lookup per tensor in a .pt).
+  std::unordered_map<std::string, size_t, NameHash, std::equal_to<>> index_;
   bool zip64_ = false;
 };
 
