@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -60,9 +61,20 @@ void run_inspect(const InspectArgs& a) {
   std::vector<NonTensor> non_tensors;
   StateDict sd = ck.state_dict({}, &non_tensors);
 
-  // Storage sharing: tensors viewing one buffer, and views smaller than their storage.
-  std::map<const Storage*, std::vector<std::string>> by_storage;
-  for (const auto& [k, t] : sd) by_storage[t.storage().get()].push_back(k);
+  // Storage sharing: tensors viewing one buffer (the first such tensor and how many), and views
+  // smaller than their storage. Names of the sharers are gathered only for shared storages.
+  struct Sharing {
+    size_t first = 0, count = 0;
+    std::vector<std::string> names;  // filled for count > 1
+  };
+  std::unordered_map<const Storage*, Sharing> by_storage;
+  by_storage.reserve(sd.size());
+  for (size_t i = 0; i < sd.size(); ++i) {
+    auto& e = by_storage.try_emplace(sd.entries()[i].second.storage().get(), Sharing{i, 0, {}}).first->second;
+    ++e.count;
+  }
+  for (const auto& [k, t] : sd)
+    if (auto& e = by_storage[t.storage().get()]; e.count > 1) e.names.push_back(k);
 
   if (a.json) {
     json j;
@@ -78,7 +90,7 @@ void run_inspect(const InspectArgs& a) {
       e["dtype"] = std::string(dtype_name(t.dtype()));
       e["shape"] = t.shape();
       e["nbytes"] = t.nbytes();
-      const auto& sharers = by_storage[t.storage().get()];
+      const auto& sharers = by_storage[t.storage().get()].names;
       if (sharers.size() > 1 || t.storage()->nbytes() != t.nbytes()) {
         e["storage_nbytes"] = t.storage()->nbytes();
         if (sharers.size() > 1) {
@@ -121,9 +133,10 @@ void run_inspect(const InspectArgs& a) {
       std::cout << "  " << std::left << std::setw(int(wn)) << k << "  " << std::setw(int(wd)) << dtype_name(t.dtype())
                 << "  " << std::setw(int(ws)) << shape_str(t.shape()) << "  " << std::right << std::setw(12)
                 << t.nbytes();
-      const auto& sharers = by_storage[t.storage().get()];
-      if (sharers.size() > 1 && sharers.front() != k) std::cout << "  (shares storage with " << sharers.front() << ")";
-      else if (t.storage()->kind() != Storage::Kind::Mapped && t.storage()->nbytes() > t.nbytes() && sharers.size() == 1)
+      const auto& sharing = by_storage[t.storage().get()];
+      const std::string& first = sd.entries()[sharing.first].first;
+      if (sharing.count > 1 && first != k) std::cout << "  (shares storage with " << first << ")";
+      else if (t.storage()->kind() != Storage::Kind::Mapped && t.storage()->nbytes() > t.nbytes() && sharing.count == 1)
         std::cout << "  (view of a " << t.storage()->nbytes() << "-byte storage)";
       std::cout << "\n";
     }
