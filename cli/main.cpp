@@ -1,8 +1,12 @@
 // tensorbridge: the command-line tool. Subcommands live in commands.cpp; this file parses the
 // command line and maps errors to exit codes: 0 ok, 1 bad input or usage, 2 internal error.
 #include <iostream>
+#include <string>
 
 #include <CLI/CLI.hpp>
+#ifdef TB_WITH_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 #include "cli/commands.h"
 #include "tensor/error.h"
@@ -12,7 +16,13 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer("Exit codes: 0 ok, 1 bad input or usage, 2 internal error (diff: 1 means the files differ).\n"
              "Run 'tensorbridge SUBCOMMAND --help' for options and examples.");
-  app.set_version_flag("--version", "tensorbridge 0.1.0");
+  std::string version = "tensorbridge 0.1.0";
+#ifdef TB_WITH_MIMALLOC
+  // Also makes the mimalloc dependency a referenced one, so the linker keeps it (it replaces malloc).
+  version += " (allocator: mimalloc " + std::to_string(mi_version() / 100) + "." +
+             std::to_string(mi_version() / 10 % 10) + "." + std::to_string(mi_version() % 10) + ")";
+#endif
+  app.set_version_flag("--version", version);
   tb::cli::register_commands(app);
   try {
     app.parse(argc, argv);

@@ -43,7 +43,7 @@ APT_PACKAGES=(
   # compute (Vulkan + BLAS)
   libvulkan-dev mesa-vulkan-drivers glslc vulkan-tools libopenblas-dev
   # C++ libraries
-  catch2 nlohmann-json3-dev libcli11-dev libbenchmark-dev
+  catch2 nlohmann-json3-dev libcli11-dev libbenchmark-dev libmimalloc-dev ccache
   # fuzzing (libFuzzer via clang-14)
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
   # Debian python side (fixture generator + reference checks)
