@@ -40,7 +40,7 @@ Tensor Backend::flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
   return reshape(x, out);
 }
 
-Tensor Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+Tensor Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, bool relu) {
   TB_CHECK(w.dim() == 2, ShapeError, "linear: weight must be [out, in], got ", shape_str(w.shape()));
   TB_CHECK(x.dim() >= 1 && x.shape().back() == w.shape()[1], ShapeError, "linear: input ", shape_str(x.shape()),
            " does not end in in_features ", w.shape()[1], " of weight ", shape_str(w.shape()));
@@ -53,6 +53,7 @@ Tensor Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   Tensor x2 = reshape(x, {-1, w.shape()[1]});
   GemmParams p;
   p.trans_b = true;
+  p.relu = relu;
   return reshape(gemm(x2, w, bias, p), out);
 }
 

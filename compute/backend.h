@@ -39,6 +39,9 @@ struct GemmParams {
   bool trans_b = false;
   float alpha = 1.0f;
   float beta = 1.0f;
+  /** max(0, .) on the result, in the same pass: Linear followed by ReLU without a second pass
+   *  over the output (nn::Sequential fuses them). */
+  bool relu = false;
 };
 
 /** PyTorch Conv2d: input [N, C, H, W], weight [O, C/groups, kH, kW], bias [O]. */
@@ -100,7 +103,7 @@ class Backend {
   /** torch.flatten(x, start, end). */
   Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = -1);
   /** torch.nn.functional.linear: x [..., in] @ w[out, in]^T + bias[out]. */
-  Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
+  Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, bool relu = false);
 };
 
 /** Names of the backends this build can create on this machine: {"cpu"} or {"cpu", "vulkan"}. */

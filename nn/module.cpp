@@ -271,6 +271,10 @@ Tensor Linear::forward(const Tensor& x) {
   return backend().linear(x, device_tensor("weight"), device_tensor_opt("bias"));
 }
 
+Tensor Linear::forward_relu(const Tensor& x) {
+  return backend().linear(x, device_tensor("weight"), device_tensor_opt("bias"), /*relu=*/true);
+}
+
 Tensor ReLU::forward(const Tensor& x) { return backend().relu(x); }
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t k) : Conv2d(in, out, k, k, Options{}) {}
@@ -406,8 +410,17 @@ Sequential& Sequential::add(Ptr layer) {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor y = x;
-  for (auto& [name, m] : children()) {
+  const auto& kids = children();
+  for (size_t i = 0; i < kids.size(); ++i) {
+    const auto& [name, m] = kids[i];
     try {
+      // Linear then ReLU: one fused GEMM (the ReLU is applied as the results are stored).
+      auto* lin = dynamic_cast<Linear*>(m.get());
+      if (lin && i + 1 < kids.size() && dynamic_cast<ReLU*>(kids[i + 1].second.get())) {
+        y = lin->forward_relu(y);
+        ++i;
+        continue;
+      }
       y = m->forward(y);
     } catch (Error& e) {
       e.add_context(str("in Sequential layer ", name, " (", m->type_name(), ")"));

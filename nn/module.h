@@ -137,6 +137,8 @@ class Linear : public Module {
   std::string type_name() const override { return "Linear"; }
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
+  /** relu(forward(x)) in one pass over the output (Sequential uses it for Linear followed by ReLU). */
+  Tensor forward_relu(const Tensor& x);
   int64_t in_features, out_features;
   bool has_bias;
 };

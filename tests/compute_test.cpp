@@ -1,6 +1,8 @@
 // CPU backend: every op against hand-computed values, against PyTorch outputs (fixtures/compute,
 // written by fixtures/gen_compute.py with torch 1.13), and the fast paths against naive loops.
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <regex>
@@ -252,6 +254,28 @@ TEST_CASE("cpu: fast paths agree with naive loops over odd shapes", "[compute]")
           }
     check_close(y, f32(y.shape(), ref), 1e-4, 1e-4);
   }
+}
+
+TEST_CASE("cpu: Linear with fused ReLU is bit-identical to relu(linear) on every GEMM path", "[compute]") {
+  auto be = make_backend("cpu");
+  // skinny shapes take the own kernel (bias and ReLU in its store), square ones OpenBLAS + a pass
+  for (auto [m, n, k] : {std::array<int64_t, 3>{4096, 256, 20}, {33, 17, 9}, {1, 1, 1}, {300, 300, 300},
+                         {130, 65, 257}}) {
+    Tensor x = randn({m, k}, uint32_t(m + n + k)), w = randn({n, k}, 2), b = randn({n}, 3);
+    float* xp = x.data_as<float>();
+    xp[0] = NAN;  // row 0 becomes NaN: ReLU keeps NaN, as torch does
+    Tensor fused = be->linear(x, w, &b, /*relu=*/true);
+    Tensor ref = be->relu(be->linear(x, w, &b));
+    REQUIRE(fused.shape() == ref.shape());
+    REQUIRE(std::memcmp(fused.data(), ref.data(), size_t(ref.nbytes())) == 0);
+    REQUIRE(std::isnan(fused.data_as<float>()[0]));
+    Tensor nobias = be->linear(x, w, nullptr, true);
+    Tensor ref2 = be->relu(be->linear(x, w, nullptr));
+    REQUIRE(std::memcmp(nobias.data(), ref2.data(), size_t(ref2.nbytes())) == 0);
+  }
+  // -0 comes out as +0 from both
+  Tensor x = f32({1, 1}, {-0.0f}), w = f32({1, 1}, {1.0f});
+  REQUIRE(!std::signbit(be->linear(x, w, nullptr, true).data_as<float>()[0]));
 }
 
 TEST_CASE("cpu: f16/bf16 storage with f32 accumulation, and casts", "[compute]") {

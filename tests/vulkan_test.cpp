@@ -117,6 +117,11 @@ TEST_CASE("vulkan: gemm and linear match the CPU across tile edges", "[vulkan]")
   }
   Tensor x = randn({4, 3, 20}, 1), w = randn({33, 20}, 2), bias = randn({33}, 3);
   same(*be, be->linear(x, w, &bias), cpu_ref().linear(x, w, &bias), 1e-5, 1e-5, "linear");
+  same(*be, be->linear(x, w, &bias, /*relu=*/true), cpu_ref().linear(x, w, &bias, true), 1e-5, 1e-5,
+       "linear + fused relu");
+  Tensor big = randn({130, 257}, 4), wb = randn({65, 257}, 5);
+  same(*be, be->linear(be->upload(big), wb, nullptr, true), cpu_ref().relu(cpu_ref().linear(big, wb, nullptr)),
+       1e-4, 1e-4, "linear + fused relu, no bias, tile edges");
 }
 
 TEST_CASE("vulkan: batched matmul with broadcast batch dims", "[vulkan]") {

@@ -116,7 +116,7 @@ class CpuBackend final : public Backend {
       if (p.beta != 1.0f)
         for (auto& v : bias) v *= p.beta;
       sgemm_packed(pool_, g.m, g.n, g.k, p.alpha, A.data_as<float>(), B.data_as<float>(), p.trans_b, false, y,
-                   bias.data());
+                   bias.data(), p.relu);
       return to_dtype(Y, a.dtype());
     }
     if (c && p.beta != 0.0f) {
@@ -130,6 +130,7 @@ class CpuBackend final : public Backend {
       beta = 1.0f;
     }
     sgemm(p.trans_a, p.trans_b, g.m, g.n, g.k, p.alpha, A.data_as<float>(), B.data_as<float>(), beta, y);
+    if (p.relu) relu_in_place(y, g.m * g.n);
     return to_dtype(Y, a.dtype());
   }
 
@@ -156,9 +157,15 @@ class CpuBackend final : public Backend {
     const float* xp = X.data_as<float>();
     float* yp = Y.data_as<float>();
     pool_.parallel_for(X.numel(), 1 << 14, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) yp[i] = xp[i] > 0.0f ? xp[i] : (std::isnan(xp[i]) ? xp[i] : 0.0f);
+      for (int64_t i = i0; i < i1; ++i) yp[i] = relu1(xp[i]);
     });
     return to_dtype(Y, x.dtype());
+  }
+  static float relu1(float v) { return v > 0.0f || std::isnan(v) ? v : 0.0f; }  // NaN stays, -0 -> +0
+  void relu_in_place(float* y, int64_t n) {
+    pool_.parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) y[i] = relu1(y[i]);
+    });
   }
 
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) override {

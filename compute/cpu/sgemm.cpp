@@ -47,6 +47,7 @@ struct Job {
   bool acc_c;
   float* c;
   const float* bias;
+  bool relu;  // on the last K block only
 };
 
 /** Row blocks [b0, b1) of one packed (k, n) panel. */
@@ -59,8 +60,15 @@ inline __attribute__((always_inline)) void blocks(const Job& J, int64_t b0, int6
     for (int r = 0; r < MR; ++r) arow[r] = J.a + (i0 + std::min(r, mr - 1)) * J.k + J.k0;
     for (int64_t s = 0; s < J.strips; ++s) {
       const int64_t jb = J.j0 + s * NR;
-      micro<MR>(J.kc, arow, J.bp + s * J.kc * NR, J.c + i0 * J.n + jb, J.n, mr, int(std::min(NR, J.n - jb)),
-                J.alpha, J.acc_c, J.bias ? J.bias + jb : nullptr);
+      const int nr = int(std::min(NR, J.n - jb));
+      float* ct = J.c + i0 * J.n + jb;
+      micro<MR>(J.kc, arow, J.bp + s * J.kc * NR, ct, J.n, mr, nr, J.alpha, J.acc_c, J.bias ? J.bias + jb : nullptr);
+      if (J.relu)  // on the tile just stored (still in L1), as the relu op: NaN stays, -0 becomes +0
+        for (int r = 0; r < mr; ++r)
+          for (int j = 0; j < nr; ++j) {
+            float v = ct[r * J.n + j];
+            ct[r * J.n + j] = (v > 0.0f || v != v) ? v : 0.0f;
+          }
     }
   }
 }
@@ -69,7 +77,8 @@ __attribute__((target("avx512f"))) void blocks_avx512(const Job& J, int64_t b0, 
 __attribute__((target("avx2,fma"))) void blocks_avx2(const Job& J, int64_t b0, int64_t b1) { blocks<6>(J, b0, b1); }
 
 void run(int mr_max, void (*kernel)(const Job&, int64_t, int64_t), ThreadPool& pool, int64_t m, int64_t n, int64_t k,
-         float alpha, const float* a, const float* b, bool trans_b, bool accumulate, float* c, const float* bias) {
+         float alpha, const float* a, const float* b, bool trans_b, bool accumulate, float* c, const float* bias,
+         bool relu) {
   const int64_t nc_max = std::min(n, NC);
   const int64_t strips_max = (nc_max + NR - 1) / NR;
   std::unique_ptr<float, decltype(&std::free)> packed(
@@ -95,7 +104,7 @@ void run(int mr_max, void (*kernel)(const Job&, int64_t, int64_t), ThreadPool& p
           }
         }
       });
-      Job job{m, n, k, j0, k0, kc, strips, alpha, a, bp, accumulate || k0 > 0, c, bias};
+      Job job{m, n, k, j0, k0, kc, strips, alpha, a, bp, accumulate || k0 > 0, c, bias, relu && k0 + kc >= k};
       pool.parallel_for((m + mr_max - 1) / mr_max, 8, [&](int64_t b0, int64_t b1) { kernel(job, b0, b1); });
     }
   }
@@ -117,11 +126,11 @@ int level() {
 bool sgemm_available() { return level() > 0; }
 
 void sgemm_packed(ThreadPool& pool, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b,
-                  bool trans_b, bool accumulate, float* c, const float* col_bias) {
+                  bool trans_b, bool accumulate, float* c, const float* col_bias, bool relu) {
   if (level() == 2) {
-    run(12, blocks_avx512, pool, m, n, k, alpha, a, b, trans_b, accumulate, c, col_bias);
+    run(12, blocks_avx512, pool, m, n, k, alpha, a, b, trans_b, accumulate, c, col_bias, relu);
   } else {
-    run(6, blocks_avx2, pool, m, n, k, alpha, a, b, trans_b, accumulate, c, col_bias);
+    run(6, blocks_avx2, pool, m, n, k, alpha, a, b, trans_b, accumulate, c, col_bias, relu);
   }
 }
 

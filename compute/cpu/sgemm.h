@@ -13,8 +13,9 @@ namespace tb::compute::cpu {
 /** True when this CPU has a kernel (AVX2+FMA or AVX-512). */
 bool sgemm_available();
 /** C[M,N] = alpha * A[M,K] @ (trans_b ? B[N,K]^T : B[K,N]) + (accumulate ? C : 0) + col_bias[j]
- *  (col_bias may be null); lda = K, ldb as packed row-major, ldc = N. Requires sgemm_available(). */
+ *  (col_bias may be null), then max(0, C) when relu; lda = K, ldb as packed row-major, ldc = N.
+ *  Requires sgemm_available(). */
 void sgemm_packed(ThreadPool& pool, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b,
-                  bool trans_b, bool accumulate, float* c, const float* col_bias = nullptr);
+                  bool trans_b, bool accumulate, float* c, const float* col_bias = nullptr, bool relu = false);
 
 }  // namespace tb::compute::cpu

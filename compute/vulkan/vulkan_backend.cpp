@@ -164,7 +164,7 @@ class VulkanBackend final : public Backend {
     pc.M = u32(g.m, "M"), pc.N = u32(g.n, "N"), pc.K = u32(g.k, "K");
     pc.a_si = p.trans_a ? 1 : pc.K, pc.a_sk = p.trans_a ? pc.M : 1;
     pc.b_sk = p.trans_b ? 1 : pc.N, pc.b_sn = p.trans_b ? pc.K : 1;
-    pc.alpha = p.alpha, pc.beta = p.beta;
+    pc.alpha = p.alpha, pc.beta = p.beta, pc.relu = p.relu ? 1 : 0;
     if (c && c->numel() > 0 && p.beta != 0.0f) {  // beta 0 ignores C entirely (NaN/Inf in C included)
       Shape st = detail::broadcast_strides(C.shape(), {g.m, g.n});
       pc.c_si = uint32_t(st[0]), pc.c_sn = uint32_t(st[1]), pc.has_c = 1;
@@ -315,6 +315,7 @@ class VulkanBackend final : public Backend {
   struct GemmPush {
     uint32_t M, N, K, a_off, b_off, y_off, a_bs, b_bs, y_bs, a_si, a_sk, b_sk, b_sn, c_si, c_sn, has_c;
     float alpha, beta;
+    uint32_t relu;
   };
 
   void run_gemm(const GemmPush& pc, const Tensor& A, const Tensor& B, const Tensor& C,

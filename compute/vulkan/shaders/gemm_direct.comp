@@ -15,6 +15,7 @@ layout(push_constant) uniform P {
   uint a_si, a_sk, b_sk, b_sn;
   uint c_si, c_sn, has_c;
   float alpha, beta;
+  uint relu;  // max(0, v) on the store, NaN kept (Linear+ReLU fused)
 } p;
 
 void main() {
@@ -40,6 +41,7 @@ void main() {
       if (gn >= p.N) continue;
       float v = p.alpha * acc[i][j];
       if (p.has_c != 0) v += p.beta * c[gi * p.c_si + gn * p.c_sn];
+      if (p.relu != 0 && !(v > 0.0 || isnan(v))) v = 0.0;
       y[p.y_off + batch * p.y_bs + gi * p.N + gn] = v;
     }
   }
