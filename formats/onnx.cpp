@@ -88,10 +88,15 @@ std::string onnx_type_name(int t) {
   return str("type ", t);
 }
 
-void fill_tensor_proto(onnx::TensorProto& tp, const std::string& name, const Tensor& t) {
+/** name, dims and data_type: everything of an initializer but its data. */
+void fill_tensor_header(onnx::TensorProto& tp, const std::string& name, const Tensor& t) {
   tp.set_name(name);
   for (int64_t d : t.shape()) tp.add_dims(d);
   tp.set_data_type(info(t.dtype()).onnx);
+}
+
+void fill_tensor_proto(onnx::TensorProto& tp, const std::string& name, const Tensor& t) {
+  fill_tensor_header(tp, name, t);
   std::string* raw = tp.mutable_raw_data();
   raw->resize(t.nbytes());
   if (t.nbytes()) t.copy_to(raw->data());
@@ -505,9 +510,147 @@ uint64_t parse_size(const std::string& text) {
 constexpr uint64_t kMaxProto = uint64_t(INT_MAX);  // 2 GiB - 1: protobuf's limit for one message
 constexpr uint64_t kAlign = 4096;
 
-}  // namespace
+// ---- protobuf wire format, for the parts of the ModelProto written without libprotobuf -------------
+// A field is a varint key (field_number << 3 | wire_type) then its value; wire type 2 (length-delimited:
+// strings, bytes, embedded messages) is a varint byte count then the bytes.
+constexpr int kModelGraph = 7;        // ModelProto.graph (GraphProto)
+constexpr int kGraphInitializer = 5;  // GraphProto.initializer (repeated TensorProto)
+constexpr int kTensorRawData = 9;     // TensorProto.raw_data (bytes)
 
-void save_onnx(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+uint64_t varint_size(uint64_t v) {
+  uint64_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+/** Bytes of a length-delimited field holding `len` bytes: key, length, payload. */
+uint64_t delimited_size(uint64_t len) { return 1 + varint_size(len) + len; }
+
+void write_delimited_key(Writer& w, int field, uint64_t len) {
+  uint8_t b[11];
+  size_t n = 0;
+  b[n++] = uint8_t(field << 3 | 2);  // fields < 16 have a one-byte key
+  for (; len >= 0x80; len >>= 7) b[n++] = uint8_t(len | 0x80);
+  b[n++] = uint8_t(len);
+  w.write(b, n);
+}
+
+/** Offset in `bytes` (a message serialized by libprotobuf, which writes known fields in field-number
+ *  order) of the first top-level field numbered above `field`, or bytes.size(): where a field `field`
+ *  goes to give the bytes libprotobuf would write. `bytes` must not hold that field itself. */
+size_t insertion_point(const std::string& bytes, int field) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  size_t pos = 0, end = bytes.size();
+  auto varint = [&] {
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+      TB_ASSERT(pos < end && shift < 64, "[onnx] truncated varint in a serialized message");
+      uint8_t b = p[pos++];
+      v |= uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  while (pos < end) {
+    size_t start = pos;
+    uint64_t key = varint(), number = key >> 3;
+    TB_ASSERT(number != uint64_t(field), "[onnx] field ", field, " is already in the serialized message");
+    if (number > uint64_t(field)) return start;
+    switch (key & 7) {
+      case 0: varint(); break;
+      case 1: pos += 8; break;
+      case 2: {
+        uint64_t len = varint();
+        TB_ASSERT(len <= end - pos, "[onnx] truncated field in a serialized message");
+        pos += size_t(len);
+        break;
+      }
+      case 5: pos += 4; break;
+      default: TB_ASSERT(false, "[onnx] unexpected wire type ", key & 7, " in a serialized message");
+    }
+    TB_ASSERT(pos <= end, "[onnx] truncated field in a serialized message");
+  }
+  return end;
+}
+
+/** Writes `m` with raw[i] as raw_data of initializer i (undefined: the initializer is complete as it is)
+ *  to `w`, byte for byte as m.SerializeToString would after filling those raw_data fields, without
+ *  ever holding a tensor's bytes: libprotobuf serializes the small parts (the model without its graph,
+ *  the graph without its initializers, each initializer without its raw_data), the raw_data fields
+ *  are written here around them, with every length computed up front. Consumes m's graph. */
+void stream_model(onnx::ModelProto& m, const std::vector<Tensor>& raw, Writer& w, const fs::path& path) {
+  onnx::GraphProto* g = m.mutable_graph();
+  TB_ASSERT(size_t(g->initializer_size()) == raw.size(), "[onnx] one payload slot per initializer");
+  google::protobuf::RepeatedPtrField<onnx::TensorProto> inits;
+  inits.Swap(g->mutable_initializer());
+  std::vector<uint64_t> sizes(raw.size());  // serialized size of each complete TensorProto
+  uint64_t graph_size = g->ByteSizeLong();
+  for (size_t i = 0; i < raw.size(); ++i) {
+    TB_ASSERT(!raw[i].defined() || !inits[int(i)].has_raw_data(), "[onnx] raw_data given twice");
+    sizes[i] = inits[int(i)].ByteSizeLong() + (raw[i].defined() ? delimited_size(raw[i].nbytes()) : 0);
+    graph_size += delimited_size(sizes[i]);
+  }
+  std::string graph_bytes = g->SerializeAsString();
+  m.clear_graph();
+  std::string model_bytes = m.SerializeAsString();
+  uint64_t size = model_bytes.size() + delimited_size(graph_size);
+  TB_CHECK(size <= kMaxProto, UnsupportedError, "[onnx] cannot write '", path.string(), "': the model would be ",
+           size, " bytes, over protobuf's 2 GiB limit for one message; use external_data=always");
+
+  const uint64_t start = w.tell();
+  size_t model_split = insertion_point(model_bytes, kModelGraph);
+  size_t graph_split = insertion_point(graph_bytes, kGraphInitializer);
+  w.write(model_bytes.data(), model_split);
+  write_delimited_key(w, kModelGraph, graph_size);
+  w.write(graph_bytes.data(), graph_split);
+  std::string tp_bytes;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    tp_bytes.clear();
+    TB_CHECK(inits[int(i)].SerializeToString(&tp_bytes), InternalError, "[onnx] protobuf serialization failed for '",
+             path.string(), "'");
+    write_delimited_key(w, kGraphInitializer, sizes[i]);
+    if (!raw[i].defined()) {
+      w.write(tp_bytes);
+      continue;
+    }
+    size_t split = insertion_point(tp_bytes, kTensorRawData);
+    w.write(tp_bytes.data(), split);
+    const uint64_t n = raw[i].nbytes();
+    write_delimited_key(w, kTensorRawData, n);
+    const uint64_t before = w.tell();
+    w.write_tensor(raw[i]);
+    TB_ASSERT(w.tell() - before == n, "[onnx] tensor '", inits[int(i)].name(), "' wrote ", w.tell() - before,
+              " bytes instead of ", n);
+    w.write(tp_bytes.data() + split, tp_bytes.size() - split);
+  }
+  w.write(graph_bytes.data() + graph_split, graph_bytes.size() - graph_split);
+  w.write(model_bytes.data() + model_split, model_bytes.size() - model_split);
+  TB_ASSERT(w.tell() - start == size, "[onnx] wrote ", w.tell() - start, " bytes for '", path.string(),
+            "' but computed ", size);
+}
+
+/** The ONNX checker, which validates the structure (versions, opset, names, types, one data field per
+ *  initializer) and, in ONNX 1.12, never the raw_data bytes or their count. Initializers whose bytes
+ *  are streamed have no raw_data in `m`: they get a one-byte stand-in for the check, cleared after. */
+void run_checker(onnx::ModelProto& m, const std::vector<Tensor>& raw, const fs::path& path) {
+  auto* inits = m.mutable_graph()->mutable_initializer();
+  for (size_t i = 0; i < raw.size(); ++i)
+    if (raw[i].defined()) inits->Mutable(int(i))->set_raw_data(std::string(1, '\0'));
+  std::string failure;
+  try {
+    onnx::checker::check_model(m);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  for (size_t i = 0; i < raw.size(); ++i)
+    if (raw[i].defined()) inits->Mutable(int(i))->clear_raw_data();
+  if (!failure.empty())
+    throw InternalError(str("[onnx] the weights-only model for '", path.string(), "' fails the ONNX checker: ",
+                            failure, " (please report)"));
+}
+
+/** save_onnx; with in_memory, the writer before streaming (raw_data inside the ModelProto, serialized
+ *  by libprotobuf into a string): the tests' reference for the streamed bytes. */
+void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts, bool in_memory) {
   StateDict sd = ckpt.state_dict();
   std::string mode = opts.option("external_data", "auto");
   TB_CHECK(mode == "auto" || mode == "always" || mode == "never", UnsupportedError,
@@ -547,12 +690,13 @@ void save_onnx(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& 
   if (external) data_w = std::make_unique<AtomicFileWriter>(data_path, opts.overwrite);
   AtomicFileWriter w(path, opts.overwrite);
 
+  std::vector<Tensor> raw;  // per initializer: the tensor whose bytes stream_model writes as raw_data
+  raw.reserve(sd.size());
   for (const auto& [name, t] : sd) {
     auto* tp = g->add_initializer();
+    raw.emplace_back();
     if (external && t.nbytes() > 0) {
-      tp->set_name(name);
-      for (int64_t d : t.shape()) tp->add_dims(d);
-      tp->set_data_type(info(t.dtype()).onnx);
+      onnx_detail::fill_tensor_header(*tp, name, t);
       uint64_t pad = (kAlign - data_w->tell() % kAlign) % kAlign;
       data_w->write_zeros(size_t(pad));
       uint64_t offset = data_w->tell();
@@ -566,8 +710,11 @@ void save_onnx(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& 
       add_kv("location", data_path.filename().string());
       add_kv("offset", std::to_string(offset));
       add_kv("length", std::to_string(t.nbytes()));
+    } else if (in_memory || t.nbytes() == 0) {
+      onnx_detail::fill_tensor_proto(*tp, name, t);  // an empty tensor keeps its empty raw_data field
     } else {
-      onnx_detail::fill_tensor_proto(*tp, name, t);
+      onnx_detail::fill_tensor_header(*tp, name, t);
+      raw.back() = t;
     }
     auto* out = g->add_output();
     out->set_name(name);
@@ -576,24 +723,37 @@ void save_onnx(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& 
     auto* shp = tt->mutable_shape();
     for (int64_t d : t.shape()) shp->add_dim()->set_dim_value(d);
   }
-  uint64_t size = m.ByteSizeLong();
-  TB_CHECK(size <= kMaxProto, UnsupportedError, "[onnx] cannot write '", path.string(), "': the model would be ",
-           size, " bytes, over protobuf's 2 GiB limit for one message; use external_data=always");
   // The checker of ONNX 1.12 predates float8; for those files only our own structure is written.
-  if (!external && !has_f8) {
-    try {
-      onnx::checker::check_model(m);
-    } catch (const std::exception& e) {
-      throw InternalError(str("[onnx] the weights-only model for '", path.string(), "' fails the ONNX checker: ",
-                              e.what(), " (please report)"));
-    }
+  const bool check = !external && !has_f8;
+  if (in_memory) {
+    uint64_t size = m.ByteSizeLong();
+    TB_CHECK(size <= kMaxProto, UnsupportedError, "[onnx] cannot write '", path.string(), "': the model would be ",
+             size, " bytes, over protobuf's 2 GiB limit for one message; use external_data=always");
+    if (check) run_checker(m, raw, path);
+    std::string bytes;
+    TB_CHECK(m.SerializeToString(&bytes), InternalError, "[onnx] protobuf serialization failed for '", path.string(), "'");
+    w.write(bytes);
+  } else {
+    if (check) run_checker(m, raw, path);
+    stream_model(m, raw, w, path);
   }
-  std::string bytes;
-  TB_CHECK(m.SerializeToString(&bytes), InternalError, "[onnx] protobuf serialization failed for '", path.string(), "'");
-  w.write(bytes);
   if (data_w) data_w->commit();
   w.commit();
 }
+
+}  // namespace
+
+void save_onnx(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+  write_weights_model(ckpt, path, opts, false);
+}
+
+namespace onnx_detail {
+
+void save_onnx_in_memory(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+  write_weights_model(ckpt, path, opts, true);
+}
+
+}  // namespace onnx_detail
 
 const FormatAdapter& onnx_format() {
   static const FormatAdapter a = [] {

@@ -14,7 +14,8 @@
 //      (data_location 14 = EXTERNAL, external_data 13: location / offset / length / checksum).
 //   4. External data: `location` is a path relative to the model's folder (no "..", not absolute);
 //      bytes at [offset, offset + length) of that file have the raw_data encoding. We write
-//      `<model>.onnx.data` with every tensor at a 4096-aligned offset.
+//      `<model>.onnx.data` with every tensor at a 4096-aligned offset. Inline raw_data is streamed:
+//      libprotobuf serializes everything else, the raw_data fields are written around it (same bytes).
 //   5. torch.onnx.export may rename a Linear weight to `onnx::MatMul_N` and store it transposed
 //      ([in, out]) when it feeds MatMul then Add(bias); the loader maps it back to `<layer>.weight`
 //      ([out, in]) when the graph makes that unambiguous and reports it in Checkpoint::info.

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -305,6 +306,11 @@ TEST_CASE("weights-only files pass onnx.checker and read back bit-exact in onnx 
   for (const char* k : {"f16", "bf16", "i8", "u16", "boolean", "i64", "f64", "u64", "c64", "scalar"}) sd.insert(k, typed.at(k));
   sd.insert("transposed", sd.at("out.weight").transpose(0, 1));
   sd.insert("empty", Tensor::zeros(DType::F32, {0, 3}));
+  // 3 MiB (its raw_data streamed, length varints of 4 bytes) and its transposed view: i * 0.25, exact.
+  std::vector<float> ramp(1024 * 768);
+  for (size_t i = 0; i < ramp.size(); ++i) ramp[i] = float(i) * 0.25f;
+  sd.insert("big", Tensor::from_vector<float>(DType::F32, {1024, 768}, ramp));
+  sd.insert("big.t", sd.at("big").transpose(0, 1));
   Checkpoint ck = Checkpoint::from_state_dict(sd);
   ck.metadata["source"] = "mlp.onnx";
 
@@ -350,6 +356,9 @@ for path in (inl, ext):
     for k, v in ref.items():
         assert arrs[k].dtype == v.dtype and arrs[k].tobytes() == v.tobytes(), k
     assert arrs['transposed'].tobytes() == ref['out.weight'].T.tobytes()
+    big = np.arange(1024 * 768, dtype=np.float32).reshape(1024, 768) * np.float32(0.25)
+    assert arrs['big'].shape == (1024, 768) and arrs['big'].tobytes() == big.tobytes()
+    assert arrs['big.t'].shape == (768, 1024) and arrs['big.t'].tobytes() == np.ascontiguousarray(big.T).tobytes()
     assert arrs['f16'].dtype == np.float16 and arrs['f16'].tolist() == [1.0, -2.5, 65504.0]
     assert arrs['u64'].tolist() == [1, 18446744073709551615]
     assert arrs['c64'].tolist() == [1 + 2j, -3 + 0.5j]
@@ -387,11 +396,95 @@ for path in sys.argv[1:3]:
     for k, p in zip(['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias'], sys.argv[3:]):
         assert out[k].tobytes() == np.load(p).tobytes(), k
     assert out['i64'].tolist() == [-9000000000, 5]
+    big = np.arange(1024 * 768, dtype=np.float32).reshape(1024, 768) * np.float32(0.25)
+    assert out['big'].tobytes() == big.tobytes() and out['big.t'].tobytes() == np.ascontiguousarray(big.T).tobytes()
 print('ok')
 )",
                             args);
   INFO(ort.output);
   CHECK(ort.exit_code == 0);
+}
+
+namespace tb::onnx_detail {
+// formats/onnx.cpp: the writer before streaming (the whole ModelProto with its raw_data, serialized by
+// libprotobuf into one string), kept as the reference for the streamed bytes.
+void save_onnx_in_memory(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts);
+}  // namespace tb::onnx_detail
+
+TEST_CASE("streamed initializers give byte for byte the file libprotobuf serializes in memory", "[onnx]") {
+  // save_onnx writes each initializer's raw_data itself around libprotobuf's serialization of the rest;
+  // identical bytes mean the two files parse into equal ModelProtos (same fields, order, lengths).
+  tbtest::TempDir dir;
+  uint32_t seed = 1;
+  auto pattern = [&](DType dt, Shape shape) {
+    Tensor t = Tensor::zeros(dt, std::move(shape));
+    for (size_t i = 0; i < t.nbytes(); ++i) {
+      seed = seed * 1103515245u + 12345u;
+      t.data()[i] = uint8_t(seed >> 16) & (dt == DType::Bool ? 1 : 0xff);
+    }
+    return t;
+  };
+  StateDict all;
+  for (const auto& d : all_dtypes()) {
+    if (!d.onnx) continue;
+    all.insert("w." + std::string(d.name), pattern(d.dtype, {3, 5}));
+    all.insert("scalar." + std::string(d.name), pattern(d.dtype, {}));
+  }
+  all.insert("empty.f32", Tensor::zeros(DType::F32, {0}));
+  all.insert("empty.i64", Tensor::zeros(DType::I64, {0, 3}));
+  all.insert("empty.bool", Tensor::zeros(DType::Bool, {4, 0, 2}));
+  // raw_data lengths on both sides of the varint steps (1 -> 2 -> 3 bytes), then 4 bytes (3 MiB).
+  for (int64_t n : {127, 128, 16383, 16384, 2097151}) all.insert(str("u8.", n), pattern(DType::U8, {n}));
+  all.insert("big", pattern(DType::F32, {1024, 768}));
+  all.insert("big.transposed", pattern(DType::F32, {768, 1024}).transpose(0, 1));
+  all.insert("small.transposed", pattern(DType::F64, {7, 9}).transpose(0, 1));
+  StateDict no_f8;  // the ONNX 1.12 checker runs on these (it predates float8)
+  for (const auto& [k, t] : all)
+    if (t.dtype() != DType::F8E4M3FN && t.dtype() != DType::F8E5M2) no_f8.insert(k, t);
+
+  std::vector<std::pair<std::string, Checkpoint>> cases;
+  cases.emplace_back("all", Checkpoint::from_state_dict(all));
+  cases.back().second.metadata = {{"source", "test"}, {"empty", ""}, {"unicode", "\xc2\xb5-\xc3\xbf"}};
+  cases.emplace_back("no_f8", Checkpoint::from_state_dict(no_f8));
+  cases.back().second.metadata = {{"source", "no float8"}};
+  StateDict one;
+  one.insert("only", Tensor::from_vector<float>(DType::F32, {}, {2.5f}));
+  cases.emplace_back("scalar", Checkpoint::from_state_dict(one));
+  std::vector<std::pair<std::string, SaveOptions>> modes(4);
+  modes[0].first = "inline";
+  modes[1].first = "producer";
+  modes[1].second.options["producer_name"] = "someone else";
+  modes[2].first = "always";
+  modes[2].second.options["external_data"] = "always";
+  modes[3].first = "threshold";
+  modes[3].second.options["external_data_threshold"] = "1KB";
+  std::filesystem::create_directory(dir / "ref");
+  for (const auto& [cname, ck] : cases) {
+    for (const auto& [mname, opts] : modes) {
+      INFO(cname << " " << mname);
+      // Same file name in two folders: external data locations name the .data file.
+      auto streamed = dir / (cname + "_" + mname + ".onnx"), reference = dir / "ref" / (cname + "_" + mname + ".onnx");
+      save(ck, streamed, "onnx", opts);
+      onnx_detail::save_onnx_in_memory(ck, reference, opts);
+      std::string a = read_text_file(streamed), b = read_text_file(reference);
+      CHECK(a.size() == b.size());
+      CHECK(a == b);
+      auto data = [](std::filesystem::path p) { return p += ".data"; };
+      bool external = mname == "always" || (mname == "threshold" && cname != "scalar");
+      REQUIRE(std::filesystem::exists(data(streamed)) == external);
+      REQUIRE(std::filesystem::exists(data(reference)) == external);
+      if (external) CHECK(read_text_file(data(streamed)) == read_text_file(data(reference)));
+      StateDict back = load(streamed).state_dict();
+      const StateDict& want = ck.state_dict();
+      REQUIRE(back.keys() == want.keys());
+      for (const auto& [k, t] : want) {
+        INFO(k);
+        CHECK(back.at(k).dtype() == t.dtype());
+        CHECK(equal(back.at(k), t.contiguous()));
+      }
+    }
+  }
+  CHECK_NOTHROW(check_onnx_model(dir / "no_f8_inline.onnx"));
 }
 
 TEST_CASE("external_data=never refuses what cannot fit; bad options are named", "[onnx]") {
@@ -559,6 +652,22 @@ TEST_CASE("more than 2 GiB never goes into one protobuf message", "[onnx]") {
     FAIL("expected UnsupportedError");
   } catch (const UnsupportedError& e) {
     CHECK(std::string(e.what()).find("2400000000 bytes of tensors do not fit in one protobuf message (2 GiB limit)") !=
+          std::string::npos);
+  }
+  CHECK_FALSE(std::filesystem::exists(dir / "big.onnx"));
+
+  // Tensors that fit (2 GiB - 64 MiB - 4 bytes) but 65 MiB of metadata beside them do not: refused
+  // from the computed size, before any tensor byte is written (and without holding them).
+  StateDict fits;
+  fits.insert("almost", Tensor(one, DType::F32, {(int64_t(INT_MAX) - (64 << 20)) / 4}, {0}));
+  Checkpoint ck = Checkpoint::from_state_dict(fits);
+  ck.metadata["padding"] = std::string(65u << 20, 'x');
+  try {
+    save(ck, dir / "big.onnx", "onnx", o);
+    FAIL("expected UnsupportedError");
+  } catch (const UnsupportedError& e) {
+    INFO(e.what());
+    CHECK(std::string(e.what()).find("bytes, over protobuf's 2 GiB limit for one message; use external_data=always") !=
           std::string::npos);
   }
   CHECK_FALSE(std::filesystem::exists(dir / "big.onnx"));
