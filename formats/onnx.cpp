@@ -234,23 +234,23 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
   switch (dt) {
     case DType::F32:
       check_count(c, name, "float_data", tp.float_data(), n);
-      std::memcpy(out, tp.float_data().data(), need);
+      if (need) std::memcpy(out, tp.float_data().data(), need);  // an empty field has no buffer (null)
       break;
     case DType::C64:
       check_count(c, name, "float_data", tp.float_data(), 2 * n);
-      std::memcpy(out, tp.float_data().data(), need);
+      if (need) std::memcpy(out, tp.float_data().data(), need);  // an empty field has no buffer (null)
       break;
     case DType::F64:
       check_count(c, name, "double_data", tp.double_data(), n);
-      std::memcpy(out, tp.double_data().data(), need);
+      if (need) std::memcpy(out, tp.double_data().data(), need);  // an empty field has no buffer (null)
       break;
     case DType::C128:
       check_count(c, name, "double_data", tp.double_data(), 2 * n);
-      std::memcpy(out, tp.double_data().data(), need);
+      if (need) std::memcpy(out, tp.double_data().data(), need);  // an empty field has no buffer (null)
       break;
     case DType::I64:
       check_count(c, name, "int64_data", tp.int64_data(), n);
-      std::memcpy(out, tp.int64_data().data(), need);
+      if (need) std::memcpy(out, tp.int64_data().data(), need);  // an empty field has no buffer (null)
       break;
     case DType::U32:
     case DType::U64: {

@@ -127,6 +127,30 @@ TEST_CASE("typed fields, sparse initializers, Constant nodes and metadata_props"
   CHECK(info_of(c, "constants") == "3");
 }
 
+TEST_CASE("empty tensors stored in typed fields load as empty tensors", "[onnx]") {
+  // fuzz_onnx finding: an empty float_data/double_data/int64_data has no buffer, and copying zero
+  // bytes from it was undefined behaviour (UBSan: null pointer passed to memcpy).
+  tbtest::TempDir dir;
+  auto r = tbtest::python(Peer::Torch, R"(
+import sys, os, onnx
+from onnx import helper, TensorProto
+inits = [TensorProto(name=n, data_type=t, dims=[0, 3]) for n, t in
+         (('f32', 1), ('f64', 11), ('i64', 7), ('c64', 14), ('u64', 13), ('i32', 6))]
+onnx.save(helper.make_model(helper.make_graph([], 'g', [], [], inits)), os.path.join(sys.argv[1], 'e.onnx'))
+print('ok')
+)",
+                          {dir.path().string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  StateDict sd = load_file(dir.path() / "e.onnx").state_dict();
+  REQUIRE(sd.size() == 6);
+  for (const auto& [k, t] : sd) {
+    INFO(k);
+    CHECK(t.shape() == Shape{0, 3});
+    CHECK(t.nbytes() == 0);
+  }
+}
+
 TEST_CASE("every third-party ONNX file loads with the expected initializers", "[onnx]") {
   auto f = [](const std::string& n) { return fixture("shared/onnx/" + n); };
   {
