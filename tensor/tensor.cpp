@@ -67,7 +67,10 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t acc = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     s[i] = acc;
-    acc *= std::max<int64_t>(shape[i], 1);
+    // A shape with a zero dimension holds nothing, yet its other dimensions still multiply here:
+    // [0, 2^40, 2^40] from a hostile header must be an error, not a signed overflow.
+    if (i > 0 && __builtin_mul_overflow(acc, std::max<int64_t>(shape[i], 1), &acc))
+      throw ShapeError(str("shape ", shape_str(shape), " has strides that do not fit in 64 bits"));
   }
   return s;
 }

@@ -25,6 +25,14 @@ TEST_CASE("a view outside its storage is refused", "[tensor]") {
   CHECK_NOTHROW(Tensor(s, DType::F32, {2, 2}, {2, 1}, 0));
 }
 
+TEST_CASE("empty shapes with huge other dimensions: strides overflow is an error", "[tensor]") {
+  // fuzz_onnx finding: dims [0, 2^40, 2^40] hold no element, but their strides overflowed int64.
+  REQUIRE(contiguous_strides({0, 3, 4}) == Shape{12, 4, 1});
+  REQUIRE_THROWS_AS(contiguous_strides({0, int64_t(1) << 40, int64_t(1) << 40}), ShapeError);
+  REQUIRE_THROWS_WITH(Tensor::zeros(DType::F32, {0, int64_t(1) << 40, int64_t(1) << 40}),
+                      Catch::Contains("strides that do not fit in 64 bits"));
+}
+
 TEST_CASE("StateDict rejects duplicates and names close keys", "[tensor]") {
   StateDict sd;
   sd.insert("hidden.weight", Tensor::zeros(DType::F32, {2, 2}));
