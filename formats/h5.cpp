@@ -214,18 +214,39 @@ herr_t attr_cb(hid_t loc, const char* name, const H5A_info_t*, void* data) {
   return 0;
 }
 
+// HDF5 1.10 (H5O__attr_iterate_real) lists attributes kept in the object header ("compact"
+// storage) by first copying them all into a table (H5A__compact_build_table). The table grows by
+// realloc and records its capacity, not its fill, as the count, so when one attribute message
+// fails to decode, the cleanup (H5A__attr_release_table -> H5A__close) closes slots that were
+// never written: a crash that depends on heap contents (docs/FUZZING.md, finding 3). H5Aexists
+// walks the same messages and decodes each the same way (H5O__msg_iterate_real, H5O_LOAD_NATIVE)
+// but with a plain callback and no table, so it fails cleanly on a bad one. The name it looks for
+// is longer than any attribute message can hold (the stored name length is 16 bits), so it never
+// matches and the walk visits every message. A decode that succeeded is kept with the object
+// header, and the same bytes decode the same way again, so the table is safe once this passed.
+// Dense storage (fractal heap + name B-tree) is listed in native order below, which walks the
+// B-tree without a table (other orders build one, sized by the B-tree's record count, and sort it).
+void check_attr_messages(hid_t obj, const std::string& label, const std::string& path) {
+  static const std::string kNoSuchName(70000, '?');
+  if (H5Aexists(obj, kNoSuchName.c_str()) < 0)
+    fail(label, "cannot list the attributes of '/" + path + "' (a damaged attribute message)");
+}
+
 void read_attrs(hid_t obj, const std::string& label, const std::string& path, Metadata& md,
                 std::map<std::string, AttrValue>* keep = nullptr) {
   AttrVisit v{label, path, &md, keep};
+  check_attr_messages(obj, label, path);
   hsize_t idx = 0;
-  // Exceptions must not cross HDF5's C frames: collect names first, then read.
+  // Exceptions must not cross HDF5's C frames: collect names first, then read. Native order (see
+  // above); the values land in maps, so the order does not show.
   std::vector<std::string> names;
   auto name_cb = [](hid_t, const char* name, const H5A_info_t*, void* d) -> herr_t {
     static_cast<std::vector<std::string>*>(d)->push_back(name);
     return 0;
   };
-  if (H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, name_cb, &names) < 0)
+  if (H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_NATIVE, &idx, name_cb, &names) < 0)
     fail(label, "cannot list the attributes of '/" + path + "'");
+  std::sort(names.begin(), names.end());
   for (const auto& n : names) attr_cb(obj, n.c_str(), nullptr, &v);
 }
 

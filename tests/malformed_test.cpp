@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "formats/detail/zip.h"
+#include "formats/h5.h"
 
 using namespace tb;
 using namespace std::string_literals;  // literals below hold NUL bytes
@@ -276,6 +277,33 @@ TEST_CASE("HDF5 links out of the file, virtual datasets and external storage are
   // Found by fuzz_h5: a global heap object of index 0 and size 0 sends HDF5 1.10 into an endless
   // loop (H5HG__cache_heap_deserialize); refused before HDF5 sees the file.
   expect_refused(tbtest::fixture("malformed/h5_global_heap_zero_object.h5"), {"global heap collection", "no progress"});
+}
+
+TEST_CASE("HDF5: a damaged attribute message is refused, not a crash inside HDF5's attribute table", "[malformed]") {
+  // Found by fuzz_h5 (was fuzz/known/h5_attr_table_null_close.h5, docs/FUZZING.md finding 3): an
+  // attribute message of the root group whose name length disagrees with its name. HDF5 1.10.8's
+  // H5Aiterate2 copies the attributes into a table, fails on that message, and its cleanup closes
+  // table slots it never filled (SEGV in H5A__close under ASan). The loader checks every attribute
+  // message first through a walk that fails cleanly (formats/h5.cpp check_attr_messages).
+  fs::path file = tbtest::fixture("malformed/h5_attr_table_null_close.h5");
+  expect_refused(file, {"cannot list the attributes of '/'", "damaged attribute message",
+                        "attribute name has different length than stored length"});
+  // In process, by path and as an in-memory file image (how fuzz_h5 hands it to HDF5, where it crashed).
+  std::ifstream in(file, std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Source image;
+  image.reader = memory_reader(bytes, file.filename().string());
+  for (const Source& src : {Source::from_path(file), image}) {
+    try {
+      load_h5(src);
+      FAIL("damaged attribute message accepted");
+    } catch (const FormatError& e) {
+      std::string m = e.what();
+      INFO(m);
+      CHECK(m.find("h5_attr_table_null_close.h5") != std::string::npos);
+      CHECK(m.find("damaged attribute message") != std::string::npos);
+    }
+  }
 }
 
 TEST_CASE("Git LFS pointers and HTML pages saved under weight-file names are named as such", "[malformed]") {
