@@ -63,6 +63,12 @@ class Handle {
   }
   hid_t get() const { return id_; }
   bool ok() const { return id_ >= 0; }
+  /** Gives up ownership (the caller closes it). */
+  hid_t release() {
+    hid_t id = id_;
+    id_ = -1;
+    return id;
+  }
 
  private:
   hid_t id_ = -1;
@@ -744,29 +750,37 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
 // ------------------------------------------------------------------------------------------------
 // Writing
 
-class MemFile {
+/** The output file, written by HDF5 itself (sec2 driver) straight into the AtomicFileWriter's
+ *  temporary file: tensors go to disk one H5Dwrite at a time instead of into an in-memory image. */
+class OutFile {
  public:
-  MemFile() {
-    fapl_ = check_id(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "<memory>", "cannot create a file access list");
-    H5Pset_fapl_core(fapl_.get(), 1 << 20, 0);
-    file_ = check_id(H5Fcreate("tensorbridge-out.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl_.get()), H5Fclose, "<memory>",
-                     "cannot create an in-memory HDF5 file");
+  explicit OutFile(const AtomicFileWriter& out) : label_(out.target().string()) {
+    fapl_ = check_id(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, label_, "cannot create a file access list");
+    H5Pset_fapl_sec2(fapl_.get());
+    // Closing the file closes whatever is still open in it, so close() really writes everything.
+    H5Pset_fclose_degree(fapl_.get(), H5F_CLOSE_STRONG);
+#if H5_VERSION_GE(1, 10, 7)
+    // A private temporary file: a lock protects nothing and fails on file systems without flock.
+    H5Pset_file_locking(fapl_.get(), false, true);
+#endif
+    // The writer created the temporary file (O_EXCL, beside the target); HDF5 truncates and fills
+    // the same inode, so the writer's fsync + rename commits what HDF5 wrote.
+    file_ = check_id(H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl_.get()), H5Fclose, label_,
+                     "cannot create the HDF5 file '" + out.temp_path().string() + "'");
     lcpl_ = Handle(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     H5Pset_create_intermediate_group(lcpl_.get(), 1);
     H5Pset_char_encoding(lcpl_.get(), H5T_CSET_UTF8);
   }
   hid_t file() const { return file_.get(); }
   hid_t lcpl() const { return lcpl_.get(); }
-  std::vector<uint8_t> image() {
-    if (H5Fflush(file_.get(), H5F_SCOPE_GLOBAL) < 0) fail("<memory>", "cannot flush the file image");
-    ssize_t n = H5Fget_file_image(file_.get(), nullptr, 0);
-    if (n < 0) fail("<memory>", "cannot size the file image");
-    std::vector<uint8_t> out(static_cast<size_t>(n));
-    if (H5Fget_file_image(file_.get(), out.data(), out.size()) < 0) fail("<memory>", "cannot copy the file image");
-    return out;
+  const std::string& label() const { return label_; }
+  /** Writes the metadata HDF5 still holds and closes the file; an error (disk full) is thrown. */
+  void close() {
+    if (H5Fclose(file_.release()) < 0) fail(label_, "cannot finish writing the file");
   }
 
  private:
+  std::string label_;
   Handle fapl_, file_, lcpl_;
 };
 
@@ -819,10 +833,10 @@ void write_str_attr(hid_t obj, const std::string& name, const std::string& value
   H5Tset_size(t.get(), H5T_VARIABLE);
   H5Tset_cset(t.get(), cset);
   Handle s(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle a = check_id(H5Acreate2(obj, name.c_str(), t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "<memory>",
+  Handle a = check_id(H5Acreate2(obj, name.c_str(), t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "<output>",
                       "cannot create attribute '" + name + "'");
   const char* p = value.c_str();
-  if (H5Awrite(a.get(), t.get(), &p) < 0) fail("<memory>", "cannot write attribute '" + name + "'");
+  if (H5Awrite(a.get(), t.get(), &p) < 0) fail("<output>", "cannot write attribute '" + name + "'");
 }
 
 void write_str_list_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values) {
@@ -830,7 +844,7 @@ void write_str_list_attr(hid_t obj, const std::string& name, const std::vector<s
     hsize_t zero = 0;
     Handle s(H5Screate_simple(1, &zero, nullptr), H5Sclose);
     Handle a = check_id(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
-                        "<memory>", "cannot create attribute '" + name + "'");
+                        "<output>", "cannot create attribute '" + name + "'");
     double dummy = 0;
     H5Awrite(a.get(), H5T_NATIVE_DOUBLE, &dummy);
     return;
@@ -840,11 +854,11 @@ void write_str_list_attr(hid_t obj, const std::string& name, const std::vector<s
   H5Tset_cset(t.get(), H5T_CSET_ASCII);
   hsize_t n = values.size();
   Handle s(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  Handle a = check_id(H5Acreate2(obj, name.c_str(), t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "<memory>",
+  Handle a = check_id(H5Acreate2(obj, name.c_str(), t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "<output>",
                       "cannot create attribute '" + name + "'");
   std::vector<const char*> ptrs;
   for (const auto& v : values) ptrs.push_back(v.c_str());
-  if (H5Awrite(a.get(), t.get(), ptrs.data()) < 0) fail("<memory>", "cannot write attribute '" + name + "'");
+  if (H5Awrite(a.get(), t.get(), ptrs.data()) < 0) fail("<output>", "cannot write attribute '" + name + "'");
 }
 
 /** Keras' save_attributes_to_hdf5_group: split a long list into name0, name1, ... (64512-byte header limit). */
@@ -886,7 +900,9 @@ void check_path(const std::string& key) {
   }
 }
 
-void write_dataset(MemFile& f, const std::string& path, const Tensor& t0) {
+/** One tensor straight to disk: a packed copy only when it is not contiguous (or bool, normalised
+ *  to 0/1); a mapped input tensor's pages are dropped once written, as Writer::write_tensor does. */
+void write_dataset(OutFile& f, const std::string& path, const Tensor& t0) {
   Tensor t = t0.contiguous();
   Handle ftype = file_type(t.dtype());
   Handle space;
@@ -899,7 +915,7 @@ void write_dataset(MemFile& f, const std::string& path, const Tensor& t0) {
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_obj_track_times(dcpl.get(), 0);
   Handle d = check_id(H5Dcreate2(f.file(), path.c_str(), ftype.get(), space.get(), f.lcpl(), dcpl.get(), H5P_DEFAULT),
-                      H5Dclose, "<memory>", "cannot create dataset '" + path + "'");
+                      H5Dclose, f.label(), "cannot create dataset '" + path + "'");
   if (t.numel() > 0) {
     std::vector<uint8_t> bools;
     const void* data = t.data();
@@ -908,28 +924,32 @@ void write_dataset(MemFile& f, const std::string& path, const Tensor& t0) {
       for (size_t i = 0; i < bools.size(); ++i) bools[i] = t.data()[i] != 0;
       data = bools.data();
     }
+    // Same memory and file type: no conversion buffer; a contiguous dataset this large bypasses
+    // HDF5's sieve buffer and goes to pwrite from the tensor's own bytes.
     if (H5Dwrite(d.get(), ftype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-      fail("<memory>", "cannot write dataset '" + path + "'");
+      fail(f.label(), "cannot write dataset '" + path + "'");
+    release_written_pages(t);
+    report_write_progress(t.nbytes());
   }
   auto cls = H5Tget_class(ftype.get());
   if (cls == H5T_OPAQUE) write_str_attr(d.get(), "dtype", std::string(dtype_name(t.dtype())), H5T_CSET_UTF8);
 }
 
-Handle ensure_group(MemFile& f, const std::string& path) {
+Handle ensure_group(OutFile& f, const std::string& path) {
   if (path.empty()) return Handle(H5Gopen2(f.file(), "/", H5P_DEFAULT), H5Gclose);
   if (has_link(f.file(), path.c_str())) {
     Handle g(H5Gopen2(f.file(), path.c_str(), H5P_DEFAULT), H5Gclose);
-    if (!g.ok()) fail("<memory>", "'" + path + "' is a dataset, not a group");
+    if (!g.ok()) fail(f.label(), "'" + path + "' is a dataset, not a group");
     return g;
   }
   Handle gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
   H5Pset_obj_track_times(gcpl.get(), 0);
-  return check_id(H5Gcreate2(f.file(), path.c_str(), f.lcpl(), gcpl.get(), H5P_DEFAULT), H5Gclose, "<memory>",
+  return check_id(H5Gcreate2(f.file(), path.c_str(), f.lcpl(), gcpl.get(), H5P_DEFAULT), H5Gclose, f.label(),
                   "cannot create group '" + path + "'");
 }
 
 /** Metadata as string attributes: "<object path>/<name>" on that object when it exists, else on the root. */
-void write_metadata(MemFile& f, const Metadata& md, const std::set<std::string>& skip) {
+void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>& skip) {
   for (const auto& [k, v] : md) {
     if (skip.count(k) || k.empty()) continue;
     std::string obj, name = k;
@@ -938,7 +958,7 @@ void write_metadata(MemFile& f, const Metadata& md, const std::set<std::string>&
       obj = k.substr(0, slash);
       name = k.substr(slash + 1);
     }
-    Handle o = check_id(H5Oopen(f.file(), obj.empty() ? "/" : obj.c_str(), H5P_DEFAULT), H5Oclose, "<memory>",
+    Handle o = check_id(H5Oopen(f.file(), obj.empty() ? "/" : obj.c_str(), H5P_DEFAULT), H5Oclose, f.label(),
                         "cannot open '" + obj + "'");
     if (has_attr(o.get(), name.c_str())) continue;
     // Lists that came from string-array attributes go back as string arrays.
@@ -948,13 +968,7 @@ void write_metadata(MemFile& f, const Metadata& md, const std::set<std::string>&
   }
 }
 
-void commit_image(MemFile& f, AtomicFileWriter& out) {
-  auto bytes = f.image();
-  out.write(bytes.data(), bytes.size());
-  out.commit();
-}
-
-void save_plain(const StateDict& sd, const Metadata& md, MemFile& f) {
+void save_plain(const StateDict& sd, const Metadata& md, OutFile& f) {
   std::set<std::string> groups;
   for (const auto& [key, t] : sd) {
     check_path(key);
@@ -967,7 +981,7 @@ void save_plain(const StateDict& sd, const Metadata& md, MemFile& f) {
   write_metadata(f, md, {});
 }
 
-void save_keras2(const Checkpoint& ckpt, MemFile& f, const SaveOptions& opts) {
+void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
   auto layers = keras_layers(ckpt);
   bool from_keras3 = false;
   for (const auto& l : layers)
@@ -1012,7 +1026,7 @@ void save_keras2(const Checkpoint& ckpt, MemFile& f, const SaveOptions& opts) {
   }
 }
 
-void save_keras3(const Checkpoint& ckpt, MemFile& f) {
+void save_keras3(const Checkpoint& ckpt, OutFile& f) {
   StateDict sd = ckpt.state_dict();
   bool native = !sd.empty();
   for (const auto& [key, t] : sd) {
@@ -1051,11 +1065,13 @@ void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const 
                const std::string& layout) {
   TB_CHECK(layout == "plain" || layout == "keras" || layout == "keras3", UnsupportedError,
            "[h5] unknown layout '", layout, "' (expected plain, keras or keras3)");
+  // HDF5 writes the writer's temporary file; a failure (or a kill) before commit() leaves no target,
+  // and the writer removes the temporary file when it is destroyed uncommitted.
   AtomicFileWriter out(path, opts.overwrite);
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   h5_init();
-  MemFile f;
   try {
+    OutFile f(out);  // closed (by its destructor) before out removes the file on an error
     if (layout == "plain") {
       save_plain(ckpt.state_dict(), ckpt.metadata, f);
     } else if (layout == "keras") {
@@ -1063,11 +1079,12 @@ void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const 
     } else {
       save_keras3(ckpt, f);
     }
+    f.close();
   } catch (Error& e) {
     e.add_context("while writing '" + path.string() + "' (layout " + layout + ")");
     throw;
   }
-  commit_image(f, out);
+  out.commit();
 }
 
 bool sniff_h5(const Source& s) {
