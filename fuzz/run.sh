@@ -72,7 +72,9 @@ run_one() {
   # -rss_limit_mb / -malloc_limit_mb: a parser that allocates what a header claims is a finding.
   # -timeout: a single input taking more than 10 s is a hang.
   set +e
+  # fuzz/lsan.supp: leaks inside third-party libraries on their own error paths (docs/FUZZING.md).
   ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    LSAN_OPTIONS=suppressions="$PWD/fuzz/lsan.supp" \
     "$bin" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2560 -malloc_limit_mb=1024 \
       -max_len=300000 -print_final_stats=1 -artifact_prefix="$findings/" "$corpus" "$seeds" >"$log" 2>&1
   local rc=$?
