@@ -6,9 +6,18 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <chrono>
+#include <csignal>
 #include <functional>
 #include <mutex>
 #include <set>
+#include <thread>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "formats/adapters.h"
 #include "formats/h5_layers.inc"
@@ -442,12 +451,16 @@ DTypeRead map_type(hid_t ftype, std::optional<DType> special, const std::string&
   throw unsupported(str("HDF5 type class ", int(cls), " (not a numeric array)"));
 }
 
+constexpr uint64_t kProbeMaxTensor = 256ull << 20;  // chunked/compact data the probe reads per dataset
+constexpr uint64_t kProbeMemory = 1ull << 30;       // address space the probe may add (+2x the file)
+
 struct FileCtx {
   std::string label;
   uint64_t file_size = 0;
   bool mappable = false;  // the superblock is at offset 0 of src.reader, so dataset offsets are file offsets
   std::shared_ptr<Reader> reader;
   bool mmap = true;
+  bool probe = false;  // in the probe process (see probe_in_child): every HDF5 call, no tensor bytes
 };
 
 /** Reads one dataset; returns an undefined tensor for string datasets (kept in metadata instead). */
@@ -526,6 +539,9 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
       TB_CHECK(nbytes <= kBombFloor, UnsafeError, "[h5] '", label, "': dataset '", path, "' declares ", nbytes,
                " bytes (", shape_str(shape), ") but stores none; refusing to allocate it");
     }
+    // The bytes of a contiguous dataset are one checked range of the file: reading them parses no
+    // more metadata, so the probe stops here.
+    if (ctx.probe) return {};
     // Zero copy: raw little-endian bytes at a known file offset.
     bool raw = !dt.byteswap && dt.dtype != DType::Bool;
     if (raw && ctx.mmap && ctx.mappable && off != HADDR_UNDEF && numel > 0 && stored == nbytes &&
@@ -541,6 +557,7 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
              "': dataset '", path, "' declares ", nbytes, " bytes, far beyond the ", ctx.file_size, "-byte file");
   }
 
+  if (ctx.probe && nbytes > kProbeMaxTensor) return {};  // (the probe's memory stays bounded)
   Tensor t = Tensor::zeros(dt.dtype, shape);
   if (numel > 0) {
     if (H5Dread(d.get(), dt.mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data()) < 0)
@@ -647,6 +664,151 @@ std::vector<std::string> names_from(const Metadata& md, const std::string& key) 
   return h5detail::split_attr(md, key).value_or(std::vector<std::string>{});
 }
 
+Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig);
+
+// HDF5 1.10.8 trusts much of what it reads: H5HG_read indexes a global heap collection with the
+// object index of a variable-length string without checking it, H5T__conv_vlen allocates whatever
+// length such a string claims (docs/FUZZING.md, findings 5 and 6), and other damaged metadata
+// crash it in ways no check of ours can foresee without re-implementing the format. So every file
+// is first read by a forked copy of this process, under an address-space limit, which makes every
+// HDF5 call the load makes (metadata, attributes, strings, chunked and compact data up to
+// kProbeMaxTensor each; not the bytes of contiguous datasets, one checked range of the file):
+// - it crashes, dies or hangs: the file is refused here;
+// - it refuses the file (a tb::Error, an allocation past the limit included): that error is
+//   passed back through a pipe and thrown here, without this process touching the file again;
+// - it loads: this process repeats the same calls on the same bytes.
+// Costs one fork (copying this process's page tables) and the metadata read twice.
+extern "C" void __sanitizer_set_death_callback(void (*)(void)) __attribute__((weak));
+constexpr int kProbeLoaded = 0, kProbeRefused = 90;  // the probe's own exit codes
+
+/** The probe's refusal: kind letter + message. */
+std::string probe_report(const std::exception& e) {
+  char kind = 'F';
+  if (dynamic_cast<const UnsafeError*>(&e)) kind = 'S';
+  else if (dynamic_cast<const UnsupportedError*>(&e)) kind = 'U';
+  else if (dynamic_cast<const KeyError*>(&e)) kind = 'K';
+  else if (dynamic_cast<const IoError*>(&e)) kind = 'I';
+  else if (dynamic_cast<const std::bad_alloc*>(&e)) kind = 'M';
+  std::string msg = e.what();
+  if (msg.size() > 8000) msg.resize(8000);
+  return kind + msg;
+}
+
+[[noreturn]] void rethrow_probe_report(const std::string& r, const std::string& label) {
+  std::string msg = r.size() > 1 ? r.substr(1) : std::string("no message");
+  switch (r.empty() ? 'F' : r[0]) {
+    case 'S': throw UnsafeError(msg);
+    case 'U': throw UnsupportedError(msg);
+    case 'K': throw KeyError(msg);
+    case 'I': throw IoError(msg);
+    case 'M':
+      throw UnsafeError(str("[h5] '", label, "': reading this file's structure needs more than ",
+                            kProbeMemory >> 20, " MiB + twice the file size of memory (", msg,
+                            "); refusing a possible memory bomb"));
+    default: throw FormatError(msg);
+  }
+}
+
+uint64_t address_space_in_use() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages = 0;
+  statm >> pages;
+  return pages * uint64_t(::sysconf(_SC_PAGESIZE));
+}
+
+void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig) {
+  using clock = std::chrono::steady_clock;
+  // Metadata of a normal file reads in well under a second; chunked data adds its decompression.
+  const auto limit = std::chrono::seconds(60) + std::chrono::milliseconds(parent_ctx.file_size / (16u << 10));
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return;  // no probe possible: load in this process, as before
+  const uint64_t as_limit = address_space_in_use() + kProbeMemory + 2 * parent_ctx.file_size;
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return;
+  }
+  if (pid == 0) {
+    // The child: no core file, a bounded address space, and no sanitizer death callback (a
+    // fuzzer's would record the input as a crash of its own; the parent reports the refusal).
+    ::close(fds[0]);
+    struct rlimit no_core {0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    struct rlimit as {};
+    if (::getrlimit(RLIMIT_AS, &as) == 0 && (as.rlim_cur == RLIM_INFINITY || as.rlim_cur > as_limit)) {
+      as.rlim_cur = as_limit;
+      ::setrlimit(RLIMIT_AS, &as);
+    }
+    if (&__sanitizer_set_death_callback) __sanitizer_set_death_callback(nullptr);
+    int code = kProbeLoaded;
+    std::string report;
+    try {
+      FileCtx ctx = parent_ctx;
+      ctx.probe = true;
+      ctx.mmap = false;
+      load_hdf5(src, ctx, sig);
+    } catch (const std::exception& e) {
+      code = kProbeRefused;
+      report = probe_report(e);
+    } catch (...) {
+      code = kProbeRefused;
+      report = "Fan exception that is not a std::exception";
+    }
+    for (size_t off = 0; off < report.size();) {
+      ssize_t w = ::write(fds[1], report.data() + off, report.size() - off);
+      if (w <= 0) break;
+      off += size_t(w);
+    }
+    ::_exit(code);  // no atexit handlers, no flushing of the parent's stdio buffers
+  }
+  ::close(fds[1]);
+  const auto start = clock::now();
+  auto pause = std::chrono::microseconds(200);
+  int status = 0;
+  while (true) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {  // reaped elsewhere (SIGCHLD ignored): nothing learnt, load as without the probe
+      ::close(fds[0]);
+      return;
+    }
+    if (clock::now() - start > limit) {
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      ::close(fds[0]);
+      throw UnsafeError(str("[h5] '", parent_ctx.label, "': the HDF5 library did not finish reading the file's structure in ",
+                            std::chrono::duration_cast<std::chrono::seconds>(limit).count(),
+                            " s (a probe process was stopped); refusing it as damaged or hostile"));
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(20000));
+  }
+  std::string report;  // the child has exited: everything it wrote is in the pipe (< 64 KiB)
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    report.append(buf, size_t(n));
+  }
+  ::close(fds[0]);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kProbeLoaded) return;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kProbeRefused) rethrow_probe_report(report, parent_ctx.label);
+  if (WIFEXITED(status)) {
+    // Anything else is a sanitizer's report (ASan exits with 1 after a SEGV it caught) or an exit
+    // from inside the library.
+    throw FormatError(str("[h5] '", parent_ctx.label, "': the HDF5 library failed (exit status ", WEXITSTATUS(status),
+                          ") reading this file's structure in a probe process; refusing a damaged or hostile file"));
+  }
+  const int sig_no = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  const char* name = sig_no ? ::strsignal(sig_no) : nullptr;
+  throw FormatError(str("[h5] '", parent_ctx.label, "': the HDF5 library crashed (signal ", sig_no, ", ",
+                        name ? name : "?", ") reading this file's structure in a probe process; refusing a damaged "
+                        "or hostile file"));
+}
+
 Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   h5_init();
@@ -661,7 +823,11 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
            "': no HDF5 signature (\\x89HDF\\r\\n\\x1a\\n) at offset 0, 512, 1024, ...");
   ctx.mappable = sig == 0;
   check_global_heaps(*src.reader, sig, ctx.label);
+  probe_in_child(src, ctx, sig);
+  return load_hdf5(src, ctx, sig);
+}
 
+Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   // Open by path when the reader is that file, else from an in-memory image.
   Handle fapl = check_id(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, ctx.label, "cannot create a file access list");
   H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
@@ -731,7 +897,7 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
   ck.root = Value::dict();
   for (const auto& p : order) {
     Tensor t = read_dataset(file.get(), p, ctx, ck.metadata);
-    if (t.defined()) ck.root.set_item(Value::string(p), Value::tensor(std::move(t)));
+    if (t.defined() && !ctx.probe) ck.root.set_item(Value::string(p), Value::tensor(std::move(t)));
   }
 
   ck.info.push_back({"layout", layout});

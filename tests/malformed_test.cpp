@@ -282,6 +282,45 @@ TEST_CASE("HDF5 links out of the file, virtual datasets and external storage are
   expect_refused(tbtest::fixture("malformed/h5_object_header_leak.h5"), {"cannot open '/virtual'", "checksum"});
 }
 
+TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe process and refused", "[malformed]") {
+  // Found by fuzz_h5 (docs/FUZZING.md finding 5): a variable-length string attribute whose global
+  // heap object index lies past its collection; HDF5 1.10.8's H5HG_read indexes its object table
+  // with it unchecked (SEGV, in the release CLI too). The loader reads every file in a forked probe
+  // process first (formats/h5.cpp probe_in_child) and refuses the file when HDF5 dies there.
+  fs::path file = tbtest::fixture("malformed/h5_global_heap_bad_index.h5");
+  expect_refused(file, {"the HDF5 library", "reading this file's structure in a probe process", "hostile"});
+  std::ifstream in(file, std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Source image;
+  image.reader = memory_reader(bytes, file.filename().string());
+  for (const Source& src : {Source::from_path(file), image}) {
+    try {
+      load_h5(src);
+      FAIL("a file that crashes HDF5 was accepted");
+    } catch (const FormatError& e) {
+      std::string m = e.what();
+      INFO(m);
+      CHECK(m.find("h5_global_heap_bad_index.h5") != std::string::npos);
+      CHECK(m.find("probe process") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("HDF5: a variable-length string claiming gigabytes is refused without allocating them", "[malformed]") {
+  // Found by fuzz_h5 (docs/FUZZING.md finding 6): a 49 KB file whose variable-length string
+  // attribute claims a 3 GB sequence; HDF5 1.10.8 allocates (and touches) the claimed length
+  // for its conversion buffer: 3 GB of RSS and 8-11 s before the probe. The probe process runs
+  // under an address-space limit, so the allocation fails there and its refusal is reported.
+  // (Under ASan the allocator aborts the probe instead of returning NULL: refused as a crash.)
+  fs::path file = tbtest::fixture("malformed/h5_vlen_length_bomb.h5");
+  expect_refused(file, {});
+  Refusal r = inspect_capped(file);
+  INFO(r.output);
+  CHECK(r.seconds < 5.0);
+  CHECK((r.output.find("memory allocation failed") != std::string::npos ||
+         r.output.find("in a probe process") != std::string::npos));
+}
+
 TEST_CASE("HDF5: a damaged attribute message is refused, not a crash inside HDF5's attribute table", "[malformed]") {
   // Found by fuzz_h5 (was fuzz/known/h5_attr_table_null_close.h5, docs/FUZZING.md finding 3): an
   // attribute message of the root group whose name length disagrees with its name. HDF5 1.10.8's
