@@ -6,9 +6,18 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <chrono>
+#include <csignal>
 #include <functional>
 #include <mutex>
 #include <set>
+#include <thread>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "formats/adapters.h"
 #include "formats/h5_layers.inc"
@@ -63,6 +72,12 @@ class Handle {
   }
   hid_t get() const { return id_; }
   bool ok() const { return id_ >= 0; }
+  /** Gives up ownership (the caller closes it). */
+  hid_t release() {
+    hid_t id = id_;
+    id_ = -1;
+    return id;
+  }
 
  private:
   hid_t id_ = -1;
@@ -214,18 +229,39 @@ herr_t attr_cb(hid_t loc, const char* name, const H5A_info_t*, void* data) {
   return 0;
 }
 
+// HDF5 1.10 (H5O__attr_iterate_real) lists attributes kept in the object header ("compact"
+// storage) by first copying them all into a table (H5A__compact_build_table). The table grows by
+// realloc and records its capacity, not its fill, as the count, so when one attribute message
+// fails to decode, the cleanup (H5A__attr_release_table -> H5A__close) closes slots that were
+// never written: a crash that depends on heap contents (docs/FUZZING.md, finding 3). H5Aexists
+// walks the same messages and decodes each the same way (H5O__msg_iterate_real, H5O_LOAD_NATIVE)
+// but with a plain callback and no table, so it fails cleanly on a bad one. The name it looks for
+// is longer than any attribute message can hold (the stored name length is 16 bits), so it never
+// matches and the walk visits every message. A decode that succeeded is kept with the object
+// header, and the same bytes decode the same way again, so the table is safe once this passed.
+// Dense storage (fractal heap + name B-tree) is listed in native order below, which walks the
+// B-tree without a table (other orders build one, sized by the B-tree's record count, and sort it).
+void check_attr_messages(hid_t obj, const std::string& label, const std::string& path) {
+  static const std::string kNoSuchName(70000, '?');
+  if (H5Aexists(obj, kNoSuchName.c_str()) < 0)
+    fail(label, "cannot list the attributes of '/" + path + "' (a damaged attribute message)");
+}
+
 void read_attrs(hid_t obj, const std::string& label, const std::string& path, Metadata& md,
                 std::map<std::string, AttrValue>* keep = nullptr) {
   AttrVisit v{label, path, &md, keep};
+  check_attr_messages(obj, label, path);
   hsize_t idx = 0;
-  // Exceptions must not cross HDF5's C frames: collect names first, then read.
+  // Exceptions must not cross HDF5's C frames: collect names first, then read. Native order (see
+  // above); the values land in maps, so the order does not show.
   std::vector<std::string> names;
   auto name_cb = [](hid_t, const char* name, const H5A_info_t*, void* d) -> herr_t {
     static_cast<std::vector<std::string>*>(d)->push_back(name);
     return 0;
   };
-  if (H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, name_cb, &names) < 0)
+  if (H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_NATIVE, &idx, name_cb, &names) < 0)
     fail(label, "cannot list the attributes of '/" + path + "'");
+  std::sort(names.begin(), names.end());
   for (const auto& n : names) attr_cb(obj, n.c_str(), nullptr, &v);
 }
 
@@ -415,12 +451,16 @@ DTypeRead map_type(hid_t ftype, std::optional<DType> special, const std::string&
   throw unsupported(str("HDF5 type class ", int(cls), " (not a numeric array)"));
 }
 
+constexpr uint64_t kProbeMaxTensor = 256ull << 20;  // chunked/compact data the probe reads per dataset
+constexpr uint64_t kProbeMemory = 1ull << 30;       // address space the probe may add (+2x the file)
+
 struct FileCtx {
   std::string label;
   uint64_t file_size = 0;
   bool mappable = false;  // the superblock is at offset 0 of src.reader, so dataset offsets are file offsets
   std::shared_ptr<Reader> reader;
   bool mmap = true;
+  bool probe = false;  // in the probe process (see probe_in_child): every HDF5 call, no tensor bytes
 };
 
 /** Reads one dataset; returns an undefined tensor for string datasets (kept in metadata instead). */
@@ -499,6 +539,9 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
       TB_CHECK(nbytes <= kBombFloor, UnsafeError, "[h5] '", label, "': dataset '", path, "' declares ", nbytes,
                " bytes (", shape_str(shape), ") but stores none; refusing to allocate it");
     }
+    // The bytes of a contiguous dataset are one checked range of the file: reading them parses no
+    // more metadata, so the probe stops here.
+    if (ctx.probe) return {};
     // Zero copy: raw little-endian bytes at a known file offset.
     bool raw = !dt.byteswap && dt.dtype != DType::Bool;
     if (raw && ctx.mmap && ctx.mappable && off != HADDR_UNDEF && numel > 0 && stored == nbytes &&
@@ -514,6 +557,7 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
              "': dataset '", path, "' declares ", nbytes, " bytes, far beyond the ", ctx.file_size, "-byte file");
   }
 
+  if (ctx.probe && nbytes > kProbeMaxTensor) return {};  // (the probe's memory stays bounded)
   Tensor t = Tensor::zeros(dt.dtype, shape);
   if (numel > 0) {
     if (H5Dread(d.get(), dt.mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data()) < 0)
@@ -620,6 +664,151 @@ std::vector<std::string> names_from(const Metadata& md, const std::string& key) 
   return h5detail::split_attr(md, key).value_or(std::vector<std::string>{});
 }
 
+Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig);
+
+// HDF5 1.10.8 trusts much of what it reads: H5HG_read indexes a global heap collection with the
+// object index of a variable-length string without checking it, H5T__conv_vlen allocates whatever
+// length such a string claims (docs/FUZZING.md, findings 5 and 6), and other damaged metadata
+// crash it in ways no check of ours can foresee without re-implementing the format. So every file
+// is first read by a forked copy of this process, under an address-space limit, which makes every
+// HDF5 call the load makes (metadata, attributes, strings, chunked and compact data up to
+// kProbeMaxTensor each; not the bytes of contiguous datasets, one checked range of the file):
+// - it crashes, dies or hangs: the file is refused here;
+// - it refuses the file (a tb::Error, an allocation past the limit included): that error is
+//   passed back through a pipe and thrown here, without this process touching the file again;
+// - it loads: this process repeats the same calls on the same bytes.
+// Costs one fork (copying this process's page tables) and the metadata read twice.
+extern "C" void __sanitizer_set_death_callback(void (*)(void)) __attribute__((weak));
+constexpr int kProbeLoaded = 0, kProbeRefused = 90;  // the probe's own exit codes
+
+/** The probe's refusal: kind letter + message. */
+std::string probe_report(const std::exception& e) {
+  char kind = 'F';
+  if (dynamic_cast<const UnsafeError*>(&e)) kind = 'S';
+  else if (dynamic_cast<const UnsupportedError*>(&e)) kind = 'U';
+  else if (dynamic_cast<const KeyError*>(&e)) kind = 'K';
+  else if (dynamic_cast<const IoError*>(&e)) kind = 'I';
+  else if (dynamic_cast<const std::bad_alloc*>(&e)) kind = 'M';
+  std::string msg = e.what();
+  if (msg.size() > 8000) msg.resize(8000);
+  return kind + msg;
+}
+
+[[noreturn]] void rethrow_probe_report(const std::string& r, const std::string& label) {
+  std::string msg = r.size() > 1 ? r.substr(1) : std::string("no message");
+  switch (r.empty() ? 'F' : r[0]) {
+    case 'S': throw UnsafeError(msg);
+    case 'U': throw UnsupportedError(msg);
+    case 'K': throw KeyError(msg);
+    case 'I': throw IoError(msg);
+    case 'M':
+      throw UnsafeError(str("[h5] '", label, "': reading this file's structure needs more than ",
+                            kProbeMemory >> 20, " MiB + twice the file size of memory (", msg,
+                            "); refusing a possible memory bomb"));
+    default: throw FormatError(msg);
+  }
+}
+
+uint64_t address_space_in_use() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages = 0;
+  statm >> pages;
+  return pages * uint64_t(::sysconf(_SC_PAGESIZE));
+}
+
+void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig) {
+  using clock = std::chrono::steady_clock;
+  // Metadata of a normal file reads in well under a second; chunked data adds its decompression.
+  const auto limit = std::chrono::seconds(60) + std::chrono::milliseconds(parent_ctx.file_size / (16u << 10));
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return;  // no probe possible: load in this process, as before
+  const uint64_t as_limit = address_space_in_use() + kProbeMemory + 2 * parent_ctx.file_size;
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return;
+  }
+  if (pid == 0) {
+    // The child: no core file, a bounded address space, and no sanitizer death callback (a
+    // fuzzer's would record the input as a crash of its own; the parent reports the refusal).
+    ::close(fds[0]);
+    struct rlimit no_core {0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    struct rlimit as {};
+    if (::getrlimit(RLIMIT_AS, &as) == 0 && (as.rlim_cur == RLIM_INFINITY || as.rlim_cur > as_limit)) {
+      as.rlim_cur = as_limit;
+      ::setrlimit(RLIMIT_AS, &as);
+    }
+    if (&__sanitizer_set_death_callback) __sanitizer_set_death_callback(nullptr);
+    int code = kProbeLoaded;
+    std::string report;
+    try {
+      FileCtx ctx = parent_ctx;
+      ctx.probe = true;
+      ctx.mmap = false;
+      load_hdf5(src, ctx, sig);
+    } catch (const std::exception& e) {
+      code = kProbeRefused;
+      report = probe_report(e);
+    } catch (...) {
+      code = kProbeRefused;
+      report = "Fan exception that is not a std::exception";
+    }
+    for (size_t off = 0; off < report.size();) {
+      ssize_t w = ::write(fds[1], report.data() + off, report.size() - off);
+      if (w <= 0) break;
+      off += size_t(w);
+    }
+    ::_exit(code);  // no atexit handlers, no flushing of the parent's stdio buffers
+  }
+  ::close(fds[1]);
+  const auto start = clock::now();
+  auto pause = std::chrono::microseconds(200);
+  int status = 0;
+  while (true) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {  // reaped elsewhere (SIGCHLD ignored): nothing learnt, load as without the probe
+      ::close(fds[0]);
+      return;
+    }
+    if (clock::now() - start > limit) {
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      ::close(fds[0]);
+      throw UnsafeError(str("[h5] '", parent_ctx.label, "': the HDF5 library did not finish reading the file's structure in ",
+                            std::chrono::duration_cast<std::chrono::seconds>(limit).count(),
+                            " s (a probe process was stopped); refusing it as damaged or hostile"));
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(20000));
+  }
+  std::string report;  // the child has exited: everything it wrote is in the pipe (< 64 KiB)
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    report.append(buf, size_t(n));
+  }
+  ::close(fds[0]);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kProbeLoaded) return;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kProbeRefused) rethrow_probe_report(report, parent_ctx.label);
+  if (WIFEXITED(status)) {
+    // Anything else is a sanitizer's report (ASan exits with 1 after a SEGV it caught) or an exit
+    // from inside the library.
+    throw FormatError(str("[h5] '", parent_ctx.label, "': the HDF5 library failed (exit status ", WEXITSTATUS(status),
+                          ") reading this file's structure in a probe process; refusing a damaged or hostile file"));
+  }
+  const int sig_no = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  const char* name = sig_no ? ::strsignal(sig_no) : nullptr;
+  throw FormatError(str("[h5] '", parent_ctx.label, "': the HDF5 library crashed (signal ", sig_no, ", ",
+                        name ? name : "?", ") reading this file's structure in a probe process; refusing a damaged "
+                        "or hostile file"));
+}
+
 Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   h5_init();
@@ -634,7 +823,11 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
            "': no HDF5 signature (\\x89HDF\\r\\n\\x1a\\n) at offset 0, 512, 1024, ...");
   ctx.mappable = sig == 0;
   check_global_heaps(*src.reader, sig, ctx.label);
+  probe_in_child(src, ctx, sig);
+  return load_hdf5(src, ctx, sig);
+}
 
+Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   // Open by path when the reader is that file, else from an in-memory image.
   Handle fapl = check_id(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, ctx.label, "cannot create a file access list");
   H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
@@ -704,7 +897,7 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
   ck.root = Value::dict();
   for (const auto& p : order) {
     Tensor t = read_dataset(file.get(), p, ctx, ck.metadata);
-    if (t.defined()) ck.root.set_item(Value::string(p), Value::tensor(std::move(t)));
+    if (t.defined() && !ctx.probe) ck.root.set_item(Value::string(p), Value::tensor(std::move(t)));
   }
 
   ck.info.push_back({"layout", layout});
@@ -723,29 +916,37 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
 // ------------------------------------------------------------------------------------------------
 // Writing
 
-class MemFile {
+/** The output file, written by HDF5 itself (sec2 driver) straight into the AtomicFileWriter's
+ *  temporary file: tensors go to disk one H5Dwrite at a time instead of into an in-memory image. */
+class OutFile {
  public:
-  MemFile() {
-    fapl_ = check_id(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "<memory>", "cannot create a file access list");
-    H5Pset_fapl_core(fapl_.get(), 1 << 20, 0);
-    file_ = check_id(H5Fcreate("tensorbridge-out.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl_.get()), H5Fclose, "<memory>",
-                     "cannot create an in-memory HDF5 file");
+  explicit OutFile(const AtomicFileWriter& out) : label_(out.target().string()) {
+    fapl_ = check_id(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, label_, "cannot create a file access list");
+    H5Pset_fapl_sec2(fapl_.get());
+    // Closing the file closes whatever is still open in it, so close() really writes everything.
+    H5Pset_fclose_degree(fapl_.get(), H5F_CLOSE_STRONG);
+#if H5_VERSION_GE(1, 10, 7)
+    // A private temporary file: a lock protects nothing and fails on file systems without flock.
+    H5Pset_file_locking(fapl_.get(), false, true);
+#endif
+    // The writer created the temporary file (O_EXCL, beside the target); HDF5 truncates and fills
+    // the same inode, so the writer's fsync + rename commits what HDF5 wrote.
+    file_ = check_id(H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl_.get()), H5Fclose, label_,
+                     "cannot create the HDF5 file '" + out.temp_path().string() + "'");
     lcpl_ = Handle(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     H5Pset_create_intermediate_group(lcpl_.get(), 1);
     H5Pset_char_encoding(lcpl_.get(), H5T_CSET_UTF8);
   }
   hid_t file() const { return file_.get(); }
   hid_t lcpl() const { return lcpl_.get(); }
-  std::vector<uint8_t> image() {
-    if (H5Fflush(file_.get(), H5F_SCOPE_GLOBAL) < 0) fail("<memory>", "cannot flush the file image");
-    ssize_t n = H5Fget_file_image(file_.get(), nullptr, 0);
-    if (n < 0) fail("<memory>", "cannot size the file image");
-    std::vector<uint8_t> out(static_cast<size_t>(n));
-    if (H5Fget_file_image(file_.get(), out.data(), out.size()) < 0) fail("<memory>", "cannot copy the file image");
-    return out;
+  const std::string& label() const { return label_; }
+  /** Writes the metadata HDF5 still holds and closes the file; an error (disk full) is thrown. */
+  void close() {
+    if (H5Fclose(file_.release()) < 0) fail(label_, "cannot finish writing the file");
   }
 
  private:
+  std::string label_;
   Handle fapl_, file_, lcpl_;
 };
 
@@ -798,10 +999,10 @@ void write_str_attr(hid_t obj, const std::string& name, const std::string& value
   H5Tset_size(t.get(), H5T_VARIABLE);
   H5Tset_cset(t.get(), cset);
   Handle s(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle a = check_id(H5Acreate2(obj, name.c_str(), t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "<memory>",
+  Handle a = check_id(H5Acreate2(obj, name.c_str(), t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "<output>",
                       "cannot create attribute '" + name + "'");
   const char* p = value.c_str();
-  if (H5Awrite(a.get(), t.get(), &p) < 0) fail("<memory>", "cannot write attribute '" + name + "'");
+  if (H5Awrite(a.get(), t.get(), &p) < 0) fail("<output>", "cannot write attribute '" + name + "'");
 }
 
 void write_str_list_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values) {
@@ -809,7 +1010,7 @@ void write_str_list_attr(hid_t obj, const std::string& name, const std::vector<s
     hsize_t zero = 0;
     Handle s(H5Screate_simple(1, &zero, nullptr), H5Sclose);
     Handle a = check_id(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
-                        "<memory>", "cannot create attribute '" + name + "'");
+                        "<output>", "cannot create attribute '" + name + "'");
     double dummy = 0;
     H5Awrite(a.get(), H5T_NATIVE_DOUBLE, &dummy);
     return;
@@ -819,11 +1020,11 @@ void write_str_list_attr(hid_t obj, const std::string& name, const std::vector<s
   H5Tset_cset(t.get(), H5T_CSET_ASCII);
   hsize_t n = values.size();
   Handle s(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  Handle a = check_id(H5Acreate2(obj, name.c_str(), t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "<memory>",
+  Handle a = check_id(H5Acreate2(obj, name.c_str(), t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "<output>",
                       "cannot create attribute '" + name + "'");
   std::vector<const char*> ptrs;
   for (const auto& v : values) ptrs.push_back(v.c_str());
-  if (H5Awrite(a.get(), t.get(), ptrs.data()) < 0) fail("<memory>", "cannot write attribute '" + name + "'");
+  if (H5Awrite(a.get(), t.get(), ptrs.data()) < 0) fail("<output>", "cannot write attribute '" + name + "'");
 }
 
 /** Keras' save_attributes_to_hdf5_group: split a long list into name0, name1, ... (64512-byte header limit). */
@@ -865,7 +1066,9 @@ void check_path(const std::string& key) {
   }
 }
 
-void write_dataset(MemFile& f, const std::string& path, const Tensor& t0) {
+/** One tensor straight to disk: a packed copy only when it is not contiguous (or bool, normalised
+ *  to 0/1); a mapped input tensor's pages are dropped once written, as Writer::write_tensor does. */
+void write_dataset(OutFile& f, const std::string& path, const Tensor& t0) {
   Tensor t = t0.contiguous();
   Handle ftype = file_type(t.dtype());
   Handle space;
@@ -878,7 +1081,7 @@ void write_dataset(MemFile& f, const std::string& path, const Tensor& t0) {
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_obj_track_times(dcpl.get(), 0);
   Handle d = check_id(H5Dcreate2(f.file(), path.c_str(), ftype.get(), space.get(), f.lcpl(), dcpl.get(), H5P_DEFAULT),
-                      H5Dclose, "<memory>", "cannot create dataset '" + path + "'");
+                      H5Dclose, f.label(), "cannot create dataset '" + path + "'");
   if (t.numel() > 0) {
     std::vector<uint8_t> bools;
     const void* data = t.data();
@@ -887,28 +1090,32 @@ void write_dataset(MemFile& f, const std::string& path, const Tensor& t0) {
       for (size_t i = 0; i < bools.size(); ++i) bools[i] = t.data()[i] != 0;
       data = bools.data();
     }
+    // Same memory and file type: no conversion buffer; a contiguous dataset this large bypasses
+    // HDF5's sieve buffer and goes to pwrite from the tensor's own bytes.
     if (H5Dwrite(d.get(), ftype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-      fail("<memory>", "cannot write dataset '" + path + "'");
+      fail(f.label(), "cannot write dataset '" + path + "'");
+    release_written_pages(t);
+    report_write_progress(t.nbytes());
   }
   auto cls = H5Tget_class(ftype.get());
   if (cls == H5T_OPAQUE) write_str_attr(d.get(), "dtype", std::string(dtype_name(t.dtype())), H5T_CSET_UTF8);
 }
 
-Handle ensure_group(MemFile& f, const std::string& path) {
+Handle ensure_group(OutFile& f, const std::string& path) {
   if (path.empty()) return Handle(H5Gopen2(f.file(), "/", H5P_DEFAULT), H5Gclose);
   if (has_link(f.file(), path.c_str())) {
     Handle g(H5Gopen2(f.file(), path.c_str(), H5P_DEFAULT), H5Gclose);
-    if (!g.ok()) fail("<memory>", "'" + path + "' is a dataset, not a group");
+    if (!g.ok()) fail(f.label(), "'" + path + "' is a dataset, not a group");
     return g;
   }
   Handle gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
   H5Pset_obj_track_times(gcpl.get(), 0);
-  return check_id(H5Gcreate2(f.file(), path.c_str(), f.lcpl(), gcpl.get(), H5P_DEFAULT), H5Gclose, "<memory>",
+  return check_id(H5Gcreate2(f.file(), path.c_str(), f.lcpl(), gcpl.get(), H5P_DEFAULT), H5Gclose, f.label(),
                   "cannot create group '" + path + "'");
 }
 
 /** Metadata as string attributes: "<object path>/<name>" on that object when it exists, else on the root. */
-void write_metadata(MemFile& f, const Metadata& md, const std::set<std::string>& skip) {
+void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>& skip) {
   for (const auto& [k, v] : md) {
     if (skip.count(k) || k.empty()) continue;
     std::string obj, name = k;
@@ -917,7 +1124,7 @@ void write_metadata(MemFile& f, const Metadata& md, const std::set<std::string>&
       obj = k.substr(0, slash);
       name = k.substr(slash + 1);
     }
-    Handle o = check_id(H5Oopen(f.file(), obj.empty() ? "/" : obj.c_str(), H5P_DEFAULT), H5Oclose, "<memory>",
+    Handle o = check_id(H5Oopen(f.file(), obj.empty() ? "/" : obj.c_str(), H5P_DEFAULT), H5Oclose, f.label(),
                         "cannot open '" + obj + "'");
     if (has_attr(o.get(), name.c_str())) continue;
     // Lists that came from string-array attributes go back as string arrays.
@@ -927,13 +1134,7 @@ void write_metadata(MemFile& f, const Metadata& md, const std::set<std::string>&
   }
 }
 
-void commit_image(MemFile& f, AtomicFileWriter& out) {
-  auto bytes = f.image();
-  out.write(bytes.data(), bytes.size());
-  out.commit();
-}
-
-void save_plain(const StateDict& sd, const Metadata& md, MemFile& f) {
+void save_plain(const StateDict& sd, const Metadata& md, OutFile& f) {
   std::set<std::string> groups;
   for (const auto& [key, t] : sd) {
     check_path(key);
@@ -946,7 +1147,7 @@ void save_plain(const StateDict& sd, const Metadata& md, MemFile& f) {
   write_metadata(f, md, {});
 }
 
-void save_keras2(const Checkpoint& ckpt, MemFile& f, const SaveOptions& opts) {
+void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
   auto layers = keras_layers(ckpt);
   bool from_keras3 = false;
   for (const auto& l : layers)
@@ -991,7 +1192,7 @@ void save_keras2(const Checkpoint& ckpt, MemFile& f, const SaveOptions& opts) {
   }
 }
 
-void save_keras3(const Checkpoint& ckpt, MemFile& f) {
+void save_keras3(const Checkpoint& ckpt, OutFile& f) {
   StateDict sd = ckpt.state_dict();
   bool native = !sd.empty();
   for (const auto& [key, t] : sd) {
@@ -1030,11 +1231,13 @@ void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const 
                const std::string& layout) {
   TB_CHECK(layout == "plain" || layout == "keras" || layout == "keras3", UnsupportedError,
            "[h5] unknown layout '", layout, "' (expected plain, keras or keras3)");
+  // HDF5 writes the writer's temporary file; a failure (or a kill) before commit() leaves no target,
+  // and the writer removes the temporary file when it is destroyed uncommitted.
   AtomicFileWriter out(path, opts.overwrite);
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   h5_init();
-  MemFile f;
   try {
+    OutFile f(out);  // closed (by its destructor) before out removes the file on an error
     if (layout == "plain") {
       save_plain(ckpt.state_dict(), ckpt.metadata, f);
     } else if (layout == "keras") {
@@ -1042,11 +1245,12 @@ void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const 
     } else {
       save_keras3(ckpt, f);
     }
+    f.close();
   } catch (Error& e) {
     e.add_context("while writing '" + path.string() + "' (layout " + layout + ")");
     throw;
   }
-  commit_image(f, out);
+  out.commit();
 }
 
 bool sniff_h5(const Source& s) {

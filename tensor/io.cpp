@@ -208,10 +208,15 @@ void release_written_pages(const void* data, size_t n) {
 }
 }  // namespace
 
+void release_written_pages(const Tensor& t) {
+  if (t.defined() && t.is_contiguous() && t.storage() && t.storage()->kind() == Storage::Kind::Mapped)
+    release_written_pages(t.data(), t.nbytes());
+}
+
 void Writer::write_tensor(const Tensor& t) {
   if (t.is_contiguous()) {
     write(t.data(), t.nbytes());
-    if (t.storage() && t.storage()->kind() == Storage::Kind::Mapped) release_written_pages(t.data(), t.nbytes());
+    release_written_pages(t);
     return;
   }
   // Gather in bounded chunks: one row-major pass through a 4 MiB buffer.
@@ -227,6 +232,10 @@ std::function<void(uint64_t)>& write_progress() {
 }  // namespace
 
 void set_write_progress(std::function<void(uint64_t)> cb) { write_progress() = std::move(cb); }
+
+void report_write_progress(uint64_t n) {
+  if (write_progress()) write_progress()(n);
+}
 
 void MemoryWriter::write(const void* data, size_t n) {
   const auto* p = static_cast<const uint8_t*>(data);

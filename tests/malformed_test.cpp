@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "formats/detail/zip.h"
+#include "formats/h5.h"
 
 using namespace tb;
 using namespace std::string_literals;  // literals below hold NUL bytes
@@ -276,6 +277,75 @@ TEST_CASE("HDF5 links out of the file, virtual datasets and external storage are
   // Found by fuzz_h5: a global heap object of index 0 and size 0 sends HDF5 1.10 into an endless
   // loop (H5HG__cache_heap_deserialize); refused before HDF5 sees the file.
   expect_refused(tbtest::fixture("malformed/h5_global_heap_zero_object.h5"), {"global heap collection", "no progress"});
+  // Found by fuzz_h5 (LeakSanitizer, docs/FUZZING.md finding 4): an object header that fails its
+  // checksum; HDF5 1.10.8 leaks 424 bytes on that error path (not ours to free), the file is refused.
+  expect_refused(tbtest::fixture("malformed/h5_object_header_leak.h5"), {"cannot open '/virtual'", "checksum"});
+}
+
+TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe process and refused", "[malformed]") {
+  // Found by fuzz_h5 (docs/FUZZING.md finding 5): a variable-length string attribute whose global
+  // heap object index lies past its collection; HDF5 1.10.8's H5HG_read indexes its object table
+  // with it unchecked (SEGV, in the release CLI too). The loader reads every file in a forked probe
+  // process first (formats/h5.cpp probe_in_child) and refuses the file when HDF5 dies there.
+  fs::path file = tbtest::fixture("malformed/h5_global_heap_bad_index.h5");
+  expect_refused(file, {"the HDF5 library", "reading this file's structure in a probe process", "hostile"});
+  std::ifstream in(file, std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Source image;
+  image.reader = memory_reader(bytes, file.filename().string());
+  for (const Source& src : {Source::from_path(file), image}) {
+    try {
+      load_h5(src);
+      FAIL("a file that crashes HDF5 was accepted");
+    } catch (const FormatError& e) {
+      std::string m = e.what();
+      INFO(m);
+      CHECK(m.find("h5_global_heap_bad_index.h5") != std::string::npos);
+      CHECK(m.find("probe process") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("HDF5: a variable-length string claiming gigabytes is refused without allocating them", "[malformed]") {
+  // Found by fuzz_h5 (docs/FUZZING.md finding 6): a 49 KB file whose variable-length string
+  // attribute claims a 3 GB sequence; HDF5 1.10.8 allocates (and touches) the claimed length
+  // for its conversion buffer: 3 GB of RSS and 8-11 s before the probe. The probe process runs
+  // under an address-space limit, so the allocation fails there and its refusal is reported.
+  // (Under ASan the allocator aborts the probe instead of returning NULL: refused as a crash.)
+  fs::path file = tbtest::fixture("malformed/h5_vlen_length_bomb.h5");
+  expect_refused(file, {});
+  Refusal r = inspect_capped(file);
+  INFO(r.output);
+  CHECK(r.seconds < 5.0);
+  CHECK((r.output.find("memory allocation failed") != std::string::npos ||
+         r.output.find("in a probe process") != std::string::npos));
+}
+
+TEST_CASE("HDF5: a damaged attribute message is refused, not a crash inside HDF5's attribute table", "[malformed]") {
+  // Found by fuzz_h5 (was fuzz/known/h5_attr_table_null_close.h5, docs/FUZZING.md finding 3): an
+  // attribute message of the root group whose name length disagrees with its name. HDF5 1.10.8's
+  // H5Aiterate2 copies the attributes into a table, fails on that message, and its cleanup closes
+  // table slots it never filled (SEGV in H5A__close under ASan). The loader checks every attribute
+  // message first through a walk that fails cleanly (formats/h5.cpp check_attr_messages).
+  fs::path file = tbtest::fixture("malformed/h5_attr_table_null_close.h5");
+  expect_refused(file, {"cannot list the attributes of '/'", "damaged attribute message",
+                        "attribute name has different length than stored length"});
+  // In process, by path and as an in-memory file image (how fuzz_h5 hands it to HDF5, where it crashed).
+  std::ifstream in(file, std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Source image;
+  image.reader = memory_reader(bytes, file.filename().string());
+  for (const Source& src : {Source::from_path(file), image}) {
+    try {
+      load_h5(src);
+      FAIL("damaged attribute message accepted");
+    } catch (const FormatError& e) {
+      std::string m = e.what();
+      INFO(m);
+      CHECK(m.find("h5_attr_table_null_close.h5") != std::string::npos);
+      CHECK(m.find("damaged attribute message") != std::string::npos);
+    }
+  }
 }
 
 TEST_CASE("Git LFS pointers and HTML pages saved under weight-file names are named as such", "[malformed]") {
