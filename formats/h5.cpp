@@ -5,16 +5,18 @@
 #include <hdf5.h>
 
 #include <algorithm>
-#include <cstring>
-#include <fstream>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -688,6 +690,7 @@ std::string probe_report(const std::exception& e) {
   else if (dynamic_cast<const UnsupportedError*>(&e)) kind = 'U';
   else if (dynamic_cast<const KeyError*>(&e)) kind = 'K';
   else if (dynamic_cast<const IoError*>(&e)) kind = 'I';
+  else if (dynamic_cast<const InternalError*>(&e)) kind = 'X';
   else if (dynamic_cast<const std::bad_alloc*>(&e)) kind = 'M';
   std::string msg = e.what();
   if (msg.size() > 8000) msg.resize(8000);
@@ -701,6 +704,7 @@ std::string probe_report(const std::exception& e) {
     case 'U': throw UnsupportedError(msg);
     case 'K': throw KeyError(msg);
     case 'I': throw IoError(msg);
+    case 'X': throw InternalError(msg);
     case 'M':
       throw UnsafeError(str("[h5] '", label, "': reading this file's structure needs more than ",
                             kProbeMemory >> 20, " MiB + twice the file size of memory (", msg,
@@ -763,10 +767,24 @@ void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig) 
     ::_exit(code);  // no atexit handlers, no flushing of the parent's stdio buffers
   }
   ::close(fds[1]);
+  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  std::string report;
+  auto drain = [&] {  // what the child wrote so far (never blocks)
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) break;  // EAGAIN: nothing more now
+      report.append(buf, size_t(n));
+    }
+  };
+  // The pipe wakes this process when the child writes or exits (its end closes); the 50 ms cap
+  // covers a write end that a process forked meanwhile by another thread still holds.
   const auto start = clock::now();
-  auto pause = std::chrono::microseconds(200);
   int status = 0;
   while (true) {
+    struct pollfd pfd {fds[0], POLLIN, 0};
+    ::poll(&pfd, 1, 50);
+    drain();
     pid_t r = ::waitpid(pid, &status, WNOHANG);
     if (r == pid) break;
     if (r < 0 && errno == EINTR) continue;
@@ -783,16 +801,8 @@ void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig) 
                             std::chrono::duration_cast<std::chrono::seconds>(limit).count(),
                             " s (a probe process was stopped); refusing it as damaged or hostile"));
     }
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(20000));
   }
-  std::string report;  // the child has exited: everything it wrote is in the pipe (< 64 KiB)
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    report.append(buf, size_t(n));
-  }
+  drain();  // the child has exited: everything it wrote is in the pipe
   ::close(fds[0]);
   if (WIFEXITED(status) && WEXITSTATUS(status) == kProbeLoaded) return;
   if (WIFEXITED(status) && WEXITSTATUS(status) == kProbeRefused) rethrow_probe_report(report, parent_ctx.label);
