@@ -546,10 +546,16 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
     if (ctx.probe) return {};
     // Zero copy: raw little-endian bytes at a known file offset.
     bool raw = !dt.byteswap && dt.dtype != DType::Bool;
-    if (raw && ctx.mmap && ctx.mappable && off != HADDR_UNDEF && numel > 0 && stored == nbytes &&
-        uint64_t(off) % dtype_size(dt.dtype) == 0) {
-      auto storage = ctx.reader->map(off, size_t(nbytes));
-      if (storage) return Tensor(storage, dt.dtype, shape, contiguous_strides(shape), 0);
+    if (raw && ctx.mappable && off != HADDR_UNDEF && numel > 0 && stored == nbytes) {
+      if (ctx.mmap && uint64_t(off) % dtype_size(dt.dtype) == 0) {
+        auto storage = ctx.reader->map(off, size_t(nbytes));
+        if (storage) return Tensor(storage, dt.dtype, shape, contiguous_strides(shape), 0);
+      }
+      // Owned: the bytes are the tensor, so one read straight into uninitialised storage, instead
+      // of a zero-filled tensor that H5Dread then fills through its type-conversion path.
+      auto storage = Storage::allocate(size_t(nbytes), false);
+      ctx.reader->read_at(off, storage->data(), size_t(nbytes));
+      return Tensor(storage, dt.dtype, shape, contiguous_strides(shape), 0);
     }
   } else {
     TB_CHECK(nbytes <= kBombFloor || nbytes / kBombRatio <= std::max<uint64_t>(stored, 1), UnsafeError, "[h5] '",
