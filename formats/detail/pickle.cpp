@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -27,11 +28,9 @@ const std::string* global_name_ptr(const Value& v) {
 }
 
 bool global_name(const Value& v, std::string* name) {
-  if (v.kind() != Value::Kind::Object) return false;
-  const auto& o = v.as_object();
-  if (o.cls != kGlobal || !o.args || !o.args->is_str()) return false;
-  if (name) *name = o.args->as_str();
-  return true;
+  const std::string* q = global_name_ptr(v);
+  if (q && name) *name = *q;
+  return q != nullptr;
 }
 
 /** One-line description that never recurses (safe on hostile deep values). */
@@ -378,8 +377,8 @@ class Machine {
   // the index, with a map for the rare far-off index (LONG_BINPUT 4294967295 must not size the vector).
   void memo_put(uint64_t idx) {
     Value v = top();
-    if (idx < memo_dense_.size() && memo_set_[idx]) {
-      memo_dense_[idx] = std::move(v);
+    if (idx < memo_dense_.size() && memo_dense_[idx]) {
+      *memo_dense_[idx] = std::move(v);
       return;
     }
     if (idx >= memo_dense_.size()) {
@@ -392,18 +391,14 @@ class Machine {
     TB_CHECK(memo_count_ < opts_.max_memo, FormatError, at(), ": more than ", opts_.max_memo, " memo entries");
     ++memo_count_;
     if (idx < memo_dense_.size() || idx <= 2 * memo_count_ + 1024) {
-      if (idx >= memo_dense_.size()) {
-        memo_dense_.resize(size_t(idx) + 1);
-        memo_set_.resize(size_t(idx) + 1, 0);
-      }
+      if (idx >= memo_dense_.size()) memo_dense_.resize(size_t(idx) + 1);
       memo_dense_[idx] = std::move(v);
-      memo_set_[idx] = 1;
     } else {
       memo_sparse_.emplace(idx, std::move(v));
     }
   }
   Value memo_get(uint64_t idx) {
-    if (idx < memo_dense_.size() && memo_set_[idx]) return resolved(memo_dense_[idx]);
+    if (idx < memo_dense_.size() && memo_dense_[idx]) return resolved(*memo_dense_[idx]);
     auto it = memo_sparse_.find(idx);
     TB_CHECK(it != memo_sparse_.end(), FormatError, at(), ": memo index ", idx, " was never stored (bad BINGET/GET)");
     return resolved(it->second);
@@ -458,8 +453,7 @@ class Machine {
   std::string where_;
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
-  std::vector<Value> memo_dense_;
-  std::vector<uint8_t> memo_set_;
+  std::vector<std::optional<Value>> memo_dense_;  // empty: index never stored
   std::unordered_map<uint64_t, Value> memo_sparse_;
   uint64_t memo_count_ = 0;
   std::unordered_map<const void*, std::pair<uint32_t, Value>> theight_;  // tuple nesting heights
@@ -798,7 +792,8 @@ void Machine::dismantle() {
   std::vector<Value> work;
   for (auto& v : stack_) work.push_back(std::move(v));
   stack_.clear();
-  for (auto& v : memo_dense_) work.push_back(std::move(v));
+  for (auto& v : memo_dense_)
+    if (v) work.push_back(std::move(*v));
   memo_dense_.clear();
   for (auto& kv : memo_sparse_) work.push_back(std::move(kv.second));
   memo_sparse_.clear();
