@@ -157,14 +157,13 @@ class CpuBackend final : public Backend {
     const float* xp = X.data_as<float>();
     float* yp = Y.data_as<float>();
     pool_.parallel_for(X.numel(), 1 << 14, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) yp[i] = relu1(xp[i]);
+      for (int64_t i = i0; i < i1; ++i) yp[i] = relu_value(xp[i]);
     });
     return to_dtype(Y, x.dtype());
   }
-  static float relu1(float v) { return v > 0.0f || std::isnan(v) ? v : 0.0f; }  // NaN stays, -0 -> +0
   void relu_in_place(float* y, int64_t n) {
     pool_.parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) y[i] = relu1(y[i]);
+      for (int64_t i = i0; i < i1; ++i) y[i] = relu_value(y[i]);
     });
   }
 

@@ -63,12 +63,9 @@ inline __attribute__((always_inline)) void blocks(const Job& J, int64_t b0, int6
       const int nr = int(std::min(NR, J.n - jb));
       float* ct = J.c + i0 * J.n + jb;
       micro<MR>(J.kc, arow, J.bp + s * J.kc * NR, ct, J.n, mr, nr, J.alpha, J.acc_c, J.bias ? J.bias + jb : nullptr);
-      if (J.relu)  // on the tile just stored (still in L1), as the relu op: NaN stays, -0 becomes +0
+      if (J.relu)  // on the tile just stored (still in L1)
         for (int r = 0; r < mr; ++r)
-          for (int j = 0; j < nr; ++j) {
-            float v = ct[r * J.n + j];
-            ct[r * J.n + j] = (v > 0.0f || v != v) ? v : 0.0f;
-          }
+          for (int j = 0; j < nr; ++j) ct[r * J.n + j] = relu_value(ct[r * J.n + j]);
     }
   }
 }

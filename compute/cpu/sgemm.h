@@ -10,6 +10,9 @@
 
 namespace tb::compute::cpu {
 
+/** The relu op's value rule, also applied by the fused GEMM: NaN stays NaN, -0 becomes +0. */
+inline float relu_value(float v) { return v > 0.0f || v != v ? v : 0.0f; }
+
 /** True when this CPU has a kernel (AVX2+FMA or AVX-512). */
 bool sgemm_available();
 /** C[M,N] = alpha * A[M,K] @ (trans_b ? B[N,K]^T : B[K,N]) + (accumulate ? C : 0) + col_bias[j]
