@@ -69,12 +69,13 @@ void run_inspect(const InspectArgs& a) {
   };
   std::unordered_map<const Storage*, Sharing> by_storage;
   by_storage.reserve(sd.size());
+  std::vector<Sharing*> sharing_of(sd.size());  // per tensor (map nodes do not move)
   for (size_t i = 0; i < sd.size(); ++i) {
-    auto& e = by_storage.try_emplace(sd.entries()[i].second.storage().get(), Sharing{i, 0, {}}).first->second;
-    ++e.count;
+    sharing_of[i] = &by_storage.try_emplace(sd.entries()[i].second.storage().get(), Sharing{i, 0, {}}).first->second;
+    ++sharing_of[i]->count;
   }
-  for (const auto& [k, t] : sd)
-    if (auto& e = by_storage[t.storage().get()]; e.count > 1) e.names.push_back(k);
+  for (size_t i = 0; i < sd.size(); ++i)
+    if (sharing_of[i]->count > 1) sharing_of[i]->names.push_back(sd.entries()[i].first);
 
   if (a.json) {
     json j;
@@ -84,13 +85,14 @@ void run_inspect(const InspectArgs& a) {
     for (const auto& [k, v] : ck.info) info[k] = v;
     j["info"] = info;
     json tensors = json::array();
-    for (const auto& [k, t] : sd) {
+    for (size_t i = 0; i < sd.size(); ++i) {
+      const auto& [k, t] = sd.entries()[i];
       json e;
       e["name"] = k;
       e["dtype"] = std::string(dtype_name(t.dtype()));
       e["shape"] = t.shape();
       e["nbytes"] = t.nbytes();
-      const auto& sharers = by_storage[t.storage().get()].names;
+      const auto& sharers = sharing_of[i]->names;
       if (sharers.size() > 1 || t.storage()->nbytes() != t.nbytes()) {
         e["storage_nbytes"] = t.storage()->nbytes();
         if (sharers.size() > 1) {
@@ -136,7 +138,8 @@ void run_inspect(const InspectArgs& a) {
       out += v;
       if (v.size() < w) out.append(w - v.size(), ' ');
     };
-    for (const auto& [k, t] : sd) {
+    for (size_t i = 0; i < sd.size(); ++i) {
+      const auto& [k, t] = sd.entries()[i];
       out += "  ";
       pad_right(k, wn);
       out += "  ";
@@ -146,7 +149,7 @@ void run_inspect(const InspectArgs& a) {
       std::string n = std::to_string(t.nbytes());
       out.append(n.size() < 12 ? 12 - n.size() + 2 : 2, ' ');
       out += n;
-      const auto& sharing = by_storage[t.storage().get()];
+      const Sharing& sharing = *sharing_of[i];
       const std::string& first = sd.entries()[sharing.first].first;
       if (sharing.count > 1 && first != k) out += "  (shares storage with " + first + ")";
       else if (t.storage()->kind() != Storage::Kind::Mapped && t.storage()->nbytes() > t.nbytes() && sharing.count == 1)
