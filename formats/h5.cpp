@@ -1,5 +1,6 @@
 // HDF5 / Keras .h5 adapters ("h5", "keras-h5", "keras3-h5") through the HDF5 C library.
 // Layout, naming and safety rules: formats/h5.h.
+#include "tensor/checked.h"
 #include "formats/h5.h"
 
 #include <hdf5.h>
@@ -523,10 +524,9 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
 
   Handle mem;
   DTypeRead dt = map_type(ftype.get(), special_dtype(d.get(), label, path), label, path, mem);
-  int64_t numel = checked_numel(shape);
-  uint64_t nbytes = uint64_t(numel) * dtype_size(dt.dtype);
-  TB_CHECK(numel == 0 || nbytes / uint64_t(numel) == dtype_size(dt.dtype), FormatError, "[h5] '", label,
-           "': dataset '", path, "' size overflows");
+  const std::string what = str("[h5] '", label, "': dataset '", path, "'");
+  const int64_t numel = checked_numel(shape, what);
+  const uint64_t nbytes = checked_nbytes(numel, dtype_size(dt.dtype), what);
 
   // Size checks before any allocation.
   uint64_t stored = H5Dget_storage_size(d.get());

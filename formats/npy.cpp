@@ -1,4 +1,5 @@
 // NumPy .npy reader and writer; layout in npy.h.
+#include "tensor/checked.h"
 #include "formats/npy.h"
 
 #include <algorithm>
@@ -556,7 +557,7 @@ Tensor tensor_from(const Reader& r, const NpyHeader& h, const LoadOptions& opts)
     int64_t s = 1;
     for (size_t i = 0; i < h.shape.size(); ++i) {
       strides[i] = s;
-      s *= std::max<int64_t>(h.shape[i], 1);
+      s = checked_mul(s, std::max<int64_t>(h.shape[i], 1), str("[npy] '", r.label(), "': Fortran strides of shape ", shape_str(h.shape)));
     }
   } else {
     strides = contiguous_strides(h.shape);

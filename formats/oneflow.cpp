@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "formats/adapters.h"
+#include "tensor/checked.h"
 #include "formats/detail/pickle.h"
 
 namespace fs = std::filesystem;
@@ -297,11 +298,8 @@ Tensor load_oneflow_variable(const fs::path& dir, bool mmap) {
     text = r->read_string(0, size_t(r->size()));
   }
   OneflowMeta m = parse_oneflow_meta(text, meta_path.string());
-  int64_t numel = checked_numel(m.shape);
-  uint64_t need = uint64_t(numel);
-  TB_CHECK(need <= UINT64_MAX / dtype_size(m.dtype), FormatError, kTag, " '", meta_path.string(), "': shape ",
-           shape_str(m.shape), " overflows");
-  need *= dtype_size(m.dtype);
+  const std::string what = str(kTag, " '", meta_path.string(), "'");
+  const uint64_t need = checked_nbytes(checked_numel(m.shape, what), dtype_size(m.dtype), what);
   auto r = open_file(out_path, mmap);
   TB_CHECK(r->size() == need, FormatError, kTag, " '", out_path.string(), "': variable '", dir.filename().string(),
            "' (", dtype_name(m.dtype), " ", shape_str(m.shape), ") needs ", need, " bytes but the file has ", r->size(),

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "formats/adapters.h"
+#include "tensor/checked.h"
 
 namespace tb {
 
@@ -121,7 +122,7 @@ Shape tensor_shape(const LoadContext& c, const google::protobuf::RepeatedField<i
   TB_CHECK(dims.size() <= 64, FormatError, c.where(name), " has ", dims.size(), " dims; at most 64 are accepted");
   Shape s(dims.begin(), dims.end());
   for (int64_t d : s) TB_CHECK(d >= 0, FormatError, c.where(name), " has a negative dim in ", shape_str(s));
-  checked_numel(s);
+  checked_nbytes(checked_numel(s, c.where(name)), 16, c.where(name));  // fits in bytes for every dtype
   return s;
 }
 
@@ -171,7 +172,7 @@ Tensor load_external(LoadContext& c, const onnx::TensorProto& tp, DType dt, cons
   fs::path full = external_path(c, name, location);
   auto& reader = c.external[full.string()];
   if (!reader) reader = open_file(full, c.opts.mmap);
-  uint64_t need = uint64_t(checked_numel(shape)) * dtype_size(dt);
+  uint64_t need = checked_nbytes(checked_numel(shape), dtype_size(dt), c.where(name));
   if (has_length)
     TB_CHECK(length == need, FormatError, c.where(name), " (", dtype_name(dt), " ", shape_str(shape), ") needs ", need,
              " bytes but external_data length is ", length);

@@ -135,7 +135,8 @@ Checkpoint load(const std::filesystem::path& path, const LoadOptions& opts) {
     c.format = f.name;
     return c;
   } catch (Error& e) {
-    if (e.what() == e.message() && std::string(e.what()).find(src.label()) == std::string::npos)
+    // Every load error names the file: loaders that named only the tensor get the file added here.
+    if (std::string_view(e.what()).find(src.label()) == std::string_view::npos)
       e.add_context(str("while loading '", src.label(), "' as ", f.name));
     throw;
   }
@@ -143,7 +144,13 @@ Checkpoint load(const std::filesystem::path& path, const LoadOptions& opts) {
 
 void save(const Checkpoint& ckpt, const std::filesystem::path& path, std::string_view format, const SaveOptions& opts) {
   const FormatAdapter& f = output_format(path, format);
-  f.save(ckpt, path, opts);
+  try {
+    f.save(ckpt, path, opts);
+  } catch (Error& e) {
+    if (std::string_view(e.what()).find(path.string()) == std::string_view::npos)
+      e.add_context(str("while writing '", path.string(), "' as ", f.name));
+    throw;
+  }
 }
 
 }  // namespace tb

@@ -1,5 +1,7 @@
 #include "tensor/tensor.h"
 
+#include "tensor/checked.h"
+
 #include <algorithm>
 #include <cmath>
 #include <complex>
@@ -51,13 +53,14 @@ Storage::~Storage() {
 // ---------------------------------------------------------------------------------------------
 // Shape helpers
 // ---------------------------------------------------------------------------------------------
-int64_t checked_numel(const Shape& shape) {
+int64_t checked_numel(const Shape& shape, std::string_view what) {
+  const auto prefix = [&] { return what.empty() ? std::string() : str(what, ": "); };
+  for (int64_t d : shape)
+    TB_CHECK(d >= 0, ShapeError, prefix(), "negative dimension ", d, " in shape ", shape_str(shape));
   int64_t n = 1;
   for (int64_t d : shape) {
-    TB_CHECK(d >= 0, ShapeError, "negative dimension ", d, " in shape ", shape_str(shape));
-    if (d != 0 && n > std::numeric_limits<int64_t>::max() / d)
-      throw ShapeError(str("shape ", shape_str(shape), " has more elements than fit in 64 bits"));
-    n *= d;
+    if (d == 0) return 0;  // [0, 2^40, 2^40] holds nothing and must not overflow on the way
+    n = checked_mul(n, d, str(prefix(), "the element count of shape ", shape_str(shape)));
   }
   return n;
 }
@@ -95,6 +98,7 @@ Tensor::Tensor(std::shared_ptr<Storage> storage, DType dtype, Shape shape, Shape
            shape_str(strides_), " differ in rank");
   TB_CHECK(shape_.size() <= 64, ShapeError, "rank ", shape_.size(), " exceeds the limit of 64");
   numel_ = checked_numel(shape_);
+  checked_nbytes(numel_, itemsize(), str("the byte size of ", dtype_name(dtype_), shape_str(shape_)));
   TB_CHECK(byte_offset_ >= 0, ShapeError, "negative byte offset ", byte_offset_);
   for (int64_t s : strides_) TB_CHECK(s >= 0, ShapeError, "negative stride in ", shape_str(strides_));
   auto [lo, hi] = storage_span();
@@ -105,19 +109,29 @@ Tensor::Tensor(std::shared_ptr<Storage> storage, DType dtype, Shape shape, Shape
 
 std::pair<int64_t, int64_t> Tensor::storage_span() const {
   if (numel_ == 0) return {byte_offset_, byte_offset_};
-  // Overflow-checked: each (dim-1)*stride product is bounded by the storage size check afterwards.
-  __int128 last = 0;
-  for (size_t i = 0; i < shape_.size(); ++i) last += __int128(shape_[i] - 1) * strides_[i];
-  __int128 hi = __int128(byte_offset_) + (last + 1) * __int128(itemsize());
-  if (hi > std::numeric_limits<int64_t>::max()) hi = std::numeric_limits<int64_t>::max();
-  return {byte_offset_, int64_t(hi)};
+  // Every product and sum is checked: a hostile shape/stride pair such as (2^62+1,)/(2^62,) must be
+  // an error, not a wrapped small span that passes the storage-size check.
+  const auto what = [&] {
+    return str("the storage span of ", dtype_name(dtype_), shape_str(shape_), " with strides ", shape_str(strides_),
+               " at byte offset ", byte_offset_);
+  };
+  int64_t last = 0;  // element index of the last element reached
+  for (size_t i = 0; i < shape_.size(); ++i) {
+    int64_t step = 0, sum = 0;
+    if (__builtin_mul_overflow(shape_[i] - 1, strides_[i], &step) || __builtin_add_overflow(last, step, &sum))
+      throw ShapeError(str(what(), " overflows 64 bits"));
+    last = sum;
+  }
+  const int64_t elems = checked_add<int64_t>(last, 1, what());
+  const int64_t bytes = checked_mul<int64_t>(elems, int64_t(itemsize()), what());
+  return {byte_offset_, checked_add(byte_offset_, bytes, what())};
 }
 
 Tensor Tensor::zeros(DType dtype, Shape shape) {
-  int64_t n = checked_numel(shape);
-  TB_CHECK(uint64_t(n) <= std::numeric_limits<uint64_t>::max() / dtype_size(dtype), ShapeError, "tensor too large");
+  const size_t nbytes =
+      checked_nbytes(checked_numel(shape), dtype_size(dtype), str("the byte size of ", dtype_name(dtype), shape_str(shape)));
   auto strides = contiguous_strides(shape);
-  return Tensor(Storage::allocate(size_t(n) * dtype_size(dtype)), dtype, std::move(shape), std::move(strides));
+  return Tensor(Storage::allocate(nbytes), dtype, std::move(shape), std::move(strides));
 }
 
 Tensor Tensor::from_bytes(DType dtype, Shape shape, const void* bytes, size_t nbytes) {

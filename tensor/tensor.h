@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -46,8 +47,9 @@ class Storage {
   std::shared_ptr<void> keepalive_;
 };
 
-/** Product of dims with overflow and negative checks (throws ShapeError). */
-int64_t checked_numel(const Shape& shape);
+/** Product of dims with overflow and negative checks (throws ShapeError, its message starting
+ *  with what, e.g. "[h5] 'f.h5': dataset 'w'", when given). */
+int64_t checked_numel(const Shape& shape, std::string_view what = {});
 /** Row-major strides (in elements) for a shape. */
 Shape contiguous_strides(const Shape& shape);
 std::string shape_str(const Shape& shape);  // "[2, 3]"

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "tensor/checked.h"
 #include "compute/backend.h"
 #include "compute/cpu/sgemm.h"
 #include "compute/cpu/thread_pool.h"
@@ -384,7 +385,7 @@ class CpuBackend final : public Backend {
 
   /** Uninitialised contiguous f32 tensor (every op writes all of its output). */
   Tensor empty(const Shape& shape) {
-    return Tensor(cache_->get(size_t(checked_numel(shape)) * 4), DType::F32, shape, contiguous_strides(shape));
+    return Tensor(cache_->get(checked_nbytes(checked_numel(shape), 4, "a CPU buffer")), DType::F32, shape, contiguous_strides(shape));
   }
 
   int threads_;

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "tensor/checked.h"
 #include "compute/backend.h"
 #include "compute/shape_infer.h"
 #include "compute/vulkan/buffer.h"
@@ -356,7 +357,7 @@ class VulkanBackend final : public Backend {
 
   /** A new contiguous device tensor and its buffer. */
   std::pair<Tensor, std::shared_ptr<Buffer>> alloc(DType dtype, const Shape& shape) {
-    size_t nbytes = size_t(checked_numel(shape)) * dtype_size(dtype);
+    size_t nbytes = checked_nbytes(checked_numel(shape), dtype_size(dtype), "a Vulkan buffer");
     auto buf = registry_->take(std::max<size_t>(4, (nbytes + 3) / 4 * 4));
     if (!buf) buf = Buffer::create(ctx_, nbytes, Buffer::Use::Device);
     auto holder = std::make_shared<Holder>();

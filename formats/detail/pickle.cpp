@@ -1,4 +1,5 @@
 // Pickle VM (reader) and protocol-2 writer. See pickle.h for the Value mapping and the safety model.
+#include "tensor/checked.h"
 #include "formats/detail/pickle.h"
 
 #include <algorithm>
@@ -148,8 +149,7 @@ DtypeBits np_dtype_bits(const std::string& descr, const std::string& where) {
 
 Tensor np_tensor_from_bytes(const std::string& data, const DtypeBits& bits, const Shape& shape, bool fortran,
                             const std::string& where) {
-  int64_t n = checked_numel(shape);
-  size_t need = size_t(n) * dtype_size(bits.dtype);
+  size_t need = checked_nbytes(checked_numel(shape, where), dtype_size(bits.dtype), where);
   TB_CHECK(data.size() == need, FormatError, where, ": numpy array ", dtype_name(bits.dtype), shape_str(shape),
            " needs ", need, " bytes but its pickle holds ", data.size());
   Tensor t;
@@ -691,7 +691,8 @@ Value Machine::rebuild_tensor(const std::string& fn, const ValueList& a) {
   TB_CHECK(size.size() == stride.size(), FormatError, at(), ": tensor size ", shape_str(size), " and stride ",
            shape_str(stride), " differ in rank");
   TB_CHECK(off >= 0 && off < (int64_t(1) << 60), FormatError, at(), ": bad storage offset ", off);
-  int64_t byte_off = st.byte_offset() + off * int64_t(dtype_size(dt));
+  const std::string off_what = str(at(), ": storage offset ", off, " of a ", dtype_name(dt), " tensor");
+  int64_t byte_off = checked_add(st.byte_offset(), checked_mul(off, int64_t(dtype_size(dt)), off_what), off_what);
   try {
     return Value::tensor(Tensor(st.storage(), dt, std::move(size), std::move(stride), byte_off));
   } catch (const ShapeError& e) {  // size and stride were moved: read them again for the message

@@ -1,4 +1,5 @@
 // Zip reader and writer; layout notes in zip.h.
+#include "tensor/checked.h"
 #include "formats/detail/zip.h"
 
 #include <zlib.h>
@@ -225,7 +226,8 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const Entry& a = *by_offset[i - 1];
     const Entry& b = *by_offset[i];
-    TB_CHECK(a.data_offset + a.compressed_size <= b.local_header_offset, FormatError, "[zip] '", L, "': entries '",
+    TB_CHECK(checked_add<uint64_t>(a.data_offset, a.compressed_size, str("[zip] '", L, "': end of entry '", a.name, "'")) <=
+                 b.local_header_offset, FormatError, "[zip] '", L, "': entries '",
              a.name, "' and '", b.name, "' overlap (data [", a.data_offset, ", +", a.compressed_size,
              ") and local header at ", b.local_header_offset, "); refused as a zip bomb");
   }
