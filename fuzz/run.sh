@@ -8,7 +8,7 @@
 # Environment: BUILD (default build-fuzz), JOBS (parallel harnesses, default 1).
 # Build first (clang-14):  CC=clang-14 CXX=clang++-14 cmake -S fuzz -B build-fuzz -G Ninja
 #                          cmake --build build-fuzz -j2 --target fuzz_all
-# Findings (crash-*, leak-*, timeout-*, oom-*) land in $BUILD/findings/<harness>/; a fixed one is
+# Exits 1 when any harness stopped on a finding. Findings (crash-*, leak-*, timeout-*, oom-*) land in $BUILD/findings/<harness>/; a fixed one is
 # minimised and kept as fixtures/malformed/<harness>_<what>.<ext> with a test in
 # tests/malformed_test.cpp. Corpora grow in $BUILD/corpus/<harness>/ (not committed).
 set -euo pipefail
@@ -26,12 +26,13 @@ seed() {  # seed <harness> <dir>: copies the matching fixtures (small ones) into
   local files=()
   case $name in
     pt) files=(fixtures/torch/*.pt fixtures/shared/pytorch_legacy/* fixtures/shared/pytorch_zip_2x/* fixtures/malformed/*.pt) ;;
-    npy) files=(fixtures/numpy/*.npy fixtures/npy_extra/*.npy fixtures/dtypes/*.npy) ;;
-    npz|zip) files=(fixtures/numpy/*.npz fixtures/torch/single_tensor.pt fixtures/torch/views.pt fixtures/shared/numpy/*.npz) ;;
-    safetensors) files=(fixtures/safetensors/*.safetensors fixtures/shared/safetensors/*.safetensors) ;;
-    onnx) files=(fixtures/onnx/*.onnx fixtures/onnx_extra/bn*.onnx) ;;
-    h5) files=(fixtures/h5/*.h5 fixtures/h5_extra/*.h5 fixtures/keras/*.h5) ;;
-    oneflow_meta) mapfile -t files < <(find fixtures/oneflow_extra fixtures/shared/oneflow -name meta 2>/dev/null | head -20) ;;
+    npy) files=(fixtures/numpy/*.npy fixtures/npy_extra/*.npy fixtures/dtypes/*.npy fixtures/malformed/*.npy) ;;
+    npz|zip) files=(fixtures/numpy/*.npz fixtures/torch/single_tensor.pt fixtures/torch/views.pt fixtures/shared/numpy/*.npz
+                    fixtures/malformed/*.npz fixtures/malformed/*.pt) ;;
+    safetensors) files=(fixtures/safetensors/*.safetensors fixtures/shared/safetensors/*.safetensors fixtures/malformed/*.safetensors) ;;
+    onnx) files=(fixtures/onnx/*.onnx fixtures/onnx_extra/bn*.onnx fixtures/malformed/*.onnx) ;;
+    h5) files=(fixtures/h5/*.h5 fixtures/h5_extra/*.h5 fixtures/keras/*.h5 fixtures/malformed/*.h5) ;;
+    oneflow_meta) mapfile -t files < <(find fixtures/oneflow_extra fixtures/shared/oneflow fixtures/malformed -name meta 2>/dev/null | head -20) ;;
     pickle)
       # The harness reads one options byte, then the pickle: data.pkl of the zip fixtures and the
       # hand-made pickles, each with mode 0 (strict) and 3 (opaque globals, persistent ids).
@@ -61,7 +62,7 @@ PY
   done
 }
 
-summary=()
+failed=0
 run_one() {
   local name=$1 bin="$BUILD/fuzz_$1"
   [ -x "$bin" ] || { echo "$name: $bin not built (skipped)"; return; }
@@ -91,6 +92,7 @@ run_one() {
   line=$(printf '%-13s %4ss  execs %-9s exec/s %-6s cov %-6s ft %-6s corpus %-12s findings %s (rc %s)' \
     "$name" "$SECONDS_EACH" "${execs:-?}" "${execps:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$found" "$rc")
   echo "$line"
+  [ "$rc" -eq 0 ] || failed=$((failed + 1))
   [ "$rc" -eq 0 ] || grep -E 'ERROR|SUMMARY|==[0-9]+==|runtime error|Test unit written' "$log" | head -8 | sed 's/^/    /'
   # The h5 loader reads each file in a forked probe process first (formats/h5.cpp probe_in_child):
   # a crash there is a refusal, not a finding, but its sanitizer report still lands in the log.
@@ -104,3 +106,5 @@ run_one() {
 }
 
 for n in "${NAMES[@]}"; do run_one "$n"; done
+# Exit status: 1 when any harness stopped on a finding (crash, leak, timeout, out of memory).
+[ "$failed" -eq 0 ] || { echo "fuzz: $failed harness(es) stopped on a finding"; exit 1; }
