@@ -55,15 +55,17 @@ bool is_single_component(const std::string& s) {
          s.find('\\') == std::string::npos && s.find('\0') == std::string::npos;
 }
 
-bool is_file(const fs::path& p) {
-  std::error_code ec;
-  return fs::is_regular_file(p, ec);
-}
 bool is_dir(const fs::path& p) {
   std::error_code ec;
   return fs::is_directory(p, ec);
 }
-bool is_variable_dir(const fs::path& p) { return is_file(p / "meta") && is_file(p / "out"); }
+/** An entry that is not a folder: a file, or a link or FIFO that the loader then refuses by name. */
+bool is_entry(const fs::path& p) {
+  std::error_code ec;
+  auto st = fs::symlink_status(p, ec);
+  return !ec && fs::exists(st) && !fs::is_directory(st);
+}
+bool is_variable_dir(const fs::path& p) { return is_entry(p / "meta") && is_entry(p / "out"); }
 
 // ---------------------------------------------------------------------------------------------
 // meta: a bounded protobuf text-format reader (only what VariableMetaInfo needs, unknown fields skipped).
@@ -325,7 +327,7 @@ Tensor load_oneflow_variable(const fs::path& dir, bool mmap) { return load_varia
 bool is_oneflow_folder(const fs::path& p) {
   try {
     if (!is_dir(p)) return false;
-    if (is_file(p / "pickled_data") || is_file(p / "snapshot_done") || is_file(p / "variables" / "snapshot_done"))
+    if (is_entry(p / "pickled_data") || is_entry(p / "snapshot_done") || is_entry(p / "variables" / "snapshot_done"))
       return true;
     if (is_variable_dir(p)) return true;
     std::error_code ec;

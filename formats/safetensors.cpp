@@ -255,7 +255,7 @@ Checkpoint load_safetensors(const Source& src, const LoadOptions& opts) {
   if (src.reader) return index.empty() ? load_safetensors(src.reader, opts) : load_sharded(index, opts);
   // A folder: what it holds is opened inside it, never through a link.
   if (!index.empty()) return load_sharded_folder(src.path, index.filename().string(), opts);
-  const ConfinedFolder folder(src.path);
+  const ConfinedFolder folder(src.path, "the checkpoint folder");
   TB_CHECK(folder.kind("model.safetensors") != ConfinedFolder::Kind::Missing, FormatError, "[safetensors] folder '",
            src.label(), "' has neither an *.index.json nor a model.safetensors");
   return load_safetensors(folder.open_file("model.safetensors", str("[safetensors] folder '", src.label(), "':"), opts.mmap),

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export HOME
 TB_PEERS_VENV="${TB_PEERS_VENV:-$HOME/.cache/tensorbridge/peers-venv}"
 BUILD=${BUILD:-build-asan}
-AREAS=(hostile malformed pickle zip npy npz safetensors pt oneflow)
+AREAS=(hostile malformed beneath pickle zip npy npz safetensors pt oneflow)
 start=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_SANITIZE=ON -DTB_WITH_VULKAN=OFF \
   -DTB_BUILD_TESTS=ON -DTB_PEERS_PYTHON="$TB_PEERS_VENV/bin/python" >/dev/null

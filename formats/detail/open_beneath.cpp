@@ -78,7 +78,11 @@ template <class E>
  *  component or a NUL byte. */
 std::vector<std::string> components(const std::string& rel, const std::string& context, const std::string& noun) {
   TB_CHECK(!rel.empty(), FormatError, context, " '' is an empty path");
-  TB_CHECK(rel.find('\0') == std::string::npos, FormatError, context, " '", rel, "' contains a NUL byte");
+  if (rel.find('\0') != std::string::npos) {
+    std::string shown;
+    for (char ch : rel) shown += ch ? std::string(1, ch) : std::string("\\0");
+    throw FormatError(str(context, " '", shown, "' contains a NUL byte"));
+  }
   if (rel[0] == '/')
     refuse<UnsafeError>(context, rel, str("is an absolute path; only files inside ", noun, " are read"));
   std::vector<std::string> parts;
