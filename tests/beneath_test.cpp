@@ -6,9 +6,22 @@
 // the exact reason, no output written) and through the helper itself.
 #include "tests/support.h"
 
+#include <fcntl.h>
+#include <linux/filter.h>
+#if __has_include(<linux/openat2.h>)
+#include <linux/openat2.h>
+#endif
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstddef>
 #include <fstream>
+#include <functional>
 
 #include "formats/detail/open_beneath.h"
 #include "formats/sharded.h"
@@ -73,6 +86,36 @@ void expect_converts(const fs::path& in) {
   auto r = run_cli({"convert", in.string(), (out / "o.safetensors").string()});
   INFO(r.output);
   CHECK(r.exit_code == 0);
+}
+
+/** Runs f in a child process where openat2 fails with ENOSYS (as on kernels before 5.6, or in a
+ *  sandbox that filters it); 0 when f returned true, 1 when false or it threw, 3 when the filter
+ *  could not be installed. */
+int without_openat2(const std::function<bool()>& f) {
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+#ifdef SYS_openat2
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{sizeof filter / sizeof filter[0], filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+      ::_exit(3);
+#endif
+    bool ok = false;
+    try {
+      ok = f();
+    } catch (...) {
+    }
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
 }
 
 const std::string kLinks = "is a symbolic link; only files inside the checkpoint folder are read, never through links";
@@ -146,6 +189,36 @@ TEST_CASE("the confined folder opens files inside it and refuses links, '..', ab
   CHECK(contains(error_of<UnsafeError>([&] { via_alias.open_file("link", "ctx"); }),
                  "only files inside the model's folder are read"));
   CHECK(contains(error_of<IoError>([&] { ConfinedFolder(tmp / "missing"); }), "cannot open the folder"));
+}
+
+TEST_CASE("without openat2 (older kernels, sandboxes) the component walk confines the same way", "[beneath]") {
+  tbtest::TempDir tmp;
+  const fs::path root = tmp / "root";
+  fs::create_directories(root / "sub" / "deeper");
+  write_file(root / "sub" / "deeper" / "c.bin", "walked");
+  fs::create_symlink(root / "sub", root / "sublink");
+  const int rc = without_openat2([&] {
+    const ConfinedFolder f(root);
+#if defined(SYS_openat2) && defined(RESOLVE_BENEATH)
+    open_how how{};
+    if (::syscall(SYS_openat2, AT_FDCWD, ".", &how, sizeof how) >= 0 || errno != ENOSYS) return false;
+#endif
+    auto refused = [&](const std::string& rel, const std::string& why) {
+      try {
+        f.open_file(rel, "ctx");
+      } catch (const UnsafeError& e) {
+        return std::string(e.what()) == "ctx '" + rel + "' " + why;
+      }
+      return false;
+    };
+    return f.open_file("sub/deeper/c.bin", "ctx")->read_string(0, 6) == "walked" &&
+           f.open_folder("sub/deeper", "ctx").list().size() == 1 && f.kind("sub/deeper/c.bin") == ConfinedFolder::Kind::File &&
+           refused("sublink/deeper/c.bin", "passes through 'sublink', which is a symbolic link; only files inside the "
+                                           "folder are read, never through links") &&
+           refused("sub/../sublink/deeper/c.bin", "leaves the folder ('..'); only files inside it are read");
+  });
+  if (rc == 3) tbtest::skip("cannot install a seccomp filter here");
+  CHECK(rc == 0);
 }
 
 TEST_CASE("OneFlow variable folders: a linked out, meta or variable folder is refused, not followed", "[beneath]") {
