@@ -118,10 +118,11 @@ int openat2_folder(int root, const std::string& path) {
   open_how how{};
   how.flags = uint64_t(kDirFlags);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long fd;
-  do {
+  long fd = -1;
+  for (int attempt = 0; attempt < 8; ++attempt) {  // EAGAIN: a concurrent rename; EINTR: a signal
     fd = ::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how);
-  } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+    if (fd >= 0 || (errno != EINTR && errno != EAGAIN)) break;
+  }
   if (fd < 0 && (errno == ENOSYS || errno == EPERM || errno == EINVAL || errno == E2BIG))
     unavailable.store(true, std::memory_order_relaxed);
   return int(fd);
