@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "formats/adapters.h"
+#include "formats/detail/open_beneath.h"
 #include "tensor/checked.h"
 #include "formats/detail/pickle.h"
 
@@ -28,6 +29,8 @@ constexpr size_t kMaxMetaBytes = 64 * 1024;
 constexpr size_t kMaxRank = 64;
 constexpr size_t kMaxDepth = 1000;
 constexpr uint64_t kMaxPickleBytes = uint64_t(1) << 30;
+constexpr const char* kFolderNoun = "the checkpoint folder";
+using Kind = ConfinedFolder::Kind;
 
 // DataType names and the OneFlow >= 0.8 enum numbers (oneflow/core/common/data_type.proto).
 struct OfType {
@@ -53,15 +56,17 @@ bool is_single_component(const std::string& s) {
          s.find('\\') == std::string::npos && s.find('\0') == std::string::npos;
 }
 
-bool is_file(const fs::path& p) {
-  std::error_code ec;
-  return fs::is_regular_file(p, ec);
-}
 bool is_dir(const fs::path& p) {
   std::error_code ec;
   return fs::is_directory(p, ec);
 }
-bool is_variable_dir(const fs::path& p) { return is_file(p / "meta") && is_file(p / "out"); }
+/** An entry that is not a folder: a file, or a link or FIFO that the loader then refuses by name. */
+bool is_entry(const fs::path& p) {
+  std::error_code ec;
+  auto st = fs::symlink_status(p, ec);
+  return !ec && fs::exists(st) && !fs::is_directory(st);
+}
+bool is_variable_dir(const fs::path& p) { return is_entry(p / "meta") && is_entry(p / "out"); }
 
 // ---------------------------------------------------------------------------------------------
 // meta: a bounded protobuf text-format reader (only what VariableMetaInfo needs, unknown fields skipped).
@@ -285,33 +290,42 @@ std::string oneflow_meta_text(const OneflowMeta& meta) {
   return s;
 }
 
-Tensor load_oneflow_variable(const fs::path& dir, bool mmap) {
-  fs::path meta_path = dir / "meta", out_path = dir / "out";
-  TB_CHECK(is_file(out_path), FormatError, kTag, " '", dir.string(), "': variable folder has no 'out' data file");
-  TB_CHECK(is_file(meta_path), FormatError, kTag, " '", dir.string(),
+namespace {
+/** "[oneflow] '<folder>':", the start of messages about entries of a folder. */
+std::string folder_context(const ConfinedFolder& f) { return str(kTag, " '", f.path().string(), "':"); }
+
+/** Reads a variable folder: meta and out are opened inside it, never through a link. */
+Tensor load_variable(const ConfinedFolder& var, bool mmap) {
+  const std::string dir = var.path().string(), ctx = folder_context(var);
+  TB_CHECK(var.kind("out") != Kind::Missing, FormatError, kTag, " '", dir, "': variable folder has no 'out' data file");
+  TB_CHECK(var.kind("meta") != Kind::Missing, FormatError, kTag, " '", dir,
            "': variable folder has no 'meta' file, so its shape and dtype are unknown (OneFlow cannot load it either)");
-  std::string text;
+  std::string text, meta_label;
   {
-    auto r = open_file(meta_path, false);
-    TB_CHECK(r->size() <= kMaxMetaBytes, FormatError, kTag, " '", meta_path.string(), "': meta is ", r->size(),
+    auto r = var.open_file("meta", ctx, false);
+    meta_label = r->label();
+    TB_CHECK(r->size() <= kMaxMetaBytes, FormatError, kTag, " '", meta_label, "': meta is ", r->size(),
              " bytes; expected a small text proto (at most ", kMaxMetaBytes, ")");
     text = r->read_string(0, size_t(r->size()));
   }
-  OneflowMeta m = parse_oneflow_meta(text, meta_path.string());
-  const std::string what = str(kTag, " '", meta_path.string(), "'");
+  OneflowMeta m = parse_oneflow_meta(text, meta_label);
+  const std::string what = str(kTag, " '", meta_label, "'");
   const uint64_t need = checked_nbytes(checked_numel(m.shape, what), dtype_size(m.dtype), what);
-  auto r = open_file(out_path, mmap);
-  TB_CHECK(r->size() == need, FormatError, kTag, " '", out_path.string(), "': variable '", dir.filename().string(),
+  auto r = var.open_file("out", ctx, mmap);
+  TB_CHECK(r->size() == need, FormatError, kTag, " '", r->label(), "': variable '", var.path().filename().string(),
            "' (", dtype_name(m.dtype), " ", shape_str(m.shape), ") needs ", need, " bytes but the file has ", r->size(),
            need > r->size() ? ". Truncated copy?" : "");
   auto storage = r->load(0, size_t(need));
   return Tensor(storage, m.dtype, m.shape, contiguous_strides(m.shape), 0);
 }
+}  // namespace
+
+Tensor load_oneflow_variable(const fs::path& dir, bool mmap) { return load_variable(ConfinedFolder(dir, kFolderNoun), mmap); }
 
 bool is_oneflow_folder(const fs::path& p) {
   try {
     if (!is_dir(p)) return false;
-    if (is_file(p / "pickled_data") || is_file(p / "snapshot_done") || is_file(p / "variables" / "snapshot_done"))
+    if (is_entry(p / "pickled_data") || is_entry(p / "snapshot_done") || is_entry(p / "variables" / "snapshot_done"))
       return true;
     if (is_variable_dir(p)) return true;
     std::error_code ec;
@@ -328,28 +342,27 @@ bool is_oneflow_folder(const fs::path& p) {
 
 namespace {
 
-/** Sorted sub-folders that are variable folders; others are reported through skipped. */
-std::vector<std::pair<std::string, fs::path>> variable_dirs(const fs::path& dir, std::vector<std::string>* skipped) {
-  std::vector<std::pair<std::string, fs::path>> out;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (!it->is_directory(ec)) continue;
-    std::string name = it->path().filename().string();
-    if (is_file(it->path() / "out"))
-      out.emplace_back(name, it->path());
+/** Sorted names of the sub-folders that are variable folders (others are reported through skipped).
+ *  A symbolic link among the entries is refused, never followed. */
+std::vector<std::string> variable_dirs(const ConfinedFolder& dir, std::vector<std::string>* skipped) {
+  std::vector<std::string> out;
+  for (const auto& [name, kind] : dir.list()) {
+    if (kind == Kind::Symlink) dir.open_folder(name, folder_context(dir));  // throws why
+    if (kind != Kind::Folder) continue;
+    if (dir.kind(name + "/out") != Kind::Missing)
+      out.push_back(name);
     else if (skipped)
       skipped->push_back(name);
   }
-  TB_CHECK(!ec, IoError, kTag, " cannot list '", dir.string(), "': ", ec.message());
-  std::sort(out.begin(), out.end());
   return out;
 }
 
-Value variables_dict(const std::vector<std::pair<std::string, fs::path>>& vars, bool mmap) {
+/** Loads the named variable folders one at a time (each opened inside dir). */
+Value variables_dict(const ConfinedFolder& dir, const std::vector<std::string>& vars, bool mmap) {
   Value d = Value::dict();
-  for (const auto& [name, path] : vars) {
+  for (const auto& name : vars) {
     try {
-      d.set_item(Value::string(name), Value::tensor(load_oneflow_variable(path, mmap)));
+      d.set_item(Value::string(name), Value::tensor(load_variable(dir.open_folder(name, folder_context(dir)), mmap)));
     } catch (Error& e) {
       e.add_context(str("while loading OneFlow variable '", name, "'"));
       throw;
@@ -358,12 +371,12 @@ Value variables_dict(const std::vector<std::pair<std::string, fs::path>>& vars, 
   return d;
 }
 
-Checkpoint load_snapshot(const fs::path& dir, bool mmap, const std::string& kind) {
+Checkpoint load_snapshot(const ConfinedFolder& dir, bool mmap, const std::string& kind) {
   Checkpoint c;
   c.format = "oneflow";
   std::vector<std::string> skipped;
   auto vars = variable_dirs(dir, &skipped);
-  c.root = variables_dict(vars, mmap);
+  c.root = variables_dict(dir, vars, mmap);
   c.info.emplace_back("layout", kind);
   c.info.emplace_back("variables", std::to_string(vars.size()));
   if (!skipped.empty()) {
@@ -405,7 +418,7 @@ Value run_pickle(const Reader& r, const LoadOptions& opts) {
 /** Turns OneFlow objects of a loaded pickle into tensors and modules into their state dicts. */
 class Resolver {
  public:
-  Resolver(const fs::path* dir, bool mmap, const std::string& label) : dir_(dir), mmap_(mmap), label_(label) {}
+  Resolver(const ConfinedFolder* dir, bool mmap, const std::string& label) : dir_(dir), mmap_(mmap), label_(label) {}
 
   Value resolve(const Value& v, size_t depth = 0) {
     TB_CHECK(depth < kMaxDepth, FormatError, kTag, " '", label_, "': object nested deeper than ", kMaxDepth);
@@ -475,7 +488,7 @@ class Resolver {
     if (it != by_path_.end()) return it->second;
     Tensor t;
     try {
-      t = load_oneflow_variable(*dir_ / rel, mmap_);
+      t = load_variable(dir_->open_folder(rel, str(kTag, " '", label_, "': tensor folder")), mmap_);
     } catch (Error& e) {
       e.add_context(str("while loading tensor folder '", rel, "' referenced by pickled_data"));
       throw;
@@ -538,7 +551,7 @@ class Resolver {
     }
   }
 
-  const fs::path* dir_;
+  const ConfinedFolder* dir_;
   bool mmap_;
   std::string label_;
   std::unordered_map<const void*, Value> done_;
@@ -567,8 +580,8 @@ Checkpoint finish_pickle(const Value& top, Resolver& res, const std::string& lab
   return c;
 }
 
-Checkpoint load_pickle_dir(const fs::path& dir, const LoadOptions& opts) {
-  auto r = open_file(dir / "pickled_data", false);
+Checkpoint load_pickle_dir(const ConfinedFolder& dir, const LoadOptions& opts) {
+  auto r = dir.open_file("pickled_data", folder_context(dir), false);
   Value top = run_pickle(*r, opts);
   Resolver res(&dir, opts.mmap, r->label());
   return finish_pickle(top, res, r->label(), false);
@@ -598,26 +611,28 @@ Checkpoint load_oneflow(const Source& src, const LoadOptions& opts) {
   if (src.reader) return load_single_file(*src.reader, opts);
   const fs::path& dir = src.path;
   TB_CHECK(is_dir(dir), IoError, kTag, " '", dir.string(), "' is not a folder");
-  if (is_file(dir / "pickled_data")) return load_pickle_dir(dir, opts);
-  if (is_file(dir / "snapshot_done")) return load_snapshot(dir, opts.mmap, "legacy snapshot (snapshot_done)");
-  if (is_file(dir / "variables" / "snapshot_done")) {
-    Checkpoint c = load_snapshot(dir / "variables", opts.mmap, "saved model: variables/ legacy snapshot");
-    return c;
-  }
-  if (is_variable_dir(dir)) {
+  // The folder the user named may be a link; everything inside it is opened without following one.
+  const ConfinedFolder root(dir, kFolderNoun);
+  if (root.kind("pickled_data") != Kind::Missing) return load_pickle_dir(root, opts);
+  if (root.kind("snapshot_done") != Kind::Missing)
+    return load_snapshot(root, opts.mmap, "legacy snapshot (snapshot_done)");
+  if (root.kind("variables") == Kind::Folder && root.kind("variables/snapshot_done") != Kind::Missing)
+    return load_snapshot(root.open_folder("variables", folder_context(root)), opts.mmap,
+                         "saved model: variables/ legacy snapshot");
+  if (root.kind("meta") != Kind::Missing && root.kind("out") != Kind::Missing) {
     Checkpoint c;
     c.format = "oneflow";
     c.root = Value::dict();
-    c.root.set_item(Value::string(dir.filename().string()), Value::tensor(load_oneflow_variable(dir, opts.mmap)));
+    c.root.set_item(Value::string(dir.filename().string()), Value::tensor(load_variable(root, opts.mmap)));
     c.info.emplace_back("layout", "single variable folder (meta + out)");
     return c;
   }
-  auto vars = variable_dirs(dir, nullptr);
+  auto vars = variable_dirs(root, nullptr);
   TB_CHECK(!vars.empty(), FormatError, kTag, " '", dir.string(),
            "': no OneFlow layout found (expected pickled_data, snapshot_done, or variable folders with meta + out)");
   Checkpoint c;
   c.format = "oneflow";
-  c.root = variables_dict(vars, opts.mmap);
+  c.root = variables_dict(root, vars, opts.mmap);
   c.info.emplace_back("layout", "variable folders (nn.Graph / snapshot without snapshot_done)");
   c.info.emplace_back("variables", std::to_string(vars.size()));
   return c;

@@ -10,10 +10,12 @@
 #include <climits>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
 #include "formats/adapters.h"
+#include "formats/detail/open_beneath.h"
 #include "tensor/checked.h"
 
 namespace tb {
@@ -115,6 +117,7 @@ struct LoadContext {
   std::shared_ptr<void> model;  // keeps raw_data strings alive for tensor views
   std::map<std::string, std::shared_ptr<Reader>> external;  // location -> reader
   std::vector<std::pair<std::string, std::string>> skipped;
+  std::optional<ConfinedFolder> folder;  // the model's folder (external data), opened on first use
   std::string where(const std::string& name) const { return str("[onnx] '", src.label(), "': tensor '", name, "'"); }
 };
 
@@ -132,28 +135,20 @@ uint64_t parse_decimal(const LoadContext& c, const std::string& name, const std:
   return std::stoull(v);
 }
 
-fs::path external_path(const LoadContext& c, const std::string& name, const std::string& location) {
+/** The reader of an external data file, opened inside the model's folder (never through a link,
+ *  never a FIFO or a device); one per location. */
+const Reader& external_reader(LoadContext& c, const std::string& name, const std::string& location) {
   TB_CHECK(!c.src.path.empty() && c.src.reader, UnsupportedError, c.where(name),
            " uses external data, which needs the model's folder (load it from a file)");
-  fs::path loc(location);
   TB_CHECK(!location.empty(), FormatError, c.where(name), " has external data without a 'location'");
-  TB_CHECK(!loc.is_absolute() && !loc.has_root_name() && !loc.has_root_directory(), UnsafeError, c.where(name),
-           ": external data location '", location, "' is an absolute path; only files inside the model's folder are read");
-  for (const auto& part : loc)
-    TB_CHECK(part != "..", UnsafeError, c.where(name), ": external data location '", location,
-             "' leaves the model's folder ('..'); only files inside it are read");
-  fs::path dir = c.src.path.parent_path();
-  if (dir.empty()) dir = ".";
-  fs::path full = dir / loc;
-  std::error_code ec;
-  TB_CHECK(fs::is_regular_file(full, ec), IoError, c.where(name), ": external data file '", full.string(),
-           "' does not exist (location '", location, "')");
-  // Symlinks must not lead out of the folder either.
-  fs::path canon_dir = fs::weakly_canonical(dir, ec), canon = fs::weakly_canonical(full, ec);
-  auto rel = canon.lexically_relative(canon_dir);
-  TB_CHECK(!rel.empty() && *rel.begin() != "..", UnsafeError, c.where(name), ": external data location '", location,
-           "' resolves to '", canon.string(), "' outside the model's folder");
-  return full;
+  auto& reader = c.external[location];
+  if (reader) return *reader;
+  if (!c.folder) {
+    fs::path dir = c.src.path.parent_path();
+    c.folder.emplace(dir.empty() ? fs::path(".") : dir, "the model's folder");
+  }
+  reader = c.folder->open_file(location, str(c.where(name), ": external data location"), c.opts.mmap);
+  return *reader;
 }
 
 Tensor load_external(LoadContext& c, const onnx::TensorProto& tp, DType dt, const Shape& shape) {
@@ -169,18 +164,16 @@ Tensor load_external(LoadContext& c, const onnx::TensorProto& tp, DType dt, cons
       has_length = true;
     }
   }
-  fs::path full = external_path(c, name, location);
-  auto& reader = c.external[full.string()];
-  if (!reader) reader = open_file(full, c.opts.mmap);
+  const Reader& reader = external_reader(c, name, location);
   uint64_t need = checked_nbytes(checked_numel(shape), dtype_size(dt), c.where(name));
   if (has_length)
     TB_CHECK(length == need, FormatError, c.where(name), " (", dtype_name(dt), " ", shape_str(shape), ") needs ", need,
              " bytes but external_data length is ", length);
-  TB_CHECK(offset <= reader->size() && need <= reader->size() - offset, FormatError, c.where(name), " (",
+  TB_CHECK(offset <= reader.size() && need <= reader.size() - offset, FormatError, c.where(name), " (",
            dtype_name(dt), " ", shape_str(shape), ") needs bytes [", offset, ", ", offset + need, ") of '",
-           location, "' but that file has ", reader->size(), " bytes. Truncated download?");
+           location, "' but that file has ", reader.size(), " bytes. Truncated download?");
   if (need == 0) return Tensor::zeros(dt, shape);
-  auto storage = reader->load(offset, size_t(need));
+  auto storage = reader.load(offset, size_t(need));
   return Tensor(storage, dt, shape, contiguous_strides(shape));
 }
 
@@ -414,7 +407,7 @@ std::shared_ptr<onnx::ModelProto> parse_model(const Source& src) {
 
 StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const std::shared_ptr<onnx::ModelProto>& model,
                              std::vector<std::pair<std::string, std::string>>* skipped, int* constants) {
-  LoadContext c{src, opts, model, {}, {}};
+  LoadContext c{src, opts, model, {}, {}, {}};
   StateDict sd;
   const onnx::GraphProto& g = model->graph();
   auto add = [&](const std::string& name, Tensor t, const char* kind) {
@@ -453,7 +446,7 @@ Tensor load_onnx_tensor(const Source& src) {
   TB_CHECK(tp->ParseFromArray(buf.data(), int(buf.size())), FormatError, "[onnx] '", src.label(),
            "': not a serialized TensorProto");
   LoadOptions opts;
-  LoadContext c{src, opts, tp, {}, {}};
+  LoadContext c{src, opts, tp, {}, {}, {}};
   Tensor t = decode_tensor(c, *tp, tp->name());
   TB_CHECK(t.defined(), UnsupportedError, "[onnx] '", src.label(), "': ", c.skipped.empty() ? "no data" : c.skipped[0].second);
   return t;

@@ -12,8 +12,8 @@
 //      (float_data 4, int32_data 5 also carrying 8/16-bit ints, bool and f16/bf16/f8 bit patterns,
 //      int64_data 7, double_data 10, uint64_data 11 for uint32/uint64), or external data
 //      (data_location 14 = EXTERNAL, external_data 13: location / offset / length / checksum).
-//   4. External data: `location` is a path relative to the model's folder (no "..", not absolute);
-//      bytes at [offset, offset + length) of that file have the raw_data encoding. We write
+//   4. External data: `location` is a path relative to the model's folder (no "..", not absolute, no
+//      symbolic link on the way, a regular file: formats/detail/open_beneath.h); bytes at [offset, offset + length) of that file have the raw_data encoding. We write
 //      `<model>.onnx.data` with every tensor at a 4096-aligned offset. Inline raw_data is streamed:
 //      libprotobuf serializes everything else, the raw_data fields are written around it (same bytes).
 //   5. torch.onnx.export may rename a Linear weight to `onnx::MatMul_N` and store it transposed

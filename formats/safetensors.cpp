@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "formats/adapters.h"
+#include "formats/detail/open_beneath.h"
 #include "formats/sharded.h"
 
 namespace tb {
@@ -250,15 +251,15 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
 }
 
 Checkpoint load_safetensors(const Source& src, const LoadOptions& opts) {
-  if (auto index = find_shard_index(src); !index.empty()) return load_sharded(index, opts);
-  if (!src.reader) {
-    std::error_code ec;
-    fs_path single = src.path / "model.safetensors";
-    TB_CHECK(std::filesystem::is_regular_file(single, ec), FormatError, "[safetensors] folder '", src.label(),
-             "' has neither an *.index.json nor a model.safetensors");
-    return load_safetensors(Source::from_path(single, opts.mmap), opts);
-  }
-  return load_safetensors(src.reader, opts);
+  const fs_path index = find_shard_index(src);
+  if (src.reader) return index.empty() ? load_safetensors(src.reader, opts) : load_sharded(index, opts);
+  // A folder: what it holds is opened inside it, never through a link.
+  if (!index.empty()) return load_sharded_folder(src.path, index.filename().string(), opts);
+  const ConfinedFolder folder(src.path, "the checkpoint folder");
+  TB_CHECK(folder.kind("model.safetensors") != ConfinedFolder::Kind::Missing, FormatError, "[safetensors] folder '",
+           src.label(), "' has neither an *.index.json nor a model.safetensors");
+  return load_safetensors(folder.open_file("model.safetensors", str("[safetensors] folder '", src.label(), "':"), opts.mmap),
+                          opts);
 }
 
 void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "formats/detail/open_beneath.h"
 #include "formats/registry.h"
 #include "formats/safetensors.h"
 
@@ -93,9 +94,30 @@ fs::path find_shard_index(const Source& src) {
   }
 }
 
-Checkpoint load_sharded(const fs::path& index, const LoadOptions& opts) {
-  const std::string L = index.string();
-  std::string text = read_text_file(index, 64u << 20);
+namespace {
+/** One shard, opened inside the checkpoint folder; a shard that is itself an index is refused (an
+ *  index naming itself, or two naming each other, would otherwise recurse without end). */
+Checkpoint load_shard(const ConfinedFolder& folder, const std::string& shard, const std::string& L,
+                      const LoadOptions& opts) {
+  Source s;
+  s.path = folder.path() / shard;
+  s.reader = folder.open_file(shard, str("[sharded] '", L, "': shard"), opts.mmap);
+  s.path_label = s.reader->label();
+  TB_CHECK(find_shard_index(s).empty(), FormatError, "[sharded] '", L, "': shard '", shard,
+           "' is itself a sharded index; an index names shard files only, never another index");
+  if (ends_with(shard, ".safetensors")) return load_safetensors(s.reader, opts);
+  const FormatAdapter& f = detect_format(s);
+  Checkpoint c = f.load(s, opts);
+  c.format = f.name;
+  return c;
+}
+
+/** Loads the index read by `index` and every shard it names, each opened inside folder. */
+Checkpoint load_index(const ConfinedFolder& folder, const Reader& index, const LoadOptions& opts) {
+  const std::string& L = index.label();
+  TB_CHECK(index.size() <= (64u << 20), FormatError, "[sharded] '", L, "' is ", index.size(),
+           " bytes; expected at most ", 64u << 20);
+  std::string text = index.read_string(0, size_t(index.size()));
   ojson j;
   try {
     j = ojson::parse(text);
@@ -104,25 +126,14 @@ Checkpoint load_sharded(const fs::path& index, const LoadOptions& opts) {
   }
   TB_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), FormatError, "[sharded] '", L,
            "' has no \"weight_map\" object mapping tensor names to shard files");
-  const fs::path folder = index.parent_path().empty() ? fs::path(".") : index.parent_path();
-  const fs::path canon_folder = fs::weakly_canonical(folder);
 
-  // Shard paths: relative, inside the folder.
+  // Shard paths are checked when each is opened inside the folder (relative, no '..', no links).
   std::vector<std::string> shard_order;
   std::vector<std::pair<std::string, std::string>> names;  // tensor -> shard
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
     TB_CHECK(it.value().is_string(), FormatError, "[sharded] '", L, "': weight_map entry '", it.key(),
              "' must be a shard file name but is ", it.value().dump());
     std::string shard = it.value().get<std::string>();
-    fs::path rel(shard);
-    bool bad = shard.empty() || rel.is_absolute() || rel.has_root_name() || rel.has_root_directory();
-    for (const auto& part : rel) bad = bad || part == "..";
-    TB_CHECK(!bad, UnsafeError, "[sharded] '", L, "': shard path '", shard, "' for '", it.key(),
-             "' leaves the checkpoint folder (absolute or '..'); refused");
-    fs::path full = fs::weakly_canonical(folder / rel);
-    auto [a, b] = std::mismatch(canon_folder.begin(), canon_folder.end(), full.begin(), full.end());
-    TB_CHECK(a == canon_folder.end(), UnsafeError, "[sharded] '", L, "': shard path '", shard,
-             "' resolves outside the checkpoint folder (symlink?); refused");
     if (std::find(shard_order.begin(), shard_order.end(), shard) == shard_order.end()) shard_order.push_back(shard);
     names.emplace_back(it.key(), shard);
   }
@@ -132,18 +143,10 @@ Checkpoint load_sharded(const fs::path& index, const LoadOptions& opts) {
   c.format = "safetensors";
   bool all_st = true;
   for (const auto& shard : shard_order) {
-    fs::path p = folder / shard;
-    std::error_code ec;
-    TB_CHECK(fs::is_regular_file(p, ec), IoError, "[sharded] '", L, "': shard '", shard, "' is missing (expected ",
-             p.string(), ")");
     Checkpoint sc;
     try {
-      if (ends_with(shard, ".safetensors")) {
-        sc = load_safetensors(Source::from_path(p, opts.mmap), opts);
-      } else {
-        all_st = false;
-        sc = load(p, opts);
-      }
+      all_st = all_st && ends_with(shard, ".safetensors");
+      sc = load_shard(folder, shard, L, opts);
     } catch (Error& e) {
       e.add_context(str("while loading shard '", shard, "' of '", L, "'"));
       throw;
@@ -182,8 +185,21 @@ Checkpoint load_sharded(const fs::path& index, const LoadOptions& opts) {
       if (it.key() != "total_size") c.info.emplace_back("index " + it.key(), it.value().dump());
   }
   c.info.emplace_back("shards", std::to_string(shard_order.size()));
-  c.info.emplace_back("index", index.filename().string());
+  c.info.emplace_back("index", fs::path(L).filename().string());
   return c;
+}
+}  // namespace
+
+Checkpoint load_sharded(const fs::path& index, const LoadOptions& opts) {
+  // The index the user named may be a link; the shards it names are opened inside its folder.
+  const fs::path folder = index.parent_path().empty() ? fs::path(".") : index.parent_path();
+  return load_index(ConfinedFolder(folder, "the checkpoint folder"), *open_file(index, false), opts);
+}
+
+Checkpoint load_sharded_folder(const fs::path& folder, const std::string& index_name, const LoadOptions& opts) {
+  const ConfinedFolder f(folder, "the checkpoint folder");
+  auto index = f.open_file(index_name, str("[sharded] folder '", folder.string(), "': index"), false);
+  return load_index(f, *index, opts);
 }
 
 std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metadata& metadata, const fs::path& path,

@@ -28,8 +28,12 @@ uint64_t parse_shard_size(const std::string& text);
  *  when the source is not sharded. Never throws. */
 std::filesystem::path find_shard_index(const Source& src);
 
-/** Loads all shards named by an index as one checkpoint. */
+/** Loads all shards named by an index as one checkpoint. The index may be a symbolic link (the
+ *  caller named it); the shards are opened inside its folder, never through a link (open_beneath.h). */
 Checkpoint load_sharded(const std::filesystem::path& index, const LoadOptions& opts = {});
+/** The same for an index found inside a folder: the index is opened inside it like the shards. */
+Checkpoint load_sharded_folder(const std::filesystem::path& folder, const std::string& index_name,
+                               const LoadOptions& opts = {});
 
 /** Writes sd as safetensors shards of at most max_shard_bytes of tensor data plus the index next to
  *  `path` (a .safetensors file name whose stem prefixes the shards, or a folder -> "model"). Returns the

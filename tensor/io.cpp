@@ -16,11 +16,18 @@ namespace tb {
 namespace {
 std::string errno_text() { return std::strerror(errno); }
 
+int open_or_throw(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TB_CHECK(fd >= 0, IoError, "cannot open '", path.string(), "': ", errno_text());
+  return fd;
+}
+
 class FileReader : public Reader {
  public:
-  FileReader(const std::filesystem::path& path, bool use_mmap) : label_(path.string()) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    TB_CHECK(fd_ >= 0, IoError, "cannot open '", label_, "': ", errno_text());
+  FileReader(const std::filesystem::path& path, bool use_mmap)
+      : FileReader(open_or_throw(path), path.string(), use_mmap) {}
+  FileReader(int fd, std::string label, bool use_mmap) : label_(std::move(label)), fd_(fd) {
+    TB_ASSERT(fd_ >= 0);
     struct stat st {};
     if (::fstat(fd_, &st) != 0) {
       ::close(fd_);
@@ -156,6 +163,10 @@ std::shared_ptr<Storage> Reader::load(uint64_t offset, size_t n) const {
 
 std::shared_ptr<Reader> open_file(const std::filesystem::path& path, bool use_mmap) {
   return std::make_shared<FileReader>(path, use_mmap);
+}
+
+std::shared_ptr<Reader> open_fd(int fd, std::string label, bool use_mmap) {
+  return std::make_shared<FileReader>(fd, std::move(label), use_mmap);
 }
 
 std::shared_ptr<Reader> memory_reader(std::vector<uint8_t> bytes, std::string label) {

@@ -45,6 +45,9 @@ class Reader {
 
 /** Opens a file; with use_mmap the file is mapped (private, copy-on-write) and map() is zero-copy. */
 std::shared_ptr<Reader> open_file(const std::filesystem::path& path, bool use_mmap = true);
+/** Reader over an already open file descriptor, which it takes over (closes); label names it in
+ *  messages. The caller has checked what fd is (a regular file); mapping works as for open_file. */
+std::shared_ptr<Reader> open_fd(int fd, std::string label, bool use_mmap = true);
 /** Reader over bytes in memory (tests, decompressed zip members). */
 std::shared_ptr<Reader> memory_reader(std::vector<uint8_t> bytes, std::string label = "<memory>");
 /** Reader over [offset, offset+size) of another reader; label "parent:member". */
