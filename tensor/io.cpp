@@ -270,8 +270,6 @@ void AtomicFileWriter::write(const void* data, size_t n) {
 
 uint64_t AtomicFileWriter::tell() const { return file_->tell(); }
 
-void AtomicFileWriter::flush_to_disk() { file_->finish(); }
-
 void AtomicFileWriter::commit() {
   TB_ASSERT(!committed_, "double commit");
   file_->finish();

@@ -98,8 +98,6 @@ class AtomicFileWriter : public Writer {
   using Writer::write;
   void write(const void* data, size_t n) override;
   uint64_t tell() const override;
-  /** Writes out and fsyncs the temporary without committing (a multi-file output's parts first). */
-  void flush_to_disk();
   void commit();
   const std::filesystem::path& target() const { return target_; }
   const std::filesystem::path& temp_path() const { return temp_; }
