@@ -281,17 +281,19 @@ std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metada
   for (size_t i = 0; i < n && token.empty(); ++i)
     if (stat_entry(dir, shard_file_name(stem, "", i, n), st)) token = generation_token();
   std::vector<std::unique_ptr<NewFileWriter>> writers;
-  for (size_t i = 0; i < n; ++i) {
-    writers.push_back(std::make_unique<NewFileWriter>(dir, shard_file_name(stem, token, i, n)));
-    if (!writers.back()->created()) {  // another writer took the name meanwhile: start over with a token
-      TB_CHECK(token.empty(), IoError, "cannot create '", dir.display(writers.back()->name()), "': it already exists");
-      writers.clear();
-      token = generation_token();
-      i = size_t(-1);
-      continue;
+  auto write_shards = [&] {  // false when a name was taken meanwhile (another writer)
+    for (size_t i = 0; i < n; ++i) {
+      writers.push_back(std::make_unique<NewFileWriter>(dir, shard_file_name(stem, token, i, n)));
+      if (!writers.back()->created()) return false;
+      write_safetensors(*writers.back(), shards[i], metadata);
+      writers.back()->finish();
     }
-    write_safetensors(*writers.back(), shards[i], metadata);
-    writers.back()->finish();
+    return true;
+  };
+  while (!write_shards()) {
+    TB_CHECK(token.empty(), IoError, "cannot create '", dir.display(writers.back()->name()), "': it already exists");
+    writers.clear();  // removes the shards written so far; again under a generation token
+    token = generation_token();
   }
   nlohmann::json index;  // std::map keys: sorted like json.dumps(sort_keys=True)
   uint64_t total = 0;

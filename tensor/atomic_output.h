@@ -6,10 +6,9 @@
 // Multi-file outputs write their parts under new names (a generation token "tb<8 hex>" when the plain
 // name is taken), commit with one rename, then delete the previous set (see sharded.cpp, onnx.cpp,
 // oneflow.cpp). Renames use renameat2 (no-replace, exchange), with link/unlink or rename fallbacks.
-// Live temporaries are listed in a registry that the SIGINT/SIGTERM/SIGHUP handler empties.
+// Live temporaries are listed in the registry of temp_cleanup.h, emptied by the SIGINT/SIGTERM handler.
 #pragma once
 
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -21,6 +20,7 @@
 #include <vector>
 
 #include "tensor/io.h"
+#include "tensor/temp_cleanup.h"
 
 namespace tb {
 
@@ -88,46 +88,6 @@ void remove_stale_temps(const DirHandle& dir);
 void remove_unlocked_files(const DirHandle& dir, const std::function<bool(const std::string&)>& match);
 /** Removes a folder and everything in it (symlinks are removed, never followed). Never throws. */
 void remove_tree(const DirHandle& dir, const std::string& name);
-
-/** Removes the registered temporaries of this process on SIGINT, SIGTERM and SIGHUP, then lets the
- *  signal take its course (the previous handler, or the default action). Idempotent; a signal that
- *  was ignored stays ignored. The CLI installs it at start. */
-void install_temp_cleanup_handlers();
-
-/** A temporary registered for removal by the signal handler until release(). */
-class TempRegistration {
- public:
-  TempRegistration() = default;
-  TempRegistration(int dir_fd, const std::string& name, bool folder);
-  ~TempRegistration() { release(); }
-  TempRegistration(TempRegistration&& o) noexcept : slot_(o.slot_) { o.slot_ = -1; }
-  TempRegistration& operator=(TempRegistration&& o) noexcept {
-    if (this != &o) {
-      release();
-      slot_ = o.slot_;
-      o.slot_ = -1;
-    }
-    return *this;
-  }
-  /** The signal handler no longer removes it. */
-  void release();
-
- private:
-  int slot_ = -1;
-};
-
-/** Blocks SIGINT/SIGTERM/SIGHUP for a commit section (rename + releasing registrations), so that a
- *  signal never removes a part the committed output already refers to. */
-class SignalBlock {
- public:
-  SignalBlock();
-  ~SignalBlock();
-  SignalBlock(const SignalBlock&) = delete;
-  SignalBlock& operator=(const SignalBlock&) = delete;
-
- private:
-  sigset_t old_;
-};
 
 /** Exclusive flock on a folder for a multi-step commit (commit rename + deleting the previous set), so two
  *  writers of the same output do not delete each other's parts. */
