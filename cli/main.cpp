@@ -9,6 +9,7 @@
 #endif
 
 #include "cli/commands.h"
+#include "tensor/atomic_output.h"
 #include "tensor/error.h"
 
 int main(int argc, char** argv) {
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
 #endif
   app.set_version_flag("--version", version);
   tb::cli::register_commands(app);
+  tb::install_temp_cleanup_handlers();  // SIGINT/SIGTERM remove this process's temporary outputs
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -17,6 +17,7 @@
 #include "formats/detail/open_beneath.h"
 #include "tensor/checked.h"
 #include "formats/detail/pickle.h"
+#include "tensor/atomic_output.h"
 
 namespace fs = std::filesystem;
 
@@ -1019,68 +1020,12 @@ void write_variable(const fs::path& dir, const Tensor& t, const std::string& key
   write_file(dir / "meta", meta.data(), meta.size());
 }
 
-/** A temporary folder beside the target, removed unless released. */
-class TempFolder {
- public:
-  explicit TempFolder(const fs::path& target) {
-    fs::path parent = target.parent_path().empty() ? fs::path(".") : target.parent_path();
-    TB_CHECK(is_dir(parent), IoError, kTag, " cannot write '", target.string(), "': folder '", parent.string(),
-             "' does not exist");
-    std::string tmpl = (parent / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    TB_CHECK(::mkdtemp(buf.data()) != nullptr, IoError, kTag, " cannot create a temporary folder beside '",
-             target.string(), "': ", std::strerror(errno));
-    path_ = buf.data();
-  }
-  ~TempFolder() {
-    if (!path_.empty()) {
-      std::error_code ec;
-      fs::remove_all(path_, ec);
-    }
-  }
-  const fs::path& path() const { return path_; }
-  void release() { path_.clear(); }
-
- private:
-  fs::path path_;
-};
-
-void fsync_dir(const fs::path& p) {
-  int fd = ::open(p.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    (void)::fsync(fd);
-    ::close(fd);
-  }
-}
-
-/** Moves the finished folder over the target (only an empty or OneFlow folder is ever replaced). */
-void install_folder(TempFolder& tmp, const fs::path& target, bool overwrite) {
+/** Only an empty folder or a OneFlow folder is ever replaced by a new OneFlow folder. */
+void refuse_foreign_folder(const fs::path& target) {
   std::error_code ec;
-  bool exists = fs::exists(fs::symlink_status(target, ec));
-  if (exists) {
-    TB_CHECK(overwrite, IoError, kTag, " '", target.string(), "' already exists; pass overwrite (--force) to replace it");
-    bool empty_dir = is_dir(target) && fs::is_empty(target, ec);
-    TB_CHECK(!is_dir(target) || empty_dir || is_oneflow_folder(target), IoError, kTag, " refusing to replace folder '",
-             target.string(), "': it is neither empty nor a OneFlow checkpoint");
-    TempFolder old(target);  // a fresh name to move the old target to
-    fs::remove(old.path(), ec);
-    fs::rename(target, old.path(), ec);
-    TB_CHECK(!ec, IoError, kTag, " cannot move '", target.string(), "' aside: ", ec.message());
-    fs::rename(tmp.path(), target, ec);
-    if (ec) {
-      std::error_code ec2;
-      fs::rename(old.path(), target, ec2);
-      throw IoError(str(kTag, " cannot rename '", tmp.path().string(), "' to '", target.string(), "': ", ec.message()));
-    }
-    tmp.release();  // old's destructor removes the previous content
-  } else {
-    fs::rename(tmp.path(), target, ec);
-    TB_CHECK(!ec, IoError, kTag, " cannot rename '", tmp.path().string(), "' to '", target.string(), "': ",
-             ec.message());
-    tmp.release();
-  }
-  fsync_dir(target.parent_path().empty() ? fs::path(".") : target.parent_path());
+  bool empty_dir = is_dir(target) && fs::is_empty(target, ec);
+  TB_CHECK(!is_dir(target) || empty_dir || is_oneflow_folder(target), IoError, kTag, " refusing to replace folder '",
+           target.string(), "': it is neither empty nor a OneFlow checkpoint");
 }
 
 int64_t int_option(const SaveOptions& opts, const std::string& key, int64_t fallback) {
@@ -1181,6 +1126,12 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
   if (fs::exists(fs::symlink_status(dir, ec)))
     TB_CHECK(opts.overwrite, IoError, kTag, " '", dir.string(), "' already exists; pass overwrite (--force) to replace it");
   if (layout == "single") return save_single_file(ckpt, dir, opts, tensor_class);
+  const auto st = fs::symlink_status(dir, ec);
+  TB_CHECK(!fs::is_symlink(st), IoError, kTag, " '", dir.string(),
+           "' is a symbolic link; refusing to replace it (write to the folder it points to, or remove the link)");
+  TB_CHECK(!fs::exists(st) || fs::is_directory(st) || fs::is_regular_file(st), IoError, kTag, " '", dir.string(),
+           "' is neither a folder nor a regular file; refusing to replace it");
+  if (fs::is_directory(st)) refuse_foreign_folder(dir);
 
   TempFolder tmp(dir);
   if (layout == "snapshot") {
@@ -1217,7 +1168,7 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
     std::vector<uint8_t> bytes = p.dump(top);
     write_file(tmp.path() / "pickled_data", bytes.data(), bytes.size());
   }
-  install_folder(tmp, dir, opts.overwrite);
+  tmp.commit(opts.overwrite, refuse_foreign_folder);  // exchanged with an existing target, which is then removed
 }
 
 const FormatAdapter& oneflow_format() {

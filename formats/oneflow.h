@@ -69,9 +69,10 @@ Checkpoint load_oneflow(const Source& src, const LoadOptions& opts = {});
  *  from option "magic": "__oneflow__" default or "oneflow"; no bfloat16/float8) or "snapshot" (3.: one folder
  *  per flat key + snapshot_done); "first_tensor" (N of the first tensor folder, default 0; OneFlow numbers
  *  them from a process-wide counter); "tensor_class" ("auto": oneflow.nn.Parameter for floating/complex
- *  tensors, oneflow.Tensor otherwise; "parameter"; "tensor"). Folders are built beside the target and
- *  renamed into place; an existing target is replaced only with overwrite, and a folder only when it is
- *  empty or a OneFlow folder. Opaque objects (ValueObject) and complex scalars are refused. */
+ *  tensors, oneflow.Tensor otherwise; "parameter"; "tensor"). Folders are built in a hidden temporary
+ *  folder beside the target and renamed into place (exchanged atomically with an existing target, which is
+ *  then removed); an existing target is replaced only with overwrite, a folder only when it is empty or a
+ *  OneFlow folder. Opaque objects (ValueObject) and complex scalars are refused. */
 void save_oneflow(const Checkpoint& ckpt, const std::filesystem::path& dir, const SaveOptions& opts = {});
 
 /** True when path is a folder in one of the OneFlow layouts (cheap; never throws). */

@@ -16,6 +16,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
+#include "tensor/atomic_output.h"
 #include "tensor/checked.h"
 
 namespace tb {
@@ -642,6 +643,18 @@ void run_checker(onnx::ModelProto& m, const std::vector<Tensor>& raw, const fs::
                             failure, " (please report)"));
 }
 
+/** "<model>.data": the external data file's name when it is free (and fits in a file name). */
+std::string plain_data_name(const std::string& model) { return fit_name_stem(model, 5) + ".data"; }
+/** What a generation-token data name starts with: "<model>" (shortened when the name would be too long). */
+std::string data_stem(const std::string& model) { return fit_name_stem(model, 16); }
+/** The external data names save_onnx gives the model's data: "<model>.data", "<model>.tb<8 hex>.data". */
+bool is_data_name(const std::string& f, const std::string& model) {
+  if (f == plain_data_name(model)) return true;
+  const std::string stem = data_stem(model);
+  return f.size() == stem.size() + 16 && f.compare(0, stem.size(), stem) == 0 && f[stem.size()] == '.' &&
+         is_generation_token(std::string_view(f).substr(stem.size() + 1, 10)) && f.compare(f.size() - 5, 5, ".data") == 0;
+}
+
 /** save_onnx; with in_memory, the writer before streaming (raw_data inside the ModelProto, serialized
  *  by libprotobuf into a string): the tests' reference for the streamed bytes. */
 void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts, bool in_memory) {
@@ -677,12 +690,18 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
   g->set_name("tensorbridge_weights");
   g->set_doc_string("weights only: every initializer is also a graph output");
 
-  // Open both outputs first so an existing target is refused before anything is written.
-  fs::path data_path = path;
-  data_path += ".data";
-  std::unique_ptr<AtomicFileWriter> data_w;
-  if (external) data_w = std::make_unique<AtomicFileWriter>(data_path, opts.overwrite);
+  // The model first, so that an existing target is refused before anything is written. The external
+  // data file gets a name no file has now ("<model>.data" when free, else with a generation token):
+  // the previous model keeps reading its own data until the new model is renamed into place.
   AtomicFileWriter w(path, opts.overwrite);
+  DirHandle dir(folder_of(path), path);
+  const std::string model_name = path.filename().string();
+  std::unique_ptr<NewFileWriter> data_w;
+  if (external) {
+    data_w = std::make_unique<NewFileWriter>(dir, plain_data_name(model_name));
+    while (!data_w->created())
+      data_w = std::make_unique<NewFileWriter>(dir, data_stem(model_name) + "." + generation_token() + ".data");
+  }
 
   std::vector<Tensor> raw;  // per initializer: the tensor whose bytes stream_model writes as raw_data
   raw.reserve(sd.size());
@@ -701,7 +720,7 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
         e->set_key(k);
         e->set_value(v);
       };
-      add_kv("location", data_path.filename().string());
+      add_kv("location", data_w->name());
       add_kv("offset", std::to_string(offset));
       add_kv("length", std::to_string(t.nbytes()));
     } else if (in_memory || t.nbytes() == 0) {
@@ -731,8 +750,17 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
     if (check) run_checker(m, raw, path);
     stream_model(m, raw, w, path);
   }
-  if (data_w) data_w->commit();
-  w.commit();
+  if (data_w) data_w->finish();
+  FolderLock lock(dir);  // commit and clean-up as one step against other writers of this model
+  {
+    SignalBlock block;  // the committed model and its data leave the signal handler's list together
+    w.commit();
+    if (data_w) data_w->keep();
+  }
+  // The previous model's data file (and any a killed writer left): our names only, not the new one.
+  const std::string keep = data_w ? data_w->name() : std::string();
+  remove_unlocked_files(dir, [&](const std::string& f) { return f != keep && is_data_name(f, model_name); });
+  dir.sync();
 }
 
 }  // namespace

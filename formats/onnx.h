@@ -13,8 +13,11 @@
 //      int64_data 7, double_data 10, uint64_data 11 for uint32/uint64), or external data
 //      (data_location 14 = EXTERNAL, external_data 13: location / offset / length / checksum).
 //   4. External data: `location` is a path relative to the model's folder (no "..", not absolute, no
-//      symbolic link on the way, a regular file: formats/detail/open_beneath.h); bytes at [offset, offset + length) of that file have the raw_data encoding. We write
-//      `<model>.onnx.data` with every tensor at a 4096-aligned offset. Inline raw_data is streamed:
+//      symbolic link on the way, a regular file: formats/detail/open_beneath.h); bytes at
+//      [offset, offset + length) of that file have the raw_data encoding. We write
+//      `<model>.onnx.data` with every tensor at a 4096-aligned offset (`<model>.onnx.tb<8 hex>.data`
+//      while that name belongs to the model being replaced: the model's rename is the commit point, then
+//      the previous data file is deleted). Inline raw_data is streamed:
 //      libprotobuf serializes everything else, the raw_data fields are written around it (same bytes).
 //   5. torch.onnx.export may rename a Linear weight to `onnx::MatMul_N` and store it transposed
 //      ([in, out]) when it feeds MatMul then Add(bias); the loader maps it back to `<layer>.weight`

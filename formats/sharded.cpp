@@ -1,17 +1,22 @@
 // Sharded checkpoints: index.json + shards; layout in sharded.h.
 #include "formats/sharded.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 
 #include "formats/detail/open_beneath.h"
 #include "formats/registry.h"
 #include "formats/safetensors.h"
+#include "tensor/atomic_output.h"
 
 namespace tb {
 
@@ -64,6 +69,20 @@ uint64_t unique_bytes(const std::vector<const Tensor*>& ts) {
     }
   }
   return sum;
+}
+
+/** "<stem>-00002-of-00004.safetensors", with a generation token "<stem>-tb1a2b3c4d-00002-of-00004.safetensors". */
+std::string shard_file_name(const std::string& stem, const std::string& token, size_t i, size_t n) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu.safetensors", i + 1, n);
+  return stem + (token.empty() ? "" : "-" + token) + buf;
+}
+
+/** Names shard_file_name() makes for stem (any token, count): the files a sharded output may own. */
+bool is_shard_name(const std::string& name, const std::string& stem) {
+  static const std::regex tail(R"(-(tb[0-9a-f]{8}-)?[0-9]{5,}-of-[0-9]{5,}\.safetensors)");
+  return name.size() > stem.size() && name.compare(0, stem.size(), stem) == 0 &&
+         std::regex_match(name.begin() + std::ptrdiff_t(stem.size()), name.end(), tail);
 }
 
 bool ends_with(const std::string& s, std::string_view suffix) {
@@ -248,42 +267,82 @@ std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metada
   for (const auto& [name, idx] : later) shards[idx].insert(name, sd.at(name));
   while (shards.size() > 1 && shards.back().empty()) shards.pop_back();
 
+  // The output: one file (`single`), or an index naming shard files; either replaces the other.
+  const fs::path single = fs::is_directory(path, ec) ? path / "model.safetensors" : path;
+  const std::string stem = fit_name_stem(prefix.string(), 40);
+  const std::string index_name = stem + ".safetensors.index.json";
+  DirHandle dir(folder, single);
+  struct stat st {};
   if (shards.size() == 1) {
-    fs::path out = fs::is_directory(path, ec) ? path / "model.safetensors" : path;
-    AtomicFileWriter w(out, overwrite);
+    TB_CHECK(overwrite || !stat_entry(dir, index_name, st), IoError, "'", dir.display(index_name),
+             "' already exists; pass --force to overwrite it");
+    AtomicFileWriter w(single, overwrite);
     write_safetensors(w, shards[0], metadata);
+    FolderLock lock(dir);  // commit and clean-up as one step against other writers of this output
     w.commit();
-    return {out};
+    // The new file is in place; then the previous sharded set goes (the index first: readers prefer it).
+    if (overwrite && stat_entry(dir, index_name, st) && S_ISREG(st.st_mode)) ::unlinkat(dir.fd(), index_name.c_str(), 0);
+    remove_unlocked_files(dir, [&](const std::string& n) { return is_shard_name(n, stem); });
+    dir.sync();
+    return {single};
   }
+  const std::string single_name = single.filename().string();
+  TB_CHECK(overwrite || !stat_entry(dir, single_name, st), IoError, "'", dir.display(single_name),
+           "' already exists; pass --force to overwrite it");
+  AtomicFileWriter index_w(folder / index_name, overwrite);  // refuses an existing index before any shard is written
+  // Shards get new names: the reference ones when free, else with a generation token, so that the
+  // previous set stays complete until the index is renamed into place (the commit point).
   const size_t n = shards.size();
-  auto shard_name = [&](size_t i) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu.safetensors", i + 1, n);
-    return prefix.string() + buf;
+  std::string token;
+  for (size_t i = 0; i < n && token.empty(); ++i)
+    if (stat_entry(dir, shard_file_name(stem, "", i, n), st)) token = generation_token();
+  std::vector<std::unique_ptr<NewFileWriter>> writers;
+  auto write_shards = [&] {  // false when a name was taken meanwhile (another writer)
+    for (size_t i = 0; i < n; ++i) {
+      writers.push_back(std::make_unique<NewFileWriter>(dir, shard_file_name(stem, token, i, n)));
+      if (!writers.back()->created()) return false;
+      write_safetensors(*writers.back(), shards[i], metadata);
+      writers.back()->finish();
+    }
+    return true;
   };
-  std::vector<std::unique_ptr<AtomicFileWriter>> writers;
+  while (!write_shards()) {
+    TB_CHECK(token.empty(), IoError, "cannot create '", dir.display(writers.back()->name()), "': it already exists");
+    writers.clear();  // removes the shards written so far; again under a generation token
+    token = generation_token();
+  }
   nlohmann::json index;  // std::map keys: sorted like json.dumps(sort_keys=True)
   uint64_t total = 0;
+  std::set<std::string> names;
   for (size_t i = 0; i < n; ++i) {
-    fs::path p = folder / shard_name(i);
-    writers.push_back(std::make_unique<AtomicFileWriter>(p, overwrite));
-    write_safetensors(*writers.back(), shards[i], metadata);
     std::vector<const Tensor*> ts;
     for (const auto& [name, t] : shards[i]) {
-      index["weight_map"][name] = shard_name(i);
+      index["weight_map"][name] = writers[i]->name();
       ts.push_back(&t);
     }
     total += unique_bytes(ts);
+    names.insert(writers[i]->name());
   }
   index["metadata"]["total_size"] = total;
-  fs::path index_path = folder / (prefix.string() + ".safetensors.index.json");
-  writers.push_back(std::make_unique<AtomicFileWriter>(index_path, overwrite));
-  writers.back()->write(index.dump(2, ' ', true) + "\n");
+  index_w.write(index.dump(2, ' ', true) + "\n");
   std::vector<fs::path> written;
-  for (auto& w : writers) {
-    w->commit();
-    written.push_back(w->target());
+  {
+    FolderLock lock(dir);
+    {
+      SignalBlock block;  // the committed index and its shards leave the signal handler's list together
+      index_w.commit();
+      for (auto& w : writers) {
+        w->keep();
+        written.push_back(folder / w->name());
+      }
+    }
+    // The previous output: a single file (after the index, which readers prefer), old or orphaned shards.
+    if (overwrite && stat_entry(dir, single_name, st) && S_ISREG(st.st_mode))
+      ::unlinkat(dir.fd(), single_name.c_str(), 0);
+    remove_unlocked_files(dir, [&](const std::string& f) { return is_shard_name(f, stem) && !names.count(f); });
+    dir.sync();
   }
+  written.push_back(index_w.target());
   return written;
 }
 

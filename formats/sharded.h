@@ -10,7 +10,10 @@
 // must exist in its shard; total_size must equal the tensor bytes (tied tensors counted once or not).
 // Writing: tensors in state-dict order fill shards up to the limit (a larger tensor gets a shard of its
 // own); tensors sharing a storage stay in the first one's shard; a single shard is written as a plain file
-// without an index, as huggingface_hub does.
+// without an index, as huggingface_hub does. Atomic: shards are new files - the reference names when no
+// file has them, else "<stem>-tb<8 hex>-00001-of-00004.safetensors" (a generation token) - and the index,
+// renamed into place last, is the commit point; then the previous output (its shards, a single file or
+// an index it replaces, shards of killed runs: names of this pattern not in the new index) is deleted.
 #pragma once
 
 #include <filesystem>

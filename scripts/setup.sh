@@ -44,6 +44,8 @@ APT_PACKAGES=(
   libvulkan-dev mesa-vulkan-drivers glslc vulkan-tools libopenblas-dev
   # C++ libraries
   catch2 nlohmann-json3-dev libcli11-dev libbenchmark-dev libmimalloc-dev ccache
+  # crash tests (tests/atomic_output_test.cpp kills writers at every rename)
+  strace
   # fuzzing (libFuzzer via clang-14)
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
   # Debian python side (fixture generator + reference checks)

@@ -1,5 +1,7 @@
 #include "tensor/io.h"
 
+#include "tensor/atomic_output.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -8,7 +10,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <random>
 #include <vector>
 
 namespace tb {
@@ -253,80 +254,50 @@ void MemoryWriter::write(const void* data, size_t n) {
   bytes_.insert(bytes_.end(), p, p + n);
 }
 
-AtomicFileWriter::AtomicFileWriter(const std::filesystem::path& target, bool overwrite) : target_(target) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!overwrite && fs::exists(target_, ec))
-    throw IoError(str("'", target_.string(), "' already exists; pass --force to overwrite it"));
-  fs::path dir = target_.parent_path();
-  if (dir.empty()) dir = ".";
-  TB_CHECK(fs::is_directory(dir, ec), IoError, "cannot write '", target_.string(), "': folder '", dir.string(),
-           "' does not exist");
-  std::random_device rd;
-  for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
-    char suffix[16];
-    std::snprintf(suffix, sizeof suffix, "%08x", unsigned(rd()));
-    temp_ = dir / ("." + target_.filename().string() + ".tmp-" + suffix);
-    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd_ < 0 && errno != EEXIST) break;
+AtomicFileWriter::AtomicFileWriter(const std::filesystem::path& target, bool overwrite)
+    : target_(target), overwrite_(overwrite) {
+  dir_ = std::make_unique<DirHandle>(folder_of(target_), target_);
+  const std::string name = target_.filename().string();
+  TB_CHECK(!name.empty() && name != "." && name != "..", IoError, "cannot write '", target_.string(),
+           "': it names a folder, expected a file name");
+  const TargetInfo old = check_file_target(*dir_, name, overwrite);
+  // Temporaries of killed writers: not inside our own temporary folders (those are fresh).
+  if (!is_temp_name(dir_->path().filename().string())) remove_stale_temps(*dir_);
+  for (int attempt = 0; attempt < 16 && !file_; ++attempt) {
+    auto f = std::make_unique<NewFileWriter>(*dir_, temp_name(false));
+    if (f->created()) file_ = std::move(f);
   }
-  TB_CHECK(fd_ >= 0, IoError, "cannot create a temporary file beside '", target_.string(), "': ", errno_text());
-  buf_.reserve(1u << 20);
+  TB_CHECK(file_ != nullptr, IoError, "cannot create a temporary file beside '", target_.string(), "'");
+  temp_ = dir_->path() / file_->name();
+  if (old.exists) file_->keep_mode(old.mode, old.uid, old.gid);
 }
 
-AtomicFileWriter::~AtomicFileWriter() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!committed_) ::unlink(temp_.c_str());
-}
-
-void AtomicFileWriter::write_all(const uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd_, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    TB_CHECK(w > 0, IoError, "write to '", target_.string(), "' failed: ", errno_text());
-    p += w;
-    n -= size_t(w);
-  }
-}
-
-void AtomicFileWriter::flush_buffer() {
-  write_all(buf_.data(), buf_.size());
-  buf_.clear();
-}
+AtomicFileWriter::~AtomicFileWriter() = default;  // file_ removes the temporary unless committed
 
 void AtomicFileWriter::write(const void* data, size_t n) {
   TB_ASSERT(!committed_, "write after commit");
-  const auto* p = static_cast<const uint8_t*>(data);
-  written_ += n;
-  if (write_progress()) write_progress()(n);
-  if (buf_.size() + n <= buf_.capacity()) {
-    buf_.insert(buf_.end(), p, p + n);
-    return;
-  }
-  flush_buffer();
-  if (n >= buf_.capacity()) {  // large block: write straight through
-    write_all(p, n);
-  } else {
-    buf_.insert(buf_.end(), p, p + n);
-  }
+  file_->write(data, n);
 }
+
+uint64_t AtomicFileWriter::tell() const { return file_->tell(); }
 
 void AtomicFileWriter::commit() {
   TB_ASSERT(!committed_, "double commit");
-  flush_buffer();
-  TB_CHECK(::fsync(fd_) == 0, IoError, "fsync of '", temp_.string(), "' failed: ", errno_text());
-  ::close(fd_);
-  fd_ = -1;
-  TB_CHECK(::rename(temp_.c_str(), target_.c_str()) == 0, IoError, "cannot rename '", temp_.string(), "' to '",
-           target_.string(), "': ", errno_text());
-  committed_ = true;
-  // Make the rename durable.
-  std::filesystem::path dir = target_.parent_path();
-  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  file_->finish();
+  const std::string name = target_.filename().string();
+  {
+    SignalBlock block;  // renamed and unregistered together
+    if (overwrite_) {
+      // Checked again: a folder or device may have appeared since the constructor looked.
+      (void)check_file_target(*dir_, name, true);
+      rename_replace(*dir_, file_->name(), name);
+    } else {
+      rename_no_replace(*dir_, file_->name(), name);
+    }
+    file_->keep();
+    committed_ = true;
   }
+  dir_->sync();  // makes the rename durable
 }
 
 std::string read_text_file(const std::filesystem::path& path, size_t max_bytes) {

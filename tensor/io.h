@@ -1,6 +1,7 @@
 // Byte I/O. Every parser reads through a Reader (positional reads, a label for messages, optional
 // zero-copy mapping) and every writer writes through a Writer. File outputs are atomic: bytes go
-// to a temporary file in the target folder, which is fsynced and renamed over the target on commit().
+// to a temporary file in the target folder, which is fsynced and renamed to the target on commit()
+// (multi-file outputs: tensor/atomic_output.h).
 #pragma once
 
 #include <cstdint>
@@ -81,9 +82,15 @@ class MemoryWriter : public Writer {
   std::vector<uint8_t> bytes_;
 };
 
-/** Writes to "<target>.tmp-XXXXXX" in the target's folder; commit() fsyncs and renames it over the
- *  target. Destroying it without commit() removes the temporary file, so a failed conversion leaves
- *  nothing behind. Refuses an existing target unless overwrite is set. */
+class DirHandle;
+class NewFileWriter;
+
+/** Writes to a temporary ".tb-<16 hex>.tmp" in the target's folder (locked, removed by the signal
+ *  handler of install_temp_cleanup_handlers() and by the next writer into that folder should this
+ *  process die); commit() fsyncs it and renames it to the target: over it with overwrite (keeping the
+ *  old file's permission bits), else with a no-replace rename, so of concurrent writers exactly one
+ *  wins. Destroying it without commit() removes the temporary. Refuses an existing target unless
+ *  overwrite is set, and always refuses to replace a symlink, folder, device, FIFO or socket. */
 class AtomicFileWriter : public Writer {
  public:
   explicit AtomicFileWriter(const std::filesystem::path& target, bool overwrite = false);
@@ -93,18 +100,16 @@ class AtomicFileWriter : public Writer {
 
   using Writer::write;
   void write(const void* data, size_t n) override;
-  uint64_t tell() const override { return written_; }
+  uint64_t tell() const override;
   void commit();
   const std::filesystem::path& target() const { return target_; }
   const std::filesystem::path& temp_path() const { return temp_; }
 
  private:
-  void flush_buffer();
-  void write_all(const uint8_t* p, size_t n);
   std::filesystem::path target_, temp_;
-  int fd_ = -1;
-  uint64_t written_ = 0;
-  std::vector<uint8_t> buf_;
+  std::unique_ptr<DirHandle> dir_;
+  std::unique_ptr<NewFileWriter> file_;
+  bool overwrite_ = false;
   bool committed_ = false;
 };
 

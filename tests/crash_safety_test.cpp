@@ -2,9 +2,11 @@
 // SIGKILL at many points (before, while and after it writes), and the target path must then hold
 // either nothing / its previous content, or a complete file equal to the source. This is what
 // AtomicFileWriter guarantees (temporary file in the target folder, fsync, rename). A SIGKILL gives
-// the process no chance to clean up, so a temporary `.<name>.tmp-XXXXXX` may remain next to the
-// target; nothing else may. (Stale temporaries are harmless: never read, removed by hand.)
+// the process no chance to clean up, so a temporary `.tb-<16 hex>.tmp` may remain next to the
+// target; nothing else may. (Stale temporaries are never read; the next writer into the folder
+// removes them.)
 #include "tests/support.h"
+#include "tensor/atomic_output.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -79,7 +81,7 @@ Found inspect_target(const fs::path& dir, const fs::path& target, const StateDic
     std::string n = e.path().filename().string();
     if (e.path() == target || n == "src.safetensors") continue;
     INFO("stray file " << n);
-    CHECK(n.rfind("." + target.filename().string() + ".tmp-", 0) == 0);
+    CHECK(is_temp_name(n));
     fs::remove(e.path());  // a SIGKILLed writer's temporary; removed so the disk does not fill
   }
   if (!fs::exists(target)) {
