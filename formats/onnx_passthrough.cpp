@@ -34,9 +34,11 @@ void for_each_subgraph(Graph& g, const F& fn) {
 
 /** Where g (or a subgraph of it, which may read outer values) uses the value `name`; "" when nowhere. */
 std::string first_use(Graph& g, const std::string& name, bool outputs) {
-  for (const auto& node : g.node())
-    for (const auto& in : node.input())
-      if (in == name) return str("an input of node '", node.name(), "' (", node.op_type(), ")");
+  for (int i = 0; i < g.node_size(); ++i)
+    for (const auto& in : g.node(i).input())
+      if (in == name)
+        return g.node(i).name().empty() ? str("an input of node ", i, " (", g.node(i).op_type(), ")")
+                                        : str("an input of node '", g.node(i).name(), "' (", g.node(i).op_type(), ")");
   if (outputs)
     for (const auto& o : g.output())
       if (o.name() == name) return "a graph output";
@@ -109,10 +111,23 @@ void fill_sparse(onnx::SparseTensorProto& sp, const std::string& name, const Ten
   }
   Tensor values = Tensor::zeros(c.dtype(), {int64_t(idx.size())});
   for (size_t i = 0; i < idx.size(); ++i) std::memcpy(values.data() + i * isz, p + size_t(idx[i]) * isz, isz);
+  const bool indices_named = sp.indices().has_name();
+  const std::string indices_name = sp.indices().name();
   sp.Clear();
   for (int64_t d : t.shape()) sp.add_dims(d);
   fill_tensor_proto(*sp.mutable_values(), name, values);
-  fill_tensor_proto(*sp.mutable_indices(), "", Tensor::from_vector<int64_t>(DType::I64, {int64_t(idx.size())}, idx));
+  fill_tensor_proto(*sp.mutable_indices(), indices_name, Tensor::from_vector<int64_t>(DType::I64, {int64_t(idx.size())}, idx));
+  if (!indices_named) sp.mutable_indices()->clear_name();
+}
+
+/** tp's data, dims and type replaced by t's; its name (or its absence) and doc string kept. */
+void refill(onnx::TensorProto& tp, const Tensor& t) {
+  const bool named = tp.has_name();
+  const std::string name = tp.name(), doc = tp.doc_string();
+  tp.Clear();
+  fill_tensor_proto(tp, name, t);
+  if (!named) tp.clear_name();
+  if (!doc.empty()) tp.set_doc_string(doc);
 }
 
 int64_t default_opset(const onnx::ModelProto& m) {
@@ -298,8 +313,7 @@ struct Writing {
         const std::string& an = a.name();
         if (an == "value") {
           source_type = a.t().data_type();
-          std::string tname = a.t().name();
-          fill_tensor_proto(*a.mutable_t(), tname, t);
+          refill(*a.mutable_t(), t);
         } else if (an == "sparse_value") {
           source_type = a.sparse_tensor().values().data_type();
           fill_sparse(*a.mutable_sparse_tensor(), a.sparse_tensor().values().name(), t);
@@ -329,7 +343,7 @@ struct Writing {
             a.Clear();
             a.set_name("value");
             a.set_type(onnx::AttributeProto::TENSOR);
-            fill_tensor_proto(*a.mutable_t(), "", t);
+            refill(*a.mutable_t(), t);
           }
         }
       }
