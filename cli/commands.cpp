@@ -274,10 +274,26 @@ void run_convert(const ConvertArgs& a) {
     }
     TB_CHECK(!sd.empty(), FormatError, "'", a.input, "'", a.key.empty() ? "" : " under --key " + a.key,
              " holds no tensors; nothing to write");
-    if (!a.select.empty()) sd = nn::select_keys(sd, a.select);
-    if (!a.select_regex.empty()) sd = nn::select_keys(sd, a.select_regex, true);
-    if (a.strip_prefix) sd = nn::strip_prefixes(sd);
-    if (!a.rename.empty()) sd = nn::rename_keys(sd, a.rename);
+    auto reshape = [&a](StateDict s) {
+      if (!a.select.empty()) s = nn::select_keys(s, a.select);
+      if (!a.select_regex.empty()) s = nn::select_keys(s, a.select_regex, true);
+      if (a.strip_prefix) s = nn::strip_prefixes(s);
+      if (!a.rename.empty()) s = nn::rename_keys(s, a.rename);
+      return s;
+    };
+    // A source structure the writer can keep (an ONNX graph) travels with the names it had on loading.
+    if (in.native.data && in.native.format == out_fmt.name) {
+      TB_CHECK(a.style.empty(), UnsupportedError, "--style changes names and layouts that the graph of '", a.input,
+               "' refers to; write the weights only with --option graph=drop");
+      StateDict tags;  // the same key operations on one index per tensor give each new name its old one
+      for (size_t i = 0; i < sd.size(); ++i) tags.insert(sd.entries()[i].first, Tensor::from_vector<int64_t>(DType::I64, {}, {int64_t(i)}));
+      out.native = in.native;
+      for (const auto& [name, t] : reshape(tags)) {
+        const std::string& old = sd.entries()[size_t(t.to_vector<int64_t>()[0])].first;
+        if (old != name) out.native.renamed_from[name] = old;
+      }
+    }
+    sd = reshape(sd);
     std::string style = a.style;
     bool keras_target = out_fmt.name == "keras-h5" || out_fmt.name == "keras3-h5";
     if (style.empty() && keras_target && looks_torch_style(sd)) {

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -18,12 +19,23 @@
 
 namespace tb {
 
+/** A loaded file's own structure, kept so that a writer of the same format can write it again around
+ *  the tensors (an ONNX model's graph). Opaque outside that format's code; other writers ignore it. */
+struct NativeSource {
+  std::string format;                // adapter that made it ("onnx"); empty when none
+  std::shared_ptr<const void> data;  // format-specific
+  /** Tensor name now -> its name when loaded, for tensors renamed since (convert --rename). */
+  std::map<std::string, std::string> renamed_from;
+};
+
 struct Checkpoint {
   std::string format;  // adapter name that produced it ("pt", "npz", ...)
   Value root;          // the saved object
   Metadata metadata;   // string metadata (safetensors __metadata__, HDF5 attributes, ...)
   /** Writer details for `inspect` ("torch archive version" -> "3", "keras_version" -> "2.3.1"). */
   std::vector<std::pair<std::string, std::string>> info;
+  /** The source's structure for a writer of the same format (see NativeSource). */
+  NativeSource native;
 
   /** The tensors as one flat StateDict: root (or the sub-tree at dotted key) flattened to dotted
    *  names, metadata attached. Non-tensor leaves are reported through skipped. */

@@ -10,4 +10,10 @@ const FormatAdapter& onnx_format() {
       "built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON");
   return a;
 }
+const FormatAdapter& onnx_tensor_format() {
+  static const FormatAdapter a = detail::unavailable_adapter(
+      "onnx-tensor", "one ONNX TensorProto (not built)", {".pb"}, nullptr,
+      "built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON");
+  return a;
+}
 }  // namespace tb

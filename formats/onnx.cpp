@@ -16,6 +16,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
+#include "formats/onnx_walk.h"
 #include "tensor/atomic_output.h"
 #include "tensor/checked.h"
 
@@ -331,7 +332,8 @@ Tensor constant_value(LoadContext& c, const onnx::NodeProto& node, const std::st
 
 /** onnx.h point 5: torch's `onnx::MatMul_N` ([in, out]) feeding MatMul then Add(<layer>.bias) becomes
  *  `<layer>.weight` ([out, in], a transposed view) when exactly one initializer maps to that name. */
-void recover_names(const onnx::GraphProto& g, StateDict& sd, std::vector<std::pair<std::string, std::string>>& info) {
+void recover_names(const onnx::GraphProto& g, StateDict& sd, std::vector<std::pair<std::string, std::string>>& info,
+                   std::map<std::string, std::string>* applied = nullptr) {
   std::unordered_map<std::string, int> uses;
   std::unordered_map<std::string, const onnx::NodeProto*> producer;
   std::unordered_map<std::string, std::vector<const onnx::NodeProto*>> consumers;
@@ -371,6 +373,7 @@ void recover_names(const onnx::GraphProto& g, StateDict& sd, std::vector<std::pa
                                      " transposed back to ", shape_str({w.shape()[1], w.shape()[0]}), ")"));
     sd.set(from, w.transpose(0, 1));
     sd.rename(from, to);
+    if (applied) (*applied)[from] = to;
   }
 }
 
@@ -469,14 +472,20 @@ Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
   const onnx::GraphProto& g = model->graph();
   if (!g.name().empty()) ck.info.emplace_back("graph", g.name());
   std::vector<std::pair<std::string, std::string>> skipped;
-  int constants = 0;
-  StateDict sd = onnx_detail::read_graph_tensors(src, opts, model, &skipped, &constants);
-  ck.info.emplace_back("initializers", std::to_string(g.initializer_size() + g.sparse_initializer_size()));
-  if (constants) ck.info.emplace_back("constants", std::to_string(constants));
+  onnx_detail::WeightCounts counts;
+  auto kept = std::make_shared<onnx_detail::KeptModel>();
+  StateDict sd = onnx_detail::read_all_weights(src, opts, *model, &skipped, &counts, &kept->untouched);
+  ck.info.emplace_back("initializers", std::to_string(counts.initializers + counts.sparse));
+  if (counts.constants) ck.info.emplace_back("constants", std::to_string(counts.constants));
+  if (counts.in_subgraphs) ck.info.emplace_back("subgraph weights", std::to_string(counts.in_subgraphs));
   ck.info.emplace_back("nodes", std::to_string(g.node_size()));
-  recover_names(g, sd, ck.info);
+  recover_names(g, sd, ck.info, &kept->transposed);
   for (const auto& [name, why] : skipped) ck.info.emplace_back("skipped", str(name, ": ", why));
   ck.root = Value::from_state_dict(sd);
+  kept->skeleton = model;
+  kept->metadata = ck.metadata;
+  ck.native.format = "onnx";
+  ck.native.data = kept;
   return ck;
 }
 
@@ -766,6 +775,7 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
 }  // namespace
 
 void save_onnx(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+  if (onnx_detail::keeps_graph(ckpt, opts)) return onnx_detail::save_kept_graph(ckpt, path, opts);
   write_weights_model(ckpt, path, opts, false);
 }
 
@@ -774,6 +784,27 @@ namespace onnx_detail {
 void save_onnx_in_memory(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
   write_weights_model(ckpt, path, opts, true);
 }
+
+uint64_t parse_byte_size(const std::string& text) { return parse_size(text); }
+
+void stream_model_to(onnx::ModelProto& m, const std::vector<Tensor>& raw, Writer& w, const fs::path& path) {
+  stream_model(m, raw, w, path);
+}
+
+// Decoder: LoadContext behind a stable interface for onnx_walk.cpp.
+struct Decoder::Impl {
+  Source src;
+  LoadOptions opts;
+  LoadContext c;
+  Impl(const Source& s, const LoadOptions& o, std::shared_ptr<void> keep) : src(s), opts(o), c{src, opts, std::move(keep), {}, {}} {}
+};
+Decoder::Decoder(const Source& src, const LoadOptions& opts, std::shared_ptr<void> keep_alive)
+    : impl_(std::make_unique<Impl>(src, opts, std::move(keep_alive))) {}
+Decoder::~Decoder() = default;
+Tensor Decoder::tensor(const onnx::TensorProto& tp, const std::string& name) { return decode_tensor(impl_->c, tp, name); }
+Tensor Decoder::sparse(const onnx::SparseTensorProto& sp, const std::string& name) { return densify(impl_->c, sp, name); }
+Tensor Decoder::constant(const onnx::NodeProto& node, const std::string& name) { return constant_value(impl_->c, node, name); }
+const std::vector<std::pair<std::string, std::string>>& Decoder::skipped() const { return impl_->c.skipped; }
 
 }  // namespace onnx_detail
 

@@ -38,7 +38,7 @@ const std::vector<const FormatAdapter*>& all_formats() {
   // weak magic (onnx protobuf) come last.
   static const std::vector<const FormatAdapter*> formats = {
       &pt_format(), &npz_format(), &npy_format(), &safetensors_format(), &h5_format(), &oneflow_format(),
-      &onnx_format(), &keras_h5_format(), &keras3_h5_format(),
+      &onnx_format(), &onnx_tensor_format(), &keras_h5_format(), &keras3_h5_format(),
   };
   return formats;
 }
