@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "formats/adapters.h"
+#include "formats/naming.h"
 #include "tensor/checked.h"
 #include "formats/detail/pickle.h"
 
@@ -336,7 +337,7 @@ std::vector<std::pair<std::string, fs::path>> variable_dirs(const fs::path& dir,
     if (!it->is_directory(ec)) continue;
     std::string name = it->path().filename().string();
     if (is_file(it->path() / "out"))
-      out.emplace_back(name, it->path());
+      out.emplace_back(naming::decode_name(name, naming::Target::Folder), it->path());
     else if (skipped)
       skipped->push_back(name);
   }
@@ -1169,11 +1170,13 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
 
   TempFolder tmp(dir);
   if (layout == "snapshot") {
+    // One folder per tensor, named by the naming rule (formats/naming.h): always one safe component.
     StateDict sd = ckpt.state_dict();
-    for (const auto& [name, t] : sd) {
-      TB_CHECK(is_single_component(name) && name != "snapshot_done", UnsupportedError, kTag, " tensor name '", name,
-               "' cannot be a snapshot folder name");
-      write_variable(tmp.path() / name, t, name);
+    const std::vector<std::string> folders = naming::stored_names(sd, naming::Target::Folder);
+    for (size_t i = 0; i < sd.size(); ++i) {
+      TB_ASSERT(is_single_component(folders[i]) && folders[i] != "snapshot_done", "[oneflow] folder name '", folders[i],
+                "' for tensor '", sd.entries()[i].first, "'");
+      write_variable(tmp.path() / folders[i], sd.entries()[i].second, sd.entries()[i].first);
     }
     write_file(tmp.path() / "snapshot_done", "", 0);
   } else {

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "formats/adapters.h"
+#include "formats/naming.h"
 #include "tensor/checked.h"
 
 namespace tb {
@@ -417,8 +418,9 @@ StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const s
   LoadContext c{src, opts, model, {}, {}};
   StateDict sd;
   const onnx::GraphProto& g = model->graph();
-  auto add = [&](const std::string& name, Tensor t, const char* kind) {
+  auto add = [&](const std::string& stored, Tensor t, const char* kind) {
     if (!t.defined()) return;
+    const std::string name = naming::decode_name(stored, naming::Target::Onnx);
     TB_CHECK(!sd.contains(name), FormatError, "[onnx] '", src.label(), "': two ", kind, "s are named '", name, "'");
     sd.insert(name, std::move(t));
   };
@@ -693,7 +695,11 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
 
   std::vector<Tensor> raw;  // per initializer: the tensor whose bytes stream_model writes as raw_data
   raw.reserve(sd.size());
-  for (const auto& [name, t] : sd) {
+  // Initializer names follow the naming rule (formats/naming.h): never empty, '%' escaped.
+  const std::vector<std::string> stored = naming::stored_names(sd, naming::Target::Onnx);
+  for (size_t index = 0; index < sd.size(); ++index) {
+    const std::string& name = stored[index];
+    const Tensor& t = sd.entries()[index].second;
     auto* tp = g->add_initializer();
     raw.emplace_back();
     if (external && t.nbytes() > 0) {
