@@ -78,7 +78,7 @@ void save_h5(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
  *  - Otherwise from the keys in dict order: "<layer>/<weight path>" (first path component is the layer;
  *    a leading "model_weights/" is dropped, "optimizer_weights/" skipped) or "<layer>.<weight>"
  *    (split at the last '.'; the layer name gets '.' replaced by '_').
- *  Throws KeyError when no tensor can be placed in a layer. */
+ *  Throws UnsupportedError when a tensor cannot be placed in a layer. */
 std::vector<KerasLayer> keras_layers(const Checkpoint& ckpt);
 
 }  // namespace tb
