@@ -1129,17 +1129,29 @@ Handle ensure_group(OutFile& f, const std::string& path) {
 /** Keras attributes that hold lists of names: an empty one is written as Keras writes it, a float64 (0,) array. */
 bool is_keras_name_list(const std::string& attr) { return attr == "layer_names" || attr == "weight_names"; }
 
+/** True when no part of path is a dataset (so the group can be created). */
+bool can_create_group(OutFile& f, const std::string& path) {
+  for (size_t i = path.find('/'); ; i = path.find('/', i + 1)) {
+    std::string prefix = path.substr(0, i);
+    if (has_link(f.file(), prefix.c_str()) && !is_group(f.file(), prefix.c_str())) return false;
+    if (i == std::string::npos) return true;
+  }
+}
+
 /** Metadata as attributes: "<object path>/<name>" on that object (the path encoded by the naming
  *  rule; a missing group is created, as for a weightless Keras layer's weight_names), else on the root. */
-void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>& skip) {
+void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>& skip, bool ascii_when_possible) {
   for (const auto& [k, v] : md) {
     if (skip.count(k) || k.empty()) continue;
     std::string obj, name = k;
     auto slash = k.rfind('/');
     if (slash != std::string::npos && slash > 0 && slash + 1 < k.size()) {
-      obj = naming::encode_name(k.substr(0, slash), naming::Target::Hdf5);
-      name = k.substr(slash + 1);
-      if (!has_link(f.file(), obj.c_str())) ensure_group(f, obj);
+      std::string path = naming::encode_name(k.substr(0, slash), naming::Target::Hdf5);
+      if (has_link(f.file(), path.c_str()) || can_create_group(f, path)) {
+        if (!has_link(f.file(), path.c_str())) ensure_group(f, path);
+        obj = path;
+        name = k.substr(slash + 1);
+      }
     }
     Handle o = check_id(H5Oopen(f.file(), obj.empty() ? "/" : obj.c_str(), H5P_DEFAULT), H5Oclose, f.label(),
                         "cannot open '" + obj + "'");
@@ -1147,8 +1159,17 @@ void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>&
     // Lists that came from string-array attributes go back as string arrays.
     auto list = (v.size() > 1 && v.front() == '[') ? h5detail::json_string_list(v) : std::nullopt;
     if (list && (!list->empty() || is_keras_name_list(name))) write_str_list_attr(o.get(), name, *list);
-    else write_str_attr(o.get(), name, v, H5T_CSET_UTF8);
+    else {
+      bool ascii = ascii_when_possible && std::all_of(v.begin(), v.end(), [](char c) { return uint8_t(c) < 0x80; });
+      write_str_attr(o.get(), name, v, ascii ? H5T_CSET_ASCII : H5T_CSET_UTF8);
+    }
   }
+}
+
+/** A checkpoint read from a Keras 2 file (layer_names kept in its metadata). */
+bool has_keras2_structure(const Metadata& md) {
+  return md.count("layer_names") || md.count("layer_names0") || md.count("model_weights/layer_names") ||
+         md.count("model_weights/layer_names0");
 }
 
 /** Every tensor as a dataset at its stored path (formats/naming.h); '/' makes groups. */
@@ -1161,7 +1182,7 @@ void save_plain(const StateDict& sd, const Metadata& md, OutFile& f) {
     TB_CHECK(!groups.count(paths[i]), KeyError, "[h5] tensor '", sd.entries()[i].first,
              "' is also a group of other tensors ('", sd.entries()[i].first, "/...'); HDF5 cannot hold both");
   for (size_t i = 0; i < sd.size(); ++i) write_dataset(f, paths[i], sd.entries()[i].second);
-  write_metadata(f, md, {});
+  write_metadata(f, md, {}, has_keras2_structure(md));  // Keras writes its string attributes as ASCII
 }
 
 /** Tensors kept beside the Keras layers ("torch_only/...": values Keras has no variable for), as
@@ -1169,12 +1190,6 @@ void save_plain(const StateDict& sd, const Metadata& md, OutFile& f) {
 void save_keras_side_group(const StateDict& sd, OutFile& f) {
   for (const auto& [key, t] : sd)
     if (key.rfind(h5detail::kKerasSideGroup, 0) == 0) write_dataset(f, naming::encode_name(key, naming::Target::Hdf5), t);
-}
-
-/** A checkpoint read from a Keras 2 file (layer_names kept in its metadata). */
-bool has_keras2_structure(const Metadata& md) {
-  return md.count("layer_names") || md.count("layer_names0") || md.count("model_weights/layer_names") ||
-         md.count("model_weights/layer_names0");
 }
 
 void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {

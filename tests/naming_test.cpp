@@ -147,7 +147,7 @@ TEST_CASE("the CLI round trip of tricky names is bit-exact in every format that 
   for (const char* f : {"pt", "npz", "npy", "safetensors", "h5", "oneflow", "onnx"}) CHECK(exact.count(f));
 }
 
-TEST_CASE("h5py, numpy, onnx read the escaped names; no npz member leaves its folder", "[naming]") {
+TEST_CASE("h5py, numpy, onnx read the escaped names and no npz member leaves its folder", "[naming]") {
   tbtest::TempDir dir;
   const StateDict sd = tricky_dict();
   tb::save(Checkpoint::from_state_dict(sd), dir / "x.h5", "h5");
@@ -179,7 +179,7 @@ print('OK', len(names), len(members), len(inits))
   CHECK(contains(r.output, "OK 16 16 16"));
 }
 
-TEST_CASE("safetensors reads our keys; '__metadata__' as a tensor name is escaped", "[naming]") {
+TEST_CASE("safetensors reads our keys and a tensor named __metadata__ is escaped", "[naming]") {
   tbtest::TempDir dir;
   tb::save(Checkpoint::from_state_dict(tricky_dict()), dir / "x.safetensors", "safetensors");
   auto r = tbtest::python(tbtest::Peer::Peers, R"(
