@@ -204,7 +204,7 @@ TEST_CASE("a tensor that is also a group is refused, other names are escaped and
   StateDict odd;
   for (const char* n : {"x//y", "/lead", "trail/", "..", "p/./q"}) odd.insert(n, Tensor::zeros(DType::F32, {1}));
   save(Checkpoint::from_state_dict(odd), dir / "y.h5", "h5");
-  CHECK(load_file(dir / "y.h5").state_dict().keys() == std::vector<std::string>{"/lead", "..", "p/./q", "trail/", "x//y"});
+  CHECK(load_file(dir / "y.h5").state_dict().keys() == std::vector<std::string>{"..", "/lead", "p/./q", "trail/", "x//y"});
 }
 
 TEST_CASE("hostile files: links out of the file, virtual and external storage, size bomb, truncation", "[h5]") {
