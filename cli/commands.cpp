@@ -81,8 +81,9 @@ void run_inspect(const InspectArgs& a) {
     json j;
     j["file"] = a.path;
     j["format"] = ck.format;
-    json info = json::object();
-    for (const auto& [k, v] : ck.info) info[k] = v;
+    // A list, not an object: a key may repeat (one "view smaller than its storage" per tensor).
+    json info = json::array();
+    for (const auto& [k, v] : ck.info) info.push_back({{"key", k}, {"value", v}});
     j["info"] = info;
     json tensors = json::array();
     for (size_t i = 0; i < sd.size(); ++i) {
@@ -186,6 +187,7 @@ struct ConvertArgs {
   bool quiet = false;
   bool verbose = false;
   bool allow_unknown_globals = false;
+  bool state_dict_only = false;
   std::vector<std::string> options;
   bool reshapes_keys() const {
     return !select.empty() || !select_regex.empty() || !rename.empty() || strip_prefix || !style.empty();
@@ -246,6 +248,11 @@ StateDict cast_floating(const StateDict& sd, const std::string& name) {
 void run_convert(const ConvertArgs& a) {
   const FormatAdapter& out_fmt = output_format(a.output, a.to);
   Checkpoint in = load(a.input, load_options(a.allow_unknown_globals));
+  if (out_fmt.name == "pt" && !a.state_dict_only)
+    for (const auto& [k, v] : in.info)
+      TB_CHECK(k != "whole module", UnsupportedError, "'", a.input, "' is a whole pickled module (", v,
+               "); the .pt writer cannot write the module's class and code back, only its tensors: pass "
+               "--state-dict-only to write its state dict");
 
   Checkpoint out;
   out.metadata = in.metadata;
@@ -434,8 +441,7 @@ void run_roundtrip(const RoundTripArgs& args) {
   std::string back_format = back && back->save ? c.format : "safetensors";
   ScratchDir scratch;
   auto rows = round_trip(sd, back_format, vias, scratch.path());
-  bool ok = true;
-  for (const auto& r : rows) ok = ok && r.status != "DIFFERENT" && r.status != "error";
+  const bool ok = round_trip_exit_code(rows) == 0;
   if (args.json) {
     json j = json::array();
     for (const auto& r : rows) j.push_back({{"via", r.via}, {"result", r.status}, {"detail", r.detail}});
@@ -444,6 +450,12 @@ void run_roundtrip(const RoundTripArgs& args) {
     std::cout << args.file << " (" << c.format << ", " << sd.size() << " tensors): " << c.format
               << " -> FORMAT -> " << back_format << ", compared bit for bit\n";
     print_round_trip_table(rows, c.format);
+    std::map<std::string, size_t> count;
+    for (const auto& r : rows) ++count[r.status];
+    std::cout << count["bit-exact"] << " bit-exact, " << count["DIFFERENT"] << " different, " << count["error"]
+              << " errors, " << count[kCannotHold] << " cannot hold the content: "
+              << (ok ? "OK" : count["bit-exact"] + count["DIFFERENT"] + count["error"] == 0 ? "NOTHING CHECKED" : "NOT OK")
+              << "\n";
   }
   if (!ok) throw ExitCode{1};
 }
@@ -495,6 +507,8 @@ void register_commands(CLI::App& app) {
                       "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
                       "layout=pickle|single|snapshot (oneflow), format=none (safetensors)");
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
+  convert->add_flag("--state-dict-only", convert_args->state_dict_only,
+                    "a whole pickled module to .pt: write its state dict (the module itself cannot be written)");
   convert->add_flag("--drop-non-tensors", convert_args->drop_non_tensors,
                     "leave out values that are not tensors (epoch, loss, ...) instead of refusing");
   convert->footer(

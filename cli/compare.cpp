@@ -1,5 +1,6 @@
 #include "cli/compare.h"
 
+#include "formats/naming.h"
 #include "nn/style.h"
 
 #include <unistd.h>
@@ -17,7 +18,11 @@ bool DiffReport::equal() const {
   return true;
 }
 
-DiffReport diff_state_dicts(const StateDict& a, const StateDict& b, double rtol, double atol) {
+DiffReport diff_state_dicts(const StateDict& a0, const StateDict& b0, double rtol, double atol) {
+  // A bare array (x.npy, torch.save(tensor)) and the same tensor stored under the naming rule's
+  // name for it ("arr_0") are one tensor.
+  const StateDict a = naming::with_unnamed_tensor_named(a0);
+  const StateDict b = naming::with_unnamed_tensor_named(b0);
   DiffReport r;
   for (const auto& [k, t] : a)
     if (!b.contains(k)) r.only_a.push_back(k);
@@ -106,6 +111,16 @@ bool looks_torch_style(const StateDict& sd) {
   return !sd.empty();
 }
 
+int round_trip_exit_code(const std::vector<RoundTripRow>& rows) {
+  size_t checked = 0;
+  for (const auto& r : rows) {
+    if (r.status == kCannotHold) continue;
+    if (r.status != "bit-exact") return 1;
+    ++checked;
+  }
+  return checked > 0 ? 0 : 1;
+}
+
 std::vector<RoundTripRow> round_trip(const StateDict& original, const std::string& back_format,
                                      const std::vector<std::string>& vias, const std::filesystem::path& work_dir) {
   std::vector<RoundTripRow> rows;
@@ -141,7 +156,7 @@ std::vector<RoundTripRow> round_trip(const StateDict& original, const std::strin
       row.status = exact ? "bit-exact" : "DIFFERENT";
       row.detail = exact ? str(original.size(), " tensors") : summarize(d);
     } catch (const UnsupportedError& e) {
-      row.status = "refused";
+      row.status = kCannotHold;
       row.detail = e.message();
     } catch (const Error& e) {
       row.status = "error";

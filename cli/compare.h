@@ -23,15 +23,23 @@ struct DiffReport {
   bool equal() const;               // nothing only on one side and every tensor equal
 };
 
-/** Compares two state dicts: names, dtypes, shapes, then values within atol + rtol * |b|. */
+/** Compares two state dicts: names, dtypes, shapes, then values within atol + rtol * |b|. A lone
+ *  unnamed tensor and a lone tensor named naming::kUnnamedTensor are the same tensor. */
 DiffReport diff_state_dicts(const StateDict& a, const StateDict& b, double rtol, double atol);
 
 /** One leg of a round trip: original -> via format -> back to the original's format -> compare. */
 struct RoundTripRow {
   std::string via;
-  std::string status;  // "bit-exact", "DIFFERENT", "refused", "error"
+  std::string status;  // "bit-exact", "DIFFERENT", kCannotHold, "error"
   std::string detail;
 };
+
+/** Verdict of a format that refuses the content (a writer's UnsupportedError, quoted as the detail). */
+inline constexpr const char* kCannotHold = "cannot hold";
+
+/** Exit status of a round trip: 0 when at least one format held the content and every format that
+ *  held it came back bit-exact; 1 otherwise (a difference, an error, or nothing checked at all). */
+int round_trip_exit_code(const std::vector<RoundTripRow>& rows);
 
 /** Runs original through each format in vias (writing temporary files under work_dir) and back to
  *  back_format, comparing bit for bit with original. */

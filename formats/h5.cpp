@@ -24,6 +24,7 @@
 
 #include "formats/adapters.h"
 #include "formats/h5_layers.inc"
+#include "formats/naming.h"
 
 namespace tb {
 
@@ -227,7 +228,8 @@ herr_t attr_cb(hid_t loc, const char* name, const H5A_info_t*, void* data) {
   std::string what = "'" + (v->path.empty() ? std::string() : v->path + "/") + name + "'";
   Handle a = check_id(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose, v->label, "cannot open attribute " + what);
   AttrValue val = read_attr(a.get(), v->label, what);
-  (*v->md)[v->path.empty() ? std::string(name) : v->path + "/" + name] = val.text();
+  (*v->md)[v->path.empty() ? std::string(name) : naming::decode_name(v->path, naming::Target::Hdf5) + "/" + name] =
+      val.text();
   if (v->keep) (*v->keep)[name] = std::move(val);
   return 0;
 }
@@ -898,7 +900,8 @@ Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
     for (const auto& lname : names_from(ck.metadata, base + "layer_names")) {
       TB_CHECK(is_group(root.get(), (base + lname).c_str()), FormatError, "[h5] '", ctx.label, "': layer_names lists '",
                lname, "' but there is no group '/", base, lname, "'");
-      for (const auto& wname : names_from(ck.metadata, base + lname + "/weight_names")) {
+      const std::string attr_key = naming::decode_name(base + lname, naming::Target::Hdf5) + "/weight_names";
+      for (const auto& wname : names_from(ck.metadata, attr_key)) {
         std::string p = base + lname + "/" + wname;
         TB_CHECK(all.count(p), FormatError, "[h5] '", ctx.label, "': layer '", lname, "' lists weight '", wname,
                  "' in weight_names but dataset '/", p, "' does not exist");
@@ -918,7 +921,8 @@ Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   ck.root = Value::dict();
   for (const auto& p : order) {
     Tensor t = read_dataset(file.get(), p, ctx, ck.metadata);
-    if (t.defined() && !ctx.probe) ck.root.set_item(Value::string(p), Value::tensor(std::move(t)));
+    if (t.defined() && !ctx.probe)
+      ck.root.set_item(Value::string(naming::decode_name(p, naming::Target::Hdf5)), Value::tensor(std::move(t)));
   }
 
   ck.info.push_back({"layout", layout});
@@ -1074,19 +1078,6 @@ void write_keras_list_attr(hid_t obj, const std::string& name, const std::vector
   }
 }
 
-void check_path(const std::string& key) {
-  TB_CHECK(!key.empty() && key.front() != '/' && key.back() != '/' && key.find("//") == std::string::npos,
-           KeyError, "[h5] tensor name '", key, "' is not a valid HDF5 path (empty component or leading/trailing '/')");
-  size_t start = 0;
-  while (start <= key.size()) {
-    size_t end = key.find('/', start);
-    std::string comp = key.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    TB_CHECK(comp != "." && comp != "..", KeyError, "[h5] tensor name '", key, "' has a '", comp, "' component");
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-}
-
 /** One tensor straight to disk: a packed copy only when it is not contiguous (or bool, normalised
  *  to 0/1); a mapped input tensor's pages are dropped once written, as Writer::write_tensor does. */
 void write_dataset(OutFile& f, const std::string& path, const Tensor& t0) {
@@ -1135,41 +1126,80 @@ Handle ensure_group(OutFile& f, const std::string& path) {
                   "cannot create group '" + path + "'");
 }
 
-/** Metadata as string attributes: "<object path>/<name>" on that object when it exists, else on the root. */
-void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>& skip) {
+/** Keras attributes that hold lists of names: an empty one is written as Keras writes it, a float64 (0,) array. */
+bool is_keras_name_list(const std::string& attr) { return attr == "layer_names" || attr == "weight_names"; }
+
+/** True when no part of path is a dataset (so the group can be created). */
+bool can_create_group(OutFile& f, const std::string& path) {
+  for (size_t i = path.find('/'); ; i = path.find('/', i + 1)) {
+    std::string prefix = path.substr(0, i);
+    if (has_link(f.file(), prefix.c_str()) && !is_group(f.file(), prefix.c_str())) return false;
+    if (i == std::string::npos) return true;
+  }
+}
+
+/** Metadata as attributes: "<object path>/<name>" on that object (the path encoded by the naming
+ *  rule; a missing group is created, as for a weightless Keras layer's weight_names), else on the root. */
+void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>& skip, bool ascii_when_possible) {
   for (const auto& [k, v] : md) {
     if (skip.count(k) || k.empty()) continue;
     std::string obj, name = k;
     auto slash = k.rfind('/');
-    if (slash != std::string::npos && slash > 0 && slash + 1 < k.size() && has_link(f.file(), k.substr(0, slash).c_str())) {
-      obj = k.substr(0, slash);
-      name = k.substr(slash + 1);
+    if (slash != std::string::npos && slash > 0 && slash + 1 < k.size()) {
+      std::string path = naming::encode_name(k.substr(0, slash), naming::Target::Hdf5);
+      if (has_link(f.file(), path.c_str()) || can_create_group(f, path)) {
+        if (!has_link(f.file(), path.c_str())) ensure_group(f, path);
+        obj = path;
+        name = k.substr(slash + 1);
+      }
     }
     Handle o = check_id(H5Oopen(f.file(), obj.empty() ? "/" : obj.c_str(), H5P_DEFAULT), H5Oclose, f.label(),
                         "cannot open '" + obj + "'");
     if (has_attr(o.get(), name.c_str())) continue;
     // Lists that came from string-array attributes go back as string arrays.
     auto list = (v.size() > 1 && v.front() == '[') ? h5detail::json_string_list(v) : std::nullopt;
-    if (list && !list->empty()) write_str_list_attr(o.get(), name, *list);
-    else write_str_attr(o.get(), name, v, H5T_CSET_UTF8);
+    if (list && (!list->empty() || is_keras_name_list(name))) write_str_list_attr(o.get(), name, *list);
+    else {
+      bool ascii = ascii_when_possible && std::all_of(v.begin(), v.end(), [](char c) { return uint8_t(c) < 0x80; });
+      write_str_attr(o.get(), name, v, ascii ? H5T_CSET_ASCII : H5T_CSET_UTF8);
+    }
   }
 }
 
+/** A checkpoint read from a Keras 2 file (layer_names kept in its metadata). */
+bool has_keras2_structure(const Metadata& md) {
+  return md.count("layer_names") || md.count("layer_names0") || md.count("model_weights/layer_names") ||
+         md.count("model_weights/layer_names0");
+}
+
+/** Every tensor as a dataset at its stored path (formats/naming.h); '/' makes groups. */
 void save_plain(const StateDict& sd, const Metadata& md, OutFile& f) {
+  std::vector<std::string> paths = naming::stored_names(sd, naming::Target::Hdf5);
   std::set<std::string> groups;
-  for (const auto& [key, t] : sd) {
-    check_path(key);
-    for (size_t p = key.find('/'); p != std::string::npos; p = key.find('/', p + 1)) groups.insert(key.substr(0, p));
-  }
+  for (const auto& p : paths)
+    for (size_t i = p.find('/'); i != std::string::npos; i = p.find('/', i + 1)) groups.insert(p.substr(0, i));
+  for (size_t i = 0; i < sd.size(); ++i)
+    TB_CHECK(!groups.count(paths[i]), KeyError, "[h5] tensor '", sd.entries()[i].first,
+             "' is also a group of other tensors ('", sd.entries()[i].first, "/...'); HDF5 cannot hold both");
+  for (size_t i = 0; i < sd.size(); ++i) write_dataset(f, paths[i], sd.entries()[i].second);
+  write_metadata(f, md, {}, has_keras2_structure(md));  // Keras writes its string attributes as ASCII
+}
+
+/** Tensors kept beside the Keras layers ("torch_only/...": values Keras has no variable for), as
+ *  plain datasets outside layer_names, where Keras does not look. */
+void save_keras_side_group(const StateDict& sd, OutFile& f) {
   for (const auto& [key, t] : sd)
-    TB_CHECK(!groups.count(key), KeyError, "[h5] tensor '", key, "' is also a group of other tensors ('", key,
-             "/...'); HDF5 cannot hold both");
-  for (const auto& [key, t] : sd) write_dataset(f, key, t);
-  write_metadata(f, md, {});
+    if (key.rfind(h5detail::kKerasSideGroup, 0) == 0) write_dataset(f, naming::encode_name(key, naming::Target::Hdf5), t);
 }
 
 void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
   auto layers = keras_layers(ckpt);
+  if (has_keras2_structure(ckpt.metadata)) {
+    // Read from a Keras 2 file (save_weights or model.save): its groups, attributes (model_config,
+    // weightless layers' empty weight_names) and optimizer state go back as they were.
+    save_plain(ckpt.state_dict(), ckpt.metadata, f);
+    return;
+  }
   bool from_keras3 = false;
   for (const auto& l : layers)
     if (l.name.rfind("layers/", 0) == 0) from_keras3 = true;
@@ -1178,21 +1208,20 @@ void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
   for (const auto& l : layers) {
     std::string lname = l.name;
     if (from_keras3) lname = lname.substr(lname.rfind('/') + 1);
-    check_path(lname);
-    TB_CHECK(lname.find('/') == std::string::npos && !groups.count(lname), KeyError, "[h5] keras layer name '", lname,
-             "' is duplicated or contains '/'");
+    const std::string raw_lname = lname;
+    lname = naming::encode_component(lname, naming::Target::Hdf5);  // one group per layer
+    TB_CHECK(!groups.count(lname), KeyError, "[h5] keras layer name '", raw_lname, "' is duplicated");
     layer_names.push_back(lname);
     auto& g = groups[lname];
     for (size_t i = 0; i < l.weights.size(); ++i) {
       const auto& w = l.weights[i];
       std::string wname = w.name;
-      if (from_keras3) wname = lname + "/" + h5detail::keras3_var_name(l.name, i) + ":0";
+      if (from_keras3) wname = raw_lname + "/" + h5detail::keras3_var_name(l.name, i) + ":0";
       else if (wname.find('/') == std::string::npos) {
         if (wname.find(':') == std::string::npos) wname += ":0";
-        wname = lname + "/" + wname;
+        wname = raw_lname + "/" + wname;
       }
-      check_path(lname + "/" + wname);
-      g.push_back({wname, w.tensor});
+      g.push_back({naming::encode_name(wname, naming::Target::Hdf5), w.tensor});
     }
   }
   Handle root = ensure_group(f, "");
@@ -1211,6 +1240,7 @@ void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
     Handle g = ensure_group(f, "top_level_model_weights");
     write_str_list_attr(g.get(), "weight_names", {});
   }
+  save_keras_side_group(ckpt.state_dict(), f);
 }
 
 void save_keras3(const Checkpoint& ckpt, OutFile& f) {
@@ -1246,6 +1276,7 @@ void save_keras3(const Checkpoint& ckpt, OutFile& f) {
     for (size_t i = 0; i < l.weights.size(); ++i) write_dataset(f, obj + "/vars/" + std::to_string(i), l.weights[i].tensor);
   }
   ensure_group(f, "vars");
+  save_keras_side_group(ckpt.state_dict(), f);
 }
 
 void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts,

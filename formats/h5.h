@@ -17,7 +17,8 @@
 //     - "keras3": Keras 3 `.weights.h5`: layers/<object>/vars/<i>, optimizer/vars/<i>, vars; no root
 //       attrs; a dataset with attr dtype="bfloat16" holds bfloat16 bits.
 //
-// Tensor names (all layouts): the full HDF5 dataset path without the leading '/', e.g.
+// Tensor names (all layouts): the full HDF5 dataset path without the leading '/', decoded by the
+// naming rule (formats/naming.h, "%2F" -> '/'), e.g.
 // "dense_1/dense_1/kernel:0", "model_weights/dense/dense/bias:0", "layers/dense/vars/0",
 // "optimizer_weights/Adam/iter:0". Keras layouts read the layer datasets first, in layer_names /
 // weight_names order (Keras loads by position), then every other dataset in the file.
@@ -32,11 +33,17 @@
 // HDF5 is not thread-safe: every call into it holds one process-wide mutex.
 //
 // Writing (through AtomicFileWriter; the file image is built in memory with HDF5's core driver):
-//  - layout "plain" (adapter "h5"): one dataset per key, '/' in a key makes groups, dots kept;
-//    metadata as string attributes (on the object "<path>" for keys "<path>/<name>" when it exists).
+//  - layout "plain" (adapter "h5"): one dataset per key at its naming-rule path ('/' makes groups,
+//    dots kept); metadata as attributes on the object "<path>" for keys "<path>/<name>" (a missing
+//    group is created), so a Keras file read here is written back with every layer group, weightless
+//    ones included (empty weight_names as Keras writes it: a float64 (0,) array).
 //  - layout "keras" (adapter "keras-h5"): exactly what tf.keras 2.x save_weights writes (variable-
 //    length ASCII string attrs layer_names / weight_names / backend / keras_version, dataset
-//    <layer>/<weight name>). Layers come from keras_layers() below.
+//    <layer>/<weight name>). Layers come from keras_layers() below. A checkpoint read from a Keras 2
+//    file (save_weights or model.save, its layer_names in metadata) is written back as it was, as
+//    "plain" does: model_config, optimizer_weights and weightless layers kept.
+//  - Both Keras layouts write "torch_only/..." tensors (values Keras has no variable for, such as
+//    num_batches_tracked; nn/style.h) as datasets outside the layers, which Keras ignores.
 //  - layout "keras3" (adapter "keras3-h5"): layers/<object>/vars/<i> plus empty root vars group.
 //  SaveOptions: "layout" (plain|keras|keras3, for the "h5" adapter), "keras_version", "backend".
 #pragma once
@@ -78,7 +85,7 @@ void save_h5(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
  *  - Otherwise from the keys in dict order: "<layer>/<weight path>" (first path component is the layer;
  *    a leading "model_weights/" is dropped, "optimizer_weights/" skipped) or "<layer>.<weight>"
  *    (split at the last '.'; the layer name gets '.' replaced by '_').
- *  Throws KeyError when no tensor can be placed in a layer. */
+ *  Throws UnsupportedError when a tensor cannot be placed in a layer. */
 std::vector<KerasLayer> keras_layers(const Checkpoint& ckpt);
 
 }  // namespace tb

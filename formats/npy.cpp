@@ -345,9 +345,12 @@ void emit_shape(pickle::Pickler& p, const Shape& shape) {
 }
 
 void write_npy_object(Writer& w, const Value& root, const std::string& path) {
-  (void)path;
   pickle::Pickler pk(3);
-  pk.on_tensor = [](pickle::Pickler& p, const Tensor& t) {
+  pk.on_tensor = [&path](pickle::Pickler& p, const Tensor& t) {
+    // A single .npy keeps such dtypes as raw bits plus a header note; a pickled array has no place
+    // for the note, so it would come back as uint16 / uint8.
+    TB_CHECK(!npy_descr(t.dtype()).empty(), UnsupportedError, "[npy] '", path, "': a pickled object array cannot hold ",
+             dtype_name(t.dtype()), " tensors (numpy has no such dtype); write them to .npz or one .npy per tensor");
     emit_ndarray_head(p);
     p.mark();
     p.integer(1);

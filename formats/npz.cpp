@@ -3,6 +3,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/zip.h"
+#include "formats/naming.h"
 #include "formats/npy.h"
 
 namespace tb {
@@ -28,7 +29,7 @@ Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
       if (!ends_with(e.name, "/")) other.push_back(e.name);
       continue;
     }
-    std::string key = e.name.substr(0, e.name.size() - 4);
+    std::string key = naming::decode_name(e.name.substr(0, e.name.size() - 4), naming::Target::Npz);
     (e.stored() ? stored : deflated)++;
     try {
       c.root.set_item(Value::string(key), load_npy_value(zr.open(e), opts));
@@ -52,13 +53,12 @@ Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
 
 void save_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
   const std::string P = path.string();
+  // Members are named by the naming rule (formats/naming.h): no member can leave the folder it is
+  // extracted into, and a lone unnamed array is "arr_0" as np.savez(x) names it.
   std::vector<std::pair<std::string, Tensor>> items;
-  if (ckpt.root.is_tensor()) {
-    items.emplace_back("arr_0", ckpt.root.as_tensor());
-  } else {
-    StateDict sd = ckpt.state_dict();
-    for (const auto& [name, t] : sd) items.emplace_back(name.empty() ? "arr_0" : name, t);
-  }
+  StateDict sd = ckpt.state_dict();
+  std::vector<std::string> names = naming::stored_names(sd, naming::Target::Npz);
+  for (size_t i = 0; i < sd.size(); ++i) items.emplace_back(names[i], sd.entries()[i].second);
   const std::string comp = opts.option("compress", "0");
   TB_CHECK(comp == "0" || comp == "1", UnsupportedError, "[npz] option compress must be 0 or 1, got '", comp, "'");
   AtomicFileWriter w(path, opts.overwrite);

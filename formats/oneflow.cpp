@@ -15,6 +15,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
+#include "formats/naming.h"
 #include "tensor/checked.h"
 #include "formats/detail/pickle.h"
 #include "tensor/atomic_output.h"
@@ -363,7 +364,8 @@ Value variables_dict(const ConfinedFolder& dir, const std::vector<std::string>& 
   Value d = Value::dict();
   for (const auto& name : vars) {
     try {
-      d.set_item(Value::string(name), Value::tensor(load_variable(dir.open_folder(name, folder_context(dir)), mmap)));
+      d.set_item(Value::string(naming::decode_name(name, naming::Target::Folder)),
+                 Value::tensor(load_variable(dir.open_folder(name, folder_context(dir)), mmap)));
     } catch (Error& e) {
       e.add_context(str("while loading OneFlow variable '", name, "'"));
       throw;
@@ -1135,11 +1137,13 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
 
   TempFolder tmp(dir);
   if (layout == "snapshot") {
+    // One folder per tensor, named by the naming rule (formats/naming.h): always one safe component.
     StateDict sd = ckpt.state_dict();
-    for (const auto& [name, t] : sd) {
-      TB_CHECK(is_single_component(name) && name != "snapshot_done", UnsupportedError, kTag, " tensor name '", name,
-               "' cannot be a snapshot folder name");
-      write_variable(tmp.path() / name, t, name);
+    const std::vector<std::string> folders = naming::stored_names(sd, naming::Target::Folder);
+    for (size_t i = 0; i < sd.size(); ++i) {
+      TB_ASSERT(is_single_component(folders[i]) && folders[i] != "snapshot_done", "[oneflow] folder name '", folders[i],
+                "' for tensor '", sd.entries()[i].first, "'");
+      write_variable(tmp.path() / folders[i], sd.entries()[i].second, sd.entries()[i].first);
     }
     write_file(tmp.path() / "snapshot_done", "", 0);
   } else {

@@ -16,6 +16,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
+#include "formats/naming.h"
 #include "formats/onnx_walk.h"
 #include "tensor/atomic_output.h"
 #include "tensor/checked.h"
@@ -414,8 +415,9 @@ StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const s
   LoadContext c{src, opts, model, {}, {}, {}};
   StateDict sd;
   const onnx::GraphProto& g = model->graph();
-  auto add = [&](const std::string& name, Tensor t, const char* kind) {
+  auto add = [&](const std::string& stored, Tensor t, const char* kind) {
     if (!t.defined()) return;
+    const std::string name = naming::decode_name(stored, naming::Target::Onnx);
     TB_CHECK(!sd.contains(name), FormatError, "[onnx] '", src.label(), "': two ", kind, "s are named '", name, "'");
     sd.insert(name, std::move(t));
   };
@@ -714,7 +716,11 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
 
   std::vector<Tensor> raw;  // per initializer: the tensor whose bytes stream_model writes as raw_data
   raw.reserve(sd.size());
-  for (const auto& [name, t] : sd) {
+  // Initializer names follow the naming rule (formats/naming.h): never empty, '%' escaped.
+  const std::vector<std::string> stored = naming::stored_names(sd, naming::Target::Onnx);
+  for (size_t index = 0; index < sd.size(); ++index) {
+    const std::string& name = stored[index];
+    const Tensor& t = sd.entries()[index].second;
     auto* tp = g->add_initializer();
     raw.emplace_back();
     if (external && t.nbytes() > 0) {

@@ -10,6 +10,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
+#include "formats/naming.h"
 #include "formats/sharded.h"
 
 namespace tb {
@@ -220,7 +221,7 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
     }
     Value t = Value::tensor(Tensor(std::move(st), i.dtype, i.shape, contiguous_strides(i.shape), 0));
     by_name.emplace(i.name, t);
-    c.root.set_item(Value::string(i.name), t);
+    c.root.set_item(Value::string(naming::decode_name(i.name, naming::Target::Safetensors)), t);
   }
   // Aliases recorded by our writer: the same tensor under another name.
   if (auto a = c.metadata.find(kSafetensorsAliasKey); a != c.metadata.end()) {
@@ -239,7 +240,7 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
                it.value().get<std::string>(), "', which is not in the file");
       TB_CHECK(!by_name.count(it.key()), FormatError, "[safetensors] '", L, "': alias '", it.key(),
                "' is also a tensor name");
-      c.root.set_item(Value::string(it.key()), target->second);
+      c.root.set_item(Value::string(naming::decode_name(it.key(), naming::Target::Safetensors)), target->second);
       by_name.emplace(it.key(), target->second);
     }
     c.metadata.erase(a);
@@ -272,7 +273,11 @@ void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata)
   std::vector<Item> items;
   std::map<std::string, std::string> aliases;
   std::map<std::pair<const void*, int64_t>, std::vector<std::pair<const Tensor*, std::string>>> firsts;
-  for (const auto& [name, t] : sd) {
+  // Header keys follow the naming rule (formats/naming.h): only '%', "" and "__metadata__" change.
+  const std::vector<std::string> stored = naming::stored_names(sd, naming::Target::Safetensors);
+  for (size_t index = 0; index < sd.size(); ++index) {
+    const Tensor& t = sd.entries()[index].second;
+    const std::string& name = stored[index];
     TB_CHECK(reference_rank(t.dtype()) >= 0, UnsupportedError, "[safetensors] tensor '", name, "' has dtype ",
              dtype_name(t.dtype()), ", which safetensors cannot store (no token for it); convert it first (e.g. ",
              "complex128 -> complex64)");

@@ -73,12 +73,17 @@ std::vector<KerasLayer> keras_layers_from_state_dict(const StateDict& sd, const 
     auto it = index.find(name);
     if (it != index.end()) return layers[it->second];
     index[name] = layers.size();
-    layers.push_back({name, "", {}, 1e-3});
+    layers.push_back({name, "", {}, 1e-3, {}});
     return layers.back();
   };
+  std::vector<std::pair<std::string, std::pair<std::string, Tensor>>> torch_only;  // layer -> (leaf, value)
   for (auto& [key, t] : sd) {
     std::vector<std::string> parts = split(key, slash ? '/' : '.');
     if (!parts.empty() && parts[0] == "model_weights") parts.erase(parts.begin());
+    if (parts.size() == 3 && parts[0] == kTorchOnlyGroup) {
+      torch_only.push_back({parts[1], {parts[2], t}});
+      continue;
+    }
     if (parts.empty() || parts[0] == "optimizer_weights" || parts[0] == "top_level_model_weights") continue;
     if (parts[0] == "layers" || parts[0] == "_layer_checkpoint_dependencies") {
       // Keras 3: layers/<name>/vars/<i> (nested models: the innermost layer's name).
@@ -118,6 +123,23 @@ std::vector<KerasLayer> keras_layers_from_state_dict(const StateDict& sd, const 
     else if (k && k->dim() == 4)
       L.class_name = "Conv2D";
   }
+  // Keras 3 objects are named by class ("batch_normalization"); our writer keeps the layer name in
+  // the attribute layers/<object>/vars/name.
+  std::map<std::string, std::string> object_of;
+  for (const auto& [k, v] : sd.metadata) {
+    const std::string suffix = "/vars/name";
+    if (k.rfind("layers/", 0) != 0 || k.size() <= suffix.size() || k.compare(k.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    std::string obj = k.substr(0, k.size() - suffix.size());
+    object_of[v] = obj.substr(obj.rfind('/') + 1);
+  }
+  for (auto& [lname, value] : torch_only) {
+    auto it = index.find(lname);
+    if (it == index.end() && object_of.count(lname)) it = index.find(object_of[lname]);
+    TB_CHECK(it != index.end(), KeyError, "nn: style: '", kTorchOnlyGroup, "/", lname, "/", value.first,
+             "' belongs to no Keras layer with weights");
+    layers[it->second].torch_only.push_back(value);
+  }
   if (!layer_order.empty()) {
     std::vector<KerasLayer> ordered;
     for (auto& n : layer_order) {
@@ -125,7 +147,7 @@ std::vector<KerasLayer> keras_layers_from_state_dict(const StateDict& sd, const 
       if (it != index.end())
         ordered.push_back(layers[it->second]);
       else
-        ordered.push_back({n, "", {}, 1e-3});  // weightless layer named in the list (Flatten, Dropout)
+        ordered.push_back({n, "", {}, 1e-3, {}});  // weightless layer named in the list (Flatten, Dropout)
     }
     for (auto& L : layers)
       TB_CHECK(std::find(layer_order.begin(), layer_order.end(), L.name) != layer_order.end(), KeyError,
@@ -178,7 +200,10 @@ StateDict keras_to_torch(const std::vector<KerasLayer>& layers, const StyleOptio
       if (const Tensor* b = L.weight("beta")) out.insert(key("bias"), owned(*b));
       out.insert(key("running_mean"), owned(mean));
       out.insert(key("running_var"), owned(need("moving_variance")));
-      if (opts.synthesize_num_batches_tracked) out.insert(key("num_batches_tracked"), Tensor::zeros(DType::I64, {}));
+      bool kept = false;
+      for (auto& [leaf, t] : L.torch_only) kept = kept || leaf == "num_batches_tracked";
+      if (opts.synthesize_num_batches_tracked && !kept)
+        out.insert(key("num_batches_tracked"), Tensor::zeros(DType::I64, {}));
       out.metadata[key("eps")] = fmt_eps(L.epsilon);
     } else {
       std::string names;
@@ -187,6 +212,7 @@ StateDict keras_to_torch(const std::vector<KerasLayer>& layers, const StyleOptio
                                  L.class_name.empty() ? "unknown class" : L.class_name, ", weights ", names,
                                  ") has no PyTorch mapping; supported: Dense, Conv2D, BatchNormalization"));
     }
+    for (auto& [leaf, t] : L.torch_only) out.set(key(leaf.c_str()), owned(t));
   }
   TB_CHECK(opts.names.empty() || k == opts.names.size(), KeyError, "nn: style: ", opts.names.size(),
            " torch names given for ", k, " Keras layers with weights");
@@ -231,6 +257,7 @@ std::vector<KerasLayer> torch_to_keras(const StateDict& sd, const StyleOptions& 
       TB_CHECK(var, KeyError, "nn: style: BatchNorm '", prefix, "' has running_mean but no running_var");
       L.weights.emplace_back("moving_mean", owned(*get("running_mean")));
       L.weights.emplace_back("moving_variance", owned(*var));
+      if (const Tensor* n = get("num_batches_tracked")) L.torch_only.emplace_back("num_batches_tracked", owned(*n));
       L.epsilon = opts.torch_bn_eps;
       auto it = sd.metadata.find(prefix.empty() ? "eps" : prefix + ".eps");
       if (it != sd.metadata.end()) L.epsilon = std::strtod(it->second.c_str(), nullptr);
@@ -275,6 +302,8 @@ StateDict keras_layers_to_state_dict(const std::vector<KerasLayer>& layers) {
     for (auto& [n, t] : L.weights) out.insert(L.name + "/" + L.name + "/" + n + ":0", t);
     if (L.class_name == "BatchNormalization") out.metadata["keras.epsilon." + L.name] = fmt_eps(L.epsilon);
   }
+  for (auto& L : layers)
+    for (auto& [leaf, t] : L.torch_only) out.insert(str(kTorchOnlyGroup, "/", L.name, "/", leaf), t);
   out.metadata["keras.layer_names"] = names;
   return out;
 }

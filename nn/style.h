@@ -5,7 +5,8 @@
 //   Dense        kernel (in, out), bias (out)                    Linear weight (out, in) = kernel.T, bias
 //   Conv2D       kernel (kH, kW, in/groups, out) HWIO, bias      Conv2d weight (out, in/groups, kH, kW) OIHW
 //   BatchNorm    gamma, beta, moving_mean, moving_variance       weight, bias, running_mean, running_var,
-//                (epsilon in the config, default 1e-3)           num_batches_tracked (int64 0-d, synthesised 0)
+//                (epsilon in the config, default 1e-3)           num_batches_tracked (int64 0-d: kept in the
+//                                                                 side group torch_only/<layer>/, else 0)
 //   Flatten      Keras flattens NHWC activations, torch NCHW: the first Dense after a conv stack gets its
 //                kernel rows permuted from (h, w, c) to (c, h, w) order (and back).
 //
@@ -31,6 +32,9 @@ struct KerasLayer {
   /** Canonical weight names: kernel, bias, gamma, beta, moving_mean, moving_variance. */
   std::vector<std::pair<std::string, Tensor>> weights;
   double epsilon = 1e-3;  // BatchNormalization only
+  /** Torch values Keras has no variable for (num_batches_tracked), by torch leaf name. They travel in
+   *  Keras files as "torch_only/<layer>/<leaf>" datasets, outside layer_names, which Keras ignores. */
+  std::vector<std::pair<std::string, Tensor>> torch_only;
   const Tensor* weight(const std::string& n) const;
 };
 
@@ -61,7 +65,11 @@ StateDict keras_to_torch(const std::vector<KerasLayer>& layers, const StyleOptio
  *  num_batches_tracked dropped). Throws UnsupportedError naming a module it cannot map. */
 std::vector<KerasLayer> torch_to_keras(const StateDict& sd, const StyleOptions& opts = {});
 
-/** Keras layers as a flat Keras 2 style StateDict ("hidden/hidden/kernel:0"), metadata
+/** First component of the keys that carry KerasLayer::torch_only values in Keras-style dicts. */
+inline constexpr const char* kTorchOnlyGroup = "torch_only";
+
+/** Keras layers as a flat Keras 2 style StateDict ("hidden/hidden/kernel:0", then
+ *  "torch_only/hidden/num_batches_tracked" for KerasLayer::torch_only), metadata
  *  "keras.layer_names" = comma-separated layer names in order (what the Keras .h5 writer needs). */
 StateDict keras_layers_to_state_dict(const std::vector<KerasLayer>& layers);
 

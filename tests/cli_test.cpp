@@ -2,6 +2,7 @@
 #include "tests/support.h"
 
 #include <fstream>
+#include <map>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -117,7 +118,7 @@ TEST_CASE("diff exits 1 on different files and 2 on errors", "[cli]") {
   CHECK(r.exit_code == 2);
 }
 
-TEST_CASE("roundtrip reports every format as bit-exact or refused", "[cli]") {
+TEST_CASE("roundtrip reports every format as bit-exact or cannot hold", "[cli]") {
   auto r = run_cli({"roundtrip", tbtest::fixture("torch/mlp.params").string(), "--json"});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
@@ -126,6 +127,74 @@ TEST_CASE("roundtrip reports every format as bit-exact or refused", "[cli]") {
   size_t exact = 0;
   for (const auto& row : j["rows"]) exact += row["result"] == "bit-exact";
   CHECK(exact >= 3);
+}
+
+TEST_CASE("roundtrip: formats that cannot hold the content are their own verdict, not a failure", "[cli]") {
+  struct Case {
+    const char* fixture;
+    int exit_code;
+    std::vector<std::string> exact;        // must be bit-exact
+    std::vector<std::string> cannot_hold;  // must say so, with the writer's reason
+  };
+  const std::vector<Case> cases = {
+      {"torch/all_dtypes.pt", 0, {"pt", "npz", "h5", "onnx"}, {"npy", "safetensors", "keras-h5"}},
+      {"torch/bn1d.pt", 0, {"pt", "npz", "h5", "keras-h5", "keras3-h5"}, {}},
+      {"numpy/f32_c.npy", 0, {"npz", "h5", "onnx", "safetensors"}, {"keras-h5"}},
+  };
+  for (const auto& c : cases) {
+    auto r = run_cli({"roundtrip", tbtest::fixture(c.fixture).string(), "--json"});
+    INFO(c.fixture << ": " << r.output);
+    CHECK(r.exit_code == c.exit_code);
+    auto j = nlohmann::json::parse(r.output);
+    std::map<std::string, nlohmann::json> by_via;
+    for (const auto& row : j["rows"]) by_via[row["via"].get<std::string>()] = row;
+    for (const auto& f : c.exact) CHECK(by_via[f]["result"] == "bit-exact");
+    for (const auto& f : c.cannot_hold) {
+      CHECK(by_via[f]["result"] == "cannot hold");
+      CHECK(!by_via[f]["detail"].get<std::string>().empty());
+    }
+  }
+  auto r = run_cli({"roundtrip", tbtest::fixture("torch/all_dtypes.pt").string(), "--via", "npy"});
+  CHECK(contains(r.output, "cannot hold bfloat16"));
+  // Nothing checked at all is not a success.
+  r = run_cli({"roundtrip", tbtest::fixture("numpy/f32_c.npy").string(), "--via", "keras-h5,keras3-h5"});
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "NOTHING CHECKED"));
+}
+
+TEST_CASE("inspect --json keeps repeated info entries", "[cli]") {
+  tbtest::TempDir dir;
+  // Three views of one 64-float storage: the .pt loader notes each view smaller than its storage.
+  auto storage = tb::Tensor::zeros(tb::DType::F32, {64}).storage();
+  tb::StateDict sd;
+  for (int i = 0; i < 3; ++i)
+    sd.insert("v" + std::to_string(i), tb::Tensor(storage, tb::DType::F32, {4}, {1}, int64_t(i) * 16));
+  tb::save(tb::Checkpoint::from_state_dict(sd), dir / "views.pt", "pt");
+  auto r = run_cli({"inspect", "--json", (dir / "views.pt").string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto j = nlohmann::json::parse(r.output);
+  REQUIRE(j["info"].is_array());
+  size_t notes = 0;
+  for (const auto& e : j["info"]) notes += e["key"] == "view smaller than its storage";
+  CHECK(notes == 3);
+}
+
+TEST_CASE("a whole pickled module to .pt is refused unless --state-dict-only", "[cli]") {
+  tbtest::TempDir dir;
+  const std::string in = tbtest::fixture("torch/whole_module_seq.pt").string();
+  auto r = run_cli({"convert", in, (dir / "m.pt").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "whole pickled module (torch.nn.modules.container.Sequential)"));
+  CHECK(contains(r.output, "--state-dict-only"));
+  CHECK(!std::filesystem::exists(dir / "m.pt"));
+  r = run_cli({"convert", in, (dir / "m.pt").string(), "--state-dict-only", "-q"});
+  CHECK(r.exit_code == 0);
+  r = run_cli({"diff", in, (dir / "m.pt").string()});
+  CHECK(r.exit_code == 0);
+  // Other targets hold only tensors anyway: no flag needed.
+  CHECK(run_cli({"convert", in, (dir / "m.safetensors").string(), "-q"}).exit_code == 0);
 }
 
 TEST_CASE("the demo runs on the bundled fixtures", "[cli]") {
