@@ -250,11 +250,18 @@ ArchMapping match_structure(Module& model, const StateDict& sd) {
       if (!fit(layers[i], groups[order[i]])) return false;
     return true;
   };
-  if (fits_in(file_order)) return mapping_from(layers, groups, file_order, "file order");
   std::vector<size_t> natural = file_order;
   std::stable_sort(natural.begin(), natural.end(),
                    [&](size_t a, size_t b) { return natural_less(groups[a].prefix, groups[b].prefix); });
-  if (natural != file_order && fits_in(natural)) return mapping_from(layers, groups, natural, "natural name order");
+  // Keys in byte order ("l.0", "l.10", "l.2") were sorted by a writer (safetensors does): the natural
+  // order of the names is then closer to the module order than the file's.
+  std::vector<std::string> keys = sd.keys();
+  const bool writer_sorted = std::is_sorted(keys.begin(), keys.end()) && natural != file_order;
+  if (writer_sorted && fits_in(natural))
+    return mapping_from(layers, groups, natural, "natural name order; the file's keys are sorted");
+  if (fits_in(file_order)) return mapping_from(layers, groups, file_order, "file order");
+  if (!writer_sorted && natural != file_order && fits_in(natural))
+    return mapping_from(layers, groups, natural, "natural name order");
 
   const std::string head = "nn: the state dict does not fit the architecture by structure";
   const std::string tail = "\n  (--strict-names loads by exact names only; --select/--key pick part of a file)";

@@ -7,7 +7,8 @@
 // differ, by position; shapes must be equal. Buffers follow their layer; a BatchNorm layer without
 // num_batches_tracked (torch < 0.4.1) keeps the model's 0. Orders tried, first fit wins:
 //   1. the file's order (insertion order of the state dict), the primary signal;
-//   2. the layer names in natural order ("2" before "10"), for writers that sort keys;
+//   2. the layer names in natural order ("2" before "10"); tried first when the file's keys are in
+//      byte order, as writers that sort keys leave them (safetensors: "l.0", "l.10", "l.2");
 //   3. any order the shapes allow, when exactly one does.
 // Refused (KeyError, or ShapeError when the layers pair up but a shape differs) with both sides and
 // the candidates listed: a different number of layers or tensors, no order that fits, or several
@@ -32,8 +33,8 @@ struct LayerMatch {
 /** The mapping a structural load used. */
 struct ArchMapping {
   std::vector<LayerMatch> layers;
-  /** "names" (every key already had the architecture's name), "file order", "natural name order" or
-   *  "shapes (the only order that fits)". */
+  /** "names" (every key already had the architecture's name), "file order", "natural name order"
+   *  (with "; the file's keys are sorted" when a writer sorted them) or "shapes (the only order that fits)". */
   std::string order;
   /** Whether any key was renamed. */
   bool renamed() const;
