@@ -37,6 +37,18 @@ struct ModelSource {
   }
   /** Loads the model; the key mapping of a structural load goes to stderr, one line per layer. */
   nn::FileModel load() const {
+    try {
+      return load_checked();
+    } catch (UnsafeError& e) {
+      if (!allow_unknown)
+        e.add_context("a whole module of your own class (torch.save(net), flow.save(net)) loads with "
+                      "--allow-unknown-globals: its classes are kept by name, nothing in the file is run");
+      throw;
+    }
+  }
+
+ private:
+  nn::FileModel load_checked() const {
     LoadOptions lo;
     lo.allow_unknown_globals = allow_unknown;
     if (arch.empty()) {

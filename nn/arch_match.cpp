@@ -165,6 +165,15 @@ std::string both_sides(const std::vector<Group>& layers, const std::vector<Group
   return s;
 }
 
+/** The first layer where the file's order breaks (layers and groups of equal count). */
+std::string first_misfit(const std::vector<Group>& layers, const std::vector<Group>& groups) {
+  for (size_t i = 0; i < layers.size() && i < groups.size(); ++i)
+    if (!fit(layers[i], groups[i]))
+      return str("\n  first misfit in file order: layer ", i + 1, " of the architecture, ", group_text(layers[i], true),
+                 "\n    vs the state dict's ", group_text(groups[i], false));
+  return {};
+}
+
 ArchMapping mapping_from(const std::vector<Group>& layers, const std::vector<Group>& groups,
                          const std::vector<size_t>& a, const std::string& order) {
   ArchMapping m;
@@ -281,6 +290,9 @@ ArchMapping match_structure(Module& model, const StateDict& sd) {
     throw KeyError(str(head, ": the state dict has ", groups.size(), " layers with tensors, the architecture ", n,
                        both_sides(layers, groups), lonely, tail));
   }
+  // Searching orders by shape is quadratic in the layers: bounded for very large files.
+  TB_CHECK(n <= 2000, KeyError, head, ": neither the file's order nor the names' fits, and with ", n,
+           " layers the orders allowed by shape are not searched", first_misfit(layers, groups), tail);
   std::vector<std::vector<bool>> fits(n, std::vector<bool>(n));
   for (size_t i = 0; i < n; ++i)
     for (size_t j = 0; j < n; ++j) fits[i][j] = fit(layers[i], groups[j]).has_value();
@@ -295,11 +307,7 @@ ArchMapping match_structure(Module& model, const StateDict& sd) {
                        search.exhausted ? "\n  (and possibly more)" : "", both_sides(layers, groups),
                        "\n  (rename the keys to the architecture's names with --rename, or use --strict-names)"));
   // No order fits: name the first layer where the file's order breaks.
-  std::string first;
-  for (size_t i = 0; i < n && first.empty(); ++i)
-    if (!fit(layers[i], groups[i]))
-      first = str("\n  first misfit in file order: layer ", i + 1, " of the architecture, ", group_text(layers[i], true),
-                  "\n    vs the state dict's ", group_text(groups[i], false));
+  std::string first = first_misfit(layers, groups);
   bool names_pair = true;  // every layer pairs up by tensor names: the difference is in the shapes
   for (size_t i = 0; i < n; ++i) {
     std::vector<std::string> a, b;

@@ -142,6 +142,12 @@ TEST_CASE("run --arch loads by structure: the chapter MLP, its renamed and conve
     REQUIRE(c.exit_code == 0);
     files.push_back(to.string());
   }
+  // A whole module converted to a OneFlow folder keeps its state dict (the module tree is not state).
+  auto c = tbtest::run_cli({"convert", tbtest::fixture("arch/seq_mlp_whole.pt").string(), (dir / "whole_of").string(),
+                            "--to", "oneflow"});
+  INFO(c.output);
+  REQUIRE(c.exit_code == 0);
+  files.push_back((dir / "whole_of").string());
   for (size_t i = 0; i < files.size(); ++i) {
     fs::path out = dir / ("v" + std::to_string(i) + ".npy");
     r = tbtest::run_cli({"run", files[i], "--arch", "mlp:20,256,10", "--input", X, "--output", out.string()});
@@ -199,7 +205,13 @@ TEST_CASE("run whole modules: user classes with --arch, Sequential and OneFlow m
   const fs::path Y = tbtest::fixture("arch/mlp_Y.npy");
   for (std::string f : {"chapter_mlp_whole.pt", "oneflow_mlp_whole"}) {
     const std::string file = tbtest::fixture("arch/" + f).string();
-    auto r = tbtest::run_cli({"run", file, "--allow-unknown-globals", "--input", X, "--output", (dir / "y.npy").string()});
+    // Without the flag the user class is refused, and the refusal names the flag.
+    auto r = tbtest::run_cli({"run", file, "--arch", "mlp:20,256,10", "--input", X, "--output", (dir / "y.npy").string()});
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(r.output.find("__main__.MLP") != std::string::npos);
+    CHECK(r.output.find("loads with --allow-unknown-globals") != std::string::npos);
+    r = tbtest::run_cli({"run", file, "--allow-unknown-globals", "--input", X, "--output", (dir / "y.npy").string()});
     INFO(r.output);
     CHECK(r.exit_code == 1);
     CHECK(r.output.find("holds a whole module of the user class __main__.MLP") != std::string::npos);
