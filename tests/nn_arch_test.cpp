@@ -108,6 +108,14 @@ TEST_CASE("conv, BatchNorm buffers and pooling follow their layers; specs with e
   CHECK(cnn.model->state_dict().at("1.num_batches_tracked").item_as_double() == 5.0);
   check_close((*cnn.model)(npy("arch/cnn_X.npy")), npy("arch/cnn_Y.npy"), "cnn_bn.pt by structure");
 
+  // A BatchNorm without num_batches_tracked (torch < 0.4.1) keeps the model's 0; the outputs are the same.
+  StateDict old_bn;
+  for (auto& [k, t] : load(tbtest::fixture("arch/cnn_bn.pt")).state_dict())
+    if (k != "features.1.num_batches_tracked") old_bn.insert(k, t);
+  nn::BuiltArch b = nn::build_arch("conv2d:3,8,3,1,1 batchnorm:8 relu maxpool:2 flatten linear:128,10", old_bn);
+  CHECK(b.model->state_dict().at("1.num_batches_tracked").item_as_double() == 0.0);
+  check_close((*b.model)(npy("arch/cnn_X.npy")), npy("arch/cnn_Y.npy"), "cnn_bn.pt without num_batches_tracked");
+
   // LeakyReLU, AvgPool2d with padding counted, AdaptiveAvgPool2d(1), Tanh, Softmax: from the whole
   // nn.Sequential by itself and from a spec.
   nn::FileModel pools = nn::load_model(tbtest::fixture("arch/pools_whole.pt"));
