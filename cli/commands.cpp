@@ -281,10 +281,12 @@ void run_convert(const ConvertArgs& a) {
     }
     TB_CHECK(!sd.empty(), FormatError, "'", a.input, "'", a.key.empty() ? "" : " under --key " + a.key,
              " holds no tensors; nothing to write");
+    // The key operations in the order below (--style, refused for a kept graph, sits between the
+    // prefix strip and the rest): a kept graph replays them to learn each new name's old one.
     auto reshape = [&a](StateDict s) {
+      if (a.strip_prefix) s = nn::strip_prefixes(s);
       if (!a.select.empty()) s = nn::select_keys(s, a.select);
       if (!a.select_regex.empty()) s = nn::select_keys(s, a.select_regex, true);
-      if (a.strip_prefix) s = nn::strip_prefixes(s);
       if (!a.rename.empty()) s = nn::rename_keys(s, a.rename);
       return s;
     };
@@ -300,7 +302,7 @@ void run_convert(const ConvertArgs& a) {
         if (old != name) out.native.renamed_from[name] = old;
       }
     }
-    sd = reshape(sd);
+    if (a.strip_prefix) sd = nn::strip_prefixes(sd);
     std::string style = a.style;
     bool keras_target = out_fmt.name == "keras-h5" || out_fmt.name == "keras3-h5";
     if (style.empty() && keras_target && looks_torch_style(sd)) {
@@ -308,6 +310,10 @@ void run_convert(const ConvertArgs& a) {
       if (!a.quiet) std::cerr << "note: converting torch-style names and layouts to Keras style (--style keras)\n";
     }
     if (!style.empty()) sd = nn::convert_style(sd, style);
+    // --select and --rename see the names the output will have (after --style).
+    if (!a.select.empty()) sd = nn::select_keys(sd, a.select);
+    if (!a.select_regex.empty()) sd = nn::select_keys(sd, a.select_regex, true);
+    if (!a.rename.empty()) sd = nn::rename_keys(sd, a.rename);
     if (!a.dtype.empty()) sd = cast_floating(sd, a.dtype);
     out.root = Value::from_state_dict(sd);
     out.metadata = sd.metadata;
@@ -491,9 +497,9 @@ void register_commands(CLI::App& app) {
   convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow");
   convert->add_option("--key", convert_args->key, "dotted path of the sub-tree to convert, e.g. model_state_dict");
   convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16)");
-  convert->add_option("--select", convert_args->select, "keep only keys matching this glob (repeatable), e.g. 'hidden.*'");
-  convert->add_option("--select-regex", convert_args->select_regex, "keep only keys matching this regex (repeatable)");
-  convert->add_option("--rename", convert_args->rename, "rename keys: REGEX=REPLACEMENT with \\1 groups (repeatable), e.g. 'module\\.(.*)=\\1'");
+  convert->add_option("--select", convert_args->select, "keep only keys matching this glob (repeatable), e.g. 'hidden.*'; matched against the output's names (after --style)");
+  convert->add_option("--select-regex", convert_args->select_regex, "keep only keys matching this regex (repeatable; output names, after --style)");
+  convert->add_option("--rename", convert_args->rename, "rename keys: REGEX=REPLACEMENT with \\1 groups (repeatable), e.g. 'module\\.(.*)=\\1'; applied to the output's names (after --style)");
   convert->add_flag("--strip-prefix", convert_args->strip_prefix, "remove leading 'module.' and '_orig_mod.' from keys");
   convert->add_option("--style", convert_args->style, "convert names and layouts: torch or keras")->check(CLI::IsMember({"torch", "keras"}));
   convert->add_flag("--trim-storage", convert_args->trim_storage, ".pt output: save only the bytes each view uses");

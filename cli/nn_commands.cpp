@@ -18,21 +18,59 @@ namespace {
 /** Where run and export get their model: a file with its architecture, or weights plus --arch. */
 struct ModelSource {
   std::string model, arch, key;
-  bool strip = false, allow_unknown = false;
+  bool strip = false, allow_unknown = false, strict_names = false;
 
   void add_options(CLI::App* cmd) {
     cmd->add_option("model", model,
-                    "Model file (whole-module .pt, Keras full-model .h5, .onnx) or weights with --arch")->required();
-    cmd->add_option("--arch", arch, "Built-in architecture for a weights-only file: mlp:IN,HIDDEN,...,OUT or seed-cnn");
+                    "Model file (whole-module .pt or OneFlow folder, Keras full-model .h5, .onnx) or weights with --arch")
+        ->required();
+    cmd->add_option("--arch", arch,
+                    "Architecture for weights (or a whole module of a user class): mlp:IN,HIDDEN,...,OUT, seed-cnn or a "
+                    "layer sequence such as \"linear:20,256 relu linear:256,10\"; the file's layers are matched by "
+                    "order and shape, whatever their names");
     cmd->add_option("--key", key, "Dotted path of the state dict inside the file (model_state_dict)");
     cmd->add_flag("--strip-prefix", strip, "With --arch: strip 'module.' and '_orig_mod.' prefixes");
+    cmd->add_flag("--strict-names", strict_names,
+                  "With --arch: load by exact key names only (no matching by structure)");
     cmd->add_flag("--allow-unknown-globals", allow_unknown,
                   "Whole-module pickles of user classes (__main__.MLP): keep them as opaque objects (never called)");
   }
+  /** Loads the model; the key mapping of a structural load goes to stderr, one line per layer. */
   nn::FileModel load() const {
+    try {
+      return load_checked();
+    } catch (UnsafeError& e) {
+      if (!allow_unknown)
+        e.add_context("a whole module of your own class (torch.save(net), flow.save(net)) loads with "
+                      "--allow-unknown-globals: its classes are kept by name, nothing in the file is run");
+      throw;
+    }
+  }
+
+ private:
+  nn::FileModel load_checked() const {
     LoadOptions lo;
     lo.allow_unknown_globals = allow_unknown;
-    return arch.empty() ? nn::load_model(model, lo) : nn::load_model(model, arch, key, strip);
+    if (arch.empty()) {
+      nn::FileModel fm = nn::load_model(model, lo);
+      nn::require_forward(*fm.model, model);
+      return fm;
+    }
+    nn::ArchLoad how;
+    how.key = key;
+    how.strip = strip;
+    how.load = lo;
+    how.arch.strict_names = strict_names;
+    nn::FileModel fm = nn::load_model(model, arch, how);
+    if (fm.mapping.renamed()) {
+      std::cerr << "loaded by structure (" << fm.mapping.order << "):\n";
+      std::string lines = fm.mapping.describe();
+      for (size_t p = 0, q; p < lines.size(); p = q + 1) {
+        q = lines.find('\n', p);
+        std::cerr << "  " << lines.substr(p, q - p) << "\n";
+      }
+    }
+    return fm;
   }
 };
 
@@ -114,7 +152,8 @@ void register_nn_commands(CLI::App& app) {
   run->add_option("--output,-o", args->output, "Output array (.npy)")->required();
   run->add_option("--backend", args->backend, "cpu (default), vulkan or vulkan:N");
   run->add_flag("--force,--overwrite", args->overwrite, "Replace an existing output file");
-  run->footer("Example:\n  tensorbridge run mlp.params --arch mlp:20,256,10 --input X.npy --output Y.npy --backend vulkan");
+  run->footer("Examples:\n  tensorbridge run mlp.params --arch mlp:20,256,10 --input X.npy --output Y.npy --backend vulkan\n"
+              "  tensorbridge run net.pt --arch \"linear:20,256 relu linear:256,10\" --allow-unknown-globals -i X.npy -o Y.npy");
   run->callback([args] { run_model(*args); });
 }
 

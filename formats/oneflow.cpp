@@ -467,11 +467,16 @@ class Resolver {
     if (is_oneflow_global(o.cls) && st) {
       if (const Value* p = st->get("path")) return Value::tensor(tensor_from_path(*p));
       if (const Value* d = st->get("data")) return Value::tensor(tensor_from_data(*d, st->get("dtype")));
-      if (st->get("_parameters") || st->get("_modules")) {
-        Value sd = Value::dict("collections.OrderedDict");
-        module_state(v, "", sd, depth);
-        return sd;
-      }
+    }
+    // A module (OneFlow's, or a user class kept by allow_unknown_globals): its state dict, with the
+    // module tree beside it (like formats/pt.cpp, read by pt_module_tree()).
+    if (st && (is_oneflow_global(o.cls) ? st->get("_parameters") || st->get("_modules")
+                                        : st->get("_parameters") && st->get("_modules"))) {
+      Value sd = Value::dict("collections.OrderedDict");
+      module_state(v, "", sd, depth);
+      sd.dict_data().attrs = std::make_shared<ValueDict>();
+      sd.dict_data().attrs->items.emplace_back(Value::string("__module__"), v);
+      return sd;
     }
     // Keep other objects, resolving what they hold (so tensors inside stay reachable for writers).
     if (o.args) *o.args = resolve(*o.args, depth + 1);
@@ -974,7 +979,9 @@ class Proto4Pickler {
     Value state;
     if (d.attrs && !d.attrs->items.empty()) {
       state = Value::dict();
-      for (const auto& kv : d.attrs->items) state.set_item(kv.first, kv.second);
+      for (const auto& kv : d.attrs->items)  // a module tree kept beside a state dict is not state
+        if (kv.second.kind() != Value::Kind::Object) state.set_item(kv.first, kv.second);
+      if (state.dict_data().items.empty()) state = Value();
     }
     if (!state.is_none()) {
       save(state, depth + 1);

@@ -10,6 +10,7 @@
 
 #include "formats/pt.h"
 #include "formats/registry.h"
+#include "nn/arch_spec.h"
 #include "nn/select.h"
 #include "nn/style.h"
 
@@ -23,8 +24,8 @@ using json = nlohmann::json;
 // ---- whole-module pickles ----------------------------------------------------------------------
 
 const char* kTorchKnown =
-    "Sequential, Linear, Conv2d, MaxPool2d, Flatten, BatchNorm1d, BatchNorm2d, ReLU, Sigmoid, Tanh, Softmax, "
-    "Dropout, Identity (and a class with exactly the children hidden, out: the seed MLP)";
+    "Sequential, Linear, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, BatchNorm1d, BatchNorm2d, "
+    "ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Dropout, Identity (torch.nn or oneflow.nn)";
 
 struct PtModule {
   const Value& v;
@@ -89,6 +90,10 @@ struct PtModule {
   }
 };
 
+// A user class (or any class outside torch.nn / oneflow.nn): its children, parameters and buffers
+// load; its forward() is Python code, so the module cannot run by itself.
+Module::Ptr build_user_module(const PtModule& m, const std::string& path, int depth);
+
 Module::Ptr build_pt(const Value& v, const std::string& path, int depth) {
   TB_CHECK(depth < 64, UnsupportedError, "nn: pt: module tree deeper than 64 levels at '", path, "'");
   TB_CHECK(v.kind() == Value::Kind::Object, FormatError, "nn: pt: module '", path, "' is ", v.repr(),
@@ -97,7 +102,7 @@ Module::Ptr build_pt(const Value& v, const std::string& path, int depth) {
   PtModule m{v, o.cls, o.state ? o.state.get() : nullptr, path};
   TB_CHECK(m.state && m.state->is_dict(), FormatError, "nn: pt: ", m.where(), " has no __dict__ state");
   const std::string base = o.cls.substr(o.cls.rfind('.') == std::string::npos ? 0 : o.cls.rfind('.') + 1);
-  const bool torch_nn = o.cls.rfind("torch.nn.", 0) == 0;
+  const bool torch_nn = o.cls.rfind("torch.nn.", 0) == 0 || o.cls.rfind("oneflow.nn.", 0) == 0;
   auto kids = m.children();
   if (torch_nn && base == "Sequential") {
     auto s = std::make_shared<Sequential>();
@@ -119,6 +124,9 @@ Module::Ptr build_pt(const Value& v, const std::string& path, int depth) {
     if (const Value* pm = m.attr("padding_mode"))
       TB_CHECK(pm->as_str() == "zeros", UnsupportedError, "nn: pt: ", m.where(), " padding_mode '", pm->as_str(),
                "' is not supported (zeros is)");
+    if (const Value* cp = m.attr("channel_pos"); cp && cp->is_str())  // OneFlow's data layout
+      TB_CHECK(cp->as_str() == "channels_first", UnsupportedError, "nn: pt: ", m.where(), " channel_pos '",
+               cp->as_str(), "' is not supported (channels_first is)");
     return std::make_shared<Conv2d>(m.integer("in_channels"), m.integer("out_channels"), ks[0], ks[1], co);
   }
   if (torch_nn && base == "MaxPool2d") {
@@ -135,6 +143,24 @@ Module::Ptr build_pt(const Value& v, const std::string& path, int depth) {
     return std::make_shared<BatchNorm>(base == "BatchNorm1d" ? 1 : 2, m.integer("num_features"), m.real("eps", 1e-5),
                                        m.real("momentum", 0.1), m.flag("affine", true),
                                        m.flag("track_running_stats", true));
+  if (torch_nn && base == "AvgPool2d") {
+    auto ks = m.pair("kernel_size");
+    auto st = m.attr("stride") ? m.pair("stride") : ks;
+    auto pd = m.pair("padding", 0);
+    TB_CHECK(ks[0] == ks[1] && st[0] == st[1] && pd[0] == pd[1] && !m.flag("ceil_mode", false) &&
+                 m.flag("count_include_pad", true) && !m.attr("divisor_override"),
+             UnsupportedError, "nn: pt: ", m.where(),
+             " uses a non-square window, ceil_mode, count_include_pad=False or divisor_override, which AvgPool2d here "
+             "does not support");
+    return std::make_shared<AvgPool2d>(ks[0], st[0], pd[0]);
+  }
+  if (torch_nn && base == "AdaptiveAvgPool2d") {
+    auto os = m.pair("output_size");
+    TB_CHECK(os[0] == 1 && os[1] == 1, UnsupportedError, "nn: pt: ", m.where(), " output_size (", os[0], ", ", os[1],
+             ") is not supported (1 is: a global average)");
+    return std::make_shared<GlobalAvgPool2d>();
+  }
+  if (torch_nn && base == "LeakyReLU") return std::make_shared<LeakyReLU>(m.real("negative_slope", 0.01));
   if (torch_nn && base == "ReLU") return std::make_shared<ReLU>();
   if (torch_nn && base == "Sigmoid") return std::make_shared<Sigmoid>();
   if (torch_nn && base == "Tanh") return std::make_shared<Tanh>();
@@ -146,19 +172,28 @@ Module::Ptr build_pt(const Value& v, const std::string& path, int depth) {
     // models here take (N, features), so 1.
     return std::make_shared<Softmax>(m.attr("dim") ? m.integer("dim") : 1);
   }
-  if (!torch_nn && kids.size() == 2 && kids[0].first == "hidden" && kids[1].first == "out") {
-    Module::Ptr h = build_pt(*kids[0].second, path.empty() ? "hidden" : path + ".hidden", depth + 1);
-    Module::Ptr o2 = build_pt(*kids[1].second, path.empty() ? "out" : path + ".out", depth + 1);
-    auto* lh = dynamic_cast<Linear*>(h.get());
-    auto* lo = dynamic_cast<Linear*>(o2.get());
-    if (lh && lo && lh->out_features == lo->in_features) {
-      auto mlp = std::make_shared<MLP>(lh->in_features, lh->out_features, lo->out_features);
-      return mlp;
-    }
-  }
-  throw UnsupportedError(str("nn: pt: ", m.where(), " is not a known layer type",
-                             torch_nn ? "" : " (its forward() is Python code, which is never run)",
-                             "; known: ", kTorchKnown));
+  if (!torch_nn) return build_user_module(m, path, depth);
+  throw UnsupportedError(str("nn: pt: ", m.where(), " is not a known layer type; known: ", kTorchKnown));
+}
+
+Module::Ptr build_user_module(const PtModule& m, const std::string& path, int depth) {
+  auto u = std::make_shared<UserModule>(m.cls);
+  auto names = [&](const char* group, std::vector<std::string>& out) {
+    const Value* g = m.state ? m.state->get(group) : nullptr;
+    if (!g || !g->is_dict()) return;
+    std::vector<std::string> skip;
+    if (const Value* np = m.attr("_non_persistent_buffers_set"); np && (np->is_sequence() || np->kind() == Value::Kind::Set))
+      for (auto& x : np->items())
+        if (x.is_str()) skip.push_back(x.as_str());
+    for (auto& [k, v] : g->dict_data().items)
+      if (k.is_str() && !v.is_none() && std::find(skip.begin(), skip.end(), k.as_str()) == skip.end())
+        out.push_back(k.as_str());
+  };
+  names("_parameters", u->param_names);
+  names("_buffers", u->buffer_names);
+  for (auto& [name, c] : m.children())
+    u->register_module(name, build_pt(*c, path.empty() ? name : path + "." + name, depth + 1));
+  return u;
 }
 
 // ---- Keras model_config ------------------------------------------------------------------------
@@ -366,6 +401,20 @@ void resize_to(Module& m, const StateDict& sd) {
   }
 }
 
+// Registers the own parameters and buffers of user-class modules from the file's state dict (their
+// shapes are known only from the tensors).
+void fill_user_modules(Module& m, const StateDict& sd) {
+  for (auto& [path, mod] : m.named_modules()) {
+    auto* u = dynamic_cast<UserModule*>(mod.get());
+    if (!u) continue;
+    auto key = [&](const std::string& n) { return path.empty() ? n : path + "." + n; };
+    for (auto& n : u->param_names)
+      if (const Tensor* t = sd.find(key(n))) u->register_parameter(n, *t);
+    for (auto& n : u->buffer_names)
+      if (const Tensor* t = sd.find(key(n))) u->register_buffer(n, *t);
+  }
+}
+
 std::string metadata_or(const Metadata& md, const std::string& key) {
   auto it = md.find(key);
   return it == md.end() ? std::string() : it->second;
@@ -380,16 +429,18 @@ Module::Ptr module_from_keras_config(const std::string& model_config_json) {
 }
 
 FileModel load_model(const std::filesystem::path& file, const LoadOptions& lo) {
-  if (detect_format(Source::from_path(file)).name == "onnx") return {module_from_onnx_file(file), "onnx graph"};
+  if (detect_format(Source::from_path(file)).name == "onnx") return {module_from_onnx_file(file), "onnx graph", {}};
   Checkpoint ck = load(file, lo);
-  if (ck.format == "pt") {
-    Value tree = pt_module_tree(ck);
-    TB_CHECK(!tree.is_none(), UnsupportedError, "nn: '", file.string(),
-             "' holds only weights (a state dict), not a pickled module; give the architecture (--arch)");
+  Value tree = pt_module_tree(ck);  // torch.save(model) and OneFlow's flow.save(model) folders
+  if (!tree.is_none()) {
     Module::Ptr m = module_from_pt_tree(tree);
-    m->load_state_dict(ck.state_dict(), true);
-    return {m, "pt module tree"};
+    StateDict sd = ck.state_dict();
+    fill_user_modules(*m, sd);
+    m->load_state_dict(sd, true);
+    return {m, ck.format + " module tree", {}};
   }
+  TB_CHECK(ck.format != "pt", UnsupportedError, "nn: '", file.string(),
+           "' holds only weights (a state dict), not a pickled module; give the architecture (--arch)");
   std::string cfg = metadata_or(ck.metadata, "model_config");
   TB_CHECK(!cfg.empty(), UnsupportedError, "nn: '", file.string(), "' (", ck.format,
            ") holds no architecture (no whole-module pickle, Keras model_config or ONNX graph); give --arch");
@@ -405,13 +456,13 @@ FileModel load_model(const std::filesystem::path& file, const LoadOptions& lo) {
   resize_to(*b.seq, torch_sd);
   b.seq->load_state_dict(torch_sd, true);
   apply_style_metadata(*b.seq, torch_sd.metadata);
-  return {b.seq, "keras model_config"};
+  return {b.seq, "keras model_config", {}};
 }
 
-FileModel load_model(const std::filesystem::path& file, const std::string& arch, const std::string& key, bool strip) {
+FileModel load_model(const std::filesystem::path& file, const std::string& arch, const ArchLoad& how) {
   Module::Ptr model = builtin_model(arch);
-  StateDict sd = load(file).state_dict(key);
-  if (strip) sd = strip_prefixes(sd);
+  StateDict sd = load(file, how.load).state_dict(how.key);
+  if (how.strip) sd = strip_prefixes(sd);
   // Keras-style keys ("hidden/hidden/kernel:0", "layers/dense/vars/0"): convert by position.
   bool keras = !sd.empty() && std::all_of(sd.begin(), sd.end(), [](auto& kv) { return kv.first.find('/') != std::string::npos; });
   if (keras) {
@@ -419,9 +470,38 @@ FileModel load_model(const std::filesystem::path& file, const std::string& arch,
     opts.names = weighted_layer_prefixes(*model);
     sd = keras_to_torch(keras_layers_from_state_dict(sd), opts);
   }
-  model->load_state_dict(sd, true);
+  FileModel fm{model, "built-in " + arch, {}};
+  try {
+    fm.mapping = load_by_structure(*model, sd, how.arch);
+  } catch (Error& e) {
+    e.add_context(str("loading '", file.string(), "' into --arch '", arch, "'"));
+    throw;
+  }
   apply_style_metadata(*model, sd.metadata);
-  return {model, "built-in " + arch};
+  return fm;
+}
+
+FileModel load_model(const std::filesystem::path& file, const std::string& arch, const std::string& key, bool strip) {
+  ArchLoad how;
+  how.key = key;
+  how.strip = strip;
+  return load_model(file, arch, how);
+}
+
+void require_forward(Module& m, const std::string& file) {
+  auto users = modules_without_forward(m);
+  if (users.empty()) return;
+  std::string layers;
+  for (auto& [path, mod] : m.named_modules())
+    if (!dynamic_cast<UserModule*>(mod.get()) && !dynamic_cast<Sequential*>(mod.get()) && !path.empty())
+      layers += str(layers.empty() ? "" : ", ", path, ": ", mod->type_name(), "(", mod->extra_repr(), ")");
+  const std::string& cls = users.front().second->class_name;
+  throw UnsupportedError(str("'", file, "' holds a whole module of the user class ", cls,
+                             users.front().first.empty() ? "" : " (at '" + users.front().first + "')",
+                             ": its layers load (", layers.empty() ? "none" : layers,
+                             ") but its forward() is Python code that the file does not hold. Run it with the "
+                             "architecture, matched by structure: --arch \"", guess_arch_spec(m),
+                             "\" (guessed from the layers in the file: check ", cls, ".forward)"));
 }
 
 }  // namespace tb::nn

@@ -1,5 +1,7 @@
 #include "nn/module.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -388,6 +390,130 @@ Tensor Tanh::forward(const Tensor& x) {
   return host_map(backend(), x, [](float v) { return std::tanh(v); });
 }
 
+std::string LeakyReLU::extra_repr() const { return str("negative_slope=", fmt_double(negative_slope)); }
+Tensor LeakyReLU::forward(const Tensor& x) {
+  compute::Backend& be = backend();
+  Tensor h = be.download(x);
+  std::vector<float> v = (h.dtype() == DType::F32 ? h : h.to(DType::F32)).contiguous().to_vector<float>();
+  const float slope = float(negative_slope);
+  for (float& f : v) f = f < 0 ? f * slope : f;
+  Tensor y = Tensor::from_vector(DType::F32, h.shape(), v);
+  return be.owns(x) ? be.upload(y) : y;
+}
+
+namespace {
+// Average pooling of (N, C, H, W) on the host: each window's sum over kernel*kernel (padding counts).
+Tensor host_avg_pool(compute::Backend& be, const Tensor& x, int64_t k, int64_t s, int64_t p, const char* what) {
+  TB_CHECK(x.dim() == 4, ShapeError, "nn: ", what, " expects (N, C, H, W) input, got ", x.describe());
+  Tensor h = be.download(x);
+  std::vector<float> v = (h.dtype() == DType::F32 ? h : h.to(DType::F32)).contiguous().to_vector<float>();
+  const int64_t N = h.shape()[0], C = h.shape()[1], H = h.shape()[2], W = h.shape()[3];
+  TB_CHECK(H + 2 * p >= k && W + 2 * p >= k, ShapeError, "nn: ", what, " kernel ", k, " is larger than the padded input ",
+           h.describe());
+  const int64_t OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
+  std::vector<float> out(size_t(N * C * OH * OW));
+  for (int64_t nc = 0; nc < N * C; ++nc)
+    for (int64_t oy = 0; oy < OH; ++oy)
+      for (int64_t ox = 0; ox < OW; ++ox) {
+        // torch divides by the window clipped to the padded input (count_include_pad=True).
+        int64_t y0 = oy * s - p, x0 = ox * s - p;
+        int64_t y1 = std::min(y0 + k, H + p), x1 = std::min(x0 + k, W + p);
+        double sum = 0;
+        for (int64_t y = std::max<int64_t>(y0, 0); y < std::min(y1, H); ++y)
+          for (int64_t xx = std::max<int64_t>(x0, 0); xx < std::min(x1, W); ++xx) sum += v[size_t((nc * H + y) * W + xx)];
+        out[size_t((nc * OH + oy) * OW + ox)] = float(sum / double((y1 - y0) * (x1 - x0)));
+      }
+  Tensor y = Tensor::from_vector(DType::F32, {N, C, OH, OW}, out);
+  return be.owns(x) ? be.upload(y) : y;
+}
+}  // namespace
+
+AvgPool2d::AvgPool2d(int64_t k, int64_t s, int64_t p) : kernel(k), stride(s ? s : k), padding(p) {
+  TB_CHECK(k > 0 && stride > 0 && p >= 0 && 2 * p <= k, ShapeError, "nn: AvgPool2d kernel ", k, " stride ", stride,
+           " padding ", p, " is not valid (padding at most half the kernel)");
+}
+std::string AvgPool2d::extra_repr() const { return str("kernel_size=", kernel, ", stride=", stride, ", padding=", padding); }
+Tensor AvgPool2d::forward(const Tensor& x) { return host_avg_pool(backend(), x, kernel, stride, padding, "AvgPool2d"); }
+
+Tensor GlobalAvgPool2d::forward(const Tensor& x) {
+  TB_CHECK(x.dim() == 4, ShapeError, "nn: AdaptiveAvgPool2d expects (N, C, H, W) input, got ", x.describe());
+  const int64_t H = x.shape()[2], W = x.shape()[3];
+  TB_CHECK(H == W, UnsupportedError, "nn: AdaptiveAvgPool2d(1) here needs a square input, got ", x.describe());
+  return host_avg_pool(backend(), x, H, H, 0, "AdaptiveAvgPool2d");
+}
+
+std::string UserModule::type_name() const {
+  auto dot = class_name.rfind('.');
+  return dot == std::string::npos ? class_name : class_name.substr(dot + 1);
+}
+
+Tensor UserModule::forward(const Tensor&) {
+  throw UnsupportedError(str("nn: ", class_name, " is a user class: its layers load, but its forward() is Python code "
+                             "that the file does not hold; give the architecture as a layer sequence matched by "
+                             "structure, e.g. --arch \"", guess_arch_spec(*this),
+                             "\" (guessed from the layers in the file: check the class's forward())"));
+}
+
+std::vector<std::pair<std::string, const UserModule*>> modules_without_forward(Module& m) {
+  std::vector<std::pair<std::string, const UserModule*>> out;
+  for (auto& [path, mod] : m.named_modules())
+    if (auto* u = dynamic_cast<const UserModule*>(mod.get())) out.emplace_back(path, u);
+  return out;
+}
+
+std::string guess_arch_spec(Module& m) {
+  // Known leaf layers in state_dict order, as spec tokens; activations written in forward() (F.relu) are
+  // invisible, so when the tree has no activation module, relu is guessed between weighted layers.
+  struct Tok {
+    std::string text;
+    bool weighted, activation, spatial_out, flat_out;
+  };
+  std::vector<Tok> toks;
+  bool any_activation = false;
+  for (auto& [path, mod] : m.named_modules()) {
+    Module* p = mod.get();
+    if (!p->children().empty()) continue;
+    if (auto* l = dynamic_cast<Linear*>(p)) {
+      toks.push_back({str("linear:", l->in_features, ",", l->out_features, l->has_bias ? "" : ",nobias"), true, false, false, true});
+    } else if (auto* c = dynamic_cast<Conv2d*>(p)) {
+      toks.push_back({str("conv2d:", c->in_channels, ",", c->out_channels, ",", c->kernel_h, ",", c->opts.stride_h, ",",
+                          c->opts.pad_h, c->opts.bias ? "" : ",nobias"), true, false, true, false});
+    } else if (auto* b = dynamic_cast<BatchNorm*>(p)) {
+      toks.push_back({str("batchnorm:", b->num_features), false, false, false, false});
+    } else if (auto* mp = dynamic_cast<MaxPool2d*>(p)) {
+      toks.push_back({str("maxpool:", mp->kernel_h, ",", mp->stride_h, ",", mp->pad_h), false, false, true, false});
+    } else if (auto* ap = dynamic_cast<AvgPool2d*>(p)) {
+      toks.push_back({str("avgpool:", ap->kernel, ",", ap->stride, ",", ap->padding), false, false, true, false});
+    } else if (dynamic_cast<GlobalAvgPool2d*>(p)) {
+      toks.push_back({"avgpool", false, false, true, false});
+    } else if (dynamic_cast<Flatten*>(p)) {
+      toks.push_back({"flatten", false, false, false, true});
+    } else if (auto* lr = dynamic_cast<LeakyReLU*>(p)) {
+      toks.push_back({str("leakyrelu:", lr->negative_slope), false, true, false, false});
+    } else if (auto* sm = dynamic_cast<Softmax*>(p)) {
+      toks.push_back({str("softmax:", sm->dim), false, true, false, false});
+    } else {
+      std::string t = p->type_name();
+      for (char& ch : t) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+      bool act = t == "relu" || t == "sigmoid" || t == "tanh";
+      if (act || t == "dropout" || t == "identity") toks.push_back({t, false, act, false, false});
+    }
+    any_activation = any_activation || (!toks.empty() && toks.back().activation);
+  }
+  std::string spec;
+  bool seen_weighted = false, spatial = false;
+  for (auto& t : toks) {
+    auto add = [&](const std::string& x) { spec += (spec.empty() ? "" : " ") + x; };
+    if (t.weighted && seen_weighted && !any_activation) add("relu");
+    if (t.text.rfind("linear:", 0) == 0 && spatial) add("flatten");
+    add(t.text);
+    seen_weighted = seen_weighted || t.weighted;
+    if (t.spatial_out) spatial = true;
+    if (t.flat_out) spatial = false;
+  }
+  return spec.empty() ? "linear:IN,OUT relu linear:IN,OUT" : spec;
+}
+
 std::string Permute::extra_repr() const {
   std::string s;
   for (auto d : dims) s += (s.empty() ? "" : ", ") + std::to_string(d);
@@ -455,32 +581,6 @@ std::shared_ptr<Sequential> seed_cnn() {
       .add(std::make_shared<ReLU>())
       .add(std::make_shared<Linear>(84, 10));
   return s;
-}
-
-Module::Ptr builtin_model(const std::string& spec) {
-  if (spec == "seed-cnn" || spec == "cnn") return seed_cnn();
-  if (spec.rfind("mlp:", 0) == 0) {
-    std::vector<int64_t> sizes;
-    std::stringstream ss(spec.substr(4));
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      char* end = nullptr;
-      long long v = std::strtoll(item.c_str(), &end, 10);
-      TB_CHECK(!item.empty() && end && *end == 0 && v > 0 && v < (1LL << 31), UnsupportedError,
-               "nn: --arch '", spec, "': '", item, "' is not a positive layer size");
-      sizes.push_back(v);
-    }
-    TB_CHECK(sizes.size() >= 2, UnsupportedError, "nn: --arch '", spec, "' needs at least two sizes (mlp:20,256,10)");
-    if (sizes.size() == 3) return std::make_shared<MLP>(sizes[0], sizes[1], sizes[2]);
-    auto s = std::make_shared<Sequential>();
-    for (size_t i = 0; i + 1 < sizes.size(); ++i) {
-      if (i) s->add(std::make_shared<ReLU>());
-      s->add(std::make_shared<Linear>(sizes[i], sizes[i + 1]));
-    }
-    return s;
-  }
-  throw UnsupportedError(str("nn: unknown built-in architecture '", spec,
-                             "'; choices: mlp:IN,HIDDEN,...,OUT (e.g. mlp:20,256,10), seed-cnn"));
 }
 
 }  // namespace tb::nn

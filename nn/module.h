@@ -242,6 +242,56 @@ class Tanh : public Module {
   Tensor forward(const Tensor& x) override;
 };
 
+/** LeakyReLU(negative_slope); on the host like Sigmoid. */
+class LeakyReLU : public Module {
+ public:
+  explicit LeakyReLU(double slope = 0.01) : negative_slope(slope) {}
+  std::string type_name() const override { return "LeakyReLU"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  double negative_slope;
+};
+
+/** AvgPool2d (count_include_pad=True, floor mode, as torch's defaults) on (N, C, H, W); on the host. */
+class AvgPool2d : public Module {
+ public:
+  /** stride 0 means stride = kernel (PyTorch's default). */
+  explicit AvgPool2d(int64_t kernel_size, int64_t stride = 0, int64_t padding = 0);
+  std::string type_name() const override { return "AvgPool2d"; }
+  std::string extra_repr() const override;
+  Tensor forward(const Tensor& x) override;
+  int64_t kernel, stride, padding;
+};
+
+/** AdaptiveAvgPool2d(1): the mean over H and W of (N, C, H, W), giving (N, C, 1, 1); on the host. */
+class GlobalAvgPool2d : public Module {
+ public:
+  std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+  std::string extra_repr() const override { return "output_size=1"; }
+  Tensor forward(const Tensor& x) override;
+};
+
+/** A pickled module of a class this library does not know (a user's `__main__.MLP`): its children,
+ *  parameters and buffers load like any module's, but its forward() is Python code the file does not
+ *  hold, so forward() throws UnsupportedError saying how to run it (an architecture by structure). */
+class UserModule : public Module {
+ public:
+  explicit UserModule(std::string cls) : class_name(std::move(cls)) {}
+  std::string type_name() const override;
+  Tensor forward(const Tensor& x) override;
+  /** Full Python class name ("__main__.MLP"). */
+  std::string class_name;
+  /** Own parameter / persistent buffer names in the pickle (nn::load_model registers them from the file's state dict). */
+  std::vector<std::string> param_names, buffer_names;
+};
+
+/** The user-class modules (UserModule) in m's tree, with their dotted paths; empty when m can run. */
+std::vector<std::pair<std::string, const UserModule*>> modules_without_forward(Module& m);
+
+/** A layer sequence spec ("linear:20,256 relu linear:256,10") from the layers of m in state_dict
+ *  order, with relu between weighted layers: a starting point for --arch (the activations are a guess). */
+std::string guess_arch_spec(Module& m);
+
 /** torch.permute(x, dims); on the host like Sigmoid (used to feed NHWC Keras inputs to NCHW layers). */
 class Permute : public Module {
  public:
@@ -279,8 +329,9 @@ class MLP : public Module {
  *  Flatten, Linear(800,120), ReLU, Linear(120,84), ReLU, Linear(84,10)); input (N, 3, 32, 32). */
 std::shared_ptr<Sequential> seed_cnn();
 
-/** Built-in architectures by name for `run --arch`: "mlp:20,256,10" (MLP class for three sizes, else a
- *  Sequential of Linear/ReLU), "seed-cnn". Throws UnsupportedError listing the choices. */
+/** Built-in architectures for `run --arch` (nn/arch_spec.cpp): "mlp:20,256,10" (MLP class for three
+ *  sizes, else a Sequential of Linear/ReLU), "seed-cnn", or a layer sequence
+ *  ("linear:20,256 relu linear:256,10"). Throws UnsupportedError listing the choices. */
 Module::Ptr builtin_model(const std::string& spec);
 
 }  // namespace tb::nn

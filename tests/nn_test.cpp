@@ -314,11 +314,17 @@ TEST_CASE("architecture from whole-module pickles: torch 1.13 and torch 0.3 file
   lo.allow_unknown_globals = true;  // __main__.MLP kept as an opaque object, never called
   nn::FileModel mlp = nn::load_model(tbtest::fixture("torch/whole_module_mlp.pt"), lo);
   CHECK(mlp.architecture == "pt module tree");
-  CHECK(mlp.model->type_name() == "MLP");
+  CHECK(mlp.model->type_name() == "MLP");  // a UserModule: the tree and weights load, forward() is not in the file
   CHECK(mlp.model->repr() == nn::MLP().repr());
   StateDict ref = pt_weights("torch/mlp.params");
   for (auto& [k, t] : ref) CHECK(equal(mlp.model->state_dict().at(k), t));
-  check_close((*mlp.model)(npy("torch/mlp_X.npy")), npy("torch/mlp_Y.npy"), "whole_module_mlp.pt");
+  std::string why = error_of([&] { (*mlp.model)(npy("torch/mlp_X.npy")); });
+  CHECK(why.find("__main__.MLP is a user class: its layers load, but its forward() is Python code") != std::string::npos);
+  CHECK(why.find("--arch \"linear:20,256 relu linear:256,10\"") != std::string::npos);
+  nn::ArchLoad how;
+  how.load = lo;
+  nn::FileModel run = nn::load_model(tbtest::fixture("torch/whole_module_mlp.pt"), "mlp:20,256,10", how);
+  check_close((*run.model)(npy("torch/mlp_X.npy")), npy("torch/mlp_Y.npy"), "whole_module_mlp.pt with --arch");
 
   const std::string torch_run = R"(
 import sys, warnings, numpy as np, torch
@@ -382,9 +388,11 @@ TEST_CASE("architecture from the file: weights-only files and unknown module cla
   seq.as_object().state->set_item(Value::string("_modules"), mods);
   e = error_of([&] { nn::module_from_pt_tree(seq); });
   CHECK(e.find("module '0' (torch.nn.modules.rnn.LSTM) is not a known layer type") != std::string::npos);
+  // A user class holding an unknown torch layer: the layer is named, with its path.
   Value user = Value::object("__main__.Net", Value::tuple(), Value::dict());
+  user.as_object().state->set_item(Value::string("_modules"), mods);
   e = error_of([&] { nn::module_from_pt_tree(user); });
-  CHECK(e.find("(__main__.Net) is not a known layer type (its forward() is Python code") != std::string::npos);
+  CHECK(e.find("module '0' (torch.nn.modules.rnn.LSTM) is not a known layer type") != std::string::npos);
 }
 
 TEST_CASE("reverse Keras check: torch checkpoint -> Keras style -> keras-h5 written by us -> tf_keras predict") {
