@@ -337,6 +337,7 @@ void visit_dtype(DType t, F&& f) {
 }  // namespace
 
 void cast_elements(const void* src, DType from, void* dst, DType to, size_t n) {
+  if (n == 0) return;  // empty tensors may have no buffer at all (memcpy of a null pointer is undefined)
   if (from == to) {
     std::memcpy(dst, src, n * dtype_size(from));
     return;
