@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tensor/io.h"
+#include "tensor/limits.h"
 #include "tensor/state_dict.h"
 #include "tensor/value.h"
 
@@ -37,6 +38,8 @@ struct LoadOptions {
   /** Pickles: keep objects of non-allowed classes as opaque values instead of refusing the file.
    *  Nothing is ever called or imported either way. */
   bool allow_unknown_globals = false;
+  /** What one load may cost (bytes, objects, depth, time); see tensor/limits.h. */
+  LoadLimits limits = default_load_limits();
 };
 
 struct SaveOptions {
