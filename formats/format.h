@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tensor/io.h"
+#include "tensor/limits.h"
 #include "tensor/state_dict.h"
 #include "tensor/value.h"
 
@@ -49,6 +50,8 @@ struct LoadOptions {
   /** Pickles: keep objects of non-allowed classes as opaque values instead of refusing the file.
    *  Nothing is ever called or imported either way. */
   bool allow_unknown_globals = false;
+  /** What one load may cost (bytes, objects, depth, time); see tensor/limits.h. */
+  LoadLimits limits = default_load_limits();
 };
 
 struct SaveOptions {

@@ -466,7 +466,34 @@ struct FileCtx {
   std::shared_ptr<Reader> reader;
   bool mmap = true;
   bool probe = false;  // in the probe process (see probe_in_child): every HDF5 call, no tensor bytes
+  /** The load's budget: every dataset is charged before any is read, so fill values of never-written
+   *  datasets, which the file does not hold, are bounded in total and not only per dataset. */
+  LoadBudget* budget = nullptr;
 };
+
+/** Charges the bytes a dataset declares (elements x file type size) to the load's budget. Datasets
+ *  this cannot size (strings, broken headers) are left to read_dataset, which reports them. */
+void charge_dataset(hid_t file, const std::string& path, const FileCtx& ctx) {
+  ctx.budget->tick("sizing datasets");
+  hssize_t n = 0;
+  size_t isz = 0;
+  uint64_t stored = 0;
+  Handle d(H5Dopen2(file, ("/" + path).c_str(), H5P_DEFAULT), H5Dclose);
+  if (d.ok()) {
+    Handle space(H5Dget_space(d.get()), H5Sclose), type(H5Dget_type(d.get()), H5Tclose);
+    if (space.ok() && type.ok() && H5Tget_class(type.get()) != H5T_STRING &&
+        H5Sget_simple_extent_type(space.get()) == H5S_SIMPLE) {
+      n = H5Sget_simple_extent_npoints(space.get());
+      isz = H5Tget_size(type.get());
+      stored = H5Dget_storage_size(d.get());
+    }
+  }
+  H5Eclear2(H5E_DEFAULT);
+  if (n <= 0 || isz == 0) return;
+  ctx.budget->charge_bytes_lazy(LoadBudget::sat_mul(uint64_t(n), isz), [&] {
+    return str("dataset '", path, "' (", n, " elements of ", isz, " bytes, ", stored, " bytes stored in the file)");
+  });
+}
 
 /** Reads one dataset; returns an undefined tensor for string datasets (kept in metadata instead). */
 Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Metadata& md) {
@@ -841,6 +868,8 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
   ctx.reader = src.reader;
   ctx.file_size = src.reader->size();
   ctx.mmap = opts.mmap;
+  LoadBudget budget(opts.limits, ctx.label, ctx.file_size);
+  ctx.budget = &budget;
   uint64_t sig = signature_offset(*src.reader);
   TB_CHECK(sig != UINT64_MAX, FormatError, "[h5] '", ctx.label,
            "': no HDF5 signature (\\x89HDF\\r\\n\\x1a\\n) at offset 0, 512, 1024, ...");
@@ -918,6 +947,10 @@ Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   for (const auto& p : w.datasets)
     if (!ordered.count(p)) order.push_back(p);
 
+  // Every dataset is charged before any is read: a file of never-written datasets is refused at
+  // once instead of after filling the budget with fill values.
+  if (ctx.budget && !ctx.probe)
+    for (const auto& p : order) charge_dataset(file.get(), p, ctx);
   ck.root = Value::dict();
   for (const auto& p : order) {
     Tensor t = read_dataset(file.get(), p, ctx, ck.metadata);

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cstring>
 #include <limits>
+#include <unordered_set>
 
 #include "formats/adapters.h"
 #include "formats/detail/pickle.h"
@@ -229,8 +230,9 @@ bool is_tensor_maker(const std::string& q) {
   return std::find(tensor_makers().begin(), tensor_makers().end(), q) != tensor_makers().end();
 }
 
-/** Replaces known tensor-maker objects by their array argument, in place (bounded depth, cycles safe). */
-Value unwrap_tensor_makers(const Value& v, size_t depth, std::vector<const void*>& seen) {
+/** Replaces known tensor-maker objects by their array argument, in place (bounded depth, cycles safe;
+ *  a shared container is visited once). */
+Value unwrap_tensor_makers(const Value& v, size_t depth, std::unordered_set<const void*>& seen) {
   TB_CHECK(depth < 1000, FormatError, "[npy] object nested deeper than 1000 levels");
   switch (v.kind()) {
     case Value::Kind::Object: {
@@ -245,8 +247,7 @@ Value unwrap_tensor_makers(const Value& v, size_t depth, std::vector<const void*
     case Value::Kind::Set:
     case Value::Kind::Dict: {
       const void* id = v.identity();
-      if (id && std::find(seen.begin(), seen.end(), id) != seen.end()) return v;
-      if (id) seen.push_back(id);
+      if (id && !seen.insert(id).second) return v;
       if (v.is_dict()) {
         for (auto& kv : v.dict_data().items) kv.second = unwrap_tensor_makers(kv.second, depth + 1, seen);
       } else {
@@ -258,7 +259,8 @@ Value unwrap_tensor_makers(const Value& v, size_t depth, std::vector<const void*
   }
 }
 
-Value load_npy_object(const std::shared_ptr<Reader>& r, const NpyHeader& h, const LoadOptions& opts) {
+Value load_npy_object(const std::shared_ptr<Reader>& r, const NpyHeader& h, const LoadOptions& opts,
+                      LoadBudget& budget) {
   const std::string& L = r->label();
   TB_CHECK(h.data_size > 0, FormatError, "[npy] '", L, "': object array without pickle data");
   std::vector<std::string> unknown;
@@ -284,6 +286,7 @@ Value load_npy_object(const std::shared_ptr<Reader>& r, const NpyHeader& h, cons
   pickle::Options po;
   po.tag = "[npy]";
   po.allow_unknown_globals = opts.allow_unknown_globals || makers;
+  po.budget = &budget;
   Value v;
   try {
     v = pickle::load(*r, h.data_offset, h.data_size, po);
@@ -293,7 +296,7 @@ Value load_npy_object(const std::shared_ptr<Reader>& r, const NpyHeader& h, cons
     throw;
   }
   if (makers) {
-    std::vector<const void*> seen;
+    std::unordered_set<const void*> seen;
     v = unwrap_tensor_makers(v, 0, seen);
   }
   return v;
@@ -540,7 +543,7 @@ NpyHeader read_npy_header(const Reader& r) {
 
 namespace {
 
-Tensor tensor_from(const Reader& r, const NpyHeader& h, const LoadOptions& opts) {
+Tensor tensor_from(const Reader& r, const NpyHeader& h, const LoadOptions& opts, LoadBudget& budget) {
   const size_t isz = dtype_size(h.dtype);
   const bool swap = h.big_endian == host_little_endian() && isz > 1;
   std::shared_ptr<Storage> st;
@@ -550,6 +553,7 @@ Tensor tensor_from(const Reader& r, const NpyHeader& h, const LoadOptions& opts)
     if (st && h.data_size > 0 && reinterpret_cast<uintptr_t>(st->data()) % align != 0) st = nullptr;
   }
   if (!st) {
+    budget.charge_bytes(h.data_size, str("the array (", h.descr, " ", shape_str(h.shape), ")"));
     st = Storage::allocate(size_t(h.data_size), false);
     if (h.data_size) r.read_at(h.data_offset, st->data(), size_t(h.data_size));
     if (swap) byteswap_elements(st->data(), h.dtype, size_t(h.data_size / isz));
@@ -590,13 +594,18 @@ void append_utf8(std::string& out, uint32_t cp) {
 }
 
 /** '<U'/'|S' arrays as Python would give them: str/bytes for 0-d, a list for 1-d (small ones only). */
-Value text_value(const Reader& r, const NpyHeader& h) {
+Value text_value(const Reader& r, const NpyHeader& h, LoadBudget& budget) {
   TB_CHECK(h.shape.size() <= 1 && h.data_size <= (1u << 20), UnsupportedError, "[npy] '", r.label(), "': text array '",
            h.descr, "' ", shape_str(h.shape), " is not a tensor (only small 0-d/1-d text arrays are kept as strings)");
+  // The element count, not the bytes, is the cost: a zero-width dtype ('|S0') has no bytes at all.
+  const size_t n = size_t(checked_numel(h.shape));
+  const std::string what = str("text array '", h.descr, "' ", shape_str(h.shape));
+  budget.charge_objects(n, what);
+  budget.charge_bytes(LoadBudget::sat_mul(n, sizeof(Value) + sizeof(std::string)), what);
   std::vector<uint8_t> b = r.read_bytes(h.data_offset, size_t(h.data_size));
   size_t isz = h.text_kind == 'U' ? 4 * h.text_width : h.text_width;
   ValueList items;
-  size_t n = isz ? b.size() / isz : size_t(checked_numel(h.shape));
+  items.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     std::string s;
     if (h.text_kind == 'S') {
@@ -620,11 +629,16 @@ Value text_value(const Reader& r, const NpyHeader& h) {
 }
 }  // namespace
 
-Value load_npy_value(const std::shared_ptr<Reader>& r, const LoadOptions& opts) {
+Value load_npy_value(const std::shared_ptr<Reader>& r, const LoadOptions& opts, LoadBudget& budget) {
   NpyHeader h = read_npy_header(*r);
-  if (h.object) return load_npy_object(r, h, opts);
-  if (h.text_kind) return text_value(*r, h);
-  return Value::tensor(tensor_from(*r, h, opts));
+  if (h.object) return load_npy_object(r, h, opts, budget);
+  if (h.text_kind) return text_value(*r, h, budget);
+  return Value::tensor(tensor_from(*r, h, opts, budget));
+}
+
+Value load_npy_value(const std::shared_ptr<Reader>& r, const LoadOptions& opts) {
+  LoadBudget budget(opts.limits, r->label(), r->size());
+  return load_npy_value(r, opts, budget);
 }
 
 Tensor load_npy_tensor(const std::shared_ptr<Reader>& r, const LoadOptions& opts) {
@@ -632,7 +646,8 @@ Tensor load_npy_tensor(const std::shared_ptr<Reader>& r, const LoadOptions& opts
   TB_CHECK(!h.object, UnsupportedError, "[npy] '", r->label(),
            "' is an object array (a pickled Python object), not a numeric array");
   TB_CHECK(!h.text_kind, UnsupportedError, "[npy] '", r->label(), "': text array '", h.descr, "' is not a tensor");
-  return tensor_from(*r, h, opts);
+  LoadBudget budget(opts.limits, r->label(), r->size());
+  return tensor_from(*r, h, opts, budget);
 }
 
 std::string npy_header_bytes(DType dtype, const Shape& shape, bool fortran_order) {
@@ -681,6 +696,7 @@ void write_npy(Writer& w, const Tensor& t) {
 Checkpoint load_npy(const Source& src, const LoadOptions& opts) {
   TB_CHECK(src.reader != nullptr, FormatError, "[npy] '", src.label(), "' is a folder, not a .npy file");
   NpyHeader h = read_npy_header(*src.reader);
+  LoadBudget budget(opts.limits, src.label(), src.reader->size());
   Checkpoint c;
   c.format = "npy";
   c.info.emplace_back("npy version", str(h.major, ".", h.minor));
@@ -688,12 +704,12 @@ Checkpoint load_npy(const Source& src, const LoadOptions& opts) {
   if (h.fortran_order) c.info.emplace_back("fortran_order", "True");
   if (h.tb_dtype_note) c.info.emplace_back("dtype note", std::string(dtype_name(h.dtype)));
   if (h.object) {
-    c.root = load_npy_object(src.reader, h, opts);
+    c.root = load_npy_object(src.reader, h, opts, budget);
     c.info.emplace_back("object array", "pickle");
   } else if (h.text_kind) {
-    c.root = text_value(*src.reader, h);
+    c.root = text_value(*src.reader, h, budget);
   } else {
-    c.root = Value::tensor(tensor_from(*src.reader, h, opts));
+    c.root = Value::tensor(tensor_from(*src.reader, h, opts, budget));
   }
   return c;
 }

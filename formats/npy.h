@@ -52,6 +52,8 @@ NpyHeader read_npy_header(const Reader& r);
 /** Loads one .npy: a Tensor (zero-copy for native-order data) or, for object arrays, the unpickled
  *  Value (a dict for a 0-d array holding a dict, a list for 1-d arrays). */
 Value load_npy_value(const std::shared_ptr<Reader>& r, const LoadOptions& opts = {});
+/** As above, charging the load's shared budget (an archive's members share one). */
+Value load_npy_value(const std::shared_ptr<Reader>& r, const LoadOptions& opts, LoadBudget& budget);
 /** Loads one numeric .npy as a tensor; object arrays throw UnsupportedError. */
 Tensor load_npy_tensor(const std::shared_ptr<Reader>& r, const LoadOptions& opts = {});
 

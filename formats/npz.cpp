@@ -19,6 +19,7 @@ bool ends_with(const std::string& s, std::string_view suffix) {
 Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
   TB_CHECK(src.reader != nullptr, FormatError, "[npz] '", src.label(), "' is a folder, not a .npz file");
   zip::ZipReader zr(src.reader);
+  LoadBudget budget(opts.limits, src.label(), src.reader->size());
   Checkpoint c;
   c.format = "npz";
   c.root = Value::dict();
@@ -32,7 +33,9 @@ Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
     std::string key = naming::decode_name(e.name.substr(0, e.name.size() - 4), naming::Target::Npz);
     (e.stored() ? stored : deflated)++;
     try {
-      c.root.set_item(Value::string(key), load_npy_value(zr.open(e), opts));
+      budget.tick("reading the archive's members");
+      if (!e.stored()) budget.charge_bytes(e.uncompressed_size, str("inflating member '", e.name, "'"));
+      c.root.set_item(Value::string(key), load_npy_value(zr.open(e), opts, budget));
     } catch (Error& err) {
       err.add_context(str("while reading member '", e.name, "' of '", src.label(), "'"));
       throw;

@@ -394,7 +394,7 @@ bool is_oneflow_global(const std::string& g) { return g.rfind("oneflow.", 0) == 
 
 /** Runs a OneFlow pickle: OneFlow's own classes come back as opaque objects (nothing is ever called);
  *  any other global outside the VM's allow-list is refused unless the caller opted in. */
-Value run_pickle(const Reader& r, const LoadOptions& opts) {
+Value run_pickle(const Reader& r, const LoadOptions& opts, LoadBudget& budget) {
   TB_CHECK(r.size() <= kMaxPickleBytes, FormatError, kTag, " '", r.label(), "': pickle is ", r.size(),
            " bytes; expected at most ", kMaxPickleBytes);
   std::vector<std::string> unknown;
@@ -415,13 +415,15 @@ Value run_pickle(const Reader& r, const LoadOptions& opts) {
   po.allow_unknown_globals = true;
   po.tag = kTag;
   po.max_depth = kMaxDepth;
+  po.budget = &budget;
   return pickle::load(r, 0, r.size(), po);
 }
 
 /** Turns OneFlow objects of a loaded pickle into tensors and modules into their state dicts. */
 class Resolver {
  public:
-  Resolver(const ConfinedFolder* dir, bool mmap, const std::string& label) : dir_(dir), mmap_(mmap), label_(label) {}
+  Resolver(const ConfinedFolder* dir, bool mmap, const std::string& label, LoadBudget& budget)
+      : dir_(dir), mmap_(mmap), label_(label), budget_(budget) {}
 
   Value resolve(const Value& v, size_t depth = 0) {
     TB_CHECK(depth < kMaxDepth, FormatError, kTag, " '", label_, "': object nested deeper than ", kMaxDepth);
@@ -525,7 +527,10 @@ class Resolver {
       } else if (dtype->is_int()) {
         want = dtype_from_oneflow(std::to_string(dtype->as_int()));
       }
-      if (want && *want != t.dtype()) t = t.to(*want);
+      if (want && *want != t.dtype()) {
+        budget_.charge_bytes(LoadBudget::sat_mul(uint64_t(t.numel()), dtype_size(*want)), "converting a tensor's dtype");
+        t = t.to(*want);
+      }
     }
     ++tensors;
     return t;
@@ -562,6 +567,7 @@ class Resolver {
   const ConfinedFolder* dir_;
   bool mmap_;
   std::string label_;
+  LoadBudget& budget_;
   std::unordered_map<const void*, Value> done_;
   std::map<std::string, Tensor> by_path_;
 };
@@ -590,16 +596,18 @@ Checkpoint finish_pickle(const Value& top, Resolver& res, const std::string& lab
 
 Checkpoint load_pickle_dir(const ConfinedFolder& dir, const LoadOptions& opts) {
   auto r = dir.open_file("pickled_data", folder_context(dir), false);
-  Value top = run_pickle(*r, opts);
-  Resolver res(&dir, opts.mmap, r->label());
+  LoadBudget budget(opts.limits, r->label(), r->size());
+  Value top = run_pickle(*r, opts, budget);
+  Resolver res(&dir, opts.mmap, r->label(), budget);
   return finish_pickle(top, res, r->label(), false);
 }
 
 Checkpoint load_single_file(const Reader& r, const LoadOptions& opts) {
-  Value top = run_pickle(r, opts);
+  LoadBudget budget(opts.limits, r.label(), r.size());
+  Value top = run_pickle(r, opts, budget);
   TB_CHECK(top.is_dict() && (top.get("oneflow") || top.get("__oneflow__")), FormatError, kTag, " '", r.label(),
            "': not a flow.save file: expected a dict with the key 'oneflow' or '__oneflow__' but found ", top.repr());
-  Resolver res(nullptr, false, r.label());
+  Resolver res(nullptr, false, r.label(), budget);
   return finish_pickle(top, res, r.label(), true);
 }
 

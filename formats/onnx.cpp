@@ -121,6 +121,7 @@ struct LoadContext {
   std::map<std::string, std::shared_ptr<Reader>> external;  // location -> reader
   std::vector<std::pair<std::string, std::string>> skipped;
   std::optional<ConfinedFolder> folder;  // the model's folder (external data), opened on first use
+  LoadBudget budget;  // dense copies of typed fields and densified sparse tensors are charged here
   std::string where(const std::string& name) const { return str("[onnx] '", src.label(), "': tensor '", name, "'"); }
 };
 
@@ -226,6 +227,7 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
     }
     TB_CHECK(have == want, FormatError, c.where(name), ": ", field, " holds ", have, " values but the dims need ", want);
   }
+  c.budget.charge_bytes(need, str("tensor '", name, "' (", dtype_name(dt), " ", shape_str(shape), ")"));
   Tensor t = Tensor::zeros(dt, shape);
   uint8_t* out = t.data();
   switch (dt) {
@@ -290,6 +292,10 @@ Tensor densify(LoadContext& c, const onnx::SparseTensorProto& sp, const std::str
   bool coords = idx.dim() == 2 && idx.shape()[0] == nnz && idx.shape()[1] == int64_t(shape.size());
   TB_CHECK(linear || coords, FormatError, c.where(name), ": sparse indices ", shape_str(idx.shape()),
            " should be [", nnz, "] or [", nnz, ", ", shape.size(), "]");
+  // The dense tensor is what the header claims, not what the file holds: it is charged in full.
+  c.budget.charge_bytes(LoadBudget::sat_mul(uint64_t(total), values.itemsize()),
+                        str("densifying sparse tensor '", name, "' (", dtype_name(values.dtype()), " ",
+                            shape_str(shape), ", ", nnz, " values)"));
   Tensor dense = Tensor::zeros(values.dtype(), shape);
   auto iv = idx.to_vector<int64_t>();
   Tensor vals = values.contiguous();
@@ -412,7 +418,7 @@ std::shared_ptr<onnx::ModelProto> parse_model(const Source& src) {
 
 StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const std::shared_ptr<onnx::ModelProto>& model,
                              std::vector<std::pair<std::string, std::string>>* skipped, int* constants) {
-  LoadContext c{src, opts, model, {}, {}, {}};
+  LoadContext c{src, opts, model, {}, {}, {}, LoadBudget(opts.limits, src.label(), src.reader ? src.reader->size() : 0)};
   StateDict sd;
   const onnx::GraphProto& g = model->graph();
   auto add = [&](const std::string& stored, Tensor t, const char* kind) {
@@ -422,6 +428,7 @@ StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const s
     sd.insert(name, std::move(t));
   };
   for (const auto& tp : g.initializer()) {
+    c.budget.tick("reading initializers");
     try {
       add(tp.name(), decode_tensor(c, tp, tp.name()), "initializer");
     } catch (Error& e) {
@@ -452,7 +459,7 @@ Tensor load_onnx_tensor(const Source& src) {
   TB_CHECK(tp->ParseFromArray(buf.data(), int(buf.size())), FormatError, "[onnx] '", src.label(),
            "': not a serialized TensorProto");
   LoadOptions opts;
-  LoadContext c{src, opts, tp, {}, {}, {}};
+  LoadContext c{src, opts, tp, {}, {}, {}, LoadBudget(opts.limits, src.label(), src.reader->size())};
   Tensor t = decode_tensor(c, *tp, tp->name());
   TB_CHECK(t.defined(), UnsupportedError, "[onnx] '", src.label(), "': ", c.skipped.empty() ? "no data" : c.skipped[0].second);
   return t;
@@ -802,7 +809,8 @@ struct Decoder::Impl {
   Source src;
   LoadOptions opts;
   LoadContext c;
-  Impl(const Source& s, const LoadOptions& o, std::shared_ptr<void> keep) : src(s), opts(o), c{src, opts, std::move(keep), {}, {}} {}
+  Impl(const Source& s, const LoadOptions& o, std::shared_ptr<void> keep) : src(s), opts(o), c{src, opts, std::move(keep), {}, {}, {},
+        LoadBudget(opts.limits, src.label(), src.reader ? src.reader->size() : 0)} {}
 };
 Decoder::Decoder(const Source& src, const LoadOptions& opts, std::shared_ptr<void> keep_alive)
     : impl_(std::make_unique<Impl>(src, opts, std::move(keep_alive))) {}

@@ -131,18 +131,22 @@ void module_state_dict_into(const Value& m, const std::string& prefix, Value& ou
 }
 
 // Replaces pickled modules (anywhere in dicts/lists) by their state_dict; returns the new value.
-Value replace_modules(const Value& v, int depth, Value* first_module) {
+// A container reached twice (shared in the pickle) is visited once: done maps it to its result.
+Value replace_modules(const Value& v, int depth, Value* first_module, std::unordered_map<const void*, Value>& done) {
   if (depth > 64) return v;
+  if (auto it = done.find(v.identity()); it != done.end()) return it->second;
   if (pt_is_module(v)) {
     if (first_module && first_module->is_none()) *first_module = v;
     Value sd = pt_module_state_dict(v);
     sd.dict_data().attrs = std::make_shared<ValueDict>();
     sd.dict_data().attrs->items.emplace_back(Value::string("__module__"), v);
+    done.emplace(v.identity(), sd);
     return sd;
   }
+  done.emplace(v.identity(), v);
   auto visit = [&](Value& x) {  // only containers can hold modules: leave tensors and scalars alone
     if (x.is_dict() || x.kind() == Value::Kind::List || x.kind() == Value::Kind::Object)
-      x = replace_modules(x, depth + 1, first_module);
+      x = replace_modules(x, depth + 1, first_module, done);
   };
   if (v.is_dict())
     for (auto& kv : v.dict_data().items) visit(kv.second);
@@ -190,7 +194,8 @@ void add_size_info(Checkpoint& ck, size_t nstorages, uint64_t storage_bytes) {
 // class goes to info), OrderedDict _metadata goes to metadata, and the size summary is added.
 void finish_checkpoint(Checkpoint& ck, const Value& unpickled, size_t nstorages, uint64_t storage_bytes) {
   Value module;
-  ck.root = replace_modules(unpickled, 0, &module);
+  std::unordered_map<const void*, Value> done;
+  ck.root = replace_modules(unpickled, 0, &module, done);
   if (!module.is_none()) ck.info.emplace_back("whole module", module.as_object().cls);
   export_metadata(ck.root, "", ck.metadata, 0);
   add_size_info(ck, nstorages, storage_bytes);
@@ -200,6 +205,7 @@ void finish_checkpoint(Checkpoint& ck, const Value& unpickled, size_t nstorages,
 
 Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
   const std::string where = tag(src);
+  LoadBudget budget(opts.limits, src.label(), src.reader->size());
   zip::ZipReader z(src.reader);
   TB_CHECK(!z.entries().empty(), FormatError, where, ": empty zip archive, not a torch.save file");
   const std::string& first = z.entries().front().name;
@@ -228,6 +234,7 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
   pickle::Options po;
   po.tag = "[pt]";
   po.allow_unknown_globals = opts.allow_unknown_globals;
+  po.budget = &budget;
   po.persistent_load = [&](const Value& pid) -> Value {
     PidInfo p = parse_pid(pid, where);
     auto it = storages.find(p.key);
@@ -247,13 +254,16 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
       TB_CHECK(e->data_offset <= file.size() && nbytes <= file.size() - e->data_offset, FormatError, where,
                ": storage '", p.key, "' runs past the end of the file");
       if (!opts.mmap || big) {
+        budget.charge_bytes(nbytes, str("storage '", p.key, "'"));
         st = Storage::allocate(size_t(nbytes), false);
         if (nbytes) file.read_at(e->data_offset, st->data(), size_t(nbytes));
       } else {
         st = file.load(e->data_offset, size_t(nbytes));
       }
     } else {
-      auto member = z.open(*e);  // deflated (or refused) members
+      // Deflated (or refused) members: inflated, then copied into the storage.
+      budget.charge_bytes(LoadBudget::sat_add(e->uncompressed_size, nbytes), str("storage '", p.key, "'"));
+      auto member = z.open(*e);
       st = Storage::allocate(size_t(nbytes), false);
       if (nbytes) member->read_at(0, st->data(), size_t(nbytes));
     }
@@ -266,6 +276,7 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
     storages.emplace(p.key, v);
     return v;
   };
+  if (!pkl->stored()) budget.charge_bytes(pkl->uncompressed_size, str("inflating '", pkl->name, "'"));
   auto pr = z.open(*pkl);
   pickle::Result res = pickle::load_one(*pr, 0, pr->size(), po);
 
@@ -288,8 +299,10 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
 Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
   const std::string where = tag(src);
   const Reader& r = *src.reader;
+  LoadBudget budget(opts.limits, src.label(), r.size());
   pickle::Options base;
   base.tag = "[pt]";
+  base.budget = &budget;
   auto magic = pickle::load_one(r, 0, r.size(), base);
   auto proto = pickle::load_one(r, magic.end, r.size() - magic.end, base);
   TB_CHECK(proto.value.is_int(), FormatError, where, ": legacy protocol version is not an int");
@@ -371,6 +384,7 @@ Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
       if (opts.mmap && little) {
         st = r.load(l.offset, nbytes);
       } else {
+        budget.charge_bytes(nbytes, str("storage '", p.key, "'"));
         st = Storage::allocate(nbytes, false);
         if (nbytes) r.read_at(l.offset, st->data(), nbytes);
       }

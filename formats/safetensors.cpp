@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
@@ -77,6 +78,28 @@ bool host_little_endian() {
   return b == 1;
 }
 
+/** SAX handler recording the top-level keys of a JSON object in file order (nothing else is kept). */
+struct TopKeys : nlohmann::json_sax<nlohmann::json> {
+  std::vector<std::string> keys;
+  int depth = 0;
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return ++depth, true; }
+  bool end_object() override { return --depth, true; }
+  bool start_array(std::size_t) override { return ++depth, true; }
+  bool end_array() override { return --depth, true; }
+  bool key(string_t& k) override {
+    if (depth == 1) keys.push_back(k);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+};
+
 struct Info {
   std::string name;
   DType dtype;
@@ -102,33 +125,36 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
   TB_CHECK(text[0] == '{', FormatError, "[safetensors] '", L, "': the header must start with '{' but starts with '",
            text.substr(0, 16), "'");
 
-  // Duplicate top-level keys are refused (nlohmann keeps the last one silently).
+  // Duplicate top-level keys are refused (nlohmann keeps the last one silently). The header is parsed
+  // into a sorted-map json (ordered_json looks every key up linearly: quadratic in the tensor count)
+  // and the file's key order is kept here.
+  LoadBudget budget(opts.limits, L, size);
   std::string duplicate;
   std::vector<std::string> top_keys;
-  auto cb = [&](int depth, ojson::parse_event_t ev, ojson& parsed) {
-    if (ev == ojson::parse_event_t::key && depth == 1) {
-      const std::string& k = parsed.get_ref<const std::string&>();
-      if (duplicate.empty() && std::find(top_keys.begin(), top_keys.end(), k) != top_keys.end()) duplicate = k;
-      top_keys.push_back(k);
-    }
-    return true;
-  };
-  ojson head;
+  nlohmann::json head;
   try {
-    head = ojson::parse(text, cb);
+    head = nlohmann::json::parse(text);
+    TopKeys sax;
+    nlohmann::json::sax_parse(text, &sax);
+    top_keys = std::move(sax.keys);
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(str("[safetensors] '", L, "': the header is not valid UTF-8 JSON (", e.what(), ")"));
   }
   TB_CHECK(top_keys.size() <= (uint64_t(1) << 24), FormatError, "[safetensors] '", L, "': too many entries");
+  budget.charge_objects(top_keys.size(), "the header's entries");
+  {
+    std::unordered_set<std::string_view> seen;
+    for (const auto& k : top_keys)
+      if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
+  }
   TB_CHECK(duplicate.empty(), FormatError, "[safetensors] '", L, "': the header names '", duplicate, "' twice");
   TB_CHECK(head.is_object(), FormatError, "[safetensors] '", L, "': the header must be a JSON object");
 
   Checkpoint c;
   c.format = "safetensors";
   std::vector<Info> infos;
-  for (auto it = head.begin(); it != head.end(); ++it) {
-    const std::string& name = it.key();
-    const ojson& v = it.value();
+  for (const std::string& name : top_keys) {
+    const nlohmann::json& v = head.at(name);
     if (name == "__metadata__") {
       if (v.is_null()) continue;  // serde reads null as "no metadata"
       TB_CHECK(v.is_object(), FormatError, "[safetensors] '", L, "': __metadata__ must be an object of strings");

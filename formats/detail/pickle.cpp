@@ -253,6 +253,13 @@ class Machine {
     TB_CHECK(offset <= r.size() && size <= r.size() - offset, FormatError, where(), ": pickle range [", offset, ", ",
              offset + size, ") exceeds the input size ", r.size());
     where_ = opts_.tag + " '" + r.label() + "'";
+    if (opts_.budget) {
+      budget_ = opts_.budget;
+    } else {
+      own_budget_.emplace(default_load_limits(), r.label(), size);
+      budget_ = &*own_budget_;
+    }
+    opts_.max_depth = size_t(std::min<uint64_t>(opts_.max_depth, budget_->limits().max_depth));
   }
   ~Machine() {
     if (!ok_) dismantle();
@@ -413,6 +420,14 @@ class Machine {
 
   char opname() const { return char(op_); }
 
+  // -- budget: copies of n values or bytes that the input's bytes do not account for --
+  void charge_values(uint64_t n) {
+    budget_->charge_objects_lazy(n, [this] { return at() + ": copying a container"; });
+  }
+  void charge_bytes(uint64_t n, const char* what) {
+    budget_->charge_bytes_lazy(n, [this, what] { return at() + ": " + what; });
+  }
+
   // -- calls (never executed: interpreted or refused) --
   void note_global(const std::string& q) {
     if (!seen_globals_.insert(q).second) return;
@@ -439,6 +454,7 @@ class Machine {
 
   void dismantle();
   void validate(const Value& root);
+  void charge_tree(uint64_t nodes, uint64_t leaves, uint64_t name_bytes);
   void add_to_set(const Value& set, ValueList items);
 
   const Reader& r_;
@@ -450,6 +466,8 @@ class Machine {
   uint8_t op_ = 0;
   Options opts_;
   bool scan_only_;
+  std::optional<LoadBudget> own_budget_;  // when the caller gave none
+  LoadBudget* budget_ = nullptr;
   std::string where_;
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
@@ -500,9 +518,11 @@ Value Machine::call(const Value& callable, Value args) {
     if (a.size() > first && !a[first].is_none()) {
       const Value& src = a[first];
       if (src.is_dict()) {
+        charge_values(src.dict_data().items.size());
         d.dict_data().items = src.dict_data().items;
       } else {
         TB_CHECK(src.is_sequence(), FormatError, at(), ": ", q, " argument must be pairs but is ", brief(src));
+        charge_values(src.items().size());
         for (const auto& kv : src.items()) {
           TB_CHECK(kv.is_sequence() && kv.items().size() == 2, FormatError, at(), ": ", q, " item is not a pair");
           d.dict_data().items.emplace_back(kv.items()[0], kv.items()[1]);
@@ -516,11 +536,13 @@ Value Machine::call(const Value& callable, Value args) {
     Value s = Value::set();
     if (!a.empty()) {
       if (a[0].is_dict()) {
+        charge_values(a[0].dict_data().items.size());
         for (const auto& kv : a[0].dict_data().items) s.items().push_back(kv.first);
       } else {
         TB_CHECK(a[0].kind() == Value::Kind::List || a[0].kind() == Value::Kind::Tuple ||
                      a[0].kind() == Value::Kind::Set,
                  FormatError, at(), ": ", q, " argument must be a sequence but is ", brief(a[0]));
+        charge_values(a[0].items().size());
         s.items() = a[0].items();
       }
     }
@@ -529,7 +551,10 @@ Value Machine::call(const Value& callable, Value args) {
   if (q == "builtins.list" || q == "builtins.tuple") {
     nargs(0, 1);
     ValueList items;
-    if (!a.empty()) items = a[0].items();
+    if (!a.empty()) {
+      charge_values(a[0].items().size());
+      items = a[0].items();
+    }
     return q == "builtins.list" ? Value::list(std::move(items)) : Value::tuple(std::move(items));
   }
   if (q == "builtins.complex") {
@@ -546,6 +571,8 @@ Value Machine::call(const Value& callable, Value args) {
   if (q == "builtins.bytearray" || q == "builtins.bytes") {
     nargs(0, 2);
     if (a.empty()) return Value::bytes("");
+    if (a[0].kind() == Value::Kind::Str || a[0].kind() == Value::Kind::Bytes) charge_bytes(a[0].as_str().size(), "copying a string");
+    if (a[0].kind() == Value::Kind::List) charge_bytes(a[0].items().size(), "building bytes from a list");
     if (a[0].kind() == Value::Kind::Str && a.size() == 2) return Value::bytes(utf8_to_latin1(a[0].as_str(), at()));
     if (a[0].kind() == Value::Kind::Bytes || a[0].kind() == Value::Kind::Str) return Value::bytes(a[0].as_str());
     if (a[0].kind() == Value::Kind::List) {
@@ -566,6 +593,7 @@ Value Machine::call(const Value& callable, Value args) {
     TB_CHECK(a[0].kind() == Value::Kind::Str || a[0].kind() == Value::Kind::Bytes, FormatError, at(),
              ": _codecs.encode expects a str but got ", brief(a[0]));
     std::string enc = a.size() > 1 ? a[1].as_str() : "utf-8";
+    charge_bytes(a[0].as_str().size(), "copying a string");
     if (enc == "latin1" || enc == "latin-1" || enc == "iso-8859-1")
       return Value::bytes(a[0].kind() == Value::Kind::Bytes ? a[0].as_str() : utf8_to_latin1(a[0].as_str(), at()));
     if (enc == "utf-8" || enc == "utf8" || enc == "ascii") return Value::bytes(a[0].as_str());
@@ -579,6 +607,7 @@ Value Machine::call(const Value& callable, Value args) {
   }
   if (q == "torch.Size") {
     nargs(0, 1);
+    if (!a.empty()) charge_values(a[0].items().size());
     return Value::tuple(a.empty() ? ValueList{} : a[0].items());
   }
   if (q == "torch.device") {
@@ -600,6 +629,7 @@ Value Machine::call(const Value& callable, Value args) {
     int64_t n = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
                          : (start > stop ? (start - stop - step - 1) / -step : 0);
     if (n > 65536) return Value::object("builtins.range", std::move(args));
+    charge_values(uint64_t(n));
     ValueList items;
     for (int64_t i = 0, x = start; i < n; ++i, x += step) items.push_back(Value::integer(x));
     return Value::list(std::move(items));
@@ -621,6 +651,7 @@ Value Machine::call(const Value& callable, Value args) {
     DtypeBits bits = np_dtype_bits(descr, at());
     if (bits.object) return a.size() > 1 ? a[1] : Value();
     TB_CHECK(a.size() == 2, FormatError, at(), ": numpy scalar without data");
+    charge_bytes(a[1].as_str().size(), "a numpy scalar");
     return Value::tensor(np_tensor_from_bytes(a[1].as_str(), bits, {}, false, at()));
   }
   if (q == "numpy.ndarray") return Value::object("numpy.ndarray");
@@ -717,8 +748,10 @@ void Machine::build(Value& obj, Value state) {
       auto& d = obj.dict_data();
       if (!d.attrs) d.attrs = std::make_shared<ValueDict>();
       if (state.is_dict()) {
+        charge_values(state.dict_data().items.size());
         for (auto& kv : state.dict_data().items) d.attrs->items.push_back(kv);
       } else if (state.kind() == Value::Kind::Tuple && state.items().size() == 2 && state.items()[0].is_dict()) {
+        charge_values(state.items()[0].dict_data().items.size());
         for (auto& kv : state.items()[0].dict_data().items) d.attrs->items.push_back(kv);
       } else if (!state.is_none()) {
         d.attrs->items.emplace_back(Value::string("__state__"), state);
@@ -766,12 +799,14 @@ void Machine::build(Value& obj, Value state) {
           } else {
             TB_CHECK(shape.size() == 1, UnsupportedError, at(), ": numpy object arrays with ", shape.size(),
                      " dimensions are not supported (only 0-d and 1-d)");
+            charge_values(data.items().size());
             result = Value::list(data.items());
           }
         } else {
           TB_CHECK(data.kind() == Value::Kind::Bytes || data.kind() == Value::Kind::Str, FormatError, at(),
                    ": numpy array data must be bytes but is ", brief(data));
           const std::string& raw = data.as_str();
+          charge_bytes(raw.size(), "a numpy array's data");
           // Python-2 'str' data read as text: undo nothing (bytes kept raw by the VM)
           result = Value::tensor(np_tensor_from_bytes(raw, bits, shape, fortran, at()));
         }
@@ -844,7 +879,10 @@ void Machine::dismantle() {
   }
 }
 
-// Depth limit and cycle check on the result (iterative).
+// Depth limit, cycle check and cost of the result (iterative). The cost is what walking the tree
+// costs, a shared value counted at every place it appears (each container is visited once here):
+// a pickle may hand one list out twice (tied weights), but 40 levels of lists that each hold the
+// level below twice stand for 2^40 values in a few hundred bytes.
 void Machine::validate(const Value& root) {
   std::unordered_set<const void*> on_path;
   auto children = [](const Value& v, std::vector<const Value*>& out) {
@@ -872,9 +910,60 @@ void Machine::validate(const Value& root) {
       default: break;
     }
   };
-  // Shared sub-trees are visited once (DAGs are fine; depth is bounded along any path).
-  std::unordered_map<const void*, size_t> done_depth;
-  // Depth check via DFS with explicit path set for cycle detection.
+  auto is_container = [](const Value& v) {
+    return v.kind() == Value::Kind::List || v.kind() == Value::Kind::Tuple || v.kind() == Value::Kind::Set ||
+           v.kind() == Value::Kind::Dict || v.kind() == Value::Kind::Object;
+  };
+  // Per finished container: the values under it (itself included), the leaves flattening reaches
+  // (objects and sets are walked too: module state dicts are flattened later) and the bytes of
+  // their dotted names below it. Saturating sums: a bomb's counts exceed 64 bits.
+  struct Cost {
+    uint64_t nodes = 1, leaves = 1, names = 0;
+  };
+  std::unordered_map<const void*, Cost> done;
+  auto cost_of = [&](const Value& v) {
+    if (!is_container(v)) return Cost{};
+    return done.at(v.identity());
+  };
+  auto finish = [&](const Value& v) {
+    Cost c{1, 0, 0};
+    auto add = [&c](const Cost& k, uint64_t name_len) {
+      c.nodes = LoadBudget::sat_add(c.nodes, k.nodes);
+      c.leaves = LoadBudget::sat_add(c.leaves, k.leaves);
+      c.names = LoadBudget::sat_add(c.names, LoadBudget::sat_add(k.names, LoadBudget::sat_mul(k.leaves, name_len + 1)));
+    };
+    auto key_len = [](const Value& k) -> uint64_t { return k.is_str() ? k.as_str().size() : 80; };
+    switch (v.kind()) {
+      case Value::Kind::List:
+      case Value::Kind::Tuple:
+      case Value::Kind::Set: {
+        const auto& items = v.items();
+        uint64_t digits = 1;
+        for (size_t i = 0, next = 10; i < items.size(); ++i) {
+          if (i == next) ++digits, next *= 10;
+          add(cost_of(items[i]), digits);
+        }
+        break;
+      }
+      case Value::Kind::Dict:
+        for (const auto& [k, x] : v.dict_data().items) {
+          c.nodes = LoadBudget::sat_add(c.nodes, cost_of(k).nodes);
+          add(cost_of(x), key_len(k));
+        }
+        if (v.dict_data().attrs)
+          for (const auto& [k, x] : v.dict_data().attrs->items) add(cost_of(x), key_len(k));
+        break;
+      case Value::Kind::Object: {
+        const auto& o = v.as_object();
+        for (const auto* p : {&o.args, &o.state, &o.items})
+          if (*p) add(cost_of(**p), 0);
+        break;
+      }
+      default: break;
+    }
+    c.leaves = std::max<uint64_t>(c.leaves, 1);
+    done[v.identity()] = c;
+  };
   struct Node {
     const Value* v;
     std::vector<const Value*> kids;
@@ -882,13 +971,11 @@ void Machine::validate(const Value& root) {
   };
   std::vector<Node> path;
   auto enter = [&](const Value* v) {
+    if (!is_container(*v)) return;
     const void* id = v->identity();
-    bool container = v->kind() == Value::Kind::List || v->kind() == Value::Kind::Tuple || v->kind() == Value::Kind::Set ||
-                     v->kind() == Value::Kind::Dict || v->kind() == Value::Kind::Object;
-    if (!container) return;
     TB_CHECK(!on_path.count(id), FormatError, where(), ": the pickle builds a recursive structure (a ",
              v->kind_name(), " that contains itself); weight files never do");
-    if (done_depth.count(id)) return;
+    if (done.count(id)) return;  // shared: its cost is known
     TB_CHECK(path.size() < opts_.max_depth, FormatError, where(), ": objects nested deeper than ", opts_.max_depth,
              " levels (limit Options::max_depth)");
     Node n{v, {}, 0};
@@ -898,17 +985,29 @@ void Machine::validate(const Value& root) {
   };
   enter(&root);
   while (!path.empty()) {
+    budget_->tick("checking the pickle's objects");
     Node& n = path.back();
     if (n.i < n.kids.size()) {
       const Value* c = n.kids[n.i++];
       enter(c);
     } else {
-      const void* id = n.v->identity();
-      on_path.erase(id);
-      done_depth[id] = 1;
+      on_path.erase(n.v->identity());
+      finish(*n.v);
       path.pop_back();
     }
   }
+  if (is_container(root)) {
+    Cost c = done.at(root.identity());
+    charge_tree(c.nodes, c.leaves, c.names);
+  }
+}
+
+void Machine::charge_tree(uint64_t nodes, uint64_t leaves, uint64_t name_bytes) {
+  // What flattening costs per leaf besides its name: an entry (name + value) and a short rendering.
+  constexpr uint64_t kLeafBytes = 128;
+  budget_->charge_objects(nodes, "the pickle's tree, counting a shared value at every place it appears,");
+  budget_->charge_bytes(LoadBudget::sat_add(name_bytes, LoadBudget::sat_mul(leaves, kLeafBytes)),
+                        "flattening the pickle's tree to dotted names");
 }
 
 Result Machine::run() {
@@ -917,6 +1016,7 @@ Result Machine::run() {
     while (!stopped) {
       op_pos_ = pos_;
       TB_CHECK(pos_ < end_, FormatError, where(), ": truncated pickle (no STOP opcode before byte ", end_, ")");
+      budget_->tick("running the pickle");
       op_ = u8();
       switch (op_) {
         case 0x80: {  // PROTO

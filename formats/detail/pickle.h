@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "tensor/io.h"
+#include "tensor/limits.h"
 #include "tensor/value.h"
 
 namespace tb::pickle {
@@ -55,6 +56,11 @@ struct Options {
   std::function<Value(const Value& pid)> persistent_load;
   /** Prefix for messages, e.g. "[pt]"; the label of the reader follows. */
   std::string tag = "[pickle]";
+  /** The load's budget (tensor/limits.h), shared with the caller's other work. Unset: a budget of
+   *  default_load_limits() for this pickle alone. The VM charges the copies it makes, numpy array
+   *  bytes, and the size of the finished tree with shared values counted at every place they
+   *  appear (what walking or flattening it costs), so a few shared lists cannot stand for 2^40. */
+  LoadBudget* budget = nullptr;
 };
 
 /** Runs the pickle at [offset, offset+size) of reader; returns the top object. Never imports or calls
