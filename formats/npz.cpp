@@ -34,6 +34,7 @@ Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
     (e.stored() ? stored : deflated)++;
     try {
       budget.tick("reading the archive's members");
+      zr.check_claim(e);
       if (!e.stored()) budget.charge_bytes(e.uncompressed_size, str("inflating member '", e.name, "'"));
       c.root.set_item(Value::string(key), load_npy_value(zr.open(e), opts, budget));
     } catch (Error& err) {

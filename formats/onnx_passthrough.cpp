@@ -13,6 +13,7 @@
 #include <set>
 #include <map>
 
+#include "formats/naming.h"
 #include "formats/onnx_walk.h"
 
 namespace tb::onnx_detail {
@@ -421,6 +422,8 @@ void save_kept_graph(const Checkpoint& ckpt, const fs::path& path, const SaveOpt
   for (const auto& [name, t] : sd) {
     auto it = ckpt.native.renamed_from.find(name);
     std::string loaded = it == ckpt.native.renamed_from.end() ? name : it->second;
+    // Keyed by the name as the source graph stores it (the state dict has it decoded).
+    loaded = naming::encode_name(loaded, naming::Target::Onnx);
     TB_CHECK(W.by_loaded.emplace(loaded, std::make_pair(name, t)).second, UnsupportedError, "[onnx] cannot write '",
              W.P, "': two tensors come from '", loaded, "'");
     total += t.nbytes();

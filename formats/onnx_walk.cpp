@@ -2,6 +2,8 @@
 // (naming rule in formats/onnx_walk.h).
 #include "formats/onnx_walk.h"
 
+#include "formats/naming.h"
+
 #include <map>
 
 namespace tb::onnx_detail {
@@ -51,7 +53,9 @@ struct WeightReader {
     TB_CHECK(it == where.end(), FormatError, "[onnx] '", label, "': two weights have the name '", name, "' (", it->second,
              " and ", what, "); the file breaks ONNX's single-assignment rule or the subgraph naming rule collides");
     where[name] = what;
-    if (t.defined()) sd.insert(name, std::move(t));
+    // The state dict holds names as the user knows them (the naming rule's '%' escapes undone);
+    // the kept graph keeps them as stored.
+    if (t.defined()) sd.insert(naming::decode_name(name, naming::Target::Onnx), std::move(t));
     else if (untouched) untouched->insert(name);
   }
 

@@ -153,8 +153,33 @@ const Value* Value::get(std::string_view key) const {
 }
 
 void Value::set_item(Value key, Value value) const {
-  auto& items = dict_data().items;
-  // Python semantics: assigning an existing key replaces its value in place.
+  ValueDict& d = dict_data();
+  auto& items = d.items;
+  // Python semantics: assigning an existing key replaces its value in place. String keys of large
+  // dicts (a header of 80,000 tensors) are found through the index instead of a scan.
+  constexpr size_t kIndexFrom = 32;
+  if (key.kind_ == Kind::Str && items.size() >= kIndexFrom) {
+    const std::string& k = key.as_str();
+    auto valid = [&](size_t i) { return i < items.size() && items[i].first.kind_ == Kind::Str && items[i].first.as_str() == k; };
+    if (d.indexed != items.size()) {
+      d.str_pos.clear();
+      for (size_t i = 0; i < items.size(); ++i)
+        if (items[i].first.kind_ == Kind::Str) d.str_pos.emplace(items[i].first.as_str(), i);  // first one wins
+      d.indexed = items.size();
+    }
+    auto it = d.str_pos.find(k);
+    if (it != d.str_pos.end() && valid(it->second)) {
+      items[it->second].second = std::move(value);
+      return;
+    }
+    if (it == d.str_pos.end()) {
+      d.str_pos.emplace(k, items.size());
+      items.emplace_back(std::move(key), std::move(value));
+      d.indexed = items.size();
+      return;
+    }
+    d.indexed = 0;  // a stale entry (keys changed elsewhere): fall back to the scan, rebuild next time
+  }
   if (key.kind_ == Kind::Str || key.kind_ == Kind::Int) {
     for (auto& kv : items) {
       if (kv.first.kind_ != key.kind_) continue;

@@ -10,6 +10,7 @@
 #include <string>
 #include <utility>
 #include <variant>
+#include <unordered_map>
 #include <vector>
 
 #include "tensor/state_dict.h"
@@ -26,6 +27,10 @@ struct ValueDict {
   std::string cls;
   /** Attributes set on the dict object (pickle BUILD on an OrderedDict, e.g. _metadata). */
   std::shared_ptr<ValueDict> attrs;
+  /** Position in items of each string key, kept by Value::set_item so that building a dict of n keys
+   *  costs O(n), not O(n^2); rebuilt when items changed size elsewhere (indexed != items.size()). */
+  std::unordered_map<std::string, size_t> str_pos;
+  size_t indexed = 0;
 };
 
 /** An object we do not (or must not) construct: its class name, constructor args and state. */

@@ -249,6 +249,20 @@ const Entry& ZipReader::at(std::string_view name) const {
   return *e;
 }
 
+void ZipReader::check_claim(const Entry& e) const {
+  if (e.method == 0) return;
+  const std::string L = label() + ":" + e.name;
+  TB_CHECK(e.method == 8, UnsupportedError, "[zip] '", L, "' uses compression ", method_name(e.method),
+           "; only stored and deflate members are supported");
+  TB_CHECK(e.uncompressed_size <= opts_.max_inflated_size, UnsupportedError, "[zip] '", L, "' inflates to ",
+           e.uncompressed_size, " bytes, above the limit of ", opts_.max_inflated_size,
+           " bytes (raise zip::ReadOptions::max_inflated_size to accept it)");
+  TB_CHECK(e.uncompressed_size <= (uint64_t(1) << 20) ||
+               double(e.uncompressed_size) <= opts_.max_ratio * double(std::max<uint64_t>(e.compressed_size, 1)),
+           FormatError, "[zip] '", L, "' claims ", e.uncompressed_size, " bytes from ", e.compressed_size,
+           " compressed bytes, a ratio above ", opts_.max_ratio, ":1 (deflate cannot exceed about 1032:1); refused as a zip bomb");
+}
+
 std::shared_ptr<Reader> ZipReader::open(const Entry& e) const {
   const std::string L = label() + ":" + e.name;
   TB_CHECK(!(e.flags & 1), UnsupportedError, "[zip] '", L, "' is encrypted");
@@ -268,15 +282,7 @@ std::shared_ptr<Reader> ZipReader::open(const Entry& e) const {
     }
     return sub;
   }
-  TB_CHECK(e.method == 8, UnsupportedError, "[zip] '", L, "' uses compression ", method_name(e.method),
-           "; only stored and deflate members are supported");
-  TB_CHECK(e.uncompressed_size <= opts_.max_inflated_size, UnsupportedError, "[zip] '", L, "' inflates to ",
-           e.uncompressed_size, " bytes, above the limit of ", opts_.max_inflated_size,
-           " bytes (raise zip::ReadOptions::max_inflated_size to accept it)");
-  TB_CHECK(e.uncompressed_size <= (uint64_t(1) << 20) ||
-               double(e.uncompressed_size) <= opts_.max_ratio * double(std::max<uint64_t>(e.compressed_size, 1)),
-           FormatError, "[zip] '", L, "' claims ", e.uncompressed_size, " bytes from ", e.compressed_size,
-           " compressed bytes, a ratio above ", opts_.max_ratio, ":1 (deflate cannot exceed about 1032:1); refused as a zip bomb");
+  check_claim(e);
   TB_CHECK(e.uncompressed_size <= std::numeric_limits<size_t>::max(), UnsupportedError, "[zip] '", L, "' is too large");
 
   std::vector<uint8_t> out(size_t(e.uncompressed_size));

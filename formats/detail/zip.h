@@ -67,6 +67,9 @@ class ZipReader {
   /** The member's bytes as a Reader: a zero-copy sub-reader for stored members, inflated memory for
    *  deflated ones (size and CRC checked). Label "archive:member". */
   std::shared_ptr<Reader> open(const Entry& e) const;
+  /** Refuses a deflated member whose claimed size is over the limits or a ratio no deflate stream
+   *  reaches (a zip bomb), before anything is inflated or charged; open() checks the same. */
+  void check_claim(const Entry& e) const;
   /** The member's bytes copied into memory. */
   std::vector<uint8_t> read(const Entry& e) const;
   std::string read_string(const Entry& e) const;
