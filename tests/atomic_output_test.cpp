@@ -24,6 +24,8 @@
 
 using namespace tb;
 namespace fs = std::filesystem;
+using tbtest::spawn_cli;
+using tbtest::wait_status;
 
 namespace {
 
@@ -213,33 +215,6 @@ void fail_at_every(const Kind& k, const std::string& syscall, int tensors) {
   CHECK(failures > 0);
 }
 
-pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& err) {
-  std::vector<std::string> argv{TB_CLI_PATH};
-  argv.insert(argv.end(), args.begin(), args.end());
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::signal(SIGINT, SIG_DFL);
-    ::signal(SIGTERM, SIG_DFL);
-    int devnull = ::open("/dev/null", O_WRONLY);
-    int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(devnull, 1);
-    ::dup2(e, 2);
-    std::vector<char*> v;
-    for (auto& a : argv) v.push_back(a.data());
-    v.push_back(nullptr);
-    ::execv(v[0], v.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int wait_status(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return status;
-}
 
 bool has_temp(const fs::path& dir) {
   for (const auto& n : entries(dir))

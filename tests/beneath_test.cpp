@@ -29,6 +29,7 @@
 using namespace tb;
 using tbtest::run_cli;
 namespace fs = std::filesystem;
+using tbtest::error_of;
 
 namespace {
 
@@ -43,16 +44,6 @@ std::string read_file(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
-template <class E, class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  FAIL("expected an exception");
-  return {};
-}
 
 /** A OneFlow variable folder holding float32 [4]. */
 void make_variable(const fs::path& dir, const std::string& out = std::string(16, '\0')) {

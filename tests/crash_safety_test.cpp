@@ -37,28 +37,9 @@ StateDict big_state_dict() {
 
 // Starts `tensorbridge convert src dst [--force]` with output discarded; returns the pid.
 pid_t start_convert(const fs::path& src, const fs::path& dst, bool force) {
-  std::vector<std::string> args = {TB_CLI_PATH, "convert", src.string(), dst.string()};
+  std::vector<std::string> args = {"convert", src.string(), dst.string()};
   if (force) args.push_back("--force");
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int devnull = ::open("/dev/null", O_WRONLY);
-    ::dup2(devnull, 1);
-    ::dup2(devnull, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return status;
+  return tbtest::spawn_cli(args);
 }
 
 // Equal names, dtypes, shapes and bytes.
@@ -121,7 +102,7 @@ void kill_at_many_points(const std::string& target_name, bool with_previous) {
 
   // One undisturbed run measures how long the conversion takes.
   auto t0 = std::chrono::steady_clock::now();
-  int st = wait_exit(start_convert(src, dst, with_previous));
+  int st = tbtest::wait_status(start_convert(src, dst, with_previous));
   double full_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE(WIFEXITED(st));
   REQUIRE(WEXITSTATUS(st) == 0);
@@ -141,7 +122,7 @@ void kill_at_many_points(const std::string& target_name, bool with_previous) {
     pid_t pid = start_convert(src, dst, with_previous);
     std::this_thread::sleep_for(std::chrono::duration<double>(delay));
     ::kill(pid, SIGKILL);
-    st = wait_exit(pid);
+    st = tbtest::wait_status(pid);
     Found f = inspect_target(dir.path(), dst, sd, with_previous ? &prev : nullptr);
     (f == Found::Complete ? complete : nothing)++;
     INFO("kill " << i << " after " << delay << " s: " << int(f));

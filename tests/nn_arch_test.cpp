@@ -25,14 +25,6 @@ void check_close(const Tensor& got, const Tensor& want, const std::string& what)
   CHECK(allclose(got, want, 1e-5, 1e-6));
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 LoadOptions trusting() {
   LoadOptions lo;
@@ -93,7 +85,7 @@ TEST_CASE("build_arch: one call from a spec and a state dict; strict names keep 
 
   nn::ArchOptions strict;
   strict.strict_names = true;
-  std::string e = error_of([&] { nn::build_arch("mlp:20,256,10", sd, strict); });
+  std::string e = tbtest::error_text([&] { nn::build_arch("mlp:20,256,10", sd, strict); });
   CHECK(e.find("missing keys (2): 'out.weight', 'out.bias'") != std::string::npos);
   CHECK(e.find("unexpected keys (2): 'output.weight', 'output.bias'") != std::string::npos);
 }
@@ -169,7 +161,7 @@ TEST_CASE("order: the file's first, natural order for writer-sorted keys, else t
 TEST_CASE("ambiguous and partial fits are refused with the candidates and both sides listed") {
   // a (8x4) first: neither the file's order nor the names' fits, and c/b (both 4x4) fit either way.
   StateDict sd = linears({{"a", 8, 4}, {"c", 4, 4}, {"b", 4, 4}});
-  std::string e = error_of([&] { nn::build_arch("linear:4,4 relu linear:4,4 relu linear:4,8", sd); });
+  std::string e = tbtest::error_text([&] { nn::build_arch("linear:4,4 relu linear:4,4 relu linear:4,8", sd); });
   INFO(e);
   CHECK(e.find("the file's order does not fit and several orders do; candidates:") != std::string::npos);
   CHECK(e.find("(1) c -> 0, b -> 2, a -> 4") != std::string::npos);
@@ -177,7 +169,7 @@ TEST_CASE("ambiguous and partial fits are refused with the candidates and both s
   CHECK_THROWS_AS(nn::build_arch("linear:4,4 relu linear:4,4 relu linear:4,8", sd), KeyError);
 
   // Three layers for a two-layer architecture.
-  e = error_of([] { nn::load_model(tbtest::fixture("arch/mlp3.pt"), "mlp:20,256,10"); });
+  e = tbtest::error_text([] { nn::load_model(tbtest::fixture("arch/mlp3.pt"), "mlp:20,256,10"); });
   INFO(e);
   CHECK(e.find("the state dict has 3 layers with tensors, the architecture 2") != std::string::npos);
   CHECK(e.find("hidden Linear: weight [256, 20], bias [256]") != std::string::npos);
@@ -185,7 +177,7 @@ TEST_CASE("ambiguous and partial fits are refused with the candidates and both s
   CHECK(e.find("loading '") != std::string::npos);
 
   // Same layer count, a shape that differs: ShapeError naming the first misfit.
-  e = error_of([] { nn::build_arch("mlp:20,128,10", load(tbtest::fixture("arch/fc_mlp.pt")).state_dict()); });
+  e = tbtest::error_text([] { nn::build_arch("mlp:20,128,10", load(tbtest::fixture("arch/fc_mlp.pt")).state_dict()); });
   INFO(e);
   CHECK(e.find("no order of the file's layers has the architecture's shapes") != std::string::npos);
   CHECK(e.find("first misfit in file order: layer 1 of the architecture, hidden Linear: weight [128, 20]") !=
@@ -201,16 +193,16 @@ TEST_CASE("ambiguous and partial fits are refused with the candidates and both s
 }
 
 TEST_CASE("spec errors name the layer and list the forms") {
-  std::string e = error_of([] { nn::builtin_model("linear:20 relu"); });
+  std::string e = tbtest::error_text([] { nn::builtin_model("linear:20 relu"); });
   CHECK(e.find("layer 'linear:20' needs the form linear:IN,OUT[,nobias]") != std::string::npos);
   CHECK(e.find("--arch forms:") != std::string::npos);
-  e = error_of([] { nn::builtin_model("linear:20,10 swish"); });
+  e = tbtest::error_text([] { nn::builtin_model("linear:20,10 swish"); });
   CHECK(e.find("layer 'swish' is not a known layer") != std::string::npos);
-  e = error_of([] { nn::builtin_model("conv2d:3,x,3"); });
+  e = tbtest::error_text([] { nn::builtin_model("conv2d:3,x,3"); });
   CHECK(e.find("has 'x' where a positive integer belongs") != std::string::npos);
-  e = error_of([] { nn::builtin_model("relu:2"); });
+  e = tbtest::error_text([] { nn::builtin_model("relu:2"); });
   CHECK(e.find("layer 'relu:2' takes no arguments") != std::string::npos);
-  e = error_of([] { nn::builtin_model("resnet50"); });
+  e = tbtest::error_text([] { nn::builtin_model("resnet50"); });
   CHECK(e.find("unknown built-in architecture 'resnet50'") != std::string::npos);
 }
 
@@ -227,7 +219,7 @@ TEST_CASE("whole modules of user classes load as module trees; running them need
     auto users = nn::modules_without_forward(*fm.model);
     REQUIRE(users.size() == 1);
     CHECK(users[0].second->class_name == "__main__.MLP");
-    std::string e = error_of([&] { nn::require_forward(*fm.model, file); });
+    std::string e = tbtest::error_text([&] { nn::require_forward(*fm.model, file); });
     CHECK(e.find("holds a whole module of the user class __main__.MLP") != std::string::npos);
     CHECK(e.find("--arch \"linear:20,256 relu linear:256,10\"") != std::string::npos);
   }

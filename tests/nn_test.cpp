@@ -296,14 +296,6 @@ std::pair<Tensor, Tensor> python_io(tbtest::Peer peer, const std::string& code, 
   return {tbtest::load_npy_tensor(dir / "X.npy"), tbtest::load_npy_tensor(dir / "Y.npy")};
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 }  // namespace
 
@@ -318,7 +310,7 @@ TEST_CASE("architecture from whole-module pickles: torch 1.13 and torch 0.3 file
   CHECK(mlp.model->repr() == nn::MLP().repr());
   StateDict ref = pt_weights("torch/mlp.params");
   for (auto& [k, t] : ref) CHECK(equal(mlp.model->state_dict().at(k), t));
-  std::string why = error_of([&] { (*mlp.model)(npy("torch/mlp_X.npy")); });
+  std::string why = tbtest::error_text([&] { (*mlp.model)(npy("torch/mlp_X.npy")); });
   CHECK(why.find("__main__.MLP is a user class: its layers load, but its forward() is Python code") != std::string::npos);
   CHECK(why.find("--arch \"linear:20,256 relu linear:256,10\"") != std::string::npos);
   nn::ArchLoad how;
@@ -369,16 +361,16 @@ np.save(sys.argv[1] + "/Y.npy", m.predict(x, verbose=0).astype(np.float32))
   check_close((*fm.model)(X), Y, "keras213_full_model_conv_bn_dense.h5", 1e-5, 1e-5);
 
   // Unknown layer types are named.
-  std::string e1 = error_of([] { nn::load_model(tbtest::fixture("shared/keras_h5/tfkeras2110_full_model_dense_vlen_attrs.h5")); });
+  std::string e1 = tbtest::error_text([] { nn::load_model(tbtest::fixture("shared/keras_h5/tfkeras2110_full_model_dense_vlen_attrs.h5")); });
   CHECK(e1.find("of type 'Attention' is not supported") != std::string::npos);
-  std::string e2 = error_of([] { nn::load_model(tbtest::fixture("shared/keras_h5/tfkeras240_full_model_with_adam_optimizer.hdf5")); });
+  std::string e2 = tbtest::error_text([] { nn::load_model(tbtest::fixture("shared/keras_h5/tfkeras240_full_model_with_adam_optimizer.hdf5")); });
   CHECK(e2.find("of type 'Embedding' is not supported") != std::string::npos);
 }
 
 TEST_CASE("architecture from the file: weights-only files and unknown module classes are refused by name") {
-  std::string e = error_of([] { nn::load_model(tbtest::fixture("torch/mlp.params")); });
+  std::string e = tbtest::error_text([] { nn::load_model(tbtest::fixture("torch/mlp.params")); });
   CHECK(e.find("holds only weights") != std::string::npos);
-  e = error_of([] { nn::load_model(tbtest::fixture("keras/mlp_keras2.h5")); });
+  e = tbtest::error_text([] { nn::load_model(tbtest::fixture("keras/mlp_keras2.h5")); });
   CHECK(e.find("holds no architecture") != std::string::npos);
   Value lstm = Value::object("torch.nn.modules.rnn.LSTM", Value::tuple(), Value::dict());
   lstm.as_object().state->set_item(Value::string("_modules"), Value::dict());
@@ -386,12 +378,12 @@ TEST_CASE("architecture from the file: weights-only files and unknown module cla
   Value mods = Value::dict("collections.OrderedDict");
   mods.set_item(Value::string("0"), lstm);
   seq.as_object().state->set_item(Value::string("_modules"), mods);
-  e = error_of([&] { nn::module_from_pt_tree(seq); });
+  e = tbtest::error_text([&] { nn::module_from_pt_tree(seq); });
   CHECK(e.find("module '0' (torch.nn.modules.rnn.LSTM) is not a known layer type") != std::string::npos);
   // A user class holding an unknown torch layer: the layer is named, with its path.
   Value user = Value::object("__main__.Net", Value::tuple(), Value::dict());
   user.as_object().state->set_item(Value::string("_modules"), mods);
-  e = error_of([&] { nn::module_from_pt_tree(user); });
+  e = tbtest::error_text([&] { nn::module_from_pt_tree(user); });
   CHECK(e.find("module '0' (torch.nn.modules.rnn.LSTM) is not a known layer type") != std::string::npos);
 }
 

@@ -13,6 +13,7 @@
 
 using namespace tb;
 namespace fs = std::filesystem;
+using tbtest::error_of;
 
 namespace {
 
@@ -42,16 +43,6 @@ std::vector<std::string> tree_files(const fs::path& root) {
   return out;
 }
 
-template <class E, class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  FAIL("expected an exception");
-  return {};
-}
 
 fs::path of_fixture(const std::string& rel) { return tbtest::fixture("shared/oneflow/" + rel); }
 

@@ -1,11 +1,14 @@
 #include "tests/support.h"
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <zlib.h>
 
 #include <array>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -111,6 +114,43 @@ tb::Tensor load_npy_tensor(const fs::path& path) {
   tb::StateDict sd = c.state_dict();
   REQUIRE(sd.size() == 1);
   return sd.entries().front().second;
+}
+
+std::string error_text(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& err_path) {
+  std::vector<std::string> argv{TB_CLI_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
+    int devnull = ::open("/dev/null", O_WRONLY);
+    int err = err_path.empty() ? devnull : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(devnull, 1);
+    ::dup2(err, 2);
+    std::vector<char*> v;
+    for (auto& a : argv) v.push_back(a.data());
+    v.push_back(nullptr);
+    ::execv(v[0], v.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int wait_status(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
 }
 
 }  // namespace tbtest

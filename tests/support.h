@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <functional>
+#include <sys/types.h>
 #include <string>
 #include <vector>
 
@@ -52,6 +54,27 @@ RunResult python(Peer peer, const std::string& code, const std::vector<std::stri
 uint32_t crc32(const uint8_t* p, size_t n);
 /** A shape as Python prints a tuple: "(3,)", "(2, 3)", "()". */
 std::string py_shape(const tb::Shape& s);
+
+/** The message of the E that f throws; fails the test when f throws nothing. */
+template <class E, class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  FAIL("expected an exception");
+  return {};
+}
+
+/** The message of any std::exception fn throws, or "(no error)". */
+std::string error_text(const std::function<void()>& fn);
+
+/** Starts the built CLI with args in the background: stdout to /dev/null, stderr to err_path (or
+ *  /dev/null), SIGINT and SIGTERM at their defaults. Returns the pid. */
+pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& err_path = {});
+/** waitpid that retries on EINTR; returns the raw wait status. */
+int wait_status(pid_t pid);
 
 /** Reads a .npy with float32/float64 data through our own loader (for expected outputs). */
 tb::Tensor load_npy_tensor(const fs::path& path);
