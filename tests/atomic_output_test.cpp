@@ -41,16 +41,6 @@ StateDict weights(int n, float base) {
   return sd;
 }
 
-bool same_tensors(const StateDict& a, const StateDict& b) {
-  if (a.size() != b.size()) return false;
-  for (const auto& [name, t] : a) {
-    const Tensor* u = b.find(name);
-    if (!u || u->dtype() != t.dtype() || u->shape() != t.shape()) return false;
-    Tensor x = t.contiguous(), y = u->contiguous();
-    if (std::memcmp(x.data(), y.data(), x.nbytes()) != 0) return false;
-  }
-  return true;
-}
 
 std::string strace_path() {
   for (const char* p : {"/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace"})
@@ -161,9 +151,9 @@ struct Setup {
     } catch (const Error& e) {
       FAIL("the output does not load: " << e.what() << "\nfolder:" << listing(out_dir));
     }
-    if (same_tensors(got, old_sd)) return 0;
+    if (tbtest::same_state_dicts(got, old_sd)) return 0;
     INFO("folder:" << listing(out_dir));
-    REQUIRE(same_tensors(got, new_sd));
+    REQUIRE(tbtest::same_state_dicts(got, new_sd));
     return 1;
   }
 };
@@ -327,7 +317,7 @@ TEST_CASE("8 parallel converts without --force: exactly one succeeds", "[atomic]
       CHECK(err.find("already exists") != std::string::npos);
     }
     CHECK(ok == 1);
-    CHECK(same_tensors(load(dir / name).state_dict(), weights(4, 0.f)));
+    CHECK(tbtest::same_state_dicts(load(dir / name).state_dict(), weights(4, 0.f)));
     CHECK_FALSE(has_temp(dir.path()));
   }
   // The losers removed their shards and data files.
@@ -442,14 +432,14 @@ TEST_CASE("a 250-character file name works for single- and multi-file outputs", 
   fs::path pt = dir / (stem + ".pt");
   save(ck, pt);
   save(ck, pt, {}, force);
-  CHECK(same_tensors(load(pt).state_dict(), ck.state_dict()));
+  CHECK(tbtest::same_state_dicts(load(pt).state_dict(), ck.state_dict()));
 
   SaveOptions ext = force;
   ext.options["external_data"] = "always";
   fs::path onnx = dir / (std::string(245, 'o') + ".onnx");
   save(ck, onnx, "onnx", ext);
   save(ck, onnx, "onnx", ext);  // the data file's generation name is shortened to fit
-  CHECK(same_tensors(load(onnx).state_dict(), ck.state_dict()));
+  CHECK(tbtest::same_state_dicts(load(onnx).state_dict(), ck.state_dict()));
 
   SaveOptions shards = force;
   shards.options["shard_size"] = "40KB";
@@ -457,7 +447,7 @@ TEST_CASE("a 250-character file name works for single- and multi-file outputs", 
   fs::path st = dir / "sharded" / (std::string(238, 's') + ".safetensors");
   save(ck, st, "safetensors", shards);
   save(ck, st, "safetensors", shards);
-  CHECK(same_tensors(load(dir / "sharded").state_dict(), ck.state_dict()));
+  CHECK(tbtest::same_state_dicts(load(dir / "sharded").state_dict(), ck.state_dict()));
   for (const auto& n : entries(dir / "sharded")) CHECK(n.size() <= 255);
   CHECK_FALSE(has_temp(dir.path()));
 }

@@ -42,17 +42,6 @@ pid_t start_convert(const fs::path& src, const fs::path& dst, bool force) {
   return tbtest::spawn_cli(args);
 }
 
-// Equal names, dtypes, shapes and bytes.
-bool same_tensors(const StateDict& a, const StateDict& b) {
-  if (a.size() != b.size()) return false;
-  for (const auto& [name, t] : a) {
-    const Tensor* u = b.find(name);
-    if (!u || u->dtype() != t.dtype() || u->shape() != t.shape()) return false;
-    Tensor x = t.contiguous(), y = u->contiguous();
-    if (std::memcmp(x.data(), y.data(), x.nbytes()) != 0) return false;
-  }
-  return true;
-}
 
 enum class Found { Nothing, Previous, Complete };
 
@@ -75,9 +64,9 @@ Found inspect_target(const fs::path& dir, const fs::path& target, const StateDic
   } catch (const Error& e) {
     FAIL("the target exists but does not load: " << e.what());
   }
-  if (previous && same_tensors(got, *previous)) return Found::Previous;
+  if (previous && tbtest::same_state_dicts(got, *previous)) return Found::Previous;
   INFO("the target loads but is not the complete conversion");
-  REQUIRE(same_tensors(got, full));
+  REQUIRE(tbtest::same_state_dicts(got, full));
   return Found::Complete;
 }
 

@@ -153,4 +153,13 @@ int wait_status(pid_t pid) {
   return status;
 }
 
+bool same_state_dicts(const tb::StateDict& a, const tb::StateDict& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [name, t] : a) {
+    const tb::Tensor* u = b.find(name);
+    if (!u || !tb::equal(t, *u)) return false;
+  }
+  return true;
+}
+
 }  // namespace tbtest

@@ -76,6 +76,9 @@ pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& err_path =
 /** waitpid that retries on EINTR; returns the raw wait status. */
 int wait_status(pid_t pid);
 
+/** Equal names, dtypes, shapes and element bytes (tb::equal on every entry). */
+bool same_state_dicts(const tb::StateDict& a, const tb::StateDict& b);
+
 /** Reads a .npy with float32/float64 data through our own loader (for expected outputs). */
 tb::Tensor load_npy_tensor(const fs::path& path);
 
