@@ -226,6 +226,14 @@ std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metada
   TB_CHECK(max_shard_bytes > 0, UnsupportedError, "shard size must be positive");
   std::error_code ec;
   fs::path folder = path, prefix = "model";
+  // "shards/" (a trailing separator) or "shards" (no extension) names a folder of reference-named
+  // shards (model-00001-of-00004.safetensors), created when missing; "x.safetensors" names a prefix.
+  const std::string text = path.string();
+  const bool names_folder = !text.empty() && (text.back() == '/' || !path.has_extension());
+  if (names_folder && !fs::exists(fs::symlink_status(path, ec))) {
+    TB_CHECK(fs::create_directory(path, ec) || fs::is_directory(path), IoError, "cannot create the shard folder '", text,
+             "': ", ec.message());
+  }
   if (!fs::is_directory(path, ec)) {
     folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
     prefix = path.stem();

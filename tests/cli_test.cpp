@@ -203,3 +203,20 @@ TEST_CASE("the demo runs on the bundled fixtures", "[cli]") {
   CHECK(r.exit_code == 0);
   CHECK(contains(r.output, "no differences"));
 }
+
+TEST_CASE("convert --shard-size into a folder that does not exist yet creates it with reference shard names", "[cli]") {
+  tbtest::TempDir dir;
+  const std::string src = tbtest::fixture("torch/cnn.pt").string();
+  for (const std::string out : {(dir / "with_slash").string() + "/", (dir / "no_extension").string()}) {
+    auto r = run_cli({"convert", src, out, "--to", "safetensors", "--shard-size", "1KB", "-q"});
+    INFO(out << ": " << r.output);
+    REQUIRE(r.exit_code == 0);
+    const std::filesystem::path f = out.back() == '/' ? std::filesystem::path(out.substr(0, out.size() - 1))
+                                                   : std::filesystem::path(out);
+    CHECK(std::filesystem::exists(f / "model-00001-of-00010.safetensors"));
+    CHECK(std::filesystem::exists(f / "model-00010-of-00010.safetensors"));
+    CHECK(std::filesystem::exists(f / "model.safetensors.index.json"));
+    auto d = run_cli({"diff", src, f.string()});
+    CHECK(d.exit_code == 0);
+  }
+}
