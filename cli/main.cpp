@@ -1,6 +1,5 @@
 // tensorbridge: the command-line tool. Subcommands live in commands.cpp; this file parses the
 // command line and maps errors to exit codes: 0 ok, 1 bad input or usage, 2 internal error.
-#include <cctype>
 #include <iostream>
 #include <new>
 #include <string>
@@ -12,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "tensor/atomic_output.h"
+#include "tensor/byte_size.h"
 #include "tensor/error.h"
 #include "tensor/limits.h"
 
@@ -20,20 +20,6 @@ namespace {
 // throws std::bad_alloc, which main turns into exit 2 (destructors remove temporary outputs).
 [[noreturn]] void throw_bad_alloc() { throw std::bad_alloc(); }
 
-uint64_t parse_size_arg(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
-  if (i == 0 || i > 18) throw CLI::ValidationError("--max-memory", "expected a size like 4G, 512M or 8GiB: " + text);
-  uint64_t v = std::stoull(text.substr(0, i));
-  std::string u = text.substr(i);
-  for (auto& c : u) c = char(std::toupper(static_cast<unsigned char>(c)));
-  if (u.empty() || u == "B") return v;
-  if (u == "K" || u == "KB" || u == "KIB") return v << 10;
-  if (u == "M" || u == "MB" || u == "MIB") return v << 20;
-  if (u == "G" || u == "GB" || u == "GIB") return v << 30;
-  if (u == "T" || u == "TB" || u == "TIB") return v << 40;
-  throw CLI::ValidationError("--max-memory", "unknown unit '" + text.substr(i) + "' (use K, M, G or T)");
-}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -60,7 +46,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-seconds", limits.max_seconds, "seconds a load may spend parsing structure (default 120; 0: no limit)");
   app.add_flag("--trust-large", trust_large, "lift the memory, object and time limits of loading (trusted files only)");
   app.parse_complete_callback([&] {
-    if (!max_memory.empty()) limits.max_bytes = parse_size_arg(max_memory);
+    if (!max_memory.empty()) limits.max_bytes = tb::parse_byte_size(max_memory, "--max-memory");
     if (trust_large) limits = tb::LoadLimits::unlimited();
     tb::set_default_load_limits(limits);
   });

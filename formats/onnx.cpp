@@ -19,6 +19,7 @@
 #include "formats/naming.h"
 #include "formats/onnx_walk.h"
 #include "tensor/atomic_output.h"
+#include "tensor/byte_size.h"
 #include "tensor/checked.h"
 
 namespace tb {
@@ -502,23 +503,6 @@ Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
 
 namespace {
 
-uint64_t parse_size(const std::string& text) {
-  std::string s;
-  for (char ch : text)
-    if (ch != ' ' && ch != '_') s += char(std::toupper(static_cast<unsigned char>(ch)));
-  size_t i = 0;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
-  TB_CHECK(i > 0 && i <= 18, UnsupportedError, "[onnx] external_data_threshold '", text,
-           "' should be a byte count like 1048576, 100MB or 1GiB");
-  uint64_t v = std::stoull(s.substr(0, i));
-  std::string unit = s.substr(i);
-  static const std::map<std::string, uint64_t> units = {
-      {"", 1}, {"B", 1}, {"KB", 1000}, {"MB", 1000000}, {"GB", 1000000000ull}, {"KIB", 1024}, {"MIB", 1u << 20},
-      {"GIB", 1ull << 30}, {"K", 1024}, {"M", 1u << 20}, {"G", 1ull << 30}};
-  auto it = units.find(unit);
-  TB_CHECK(it != units.end(), UnsupportedError, "[onnx] external_data_threshold '", text, "': unknown unit '", unit, "'");
-  return v * it->second;
-}
 
 constexpr uint64_t kMaxProto = uint64_t(INT_MAX);  // 2 GiB - 1: protobuf's limit for one message
 constexpr uint64_t kAlign = 4096;
@@ -680,7 +664,7 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
   std::string mode = opts.option("external_data", "auto");
   TB_CHECK(mode == "auto" || mode == "always" || mode == "never", UnsupportedError,
            "[onnx] option external_data='", mode, "': choose auto, always or never");
-  uint64_t threshold = parse_size(opts.option("external_data_threshold", "1GiB"));
+  uint64_t threshold = parse_byte_size(opts.option("external_data_threshold", "1GiB"), "[onnx] external_data_threshold");
   uint64_t total = 0;
   bool has_f8 = false;
   for (const auto& [name, t] : sd) {
@@ -798,7 +782,6 @@ void save_onnx_in_memory(const Checkpoint& ckpt, const fs::path& path, const Sav
   write_weights_model(ckpt, path, opts, true);
 }
 
-uint64_t parse_byte_size(const std::string& text) { return parse_size(text); }
 
 void stream_model_to(onnx::ModelProto& m, const std::vector<Tensor>& raw, Writer& w, const fs::path& path) {
   stream_model(m, raw, w, path);

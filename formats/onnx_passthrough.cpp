@@ -15,6 +15,7 @@
 
 #include "formats/naming.h"
 #include "formats/onnx_walk.h"
+#include "tensor/byte_size.h"
 
 namespace tb::onnx_detail {
 
@@ -432,7 +433,7 @@ void save_kept_graph(const Checkpoint& ckpt, const fs::path& path, const SaveOpt
   std::string mode = opts.option("external_data", "auto");
   TB_CHECK(mode == "auto" || mode == "always" || mode == "never", UnsupportedError,
            "[onnx] option external_data='", mode, "': choose auto, always or never");
-  uint64_t threshold = parse_byte_size(opts.option("external_data_threshold", "1GiB"));
+  uint64_t threshold = parse_byte_size(opts.option("external_data_threshold", "1GiB"), "[onnx] external_data_threshold");
   W.external = mode == "always" || (mode == "auto" && total > threshold) || total > uint64_t(INT_MAX) - (64u << 20);
   TB_CHECK(!(W.external && mode == "never"), UnsupportedError, "[onnx] cannot write '", W.P, "': ", total,
            " bytes of tensors do not fit in one protobuf message (2 GiB limit); allow external data (external_data=auto)");

@@ -100,8 +100,6 @@ std::string onnx_type_name(int t);
 void fill_tensor_header(onnx::TensorProto& tp, const std::string& name, const Tensor& t);
 /** fill_tensor_header plus the bytes as raw_data. */
 void fill_tensor_proto(onnx::TensorProto& tp, const std::string& name, const Tensor& t);
-/** The external_data_threshold option in bytes ("100MB", "1GiB"). */
-uint64_t parse_byte_size(const std::string& text);
 /** Writes m to w with raw[i] (when defined) streamed as raw_data of main-graph initializer i. */
 void stream_model_to(onnx::ModelProto& m, const std::vector<Tensor>& raw, Writer& w, const std::filesystem::path& path);
 

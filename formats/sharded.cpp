@@ -17,37 +17,14 @@
 #include "formats/registry.h"
 #include "formats/safetensors.h"
 #include "tensor/atomic_output.h"
+#include "tensor/byte_size.h"
 
 namespace tb {
 
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
-uint64_t parse_shard_size(const std::string& text) {
-  std::string s;
-  for (char c : text)
-    if (!std::isspace(static_cast<unsigned char>(c))) s += c;
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  TB_CHECK(i > 0, UnsupportedError, "shard size '", text, "' must start with a number (e.g. 5GB, 500MB, 2GiB)");
-  double num = 0;
-  try {
-    num = std::stod(s.substr(0, i));
-  } catch (...) {
-    throw UnsupportedError(str("shard size '", text, "' is not a number"));
-  }
-  std::string unit = s.substr(i);
-  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return char(std::toupper(c)); });
-  static const std::map<std::string, double> units = {
-      {"", 1},          {"B", 1},         {"KB", 1e3},          {"MB", 1e6},          {"GB", 1e9},
-      {"TB", 1e12},     {"KIB", 1024.0},  {"MIB", 1048576.0},   {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
-  auto u = units.find(unit);
-  TB_CHECK(u != units.end(), UnsupportedError, "shard size '", text, "': unknown unit '", unit,
-           "' (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
-  double bytes = num * u->second;
-  TB_CHECK(bytes >= 1 && bytes < 1.8e19, UnsupportedError, "shard size '", text, "' is out of range");
-  return uint64_t(bytes);
-}
+uint64_t parse_shard_size(const std::string& text) { return parse_byte_size(text, "shard size"); }
 
 namespace {
 /** The same view of the same storage (what the safetensors writer stores once). */

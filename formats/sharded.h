@@ -24,7 +24,7 @@
 
 namespace tb {
 
-/** "5GB" -> 5e9, "500MB", "10KB", "2GiB" -> 2 * 2^30, "123" -> 123 bytes; throws UnsupportedError. */
+/** --shard-size: tb::parse_byte_size ("5GB" -> 5e9, "2GiB" -> 2 * 2^30, "512M" -> 512 * 2^20). */
 uint64_t parse_shard_size(const std::string& text);
 
 /** The index file a source designates (the file itself, or the folder's single *.index.json); empty
