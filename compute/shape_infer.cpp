@@ -71,8 +71,11 @@ PoolGeom pool2d_geom(const Tensor& x, const Pool2dParams& p) {
   for (int i = 0; i < 2; ++i) {
     TB_CHECK(g.kernel[i] >= 1 && g.stride[i] >= 1 && g.dilation[i] >= 1, ShapeError,
              "max_pool2d: kernel, stride and dilation must be >= 1");
-    TB_CHECK(g.padding[i] >= 0 && g.padding[i] * 2 <= g.kernel[i], ShapeError,
-             "max_pool2d: padding ", g.padding[i], " must be at most half the kernel ", g.kernel[i]);
+    // ONNX allows any padding below the dilated kernel (PyTorch only half the kernel); a window that
+    // covers padding only gives -inf.
+    const int64_t span = g.dilation[i] * (g.kernel[i] - 1) + 1;
+    TB_CHECK(g.padding[i] >= 0 && g.padding[i] < span, ShapeError, "max_pool2d: padding ", g.padding[i],
+             " must be below the dilated kernel size ", span);
   }
   g.oh = pool_out(g.h, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], p.ceil_mode);
   g.ow = pool_out(g.w, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], p.ceil_mode);
@@ -162,6 +165,24 @@ int64_t normalize_axis(int64_t axis, int64_t rank, std::string_view op) {
   TB_CHECK(a >= 0 && a < std::max<int64_t>(rank, 1), ShapeError, op, ": axis ", axis, " out of range for rank ",
            rank);
   return a;
+}
+
+bool is_pooled_integer(DType t) {
+  return t == DType::U8 || t == DType::I8 || t == DType::U16 || t == DType::I16;
+}
+
+bool supports_dtype(Op op, DType t) {
+  if (t == DType::F32 || t == DType::F16 || t == DType::BF16) return true;
+  return op == Op::MaxPool2d && is_pooled_integer(t);
+}
+
+Tensor narrow_pooled(const Tensor& y_f32, DType dt) {
+  Tensor y = y_f32.contiguous();
+  float* p = y.data_as<float>();
+  const float lowest = dt == DType::U8 || dt == DType::U16 ? 0.0f : dt == DType::I8 ? -128.0f : -32768.0f;
+  for (int64_t i = 0, n = y.numel(); i < n; ++i)
+    if (p[i] < lowest) p[i] = lowest;
+  return y.to(dt);
 }
 
 void check_dtype(const Backend& backend, Op op, const Tensor& t) {

@@ -43,6 +43,14 @@ MatMulGeom matmul_geom(const Tensor& a, const Tensor& b);
 Shape reshape_shape(const Shape& in, Shape out);
 /** Normalised axis in [0, rank). */
 int64_t normalize_axis(int64_t axis, int64_t rank, std::string_view op);
+/** What every backend computes (through f32): float32, float16 and bfloat16 for every op, and
+ *  8- and 16-bit integers for max_pool2d, exact in f32 (its result keeps the integer dtype). */
+bool supports_dtype(Op op, DType t);
+/** True for the integer dtypes max_pool2d pools through f32. */
+bool is_pooled_integer(DType t);
+/** A max_pool2d result computed in f32 (host tensor), narrowed to the input's integer dtype; a
+ *  window that covered only padding (-inf) becomes the dtype's lowest value. */
+Tensor narrow_pooled(const Tensor& y_f32, DType dt);
 /** Throws UnsupportedError unless backend.supports(op, t.dtype()). */
 void check_dtype(const Backend& backend, Op op, const Tensor& t);
 /** Checks batch-norm parameter shapes ([C] each); returns C. */

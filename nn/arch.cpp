@@ -133,10 +133,12 @@ Module::Ptr build_pt(const Value& v, const std::string& path, int depth) {
     auto ks = m.pair("kernel_size");
     auto st = m.attr("stride") ? m.pair("stride") : ks;
     auto pd = m.pair("padding", 0), dl = m.pair("dilation", 1);
-    TB_CHECK(dl[0] == 1 && dl[1] == 1 && !m.flag("ceil_mode", false) && !m.flag("return_indices", false),
-             UnsupportedError, "nn: pt: ", m.where(),
-             " uses dilation, ceil_mode or return_indices, which MaxPool2d here does not support");
-    return std::make_shared<MaxPool2d>(ks[0], ks[1], st[0], st[1], pd[0], pd[1]);
+    TB_CHECK(!m.flag("return_indices", false), UnsupportedError, "nn: pt: ", m.where(),
+             " uses return_indices, which MaxPool2d here does not support");
+    auto pool = std::make_shared<MaxPool2d>(ks[0], ks[1], st[0], st[1], pd[0], pd[1]);
+    pool->dil_h = dl[0], pool->dil_w = dl[1];
+    pool->ceil_mode = m.flag("ceil_mode", false);
+    return pool;
   }
   if (torch_nn && base == "Flatten") return std::make_shared<Flatten>(m.integer("start_dim", 1), m.integer("end_dim", -1));
   if (torch_nn && (base == "BatchNorm1d" || base == "BatchNorm2d"))

@@ -240,7 +240,10 @@ const Tensor* Module::device_tensor_opt(const std::string& name) {
 
 Tensor Module::operator()(const Tensor& x) {
   compute::Backend& be = backend();
-  Tensor y = forward(be.owns(x) ? x : be.upload(x.dtype() == DType::F32 ? x : x.to(DType::F32)));
+  // float64 (numpy's default) runs as float32, the weights' dtype, on every backend; other dtypes
+  // are passed as they are, and an op that cannot compute one refuses it by name.
+  Tensor in = x.dtype() == DType::F64 ? x.to(DType::F32) : x;
+  Tensor y = forward(be.owns(in) ? in : be.upload(in));
   return be.download(y);
 }
 
@@ -321,7 +324,7 @@ MaxPool2d::MaxPool2d(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
 std::string MaxPool2d::extra_repr() const {
   auto one = [](int64_t a, int64_t b) { return a == b ? str(a) : str("(", a, ", ", b, ")"); };
   return str("kernel_size=", one(kernel_h, kernel_w), ", stride=", one(stride_h, stride_w), ", padding=",
-             one(pad_h, pad_w), ", dilation=1, ceil_mode=False");
+             one(pad_h, pad_w), ", dilation=", one(dil_h, dil_w), ", ceil_mode=", ceil_mode ? "True" : "False");
 }
 
 Tensor MaxPool2d::forward(const Tensor& x) {
@@ -329,6 +332,8 @@ Tensor MaxPool2d::forward(const Tensor& x) {
   p.kernel = {kernel_h, kernel_w};
   p.stride = {stride_h, stride_w};
   p.padding = {pad_h, pad_w};
+  p.dilation = {dil_h, dil_w};
+  p.ceil_mode = ceil_mode;
   return backend().max_pool2d(x, p);
 }
 
@@ -437,9 +442,19 @@ Tensor AvgPool2d::forward(const Tensor& x) { return host_avg_pool(backend(), x, 
 
 Tensor GlobalAvgPool2d::forward(const Tensor& x) {
   TB_CHECK(x.dim() == 4, ShapeError, "nn: AdaptiveAvgPool2d expects (N, C, H, W) input, got ", x.describe());
-  const int64_t H = x.shape()[2], W = x.shape()[3];
-  TB_CHECK(H == W, UnsupportedError, "nn: AdaptiveAvgPool2d(1) here needs a square input, got ", x.describe());
-  return host_avg_pool(backend(), x, H, H, 0, "AdaptiveAvgPool2d");
+  compute::Backend& be = backend();
+  Tensor h = be.download(x);
+  std::vector<float> v = (h.dtype() == DType::F32 ? h : h.to(DType::F32)).contiguous().to_vector<float>();
+  const int64_t NC = h.shape()[0] * h.shape()[1], HW = h.shape()[2] * h.shape()[3];
+  TB_CHECK(HW > 0, ShapeError, "nn: AdaptiveAvgPool2d of an empty plane: ", x.describe());
+  std::vector<float> out(static_cast<size_t>(NC));
+  for (int64_t i = 0; i < NC; ++i) {
+    double sum = 0;  // the mean in double, rounded once
+    for (int64_t j = 0; j < HW; ++j) sum += v[size_t(i * HW + j)];
+    out[size_t(i)] = float(sum / double(HW));
+  }
+  Tensor y = Tensor::from_vector(DType::F32, {h.shape()[0], h.shape()[1], 1, 1}, out);
+  return be.owns(x) ? be.upload(y) : y;
 }
 
 std::string UserModule::type_name() const {

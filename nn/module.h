@@ -173,6 +173,10 @@ class MaxPool2d : public Module {
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
   int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+  /** Spacing of the window's taps (ONNX dilations, PyTorch dilation); checked by forward(). */
+  int64_t dil_h = 1, dil_w = 1;
+  /** Rounds the output size up, as PyTorch's ceil_mode and ONNX's ceil_mode=1 do. */
+  bool ceil_mode = false;
 };
 
 class Flatten : public Module {

@@ -24,7 +24,6 @@ namespace {
 
 using detail::check_dtype;
 
-bool is_float_storage(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
 /** Contiguous f32 copy (or the tensor itself when already contiguous f32). */
 Tensor as_f32(const Tensor& t) {
@@ -93,10 +92,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int threads) : threads_(threads), pool_(threads), cache_(std::make_shared<BufferCache>()) {}
 
   std::string name() const override { return "cpu"; }
-  bool supports(Op op, DType dtype) const override {
-    (void)op;
-    return is_float_storage(dtype);
-  }
+  bool supports(Op op, DType dtype) const override { return detail::supports_dtype(op, dtype); }
   Tensor upload(const Tensor& host) override { return host.contiguous(); }
   Tensor download(const Tensor& t) override { return t.contiguous(); }
   bool owns(const Tensor& t) const override { return t.defined() && t.storage()->data() != nullptr; }
@@ -233,7 +229,7 @@ class CpuBackend final : public Backend {
           }
       }
     });
-    return to_dtype(Y, x.dtype());
+    return detail::is_pooled_integer(x.dtype()) ? detail::narrow_pooled(Y, x.dtype()) : to_dtype(Y, x.dtype());
   }
 
   Tensor batch_norm(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor* weight,
@@ -294,7 +290,7 @@ class CpuBackend final : public Backend {
 
   Tensor cast(const Tensor& x, DType to) override {
     check_dtype(*this, Op::Cast, x);
-    TB_CHECK(is_float_storage(to), UnsupportedError, "[cpu] cast: target ", dtype_name(to),
+    TB_CHECK(detail::supports_dtype(Op::Cast, to), UnsupportedError, "[cpu] cast: target ", dtype_name(to),
              " is not one of float32, float16, bfloat16");
     return x.contiguous().to(to).contiguous();
   }

@@ -22,7 +22,6 @@ namespace {
 
 using detail::check_dtype;
 
-bool is_float_storage(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
 /** Storage -> Buffer of the live device tensors of one backend, plus freed buffers kept for reuse
  *  (vkAllocateMemory per op is slow on real drivers and their allocation count is limited). */
@@ -106,10 +105,7 @@ class VulkanBackend final : public Backend {
   }
 
   std::string name() const override { return "vulkan:" + std::to_string(index_) + " (" + ctx_->device_name() + ")"; }
-  bool supports(Op op, DType dtype) const override {
-    (void)op;
-    return is_float_storage(dtype);
-  }
+  bool supports(Op op, DType dtype) const override { return detail::supports_dtype(op, dtype); }
   void set_index(int i) { index_ = i; }
 
   bool owns(const Tensor& t) const override { return t.defined() && lookup(t) != nullptr; }
@@ -245,6 +241,10 @@ class VulkanBackend final : public Backend {
 
   Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) override {
     check_dtype(*this, Op::MaxPool2d, x);
+    if (detail::is_pooled_integer(x.dtype())) {  // rare: pool the widened values, narrow on the host
+      Tensor y = download(max_pool2d(upload(download(x).to(DType::F32)), p));
+      return upload(detail::narrow_pooled(y, x.dtype()));
+    }
     auto g = detail::pool2d_geom(x, p);
     Tensor X = input(x);
     Shape out_shape = x.dim() == 4 ? Shape{g.n, g.c, g.oh, g.ow} : Shape{g.c, g.oh, g.ow};
@@ -298,7 +298,7 @@ class VulkanBackend final : public Backend {
 
   Tensor cast(const Tensor& x, DType to) override {
     check_dtype(*this, Op::Cast, x);
-    TB_CHECK(is_float_storage(to), UnsupportedError, "[vulkan] cast: target ", dtype_name(to),
+    TB_CHECK(detail::supports_dtype(Op::Cast, to), UnsupportedError, "[vulkan] cast: target ", dtype_name(to),
              " is not one of float32, float16, bfloat16");
     Tensor X = device(x);
     if (X.dtype() == to) return X;
