@@ -56,7 +56,7 @@ void save_onnx(const Checkpoint& ckpt, const std::filesystem::path& path, const 
 
 /** One layer of a sequential network, named like PyTorch modules ("hidden" -> "hidden.weight"). */
 struct OnnxLayer {
-  enum class Kind { Linear, ReLU, Conv2d, MaxPool2d, Flatten, BatchNorm, Add };
+  enum class Kind { Linear, ReLU, Conv2d, MaxPool2d, Flatten, BatchNorm, Add, Sigmoid, Tanh, Softmax, LeakyReLU, GlobalAvgPool };
   Kind kind = Kind::ReLU;
   /** Parameter prefix in the state dict: "<name>.weight", "<name>.bias", "<name>.running_mean"... */
   std::string name;
@@ -70,6 +70,8 @@ struct OnnxLayer {
   bool ceil_mode = false;         // MaxPool2d
   double eps = 1e-5;              // BatchNorm
   int64_t start_dim = 1;          // Flatten (end_dim = -1)
+  int64_t axis = -1;              // Softmax: the axis normalised over (ONNX opset 13 and PyTorch's dim)
+  double alpha = 0.01;            // LeakyReLU: the negative slope
   /** Add: the current value plus the output of layer add_from (an earlier index; -1 = graph input). */
   int add_from = -1;
 };
@@ -84,7 +86,8 @@ struct OnnxGraphSpec {
   int opset = 13;
 };
 
-/** Builds the graph (Linear -> Gemm transB=1, ReLU, Conv, MaxPool, Flatten, BatchNormalization, Add)
+/** Builds the graph (Linear -> Gemm transB=1, ReLU, Conv, MaxPool, Flatten, BatchNormalization, Add,
+ *  Sigmoid, Tanh, Softmax, LeakyRelu, GlobalAveragePool)
  *  with the state dict's tensors as initializers, runs ONNX shape inference (strict) and the ONNX
  *  checker, and returns the serialized ModelProto. Throws KeyError/ShapeError naming the layer. */
 std::string export_onnx_graph(const OnnxGraphSpec& spec, const StateDict& weights);

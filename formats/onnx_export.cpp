@@ -27,6 +27,11 @@ const char* kind_name(OnnxLayer::Kind k) {
     case OnnxLayer::Kind::Flatten: return "Flatten";
     case OnnxLayer::Kind::BatchNorm: return "BatchNorm";
     case OnnxLayer::Kind::Add: return "Add";
+    case OnnxLayer::Kind::Sigmoid: return "Sigmoid";
+    case OnnxLayer::Kind::Tanh: return "Tanh";
+    case OnnxLayer::Kind::Softmax: return "Softmax";
+    case OnnxLayer::Kind::LeakyReLU: return "LeakyReLU";
+    case OnnxLayer::Kind::GlobalAvgPool: return "GlobalAvgPool";
   }
   return "?";
 }
@@ -193,6 +198,17 @@ onnx::ModelProto build(const OnnxGraphSpec& spec, const StateDict& weights) {
         n->add_input(l.add_from < 0 ? spec.input_name : outputs[size_t(l.add_from)]);
         break;
       }
+      case OnnxLayer::Kind::Sigmoid: set("Sigmoid"); break;
+      case OnnxLayer::Kind::Tanh: set("Tanh"); break;
+      case OnnxLayer::Kind::Softmax:
+        set("Softmax");
+        add_int(n, "axis", l.axis);
+        break;
+      case OnnxLayer::Kind::LeakyReLU:
+        set("LeakyRelu");
+        add_float(n, "alpha", float(l.alpha));
+        break;
+      case OnnxLayer::Kind::GlobalAvgPool: set("GlobalAveragePool"); break;
     }
     std::string out = i + 1 == spec.layers.size() ? spec.output_name : str("/", tag, "/", n->op_type(), "_output_", i);
     n->add_output(out);

@@ -102,8 +102,10 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
   spec.output_name = g.output(0).name();
   spec.graph_name = g.name();
   for (const auto& d : input->type().tensor_type().shape().dim()) spec.input_shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+  int64_t file_opset = 13;
   for (const auto& op : model->opset_import())
-    if (op.domain().empty() || op.domain() == "ai.onnx") spec.opset = int(std::max<int64_t>(13, op.version()));
+    if (op.domain().empty() || op.domain() == "ai.onnx") file_opset = op.version();
+  spec.opset = int(std::max<int64_t>(13, file_opset));
 
   std::map<std::string, int> consumers;
   for (const auto& n : g.node())
@@ -184,6 +186,23 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
       l.name = im.add_params(index, ps, vs);
     } else if (op == "Relu") {
       l.kind = OnnxLayer::Kind::ReLU;
+    } else if (op == "Sigmoid" || op == "Tanh") {
+      l.kind = op == "Sigmoid" ? OnnxLayer::Kind::Sigmoid : OnnxLayer::Kind::Tanh;
+    } else if (op == "LeakyRelu") {
+      l.kind = OnnxLayer::Kind::LeakyReLU;
+      l.alpha = attr_f(n, "alpha", 0.01f);
+    } else if (op == "Softmax") {
+      l.kind = OnnxLayer::Kind::Softmax;
+      l.axis = attr_i(n, "axis", file_opset >= 13 ? -1 : 1);
+      // Before opset 13 Softmax normalised over all dims from axis on (the input seen as 2-D); that is
+      // one axis only when it is the last, which the rank known here must show.
+      int64_t rank = int64_t(spec.input_shape.size());
+      bool last = l.axis == -1 || (rank > 0 && l.axis == rank - 1 && layer_of[cur] == -1);
+      if (file_opset < 13 && !last)
+        im.unsupported(n, str("Softmax before opset 13 with axis=", l.axis,
+                              " normalises over several dims; only the last axis maps to nn.Softmax"));
+    } else if (op == "GlobalAveragePool") {
+      l.kind = OnnxLayer::Kind::GlobalAvgPool;
     } else if (op == "Conv" || op == "MaxPool") {
       std::string ap = attr(n, "auto_pad") ? attr(n, "auto_pad")->s() : "NOTSET";
       if (ap != "NOTSET") im.unsupported(n, "auto_pad=" + ap + "; only explicit pads map to PyTorch padding");
@@ -238,8 +257,8 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
       l.kind = OnnxLayer::Kind::Add;
       l.add_from = layer_of[other];
     } else {
-      im.unsupported(n, "supported ops are Gemm, MatMul(+Add), Relu, Conv, MaxPool, Flatten, BatchNormalization, "
-                        "Add, Identity, Dropout");
+      im.unsupported(n, "supported ops are Gemm, MatMul(+Add), Relu, Sigmoid, Tanh, LeakyRelu, Softmax, Conv, MaxPool, "
+                        "GlobalAveragePool, Flatten, BatchNormalization, Add, Identity, Dropout");
     }
     spec.layers.push_back(l);
     layer_of[result] = int(index);

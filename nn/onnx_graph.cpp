@@ -43,6 +43,8 @@ void add_layer(Module& m, const std::string& prefix, std::vector<OnnxLayer>& out
     l.kernel = {p->kernel_h, p->kernel_w};
     l.stride = {p->stride_h, p->stride_w};
     l.padding = {p->pad_h, p->pad_w};
+    l.dilation = {p->dil_h, p->dil_w};
+    l.ceil_mode = p->ceil_mode;
   } else if (auto* f = dynamic_cast<Flatten*>(&m)) {
     TB_CHECK(f->start_dim == 1 && f->end_dim == -1, UnsupportedError, "nn: ONNX export supports Flatten(1, -1), not Flatten(",
              f->start_dim, ", ", f->end_dim, ") at '", prefix, "'");
@@ -52,6 +54,18 @@ void add_layer(Module& m, const std::string& prefix, std::vector<OnnxLayer>& out
              prefix, "'");
     l.kind = K::BatchNorm;
     l.eps = bn->eps;
+  } else if (dynamic_cast<Sigmoid*>(&m)) {
+    l.kind = K::Sigmoid;
+  } else if (dynamic_cast<Tanh*>(&m)) {
+    l.kind = K::Tanh;
+  } else if (auto* lr = dynamic_cast<LeakyReLU*>(&m)) {
+    l.kind = K::LeakyReLU;
+    l.alpha = lr->negative_slope;
+  } else if (auto* sm = dynamic_cast<Softmax*>(&m)) {
+    l.kind = K::Softmax;
+    l.axis = sm->dim;
+  } else if (dynamic_cast<GlobalAvgPool2d*>(&m)) {
+    l.kind = K::GlobalAvgPool;
   } else if (dynamic_cast<Dropout*>(&m) || dynamic_cast<Identity*>(&m)) {
     return;  // identity at inference
   } else {
@@ -104,6 +118,21 @@ Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
       case K::ReLU:
         seq->add(std::make_shared<ReLU>());
         break;
+      case K::Sigmoid:
+        seq->add(std::make_shared<Sigmoid>());
+        break;
+      case K::Tanh:
+        seq->add(std::make_shared<Tanh>());
+        break;
+      case K::LeakyReLU:
+        seq->add(std::make_shared<LeakyReLU>(l.alpha));
+        break;
+      case K::Softmax:
+        seq->add(std::make_shared<Softmax>(l.axis));
+        break;
+      case K::GlobalAvgPool:
+        seq->add(std::make_shared<GlobalAvgPool2d>());
+        break;
       case K::Conv2d: {
         Tensor cw = w("weight");
         Conv2d::Options o;
@@ -116,10 +145,12 @@ Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
         break;
       }
       case K::MaxPool2d: {
-        TB_CHECK(!l.ceil_mode, UnsupportedError, "nn: '", file.string(), "': MaxPool with ceil_mode is not supported in nn");
         auto st = l.stride.empty() ? l.kernel : l.stride;
-        auto pd = two(l.padding, 0);
-        seq->add(std::make_shared<MaxPool2d>(l.kernel[0], l.kernel[1], st[0], st[1], pd[0], pd[1]));
+        auto pd = two(l.padding, 0), dl = two(l.dilation, 1);
+        auto pool = std::make_shared<MaxPool2d>(l.kernel[0], l.kernel[1], st[0], st[1], pd[0], pd[1]);
+        pool->dil_h = dl[0], pool->dil_w = dl[1];
+        pool->ceil_mode = l.ceil_mode;
+        seq->add(pool);
         break;
       }
       case K::Flatten:

@@ -69,12 +69,12 @@ TEST_CASE("export names the module ONNX cannot take", "[nn_onnx]") {
   tbtest::TempDir dir;
   nn::Sequential seq;
   seq.add(std::make_shared<nn::Linear>(4, 3));
-  seq.add(std::make_shared<nn::Sigmoid>());
+  seq.add(std::make_shared<nn::AvgPool2d>(2));
   try {
     nn::save_onnx_model(seq, {-1, 4}, dir / "x.onnx");
     FAIL("expected UnsupportedError");
   } catch (const UnsupportedError& e) {
-    CHECK(std::string(e.what()).find("Sigmoid") != std::string::npos);
+    CHECK(std::string(e.what()).find("AvgPool2d") != std::string::npos);
     CHECK(std::string(e.what()).find("'1'") != std::string::npos);
   }
   CHECK_FALSE(std::filesystem::exists(dir / "x.onnx"));
@@ -99,4 +99,64 @@ TEST_CASE("tensorbridge export writes a graph that tensorbridge run executes", "
   r = tbtest::run_cli({"export", tbtest::fixture("torch/cnn.pt").string(), onnx, "--arch", "seed-cnn", "--input-shape", "x"});
   CHECK(r.exit_code == 1);
   CHECK(r.output.find("--input-shape") != std::string::npos);
+}
+
+TEST_CASE("activations, softmax and global pooling export to ONNX and run in onnxruntime like nn", "[nn_onnx]") {
+  if (!nn::onnx_graph_support()) tbtest::skip("built without ONNX");
+  tbtest::TempDir dir;
+  auto seq = std::make_shared<nn::Sequential>();
+  seq->add(std::make_shared<nn::Conv2d>(1, 4, 3));
+  seq->add(std::make_shared<nn::LeakyReLU>(0.2));
+  seq->add(std::make_shared<nn::GlobalAvgPool2d>());
+  seq->add(std::make_shared<nn::Flatten>());
+  seq->add(std::make_shared<nn::Linear>(4, 5));
+  seq->add(std::make_shared<nn::Tanh>());
+  seq->add(std::make_shared<nn::Linear>(5, 3));
+  seq->add(std::make_shared<nn::Sigmoid>());
+  seq->add(std::make_shared<nn::Softmax>(1));
+  StateDict sd = seq->state_dict();
+  StateDict random;
+  uint32_t state = 12345;
+  for (const auto& [name, t] : sd) {
+    std::vector<float> v(size_t(t.numel()));
+    for (float& f : v) f = float((state = state * 1664525u + 1013904223u) >> 8) / float(1 << 24) - 0.5f;
+    random.insert(name, Tensor::from_vector(DType::F32, t.shape(), v));
+  }
+  seq->load_state_dict(random);
+  std::vector<float> xs(2 * 1 * 6 * 7);
+  for (float& f : xs) f = float((state = state * 1664525u + 1013904223u) >> 8) / float(1 << 24) * 4.0f - 2.0f;
+  Tensor x = Tensor::from_vector(DType::F32, {2, 1, 6, 7}, xs);
+  Tensor y = (*seq)(x);
+  StateDict io;
+  io.insert("x", x);
+  save(Checkpoint::from_state_dict(io), dir / "x.npy");
+  StateDict yo;
+  yo.insert("y", y);
+  save(Checkpoint::from_state_dict(yo), dir / "y.npy");
+  nn::save_onnx_model(*seq, {-1, 1, 6, 7}, dir / "m.onnx");
+  auto r = tbtest::python(tbtest::Peer::Peers, R"(
+import sys, numpy as np, onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])
+out = s.run(None, {s.get_inputs()[0].name: np.load(sys.argv[2])})[0]
+y = np.load(sys.argv[3])
+print('maxdiff', float(np.abs(out - y).max()))
+assert np.allclose(out, y, rtol=1e-5, atol=1e-6), 'outputs differ'
+)",
+                          {(dir / "m.onnx").string(), (dir / "x.npy").string(), (dir / "y.npy").string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  auto ops = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, onnx
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+print(sorted({n.op_type for n in m.graph.node}))
+)",
+                            {(dir / "m.onnx").string()});
+  INFO(ops.output);
+  CHECK_THAT(ops.output, Catch::Matchers::Contains(
+                             "['Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'LeakyRelu', 'Sigmoid', 'Softmax', 'Tanh']"));
+  // And back: our import of our export runs to the same numbers.
+  nn::FileModel back = nn::load_model(dir / "m.onnx");
+  Tensor y2 = (*back.model)(x);
+  CHECK(y2.to_vector<float>() == y.to_vector<float>());
 }

@@ -809,6 +809,9 @@ std::shared_ptr<nn::Sequential> build_sequential(const OnnxImport& im, StateDict
         break;
       case K::Add:
         FAIL("nn::Sequential has no residual Add");
+        break;
+      default:
+        FAIL("layer kind not used by these graphs");
     }
     for (const auto& p : params) sd.insert(std::to_string(i) + "." + p, w(p));
   }
@@ -857,6 +860,8 @@ Tensor run_on_backend(compute::Backend& be, const OnnxImport& im, const Tensor& 
         break;
       }
       case K::Add: cur = be.add(cur, l.add_from < 0 ? input : outs[size_t(l.add_from)]); break;
+      case K::Softmax: cur = be.softmax(cur, l.axis); break;
+      default: FAIL("layer kind without a backend op");
     }
     outs.push_back(cur);
   }
