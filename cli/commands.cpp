@@ -247,6 +247,21 @@ StateDict cast_floating(const StateDict& sd, const std::string& name) {
 
 void run_convert(const ConvertArgs& a) {
   const FormatAdapter& out_fmt = output_format(a.output, a.to);
+  SaveOptions so;
+  so.overwrite = a.force;
+  if (a.trim_storage) so.options["trim_storage"] = "1";
+  if (a.compress) so.options["compress"] = "1";
+  for (const auto& kv : a.options) {
+    size_t eq = kv.find('=');
+    TB_CHECK(eq != std::string::npos && eq > 0, UnsupportedError, "--option ", kv, ": expected KEY=VALUE");
+    so.options[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (!a.shard_size.empty()) {
+    TB_CHECK(out_fmt.name == "safetensors", UnsupportedError, "--shard-size is supported for safetensors output, not ",
+             out_fmt.name);
+    so.options["shard_size"] = a.shard_size;
+  }
+  check_save_options(out_fmt, a.output, so);  // a mistyped option fails before the input is read
   Checkpoint in = load(a.input, load_options(a.allow_unknown_globals));
   if (out_fmt.name == "pt" && !a.state_dict_only)
     for (const auto& [k, v] : in.info)
@@ -317,20 +332,6 @@ void run_convert(const ConvertArgs& a) {
     if (!a.dtype.empty()) sd = cast_floating(sd, a.dtype);
     out.root = Value::from_state_dict(sd);
     out.metadata = sd.metadata;
-  }
-  SaveOptions so;
-  so.overwrite = a.force;
-  if (a.trim_storage) so.options["trim_storage"] = "1";
-  if (a.compress) so.options["compress"] = "1";
-  for (const auto& kv : a.options) {
-    size_t eq = kv.find('=');
-    TB_CHECK(eq != std::string::npos && eq > 0, UnsupportedError, "--option ", kv, ": expected KEY=VALUE");
-    so.options[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  if (!a.shard_size.empty()) {
-    TB_CHECK(out_fmt.name == "safetensors", UnsupportedError, "--shard-size is supported for safetensors output, not ",
-             out_fmt.name);
-    so.options["shard_size"] = a.shard_size;
   }
   uint64_t total = 0;
   {
@@ -475,6 +476,7 @@ void run_formats() {
     for (const auto& e : f->extensions) exts += (exts.empty() ? "" : " ") + e;
     std::cout << std::left << std::setw(12) << f->name << std::setw(6) << (f->save ? "rw" : "r") << std::setw(34)
               << f->description << exts << "\n";
+    for (const auto& o : f->save_options) std::cout << "      --option " << o.key << "=...  " << o.help << "\n";
   }
 }
 

@@ -56,7 +56,8 @@ struct LoadOptions {
 
 struct SaveOptions {
   bool overwrite = false;
-  /** Format-specific knobs ("trim_storage" -> "1", "shard_size" -> "5GB", "style" -> "keras"). */
+  /** Format-specific knobs ("trim_storage" -> "1", "shard_size" -> "5GB"); each format lists the keys
+   *  it reads in FormatAdapter::save_options, and save() refuses any other key. */
   std::map<std::string, std::string> options;
   std::string option(const std::string& key, const std::string& fallback = {}) const {
     auto it = options.find(key);
@@ -73,6 +74,12 @@ struct Source {
   static Source from_path(const std::filesystem::path& p, bool use_mmap = true);
 };
 
+/** One key of SaveOptions::options that a format's writer reads. */
+struct SaveOption {
+  std::string key;
+  std::string help;  // accepted values and default, e.g. "0 or 1 (default 0)"
+};
+
 struct FormatAdapter {
   std::string name;                     // "pt", "npy", "npz", "h5", "onnx", "safetensors", "oneflow"
   std::string description;              // one line for `tensorbridge formats`
@@ -86,6 +93,8 @@ struct FormatAdapter {
   std::function<void(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)> save;
   /** Whether save() keeps nested values (lists, dicts, ints) rather than only a flat tensor dict. */
   bool keeps_tree = false;
+  /** The SaveOptions::options keys save() reads; tb::save() refuses others, naming these. */
+  std::vector<SaveOption> save_options;
 };
 
 }  // namespace tb

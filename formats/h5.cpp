@@ -1368,6 +1368,9 @@ FormatAdapter make_adapter(std::string name, std::string desc, std::vector<std::
   a.save = [layout](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
     save_impl(c, p, o, o.option("layout", default_layout(p, layout)));
   };
+  a.save_options = {{"layout", str("plain, keras or keras3 (default ", layout, ")")},
+                    {"backend", "Keras layouts: the backend attribute (default tensorflow)"},
+                    {"keras_version", "Keras layouts: the keras_version attribute (default 2.21.0)"}};
   return a;
 }
 

@@ -750,6 +750,7 @@ const FormatAdapter& npy_format() {
     f.load = [](const Source& s, const LoadOptions& o) { return load_npy(s, o); };
     f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_npy(c, p, o); };
     f.keeps_tree = true;
+    f.save_options = {{"object", "1 writes a whole tree as a pickled object array (default 0)"}};
     return f;
   }();
   return a;

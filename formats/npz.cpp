@@ -114,6 +114,7 @@ const FormatAdapter& npz_format() {
     };
     f.load = [](const Source& s, const LoadOptions& o) { return load_npz(s, o); };
     f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_npz(c, p, o); };
+    f.save_options = {{"compress", "1 deflates members as np.savez_compressed (default 0)"}};
     return f;
   }();
   return a;

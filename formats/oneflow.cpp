@@ -1207,6 +1207,10 @@ const FormatAdapter& oneflow_format() {
     f.load = [](const Source& src, const LoadOptions& opts) { return load_oneflow(src, opts); };
     f.save = [](const Checkpoint& c, const fs::path& p, const SaveOptions& o) { save_oneflow(c, p, o); };
     f.keeps_tree = true;
+    f.save_options = {{"layout", "pickle (flow.save folder, default), single (flow.save file) or snapshot (legacy)"},
+                      {"magic", "__oneflow__ (OneFlow >= 0.9, default) or oneflow"},
+                      {"tensor_class", "auto (default), parameter or tensor"},
+                      {"first_tensor", "number of the first tensor_N folder (default 0)"}};
     return f;
   }();
   return a;

@@ -814,6 +814,10 @@ const FormatAdapter& onnx_format() {
     f.sniff = sniff_onnx;
     f.load = load_onnx;
     f.save = save_onnx;
+    f.save_options = {{"graph", "keep (an ONNX source's graph, default) or drop (weights only)"},
+                      {"external_data", "auto (default), always or never"},
+                      {"external_data_threshold", "size above which auto moves weights to a .data file (default 1GiB)"},
+                      {"producer_name", "the model's producer_name (default tensorbridge)"}};
     return f;
   }();
   return a;

@@ -679,6 +679,7 @@ const FormatAdapter& pt_format() {
     f.load = [](const Source& s, const LoadOptions& o) { return load_pt(s, o); };
     f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_pt(c, p, o); };
     f.keeps_tree = true;
+    f.save_options = {{"trim_storage", "1 writes only the bytes each view uses (default 0: whole storages, as torch.save)"}};
     return f;
   }();
   return a;

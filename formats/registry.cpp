@@ -142,8 +142,22 @@ Checkpoint load(const std::filesystem::path& path, const LoadOptions& opts) {
   }
 }
 
+// A mistyped option would otherwise be ignored without a word (--option layuot=keras).
+void check_save_options(const FormatAdapter& f, const std::filesystem::path& path, const SaveOptions& opts) {
+  for (const auto& [key, value] : opts.options) {
+    bool known = false;
+    for (const auto& o : f.save_options) known = known || o.key == key;
+    if (known) continue;
+    std::string accepted;
+    for (const auto& o : f.save_options) accepted += str(accepted.empty() ? "" : "; ", o.key, ": ", o.help);
+    throw UnsupportedError(str("cannot write '", path.string(), "' as ", f.name, ": unknown option '", key, "=", value,
+                               "'; ", accepted.empty() ? str(f.name, " takes no options") : str(f.name, " accepts ", accepted)));
+  }
+}
+
 void save(const Checkpoint& ckpt, const std::filesystem::path& path, std::string_view format, const SaveOptions& opts) {
   const FormatAdapter& f = output_format(path, format);
+  check_save_options(f, path, opts);
   try {
     f.save(ckpt, path, opts);
   } catch (Error& e) {

@@ -17,6 +17,10 @@ const FormatAdapter& detect_format(const Source& src);
 /** Output format from an explicit name, else from the path's extension; throws with the choices. */
 const FormatAdapter& output_format(const std::filesystem::path& path, std::string_view name = {});
 
+/** Throws UnsupportedError naming the keys f accepts when opts holds a key f's writer does not read
+ *  (save() checks this; callers of FormatAdapter::save call it themselves). */
+void check_save_options(const FormatAdapter& f, const std::filesystem::path& path, const SaveOptions& opts);
+
 /** Loads any supported file or folder. */
 Checkpoint load(const std::filesystem::path& path, const LoadOptions& opts = {});
 /** Saves in the named format (or the one the extension implies). */

@@ -419,6 +419,8 @@ const FormatAdapter& safetensors_format() {
     };
     f.load = [](const Source& s, const LoadOptions& o) { return load_safetensors(s, o); };
     f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_safetensors(c, p, o); };
+    f.save_options = {{"format", "the __metadata__ format entry (default pt; none leaves it out)"},
+                      {"shard_size", "shards of at most this size plus an index (--shard-size)"}};
     return f;
   }();
   return a;

@@ -30,7 +30,7 @@ seed() {  # seed <harness> <dir>: copies the matching fixtures (small ones) into
     npz|zip) files=(fixtures/numpy/*.npz fixtures/torch/single_tensor.pt fixtures/torch/views.pt fixtures/shared/numpy/*.npz
                     fixtures/malformed/*.npz fixtures/malformed/*.pt) ;;
     safetensors) files=(fixtures/safetensors/*.safetensors fixtures/shared/safetensors/*.safetensors fixtures/malformed/*.safetensors) ;;
-    onnx) files=(fixtures/onnx/*.onnx fixtures/onnx_extra/bn*.onnx fixtures/malformed/*.onnx) ;;
+    onnx) files=(fixtures/onnx/*.onnx fixtures/onnx_extra/bn*.onnx fixtures/malformed/*.onnx fixtures/fuzz_seeds/*.onnx) ;;
     h5) files=(fixtures/h5/*.h5 fixtures/h5_extra/*.h5 fixtures/keras/*.h5 fixtures/malformed/*.h5) ;;
     oneflow_meta) mapfile -t files < <(find fixtures/oneflow_extra fixtures/shared/oneflow fixtures/malformed -name meta 2>/dev/null | head -20) ;;
     pickle)

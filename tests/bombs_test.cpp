@@ -95,3 +95,14 @@ TEST_CASE("a safetensors header of 80,000 tensors parses in linear time", "[bomb
   CHECK(r.output.find("\"t079999\"") != std::string::npos);
   CHECK(r.seconds < 10.0);
 }
+
+TEST_CASE("a valid 1 GiB sparse ONNX tensor fits the default budget but not the fuzz harnesses' 256 MiB", "[bombs]") {
+  // fuzz/fuzz_common.h loads under 256 MiB so that libFuzzer's 1 GiB allocation limit only sees what
+  // the budget did not charge; this 41-byte file is the case that showed the need.
+  const std::string path = tbtest::fixture("fuzz_seeds/onnx_sparse_1gib.onnx").string();
+  auto r = run_capped({"inspect", path, "--max-memory", "256M"});
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("LoadLimits::max_bytes") != std::string::npos);
+  CHECK(r.output.find("256.0 MiB") != std::string::npos);
+}

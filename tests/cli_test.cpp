@@ -220,3 +220,25 @@ TEST_CASE("convert --shard-size into a folder that does not exist yet creates it
     CHECK(d.exit_code == 0);
   }
 }
+
+TEST_CASE("convert refuses an option the target format does not read, naming the ones it does", "[cli]") {
+  tbtest::TempDir dir;
+  const std::string in = tbtest::fixture("torch/mlp.params").string();
+  auto r = run_cli({"convert", in, (dir / "o.h5").string(), "--option", "layuot=keras"});
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Matchers::Contains("unknown option 'layuot=keras'"));
+  CHECK_THAT(r.output, Catch::Matchers::Contains("h5 accepts layout: plain, keras or keras3"));
+  CHECK_FALSE(std::filesystem::exists(dir / "o.h5"));
+  r = run_cli({"convert", in, (dir / "o.safetensors").string(), "--compress"});
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Matchers::Contains("unknown option 'compress=1'"));
+  r = run_cli({"convert", in, (dir / "o.pb").string(), "--to", "onnx-tensor", "--option", "x=1"});
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Matchers::Contains("onnx-tensor takes no options"));
+  // The options a format lists are accepted.
+  r = run_cli({"convert", in, (dir / "o.npz").string(), "--compress"});
+  CHECK(r.exit_code == 0);
+  r = run_cli({"convert", in, (dir / "k.h5").string(), "--option", "layout=keras", "--option", "keras_version=2.15.0"});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
