@@ -219,7 +219,7 @@ TEST_CASE("sharded safetensors: SIGKILL at every rename and unlink leaves the ol
   kill_at_every(kKinds[0], "unlinkat", 6);
 }
 
-TEST_CASE("onnx + external data: SIGKILL at every rename and unlink leaves the old or the new pair", "[atomic]") {
+TEST_CASE("onnx + external data: SIGKILL at every rename and unlink leaves the old or the new pair", "[atomic][needs_onnx]") {
   kill_at_every(kKinds[1], "renameat2", 4);
   kill_at_every(kKinds[1], "unlinkat", 4);
 }
@@ -229,7 +229,7 @@ TEST_CASE("oneflow folder: SIGKILL at every rename and unlink leaves the old or 
   kill_at_every(kKinds[2], "unlinkat", 3);
 }
 
-TEST_CASE("a failed multi-file convert leaves exactly the previous output", "[atomic]") {
+TEST_CASE("a failed multi-file convert leaves exactly the previous output", "[atomic][needs_onnx]") {
   for (const auto& k : kKinds) fail_at_every(k, "renameat2", 3);
   // A write failing on the disk: shards, data file and temporary folder are all removed.
   const std::string strace = require_strace();
@@ -246,7 +246,7 @@ TEST_CASE("a failed multi-file convert leaves exactly the previous output", "[at
   }
 }
 
-TEST_CASE("outputs written with generation names load in the reference libraries", "[atomic]") {
+TEST_CASE("outputs written with generation names load in the reference libraries", "[atomic][needs_onnx]") {
   Setup s(kKinds[1], 3);
   s.write_clean(kKinds[1], s.src_old);
   s.write_clean(kKinds[1], s.src_new);  // the second write uses "m.onnx.tb<8 hex>.data"
@@ -283,7 +283,7 @@ print(len(vals), float(vals['layer0.weight'][0, 1]))
   CHECK(r.output.find("6 1.5") != std::string::npos);
 }
 
-TEST_CASE("8 parallel converts without --force: exactly one succeeds", "[atomic]") {
+TEST_CASE("8 parallel converts without --force: exactly one succeeds", "[atomic][needs_onnx]") {
   tbtest::TempDir dir;
   fs::path src = dir / "src.safetensors";
   save(Checkpoint::from_state_dict(weights(4, 0.f)), src);
@@ -423,7 +423,7 @@ TEST_CASE("a file replaced with --force keeps its mode, new files follow the uma
   CHECK((fs::status(dir / "new_of").permissions() & fs::perms::all) == fs::perms(0700));
 }
 
-TEST_CASE("a 250-character file name works for single- and multi-file outputs", "[atomic]") {
+TEST_CASE("a 250-character file name works for single- and multi-file outputs", "[atomic][needs_onnx]") {
   tbtest::TempDir dir;
   Checkpoint ck = Checkpoint::from_state_dict(weights(6, 0.f));
   SaveOptions force;

@@ -129,7 +129,7 @@ TEST_CASE("roundtrip reports every format as bit-exact or cannot hold", "[cli]")
   CHECK(exact >= 3);
 }
 
-TEST_CASE("roundtrip: formats that cannot hold the content are their own verdict, not a failure", "[cli]") {
+TEST_CASE("roundtrip: formats that cannot hold the content are their own verdict, not a failure", "[cli][needs_hdf5][needs_onnx]") {
   struct Case {
     const char* fixture;
     int exit_code;
@@ -197,7 +197,7 @@ TEST_CASE("a whole pickled module to .pt is refused unless --state-dict-only", "
   CHECK(run_cli({"convert", in, (dir / "m.safetensors").string(), "-q"}).exit_code == 0);
 }
 
-TEST_CASE("the demo runs on the bundled fixtures", "[cli]") {
+TEST_CASE("the demo runs on the bundled fixtures", "[cli][needs_hdf5]") {
   auto r = run_cli({"demo", TB_FIXTURES_DIR});
   INFO(r.output);
   CHECK(r.exit_code == 0);
@@ -221,7 +221,7 @@ TEST_CASE("convert --shard-size into a folder that does not exist yet creates it
   }
 }
 
-TEST_CASE("convert refuses an option the target format does not read, naming the ones it does", "[cli]") {
+TEST_CASE("convert refuses an option the target format does not read, naming the ones it does", "[cli][needs_hdf5]") {
   tbtest::TempDir dir;
   const std::string in = tbtest::fixture("torch/mlp.params").string();
   auto r = run_cli({"convert", in, (dir / "o.h5").string(), "--option", "layuot=keras"});

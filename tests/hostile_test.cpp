@@ -92,5 +92,5 @@ TEST_CASE("damaged .npy files are refused cleanly", "[hostile]") { damage_and_lo
 TEST_CASE("damaged object .npy files are refused cleanly", "[hostile]") { damage_and_load("numpy/dict.npy"); }
 TEST_CASE("damaged .npz files are refused cleanly", "[hostile]") { damage_and_load("numpy/arrays_compressed.npz"); }
 TEST_CASE("damaged .safetensors files are refused cleanly", "[hostile]") { damage_and_load("safetensors/dtypes.safetensors"); }
-TEST_CASE("damaged .onnx files are refused cleanly", "[hostile]") { damage_and_load("onnx/mlp.onnx"); }
-TEST_CASE("damaged .h5 files are refused cleanly", "[hostile]") { damage_and_load("h5/plain.h5"); }
+TEST_CASE("damaged .onnx files are refused cleanly", "[hostile][needs_onnx]") { damage_and_load("onnx/mlp.onnx"); }
+TEST_CASE("damaged .h5 files are refused cleanly", "[hostile][needs_hdf5]") { damage_and_load("h5/plain.h5"); }

@@ -269,7 +269,7 @@ TEST_CASE("zip bombs in .npz are refused before inflating", "[malformed]") {
   expect_refused(bomb, {});
 }
 
-TEST_CASE("HDF5 links out of the file, virtual datasets and external storage are refused", "[malformed]") {
+TEST_CASE("HDF5 links out of the file, virtual datasets and external storage are refused", "[malformed][needs_hdf5]") {
   expect_refused(tbtest::fixture("h5_extra/hostile_external_link.h5"), {"external link"});
   expect_refused(tbtest::fixture("h5_extra/hostile_virtual.h5"), {"virtual dataset"});
   expect_refused(tbtest::fixture("h5_extra/hostile_external_storage.h5"), {"external raw files"});
@@ -302,7 +302,7 @@ static void expect_h5_refused_in_process(const fs::path& file, const std::string
   }
 }
 
-TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe process and refused", "[malformed]") {
+TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe process and refused", "[malformed][needs_hdf5]") {
   // Found by fuzz_h5 (docs/FUZZING.md finding 5): a variable-length string attribute whose global
   // heap object index lies past its collection; HDF5 1.10.8's H5HG_read indexes its object table
   // with it unchecked (SEGV, in the release CLI too). The loader reads every file in a forked probe
@@ -312,7 +312,7 @@ TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe proce
   expect_h5_refused_in_process(file, "probe process");
 }
 
-TEST_CASE("HDF5: a variable-length string claiming gigabytes is refused without allocating them", "[malformed]") {
+TEST_CASE("HDF5: a variable-length string claiming gigabytes is refused without allocating them", "[malformed][needs_hdf5]") {
   // Found by fuzz_h5 (docs/FUZZING.md finding 6): a 49 KB file whose variable-length string
   // attribute claims a 3 GB sequence; HDF5 1.10.8 allocates (and touches) the claimed length
   // for its conversion buffer: 3 GB of RSS and 8-11 s before the probe. The probe process runs
@@ -327,7 +327,7 @@ TEST_CASE("HDF5: a variable-length string claiming gigabytes is refused without 
          r.output.find("in a probe process") != std::string::npos));
 }
 
-TEST_CASE("HDF5: a damaged attribute message is refused, not a crash inside HDF5's attribute table", "[malformed]") {
+TEST_CASE("HDF5: a damaged attribute message is refused, not a crash inside HDF5's attribute table", "[malformed][needs_hdf5]") {
   // Found by fuzz_h5 (was fuzz/known/h5_attr_table_null_close.h5, docs/FUZZING.md finding 3): an
   // attribute message of the root group whose name length disagrees with its name. HDF5 1.10.8's
   // H5Aiterate2 copies the attributes into a table, fails on that message, and its cleanup closes

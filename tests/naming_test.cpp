@@ -112,7 +112,7 @@ TEST_CASE("decode_name inverts encode_name for every target and keeps other tool
   CHECK(decode_name("x%2E", Target::Npz) == "x%2E");  // '.' is escaped only at a component's start
 }
 
-TEST_CASE("every writable format keeps every name and byte (A -> B -> A)", "[naming]") {
+TEST_CASE("every writable format keeps every name and byte (A -> B -> A)", "[naming][needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   const StateDict sd = tricky_dict();
   const std::vector<std::pair<std::string, std::string>> formats = {
@@ -134,7 +134,7 @@ TEST_CASE("every writable format keeps every name and byte (A -> B -> A)", "[nam
   for (const auto& [k, t] : sd) CHECK(tb::equal(back.at(k), t));
 }
 
-TEST_CASE("the CLI round trip of tricky names is bit-exact in every format that holds them", "[naming]") {
+TEST_CASE("the CLI round trip of tricky names is bit-exact in every format that holds them", "[naming][needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   tb::save(Checkpoint::from_state_dict(tricky_dict()), dir / "names.safetensors", "safetensors");
   auto r = tbtest::run_cli({"roundtrip", (dir / "names.safetensors").string(), "--json"});
@@ -147,7 +147,7 @@ TEST_CASE("the CLI round trip of tricky names is bit-exact in every format that 
   for (const char* f : {"pt", "npz", "npy", "safetensors", "h5", "oneflow", "onnx"}) CHECK(exact.count(f));
 }
 
-TEST_CASE("h5py, numpy, onnx read the escaped names and no npz member leaves its folder", "[naming]") {
+TEST_CASE("h5py, numpy, onnx read the escaped names and no npz member leaves its folder", "[naming][needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   const StateDict sd = tricky_dict();
   tb::save(Checkpoint::from_state_dict(sd), dir / "x.h5", "h5");
@@ -197,7 +197,7 @@ print('OK', len(keys))
   CHECK(contains(r.output, "OK 16"));
 }
 
-TEST_CASE("a lone unnamed array has one name everywhere and diff calls it the same tensor", "[naming]") {
+TEST_CASE("a lone unnamed array has one name everywhere and diff calls it the same tensor", "[naming][needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   const std::string npy = tbtest::fixture("numpy/f32_c.npy").string();
   for (const char* ext : {".npz", ".h5", ".onnx", ".safetensors", ".pt"}) {
@@ -223,7 +223,7 @@ print(np.load(sys.argv[1]).files)
   CHECK(contains(r.output, "['arr_0']"));
 }
 
-TEST_CASE("torch-only values (num_batches_tracked) survive Keras layouts and Keras still loads them", "[naming]") {
+TEST_CASE("torch-only values (num_batches_tracked) survive Keras layouts and Keras still loads them", "[naming][needs_hdf5]") {
   tbtest::TempDir dir;
   const std::string pt = tbtest::fixture("torch/bn1d.pt").string();
   auto r = tbtest::run_cli({"roundtrip", pt, "--via", "keras-h5,keras3-h5", "--json"});
@@ -258,7 +258,7 @@ print('OK', np.array_equal(m2.predict(x, verbose=0), np.asarray(m3.predict(x, ve
   CHECK(contains(r.output, "OK True"));
 }
 
-TEST_CASE("Keras full-model .h5 -> .h5 keeps weightless layers and tf-keras load_model predicts the same", "[naming]") {
+TEST_CASE("Keras full-model .h5 -> .h5 keeps weightless layers and tf-keras load_model predicts the same", "[naming][needs_hdf5]") {
   tbtest::TempDir dir;
   std::vector<std::string> args;
   std::vector<std::string> sources = {tbtest::fixture("h5_extra/cnn_keras2_full.h5").string(),
@@ -299,7 +299,7 @@ print('OK', n)
   CHECK(contains(r.output, "OK 10"));
 }
 
-TEST_CASE("Keras weights-only files keep every layer group and attribute through h5 -> h5", "[naming]") {
+TEST_CASE("Keras weights-only files keep every layer group and attribute through h5 -> h5", "[naming][needs_hdf5]") {
   tbtest::TempDir dir;
   std::vector<std::string> args;
   for (const char* rel : {"keras_h5/keras1_weights_only_cnn_W_b_naming.h5", "keras_h5/keras206_weights_only_conv2d_bn_dense.h5",

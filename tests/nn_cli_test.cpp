@@ -27,7 +27,7 @@ void check_output(const fs::path& out, const fs::path& want, const std::string& 
 
 }  // namespace
 
-TEST_CASE("run --arch mlp:20,256,10 and seed-cnn on torch weights (.pt and converted .npz)") {
+TEST_CASE("run --arch mlp:20,256,10 and seed-cnn on torch weights (.pt and converted .npz)", "[needs_hdf5]") {
   require_run_command();
   tbtest::TempDir dir;
   auto r = tbtest::run_cli({"run", tbtest::fixture("torch/mlp.params").string(), "--arch", "mlp:20,256,10", "--input",
@@ -56,7 +56,7 @@ TEST_CASE("run --arch mlp:20,256,10 and seed-cnn on torch weights (.pt and conve
   check_output(dir / "k.npy", tbtest::fixture("keras/mlp_keras2_Y.npy"), "run keras weights");
 }
 
-TEST_CASE("run with the architecture from the file (whole-module .pt, Keras full-model .h5)") {
+TEST_CASE("run with the architecture from the file (whole-module .pt, Keras full-model .h5)", "[needs_hdf5]") {
   require_run_command();
   tbtest::TempDir dir;
   // A user class (__main__.MLP): its forward is not in the file, so run asks for --arch and writes nothing.
@@ -112,7 +112,7 @@ TEST_CASE("run --backend vulkan (lavapipe tolerance 1e-4 relative)") {
   check_output(dir / "y.npy", tbtest::fixture("torch/cnn_Y.npy"), "run seed-cnn on Vulkan", 1e-4, 1e-5);
 }
 
-TEST_CASE("run --arch loads by structure: the chapter MLP, its renamed and converted copies, the mapping printed") {
+TEST_CASE("run --arch loads by structure: the chapter MLP, its renamed and converted copies, the mapping printed", "[needs_hdf5][needs_onnx]") {
   require_run_command();
   tbtest::TempDir dir;
   const std::string X = tbtest::fixture("arch/mlp_X.npy").string();
@@ -259,7 +259,7 @@ TEST_CASE("run --arch by structure on Vulkan (lavapipe tolerance 1e-4 relative)"
   check_output(dir / "m.npy", tbtest::fixture("arch/mlp_Y.npy"), "chapter MLP by structure on Vulkan", 1e-4, 1e-5);
 }
 
-TEST_CASE("convert: --select and --rename apply to the output's names, after --style") {
+TEST_CASE("convert: --select and --rename apply to the output's names, after --style", "[needs_hdf5]") {
   tbtest::TempDir dir;
   // Keras names in, torch names out: the torch names are selected and renamed.
   auto r = tbtest::run_cli({"convert", tbtest::fixture("keras/mlp_keras2.h5").string(), (dir / "t.pt").string(),

@@ -168,7 +168,7 @@ TEST_CASE("seed MLP, CNN and BatchNorm nets on the Vulkan backend equal torch's 
   }
 }
 
-TEST_CASE("seeds converted by us to .pt .npz .h5 .onnx .safetensors load and run like torch") {
+TEST_CASE("seeds converted by us to .pt .npz .h5 .onnx .safetensors load and run like torch", "[needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   for (const Seed& s : seeds()) {
     StateDict sd = pt_weights(s.weights);
@@ -339,7 +339,7 @@ print(m)
   }
 }
 
-TEST_CASE("architecture from Keras model_config: full-model .h5 files run like Keras's predict") {
+TEST_CASE("architecture from Keras model_config: full-model .h5 files run like Keras's predict", "[needs_hdf5]") {
   nn::FileModel mlp = nn::load_model(tbtest::fixture("keras/mlp_keras2_full.h5"));
   CHECK(mlp.architecture == "keras model_config");
   check_close((*mlp.model)(npy("keras/mlp_X.npy")), npy("keras/mlp_keras2_Y.npy"), "mlp_keras2_full.h5");
@@ -367,7 +367,7 @@ np.save(sys.argv[1] + "/Y.npy", m.predict(x, verbose=0).astype(np.float32))
   CHECK(e2.find("of type 'Embedding' is not supported") != std::string::npos);
 }
 
-TEST_CASE("architecture from the file: weights-only files and unknown module classes are refused by name") {
+TEST_CASE("architecture from the file: weights-only files and unknown module classes are refused by name", "[needs_hdf5]") {
   std::string e = tbtest::error_text([] { nn::load_model(tbtest::fixture("torch/mlp.params")); });
   CHECK(e.find("holds only weights") != std::string::npos);
   e = tbtest::error_text([] { nn::load_model(tbtest::fixture("keras/mlp_keras2.h5")); });
@@ -387,7 +387,7 @@ TEST_CASE("architecture from the file: weights-only files and unknown module cla
   CHECK(e.find("module '0' (torch.nn.modules.rnn.LSTM) is not a known layer type") != std::string::npos);
 }
 
-TEST_CASE("reverse Keras check: torch checkpoint -> Keras style -> keras-h5 written by us -> tf_keras predict") {
+TEST_CASE("reverse Keras check: torch checkpoint -> Keras style -> keras-h5 written by us -> tf_keras predict", "[needs_hdf5]") {
   tbtest::TempDir dir;
   // Seed MLP and seed CNN; Keras gets NHWC input for the CNN.
   save(Checkpoint::from_state_dict(nn::keras_layers_to_state_dict(nn::torch_to_keras(pt_weights("torch/mlp.params")))),

@@ -76,7 +76,7 @@ TEST_CASE(".pt: rebuilt views whose size, span or storage offset overflow are re
   expect_overflow_refused("overflow_pt_offset.pt");
 }
 
-TEST_CASE("npy, safetensors, ONNX, OneFlow and HDF5 headers whose sizes overflow are refused naming the file", "[overflow]") {
+TEST_CASE("npy, safetensors, ONNX, OneFlow and HDF5 headers whose sizes overflow are refused naming the file", "[overflow][needs_hdf5][needs_onnx]") {
   expect_overflow_refused("overflow_npy_shape.npy", {"safetensors"});
   expect_overflow_refused("overflow_npy_fortran.npy");
   expect_overflow_refused("overflow_safetensors_shape.safetensors", {"npy"});
