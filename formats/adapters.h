@@ -15,4 +15,5 @@ const FormatAdapter& keras3_h5_format();    // formats/h5.cpp | formats/no_hdf5.
 const FormatAdapter& onnx_format();         // formats/onnx.cpp | formats/no_onnx.cpp
 const FormatAdapter& onnx_tensor_format();  // formats/onnx_tensor_pb.cpp | formats/no_onnx.cpp
 const FormatAdapter& oneflow_format();      // formats/oneflow.cpp
+const FormatAdapter& keras_archive_format();  // formats/keras_archive.cpp | formats/no_hdf5.cpp
 }  // namespace tb

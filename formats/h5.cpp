@@ -1393,7 +1393,7 @@ void save_h5(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
 const FormatAdapter& h5_format() {
   static const FormatAdapter a = make_adapter(
       "h5", "HDF5 (h5py) and Keras .h5 / .weights.h5 (write option layout=plain|keras|keras3)",
-      {".h5", ".hdf5", ".keras"}, true, "plain");
+      {".h5", ".hdf5"}, true, "plain");
   return a;
 }
 

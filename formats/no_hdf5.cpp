@@ -2,6 +2,7 @@
 // so users learn what the file is, and explain how to get support. keras_layers() works anyway.
 #include "formats/adapters.h"
 #include "formats/detail/stub.h"
+#include "formats/detail/zip.h"
 #include "formats/h5.h"
 #include "formats/h5_layers.inc"
 
@@ -37,7 +38,22 @@ void save_h5(const Checkpoint&, const std::filesystem::path& p, const SaveOption
 
 const FormatAdapter& h5_format() {
   static const FormatAdapter a = detail::unavailable_adapter("h5", "HDF5 / Keras .h5 (not built)",
-                                                             {".h5", ".hdf5", ".keras"}, sniff, kWhy);
+                                                             {".h5", ".hdf5"}, sniff, kWhy);
+  return a;
+}
+const FormatAdapter& keras_archive_format() {
+  static const FormatAdapter a = detail::unavailable_adapter(
+      "keras", "Keras 3 .keras archive (not built: its weights are HDF5)", {".keras"},
+      [](const Source& s) {
+        if (!s.reader || !zip::looks_like_zip(*s.reader)) return false;
+        try {
+          zip::ZipReader zr(s.reader);
+          return zr.find("config.json") && zr.find("model.weights.h5");
+        } catch (...) {
+          return false;
+        }
+      },
+      kWhy);
   return a;
 }
 const FormatAdapter& keras_h5_format() {

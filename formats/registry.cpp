@@ -37,7 +37,7 @@ const std::vector<const FormatAdapter*>& all_formats() {
   // Sniff order matters: zip-based formats look at member names (pt before npz), and formats with
   // weak magic (onnx protobuf) come last.
   static const std::vector<const FormatAdapter*> formats = {
-      &pt_format(), &npz_format(), &npy_format(), &safetensors_format(), &h5_format(), &oneflow_format(),
+      &pt_format(), &npz_format(), &keras_archive_format(), &npy_format(), &safetensors_format(), &h5_format(), &oneflow_format(),
       &onnx_format(), &onnx_tensor_format(), &keras_h5_format(), &keras3_h5_format(),
   };
   return formats;

@@ -447,6 +447,19 @@ FileModel load_model(const std::filesystem::path& file, const LoadOptions& lo) {
   TB_CHECK(!cfg.empty(), UnsupportedError, "nn: '", file.string(), "' (", ck.format,
            ") holds no architecture (no whole-module pickle, Keras model_config or ONNX graph); give --arch");
   KerasBuild b = build_keras(cfg);
+  // Keras 3 files (.keras, .weights.h5) name a layer's group after its class ("layers/dense_1") and
+  // keep the layer's own name in the group's vars/name attribute: map the config's names onto groups.
+  std::map<std::string, std::string> group_of;
+  const std::string head = "layers/", tail = "/vars/name";
+  for (const auto& [k, v] : ck.metadata)
+    if (k.size() > head.size() + tail.size() && k.compare(0, head.size(), head) == 0 &&
+        k.compare(k.size() - tail.size(), tail.size(), tail) == 0)
+      group_of[v] = k.substr(head.size(), k.size() - head.size() - tail.size());
+  for (auto& n : b.layer_names)
+    if (auto it = group_of.find(n); it != group_of.end()) {
+      if (auto e = b.bn_eps.find(n); e != b.bn_eps.end()) b.bn_eps[it->second] = e->second;
+      n = it->second;
+    }
   StateDict sd = ck.state_dict();
   std::vector<KerasLayer> layers = keras_layers_from_state_dict(sd, b.layer_names);
   for (auto& L : layers)

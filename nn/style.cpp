@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <set>
 
 namespace tb::nn {
 namespace {
@@ -153,6 +154,20 @@ std::vector<KerasLayer> keras_layers_from_state_dict(const StateDict& sd, const 
       TB_CHECK(std::find(layer_order.begin(), layer_order.end(), L.name) != layer_order.end(), KeyError,
                "nn: style: Keras layer '", L.name, "' holds weights but is not in the layer list");
     layers = std::move(ordered);
+  } else if (!object_of.empty()) {
+    // Without a layer list, a Keras 3 layer goes by its own name (vars/name: "hidden"), not its
+    // class-based object name ("dense"), when those names are unique and clash with no object.
+    std::map<std::string, std::string> name_of;  // object -> layer name
+    std::set<std::string> taken;
+    bool unique = true;
+    for (const auto& [name, obj] : object_of) {
+      unique = unique && name_of.emplace(obj, name).second && taken.insert(name).second;
+    }
+    for (const auto& L : layers)
+      if (!name_of.count(L.name)) unique = unique && taken.insert(L.name).second;
+    if (unique)
+      for (auto& L : layers)
+        if (auto it = name_of.find(L.name); it != name_of.end()) L.name = it->second;
   }
   return layers;
 }
