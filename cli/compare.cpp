@@ -121,9 +121,12 @@ int round_trip_exit_code(const std::vector<RoundTripRow>& rows) {
   return checked > 0 ? 0 : 1;
 }
 
-std::vector<RoundTripRow> round_trip(const StateDict& original, const std::string& back_format,
+std::vector<RoundTripRow> round_trip(const StateDict& original, const std::string& source_format,
                                      const std::vector<std::string>& vias, const std::filesystem::path& work_dir) {
   std::vector<RoundTripRow> rows;
+  // A .keras archive also holds the architecture, which most formats do not carry; its tensors come
+  // back through its weights file (the Keras 3 layout), which is what is compared.
+  const std::string back_format = source_format == "keras" ? "keras3-h5" : source_format;
   Checkpoint src = Checkpoint::from_state_dict(original);
   for (const auto& via : vias) {
     RoundTripRow row{via, "", ""};

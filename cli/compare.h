@@ -42,8 +42,8 @@ inline constexpr const char* kCannotHold = "cannot hold";
 int round_trip_exit_code(const std::vector<RoundTripRow>& rows);
 
 /** Runs original through each format in vias (writing temporary files under work_dir) and back to
- *  back_format, comparing bit for bit with original. */
-std::vector<RoundTripRow> round_trip(const StateDict& original, const std::string& back_format,
+ *  source_format (a .keras source: its weights layout, keras3-h5), comparing bit for bit with original. */
+std::vector<RoundTripRow> round_trip(const StateDict& original, const std::string& source_format,
                                      const std::vector<std::string>& vias, const std::filesystem::path& work_dir);
 
 /** A temporary folder removed on destruction. */

@@ -1338,6 +1338,27 @@ void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const 
   out.commit();
 }
 
+}  // namespace
+
+std::vector<uint8_t> keras3_weights_bytes(const Checkpoint& ckpt) {
+  // An AtomicFileWriter that is never committed: HDF5 writes its temporary file, which is read back
+  // and then removed by the writer's destructor (and by the signal handler if the process is killed).
+  AtomicFileWriter out(std::filesystem::temp_directory_path() / "tensorbridge-keras-weights.h5", true);
+  {
+    std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+    h5_init();
+    OutFile f(out);
+    save_keras3(ckpt, f);
+    f.close();
+  }
+  auto r = open_file(out.temp_path(), false);
+  std::vector<uint8_t> bytes(size_t(r->size()));
+  if (!bytes.empty()) r->read_at(0, bytes.data(), bytes.size());
+  return bytes;
+}
+
+namespace {
+
 bool sniff_h5(const Source& s) {
   if (!s.reader) return false;
   try {

@@ -78,6 +78,10 @@ Checkpoint load_h5(const Source& src, const LoadOptions& opts = {});
 /** Writes ckpt in SaveOptions "layout" (plain by default, keras, keras3). */
 void save_h5(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
+/** The bytes of ckpt written in the Keras 3 weights layout (what a .keras archive holds as
+ *  model.weights.h5); written through a temporary file that is removed before this returns. */
+std::vector<uint8_t> keras3_weights_bytes(const Checkpoint& ckpt);
+
 /** The Keras layer structure of a checkpoint, in Keras order.
  *  - Loaded from a Keras file (metadata layer_names / weight_names present): exactly the file's layers,
  *    weightless ones included, weights in weight_names order.

@@ -1,7 +1,10 @@
 // Keras 3 `.keras` archives (model.save('m.keras')): a zip of config.json (the architecture),
 // metadata.json (keras_version, date_saved) and model.weights.h5 (the Keras 3 weights layout, read
 // by the h5 reader from the member's bytes). The config reaches the checkpoint's metadata as
-// "model_config", where nn finds a Keras architecture (as for a full-model .h5).
+// "model_config", where nn finds a Keras architecture (as for a full-model .h5); writing needs it
+// back (a Keras-origin source), and stores members uncompressed as Keras does.
+#include <ctime>
+
 #include <nlohmann/json.hpp>
 
 #include "formats/adapters.h"
@@ -44,6 +47,32 @@ std::string read_json_member(const zip::ZipReader& zr, const zip::Entry& e, Load
   return text;
 }
 
+/** A Keras 2 model_config (a full-model .h5) in the form Keras 3 deserializes: classes get their
+ *  module, InputLayer its batch_shape, BatchNormalization an int axis. Functional graphs keep Keras 2's inbound_nodes, which Keras 3
+ *  cannot read: those are refused by the caller. */
+void upgrade_keras2_config(nlohmann::json& j, bool model_level) {
+  if (j.is_array()) {
+    for (auto& e : j) upgrade_keras2_config(e, false);
+    return;
+  }
+  if (!j.is_object()) return;
+  if (j.contains("class_name") && j.contains("config") && !j.contains("module")) {
+    std::string cls = j["class_name"].is_string() ? j["class_name"].get<std::string>() : "";
+    bool model = model_level || cls == "Sequential" || cls == "Functional" || cls == "Model";
+    j["module"] = model ? "keras" : "keras.layers";
+    j["registered_name"] = nullptr;
+    auto& c = j["config"];
+    if (cls == "InputLayer" && c.is_object() && c.contains("batch_input_shape") && !c.contains("batch_shape")) {
+      c["batch_shape"] = c["batch_input_shape"];
+      c.erase("batch_input_shape");
+    }
+    if (cls == "BatchNormalization" && c.is_object() && c.contains("axis") && c["axis"].is_array() && c["axis"].size() == 1)
+      c["axis"] = c["axis"][0];  // Keras 2 wrote [3]; Keras 3 takes an int
+  }
+  for (auto& [k, v] : j.items())
+    if (k == "config" || k == "layers") upgrade_keras2_config(v, false);
+}
+
 }  // namespace
 
 Checkpoint load_keras_archive(const Source& src, const LoadOptions& opts) {
@@ -77,14 +106,54 @@ Checkpoint load_keras_archive(const Source& src, const LoadOptions& opts) {
   return c;
 }
 
+void save_keras_archive(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+  auto cfg = ckpt.metadata.find("model_config");
+  TB_CHECK(cfg != ckpt.metadata.end(), UnsupportedError, "[keras] cannot write '", path.string(),
+           "': a .keras archive holds the model's architecture (config.json) and this source has none (only a "
+           ".keras or a Keras full-model .h5 has one); write the weights with --to keras3-h5 instead");
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(cfg->second);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(str("[keras] cannot write '", path.string(), "': metadata model_config is not JSON: ", e.what()));
+  }
+  if (config.is_object() && !config.contains("module")) {  // Keras 2 (a full-model .h5)
+    TB_CHECK(config.value("class_name", std::string()) == "Sequential", UnsupportedError, "[keras] cannot write '",
+             path.string(), "': the source's Keras 2 model_config is a ", config.value("class_name", std::string("?")),
+             " model; only Sequential ones convert to a Keras 3 config (write the weights with --to keras3-h5)");
+    upgrade_keras2_config(config, true);
+  }
+  // The weights file gets the weights and the Keras 3 layer names, not the archive's own entries.
+  Checkpoint weights = ckpt;
+  for (const char* k : {"model_config", "keras_version", "date_saved", "backend", "training_config"})
+    weights.metadata.erase(k);
+  std::vector<uint8_t> h5 = keras3_weights_bytes(weights);
+  auto kv = ckpt.metadata.find("keras_version");
+  std::string version = kv != ckpt.metadata.end() && kv->second.rfind("3.", 0) == 0 ? kv->second : "3.0.0";
+  char date[32];
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  std::strftime(date, sizeof date, "%Y-%m-%d@%H:%M:%S", &tm);
+  nlohmann::json meta = {{"keras_version", version}, {"date_saved", date}};
+  AtomicFileWriter w(path, opts.overwrite);
+  zip::ZipWriter zw(w);
+  zw.add_stored(kMeta, meta.dump());
+  zw.add_stored(kConfig, config.dump());
+  zw.add_stored(kWeights, h5.data(), h5.size());
+  zw.finish();
+  w.commit();
+}
+
 const FormatAdapter& keras_archive_format() {
   static const FormatAdapter a = [] {
     FormatAdapter f;
     f.name = "keras";
-    f.description = "Keras 3 .keras archive (config.json + model.weights.h5; read)";
+    f.description = "Keras 3 .keras archive (config.json + model.weights.h5)";
     f.extensions = {".keras"};
     f.sniff = sniff_keras;
     f.load = load_keras_archive;
+    f.save = save_keras_archive;
     return f;
   }();
   return a;

@@ -113,3 +113,54 @@ write(sys.argv[2] + '/badweights.keras', {'model.weights.h5': b'not hdf5 at all'
   CHECK(r.exit_code == 1);
   CHECK(contains(r.output, "model.weights.h5"));
 }
+
+TEST_CASE(".keras written from .keras and Keras 2 full-model .h5 files: Keras 3 load_model predicts the same", "[keras_archive]") {
+  tbtest::TempDir dir;
+  struct Case {
+    const char* src;
+    const char* x;
+    const char* y;
+  };
+  const Case cases[] = {{"keras_archive/mlp.keras", "keras_archive/mlp_X.npy", "keras_archive/mlp_Y.npy"},
+                        {"keras_archive/cnn.keras", "keras_archive/cnn_X.npy", "keras_archive/cnn_Y.npy"},
+                        {"keras/mlp_keras2_full.h5", "keras/mlp_X.npy", "keras/mlp_keras2_Y.npy"},
+                        {"h5_extra/cnn_keras2_full.h5", "h5_extra/cnn_X.npy", "h5_extra/cnn_keras2_Y.npy"}};
+  std::vector<std::string> argv;
+  for (const Case& c : cases) {
+    auto out = (dir / (fs::path(c.src).stem().string() + ".keras")).string();
+    auto r = run_cli({"convert", tbtest::fixture(c.src).string(), out});
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    for (const auto& a : {out, tbtest::fixture(c.x).string(), tbtest::fixture(c.y).string()}) argv.push_back(a);
+  }
+  auto p = tbtest::python(tbtest::Peer::Peers, R"(
+import os, sys, zipfile
+os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+import keras, numpy as np
+a = sys.argv[1:]
+for i in range(0, len(a), 3):
+    assert zipfile.ZipFile(a[i]).namelist() == ['metadata.json', 'config.json', 'model.weights.h5']
+    m = keras.saving.load_model(a[i])
+    d = float(np.abs(m.predict(np.load(a[i + 1]), verbose=0) - np.load(a[i + 2])).max())
+    print(os.path.basename(a[i]), d)
+    assert d <= 1e-5, a[i]
+print('all predict the same')
+)",
+                          argv);
+  INFO(p.output);
+  CHECK(p.exit_code == 0);
+  CHECK(contains(p.output, "all predict the same"));
+}
+
+TEST_CASE(".keras: a source without an architecture is refused; roundtrip is bit-exact", "[keras_archive]") {
+  tbtest::TempDir dir;
+  auto r = run_cli({"convert", tbtest::fixture("torch/mlp.params").string(), (dir / "m.keras").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "a .keras archive holds the model's architecture (config.json) and this source has none"));
+  CHECK_FALSE(fs::exists(dir / "m.keras"));
+  r = run_cli({"roundtrip", tbtest::fixture("keras_archive/cnn.keras").string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.output, "keras->keras        bit-exact"));
+  CHECK(contains(r.output, "keras->pt           bit-exact"));
+}
