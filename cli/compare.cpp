@@ -158,6 +158,8 @@ std::vector<RoundTripRow> round_trip(const StateDict& original, const std::strin
       for (const auto& t : d.tensors) exact = exact && t.bit_exact;
       row.status = exact ? "bit-exact" : "DIFFERENT";
       row.detail = exact ? str(original.size(), " tensors") : summarize(d);
+    } catch (const OutOfMemoryError&) {
+      throw;  // the machine, not the format: the whole round trip stops with exit 2
     } catch (const UnsupportedError& e) {
       row.status = kCannotHold;
       row.detail = e.message();

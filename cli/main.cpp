@@ -1,5 +1,6 @@
 // tensorbridge: the command-line tool. Subcommands live in commands.cpp; this file parses the
-// command line and maps errors to exit codes: 0 ok, 1 bad input or usage, 2 internal error.
+// command line and maps errors to exit codes: 0 ok, 1 bad input or usage, 2 internal error or out of
+// memory.
 #include <iostream>
 #include <new>
 #include <string>
@@ -26,7 +27,7 @@ int main(int argc, char** argv) {
   std::set_new_handler(throw_bad_alloc);
   CLI::App app{"tensorbridge: move neural-network weights between frameworks"};
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 ok, 1 bad input or usage, 2 internal error (diff: 1 means the files differ).\n"
+  app.footer("Exit codes: 0 ok, 1 bad input or usage, 2 internal error or out of memory (diff: 1 means the files differ).\n"
              "Run 'tensorbridge SUBCOMMAND --help' for options and examples.");
   std::string version = "tensorbridge 0.1.0";
 #ifdef TB_WITH_MIMALLOC
@@ -68,11 +69,14 @@ int main(int argc, char** argv) {
   } catch (const tb::InternalError& e) {
     std::cerr << "tensorbridge: " << e.what() << "\n";
     return 2;
+  } catch (const tb::OutOfMemoryError& e) {
+    std::cerr << "tensorbridge: " << e.what() << "\n";
+    return 2;
   } catch (const tb::Error& e) {
     std::cerr << "tensorbridge: " << e.what() << "\n";
     return 1;
   } catch (const std::bad_alloc&) {
-    std::cerr << "tensorbridge: out of memory\n";
+    std::cerr << "tensorbridge: out of memory (std::bad_alloc)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "tensorbridge: internal error: " << e.what() << "\n";

@@ -1,6 +1,7 @@
 #include "formats/registry.h"
 
 #include <algorithm>
+#include <new>
 #include <cctype>
 
 #include "formats/adapters.h"
@@ -134,6 +135,9 @@ Checkpoint load(const std::filesystem::path& path, const LoadOptions& opts) {
     Checkpoint c = f.load(src, opts);
     c.format = f.name;
     return c;
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemoryError(str("out of memory while loading '", src.label(), "' as ", f.name,
+                               " (the load budget allowed it: the machine has less memory than the budget)"));
   } catch (Error& e) {
     // Every load error names the file: loaders that named only the tensor get the file added here.
     if (std::string_view(e.what()).find(src.label()) == std::string_view::npos)
@@ -160,6 +164,8 @@ void save(const Checkpoint& ckpt, const std::filesystem::path& path, std::string
   check_save_options(f, path, opts);
   try {
     f.save(ckpt, path, opts);
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemoryError(str("out of memory while writing '", path.string(), "' as ", f.name));
   } catch (Error& e) {
     if (std::string_view(e.what()).find(path.string()) == std::string_view::npos)
       e.add_context(str("while writing '", path.string(), "' as ", f.name));

@@ -55,6 +55,9 @@ TB_DEFINE_ERROR(KeyError)
 TB_DEFINE_ERROR(ShapeError)
 TB_DEFINE_ERROR(BackendError)
 TB_DEFINE_ERROR(InternalError)
+// Memory ran out for something the load budget allowed (the machine has less than the budget): not
+// a fault of the input. The CLI exits 2 on it.
+TB_DEFINE_ERROR(OutOfMemoryError)
 #undef TB_DEFINE_ERROR
 
 }  // namespace tb

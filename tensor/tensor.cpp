@@ -1,6 +1,7 @@
 #include "tensor/tensor.h"
 
 #include "tensor/checked.h"
+#include "tensor/limits.h"
 
 #include <algorithm>
 #include <cmath>
@@ -28,7 +29,8 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, bool zero) {
 #ifdef MADV_HUGEPAGE
   if (huge && p) ::madvise(p, padded, MADV_HUGEPAGE);  // advisory: failure only costs speed
 #endif
-  TB_CHECK(p != nullptr, IoError, "out of memory allocating ", nbytes, " bytes");
+  TB_CHECK(p != nullptr, OutOfMemoryError, "out of memory: cannot allocate ", human_size(nbytes), " (", nbytes,
+           " bytes)");
   if (zero) std::memset(p, 0, padded);
   s->data_ = static_cast<uint8_t*>(p);
   s->nbytes_ = nbytes;

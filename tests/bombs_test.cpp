@@ -106,3 +106,23 @@ TEST_CASE("a valid 1 GiB sparse ONNX tensor fits the default budget but not the 
   CHECK(r.output.find("LoadLimits::max_bytes") != std::string::npos);
   CHECK(r.output.find("256.0 MiB") != std::string::npos);
 }
+
+TEST_CASE("out of memory for what the budget allows: exit 2 naming the file, nothing written", "[bombs][needs_onnx]") {
+#if defined(__SANITIZE_ADDRESS__)
+  tbtest::skip("ASan reserves terabytes of shadow memory: an address-space limit cannot be set");
+#endif
+  // The 1 GiB tensor is within the default budget; 700 MB of address space is not enough for it.
+  tbtest::TempDir dir;
+  const std::string path = tbtest::fixture("fuzz_seeds/onnx_sparse_1gib.onnx").string();
+  std::string script = "ulimit -v 716800 && exec \"$0\" \"$@\"";
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = tbtest::run({"/usr/bin/timeout", "20", "/bin/sh", "-c", script, TB_CLI_PATH, "convert", path,
+                        (dir / "out.safetensors").string()});
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("out of memory: cannot allocate 1.0 GiB") != std::string::npos);
+  CHECK(r.output.find("onnx_sparse_1gib.onnx") != std::string::npos);
+  CHECK(seconds < 10.0);
+  CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()) == 0);
+}

@@ -8,6 +8,7 @@
 #include <regex>
 
 #include "compute/backend.h"
+#include "compute/cpu/blas.h"
 #include "tests/support.h"
 
 using namespace tb;
@@ -254,6 +255,40 @@ TEST_CASE("cpu: fast paths agree with naive loops over odd shapes", "[compute]")
           }
     check_close(y, f32(y.shape(), ref), 1e-4, 1e-4);
   }
+}
+
+TEST_CASE("cpu: OpenBLAS is loaded by the first large GEMM only, and computes it", "[compute]") {
+  // CTest runs each test case in a process of its own: nothing multiplied before this one.
+  CHECK_FALSE(compute::cpu::blas_loaded());
+  auto be = make_backend("cpu");
+  Tensor small_a = randn({4, 20}, 1), small_b = randn({20, 8}, 2);
+  (void)be->gemm(small_a, small_b, nullptr, {});
+  CHECK_FALSE(compute::cpu::blas_loaded());  // skinny shapes run on the packed kernel
+  const int64_t n = 300;
+  Tensor a = randn({n, n}, 3), b = randn({n, n}, 4);
+  Tensor y = be->gemm(a, b, nullptr, {});
+  CHECK(compute::cpu::blas_loaded());
+  const float* A = a.data_as<float>();
+  const float* B = b.data_as<float>();
+  const float* Y = y.data_as<float>();
+  for (int64_t i : {int64_t(0), n / 2, n - 1})
+    for (int64_t j : {int64_t(0), n / 3, n - 1}) {
+      double s = 0;
+      for (int64_t q = 0; q < n; ++q) s += double(A[i * n + q]) * double(B[q * n + j]);
+      CHECK(std::abs(Y[i * n + j] - s) <= 1e-3 * (1 + std::abs(s)));
+    }
+}
+
+TEST_CASE("cpu: inspect and convert never start OpenBLAS: they finish in 150 MB of address space", "[compute]") {
+  // OpenBLAS's constructor reserves buffers for its worker threads; under a small address-space limit
+  // the process hung at exit when the library was linked. Now only a large GEMM loads it.
+  tbtest::TempDir dir;
+  std::string script = "ulimit -v 153600 && exec \"$0\" \"$@\"";
+  auto r = tbtest::run({"/usr/bin/timeout", "20", "/bin/sh", "-c", script, TB_CLI_PATH, "convert",
+                        tbtest::fixture("torch/mlp.params").string(), (dir / "m.safetensors").string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(std::filesystem::exists(dir / "m.safetensors"));
 }
 
 TEST_CASE("cpu: Linear with fused ReLU is bit-identical to relu(linear) on every GEMM path", "[compute]") {

@@ -1,8 +1,7 @@
 // CPU backend: the reference for every op. GEMM (and so Linear, MatMul and Conv2d via im2col) runs
-// on OpenBLAS cblas_sgemm, which measured faster than a hand-written kernel here (bench/); the
-// elementwise, pooling and normalisation kernels are split over a std::thread pool.
-#include <cblas.h>
-
+// on our packed kernel for skinny shapes and on OpenBLAS cblas_sgemm (loaded on first use, blas.h)
+// for large ones, as measured in bench/; the elementwise, pooling and normalisation kernels are
+// split over a std::thread pool.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -13,11 +12,10 @@
 
 #include "tensor/checked.h"
 #include "compute/backend.h"
+#include "compute/cpu/blas.h"
 #include "compute/cpu/sgemm.h"
 #include "compute/cpu/thread_pool.h"
 #include "compute/shape_infer.h"
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace tb::compute::cpu {
 namespace {
@@ -307,9 +305,8 @@ class CpuBackend final : public Backend {
       sgemm_packed(pool_, m, n, k, alpha, a, b, tb, beta == 1.0f, c);
       return;
     }
-    openblas_set_num_threads(threads_);
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
-                alpha, a, ta ? int(m) : int(k), b, tb ? int(k) : int(n), beta, c, int(n));
+    blas_sgemm(ta, tb, int(m), int(n), int(k), alpha, a, ta ? int(m) : int(k), b, tb ? int(k) : int(n), beta, c,
+               int(n), threads_);
   }
 
   /** Measured with bench/bench_compute (2 threads, AVX-512): our kernel wins on skinny products
