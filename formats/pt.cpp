@@ -8,6 +8,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/pickle.h"
+#include "formats/detail/torch_storage.h"
 #include "formats/detail/zip.h"
 
 namespace tb {
@@ -25,51 +26,7 @@ bool is_legacy(const Reader& r) {
 
 std::string tag(const Source& src) { return str("[pt] '", src.label(), "'"); }
 
-// Global class references come out of the VM as Object{cls "global", args Str "module.name"}.
-const std::string& global_of(const Value& v) {
-  static const std::string none;
-  if (v.kind() == Value::Kind::Object && v.as_object().cls == "global" && v.as_object().args &&
-      v.as_object().args->is_str())
-    return v.as_object().args->as_str();
-  return none;
-}
-
-// dtype of a storage class ("torch.FloatStorage", "torch.cuda.HalfStorage"); U8 for UntypedStorage.
-DType storage_dtype(const std::string& q, const std::string& where) {
-  std::string name = q.substr(q.rfind('.') + 1);
-  if (name == "UntypedStorage" || name == "_UntypedStorage") return DType::U8;
-  auto d = dtype_from_torch_storage(name);
-  TB_CHECK(d.has_value(), UnsupportedError, where, ": storage type '", q,
-           "' is not supported (quantized storages are not tensors we can convert)");
-  return *d;
-}
-
-struct PidInfo {
-  std::string key;
-  DType dtype;
-  int64_t numel;
-  std::string location;
-  Value view_meta;
-};
-
-PidInfo parse_pid(const Value& pid, const std::string& where) {
-  TB_CHECK(pid.kind() == Value::Kind::Tuple && pid.items().size() >= 5 && pid.items()[0].is_str() &&
-               pid.items()[0].as_str() == "storage",
-           FormatError, where, ": persistent id must be ('storage', type, key, location, numel) but is ", pid.repr());
-  const auto& it = pid.items();
-  const std::string& q = global_of(it[1]);
-  TB_CHECK(!q.empty(), FormatError, where, ": persistent id storage type is not a class: ", it[1].repr());
-  PidInfo p;
-  p.dtype = storage_dtype(q, where);
-  TB_CHECK(it[2].is_str(), FormatError, where, ": storage key must be a str but is ", it[2].repr());
-  p.key = it[2].as_str();
-  p.location = it[3].is_str() ? it[3].as_str() : "";
-  p.numel = it[4].as_int();
-  TB_CHECK(p.numel >= 0 && p.numel < (int64_t(1) << 56), FormatError, where, ": storage '", p.key,
-           "' has an impossible element count ", p.numel);
-  if (it.size() > 5) p.view_meta = it[5];
-  return p;
-}
+using torch_storage::parse_pid;
 
 std::string read_record(const zip::ZipReader& z, const std::string& name, size_t max = 4096) {
   const zip::Entry* e = z.find(name);
@@ -227,55 +184,12 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
            ": byteorder record is '", byteorder, "' (expected 'little' or 'big')");
   const bool big = byteorder == "big";
 
-  std::unordered_map<std::string, Value> storages;
-  uint64_t storage_bytes = 0;
-  std::string record = pre + "data/";  // reused for every storage's record name
-  const size_t record_prefix = record.size();
+  torch_storage::ZipStorages storages(z, pre + "data/", big, opts, budget, where);
   pickle::Options po;
   po.tag = "[pt]";
   po.allow_unknown_globals = opts.allow_unknown_globals;
   po.budget = &budget;
-  po.persistent_load = [&](const Value& pid) -> Value {
-    PidInfo p = parse_pid(pid, where);
-    auto it = storages.find(p.key);
-    if (it != storages.end()) return it->second;
-    record.resize(record_prefix);
-    record += p.key;
-    const zip::Entry* e = z.find(record);
-    TB_CHECK(e, FormatError, where, ": storage '", p.key, "' has no record '", record, "'");
-    size_t isz = dtype_size(p.dtype);
-    uint64_t nbytes = uint64_t(p.numel) * isz;
-    TB_CHECK(e->uncompressed_size >= nbytes, FormatError, where, ": storage '", p.key, "' (", dtype_name(p.dtype),
-             ", ", p.numel, " elements) needs ", nbytes, " bytes but record '", e->name, "' holds ",
-             e->uncompressed_size);
-    std::shared_ptr<Storage> st;
-    if (e->stored() && !(e->flags & 1)) {  // the usual case: read or map the bytes in place
-      const Reader& file = *z.reader();
-      TB_CHECK(e->data_offset <= file.size() && nbytes <= file.size() - e->data_offset, FormatError, where,
-               ": storage '", p.key, "' runs past the end of the file");
-      if (!opts.mmap || big) {
-        budget.charge_bytes(nbytes, str("storage '", p.key, "'"));
-        st = Storage::allocate(size_t(nbytes), false);
-        if (nbytes) file.read_at(e->data_offset, st->data(), size_t(nbytes));
-      } else {
-        st = file.load(e->data_offset, size_t(nbytes));
-      }
-    } else {
-      // Deflated (or refused) members: inflated, then copied into the storage.
-      budget.charge_bytes(LoadBudget::sat_add(e->uncompressed_size, nbytes), str("storage '", p.key, "'"));
-      auto member = z.open(*e);
-      st = Storage::allocate(size_t(nbytes), false);
-      if (nbytes) member->read_at(0, st->data(), size_t(nbytes));
-    }
-    if (big) {
-      TB_CHECK(p.dtype != DType::U8 || isz == 1, UnsupportedError, where, ": big-endian untyped storage");
-      byteswap_elements(st->data(), p.dtype, size_t(p.numel));
-    }
-    storage_bytes += nbytes;
-    Value v = Value::tensor(Tensor(st, p.dtype, {p.numel}, {1}, 0));
-    storages.emplace(p.key, v);
-    return v;
-  };
+  po.persistent_load = [&](const Value& pid) { return storages.load(pid); };
   if (!pkl->stored()) budget.charge_bytes(pkl->uncompressed_size, str("inflating '", pkl->name, "'"));
   auto pr = z.open(*pkl);
   pickle::Result res = pickle::load_one(*pr, 0, pr->size(), po);
@@ -290,7 +204,7 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
   if (!fv.empty()) ck.info.emplace_back("format version", fv);
   if (!al.empty()) ck.info.emplace_back("storage alignment", al);
   ck.info.emplace_back("pickle protocol", std::to_string(res.protocol));
-  finish_checkpoint(ck, res.value, storages.size(), storage_bytes);
+  finish_checkpoint(ck, res.value, storages.count(), storages.bytes());
   return ck;
 }
 
@@ -325,7 +239,7 @@ Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
     if (pid.kind() == Value::Kind::Tuple && !pid.items().empty() && pid.items()[0].is_str() &&
         pid.items()[0].as_str() == "module")
       return pid.items().size() > 1 ? pid.items()[1] : Value();
-    PidInfo p = parse_pid(pid, where);
+    torch_storage::Pid p = parse_pid(pid, where);
     auto it = decls.find(p.key);
     if (it == decls.end()) {
       decls.emplace(p.key, Decl{p.dtype, p.numel});
@@ -375,7 +289,7 @@ Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
     if (pid.kind() == Value::Kind::Tuple && !pid.items().empty() && pid.items()[0].is_str() &&
         pid.items()[0].as_str() == "module")
       return pid.items().size() > 1 ? pid.items()[1] : Value();
-    PidInfo p = parse_pid(pid, where);
+    torch_storage::Pid p = parse_pid(pid, where);
     auto it = roots.find(p.key);
     if (it == roots.end()) {
       const Loc& l = locs.at(p.key);

@@ -113,6 +113,15 @@ bool allowed_qual(const std::string& q) {
   return false;
 }
 
+// TorchScript pickles: module classes compiled by torch.jit, and the markers torch.jit._pickle puts
+// around typed containers (each returns its first argument). Allowed only with allow_torchscript_classes.
+bool torchscript_qual(const std::string& q) {
+  static const std::set<std::string> markers = {
+      "torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist",
+      "torch.jit._pickle.build_tensorlist", "torch.jit._pickle.restore_type_tag"};
+  return q.rfind("__torch__.", 0) == 0 || markers.count(q) != 0;
+}
+
 std::string qualify(const std::string& module, const std::string& name) {
   return normalize_module(module) + "." + name;
 }
@@ -432,7 +441,10 @@ class Machine {
   void note_global(const std::string& q) {
     if (!seen_globals_.insert(q).second) return;
     globals_.push_back(q);
-    if (!allowed_qual(q)) unsafe_.push_back(q);
+    if (!allowed(q)) unsafe_.push_back(q);
+  }
+  bool allowed(const std::string& q) const {
+    return allowed_qual(q) || (opts_.allow_torchscript_classes && torchscript_qual(q));
   }
   Value call(const Value& callable, Value args);
   // allowed_qual(q) of a global object, remembered per object (a state dict calls the same two
@@ -440,7 +452,7 @@ class Machine {
   bool allowed_global(const Value& callable, const std::string& q) {
     auto it = allowed_cache_.find(callable.identity());
     if (it != allowed_cache_.end()) return it->second.first;
-    bool ok = allowed_qual(q);
+    bool ok = allowed(q);
     allowed_cache_.try_emplace(callable.identity(), ok, callable);
     return ok;
   }
@@ -510,6 +522,10 @@ Value Machine::call(const Value& callable, Value args) {
   // The calls of every tensor of a state dict come first.
   if (q.rfind("torch._utils._rebuild_", 0) == 0 || q.rfind("torch._tensor._rebuild_from_type", 0) == 0)
     return rebuild_tensor(q, a);
+  if (q.rfind("torch.jit._pickle.", 0) == 0) {  // typed-container markers: the container itself
+    nargs(1, 2);
+    return a[0];
+  }
 
   if (q == "collections.OrderedDict" || q == "collections.Counter" || q == "builtins.dict" ||
       q == "collections.defaultdict") {

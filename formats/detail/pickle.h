@@ -32,6 +32,7 @@
 //                                  -> Object cls "global", args = Str "module.name"
 //   torch.nn.modules.* instances   -> Object {cls, args, state = the module's __dict__} (allowed: never
 //                                     called, only their state is recorded)
+//   __torch__.* (TorchScript, opt-in) -> Object {cls, args, state}; torch.jit._pickle.* -> the value
 //   anything else                  -> UnsafeError, or (allow_unknown_globals) Object {cls, args, state}
 #pragma once
 
@@ -51,6 +52,10 @@ struct Options {
   size_t max_depth = 1000;             // nesting limit (stack/mark depth); deeper input -> FormatError
   size_t max_memo = 1u << 24;          // memo entries
   bool allow_unknown_globals = false;  // false: any global outside the allow-list -> UnsafeError naming ALL
+  /** TorchScript pickles (torch.jit.save): `__torch__.*` classes become Objects {cls, state = the
+   *  BUILD dict of attributes} and torch.jit._pickle's typed-container markers (build_intlist,
+   *  restore_type_tag, ...) return their first argument. Nothing is called either way. */
+  bool allow_torchscript_classes = false;
   /** Called for BINPERSID/PERSID (torch storages). Unset: persistent ids -> FormatError.
    *  For torch, the returned Value is a Tensor (1-d, the storage's dtype, whole storage). */
   std::function<Value(const Value& pid)> persistent_load;

@@ -1,0 +1,92 @@
+// Torch persistent ids and zip storage records; see torch_storage.h.
+#include "formats/detail/torch_storage.h"
+
+namespace tb::torch_storage {
+
+namespace {
+
+// Global class references come out of the VM as Object{cls "global", args Str "module.name"}.
+const std::string& global_of(const Value& v) {
+  static const std::string none;
+  if (v.kind() == Value::Kind::Object && v.as_object().cls == "global" && v.as_object().args &&
+      v.as_object().args->is_str())
+    return v.as_object().args->as_str();
+  return none;
+}
+
+// dtype of a storage class ("torch.FloatStorage", "torch.cuda.HalfStorage"); U8 for UntypedStorage.
+DType storage_dtype(const std::string& q, const std::string& where) {
+  std::string name = q.substr(q.rfind('.') + 1);
+  if (name == "UntypedStorage" || name == "_UntypedStorage") return DType::U8;
+  auto d = dtype_from_torch_storage(name);
+  TB_CHECK(d.has_value(), UnsupportedError, where, ": storage type '", q,
+           "' is not supported (quantized storages are not tensors we can convert)");
+  return *d;
+}
+
+}  // namespace
+
+Pid parse_pid(const Value& pid, const std::string& where) {
+  TB_CHECK(pid.kind() == Value::Kind::Tuple && pid.items().size() >= 5 && pid.items()[0].is_str() &&
+               pid.items()[0].as_str() == "storage",
+           FormatError, where, ": persistent id must be ('storage', type, key, location, numel) but is ", pid.repr());
+  const auto& it = pid.items();
+  const std::string& q = global_of(it[1]);
+  TB_CHECK(!q.empty(), FormatError, where, ": persistent id storage type is not a class: ", it[1].repr());
+  Pid p;
+  p.dtype = storage_dtype(q, where);
+  TB_CHECK(it[2].is_str(), FormatError, where, ": storage key must be a str but is ", it[2].repr());
+  p.key = it[2].as_str();
+  p.location = it[3].is_str() ? it[3].as_str() : "";
+  p.numel = it[4].as_int();
+  TB_CHECK(p.numel >= 0 && p.numel < (int64_t(1) << 56), FormatError, where, ": storage '", p.key,
+           "' has an impossible element count ", p.numel);
+  if (it.size() > 5) p.view_meta = it[5];
+  return p;
+}
+
+ZipStorages::ZipStorages(const zip::ZipReader& z, std::string dir, bool big, const LoadOptions& opts,
+                         LoadBudget& budget, std::string where)
+    : z_(z), dir_(std::move(dir)), big_(big), mmap_(opts.mmap), budget_(budget), where_(std::move(where)) {}
+
+Value ZipStorages::load(const Value& pid) {
+  Pid p = parse_pid(pid, where_);
+  auto it = storages_.find(p.key);
+  if (it != storages_.end()) return it->second;
+  const std::string record = dir_ + p.key;
+  const zip::Entry* e = z_.find(record);
+  TB_CHECK(e, FormatError, where_, ": storage '", p.key, "' has no record '", record, "'");
+  size_t isz = dtype_size(p.dtype);
+  uint64_t nbytes = uint64_t(p.numel) * isz;
+  TB_CHECK(e->uncompressed_size >= nbytes, FormatError, where_, ": storage '", p.key, "' (", dtype_name(p.dtype), ", ",
+           p.numel, " elements) needs ", nbytes, " bytes but record '", e->name, "' holds ", e->uncompressed_size);
+  std::shared_ptr<Storage> st;
+  if (e->stored() && !(e->flags & 1)) {  // the usual case: read or map the bytes in place
+    const Reader& file = *z_.reader();
+    TB_CHECK(e->data_offset <= file.size() && nbytes <= file.size() - e->data_offset, FormatError, where_,
+             ": storage '", p.key, "' runs past the end of the file");
+    if (!mmap_ || big_) {
+      budget_.charge_bytes(nbytes, str("storage '", p.key, "'"));
+      st = Storage::allocate(size_t(nbytes), false);
+      if (nbytes) file.read_at(e->data_offset, st->data(), size_t(nbytes));
+    } else {
+      st = file.load(e->data_offset, size_t(nbytes));
+    }
+  } else {
+    // Deflated (or refused) members: inflated, then copied into the storage.
+    budget_.charge_bytes(LoadBudget::sat_add(e->uncompressed_size, nbytes), str("storage '", p.key, "'"));
+    auto member = z_.open(*e);
+    st = Storage::allocate(size_t(nbytes), false);
+    if (nbytes) member->read_at(0, st->data(), size_t(nbytes));
+  }
+  if (big_) {
+    TB_CHECK(p.dtype != DType::U8 || isz == 1, UnsupportedError, where_, ": big-endian untyped storage");
+    byteswap_elements(st->data(), p.dtype, size_t(p.numel));
+  }
+  bytes_ += nbytes;
+  Value v = Value::tensor(Tensor(st, p.dtype, {p.numel}, {1}, 0));
+  storages_.emplace(p.key, v);
+  return v;
+}
+
+}  // namespace tb::torch_storage

@@ -1,0 +1,57 @@
+// Torch storages as pickles reference them: the persistent id tuple and, for zip archives
+// (torch.save, torch.jit.save), the records that hold the bytes. Shared by formats/pt.cpp and
+// formats/torchscript.cpp.
+//
+// A persistent id is ('storage', torch.<T>Storage, key, location, numel[, view_metadata]); the
+// storage's bytes are the record `<dir><key>` (numel * element size bytes; `<folder>/data/` for
+// torch.save and TorchScript attributes, `<folder>/constants/` for TorchScript constants).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+
+#include "formats/detail/zip.h"
+#include "formats/format.h"
+#include "tensor/limits.h"
+#include "tensor/value.h"
+
+namespace tb::torch_storage {
+
+/** A parsed persistent id. */
+struct Pid {
+  std::string key;
+  DType dtype;
+  int64_t numel;
+  std::string location;
+  Value view_meta;  // None unless a legacy storage view (view_key, offset, size)
+};
+
+/** Parses a persistent id; FormatError / UnsupportedError (quantized storages) prefixed by where. */
+Pid parse_pid(const Value& pid, const std::string& where);
+
+/** The storages of one record folder of a zip archive, each read once and shared by every tensor
+ *  that views it (stored records of a memory-mapped file are zero-copy). */
+class ZipStorages {
+ public:
+  /** dir: record prefix ("mlp/data/"); big: byte-swap (byteorder record "big"). The budget is charged
+   *  for the bytes copied; where prefixes messages ("[pt] 'file'"). */
+  ZipStorages(const zip::ZipReader& z, std::string dir, bool big, const LoadOptions& opts, LoadBudget& budget,
+              std::string where);
+  /** For pickle::Options::persistent_load: a 1-d tensor over the whole storage. */
+  Value load(const Value& pid);
+  size_t count() const { return storages_.size(); }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  const zip::ZipReader& z_;
+  std::string dir_;
+  bool big_;
+  bool mmap_;
+  LoadBudget& budget_;
+  std::string where_;
+  std::unordered_map<std::string, Value> storages_;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace tb::torch_storage
