@@ -5,6 +5,7 @@
 #include "formats/format.h"
 
 namespace tb {
+const FormatAdapter& torchscript_format();  // formats/torchscript.cpp
 const FormatAdapter& pt_format();           // formats/pt.cpp
 const FormatAdapter& npy_format();          // formats/npy.cpp
 const FormatAdapter& npz_format();          // formats/npz.cpp

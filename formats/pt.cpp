@@ -174,7 +174,7 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
   const zip::Entry* pkl = z.find(pre + "data.pkl");
   TB_CHECK(pkl, FormatError, where, ": no '", pre, "data.pkl' record (a zip file, but not a torch.save archive)");
   TB_CHECK(!z.find(pre + "constants.pkl"), UnsupportedError, where,
-           ": this is a TorchScript archive (torch.jit.save); load it in Python and torch.save its state_dict()");
+           ": this is a TorchScript archive (torch.jit.save), read by the torchscript format");
 
   std::string byteorder = read_record(z, pre + "byteorder");
   std::string version = read_record(z, pre + ".data/version");

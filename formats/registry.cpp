@@ -36,9 +36,9 @@ Source Source::from_path(const std::filesystem::path& p, bool use_mmap) {
 
 const std::vector<const FormatAdapter*>& all_formats() {
   // Sniff order matters: zip-based formats look at member names (pt before npz), and formats with
-  // weak magic (onnx protobuf) come last.
+  // weak magic (onnx protobuf) come last; TorchScript is a torch.save-like zip with more records.
   static const std::vector<const FormatAdapter*> formats = {
-      &pt_format(), &npz_format(), &keras_archive_format(), &npy_format(), &safetensors_format(), &h5_format(), &oneflow_format(),
+      &torchscript_format(), &pt_format(), &npz_format(), &keras_archive_format(), &npy_format(), &safetensors_format(), &h5_format(), &oneflow_format(),
       &onnx_format(), &onnx_tensor_format(), &keras_h5_format(), &keras3_h5_format(),
   };
   return formats;
