@@ -11,7 +11,7 @@
 #include "cli/commands.h"
 #include "cli/compare.h"
 #include "compute/backend.h"
-#include "nn/arch.h"
+#include "models/arch.h"
 
 namespace tb::cli {
 

@@ -9,10 +9,10 @@
 
 #include "formats/registry.h"
 #include "compute/backend.h"
-#include "nn/arch.h"
+#include "models/arch.h"
 #include "nn/module.h"
-#include "nn/onnx_graph.h"
-#include "nn/onnx_runner.h"
+#include "models/onnx_graph.h"
+#include "models/onnx_runner.h"
 
 namespace tb::cli {
 namespace {

@@ -4,9 +4,9 @@
 #include "tests/support.h"
 
 #include "compute/backend.h"
-#include "nn/arch.h"
-#include "nn/onnx_graph.h"
-#include "nn/onnx_runner.h"
+#include "models/arch.h"
+#include "models/onnx_graph.h"
+#include "models/onnx_runner.h"
 
 using namespace tb;
 namespace fs = std::filesystem;

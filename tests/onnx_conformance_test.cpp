@@ -11,9 +11,9 @@
 #include "compute/backend.h"
 #include "formats/onnx.h"
 #include "formats/registry.h"
-#include "nn/arch.h"
-#include "nn/onnx_graph.h"
-#include "nn/onnx_runner.h"
+#include "models/arch.h"
+#include "models/onnx_graph.h"
+#include "models/onnx_runner.h"
 #include "tests/support.h"
 
 using namespace tb;

@@ -1,4 +1,4 @@
-#include "nn/onnx_ops.h"
+#include "models/detail/onnx_ops.h"
 
 #include <cmath>
 #include <functional>

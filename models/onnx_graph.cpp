@@ -1,14 +1,14 @@
-#include "nn/onnx_graph.h"
+#include "models/onnx_graph.h"
 
-#include "nn/onnx_runner.h"
+#include "models/onnx_runner.h"
 
-#ifdef TB_NN_WITH_ONNX
+#ifdef TB_MODELS_WITH_ONNX
 #include "formats/onnx.h"
 #endif
 
 namespace tb::nn {
 
-#ifndef TB_NN_WITH_ONNX
+#ifndef TB_MODELS_WITH_ONNX
 bool onnx_graph_support() { return false; }
 void save_onnx_model(Module&, const Shape&, const std::filesystem::path& path, const SaveOptions&) {
   throw UnsupportedError(str("nn: cannot export '", path.string(),

@@ -1,8 +1,8 @@
-#include "nn/onnx_runner.h"
+#include "models/onnx_runner.h"
 
 #include <set>
 
-#include "nn/onnx_ops.h"
+#include "models/detail/onnx_ops.h"
 
 namespace tb::nn {
 
@@ -115,7 +115,7 @@ std::vector<Tensor> run_model(Module& model, const std::vector<Tensor>& inputs) 
 }
 
 std::shared_ptr<OnnxGraphModule> onnx_graph_module(const std::filesystem::path& file) {
-#ifdef TB_NN_WITH_ONNX
+#ifdef TB_MODELS_WITH_ONNX
   return std::make_shared<OnnxGraphModule>(read_onnx_graph(Source::from_path(file)), file.string());
 #else
   throw UnsupportedError(str("nn: '", file.string(), "': built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON"));
