@@ -1,4 +1,4 @@
-// nn modules with PyTorch's names and shapes (issue 9).
+// nn modules with PyTorch's names and shapes.
 //
 // A Module owns named parameters, buffers and children, in registration order, exactly like
 // torch.nn.Module. state_dict() walks them in PyTorch's order (own parameters, own persistent buffers,
