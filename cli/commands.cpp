@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/compare.h"
+#include "models/compare.h"
 #include "cli/nn_commands.h"
 #include "formats/registry.h"
 #include "nn/select.h"

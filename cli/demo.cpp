@@ -9,7 +9,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "cli/compare.h"
+#include "models/compare.h"
 #include "compute/backend.h"
 #include "models/arch.h"
 
