@@ -193,7 +193,7 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
   const uint64_t size = r.size();
   LoadBudget budget(opts.limits, L, size);
   Cursor c(r, budget);
-  TB_CHECK(size >= 24, FormatError, "[gguf] '", L, "': ", size, " bytes is too small for a GGUF header (24 bytes)");
+  TB_CHECK(size >= 24, FormatError, "[gguf] '", L, "': ", size, " bytes is too small for a GGUF header (24 bytes; truncated?)");
   TB_CHECK(r.read_string(0, 4) == "GGUF", FormatError, "[gguf] '", L, "': does not start with the magic \"GGUF\"");
   c.pos = 4;
   const uint32_t version = c.le<uint32_t>("the version");
@@ -208,9 +208,9 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
   const uint64_t n_kv = c.le<uint64_t>("the key-value count");
   // A key-value takes at least 13 bytes (key length, type, one byte), a tensor info at least 24.
   TB_CHECK(n_kv <= c.left() / 13, FormatError, "[gguf] '", L, "': the header claims ", n_kv,
-           " key-values but the file has room for at most ", c.left() / 13);
+           " key-values but the file has room for at most ", c.left() / 13, " (truncated?)");
   TB_CHECK(n_tensors <= c.left() / 24, FormatError, "[gguf] '", L, "': the header claims ", n_tensors,
-           " tensors but the file has room for at most ", c.left() / 24);
+           " tensors but the file has room for at most ", c.left() / 24, " (truncated?)");
   budget.charge_objects(n_kv + n_tensors, "the header's key-values and tensor infos");
 
   Checkpoint ck;
