@@ -109,9 +109,9 @@ class Cursor {
   uint64_t size_;
 };
 
-/** Parses one value of type t at the cursor and appends its text (strings quoted when in arrays). */
-void read_value(Cursor& c, uint32_t t, const std::string& key, uint64_t depth, bool quote, std::string& out) {
-  const std::string what = str("metadata '", key, "'");
+/** Parses one value of type t at the cursor and appends its text (strings quoted when in arrays);
+ *  what names the key in messages ("metadata 'general.name'"). */
+void read_value(Cursor& c, uint32_t t, const std::string& what, uint64_t depth, bool quote, std::string& out) {
   c.budget().tick(what);
   switch (t) {
     case U8: out += std::to_string(c.le<uint8_t>(what)); break;
@@ -162,7 +162,7 @@ void read_value(Cursor& c, uint32_t t, const std::string& key, uint64_t depth, b
       out += '[';
       for (uint64_t i = 0; i < n; ++i) {
         if (i) out += ", ";
-        read_value(c, et, key, depth + 1, true, out);
+        read_value(c, et, what, depth + 1, true, out);
       }
       out += ']';
       c.budget().charge_bytes(2 * n, what);
@@ -224,7 +224,7 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
     TB_CHECK(keys.insert(kv.key).second, FormatError, "[gguf] '", L, "': metadata key '", kv.key, "' appears twice");
     kv.type = c.le<uint32_t>(str("the value type of '", kv.key, "'"));
     const uint64_t start = c.pos;
-    read_value(c, kv.type, kv.key, 0, false, kv.text);
+    read_value(c, kv.type, str("metadata '", kv.key, "'"), 0, false, kv.text);
     budget.charge_bytes(c.pos - start, "metadata values");
     kv.raw = r.read_bytes(start, size_t(c.pos - start));
     if (kv.key == "general.alignment") {
@@ -286,7 +286,9 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
              LoadBudget::sat_add(t.offset, t.nbytes), ") of the data but the data has ", data_size, " bytes (truncated?)");
     order.push_back(&t);
   }
-  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
+  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    return a->offset != b->offset ? a->offset < b->offset : a->nbytes < b->nbytes;  // empty tensors first
+  });
   for (size_t i = 1; i < order.size(); ++i)
     TB_CHECK(order[i]->offset >= order[i - 1]->offset + order[i - 1]->nbytes, FormatError, "[gguf] '", L,
              "': tensor '", order[i]->name, "' at data offset ", order[i]->offset, " overlaps tensor '",
