@@ -37,7 +37,7 @@ const GgmlType kTypes[] = {
     {20, "IQ4_NL", 32, 18, std::nullopt, true},
     {21, "IQ3_S", 256, 110, std::nullopt, false},
     {22, "IQ2_S", 256, 82, std::nullopt, false},
-    {23, "IQ4_XS", 256, 136, std::nullopt, false},
+    {23, "IQ4_XS", 256, 136, std::nullopt, true},
     {24, "I8", 1, 1, DType::I8, false},
     {25, "I16", 1, 2, DType::I16, false},
     {26, "I32", 1, 4, DType::I32, false},
@@ -45,9 +45,9 @@ const GgmlType kTypes[] = {
     {28, "F64", 1, 8, DType::F64, false},
     {29, "IQ1_M", 256, 56, std::nullopt, false},
     {30, "BF16", 1, 2, DType::BF16, false},
-    {34, "TQ1_0", 256, 54, std::nullopt, false},
+    {34, "TQ1_0", 256, 54, std::nullopt, true},
     {35, "TQ2_0", 256, 66, std::nullopt, true},
-    {39, "MXFP4", 32, 17, std::nullopt, false},
+    {39, "MXFP4", 32, 17, std::nullopt, true},
     {40, "NVFP4", 64, 36, std::nullopt, false},
     {41, "Q1_0", 128, 18, std::nullopt, false},
 };
@@ -196,9 +196,47 @@ void tq2_0(const uint8_t* b, float* y) {
       for (int k = 0; k < 32; ++k) y[h * 128 + s * 32 + k] = d * float(int((b[h * 32 + k] >> (2 * s)) & 3) - 1);
 }
 
+// TQ1_0: 48 + 4 bytes each packing 5 (or 4) base-3 digits as a fraction of 256, then d; value q - 1.
+void tq1_0(const uint8_t* b, float* y) {
+  static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+  const float d = half(b + 52);
+  auto digit = [](uint8_t packed, uint8_t p) { return int((uint16_t(uint8_t(packed * p)) * 3) >> 8) - 1; };
+  for (int m = 0; m < 5; ++m)
+    for (int k = 0; k < 32; ++k) y[m * 32 + k] = d * float(digit(b[k], pow3[m]));
+  for (int m = 0; m < 5; ++m)
+    for (int k = 0; k < 16; ++k) y[160 + m * 16 + k] = d * float(digit(b[32 + k], pow3[m]));
+  for (int m = 0; m < 4; ++m)
+    for (int k = 0; k < 4; ++k) y[240 + m * 4 + k] = d * float(digit(b[48 + k], pow3[m]));
+}
+
+const int8_t kIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// IQ4_XS: d, 8 six-bit signed scales (high bits in a u16, low nibbles in 4 bytes), IQ4_NL nibbles.
+void iq4_xs(const uint8_t* b, float* y) {
+  const float d = half(b);
+  const unsigned sh = unsigned(b[2]) | unsigned(b[3]) << 8;
+  for (int j = 0; j < 8; ++j) {
+    const int lo = (b[4 + j / 2] >> (4 * (j % 2))) & 0xF, hi = (sh >> (2 * j)) & 3;
+    const float dl = d * float(int(int8_t(uint8_t(lo | hi << 4))) - 32);
+    for (int i = 0; i < 32; ++i) y[j * 32 + i] = dl * float(kIq4nl[(b[8 + j * 16 + i % 16] >> (4 * (i / 16))) & 0xF]);
+  }
+}
+
+// MXFP4: an e8m0 exponent (as half its power of two) and 32 e2m1 nibbles (values doubled).
+void mxfp4(const uint8_t* b, float* y) {
+  static const int8_t kv[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+  const uint32_t e = b[0], bits = e < 2 ? 0x00200000u << e : (e - 1) << 23;
+  float d;
+  std::memcpy(&d, &bits, 4);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * float(kv[b[1 + j] & 0xF]);
+    y[j + 16] = d * float(kv[b[1 + j] >> 4]);
+  }
+}
+
 // IQ4_NL: d, nibbles indexing a fixed non-linear table.
 void iq4_nl(const uint8_t* b, float* y) {
-  static const int8_t kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  const int8_t* kv = kIq4nl;
   const float d = half(b);
   for (int j = 0; j < 16; ++j) {
     y[j] = d * float(kv[b[2 + j] & 0xF]);
@@ -254,6 +292,9 @@ void dequantize(const GgmlType& t, const uint8_t* src, size_t n_blocks, float* d
     case 13: f = q5_k; break;
     case 14: f = q6_k; break;
     case 20: f = iq4_nl; break;
+    case 23: f = iq4_xs; break;
+    case 34: f = tq1_0; break;
+    case 39: f = mxfp4; break;
     case 35: f = tq2_0; break;
     default: return;
   }
@@ -273,7 +314,8 @@ void quantize_q8_0(const float* src, size_t n, uint8_t* dst) {
       const float v = x[j] * id, a = std::fabs(v), fl = std::floor(a);
       const float r = fl + std::floor(2.0f * (a - fl));
       const float q = v > 0 ? r : v < 0 ? -r : 0.0f;
-      out[2 + j] = uint8_t(int8_t(int(q)));
+      // NaN (from an overflowing 1/d when d is subnormal) becomes 0, as numpy's cast does on x86-64.
+      out[2 + j] = std::isfinite(q) ? uint8_t(int8_t(int(q))) : 0;
     }
     const uint16_t h = f32_to_f16_bits(d);
     out[0] = uint8_t(h & 0xFF);

@@ -156,7 +156,7 @@ TEST_CASE("gguf: a type without a dequantizer is refused by name; --keep-quantiz
 
 TEST_CASE("gguf: GGUF -> GGUF with --keep-quantized rewrites the same tensor bytes and typed metadata", "[gguf]") {
   tbtest::TempDir dir;
-  for (const char* name : {"quants.gguf", "types.gguf", "unsupported.gguf"}) {
+  for (const char* name : {"quants.gguf", "types.gguf", "unsupported.gguf", "aligned64.gguf"}) {
     INFO(name);
     const std::string out = (dir / name).string();
     auto r = run_cli({"convert", "-q", "--keep-quantized", fixture(name), out});
@@ -219,7 +219,8 @@ TEST_CASE("gguf: --dtype q8_0 writes the blocks gguf.quants.quantize writes", "[
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   auto p = tbtest::python(tbtest::Peer::Peers, R"(
-import sys, numpy as np, gguf
+import sys, warnings, numpy as np, gguf
+warnings.simplefilter('ignore')  # tiny MXFP4 blocks overflow 1/d inside quantize
 from gguf import GGMLQuantizationType as T
 src = {t.name: t for t in gguf.GGUFReader(sys.argv[1]).tensors}
 for t in gguf.GGUFReader(sys.argv[2]).tensors:
@@ -231,7 +232,7 @@ print('ok', len(src))
                           {fixture("quants.gguf"), out});
   INFO(p.output);
   CHECK(p.exit_code == 0);
-  CHECK(contains(p.output, "ok 13"));
+  CHECK(contains(p.output, "ok 16"));
   r = run_cli({"convert", "-q", "--dtype", "q8_0", fixture("types.gguf"), (dir / "t.gguf").string()});
   REQUIRE(r.exit_code == 0);
   StateDict t = load(dir / "t.gguf").state_dict();
