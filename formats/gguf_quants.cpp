@@ -48,7 +48,7 @@ const GgmlType kTypes[] = {
     {34, "TQ1_0", 256, 54, std::nullopt, true},
     {35, "TQ2_0", 256, 66, std::nullopt, true},
     {39, "MXFP4", 32, 17, std::nullopt, true},
-    {40, "NVFP4", 64, 36, std::nullopt, false},
+    {40, "NVFP4", 64, 36, std::nullopt, true},
     {41, "Q1_0", 128, 18, std::nullopt, false},
 };
 
@@ -234,6 +234,22 @@ void mxfp4(const uint8_t* b, float* y) {
   }
 }
 
+// NVFP4: four unsigned e4m3 scales (halved; 0x7F reads as 0), then 4 x 8 bytes of e2m1 nibbles
+// (low nibbles are elements 0..7 of a 16-element sub-block, high ones 8..15).
+void nvfp4(const uint8_t* b, float* y) {
+  static const int8_t kv[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+  for (int s = 0; s < 4; ++s) {
+    const uint8_t x = b[s];
+    const int exp = (x >> 3) & 0xF, man = x & 7;
+    // Every scale is exact in float32: man * 2^-9 / 2, or (1 + man/8) * 2^(exp-7) / 2.
+    const float d = (x == 0 || x == 0x7F) ? 0.0f : exp == 0 ? std::ldexp(float(man), -10) : std::ldexp(float(8 + man), exp - 11);
+    for (int j = 0; j < 8; ++j) {
+      y[s * 16 + j] = d * float(kv[b[4 + s * 8 + j] & 0xF]);
+      y[s * 16 + 8 + j] = d * float(kv[b[4 + s * 8 + j] >> 4]);
+    }
+  }
+}
+
 // IQ4_NL: d, nibbles indexing a fixed non-linear table.
 void iq4_nl(const uint8_t* b, float* y) {
   const int8_t* kv = kIq4nl;
@@ -295,6 +311,7 @@ void dequantize(const GgmlType& t, const uint8_t* src, size_t n_blocks, float* d
     case 23: f = iq4_xs; break;
     case 34: f = tq1_0; break;
     case 39: f = mxfp4; break;
+    case 40: f = nvfp4; break;
     case 35: f = tq2_0; break;
     default: return;
   }

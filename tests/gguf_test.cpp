@@ -232,7 +232,7 @@ print('ok', len(src))
                           {fixture("quants.gguf"), out});
   INFO(p.output);
   CHECK(p.exit_code == 0);
-  CHECK(contains(p.output, "ok 16"));
+  CHECK(contains(p.output, "ok 17"));
   r = run_cli({"convert", "-q", "--dtype", "q8_0", fixture("types.gguf"), (dir / "t.gguf").string()});
   REQUIRE(r.exit_code == 0);
   StateDict t = load(dir / "t.gguf").state_dict();
