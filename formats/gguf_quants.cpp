@@ -30,20 +30,20 @@ const GgmlType kTypes[] = {
     {13, "Q5_K", 256, 176, std::nullopt, true},
     {14, "Q6_K", 256, 210, std::nullopt, true},
     {15, "Q8_K", 256, 292, std::nullopt, false},
-    {16, "IQ2_XXS", 256, 66, std::nullopt, false},
-    {17, "IQ2_XS", 256, 74, std::nullopt, false},
-    {18, "IQ3_XXS", 256, 98, std::nullopt, false},
-    {19, "IQ1_S", 256, 50, std::nullopt, false},
+    {16, "IQ2_XXS", 256, 66, std::nullopt, true},
+    {17, "IQ2_XS", 256, 74, std::nullopt, true},
+    {18, "IQ3_XXS", 256, 98, std::nullopt, true},
+    {19, "IQ1_S", 256, 50, std::nullopt, true},
     {20, "IQ4_NL", 32, 18, std::nullopt, true},
-    {21, "IQ3_S", 256, 110, std::nullopt, false},
-    {22, "IQ2_S", 256, 82, std::nullopt, false},
+    {21, "IQ3_S", 256, 110, std::nullopt, true},
+    {22, "IQ2_S", 256, 82, std::nullopt, true},
     {23, "IQ4_XS", 256, 136, std::nullopt, true},
     {24, "I8", 1, 1, DType::I8, false},
     {25, "I16", 1, 2, DType::I16, false},
     {26, "I32", 1, 4, DType::I32, false},
     {27, "I64", 1, 8, DType::I64, false},
     {28, "F64", 1, 8, DType::F64, false},
-    {29, "IQ1_M", 256, 56, std::nullopt, false},
+    {29, "IQ1_M", 256, 56, std::nullopt, true},
     {30, "BF16", 1, 2, DType::BF16, false},
     {34, "TQ1_0", 256, 54, std::nullopt, true},
     {35, "TQ2_0", 256, 66, std::nullopt, true},
@@ -313,7 +313,7 @@ void dequantize(const GgmlType& t, const uint8_t* src, size_t n_blocks, float* d
     case 39: f = mxfp4; break;
     case 40: f = nvfp4; break;
     case 35: f = tq2_0; break;
-    default: return;
+    default: detail::dequantize_iq(t.id, src, n_blocks, t.type_size, dst); return;
   }
   for (size_t i = 0; i < n_blocks; ++i) f(src + i * t.type_size, dst + i * t.block_size);
 }

@@ -37,4 +37,9 @@ void dequantize(const GgmlType& t, const uint8_t* src, size_t n_blocks, float* d
 /** Quantizes n (a multiple of 32) float32s to Q8_0 blocks (34 bytes each) as gguf.quants.quantize. */
 void quantize_q8_0(const float* src, size_t n, uint8_t* dst);
 
+namespace detail {
+/** The grid (IQ*) types' dequantizers (gguf_quants_iq.cpp); false when id is not one of them. */
+bool dequantize_iq(uint32_t id, const uint8_t* src, size_t n_blocks, size_t type_size, float* dst);
+}  // namespace detail
+
 }  // namespace tb::gguf
