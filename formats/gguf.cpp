@@ -159,13 +159,15 @@ void read_value(Cursor& c, uint32_t t, const std::string& what, uint64_t depth, 
       TB_CHECK(n <= c.left() / min, FormatError, "[gguf] '", c.reader().label(), "': ", what, ": an array of ", n, " ",
                type_name(et), " needs at least ", min, " bytes each but only ", c.left(), " bytes are left (truncated?)");
       c.budget().charge_objects(n, what);
+      // The text may be larger than the bytes (a uint8 renders as up to 5 characters): charged first.
+      const uint64_t per = et == STRING || et == ARRAY ? 4 : et == BOOL ? 7 : 26;
+      c.budget().charge_bytes(LoadBudget::sat_mul(n, per), what);
       out += '[';
       for (uint64_t i = 0; i < n; ++i) {
         if (i) out += ", ";
         read_value(c, et, what, depth + 1, true, out);
       }
       out += ']';
-      c.budget().charge_bytes(2 * n, what);
       break;
     }
     default:

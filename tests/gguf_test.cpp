@@ -367,6 +367,23 @@ TEST_CASE("gguf: damaged and hostile headers are refused naming the file and the
     expect_refused(make("v1.gguf", b), {"GGUF version 1", "not supported"});
   }
   expect_refused(tbtest::fixture("gguf/big_endian.gguf"), {"big-endian GGUF", "only little-endian"});
+  {
+    // 1 MiB of uint8 metadata renders as ~5 MiB of text: the load budget is charged before it is built.
+    Builder b;
+    b.header(3, 0, 1);
+    b.s("big");
+    b.u32(9);
+    b.u32(0);
+    b.u64(1 << 20);
+    b.b.append(1 << 20, '\xff');
+    const fs::path p = make("metadata_bomb.gguf", b);
+    auto r = run_cli({"--max-memory", "2M", "inspect", p.string()});
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.output, "--max-memory"));
+    CHECK(contains(r.output, "metadata 'big'"));
+    CHECK(run_cli({"inspect", p.string()}).exit_code == 0);  // within the default budget
+  }
 }
 
 TEST_CASE("gguf: the writer refuses what GGUF cannot hold, naming the tensor", "[gguf]") {
