@@ -93,7 +93,7 @@ void expect_refused(const fs::path& file, const std::vector<std::string>& phrase
 
 }  // namespace
 
-TEST_CASE("gguf: plain tensor types and every metadata type, v3 and v2, as GGUFReader reads them", "[gguf]") {
+TEST_CASE("plain tensor types and every metadata type, v3 and v2, as GGUFReader reads them", "[gguf]") {
   auto ref = reader_dump(fixture("types.gguf"));
   for (const char* name : {"types.gguf", "types_v2.gguf"}) {
     Checkpoint c = load(fixture(name));
@@ -126,7 +126,7 @@ TEST_CASE("gguf: plain tensor types and every metadata type, v3 and v2, as GGUFR
   CHECK(contains(r.output, "w.i32   int32     [2, 1, 2, 2]"));
 }
 
-TEST_CASE("gguf: quantized tensors dequantize bit-for-bit as gguf.quants.dequantize", "[gguf]") {
+TEST_CASE("quantized tensors dequantize bit-for-bit as gguf.quants.dequantize", "[gguf]") {
   // quants_ref.safetensors holds gguf.quants.dequantize of every tensor, computed by the generator.
   StateDict got = load(fixture("quants.gguf")).state_dict();
   StateDict want = load(fixture("quants_ref.safetensors")).state_dict();
@@ -141,7 +141,7 @@ TEST_CASE("gguf: quantized tensors dequantize bit-for-bit as gguf.quants.dequant
   CHECK(got.at("q.q8_0_3d").shape() == Shape{2, 3, 32});
 }
 
-TEST_CASE("gguf: a type without a dequantizer is refused by name; --keep-quantized keeps it", "[gguf]") {
+TEST_CASE("a type without a dequantizer is refused by name, --keep-quantized keeps it", "[gguf]") {
   auto r = run_cli({"inspect", fixture("unsupported.gguf")});
   INFO(r.output);
   CHECK(r.exit_code == 1);
@@ -154,7 +154,7 @@ TEST_CASE("gguf: a type without a dequantizer is refused by name; --keep-quantiz
   CHECK(contains(r.output, str(kGgufQuantizedKey, "q.q8_k: Q8_K [1, 256]")));
 }
 
-TEST_CASE("gguf: GGUF -> GGUF with --keep-quantized rewrites the same tensor bytes and typed metadata", "[gguf]") {
+TEST_CASE("GGUF -> GGUF with --keep-quantized rewrites the same tensor bytes and typed metadata", "[gguf]") {
   tbtest::TempDir dir;
   for (const char* name : {"quants.gguf", "types.gguf", "unsupported.gguf", "aligned64.gguf"}) {
     INFO(name);
@@ -172,7 +172,7 @@ TEST_CASE("gguf: GGUF -> GGUF with --keep-quantized rewrites the same tensor byt
   for (const auto& [name, w] : want) CHECK(bytes_of(got.at(name)) == bytes_of(w));
 }
 
-TEST_CASE("gguf: a file we write from safetensors is read by GGUFReader with the same values", "[gguf]") {
+TEST_CASE("a file we write from safetensors is read by GGUFReader with the same values", "[gguf]") {
   tbtest::TempDir dir;
   // float32/float16/bfloat16 and integer tensors from a GGUF source, dequantized tensors as float32.
   for (const char* name : {"types.gguf", "quants.gguf"}) {
@@ -203,7 +203,7 @@ TEST_CASE("gguf: a file we write from safetensors is read by GGUFReader with the
   }
 }
 
-TEST_CASE("gguf: --dtype q8_0 writes the blocks gguf.quants.quantize writes", "[gguf]") {
+TEST_CASE("--dtype q8_0 writes the blocks gguf.quants.quantize writes", "[gguf]") {
   // The C++ quantizer on the generator's inputs (zeros, ties at .5, random) against the reference blocks.
   StateDict ref = load(fixture("q8_0_ref.safetensors")).state_dict();
   Tensor x = ref.at("x");
@@ -244,7 +244,7 @@ print('ok', len(src))
   CHECK(contains(r.output, "q8_0 is supported for gguf output"));
 }
 
-TEST_CASE("gguf: damaged and hostile headers are refused naming the file and the problem", "[gguf]") {
+TEST_CASE("damaged and hostile headers are refused naming the file and the problem", "[gguf]") {
   tbtest::TempDir dir;
   auto make = [&](const std::string& name, const Builder& b) {
     fs::path p = dir / name;
@@ -386,7 +386,7 @@ TEST_CASE("gguf: damaged and hostile headers are refused naming the file and the
   }
 }
 
-TEST_CASE("gguf: the writer refuses what GGUF cannot hold, naming the tensor", "[gguf]") {
+TEST_CASE("the writer refuses what GGUF cannot hold, naming the tensor", "[gguf]") {
   tbtest::TempDir dir;
   StateDict sd;
   sd.insert("mask", Tensor::from_vector<uint8_t>(DType::Bool, {2}, {1, 0}));
