@@ -203,7 +203,7 @@ TEST_CASE("a file we write from safetensors is read by GGUFReader with the same 
   }
 }
 
-TEST_CASE("--dtype q8_0 writes the blocks gguf.quants.quantize writes", "[gguf]") {
+TEST_CASE("Q8_0 output (--dtype q8_0) has the blocks gguf.quants.quantize writes", "[gguf]") {
   // The C++ quantizer on the generator's inputs (zeros, ties at .5, random) against the reference blocks.
   StateDict ref = load(fixture("q8_0_ref.safetensors")).state_dict();
   Tensor x = ref.at("x");
