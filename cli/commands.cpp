@@ -526,7 +526,7 @@ void register_commands(CLI::App& app) {
                     "gguf: keep quantized tensors as raw uint8 blocks (gguf output writes them back as their type)");
   convert->add_option("--option", convert_args->options,
                       "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
-                      "layout=pickle|single|snapshot (oneflow), format=none (safetensors)");
+                      "layout=pickle|single|snapshot (oneflow), format=none (safetensors), quantize=q8_0 (gguf)");
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
   convert->add_flag("--state-dict-only", convert_args->state_dict_only,
                     "a whole pickled module to .pt: write its state dict (the module itself cannot be written)");
