@@ -11,6 +11,7 @@
 #include "compute/backend.h"
 #include "models/arch.h"
 #include "nn/module.h"
+#include "models/keras_export.h"
 #include "models/onnx_graph.h"
 #include "models/onnx_runner.h"
 
@@ -184,21 +185,26 @@ void export_model(const ExportArgs& a) {
   nn::FileModel fm = a.src.load();
   SaveOptions so;
   so.overwrite = a.force;
-  nn::save_onnx_model(*fm.model, parse_shape(a.input_shape), a.output, so);
+  const bool keras = std::filesystem::path(a.output).extension() == ".keras";
+  if (keras)
+    nn::save_keras_model(*fm.model, parse_shape(a.input_shape), a.output, so);
+  else
+    nn::save_onnx_model(*fm.model, parse_shape(a.input_shape), a.output, so);
   std::cout << "export: " << fm.model->type_name() << " (" << fm.architecture << ") written to " << a.output
-            << " as an ONNX graph\n";
+            << (keras ? " as a Keras 3 model (channels-last inputs)\n" : " as an ONNX graph\n");
 }
 
 }  // namespace
 
 void register_nn_commands(CLI::App& app) {
   auto ex = std::make_shared<ExportArgs>();
-  auto* exp = app.add_subcommand("export", "Write a model (structure and weights) as a full ONNX graph");
+  auto* exp = app.add_subcommand("export", "Write a model (structure and weights) as a full ONNX graph (.onnx) or a Keras 3 model (.keras)");
   ex->src.add_options(exp);
-  exp->add_option("output", ex->output, "Output .onnx file")->required();
+  exp->add_option("output", ex->output, "Output .onnx or .keras file")->required();
   exp->add_option("--input-shape", ex->input_shape, "Input shape, -1 for a symbolic batch: -1,20 or -1,3,32,32")->required();
   exp->add_flag("--force", ex->force, "Overwrite an existing output");
-  exp->footer("Example:\n  tensorbridge export mlp.params mlp.onnx --arch mlp:20,256,10 --input-shape -1,20");
+  exp->footer("Examples:\n  tensorbridge export mlp.params mlp.onnx --arch mlp:20,256,10 --input-shape -1,20\n"
+              "  tensorbridge export cnn.pt cnn.keras --arch seed-cnn --input-shape -1,3,32,32   # Keras takes NHWC");
   exp->callback([ex] { export_model(*ex); });
 
   auto args = std::make_shared<RunArgs>();
