@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace tb {
@@ -24,6 +26,8 @@ int open_or_throw(const std::filesystem::path& path) {
 }
 
 class FileReader : public Reader {
+  static constexpr size_t kMinPart = 8u << 20;  // smaller reads stay on the calling thread
+
  public:
   FileReader(const std::filesystem::path& path, bool use_mmap)
       : FileReader(open_or_throw(path), path.string(), use_mmap) {}
@@ -54,6 +58,33 @@ class FileReader : public Reader {
   const std::string& label() const override { return label_; }
   void read_at(uint64_t offset, void* dst, size_t n) const override {
     check_range(offset, n, "read");
+    // A large read is split over a few threads: page-in and copying run on every core.
+    const size_t parts = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), n / kMinPart);
+    if (parts >= 2) {
+      const size_t each = (n / parts + 4095) & ~size_t(4095);
+      std::vector<std::thread> helpers;
+      std::exception_ptr failed;
+      auto run = [&](size_t from, size_t len) {
+        try {
+          read_part(offset + from, static_cast<uint8_t*>(dst) + from, len);
+        } catch (...) {
+          failed = std::current_exception();  // one failure is enough to report
+        }
+      };
+      size_t done = each;
+      try {
+        for (; done < n; done += each) helpers.emplace_back(run, done, std::min(each, n - done));
+      } catch (const std::system_error&) {  // no thread to be had (address-space limit): this one reads the rest
+        run(done, n - done);
+      }
+      run(0, std::min(each, n));
+      for (auto& t : helpers) t.join();
+      if (failed) std::rethrow_exception(failed);
+      return;
+    }
+    read_part(offset, dst, n);
+  }
+  void read_part(uint64_t offset, void* dst, size_t n) const {
     if (mapping_) {
       std::memcpy(dst, static_cast<const uint8_t*>(mapping_.get()) + offset, n);
       return;
