@@ -39,7 +39,7 @@ APT_PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config
   # formats
-  libhdf5-dev hdf5-tools libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler zlib1g-dev
+  libhdf5-dev hdf5-tools libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler zlib1g-dev libdeflate-dev
   # compute (Vulkan + BLAS)
   libvulkan-dev mesa-vulkan-drivers glslc vulkan-tools libopenblas-dev
   # C++ libraries

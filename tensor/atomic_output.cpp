@@ -302,6 +302,22 @@ void NewFileWriter::write(const void* data, size_t n) {
     buf_.insert(buf_.end(), p, p + n);
 }
 
+size_t NewFileWriter::copy_from_file(int fd, uint64_t offset, size_t n) {
+  write_all(buf_.data(), buf_.size());  // what came before goes first
+  buf_.clear();
+  size_t done = 0;
+  while (done < n) {
+    loff_t in = loff_t(offset + done);
+    ssize_t r = ::copy_file_range(fd, &in, fd_, nullptr, n - done, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;  // EXDEV, EINVAL, ENOSYS, ...: the caller writes the rest from memory
+    done += size_t(r);
+  }
+  written_ += done;
+  report_write_progress(done);
+  return done;
+}
+
 void NewFileWriter::keep_mode(mode_t mode, uid_t uid, gid_t gid) {
   struct stat st {};
   if (::fstat(fd_, &st) == 0 && (st.st_uid != uid || st.st_gid != gid)) (void)::fchown(fd_, uid, gid);
