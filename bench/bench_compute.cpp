@@ -1,4 +1,4 @@
-// One run, three comparisons (issue 8), printed as ratios at the end:
+// One run, three comparisons, printed as ratios at the end:
 //   1. CPU backend GEMM GFLOP/s vs raw OpenBLAS cblas_sgemm (same library numpy uses) and vs
 //      numpy on /usr/bin/python3, on 1024^3 and on the seed MLP shapes; target >= 0.9x.
 //   2. Seed MLP forward (Linear(20,256) -> ReLU -> Linear(256,10), batch 4096) on the CPU backend vs

@@ -1,4 +1,4 @@
-// bench_io: the C++ side of the I/O benchmarks (issue 11), driven by bench/run.sh -> bench/bench_io.py.
+// bench_io: the C++ side of the I/O benchmarks, driven by bench/run.sh -> bench/bench_io.py.
 // One measurement per process, so the driver reads the peak RSS of each from the OS (wait4).
 //
 //   bench_io load <file> owned   tb::load with LoadOptions::mmap = false: every tensor in owned heap memory

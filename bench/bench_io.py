@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""I/O benchmarks against the Python peers (issue 11). Run through bench/run.sh [SIZE_MB].
+"""I/O benchmarks against the Python peers. Run through bench/run.sh [SIZE_MB].
 
 Runs with Debian /usr/bin/python3 (torch 1.13, numpy 1.24, h5py, onnx). safetensors lives only in the
 peers venv (numpy 2, no torch), so the safetensors inputs and Python-side safetensors timings run there.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# I/O benchmarks against the Python peers (issue 11): bench/run.sh [SIZE_MB] (default 1024).
+# I/O benchmarks against the Python peers: bench/run.sh [SIZE_MB] (default 1024).
 # Builds tensorbridge and bench_io if needed, writes the inputs once into $TB_BENCH_DIR
 # (default /tmp/tensorbridge-bench-SIZE), then prints medians, peak RSS and ratios.
 # Environment: TB_BENCH_RUNS (runs per measurement, default 3), TB_BENCH_WARMUP (untimed runs

@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/compare.h"
+#include "models/compare.h"
 #include "cli/nn_commands.h"
 #include "formats/registry.h"
 #include "nn/select.h"
@@ -48,16 +48,18 @@ struct InspectArgs {
   std::string path;
   bool json = false;
   bool allow_unknown_globals = false;
+  bool keep_quantized = false;
 };
 
-LoadOptions load_options(bool allow_unknown_globals) {
+LoadOptions load_options(bool allow_unknown_globals, bool keep_quantized = false) {
   LoadOptions o;
   o.allow_unknown_globals = allow_unknown_globals;
+  o.keep_quantized = keep_quantized;
   return o;
 }
 
 void run_inspect(const InspectArgs& a) {
-  Checkpoint ck = load(a.path, load_options(a.allow_unknown_globals));
+  Checkpoint ck = load(a.path, load_options(a.allow_unknown_globals, a.keep_quantized));
   std::vector<NonTensor> non_tensors;
   StateDict sd = ck.state_dict({}, &non_tensors);
 
@@ -187,6 +189,7 @@ struct ConvertArgs {
   bool quiet = false;
   bool verbose = false;
   bool allow_unknown_globals = false;
+  bool keep_quantized = false;
   bool state_dict_only = false;
   std::vector<std::string> options;
   bool reshapes_keys() const {
@@ -256,13 +259,19 @@ void run_convert(const ConvertArgs& a) {
     TB_CHECK(eq != std::string::npos && eq > 0, UnsupportedError, "--option ", kv, ": expected KEY=VALUE");
     so.options[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
+  // --dtype q8_0: GGUF's own block quantization, done by its writer.
+  const bool quantize = a.dtype == "q8_0";
+  if (quantize) {
+    TB_CHECK(out_fmt.name == "gguf", UnsupportedError, "--dtype q8_0 is supported for gguf output, not ", out_fmt.name);
+    so.options["quantize"] = "q8_0";
+  }
   if (!a.shard_size.empty()) {
     TB_CHECK(out_fmt.name == "safetensors", UnsupportedError, "--shard-size is supported for safetensors output, not ",
              out_fmt.name);
     so.options["shard_size"] = a.shard_size;
   }
   check_save_options(out_fmt, a.output, so);  // a mistyped option fails before the input is read
-  Checkpoint in = load(a.input, load_options(a.allow_unknown_globals));
+  Checkpoint in = load(a.input, load_options(a.allow_unknown_globals, a.keep_quantized));
   if (out_fmt.name == "pt" && !a.state_dict_only)
     for (const auto& [k, v] : in.info)
       TB_CHECK(k != "whole module", UnsupportedError, "'", a.input, "' is a whole pickled module (", v,
@@ -277,7 +286,7 @@ void run_convert(const ConvertArgs& a) {
   }
   if (out_fmt.keeps_tree && !a.reshapes_keys()) {
     out.root = a.key.empty() ? in.root : value_at_path(in.root, a.key);
-    if (!a.dtype.empty()) {
+    if (!a.dtype.empty() && !quantize) {
       DType to = float_target(a.dtype);
       out.root = map_tensors(out.root, [to](const Tensor& t) { return is_floating(t.dtype()) ? t.to(to) : t; });
     }
@@ -329,7 +338,7 @@ void run_convert(const ConvertArgs& a) {
     if (!a.select.empty()) sd = nn::select_keys(sd, a.select);
     if (!a.select_regex.empty()) sd = nn::select_keys(sd, a.select_regex, true);
     if (!a.rename.empty()) sd = nn::rename_keys(sd, a.rename);
-    if (!a.dtype.empty()) sd = cast_floating(sd, a.dtype);
+    if (!a.dtype.empty() && !quantize) sd = cast_floating(sd, a.dtype);
     out.root = Value::from_state_dict(sd);
     out.metadata = sd.metadata;
   }
@@ -489,6 +498,8 @@ void register_commands(CLI::App& app) {
   inspect->add_flag("--json", inspect_args->json, "machine-readable output");
   inspect->add_flag("--allow-unknown-globals", inspect_args->allow_unknown_globals,
                     "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
+  inspect->add_flag("--keep-quantized", inspect_args->keep_quantized,
+                    "gguf: keep quantized tensors as raw uint8 blocks instead of dequantizing them to float32");
   inspect->footer("Example:\n  tensorbridge inspect mlp.params\n  tensorbridge inspect --json model.safetensors");
   inspect->callback([inspect_args] { run_inspect(*inspect_args); });
 
@@ -496,9 +507,9 @@ void register_commands(CLI::App& app) {
   auto* convert = app.add_subcommand("convert", "Convert a weight file to another format");
   convert->add_option("input", convert_args->input, "input file or folder (format sniffed from the bytes)")->required();
   convert->add_option("output", convert_args->output, "output path (format from --to or the extension)")->required();
-  convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow");
+  convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow, gguf");
   convert->add_option("--key", convert_args->key, "dotted path of the sub-tree to convert, e.g. model_state_dict");
-  convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16)");
+  convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16; q8_0 for gguf output)");
   convert->add_option("--select", convert_args->select, "keep only keys matching this glob (repeatable), e.g. 'hidden.*'; matched against the output's names (after --style)");
   convert->add_option("--select-regex", convert_args->select_regex, "keep only keys matching this regex (repeatable; output names, after --style)");
   convert->add_option("--rename", convert_args->rename, "rename keys: REGEX=REPLACEMENT with \\1 groups (repeatable), e.g. 'module\\.(.*)=\\1'; applied to the output's names (after --style)");
@@ -511,9 +522,11 @@ void register_commands(CLI::App& app) {
   convert->add_flag("-v,--verbose", convert_args->verbose, "say what was read");
   convert->add_flag("--allow-unknown-globals", convert_args->allow_unknown_globals,
                     "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
+  convert->add_flag("--keep-quantized", convert_args->keep_quantized,
+                    "gguf: keep quantized tensors as raw uint8 blocks (gguf output writes them back as their type)");
   convert->add_option("--option", convert_args->options,
                       "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
-                      "layout=pickle|single|snapshot (oneflow), format=none (safetensors)");
+                      "layout=pickle|single|snapshot (oneflow), format=none (safetensors), quantize=q8_0 (gguf)");
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
   convert->add_flag("--state-dict-only", convert_args->state_dict_only,
                     "a whole pickled module to .pt: write its state dict (the module itself cannot be written)");

@@ -9,9 +9,9 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "cli/compare.h"
+#include "models/compare.h"
 #include "compute/backend.h"
-#include "nn/arch.h"
+#include "models/arch.h"
 
 namespace tb::cli {
 

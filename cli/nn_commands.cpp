@@ -1,5 +1,6 @@
 #include "cli/nn_commands.h"
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -8,9 +9,11 @@
 
 #include "formats/registry.h"
 #include "compute/backend.h"
-#include "nn/arch.h"
+#include "models/arch.h"
 #include "nn/module.h"
-#include "nn/onnx_graph.h"
+#include "models/keras_export.h"
+#include "models/onnx_graph.h"
+#include "models/onnx_runner.h"
 
 namespace tb::cli {
 namespace {
@@ -76,25 +79,79 @@ struct ModelSource {
 
 struct RunArgs {
   ModelSource src;
-  std::string input, output, backend = "cpu";
+  std::vector<std::string> inputs, outputs;
+  std::string backend = "cpu";
   bool overwrite = false;
 };
+
+/** Orders the --input/--output values by the model's value names: "NAME=FILE" when NAME is one of
+ *  them, otherwise the next unnamed value in order. */
+std::vector<std::string> by_name(const std::vector<std::string>& given, const std::vector<std::string>& names,
+                                 const char* flag) {
+  std::vector<std::string> files(names.size());
+  std::vector<std::string> positional;
+  for (const auto& g : given) {
+    auto eq = g.find('=');
+    auto it = eq == std::string::npos ? names.end() : std::find(names.begin(), names.end(), g.substr(0, eq));
+    if (it == names.end()) {
+      positional.push_back(g);
+      continue;
+    }
+    std::string& slot = files[size_t(it - names.begin())];
+    TB_CHECK(slot.empty(), KeyError, "run: ", flag, " '", *it, "' is given twice");
+    slot = g.substr(eq + 1);
+  }
+  size_t next = 0;
+  for (auto& f : files)
+    if (f.empty() && next < positional.size()) f = positional[next++];
+  auto list = [&] {
+    std::string s;
+    for (const auto& n : names) s += (s.empty() ? "'" : ", '") + n + "'";
+    return s;
+  };
+  TB_CHECK(next == positional.size(), KeyError, "run: ", given.size(), " ", flag, " values for ", names.size(),
+           " model values (", list(), ")");
+  for (size_t i = 0; i < files.size(); ++i)
+    TB_CHECK(!files[i].empty(), KeyError, "run: no ", flag, " for '", names[i], "'; the model's values are ", list(),
+             " (give them in order or as ", flag, " NAME=FILE)");
+  return files;
+}
 
 void run_model(const RunArgs& a) {
   nn::FileModel fm = a.src.load();
   std::shared_ptr<compute::Backend> be = compute::make_backend(a.backend);
   fm.model->to(be);
-  StateDict in = load(a.input).state_dict();
-  TB_CHECK(in.size() == 1, ShapeError, "run: input '", a.input, "' must hold one array, found ", in.size());
-  const Tensor& x = in.entries().front().second;
-  Tensor y = (*fm.model)(x);
-  StateDict out;
-  out.insert("Y", y);
+  std::vector<std::string> in_names = {"input"}, out_names = {"Y"};
+  if (auto* g = dynamic_cast<nn::OnnxGraphModule*>(fm.model.get())) {
+    in_names.clear(), out_names.clear();
+    for (const auto& v : g->inputs()) in_names.push_back(v.name);
+    for (const auto& v : g->outputs()) out_names.push_back(v.name);
+  }
+  const std::vector<std::string> in_files = by_name(a.inputs, in_names, "--input");
+  const std::vector<std::string> out_files = by_name(a.outputs, out_names, "--output");
+  std::vector<Tensor> xs;
+  for (const auto& f : in_files) {
+    StateDict in = load(f).state_dict();
+    TB_CHECK(in.size() == 1, ShapeError, "run: input '", f, "' must hold one array, found ", in.size());
+    xs.push_back(in.entries().front().second);
+  }
+  std::vector<Tensor> ys = nn::run_model(*fm.model, xs);
   SaveOptions so;
   so.overwrite = a.overwrite;
-  save(Checkpoint::from_state_dict(out), a.output, {}, so);
-  std::cout << "run: " << fm.model->type_name() << " (" << fm.architecture << ") on " << be->name() << ": "
-            << x.describe() << " -> " << y.describe() << " written to " << a.output << "\n";
+  for (size_t i = 0; i < ys.size(); ++i) {
+    StateDict out;
+    out.insert(out_names[i], ys[i]);
+    save(Checkpoint::from_state_dict(out), out_files[i], {}, so);
+  }
+  auto shapes = [](const std::vector<Tensor>& ts) {
+    std::string s;
+    for (const auto& t : ts) s += (s.empty() ? "" : ", ") + t.describe();
+    return s;
+  };
+  std::string written;
+  for (const auto& f : out_files) written += (written.empty() ? "" : ", ") + f;
+  std::cout << "run: " << fm.model->type_name() << " (" << fm.architecture << ") on " << be->name() << ": " << shapes(xs)
+            << " -> " << shapes(ys) << " written to " << written << "\n";
 }
 
 struct ExportArgs {
@@ -128,32 +185,44 @@ void export_model(const ExportArgs& a) {
   nn::FileModel fm = a.src.load();
   SaveOptions so;
   so.overwrite = a.force;
-  nn::save_onnx_model(*fm.model, parse_shape(a.input_shape), a.output, so);
+  const bool keras = std::filesystem::path(a.output).extension() == ".keras";
+  if (keras)
+    nn::save_keras_model(*fm.model, parse_shape(a.input_shape), a.output, so);
+  else
+    nn::save_onnx_model(*fm.model, parse_shape(a.input_shape), a.output, so);
   std::cout << "export: " << fm.model->type_name() << " (" << fm.architecture << ") written to " << a.output
-            << " as an ONNX graph\n";
+            << (keras ? " as a Keras 3 model (channels-last inputs)\n" : " as an ONNX graph\n");
 }
 
 }  // namespace
 
 void register_nn_commands(CLI::App& app) {
   auto ex = std::make_shared<ExportArgs>();
-  auto* exp = app.add_subcommand("export", "Write a model (structure and weights) as a full ONNX graph");
+  auto* exp = app.add_subcommand("export", "Write a model (structure and weights) as a full ONNX graph (.onnx) or a Keras 3 model (.keras)");
   ex->src.add_options(exp);
-  exp->add_option("output", ex->output, "Output .onnx file")->required();
+  exp->add_option("output", ex->output, "Output .onnx or .keras file")->required();
   exp->add_option("--input-shape", ex->input_shape, "Input shape, -1 for a symbolic batch: -1,20 or -1,3,32,32")->required();
   exp->add_flag("--force", ex->force, "Overwrite an existing output");
-  exp->footer("Example:\n  tensorbridge export mlp.params mlp.onnx --arch mlp:20,256,10 --input-shape -1,20");
+  exp->footer("Examples:\n  tensorbridge export mlp.params mlp.onnx --arch mlp:20,256,10 --input-shape -1,20\n"
+              "  tensorbridge export cnn.pt cnn.keras --arch seed-cnn --input-shape -1,3,32,32   # Keras takes NHWC");
   exp->callback([ex] { export_model(*ex); });
 
   auto args = std::make_shared<RunArgs>();
   auto* run = app.add_subcommand("run", "Load a model (architecture from the file, or --arch with a weights file) and run it on an input array");
   args->src.add_options(run);
-  run->add_option("--input,-i", args->input, "Input array (.npy)")->required();
-  run->add_option("--output,-o", args->output, "Output array (.npy)")->required();
+  run->add_option("--input,-i", args->inputs,
+                  "Input array (.npy, or an ONNX TensorProto .pb); repeat for a graph of several inputs, in the graph's "
+                  "order, or name them: --input NAME=FILE")
+      ->required()
+      ->allow_extra_args(false);
+  run->add_option("--output,-o", args->outputs, "Output array (.npy or .pb); one per graph output, in order or as NAME=FILE")
+      ->required()
+      ->allow_extra_args(false);
   run->add_option("--backend", args->backend, "cpu (default), vulkan or vulkan:N");
   run->add_flag("--force,--overwrite", args->overwrite, "Replace an existing output file");
   run->footer("Examples:\n  tensorbridge run mlp.params --arch mlp:20,256,10 --input X.npy --output Y.npy --backend vulkan\n"
-              "  tensorbridge run net.pt --arch \"linear:20,256 relu linear:256,10\" --allow-unknown-globals -i X.npy -o Y.npy");
+              "  tensorbridge run net.pt --arch \"linear:20,256 relu linear:256,10\" --allow-unknown-globals -i X.npy -o Y.npy\n"
+              "  tensorbridge run two_inputs.onnx --input a=A.npy --input b=B.npy --output Y.npy");
   run->callback([args] { run_model(*args); });
 }
 

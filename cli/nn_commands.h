@@ -1,4 +1,4 @@
-// `tensorbridge run`: load weights into a model and run it on an input array (issue 9).
+// `tensorbridge run`: load weights into a model and run it on an input array.
 #pragma once
 
 #include <CLI/CLI.hpp>

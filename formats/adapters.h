@@ -17,4 +17,5 @@ const FormatAdapter& onnx_format();         // formats/onnx.cpp | formats/no_onn
 const FormatAdapter& onnx_tensor_format();  // formats/onnx_tensor_pb.cpp | formats/no_onnx.cpp
 const FormatAdapter& oneflow_format();      // formats/oneflow.cpp
 const FormatAdapter& keras_archive_format();  // formats/keras_archive.cpp | formats/no_hdf5.cpp
+const FormatAdapter& gguf_format();         // formats/gguf.cpp
 }  // namespace tb

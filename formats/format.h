@@ -50,6 +50,9 @@ struct LoadOptions {
   /** Pickles: keep objects of non-allowed classes as opaque values instead of refusing the file.
    *  Nothing is ever called or imported either way. */
   bool allow_unknown_globals = false;
+  /** GGUF: keep quantized tensors as their raw uint8 blocks (type and shape in metadata) instead of
+   *  dequantizing them to float32. */
+  bool keep_quantized = false;
   /** What one load may cost (bytes, objects, depth, time); see tensor/limits.h. */
   LoadLimits limits = default_load_limits();
 };

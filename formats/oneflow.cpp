@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -1009,10 +1010,19 @@ class Proto4Pickler {
   std::unordered_map<std::string, uint32_t> globals_;
 };
 
+/** A file inside the output's TempFolder: created new, not fsynced (TempFolder::commit syncs the
+ *  whole folder once); the TempFolder removes it with the rest when the write fails. */
+void write_part(const fs::path& p, const std::function<void(Writer&)>& fill) {
+  DirHandle dir(p.parent_path(), p);
+  NewFileWriter w(dir, p.filename().string());
+  TB_CHECK(w.created(), IoError, kTag, " cannot create '", p.string(), "': it exists");
+  fill(w);
+  w.finish(/*sync=*/false);
+  w.keep();
+}
+
 void write_file(const fs::path& p, const void* data, size_t n) {
-  AtomicFileWriter w(p);
-  w.write(data, n);
-  w.commit();
+  write_part(p, [&](Writer& w) { w.write(data, n); });
 }
 
 void write_variable(const fs::path& dir, const Tensor& t, const std::string& key) {
@@ -1029,11 +1039,7 @@ void write_variable(const fs::path& dir, const Tensor& t, const std::string& key
   std::error_code ec;
   fs::create_directory(dir, ec);
   TB_CHECK(!ec, IoError, kTag, " cannot create '", dir.string(), "': ", ec.message());
-  {
-    AtomicFileWriter w(dir / "out");
-    w.write_tensor(t);
-    w.commit();
-  }
+  write_part(dir / "out", [&](Writer& w) { w.write_tensor(t); });
   write_file(dir / "meta", meta.data(), meta.size());
 }
 

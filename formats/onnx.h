@@ -131,7 +131,11 @@ struct OnnxNode {
   std::vector<std::string> inputs, outputs;  // "" = omitted optional input
   std::vector<OnnxAttribute> attributes;
   /** Attribute by name or nullptr. */
-  const OnnxAttribute* attr(const std::string& n) const;
+  const OnnxAttribute* attr(const std::string& n) const {
+    for (const auto& a : attributes)
+      if (a.name == n) return &a;
+    return nullptr;
+  }
 };
 
 struct OnnxValueInfo {

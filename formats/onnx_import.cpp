@@ -270,12 +270,6 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
   return im.out;
 }
 
-const OnnxAttribute* OnnxNode::attr(const std::string& n) const {
-  for (const auto& a : attributes)
-    if (a.name == n) return &a;
-  return nullptr;
-}
-
 OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts) {
   auto model = onnx_detail::parse_model(src);
   OnnxGraph out;

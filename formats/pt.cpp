@@ -575,8 +575,9 @@ void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
   std::sort(order.begin(), order.end(), [](const StorageOut* a, const StorageOut* b) { return a->key < b->key; });
   for (const StorageOut* w : order) {
     uint64_t n = uint64_t(w->end - w->begin);
-    const uint8_t* data = w->storage->data() + w->begin;
-    zw.add_stored(pre + "data/" + w->key, n, [data, n](Writer& wr) { wr.write(data, size_t(n)); });
+    // Written as a byte view of the storage, so pages of a mapped input are released once written.
+    Tensor bytes(w->storage, DType::U8, {int64_t(n)}, {1}, int64_t(w->begin));
+    zw.add_stored(pre + "data/" + w->key, n, [&bytes](Writer& wr) { wr.write_tensor(bytes); });
   }
   zw.add_stored(pre + "version", std::string_view("3\n"));
   zw.finish();

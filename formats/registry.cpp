@@ -38,7 +38,7 @@ const std::vector<const FormatAdapter*>& all_formats() {
   // Sniff order matters: zip-based formats look at member names (pt before npz), and formats with
   // weak magic (onnx protobuf) come last; TorchScript is a torch.save-like zip with more records.
   static const std::vector<const FormatAdapter*> formats = {
-      &torchscript_format(), &pt_format(), &npz_format(), &keras_archive_format(), &npy_format(), &safetensors_format(), &h5_format(), &oneflow_format(),
+      &torchscript_format(), &pt_format(), &npz_format(), &keras_archive_format(), &npy_format(), &safetensors_format(), &gguf_format(), &h5_format(), &oneflow_format(),
       &onnx_format(), &onnx_tensor_format(), &keras_h5_format(), &keras3_h5_format(),
   };
   return formats;
@@ -123,7 +123,7 @@ const FormatAdapter& output_format(const std::filesystem::path& path, std::strin
   }
   const auto* f = by_extension(path);
   TB_CHECK(f != nullptr, UnsupportedError, "cannot tell the output format from '", path.string(),
-           "'; use an extension (.pt .pth .npy .npz .h5 .onnx .safetensors) or --to FORMAT");
+           "'; use an extension (.pt .pth .npy .npz .h5 .onnx .safetensors .gguf) or --to FORMAT");
   TB_CHECK(bool(f->save), UnsupportedError, "format '", f->name, "' can be read but not written");
   return *f;
 }

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <functional>
 #include <set>
 #include <sstream>
 
+#include "nn/host_ops.h"
 
 namespace tb::nn {
 
@@ -378,83 +380,45 @@ std::string Softmax::extra_repr() const { return str("dim=", dim); }
 Tensor Softmax::forward(const Tensor& x) { return backend().softmax(x, dim); }
 
 namespace {
-Tensor host_map(compute::Backend& be, const Tensor& x, float (*fn)(float)) {
-  Tensor h = be.download(x);
-  if (h.dtype() != DType::F32) h = h.to(DType::F32);
-  std::vector<float> v = h.to_vector<float>();
-  for (float& f : v) f = fn(f);
-  Tensor y = Tensor::from_vector(DType::F32, h.shape(), v);
+// A host kernel on a (possibly device) tensor: downloaded, computed, uploaded back to where x was.
+Tensor on_host(compute::Backend& be, const Tensor& x, const std::function<Tensor(const Tensor&)>& kernel) {
+  Tensor y = kernel(be.download(x));
   return be.owns(x) ? be.upload(y) : y;
 }
 }  // namespace
 
 Tensor Sigmoid::forward(const Tensor& x) {
-  return host_map(backend(), x, [](float v) { return 1.0f / (1.0f + std::exp(-v)); });
+  return on_host(backend(), x, [](const Tensor& h) {
+    return host::map(h, [](double v) { return 1.0 / (1.0 + std::exp(-v)); }, "nn: Sigmoid");
+  });
 }
 Tensor Tanh::forward(const Tensor& x) {
-  return host_map(backend(), x, [](float v) { return std::tanh(v); });
+  return on_host(backend(), x, [](const Tensor& h) { return host::map(h, [](double v) { return std::tanh(v); }, "nn: Tanh"); });
 }
 
 std::string LeakyReLU::extra_repr() const { return str("negative_slope=", fmt_double(negative_slope)); }
 Tensor LeakyReLU::forward(const Tensor& x) {
-  compute::Backend& be = backend();
-  Tensor h = be.download(x);
-  std::vector<float> v = (h.dtype() == DType::F32 ? h : h.to(DType::F32)).contiguous().to_vector<float>();
   const float slope = float(negative_slope);
-  for (float& f : v) f = f < 0 ? f * slope : f;
-  Tensor y = Tensor::from_vector(DType::F32, h.shape(), v);
-  return be.owns(x) ? be.upload(y) : y;
+  return on_host(backend(), x, [slope](const Tensor& h) {
+    return host::map(h, [slope](double v) { return v < 0 ? v * double(slope) : v; }, "nn: LeakyReLU");
+  });
 }
-
-namespace {
-// Average pooling of (N, C, H, W) on the host: each window's sum over kernel*kernel (padding counts).
-Tensor host_avg_pool(compute::Backend& be, const Tensor& x, int64_t k, int64_t s, int64_t p, const char* what) {
-  TB_CHECK(x.dim() == 4, ShapeError, "nn: ", what, " expects (N, C, H, W) input, got ", x.describe());
-  Tensor h = be.download(x);
-  std::vector<float> v = (h.dtype() == DType::F32 ? h : h.to(DType::F32)).contiguous().to_vector<float>();
-  const int64_t N = h.shape()[0], C = h.shape()[1], H = h.shape()[2], W = h.shape()[3];
-  TB_CHECK(H + 2 * p >= k && W + 2 * p >= k, ShapeError, "nn: ", what, " kernel ", k, " is larger than the padded input ",
-           h.describe());
-  const int64_t OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
-  std::vector<float> out(size_t(N * C * OH * OW));
-  for (int64_t nc = 0; nc < N * C; ++nc)
-    for (int64_t oy = 0; oy < OH; ++oy)
-      for (int64_t ox = 0; ox < OW; ++ox) {
-        // torch divides by the window clipped to the padded input (count_include_pad=True).
-        int64_t y0 = oy * s - p, x0 = ox * s - p;
-        int64_t y1 = std::min(y0 + k, H + p), x1 = std::min(x0 + k, W + p);
-        double sum = 0;
-        for (int64_t y = std::max<int64_t>(y0, 0); y < std::min(y1, H); ++y)
-          for (int64_t xx = std::max<int64_t>(x0, 0); xx < std::min(x1, W); ++xx) sum += v[size_t((nc * H + y) * W + xx)];
-        out[size_t((nc * OH + oy) * OW + ox)] = float(sum / double((y1 - y0) * (x1 - x0)));
-      }
-  Tensor y = Tensor::from_vector(DType::F32, {N, C, OH, OW}, out);
-  return be.owns(x) ? be.upload(y) : y;
-}
-}  // namespace
 
 AvgPool2d::AvgPool2d(int64_t k, int64_t s, int64_t p) : kernel(k), stride(s ? s : k), padding(p) {
   TB_CHECK(k > 0 && stride > 0 && p >= 0 && 2 * p <= k, ShapeError, "nn: AvgPool2d kernel ", k, " stride ", stride,
            " padding ", p, " is not valid (padding at most half the kernel)");
 }
 std::string AvgPool2d::extra_repr() const { return str("kernel_size=", kernel, ", stride=", stride, ", padding=", padding); }
-Tensor AvgPool2d::forward(const Tensor& x) { return host_avg_pool(backend(), x, kernel, stride, padding, "AvgPool2d"); }
+Tensor AvgPool2d::forward(const Tensor& x) {
+  TB_CHECK(x.dim() == 4, ShapeError, "nn: AvgPool2d expects (N, C, H, W) input, got ", x.describe());
+  host::Window2d w;
+  w.kernel = {kernel, kernel}, w.stride = {stride, stride}, w.pads = {padding, padding, padding, padding};
+  return on_host(backend(), x, [&w](const Tensor& h) { return host::avg_pool2d(h, w, /*count_include_pad=*/true); });
+}
 
 Tensor GlobalAvgPool2d::forward(const Tensor& x) {
   TB_CHECK(x.dim() == 4, ShapeError, "nn: AdaptiveAvgPool2d expects (N, C, H, W) input, got ", x.describe());
-  compute::Backend& be = backend();
-  Tensor h = be.download(x);
-  std::vector<float> v = (h.dtype() == DType::F32 ? h : h.to(DType::F32)).contiguous().to_vector<float>();
-  const int64_t NC = h.shape()[0] * h.shape()[1], HW = h.shape()[2] * h.shape()[3];
-  TB_CHECK(HW > 0, ShapeError, "nn: AdaptiveAvgPool2d of an empty plane: ", x.describe());
-  std::vector<float> out(static_cast<size_t>(NC));
-  for (int64_t i = 0; i < NC; ++i) {
-    double sum = 0;  // the mean in double, rounded once
-    for (int64_t j = 0; j < HW; ++j) sum += v[size_t(i * HW + j)];
-    out[size_t(i)] = float(sum / double(HW));
-  }
-  Tensor y = Tensor::from_vector(DType::F32, {h.shape()[0], h.shape()[1], 1, 1}, out);
-  return be.owns(x) ? be.upload(y) : y;
+  return on_host(backend(), x, [](const Tensor& h) { return host::global_avg_pool(h); });
 }
 
 std::string UserModule::type_name() const {

@@ -1,4 +1,4 @@
-// nn modules with PyTorch's names and shapes (issue 9).
+// nn modules with PyTorch's names and shapes.
 //
 // A Module owns named parameters, buffers and children, in registration order, exactly like
 // torch.nn.Module. state_dict() walks them in PyTorch's order (own parameters, own persistent buffers,
@@ -41,6 +41,7 @@ struct LoadReport {
   std::vector<std::string> unexpected;  // keys of the state dict the module does not have
   std::vector<std::string> mismatched;  // "key: checkpoint float32[3, 4] vs model [4, 3]"
   std::vector<std::string> loaded;      // keys copied into the module
+  /** Nothing missing, unexpected or mis-shaped. */
   bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
   /** Multi-line summary in the order missing, unexpected, mismatched ("" when ok()). */
   std::string describe() const;
@@ -139,8 +140,8 @@ class Linear : public Module {
   Tensor forward(const Tensor& x) override;
   /** relu(forward(x)) in one pass over the output (Sequential uses it for Linear followed by ReLU). */
   Tensor forward_relu(const Tensor& x);
-  int64_t in_features, out_features;
-  bool has_bias;
+  int64_t in_features, out_features;  // weight is (out_features, in_features)
+  bool has_bias;                      // whether "bias" is registered
 };
 
 class ReLU : public Module {
@@ -160,8 +161,8 @@ class Conv2d : public Module {
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
-  int64_t in_channels, out_channels, kernel_h, kernel_w;
-  Options opts;
+  int64_t in_channels, out_channels, kernel_h, kernel_w;  // weight (out, in / groups, kernel_h, kernel_w)
+  Options opts;                                            // stride, padding, dilation, groups, bias
 };
 
 class MaxPool2d : public Module {
@@ -172,7 +173,7 @@ class MaxPool2d : public Module {
   std::string type_name() const override { return "MaxPool2d"; }
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
-  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;  // PyTorch's MaxPool2d arguments
   /** Spacing of the window's taps (ONNX dilations, PyTorch dilation); checked by forward(). */
   int64_t dil_h = 1, dil_w = 1;
   /** Rounds the output size up, as PyTorch's ceil_mode and ONNX's ceil_mode=1 do. */
@@ -185,7 +186,7 @@ class Flatten : public Module {
   std::string type_name() const override { return "Flatten"; }
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
-  int64_t start_dim, end_dim;
+  int64_t start_dim, end_dim;  // torch.flatten's dims (negative count from the end)
 };
 
 /** BatchNorm1d (input (N, C) or (N, C, L)) and BatchNorm2d (N, C, H, W), inference statistics. */
@@ -196,10 +197,10 @@ class BatchNorm : public Module {
   std::string type_name() const override { return dims == 1 ? "BatchNorm1d" : "BatchNorm2d"; }
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
-  int dims;
-  int64_t num_features;
-  double eps, momentum;
-  bool affine, track_running_stats;
+  int dims;                          // 1: BatchNorm1d, 2: BatchNorm2d
+  int64_t num_features;              // channels (dim 1 of the input)
+  double eps, momentum;              // PyTorch's meanings (momentum only matters for training)
+  bool affine, track_running_stats;  // weight/bias present; running_mean/var/num_batches_tracked present
 };
 inline std::shared_ptr<BatchNorm> BatchNorm1d(int64_t n, double eps = 1e-5) {
   return std::make_shared<BatchNorm>(1, n, eps);
@@ -215,7 +216,7 @@ class Dropout : public Module {
   std::string type_name() const override { return "Dropout"; }
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override { return x; }
-  double p;
+  double p;  // drop probability (unused at inference)
 };
 
 class Identity : public Module {
@@ -230,11 +231,11 @@ class Softmax : public Module {
   std::string type_name() const override { return "Softmax"; }
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
-  int64_t dim;
+  int64_t dim;  // the dim normalised over (negative counts from the end)
 };
 
 /** Sigmoid and Tanh: the compute backend has no op for them, so they run on the host (download,
- *  float32 std::exp/std::tanh, upload back to the module's backend). */
+ *  nn/host_ops.h in double rounded once, upload back to the module's backend). */
 class Sigmoid : public Module {
  public:
   std::string type_name() const override { return "Sigmoid"; }
@@ -253,7 +254,7 @@ class LeakyReLU : public Module {
   std::string type_name() const override { return "LeakyReLU"; }
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
-  double negative_slope;
+  double negative_slope;  // the slope for x < 0
 };
 
 /** AvgPool2d (count_include_pad=True, floor mode, as torch's defaults) on (N, C, H, W); on the host. */

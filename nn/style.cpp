@@ -99,6 +99,20 @@ std::vector<KerasLayer> keras_layers_from_state_dict(const StateDict& sd, const 
       numbered[lname].emplace_back(int(i), t);
       continue;
     }
+    if (parts.size() >= 3 && parts[parts.size() - 2] == "vars") {
+      // Keras 3 subclassed models: <attribute>[/<attribute>...]/vars/<i>, layers named by the
+      // attribute path ("hidden", "encoder.dense"), classes found from the variables' shapes below.
+      char* end = nullptr;
+      long i = std::strtol(parts.back().c_str(), &end, 10);
+      TB_CHECK(end && *end == 0 && i >= 0 && i < 64, FormatError, "nn: style: Keras 3 key '", key,
+               "' has a bad variable index");
+      std::string lname;
+      for (size_t p = 0; p + 2 < parts.size(); ++p)
+        if (parts[p] != "layers") lname += (lname.empty() ? "" : ".") + parts[p];
+      layer_for(lname);
+      numbered[lname].emplace_back(int(i), t);
+      continue;
+    }
     TB_CHECK(parts.size() >= 2, FormatError, "nn: style: key '", key,
              "' is not a Keras weight path <layer>/.../<weight>");
     layer_for(parts[0]).weights.emplace_back(strip_colon_index(parts.back()), t);

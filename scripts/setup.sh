@@ -5,7 +5,7 @@
 #   1. Installs the Debian (bookworm) packages the build, the tests and the fixture generators need
 #      (skips those already installed; runs `apt-get update` only when something is missing).
 #   2. Creates / validates the "peers" virtual environment with PyPI frameworks that Debian lacks
-#      (tensorflow-cpu, tf-keras, keras 3, onnxruntime, safetensors, ml-dtypes; oneflow/mxnet if a
+#      (tensorflow-cpu, tf-keras, keras 3, onnxruntime, safetensors, ml-dtypes, gguf; oneflow/mxnet if a
 #      wheel fits this Python and does not break numpy).
 #
 # Two Python interpreters, never mixed:
@@ -39,7 +39,7 @@ APT_PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config
   # formats
-  libhdf5-dev hdf5-tools libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler zlib1g-dev
+  libhdf5-dev hdf5-tools libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler zlib1g-dev libdeflate-dev
   # compute (Vulkan + BLAS)
   libvulkan-dev mesa-vulkan-drivers glslc vulkan-tools libopenblas-dev
   # C++ libraries
@@ -99,11 +99,11 @@ fi
 TB_PEERS_VENV="${TB_PEERS_VENV:-$HOME/.cache/tensorbridge/peers-venv}"
 PEERS_PY="$TB_PEERS_VENV/bin/python"
 # Core peers: their import names. All must import or the setup fails.
-PEERS_CORE_IMPORTS="import numpy, tensorflow, tf_keras, keras, onnxruntime, safetensors.numpy, ml_dtypes, h5py"
+PEERS_CORE_IMPORTS="import numpy, tensorflow, tf_keras, keras, onnxruntime, safetensors.numpy, ml_dtypes, h5py, gguf"
 # Version ranges. tf-keras must match TensorFlow's major.minor; tf-keras declares a dependency on
 # `tensorflow` (the GPU-capable package), which would install a second copy of TF over
 # tensorflow-cpu, so it is installed with --no-deps and pinned to the installed TF's minor version.
-PIP_CORE=("tensorflow-cpu>=2.16,<2.22" "keras>=3.0" "onnxruntime" "safetensors" "ml-dtypes" "h5py")
+PIP_CORE=("tensorflow-cpu>=2.16,<2.22" "keras>=3.0" "onnxruntime" "safetensors" "ml-dtypes" "h5py" "gguf")
 
 peers_ok() {
   [[ -x "$PEERS_PY" ]] && "$PEERS_PY" -c "$PEERS_CORE_IMPORTS" >/dev/null 2>&1
@@ -197,7 +197,7 @@ def ver(dist):
 print(f"  peers venv {venv} (python {sys.version.split()[0]})")
 rows = [("numpy", "numpy"), ("tensorflow", "tensorflow-cpu"), ("keras", "keras"), ("tf_keras", "tf-keras"),
         ("onnxruntime", "onnxruntime"), ("safetensors", "safetensors"), ("ml_dtypes", "ml-dtypes"),
-        ("h5py", "h5py"), ("oneflow", "oneflow"), ("mxnet", "mxnet")]
+        ("h5py", "h5py"), ("gguf", "gguf"), ("oneflow", "oneflow"), ("mxnet", "mxnet")]
 for mod, dist in rows:
     v = ver(dist)
     print(f"    {mod:<12} {v if v else 'absent'}")

@@ -17,8 +17,9 @@ for onnx in ON OFF; do for hdf5 in ON OFF; do for vulkan in ON OFF; do
     { cat "$dir.log"; echo "features: configure failed with ONNX=$onnx HDF5=$hdf5 VULKAN=$vulkan"; exit 1; }
   echo "features: configures with ONNX=$onnx HDF5=$hdf5 VULKAN=$vulkan"
 done; done; done
+# The all-off build also treats warnings in our code as errors.
 cmake -S . -B "$BUILD/all-off" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTB_WITH_ONNX=OFF -DTB_WITH_HDF5=OFF \
-  -DTB_WITH_VULKAN=OFF "${LAUNCHER[@]}" >/dev/null
+  -DTB_WITH_VULKAN=OFF -DTB_WERROR=ON "${LAUNCHER[@]}" >/dev/null
 cmake --build "$BUILD/all-off" -j2
 ctest --test-dir "$BUILD/all-off" --output-on-failure -j2
 echo "features step: $(( $(date +%s) - start )) s"

@@ -302,6 +302,22 @@ void NewFileWriter::write(const void* data, size_t n) {
     buf_.insert(buf_.end(), p, p + n);
 }
 
+size_t NewFileWriter::copy_from_file(int fd, uint64_t offset, size_t n) {
+  write_all(buf_.data(), buf_.size());  // what came before goes first
+  buf_.clear();
+  size_t done = 0;
+  while (done < n) {
+    loff_t in = loff_t(offset + done);
+    ssize_t r = ::copy_file_range(fd, &in, fd_, nullptr, n - done, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;  // EXDEV, EINVAL, ENOSYS, ...: the caller writes the rest from memory
+    done += size_t(r);
+  }
+  written_ += done;
+  report_write_progress(done);
+  return done;
+}
+
 void NewFileWriter::keep_mode(mode_t mode, uid_t uid, gid_t gid) {
   struct stat st {};
   if (::fstat(fd_, &st) == 0 && (st.st_uid != uid || st.st_gid != gid)) (void)::fchown(fd_, uid, gid);
@@ -309,10 +325,10 @@ void NewFileWriter::keep_mode(mode_t mode, uid_t uid, gid_t gid) {
            errno_text());
 }
 
-void NewFileWriter::finish() {
+void NewFileWriter::finish(bool sync) {
   write_all(buf_.data(), buf_.size());
   std::vector<uint8_t>().swap(buf_);  // parts of a multi-file output wait for the commit: free the buffer
-  TB_CHECK(::fsync(fd_) == 0, IoError, "fsync of '", dir_.display(name_), "' failed: ", errno_text());
+  TB_CHECK(!sync || ::fsync(fd_) == 0, IoError, "fsync of '", dir_.display(name_), "' failed: ", errno_text());
 }
 
 void NewFileWriter::keep() {
@@ -356,7 +372,9 @@ TempFolder::~TempFolder() {
 
 void TempFolder::commit(bool overwrite, const std::function<void(const fs::path&)>& check_existing) {
   TB_ASSERT(!done_, "double commit");
-  (void)::fsync(fd_);
+  // One sync pass makes every file and folder written inside durable (their writers skip fsync):
+  // syncfs flushes the file system holding the folder, instead of one fsync per file.
+  TB_CHECK(::syncfs(fd_) == 0, IoError, "syncing '", path_.string(), "' failed: ", errno_text());
   const std::string tname = target_.filename().string();
   std::string old_name;  // where the previous target ends up
   TempRegistration old_reg;

@@ -118,10 +118,12 @@ class NewFileWriter : public Writer {
   using Writer::write;
   void write(const void* data, size_t n) override;
   uint64_t tell() const override { return written_; }
+  size_t copy_from_file(int fd, uint64_t offset, size_t n) override;
   /** Gives the file a replaced file's permission bits (and owner, where allowed). */
   void keep_mode(mode_t mode, uid_t uid, gid_t gid);
-  /** Writes out the buffer and fsyncs; the file stays removable until keep(). */
-  void finish();
+  /** Writes out the buffer and (with sync) fsyncs; the file stays removable until keep(). Parts of a
+   *  TempFolder skip the fsync: the folder's commit syncs them all in one pass. */
+  void finish(bool sync = true);
   /** After the commit point: the file is part of the output now. */
   void keep();
 

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace tb {
@@ -24,20 +26,20 @@ int open_or_throw(const std::filesystem::path& path) {
 }
 
 class FileReader : public Reader {
+  static constexpr size_t kMinPart = 8u << 20;  // smaller reads stay on the calling thread
+
  public:
   FileReader(const std::filesystem::path& path, bool use_mmap)
       : FileReader(open_or_throw(path), path.string(), use_mmap) {}
-  FileReader(int fd, std::string label, bool use_mmap) : label_(std::move(label)), fd_(fd) {
+  FileReader(int fd, std::string label, bool use_mmap)
+      : label_(std::move(label)), fd_(fd), shared_fd_(new int(fd), [](const int* p) {
+          ::close(*p);
+          delete p;
+        }) {
     TB_ASSERT(fd_ >= 0);
     struct stat st {};
-    if (::fstat(fd_, &st) != 0) {
-      ::close(fd_);
-      throw IoError(str("cannot stat '", label_, "': ", errno_text()));
-    }
-    if (S_ISDIR(st.st_mode)) {
-      ::close(fd_);
-      throw IoError(str("'", label_, "' is a directory, expected a file"));
-    }
+    if (::fstat(fd_, &st) != 0) throw IoError(str("cannot stat '", label_, "': ", errno_text()));
+    if (S_ISDIR(st.st_mode)) throw IoError(str("'", label_, "' is a directory, expected a file"));
     size_ = uint64_t(st.st_size);
     if (use_mmap && size_ > 0) {
       void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_, 0);
@@ -47,13 +49,38 @@ class FileReader : public Reader {
       }
     }
   }
-  ~FileReader() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
+  ~FileReader() override = default;  // the descriptor closes with the last storage mapped from it
   uint64_t size() const override { return size_; }
   const std::string& label() const override { return label_; }
   void read_at(uint64_t offset, void* dst, size_t n) const override {
     check_range(offset, n, "read");
+    // A large read is split over a few threads: page-in and copying run on every core.
+    const size_t parts = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), n / kMinPart);
+    if (parts >= 2) {
+      const size_t each = (n / parts + 4095) & ~size_t(4095);
+      std::vector<std::thread> helpers;
+      std::exception_ptr failed;
+      auto run = [&](size_t from, size_t len) {
+        try {
+          read_part(offset + from, static_cast<uint8_t*>(dst) + from, len);
+        } catch (...) {
+          failed = std::current_exception();  // one failure is enough to report
+        }
+      };
+      size_t done = each;
+      try {
+        for (; done < n; done += each) helpers.emplace_back(run, done, std::min(each, n - done));
+      } catch (const std::system_error&) {  // no thread to be had (address-space limit): this one reads the rest
+        run(done, n - done);
+      }
+      run(0, std::min(each, n));
+      for (auto& t : helpers) t.join();
+      if (failed) std::rethrow_exception(failed);
+      return;
+    }
+    read_part(offset, dst, n);
+  }
+  void read_part(uint64_t offset, void* dst, size_t n) const {
     if (mapping_) {
       std::memcpy(dst, static_cast<const uint8_t*>(mapping_.get()) + offset, n);
       return;
@@ -72,13 +99,16 @@ class FileReader : public Reader {
   std::shared_ptr<Storage> map(uint64_t offset, size_t n) const override {
     if (!mapping_) return nullptr;
     check_range(offset, n, "map");
-    return Storage::wrap(static_cast<uint8_t*>(mapping_.get()) + offset, n, mapping_, Storage::Kind::Mapped);
+    auto s = Storage::wrap(static_cast<uint8_t*>(mapping_.get()) + offset, n, mapping_, Storage::Kind::Mapped);
+    s->set_file_origin({shared_fd_, offset});
+    return s;
   }
   const uint8_t* contiguous_bytes() const override { return static_cast<const uint8_t*>(mapping_.get()); }
 
  private:
   std::string label_;
   int fd_ = -1;
+  std::shared_ptr<const int> shared_fd_;  // owns fd_
   uint64_t size_ = 0;
   std::shared_ptr<void> mapping_;
 };
@@ -227,7 +257,11 @@ void release_written_pages(const Tensor& t) {
 
 void Writer::write_tensor(const Tensor& t) {
   if (t.is_contiguous()) {
-    write(t.data(), t.nbytes());
+    // Bytes that lie in a file as they are: copied in the kernel where the writer can.
+    const Storage::FileOrigin& o = t.storage()->file_origin();
+    size_t done = 0;
+    if (o.fd && t.nbytes() >= kKernelCopyMin) done = copy_from_file(*o.fd, o.offset + uint64_t(t.byte_offset()), t.nbytes());
+    if (done < t.nbytes()) write(t.data() + done, t.nbytes() - done);
     release_written_pages(t);
     return;
   }
@@ -280,6 +314,11 @@ void AtomicFileWriter::write(const void* data, size_t n) {
 }
 
 uint64_t AtomicFileWriter::tell() const { return file_->tell(); }
+
+size_t AtomicFileWriter::copy_from_file(int fd, uint64_t offset, size_t n) {
+  TB_ASSERT(!committed_, "write after commit");
+  return file_->copy_from_file(fd, offset, n);
+}
 
 void AtomicFileWriter::commit() {
   TB_ASSERT(!committed_, "double commit");

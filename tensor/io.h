@@ -67,8 +67,15 @@ class Writer {
     write(b, sizeof(T));
   }
   void write_zeros(size_t n);
-  /** Writes a tensor's elements in row-major order without materialising a packed copy. */
+  /** Writes a tensor's elements in row-major order without materialising a packed copy; bytes of a
+   *  mapped file (Storage::file_origin) go through copy_from_file. */
   void write_tensor(const Tensor& t);
+  /** Appends n bytes of file fd at offset without passing them through memory (copy_file_range);
+   *  returns how many were appended (0 when this writer or the file system cannot), the caller writes
+   *  the rest. */
+  virtual size_t copy_from_file(int fd, uint64_t offset, size_t n) { return 0; }
+  /** Tensors smaller than this are written from memory. */
+  static constexpr size_t kKernelCopyMin = 1u << 20;
 };
 
 class MemoryWriter : public Writer {
@@ -101,6 +108,7 @@ class AtomicFileWriter : public Writer {
   using Writer::write;
   void write(const void* data, size_t n) override;
   uint64_t tell() const override;
+  size_t copy_from_file(int fd, uint64_t offset, size_t n) override;
   void commit();
   const std::filesystem::path& target() const { return target_; }
   const std::filesystem::path& temp_path() const { return temp_; }

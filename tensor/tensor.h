@@ -38,6 +38,15 @@ class Storage {
   size_t nbytes() const { return nbytes_; }
   Kind kind() const { return kind_; }
 
+  /** Where a Mapped storage's bytes lie in their file (an open descriptor kept alive by the storage),
+   *  so writers can copy them in the kernel (copy_file_range) instead of through the mapping. */
+  struct FileOrigin {
+    std::shared_ptr<const int> fd;  // null: not known
+    uint64_t offset = 0;            // file offset of data()
+  };
+  const FileOrigin& file_origin() const { return origin_; }
+  void set_file_origin(FileOrigin origin) { origin_ = std::move(origin); }
+
  private:
   Storage() = default;
   uint8_t* data_ = nullptr;
@@ -45,6 +54,7 @@ class Storage {
   Kind kind_ = Kind::Heap;
   bool owns_heap_ = false;
   std::shared_ptr<void> keepalive_;
+  FileOrigin origin_;
 };
 
 /** Product of dims with overflow and negative checks (throws ShapeError, its message starting

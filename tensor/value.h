@@ -44,27 +44,37 @@ struct ValueObject {
 
 class Value {
  public:
+  /** Python's kinds of value (Str is text, Bytes raw bytes; Object is an unconstructed class instance). */
   enum class Kind { None, Bool, Int, Float, Complex, Str, Bytes, List, Tuple, Set, Dict, Tensor, Object };
 
-  Value() noexcept : kind_(Kind::None) {}  // None
+  /** None. */
+  Value() noexcept : kind_(Kind::None) {}
+  /** None, spelled out. */
   static Value none() { return Value(); }
+  /** Scalars: bool, int (64-bit), float (double), complex. */
   static Value boolean(bool b);
   static Value integer(int64_t i);
   static Value real(double d);
   static Value complex(std::complex<double> c);
+  /** Text (UTF-8) and raw bytes. */
   static Value string(std::string s);
   static Value bytes(std::string b);
+  /** Containers (shared like Python objects): list, tuple, set, and a dict (cls: its dict subclass). */
   static Value list(ValueList items = {});
   static Value tuple(ValueList items = {});
   static Value set(ValueList items = {});
   static Value dict(std::string cls = {});
+  /** A tensor leaf. */
   static Value tensor(Tensor t);
+  /** An object of class cls ("module.qualname") with its constructor args and state, never constructed. */
   static Value object(std::string cls, Value args = {}, Value state = {});
   /** A Dict of name -> tensor, metadata dropped (the flat view every format can write). */
   static Value from_state_dict(const StateDict& sd);
 
+  /** The kind, and its Python-like name for messages ("dict", "tensor"). */
   Kind kind() const { return kind_; }
   const char* kind_name() const;
+  /** Kind tests. */
   bool is_none() const { return kind_ == Kind::None; }
   bool is_str() const { return kind_ == Kind::Str; }
   bool is_int() const { return kind_ == Kind::Int; }
@@ -72,7 +82,7 @@ class Value {
   bool is_tensor() const { return kind_ == Kind::Tensor; }
   bool is_sequence() const { return kind_ == Kind::List || kind_ == Kind::Tuple; }
 
-  // Accessors throw FormatError naming the expected and actual kind.
+  /** Accessors; each throws FormatError naming the expected and the actual kind. */
   bool as_bool() const;
   int64_t as_int() const;
   double as_float() const;  // ints convert
@@ -104,8 +114,8 @@ class Value {
 
 /** A non-tensor leaf met while flattening: its dotted path and a short rendering. */
 struct NonTensor {
-  std::string path;
-  std::string repr;
+  std::string path;  // "epoch", "optimizer.param_groups.0.lr"
+  std::string repr;  // Value::repr()
 };
 
 /** Flattens nested dicts/lists/tuples into dotted keys ("model_state_dict.hidden.weight", "0.weight").

@@ -207,7 +207,7 @@ TEST_CASE("the demo runs on the bundled fixtures", "[cli][needs_hdf5]") {
 TEST_CASE("convert --shard-size into a folder that does not exist yet creates it with reference shard names", "[cli]") {
   tbtest::TempDir dir;
   const std::string src = tbtest::fixture("torch/cnn.pt").string();
-  for (const std::string out : {(dir / "with_slash").string() + "/", (dir / "no_extension").string()}) {
+  for (const std::string& out : {(dir / "with_slash").string() + "/", (dir / "no_extension").string()}) {
     auto r = run_cli({"convert", src, out, "--to", "safetensors", "--shard-size", "1KB", "-q"});
     INFO(out << ": " << r.output);
     REQUIRE(r.exit_code == 0);

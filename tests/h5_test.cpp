@@ -292,7 +292,7 @@ TEST_CASE("a failure in the middle of an h5 write leaves no target and no tempor
   CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()) == 1);
 }
 
-TEST_CASE("convert to h5 streams: peak RSS follows the largest tensor, not the file (issue 11)", "[h5]") {
+TEST_CASE("convert to h5 streams: peak RSS follows the largest tensor, not the file", "[h5]") {
 #if defined(__SANITIZE_ADDRESS__)
   SUCCEED("RSS is not meaningful under ASan");
   return;

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <functional>
 
-#include "nn/arch.h"
+#include "models/arch.h"
 #include "nn/arch_match.h"
 #include "nn/arch_spec.h"
 #include "nn/module.h"

@@ -2,8 +2,8 @@
 // graphs exported by torch.onnx.export and by us are rebuilt as nn models and run in C++.
 #include "tests/support.h"
 
-#include "nn/arch.h"
-#include "nn/onnx_graph.h"
+#include "models/arch.h"
+#include "models/onnx_graph.h"
 
 using namespace tb;
 

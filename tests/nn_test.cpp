@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "compute/backend.h"
-#include "nn/arch.h"
+#include "models/arch.h"
 #include "nn/module.h"
 #include "nn/style.h"
 #include "nn/select.h"

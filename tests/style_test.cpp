@@ -252,7 +252,7 @@ TEST_CASE("unsupported layers are named") {
   } catch (const UnsupportedError& e) {
     CHECK(std::string(e.what()).find("torch module 'ln'") != std::string::npos);
   }
-  nn::KerasLayer L{"emb", "Embedding", {{"embeddings", Tensor::zeros(DType::F32, {10, 4})}}, 1e-3};
+  nn::KerasLayer L{"emb", "Embedding", {{"embeddings", Tensor::zeros(DType::F32, {10, 4})}}, 1e-3, {}};
   try {
     nn::keras_to_torch({L});
     FAIL("accepted");

@@ -3,6 +3,9 @@
 #include "formats/detail/zip.h"
 
 #include <zlib.h>
+#ifdef TB_WITH_LIBDEFLATE
+#include <libdeflate.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -54,6 +57,9 @@ std::string method_name(uint16_t m) {
 }  // namespace
 
 uint32_t crc32_update(uint32_t crc, const void* data, size_t n) {
+#ifdef TB_WITH_LIBDEFLATE
+  return uint32_t(libdeflate_crc32(crc, data, n));
+#else
   const auto* p = static_cast<const Bytef*>(data);
   while (n > 0) {
     uInt k = uInt(std::min<size_t>(n, 1u << 30));
@@ -62,6 +68,7 @@ uint32_t crc32_update(uint32_t crc, const void* data, size_t n) {
     n -= k;
   }
   return crc;
+#endif
 }
 
 bool looks_like_zip(const Reader& r) {

@@ -155,7 +155,7 @@ class ZipWriter {
   bool finished_ = false;
 };
 
-/** zlib crc32 update. */
+/** CRC-32 update (libdeflate when built with it, else zlib). */
 uint32_t crc32_update(uint32_t crc, const void* data, size_t n);
 
 }  // namespace tb::zip

@@ -1,4 +1,4 @@
-#include "cli/compare.h"
+#include "models/compare.h"
 
 #include "formats/naming.h"
 #include "nn/style.h"
@@ -9,7 +9,7 @@
 #include <random>
 #include <set>
 
-namespace tb::cli {
+namespace tb {
 
 bool DiffReport::equal() const {
   if (!only_a.empty() || !only_b.empty()) return false;
@@ -172,4 +172,4 @@ std::vector<RoundTripRow> round_trip(const StateDict& original, const std::strin
   return rows;
 }
 
-}  // namespace tb::cli
+}  // namespace tb

@@ -1,12 +1,14 @@
-#include "nn/onnx_graph.h"
+#include "models/onnx_graph.h"
 
-#ifdef TB_NN_WITH_ONNX
+#include "models/onnx_runner.h"
+
+#ifdef TB_MODELS_WITH_ONNX
 #include "formats/onnx.h"
 #endif
 
 namespace tb::nn {
 
-#ifndef TB_NN_WITH_ONNX
+#ifndef TB_MODELS_WITH_ONNX
 bool onnx_graph_support() { return false; }
 void save_onnx_model(Module&, const Shape&, const std::filesystem::path& path, const SaveOptions&) {
   throw UnsupportedError(str("nn: cannot export '", path.string(),
@@ -100,7 +102,14 @@ void save_onnx_model(Module& model, const Shape& input_shape, const std::filesys
 }
 
 Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
-  OnnxImport im = import_onnx_graph(Source::from_path(file));
+  // A chain of layers becomes a Sequential with PyTorch names (fused Linear+ReLU on the backends);
+  // any other graph runs node by node as written.
+  OnnxImport im;
+  try {
+    im = import_onnx_graph(Source::from_path(file));
+  } catch (const UnsupportedError&) {
+    return onnx_graph_module(file);
+  }
   auto seq = std::make_shared<Sequential>();
   StateDict sd;
   size_t rank = im.spec.input_shape.size();
@@ -153,17 +162,18 @@ Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
         seq->add(pool);
         break;
       }
-      case K::Flatten:
+      case K::Flatten:  // nn.Flatten is ONNX's Flatten(axis=1) for ranks >= 2 only
+        if (rank < 2) return onnx_graph_module(file);
         seq->add(std::make_shared<Flatten>());
         rank = 2;
         break;
       case K::BatchNorm:
+        if (rank < 2 || rank > 4) return onnx_graph_module(file);
         seq->add(std::make_shared<BatchNorm>(rank == 4 ? 2 : 1, w("weight").shape()[0], l.eps));
         params = {"weight", "bias", "running_mean", "running_var"};
         break;
-      case K::Add:
-        throw UnsupportedError(str("nn: '", file.string(), "': residual Add (layer ", i,
-                                   ") does not fit a Sequential; nn has no residual block yet"));
+      case K::Add:  // a residual block: the graph runner follows the branches
+        return onnx_graph_module(file);
     }
     for (const auto& p : params) sd.insert(std::to_string(i) + "." + p, w(p));
   }

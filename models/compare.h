@@ -1,4 +1,4 @@
-// Comparing state dicts and running round trips: shared by `diff`, `roundtrip` and `demo`.
+// Comparing state dicts and running round trips (the library side of `diff`, `roundtrip` and `demo`).
 #pragma once
 
 #include <filesystem>
@@ -7,7 +7,7 @@
 
 #include "formats/registry.h"
 
-namespace tb::cli {
+namespace tb {
 
 struct TensorDiff {
   std::string name;
@@ -63,4 +63,4 @@ bool looks_torch_style(const StateDict& sd);
 /** Names of formats that can be written. */
 std::vector<std::string> writable_formats();
 
-}  // namespace tb::cli
+}  // namespace tb

@@ -1,5 +1,5 @@
-#include "nn/arch.h"
-#include "nn/onnx_graph.h"
+#include "models/arch.h"
+#include "models/onnx_graph.h"
 
 #include <algorithm>
 #include <array>
