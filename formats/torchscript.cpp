@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 #include <unordered_map>
 
 #include "formats/adapters.h"
@@ -121,7 +122,7 @@ class TreeWalk {
     budget_.charge_objects(attrs.size() + 1, str("module '", prefix, "'"));
     auto d = decls_.find(o.cls);
     const ClassDecl* decl = d == decls_.end() ? nullptr : &d->second;
-    if (!decl) undeclared.push_back(demangle(o.cls));
+    if (!decl) undeclared.insert(demangle(o.cls));
     auto in = [](const std::vector<std::string>& v, const std::string& s) {
       return std::find(v.begin(), v.end(), s) != v.end();
     };
@@ -171,7 +172,7 @@ class TreeWalk {
 
   std::vector<std::pair<std::string, Value>> entries;  // state_dict() order
   std::vector<std::pair<std::string, Value>> outside;  // tensor attributes outside state_dict()
-  std::vector<std::string> undeclared;                  // classes code/ does not declare
+  std::set<std::string> undeclared;                     // classes code/ does not declare
 
  private:
   void tensors_in(const Value& v, const std::string& path, int depth) {
@@ -343,9 +344,7 @@ Checkpoint load_torchscript(const Source& src, const LoadOptions& opts) {
   ck.info.emplace_back("code", code_files ? str(decls.size(), " classes in ", code_files, " files (read as text, never run)")
                                           : std::string("absent"));
   if (!walk.undeclared.empty()) {
-    std::sort(walk.undeclared.begin(), walk.undeclared.end());
-    walk.undeclared.erase(std::unique(walk.undeclared.begin(), walk.undeclared.end()), walk.undeclared.end());
-    ck.info.emplace_back("undeclared classes", join(walk.undeclared) +
+    ck.info.emplace_back("undeclared classes", join({walk.undeclared.begin(), walk.undeclared.end()}) +
                                                    ": code/ does not list their parameters and buffers; every tensor "
                                                    "attribute counts as state, in attribute order");
   }

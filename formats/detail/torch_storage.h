@@ -40,6 +40,7 @@ class ZipStorages {
               std::string where);
   /** For pickle::Options::persistent_load: a 1-d tensor over the whole storage. */
   Value load(const Value& pid);
+  /** Storages loaded so far, and their bytes (for the size summary in Checkpoint::info). */
   size_t count() const { return storages_.size(); }
   uint64_t bytes() const { return bytes_; }
 
