@@ -92,7 +92,8 @@ std::string info_of(const Checkpoint& c, const std::string& key) {
 }  // namespace
 
 TEST_CASE("TorchScript archives read as torch.jit.load(f).state_dict(), then tensor attributes and constants") {
-  const std::vector<std::string> args = {ts("mlp.pt"), ts("seq_traced.pt"), ts("tied.pt") + ":offset", ts("constant.pt")};
+  const std::vector<std::string> args = {ts("mlp.pt"), ts("seq_traced.pt"), ts("tied.pt") + ":offset", ts("constant.pt"),
+                                         ts("mlp.ptl")};
   auto want = by_file(tbtest::python(tbtest::Peer::Torch, std::string(kPyFnv) + kPyJudge, args));
   for (const auto& arg : args) {
     std::string path = arg.substr(0, arg.find(':'));
@@ -110,6 +111,8 @@ TEST_CASE("TorchScript archives read as torch.jit.load(f).state_dict(), then ten
   Checkpoint k = load(ts("constant.pt"));
   CHECK(k.state_dict().keys() == std::vector<std::string>{"lin.weight", "lin.bias", "constants.c0"});
   CHECK(info_of(k, "constants").rfind("1 ", 0) == 0);
+  CHECK(info_of(k, "extra files") == "producer.txt");
+  CHECK(info_of(load(ts("mlp.ptl")), "bytecode.pkl").rfind("present", 0) == 0);
   Checkpoint seq = load(ts("seq_traced.pt"));
   CHECK(seq.state_dict().at("1.num_batches_tracked").dtype() == DType::I64);
   CHECK(info_of(seq, "version") == "3");
