@@ -8,7 +8,10 @@ namespace tb {
 const FormatAdapter& tf_checkpoint_format() {
   static const FormatAdapter a = detail::unavailable_adapter(
       "tf-checkpoint", "TensorFlow checkpoint bundle (not built)", {".index"},
-      [](const Source& s) { return !find_tf_bundle(s).index.empty(); },
+      [](const Source& s) {
+        TfBundleLocation loc = find_tf_bundle(s);
+        return !loc.index.empty() || !loc.ambiguous.empty();
+      },
       "built without Protocol Buffers (libprotobuf-dev, protobuf-compiler); install them and reconfigure");
   return a;
 }

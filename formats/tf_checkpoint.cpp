@@ -219,6 +219,12 @@ TfBundleIndex parse_tf_bundle_index(const Reader& index, LoadBudget& budget) {
 
 Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
   const TfBundleLocation loc = find_tf_bundle(src);
+  if (!loc.ambiguous.empty()) {
+    std::string names;
+    for (const auto& n : loc.ambiguous) names += (names.empty() ? "" : ", ") + n;
+    throw FormatError(str("[tf-checkpoint] folder '", src.label(), "' holds several bundles (", names,
+                          ") and no `checkpoint` file naming one; pass the one to read (its .index or prefix)"));
+  }
   TB_CHECK(!loc.index.empty(), FormatError, "[tf-checkpoint] '", src.label(),
            "' is not a TensorFlow checkpoint (x.index, its prefix x, or a folder with a `checkpoint` file, one *.index "
            "or variables/variables.index)");
@@ -269,6 +275,7 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
     if (e.is_string) {
       int64_t n = checked_numel(e.shape);
       budget.charge_objects(uint64_t(n), where);
+      budget.charge_bytes(e.size, where);  // the decoded strings
       auto strings = decode_strings(st->data(), size_t(e.size), n, e.masked_crc, where);
       if (e.key == kObjectGraphKey && e.shape.empty()) object_graph = strings[0];
       if (e.shape.empty()) {
@@ -384,7 +391,10 @@ const FormatAdapter& tf_checkpoint_format() {
     f.name = "tf-checkpoint";
     f.description = "TensorFlow checkpoint bundle (.index + .data-*; tf.train.Checkpoint, tf-keras save_weights, SavedModel variables/)";
     f.extensions = {".index"};
-    f.sniff = [](const Source& s) { return !find_tf_bundle(s).index.empty(); };
+    f.sniff = [](const Source& s) {
+      TfBundleLocation loc = find_tf_bundle(s);
+      return !loc.index.empty() || !loc.ambiguous.empty();
+    };
     f.load = [](const Source& s, const LoadOptions& o) { return load_tf_checkpoint(s, o); };
     f.save = [](const Checkpoint& c, const fs::path& p, const SaveOptions& o) { save_tf_checkpoint(c, p, o); };
     return f;

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <fstream>
+#include <sstream>
+
+#include "formats/detail/open_beneath.h"
 
 #include "tensor/checked.h"
 
@@ -206,9 +208,12 @@ bool is_regular(const std::filesystem::path& p) {
   return std::filesystem::is_regular_file(p, ec);
 }
 
-/** model_checkpoint_path from a `checkpoint` text proto (the file name part when absolute); empty if none. */
-std::string checkpoint_file_prefix(const std::filesystem::path& file) {
-  std::ifstream in(file);
+/** model_checkpoint_path from a folder's `checkpoint` text proto (the file name part when absolute); empty
+ *  if none. The file is opened inside the folder, never through a link. */
+std::string checkpoint_file_prefix(const std::filesystem::path& folder) {
+  const ConfinedFolder dir(folder, "the checkpoint folder");
+  auto r = dir.open_file("checkpoint", "[tf-checkpoint] folder:", false);
+  std::istringstream in(r->read_string(0, size_t(std::min<uint64_t>(r->size(), 1 << 20))));
   std::string line;
   for (int n = 0; n < 10000 && std::getline(in, line); ++n) {
     const std::string tag = "model_checkpoint_path:";
@@ -296,7 +301,7 @@ TfBundleLocation find_tf_bundle(const Source& src) {
       // x.index: the table footer, or (a damaged index) x.data-00000-of-* beside it.
       if (src.path.extension() != ".index") return {};
       if (!has_sstable_footer(*src.reader) && !has_first_shard(src.path)) return {};
-      return {src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(), src.path.filename().string(), true};
+      return {src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(), src.path.filename().string(), true, {}};
     }
     std::error_code ec;
     if (!fs::is_directory(src.path, ec)) {
@@ -304,25 +309,28 @@ TfBundleLocation find_tf_bundle(const Source& src) {
       fs::path index = src.path;
       index += ".index";
       if (!is_regular(index)) return {};
-      return {src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(), index.filename().string(), true};
+      return {src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(), index.filename().string(), true, {}};
     }
     // A folder: `checkpoint` names the latest prefix; else a single *.index; else SavedModel variables/.
     if (is_regular(src.path / "checkpoint")) {
-      std::string prefix = checkpoint_file_prefix(src.path / "checkpoint");
-      if (!prefix.empty()) return {src.path, prefix + ".index", false};
-    }
-    std::string single;
-    int count = 0;
-    for (const auto& e : fs::directory_iterator(src.path, ec)) {
-      if (e.path().extension() == ".index" && e.is_regular_file(ec)) {
-        single = e.path().filename().string();
-        ++count;
+      std::string prefix;
+      try {
+        prefix = checkpoint_file_prefix(src.path);
+      } catch (...) {
       }
-      if (count > 1) break;
+      if (!prefix.empty()) return {src.path, prefix + ".index", false, {}};
     }
-    if (count == 1) return {src.path, single, false};
-    if (count == 0 && is_regular(src.path / "variables" / "variables.index"))
-      return {src.path, "variables/variables.index", false};
+    std::vector<std::string> found;
+    int seen = 0;
+    for (const auto& e : fs::directory_iterator(src.path, ec)) {
+      if (e.path().extension() == ".index" && e.is_regular_file(ec)) found.push_back(e.path().filename().string());
+      if (found.size() > 20 || ++seen > 100000) break;
+    }
+    std::sort(found.begin(), found.end());
+    if (found.size() == 1) return {src.path, found[0], false, {}};
+    if (found.size() > 1) return {src.path, {}, false, found};
+    if (is_regular(src.path / "variables" / "variables.index"))
+      return {src.path, "variables/variables.index", false, {}};
   } catch (...) {
   }
   return {};

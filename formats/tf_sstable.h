@@ -50,11 +50,14 @@ struct TfBundleLocation {
   std::filesystem::path folder;  // the data shards are opened inside this folder only
   std::string index;             // relative to folder: "ckpt-1.index", "variables/variables.index"
   bool index_is_named = false;   // the user named the .index (or its prefix): it may be a symlink
+  /** A folder holding several *.index and no `checkpoint` file to choose: their names (index empty). */
+  std::vector<std::string> ambiguous;
 };
 
-/** The bundle a source designates: x.index (a file ending in a table footer), a prefix x whose x.index
- *  exists, or a folder with a `checkpoint` file, a single *.index or a SavedModel variables/ folder.
- *  Empty folder/index when the source is none of these. Never throws. */
+/** The bundle a source designates: x.index (a file ending in a table footer, or beside x.data-00000-of-*),
+ *  a prefix x whose x.index exists, or a folder with a `checkpoint` file (read inside the folder, never
+ *  through a link), a single *.index or a SavedModel variables/ folder. Empty index when the source is
+ *  none of these (ambiguous set when a folder holds several). Never throws. */
 TfBundleLocation find_tf_bundle(const Source& src);
 
 }  // namespace tb

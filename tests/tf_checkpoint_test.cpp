@@ -76,7 +76,7 @@ std::string varint(uint64_t v) {
 }
 
 /** A BundleEntryProto by hand (field numbers of tensor_bundle.proto): float32 of the given dims. */
-std::string entry_proto(const std::vector<uint64_t>& dims, uint64_t offset, uint64_t size, uint32_t crc) {
+std::string entry_proto(const std::vector<uint64_t>& dims, uint64_t offset, uint64_t size, uint32_t crc, int shard = 0) {
   std::string shape;
   for (uint64_t d : dims) {
     std::string dim = "\x08" + varint(d);
@@ -84,6 +84,7 @@ std::string entry_proto(const std::vector<uint64_t>& dims, uint64_t offset, uint
   }
   std::string e = "\x08\x01";  // dtype DT_FLOAT
   e += "\x12" + varint(shape.size()) + shape;
+  if (shard) e += "\x18" + varint(uint64_t(shard));
   e += "\x20" + varint(offset);
   e += "\x28" + varint(size);
   e += '\x35';
@@ -270,6 +271,40 @@ TEST_CASE("damaged and hostile bundles are refused with exit 1, naming the file 
     std::ofstream(dir / "s.data-00000-of-00001", std::ios::binary) << "";
     refused(dir / "s.index", {"s.index", "snappy-compressed"});
   }
+}
+
+TEST_CASE("a bundle of two data shards reads each tensor from its shard", "[tf_checkpoint]") {
+  tbtest::TempDir dir;
+  const float values[2] = {1.5f, -2.0f};
+  const uint32_t crc = crc32c_mask(crc32c_extend(0, values, 8));
+  const std::string header = std::string("\x08\x02\x1a\x02\x08\x01", 6);  // num_shards 2
+  std::ofstream(dir / "c.index", std::ios::binary) << write_sstable({{"", header}, {"w", entry_proto({2}, 4, 8, crc, 1)}});
+  std::ofstream(dir / "c.data-00000-of-00002", std::ios::binary) << "";
+  std::ofstream(dir / "c.data-00001-of-00002", std::ios::binary) << "xxxx" << std::string(reinterpret_cast<const char*>(values), 8);
+  StateDict sd = load(dir / "c").state_dict();
+  REQUIRE(sd.contains("w"));
+  CHECK(sd.at("w").to_vector<float>() == std::vector<float>{1.5f, -2.0f});
+  // Without the second shard: refused, naming it.
+  fs::remove(dir / "c.data-00001-of-00002");
+  auto r = run_cli({"inspect", (dir / "c.index").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "c.data-00001-of-00002"));
+}
+
+TEST_CASE("a folder with several bundles and no checkpoint file is refused, naming them", "[tf_checkpoint]") {
+  tbtest::TempDir dir;
+  fs::path b = copy_bundle(dir, "vars");
+  fs::copy_file(b / "ckpt-1.index", b / "ckpt-2.index");
+  fs::copy_file(b / "ckpt-1.data-00000-of-00001", b / "ckpt-2.data-00000-of-00001");
+  auto r = run_cli({"inspect", b.string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "holds several bundles (ckpt-1.index, ckpt-2.index)"));
+  // A `checkpoint` file chooses, as tf.train.latest_checkpoint does.
+  std::ofstream(b / "checkpoint") << "model_checkpoint_path: \"ckpt-2\"\nall_model_checkpoint_paths: \"ckpt-2\"\n";
+  r = run_cli({"inspect", b.string()});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.output, "ckpt-2.index"));
 }
 
 TEST_CASE("CRC-32C and its mask match the reference values", "[tf_checkpoint]") {
