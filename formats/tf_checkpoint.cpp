@@ -11,6 +11,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
+#include "formats/naming.h"
 #include "formats/tf_sstable.h"
 #include "tensor/checked.h"
 #include "tf/tf_checkpoint.pb.h"
@@ -297,7 +298,7 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
   c.info.emplace_back("data shards", std::to_string(idx.num_shards));
   c.info.emplace_back("bundle producer version", std::to_string(idx.producer));
   if (!opts.readable_names) {
-    for (auto& [k, v] : values) c.root.set_item(Value::string(k), v);
+    for (auto& [k, v] : values) c.root.set_item(Value::string(naming::decode_name(k, naming::Target::Onnx)), v);
     return c;
   }
   // Readable names: the model's variables first (object-graph order), then everything else as
@@ -312,7 +313,7 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
     used[i] = true;
     const auto& [k, v] = values[i];
     if (v.is_tensor()) ++kept;
-    c.root.set_item(Value::string(v.is_tensor() ? readable_name(k) : k), v);
+    c.root.set_item(Value::string(naming::decode_name(v.is_tensor() ? readable_name(k) : k, naming::Target::Onnx)), v);
   };
   for (const auto& k : model)
     if (auto it = pos.find(k); it != pos.end() && !used[it->second]) take(it->second);
@@ -344,11 +345,10 @@ void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const Save
   if (path.extension() == ".index") prefix.resize(prefix.size() - 6);
   TB_CHECK(!fs::path(prefix).filename().empty(), UnsupportedError, "[tf-checkpoint] '", path.string(),
            "' names no checkpoint prefix");
+  // Keys follow the naming rule (formats/naming.h): only '%' and the empty name (the header's key) change.
+  const std::vector<std::string> stored = naming::stored_names(sd, naming::Target::Onnx);
   std::vector<std::pair<std::string, const Tensor*>> items;
-  for (const auto& [name, t] : sd) {
-    TB_CHECK(!name.empty(), UnsupportedError, "[tf-checkpoint] a tensor has an empty name, which a bundle reserves for its header");
-    items.emplace_back(name, &t);
-  }
+  for (size_t i = 0; i < sd.size(); ++i) items.emplace_back(stored[i], &sd.entries()[i].second);
   std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
 
   const fs::path data_path = shard_name(prefix, 0, 1), index_path = prefix + ".index";

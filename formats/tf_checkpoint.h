@@ -17,6 +17,8 @@
 // root without passing an "optimizer" or "save_counter" edge, named without "/.ATTRIBUTES/VARIABLE_VALUE";
 // optimizer slots, optimizer variables and counters stay as non-tensor values ("tf optimizer state ..."),
 // so `inspect` lists them and state dicts leave them out.
+// Names: keys follow the naming rule of formats/naming.h as ONNX names do: only '%' is escaped, and the
+// empty name (the header's key) is stored as "%_"; a lone unnamed tensor (np.save) becomes "arr_0".
 // Writing: one shard, entries sorted by key, CRCs; the data shard is committed first and the .index,
 // renamed into place last, is the commit point (an overwrite removes the old .index before replacing
 // the data, so a crash never pairs an index with data it does not describe).
