@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstring>
 #include <sstream>
 
@@ -229,6 +230,18 @@ std::string checkpoint_file_prefix(const std::filesystem::path& folder) {
   return {};
 }
 
+/** "x" for a shard name "x.data-<5 digits>-of-<5 digits>"; empty otherwise. */
+std::string shard_stem(const std::string& name) {
+  const size_t tail = std::string(".data-00000-of-00000").size();
+  if (name.size() <= tail) return {};
+  const std::string t = name.substr(name.size() - tail);
+  for (size_t i = 0; i < tail; ++i) {
+    const bool digit = (i >= 6 && i < 11) || i >= 15;
+    if (digit ? !std::isdigit(static_cast<unsigned char>(t[i])) : t[i] != ".data-00000-of-00000"[i]) return {};
+  }
+  return name.substr(0, name.size() - tail);
+}
+
 /** True when x.data-00000-of-<n> is beside x.index. */
 bool has_first_shard(const std::filesystem::path& index) {
   std::error_code ec;
@@ -298,6 +311,12 @@ TfBundleLocation find_tf_bundle(const Source& src) {
   namespace fs = std::filesystem;
   try {
     if (src.reader) {
+      // A data shard x.data-00000-of-00001 with x.index beside it: the bundle of that index.
+      if (std::string stem = shard_stem(src.path.filename().string()); !stem.empty()) {
+        const fs::path folder = src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path();
+        if (is_regular(folder / (stem + ".index"))) return {folder, stem + ".index", false, {}};
+        return {};
+      }
       // x.index: the table footer, or (a damaged index) x.data-00000-of-* beside it.
       if (src.path.extension() != ".index") return {};
       if (!has_sstable_footer(*src.reader) && !has_first_shard(src.path)) return {};

@@ -102,7 +102,8 @@ void write_crafted(const fs::path& prefix, const std::string& entry, const std::
 }  // namespace
 
 TEST_CASE("tf.train.Checkpoint of every dtype reads as TensorFlow reads it", "[tf_checkpoint]") {
-  for (const fs::path& p : {fixture("vars/ckpt-1.index"), fixture("vars") / "ckpt-1", fixture("vars")}) {
+  for (const fs::path& p : {fixture("vars/ckpt-1.index"), fixture("vars") / "ckpt-1", fixture("vars"),
+                            fixture("vars/ckpt-1.data-00000-of-00001")}) {
     INFO(p);
     Checkpoint c = load(p);
     CHECK(c.format == "tf-checkpoint");
