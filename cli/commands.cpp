@@ -490,7 +490,7 @@ void run_formats() {
   for (const auto* f : all_formats()) {
     std::string exts;
     for (const auto& e : f->extensions) exts += (exts.empty() ? "" : " ") + e;
-    std::cout << std::left << std::setw(12) << f->name << std::setw(6) << (f->save ? "rw" : "r") << std::setw(34)
+    std::cout << std::left << std::setw(15) << f->name << std::setw(6) << (f->save ? "rw" : "r") << std::setw(34)
               << f->description << exts << "\n";
     for (const auto& o : f->save_options) std::cout << "      --option " << o.key << "=...  " << o.help << "\n";
   }
