@@ -167,6 +167,17 @@ TEST_CASE("--style torch on a tf-keras checkpoint gives torch Linear weights", "
   CHECK(equal(out.at("layer_with_weights-1.bias"), raw.at("layer_with_weights-1/bias/.ATTRIBUTES/VARIABLE_VALUE")));
 }
 
+TEST_CASE("run: a tf-keras checkpoint computes what Keras computed", "[tf_checkpoint]") {
+  tbtest::TempDir dir;
+  auto r = run_cli({"run", fixture("mlp").string(), "--arch", "mlp:20,256,10", "--input", fixture("mlp_X.npy").string(),
+                    "--output", (dir / "Y.npy").string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  Tensor y = tbtest::load_npy_tensor(dir / "Y.npy"), want = tbtest::load_npy_tensor(fixture("mlp_Y.npy"));
+  CHECK(y.shape() == Shape{4, 10});
+  CHECK(allclose(y, want, 1e-5, 1e-6));
+}
+
 TEST_CASE("a SavedModel folder reads its variables/ bundle", "[tf_checkpoint]") {
   StateDict sd = load(fixture("saved_model")).state_dict();
   CHECK(sd.size() == 2);
