@@ -147,8 +147,9 @@ std::vector<std::string> decode_strings(const uint8_t* p, size_t n, int64_t coun
   return out;
 }
 
-/** Keys of the variables reachable from the root object without an "optimizer"/"save_counter" edge,
- *  in visiting order (the model's order). Empty when the graph does not parse. */
+/** Keys of the variables reachable from the root object without passing an "optimizer" edge (anywhere:
+ *  Keras models track their optimizer) or the root's "save_counter", in visiting order (the model's
+ *  order). Empty when the graph does not parse. */
 std::vector<std::string> model_keys_from_graph(const std::string& bytes, std::set<std::string>& in_graph) {
   tfpb::TrackableObjectGraph g;
   if (!g.ParseFromString(bytes) || g.nodes_size() == 0) return {};
@@ -164,7 +165,7 @@ std::vector<std::string> model_keys_from_graph(const std::string& bytes, std::se
     const auto& node = g.nodes(id);
     for (const auto& a : node.attributes()) keys.push_back(a.checkpoint_key());
     for (const auto& c : node.children()) {
-      if (id == 0 && (c.local_name() == "optimizer" || c.local_name() == "save_counter")) continue;
+      if (c.local_name() == "optimizer" || (id == 0 && c.local_name() == "save_counter")) continue;
       if (c.node_id() < 0 || c.node_id() >= g.nodes_size() || seen[size_t(c.node_id())]) continue;
       seen[size_t(c.node_id())] = true;
       todo.push_back(c.node_id());
@@ -184,6 +185,27 @@ std::string readable_name(const std::string& key) {
   if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0)
     return key.substr(0, key.size() - suffix.size());
   return key;
+}
+
+/** Readable names all under one first component ("model/..." of tf.train.Checkpoint(model=...)) lose it
+ *  when every tensor keeps at least two components, so Keras layer paths start at the layer. */
+void strip_common_component(Checkpoint& c) {
+  std::string first;
+  size_t tensors = 0;
+  for (const auto& [k, v] : c.root.dict_data().items) {
+    if (!v.is_tensor()) continue;
+    const std::string& name = k.as_str();
+    size_t slash = name.find('/');
+    if (slash == std::string::npos || name.find('/', slash + 1) == std::string::npos) return;
+    if (tensors++ == 0) first = name.substr(0, slash + 1);
+    if (name.compare(0, first.size(), first) != 0) return;
+  }
+  if (tensors == 0) return;
+  Value root = Value::dict();
+  for (const auto& [k, v] : c.root.dict_data().items)
+    root.set_item(v.is_tensor() ? Value::string(k.as_str().substr(first.size())) : k, v);
+  c.root = std::move(root);
+  c.info.emplace_back("common prefix removed", first);
 }
 
 std::string shard_name(const std::string& prefix, int32_t shard, int32_t num) {
@@ -329,6 +351,7 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
     ++state;
     c.root.set_item(Value::string(k), Value::object(str("tf optimizer state ", v.as_tensor().describe()), v));
   }
+  strip_common_component(c);
   c.info.emplace_back("readable names", str(kept, " model tensors; ", state,
                                             " optimizer/counter tensors kept as non-tensor values"));
   return c;

@@ -14,7 +14,8 @@
 // values (bytes, or a list of bytes). Sliced (partitioned) variables, big-endian bundles and other
 // dtypes (resource, variant, quantized) are refused. With LoadOptions::readable_names the
 // `_CHECKPOINTABLE_OBJECT_GRAPH` decides which variables are the model's: those reachable from the
-// root without passing an "optimizer" or "save_counter" edge, named without "/.ATTRIBUTES/VARIABLE_VALUE";
+// root without passing an "optimizer" edge (Keras models track theirs) or the root's "save_counter", named
+// without "/.ATTRIBUTES/VARIABLE_VALUE" and without a first component all of them share ("model/");
 // optimizer slots, optimizer variables and counters stay as non-tensor values ("tf optimizer state ..."),
 // so `inspect` lists them and state dicts leave them out.
 // Names: keys follow the naming rule of formats/naming.h as ONNX names do: only '%' is escaped, and the

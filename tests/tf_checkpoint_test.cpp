@@ -152,6 +152,29 @@ TEST_CASE("tf-keras save_weights: raw keys, readable names, optimizer state kept
   CHECK(contains(r.output, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"));
 }
 
+TEST_CASE("a training loop's tf.train.Checkpoint(model, optimizer): readable names start at the layers", "[tf_checkpoint]") {
+  StateDict raw = load(fixture("train_loop")).state_dict();
+  CHECK(raw.size() == 15);  // 4 weights, 10 optimizer tensors, save_counter
+  CHECK(check_against_reference(raw, "train_loop") == 15);
+  LoadOptions o;
+  o.readable_names = true;
+  std::vector<NonTensor> other;
+  StateDict sd = load(fixture("train_loop"), o).state_dict({}, &other);
+  REQUIRE(sd.size() == 4);
+  CHECK(sd.entries()[0].first == "layer_with_weights-0/kernel");
+  CHECK(equal(sd.at("layer_with_weights-1/bias"), raw.at("model/layer_with_weights-1/bias/.ATTRIBUTES/VARIABLE_VALUE")));
+  CHECK(other.size() == 12);  // the object graph, 10 optimizer tensors, save_counter
+  bool counter = false;
+  for (const auto& n : other) counter = counter || n.path == "save_counter/.ATTRIBUTES/VARIABLE_VALUE";
+  CHECK(counter);
+  tbtest::TempDir dir;
+  auto r = run_cli({"run", fixture("train_loop").string(), "--arch", "mlp:20,256,10", "--input",
+                    fixture("mlp_X.npy").string(), "--output", (dir / "Y.npy").string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(allclose(tbtest::load_npy_tensor(dir / "Y.npy"), tbtest::load_npy_tensor(fixture("mlp_Y.npy")), 1e-5, 1e-6));
+}
+
 TEST_CASE("--style torch on a tf-keras checkpoint gives torch Linear weights", "[tf_checkpoint]") {
   tbtest::TempDir dir;
   auto r = run_cli({"convert", fixture("mlp").string(), (dir / "mlp.safetensors").string(), "--style", "torch",
