@@ -49,17 +49,23 @@ struct InspectArgs {
   bool json = false;
   bool allow_unknown_globals = false;
   bool keep_quantized = false;
+  bool readable_names = false;
 };
 
-LoadOptions load_options(bool allow_unknown_globals, bool keep_quantized = false) {
+const char* const kReadableNamesHelp =
+    "tf-checkpoint: model variables by object path (layer_with_weights-0/kernel); optimizer slots and counters "
+    "kept as non-tensor values";
+
+LoadOptions load_options(bool allow_unknown_globals, bool keep_quantized = false, bool readable_names = false) {
   LoadOptions o;
   o.allow_unknown_globals = allow_unknown_globals;
   o.keep_quantized = keep_quantized;
+  o.readable_names = readable_names;
   return o;
 }
 
 void run_inspect(const InspectArgs& a) {
-  Checkpoint ck = load(a.path, load_options(a.allow_unknown_globals, a.keep_quantized));
+  Checkpoint ck = load(a.path, load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names));
   std::vector<NonTensor> non_tensors;
   StateDict sd = ck.state_dict({}, &non_tensors);
 
@@ -191,6 +197,7 @@ struct ConvertArgs {
   bool allow_unknown_globals = false;
   bool keep_quantized = false;
   bool state_dict_only = false;
+  bool readable_names = false;
   std::vector<std::string> options;
   bool reshapes_keys() const {
     return !select.empty() || !select_regex.empty() || !rename.empty() || strip_prefix || !style.empty();
@@ -271,7 +278,7 @@ void run_convert(const ConvertArgs& a) {
     so.options["shard_size"] = a.shard_size;
   }
   check_save_options(out_fmt, a.output, so);  // a mistyped option fails before the input is read
-  Checkpoint in = load(a.input, load_options(a.allow_unknown_globals, a.keep_quantized));
+  Checkpoint in = load(a.input, load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names || a.style == "torch"));
   if (out_fmt.name == "pt" && !a.state_dict_only)
     for (const auto& [k, v] : in.info)
       TB_CHECK(k != "whole module", UnsupportedError, "'", a.input, "' is a whole pickled module (", v,
@@ -483,7 +490,7 @@ void run_formats() {
   for (const auto* f : all_formats()) {
     std::string exts;
     for (const auto& e : f->extensions) exts += (exts.empty() ? "" : " ") + e;
-    std::cout << std::left << std::setw(12) << f->name << std::setw(6) << (f->save ? "rw" : "r") << std::setw(34)
+    std::cout << std::left << std::setw(15) << f->name << std::setw(6) << (f->save ? "rw" : "r") << std::setw(34)
               << f->description << exts << "\n";
     for (const auto& o : f->save_options) std::cout << "      --option " << o.key << "=...  " << o.help << "\n";
   }
@@ -500,6 +507,7 @@ void register_commands(CLI::App& app) {
                     "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
   inspect->add_flag("--keep-quantized", inspect_args->keep_quantized,
                     "gguf: keep quantized tensors as raw uint8 blocks instead of dequantizing them to float32");
+  inspect->add_flag("--readable-names", inspect_args->readable_names, kReadableNamesHelp);
   inspect->footer("Example:\n  tensorbridge inspect mlp.params\n  tensorbridge inspect --json model.safetensors");
   inspect->callback([inspect_args] { run_inspect(*inspect_args); });
 
@@ -507,7 +515,7 @@ void register_commands(CLI::App& app) {
   auto* convert = app.add_subcommand("convert", "Convert a weight file to another format");
   convert->add_option("input", convert_args->input, "input file or folder (format sniffed from the bytes)")->required();
   convert->add_option("output", convert_args->output, "output path (format from --to or the extension)")->required();
-  convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow, gguf");
+  convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow, gguf, tf-checkpoint");
   convert->add_option("--key", convert_args->key, "dotted path of the sub-tree to convert, e.g. model_state_dict");
   convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16; q8_0 for gguf output)");
   convert->add_option("--select", convert_args->select, "keep only keys matching this glob (repeatable), e.g. 'hidden.*'; matched against the output's names (after --style)");
@@ -524,6 +532,8 @@ void register_commands(CLI::App& app) {
                     "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
   convert->add_flag("--keep-quantized", convert_args->keep_quantized,
                     "gguf: keep quantized tensors as raw uint8 blocks (gguf output writes them back as their type)");
+  convert->add_flag("--readable-names", convert_args->readable_names,
+                    str(kReadableNamesHelp, " (implied by --style torch)"));
   convert->add_option("--option", convert_args->options,
                       "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
                       "layout=pickle|single|snapshot (oneflow), format=none (safetensors), quantize=q8_0 (gguf)");

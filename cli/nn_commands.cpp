@@ -54,6 +54,7 @@ struct ModelSource {
   nn::FileModel load_checked() const {
     LoadOptions lo;
     lo.allow_unknown_globals = allow_unknown;
+    lo.readable_names = true;  // TF checkpoints: the model's variables, without optimizer state
     if (arch.empty()) {
       nn::FileModel fm = nn::load_model(model, lo);
       nn::require_forward(*fm.model, model);

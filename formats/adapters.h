@@ -18,4 +18,5 @@ const FormatAdapter& onnx_tensor_format();  // formats/onnx_tensor_pb.cpp | form
 const FormatAdapter& oneflow_format();      // formats/oneflow.cpp
 const FormatAdapter& keras_archive_format();  // formats/keras_archive.cpp | formats/no_hdf5.cpp
 const FormatAdapter& gguf_format();         // formats/gguf.cpp
+const FormatAdapter& tf_checkpoint_format();  // formats/tf_checkpoint.cpp | formats/no_tf_checkpoint.cpp
 }  // namespace tb

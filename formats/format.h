@@ -53,6 +53,10 @@ struct LoadOptions {
   /** GGUF: keep quantized tensors as their raw uint8 blocks (type and shape in metadata) instead of
    *  dequantizing them to float32. */
   bool keep_quantized = false;
+  /** TensorFlow checkpoints: name the model's variables by their object paths
+   *  ("layer_with_weights-0/kernel") and keep optimizer slots and counters out of the tensors (as
+   *  non-tensor values that `inspect` lists); see formats/tf_checkpoint.h. */
+  bool readable_names = false;
   /** What one load may cost (bytes, objects, depth, time); see tensor/limits.h. */
   LoadLimits limits = default_load_limits();
 };

@@ -29,6 +29,8 @@ Source Source::from_path(const std::filesystem::path& p, bool use_mmap) {
   s.path_label = p.string();
   std::error_code ec;
   if (std::filesystem::is_directory(p, ec)) return s;
+  // A TensorFlow checkpoint prefix ("ckpt-1" for ckpt-1.index + ckpt-1.data-*): a path that is no file.
+  if (!std::filesystem::exists(p, ec) && std::filesystem::is_regular_file(p.string() + ".index", ec)) return s;
   TB_CHECK(std::filesystem::exists(p, ec), IoError, "'", p.string(), "' does not exist");
   s.reader = open_file(p, use_mmap);
   return s;
@@ -38,7 +40,8 @@ const std::vector<const FormatAdapter*>& all_formats() {
   // Sniff order matters: zip-based formats look at member names (pt before npz), and formats with
   // weak magic (onnx protobuf) come last; TorchScript is a torch.save-like zip with more records.
   static const std::vector<const FormatAdapter*> formats = {
-      &torchscript_format(), &pt_format(), &npz_format(), &keras_archive_format(), &npy_format(), &safetensors_format(), &gguf_format(), &h5_format(), &oneflow_format(),
+      &torchscript_format(), &pt_format(), &npz_format(), &keras_archive_format(), &npy_format(), &safetensors_format(),
+      &gguf_format(), &h5_format(), &oneflow_format(), &tf_checkpoint_format(),
       &onnx_format(), &onnx_tensor_format(), &keras_h5_format(), &keras3_h5_format(),
   };
   return formats;
@@ -123,7 +126,7 @@ const FormatAdapter& output_format(const std::filesystem::path& path, std::strin
   }
   const auto* f = by_extension(path);
   TB_CHECK(f != nullptr, UnsupportedError, "cannot tell the output format from '", path.string(),
-           "'; use an extension (.pt .pth .npy .npz .h5 .onnx .safetensors .gguf) or --to FORMAT");
+           "'; use an extension (.pt .pth .npy .npz .h5 .onnx .safetensors .gguf .index) or --to FORMAT");
   TB_CHECK(bool(f->save), UnsupportedError, "format '", f->name, "' can be read but not written");
   return *f;
 }

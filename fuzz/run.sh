@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 shift || true
 BUILD=${BUILD:-build-fuzz}
-ALL=(pickle pt torchscript npy npz zip safetensors onnx h5 oneflow_meta gguf)
+ALL=(pickle pt torchscript npy npz zip safetensors onnx h5 oneflow_meta gguf tf_checkpoint)
 NAMES=("$@")
 [ ${#NAMES[@]} -eq 0 ] && NAMES=("${ALL[@]}")
 
@@ -31,6 +31,7 @@ seed() {  # seed <harness> <dir>: copies the matching fixtures (small ones) into
                     fixtures/malformed/*.npz fixtures/malformed/*.pt) ;;
     gguf) files=(fixtures/gguf/*.gguf) ;;
     torchscript) files=(fixtures/torchscript/*.pt) ;;
+    tf_checkpoint) files=(fixtures/tf_checkpoint/*/*.index fixtures/tf_checkpoint/*/*/*.index) ;;
     safetensors) files=(fixtures/safetensors/*.safetensors fixtures/shared/safetensors/*.safetensors fixtures/malformed/*.safetensors) ;;
     onnx) files=(fixtures/onnx/*.onnx fixtures/onnx_extra/bn*.onnx fixtures/malformed/*.onnx fixtures/fuzz_seeds/*.onnx) ;;
     h5) files=(fixtures/h5/*.h5 fixtures/h5_extra/*.h5 fixtures/keras/*.h5 fixtures/malformed/*.h5) ;;
