@@ -212,7 +212,7 @@ TEST_CASE("files tensorbridge refuses are refused with the documented reason", "
   CHECK(refused == 2);
 }
 
-TEST_CASE("conversions to safetensors, npz, pt and h5 read back bit-exact in each format's framework", "[corpus]") {
+TEST_CASE("conversions to safetensors, npz, pt, h5 and onnx read back bit-exact in each format's framework", "[corpus]") {
   require_corpus();
   const auto& judged = source_rows();
   tbtest::TempDir tmp;
@@ -227,7 +227,7 @@ TEST_CASE("conversions to safetensors, npz, pt and h5 read back bit-exact in eac
     fs::path p = path_of(e);
     if (judged.at(p.string()).empty()) continue;  // object arrays without numeric tensors
     ++n;
-    for (std::string to : {"safetensors", "npz", "pt", "h5"}) {
+    for (std::string to : {"safetensors", "npz", "pt", "h5", "onnx"}) {
       fs::path out = tmp / (std::to_string(n) + "." + to);
       INFO(p << " -> " << to);
       auto r = tbtest::run_cli({"convert", "--drop-non-tensors", p.string(), out.string(), "--to", to});
@@ -259,13 +259,12 @@ TEST_CASE("roundtrip through every writable format gives exit 0 or its documente
     const json* exit_code = expectation(e, "roundtrip_exit");
     const json* says = expectation(e, "roundtrip_says");
     const json* different = expectation(e, "roundtrip_different");
-    auto r = tbtest::run_cli({"roundtrip", p.string()});
+    auto r = tbtest::run_cli({"roundtrip", "--json", p.string()});
     INFO(r.output);
     CHECK(r.exit_code == (exit_code ? exit_code->get<int>() : (different ? 1 : 0)));
     if (says) CHECK(r.output.find(says->get<std::string>()) != std::string::npos);
     if (r.exit_code != 0 && !different) continue;
-    auto j = tbtest::run_cli({"roundtrip", "--json", p.string()});
-    json rows = json::parse(j.output)["rows"];
+    json rows = json::parse(r.output)["rows"];
     std::set<std::string> want_different;
     if (different)
       for (const auto& v : *different) want_different.insert(v.get<std::string>());
