@@ -462,6 +462,9 @@ void run_roundtrip(const RoundTripArgs& args) {
   }
   const FormatAdapter* back = find_format(c.format);
   std::string back_format = back && back->save ? c.format : "safetensors";
+  // A .npy holding many tensors (a pickled dict, as np.save of a dict writes) cannot be written back
+  // as one plain array: the tensors come back through .npz, the .npy's many-array sibling.
+  if (back_format == "npy" && sd.size() > 1) back_format = "npz";
   ScratchDir scratch;
   auto rows = round_trip(sd, back_format, vias, scratch.path());
   const bool ok = round_trip_exit_code(rows) == 0;

