@@ -124,6 +124,30 @@ TEST_CASE("vulkan: gemm and linear match the CPU across tile edges", "[vulkan]")
        1e-4, 1e-4, "linear + fused relu, no bias, tile edges");
 }
 
+// Shapes on both sides of the skinny-product path's limits (N <= 16, K <= 64): one thread per row.
+TEST_CASE("vulkan: skinny gemm (small N and K, large M) matches the CPU", "[vulkan]") {
+  auto be = vk();
+  for (int64_t m : {1, 63, 65, 4099}) {
+    for (int64_t n : {1, 10, 16, 17}) {
+      for (int64_t k : {1, 20, 64, 65}) {
+        for (int t = 0; t < 4; ++t) {
+          bool ta = t & 1, tb = t & 2;
+          Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m + n * 3 + k * 11 + t));
+          Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m * 5 + n + k + t));
+          Shape cs = t == 1 ? Shape{m, 1} : t == 3 ? Shape{m, n} : Shape{n};
+          Tensor c = randn(cs, 13);
+          GemmParams p{ta, tb, 1.5f, t == 0 ? 0.0f : 0.5f, /*relu=*/t >= 2};
+          same(*be, be->gemm(be->upload(a), be->upload(b), &c, p), cpu_ref().gemm(a, b, &c, p), 1e-4, 1e-4,
+               "skinny gemm " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " t" +
+                   std::to_string(t));
+        }
+      }
+    }
+  }
+  Tensor x = randn({2, 3, 20}, 21), b3 = randn({2, 20, 10}, 22);
+  same(*be, be->matmul(x, b3), cpu_ref().matmul(x, b3), 1e-5, 1e-5, "batched skinny matmul");
+}
+
 TEST_CASE("vulkan: batched matmul with broadcast batch dims", "[vulkan]") {
   auto be = vk();
   std::vector<std::pair<Shape, Shape>> cases = {{{5}, {5, 7}},          {{3, 9, 5}, {5}},

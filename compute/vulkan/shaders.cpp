@@ -7,6 +7,7 @@
   extern const size_t tb_spv_##name##_size;
 TB_SHADER(gemm)
 TB_SHADER(gemm_direct)
+TB_SHADER(gemm_skinny)
 TB_SHADER(binary)
 TB_SHADER(relu)
 TB_SHADER(conv2d)
@@ -22,6 +23,7 @@ const ShaderCode& shader_code(std::string_view name) {
   static const ShaderCode table[] = {
       {"gemm", tb_spv_gemm, tb_spv_gemm_size, 4},
       {"gemm_direct", tb_spv_gemm_direct, tb_spv_gemm_direct_size, 4},
+      {"gemm_skinny", tb_spv_gemm_skinny, tb_spv_gemm_skinny_size, 4},
       {"binary", tb_spv_binary, tb_spv_binary_size, 3},
       {"relu", tb_spv_relu, tb_spv_relu_size, 2},
       {"conv2d", tb_spv_conv2d, tb_spv_conv2d_size, 4},

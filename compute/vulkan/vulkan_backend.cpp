@@ -91,6 +91,7 @@ class VulkanBackend final : public Backend {
     // TB_VK_GEMM=tiled|direct overrides.
     const char* env = std::getenv("TB_VK_GEMM");
     bool cpu_device = ctx_->properties().deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    gemm_forced_ = env != nullptr;
     gemm_shader_ = env ? (std::string(env) == "direct" ? "gemm_direct" : "gemm") : (cpu_device ? "gemm_direct" : "gemm");
   }
   ~VulkanBackend() override {
@@ -323,6 +324,14 @@ class VulkanBackend final : public Backend {
                 const std::shared_ptr<Buffer>& y, uint32_t batch) {
     u32(A.numel(), "A size");
     u32(B.numel(), "B size");
+    // Note [skinny gemm]: for N <= 16 and K <= 64 (e.g. the seed MLP's K=20, N=10 over large M)
+    // the 64x64 tiles waste most of their threads; gemm_skinny runs one thread per output row.
+    // TB_VK_GEMM (see the constructor) forces one shader for every shape.
+    if (!gemm_forced_ && pc.N <= 16 && pc.K <= 64 && (pc.M + 63) / 64 <= 65535) {
+      stream_.dispatch(pipeline("gemm_skinny"), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc,
+                       (pc.M + 63) / 64, 1, batch);
+      return;
+    }
     uint32_t gx = (pc.N + 63) / 64, gy = (pc.M + 63) / 64;
     TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
     stream_.dispatch(pipeline(gemm_shader_),  {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
@@ -412,6 +421,7 @@ class VulkanBackend final : public Backend {
   std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
   int index_ = 0;
   std::string gemm_shader_ = "gemm";
+  bool gemm_forced_ = false;  // TB_VK_GEMM set: no shape-based choice of the skinny shader
 };
 
 }  // namespace
