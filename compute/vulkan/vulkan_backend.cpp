@@ -332,6 +332,14 @@ class VulkanBackend final : public Backend {
                        (pc.M + 63) / 64, 1, batch);
       return;
     }
+    if (gemm_shader_ == "gemm") {
+      std::vector<uint32_t> t = gemm_tile(pc.M, pc.N);
+      uint32_t bm = t[1] * t[2], bn = t[0] * t[3];
+      uint32_t gx = (pc.N + bn - 1) / bn, gy = (pc.M + bm - 1) / bm;
+      TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
+      stream_.dispatch(pipeline("gemm", t), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
+      return;
+    }
     uint32_t gx = (pc.N + 63) / 64, gy = (pc.M + 63) / 64;
     TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
     stream_.dispatch(pipeline(gemm_shader_),  {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
@@ -407,13 +415,34 @@ class VulkanBackend final : public Backend {
   /** Rounds an f32 result to the op's storage dtype. */
   Tensor finish(const Tensor& y, DType d) { return d == DType::F32 ? y : cast(y, d); }
 
-  const Pipeline& pipeline(std::string_view name) {
-    auto it = pipelines_.find(name);
+  /** The pipeline of shader `name` specialized with `spec`, created once per (name, spec). */
+  const Pipeline& pipeline(std::string_view name, const std::vector<uint32_t>& spec) {
+    std::string key(name);
+    for (uint32_t v : spec) key += "," + std::to_string(v);
+    auto it = pipelines_.find(key);
     if (it != pipelines_.end()) return *it->second;
     const ShaderCode& code = shader_code(name);
-    auto p = std::make_unique<Pipeline>(ctx_, std::string(name), code.words, code.size, code.buffers);
-    return *pipelines_.emplace(std::string(name), std::move(p)).first->second;
+    auto p = std::make_unique<Pipeline>(ctx_, std::string(name), code.words, code.size, code.buffers, spec);
+    return *pipelines_.emplace(key, std::move(p)).first->second;
   }
+
+  // Note [gemm tiles]: gemm.comp's tile comes from specialization constants {TX, TY, TM, TN, BK}.
+  // Large products take 128x128 tiles (16x16 threads, 8x8 each, BK 8) when the device allows 256
+  // invocations and the double-buffered tiles fit its shared memory; smaller ones (or devices with
+  // less) take 64x64 (16x16 threads, 4x4 each, BK 16), then 32x32 (8x8 threads, 4x4, BK 8).
+  std::vector<uint32_t> gemm_tile(uint32_t m, uint32_t n) const {
+    const VkPhysicalDeviceLimits& lim = ctx_->properties().limits;
+    auto fits = [&](uint32_t tx, uint32_t ty, uint32_t tm, uint32_t tn, uint32_t bk) {
+      uint64_t smem = 2ull * bk * (ty * tm + 1 + tx * tn + 1) * 4;
+      return tx * ty <= lim.maxComputeWorkGroupInvocations && tx <= lim.maxComputeWorkGroupSize[0] &&
+             ty <= lim.maxComputeWorkGroupSize[1] && smem <= lim.maxComputeSharedMemorySize;
+    };
+    if (m >= 512 && n >= 512 && fits(16, 16, 8, 8, 8)) return {16, 16, 8, 8, 8};
+    if (fits(16, 16, 4, 4, 16)) return {16, 16, 4, 4, 16};
+    return {8, 8, 4, 4, 8};
+  }
+
+  const Pipeline& pipeline(std::string_view name) { return pipeline(name, {}); }
 
   std::shared_ptr<Context> ctx_;
   CommandStream stream_;
