@@ -234,6 +234,22 @@ class VulkanBackend final : public Backend {
                        uint32_t(g.o), uint32_t(g.kh), uint32_t(g.kw), uint32_t(g.oh), uint32_t(g.ow),
                        uint32_t(p.stride[0]), uint32_t(p.stride[1]), uint32_t(p.padding[0]), uint32_t(p.padding[1]),
                        uint32_t(p.dilation[0]), uint32_t(p.dilation[1]), uint32_t(g.groups), bias ? 1u : 0u};
+    // Note [conv2d shader choice]: the implicit GEMM (conv2d_igemm.comp) tiles output channels per
+    // group x output pixels; with fewer than 8 channels per group (depthwise) its rows would idle, so
+    // the direct one-output-per-thread shader runs. TB_VK_CONV=igemm|direct overrides.
+    const char* env = std::getenv("TB_VK_CONV");
+    uint32_t og = uint32_t(g.o / g.groups), gn = uint32_t(g.n * g.oh * g.ow);
+    bool igemm = env ? std::string(env) == "igemm" : og >= 8;
+    if (igemm) {
+      std::vector<uint32_t> t = gemm_tile(og, gn);
+      uint32_t bm = t[1] * t[2], bn = t[0] * t[3];
+      uint32_t gx = (gn + bn - 1) / bn, gy = (og + bm - 1) / bm;
+      TB_CHECK(gx <= 65535 && gy <= 65535 && g.groups <= 65535, UnsupportedError, "[vulkan] conv2d output of ",
+               g.o, "x", gn, " in ", g.groups, " groups is too large");
+      stream_.dispatch(pipeline("conv2d_igemm", t), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc,
+                       sizeof pc, gx, gy, uint32_t(g.groups));
+      return finish(Y, x.dtype());
+    }
     auto gr = grid1d(pc[0], 256);
     stream_.dispatch(pipeline("conv2d"), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc, sizeof pc,
                      gr[0], gr[1]);
