@@ -127,14 +127,16 @@ TEST_CASE("vulkan: gemm and linear match the CPU across tile edges", "[vulkan]")
 }
 
 // The register-tiled shared-memory kernel (the GPU default; lavapipe defaults to gemm_direct), forced
-// through TB_VK_GEMM, on its 32/64/128 tiles' edges, with every transpose and C broadcast form.
+// through TB_VK_GEMM, on its 32/64/128 tiles' edges, with every transpose and C broadcast form;
+// K and N multiples of 4 take the vec4 loads, the others the scalar ones.
 TEST_CASE("vulkan: register-tiled gemm matches the CPU on tile edges and transposes", "[vulkan]") {
   ::setenv("TB_VK_GEMM", "tiled", 1);
   auto be = vk();
   ::unsetenv("TB_VK_GEMM");
   std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 1},    {2, 3, 5},     {17, 31, 13},  {64, 64, 16},
                                                 {65, 63, 17}, {127, 129, 9}, {31, 97, 257}, {600, 520, 37},
-                                                {513, 640, 8}, {1, 700, 600}};
+                                                {513, 640, 8}, {1, 700, 600}, {5, 12, 8},
+                                                {64, 128, 32}, {130, 260, 100}, {600, 520, 36}};
   for (auto [m, n, k] : shapes) {
     for (int t = 0; t < 4; ++t) {
       bool ta = t & 1, tb = t & 2;
@@ -149,6 +151,8 @@ TEST_CASE("vulkan: register-tiled gemm matches the CPU on tile edges and transpo
   }
   Tensor x = randn({3, 70, 40}, 31), w = randn({3, 40, 90}, 32);
   same(*be, be->matmul(x, w), cpu_ref().matmul(x, w), 1e-4, 1e-4, "tiled batched matmul");
+  Tensor x4 = randn({3, 70, 40}, 33), w4 = randn({1, 40, 92}, 34);
+  same(*be, be->matmul(x4, w4), cpu_ref().matmul(x4, w4), 1e-4, 1e-4, "tiled batched matmul, vec4 loads");
 }
 
 // Shapes on both sides of the skinny-product path's limits (N <= 16, K <= 64): one thread per row.
