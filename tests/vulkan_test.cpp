@@ -308,6 +308,35 @@ TEST_CASE("vulkan: f16/bf16 casts are bit-exact and ops widen to f32", "[vulkan]
   REQUIRE_THROWS_AS(be->relu(Tensor::zeros(DType::I32, {3})), UnsupportedError);
 }
 
+// f16/bf16 inputs widen to f32 before every GEMM/conv shader: skinny, register-tiled (vec4 and
+// scalar loads) and implicit-GEMM conv, within the tolerances of the test above.
+TEST_CASE("vulkan: f16/bf16 inputs through the skinny, tiled and implicit-GEMM shaders", "[vulkan]") {
+  ::setenv("TB_VK_CONV", "igemm", 1);
+  auto be = vk();
+  ::setenv("TB_VK_GEMM", "tiled", 1);
+  auto tiled = vk();
+  ::unsetenv("TB_VK_GEMM");
+  ::unsetenv("TB_VK_CONV");
+  Tensor a = randn({300, 20}, 41), b = randn({20, 10}, 42), a2 = randn({70, 64}, 43), b2 = randn({64, 36}, 44),
+         b3 = randn({64, 37}, 45), x = randn({2, 4, 9, 9}, 46), w = randn({16, 2, 3, 3}, 47);
+  Conv2dParams cp{{2, 1}, {1, 1}, {1, 2}, 2};
+  for (DType d : {DType::F16, DType::BF16}) {
+    double rtol = d == DType::F16 ? 2e-3 : 1e-2;
+    auto check = [&](const Tensor& got, const Tensor& ref, const std::string& what) {
+      INFO(what << " " << dtype_name(d));
+      REQUIRE(got.dtype() == d);
+      REQUIRE(allclose(got.to(DType::F32), ref.to(DType::F32), rtol, 1e-3));
+    };
+    check(be->download(be->matmul(a.to(d), b.to(d))), cpu_ref().matmul(a.to(d), b.to(d)), "skinny matmul");
+    check(tiled->download(tiled->matmul(a2.to(d), b2.to(d))), cpu_ref().matmul(a2.to(d), b2.to(d)),
+          "tiled matmul, vec4 loads");
+    check(tiled->download(tiled->matmul(a2.to(d), b3.to(d))), cpu_ref().matmul(a2.to(d), b3.to(d)),
+          "tiled matmul, scalar B loads");
+    check(be->download(be->conv2d(x.to(d), w.to(d), nullptr, cp)), cpu_ref().conv2d(x.to(d), w.to(d), nullptr, cp),
+          "implicit-GEMM conv2d");
+  }
+}
+
 TEST_CASE("vulkan: the seed MLP and a small CNN run on the device without round trips", "[vulkan]") {
   auto be = vk();
   Tensor x = randn({4096, 20}, 1), w1 = randn({256, 20}, 2), b1 = randn({256}, 3), w2 = randn({10, 256}, 4),
