@@ -446,11 +446,13 @@ class VulkanBackend final : public Backend {
   // Large products take 128x128 tiles (16x16 threads, 8x8 each, BK 8) when the device allows 256
   // invocations and the double-buffered tiles fit its shared memory; smaller ones (or devices with
   // less) take 64x64 (16x16 threads, 4x4 each, BK 16), then 32x32 (8x8 threads, 4x4, BK 8).
+  // A workgroup must hold whole subgroups (256 threads do for subgroups of 32 or 64).
   std::vector<uint32_t> gemm_tile(uint32_t m, uint32_t n) const {
     const VkPhysicalDeviceLimits& lim = ctx_->properties().limits;
+    uint32_t sg = ctx_->subgroup_size();
     auto fits = [&](uint32_t tx, uint32_t ty, uint32_t tm, uint32_t tn, uint32_t bk) {
       uint64_t smem = 2ull * bk * (ty * tm + 1 + tx * tn + 1) * 4;
-      return tx * ty <= lim.maxComputeWorkGroupInvocations && tx <= lim.maxComputeWorkGroupSize[0] &&
+      return (tx * ty) % sg == 0 && tx * ty <= lim.maxComputeWorkGroupInvocations && tx <= lim.maxComputeWorkGroupSize[0] &&
              ty <= lim.maxComputeWorkGroupSize[1] && smem <= lim.maxComputeSharedMemorySize;
     };
     if (m >= 512 && n >= 512 && fits(16, 16, 8, 8, 8)) return {16, 16, 8, 8, 8};
