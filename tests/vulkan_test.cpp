@@ -1,5 +1,6 @@
 // Vulkan backend: every op against the CPU backend with per-op tolerances, over shapes that cross
-// the 64x64 GEMM tiles and 256-thread workgroups; device residency; f16/bf16 casts bit-exact.
+// the GEMM/conv tiles, the skinny-GEMM limits and 256-thread workgroups, each GEMM/conv shader
+// forced in turn (TB_VK_GEMM, TB_VK_CONV); device residency; f16/bf16 casts bit-exact.
 // Without a Vulkan device every test reports SKIPPED (exit 77), never a silent pass.
 #include <array>
 #include <cmath>
