@@ -1,7 +1,10 @@
 // Vulkan backend: every op against the CPU backend with per-op tolerances, over shapes that cross
-// the 64x64 GEMM tiles and 256-thread workgroups; device residency; f16/bf16 casts bit-exact.
+// the GEMM/conv tiles, the skinny-GEMM limits and 256-thread workgroups, each GEMM/conv shader
+// forced in turn (TB_VK_GEMM, TB_VK_CONV); device residency; f16/bf16 casts bit-exact.
 // Without a Vulkan device every test reports SKIPPED (exit 77), never a silent pass.
+#include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -124,6 +127,59 @@ TEST_CASE("vulkan: gemm and linear match the CPU across tile edges", "[vulkan]")
        1e-4, 1e-4, "linear + fused relu, no bias, tile edges");
 }
 
+// The register-tiled shared-memory kernel (the GPU default; lavapipe defaults to gemm_direct), forced
+// through TB_VK_GEMM, on its 32/64/128 tiles' edges, with every transpose and C broadcast form;
+// K and N multiples of 4 take the vec4 loads, the others the scalar ones.
+TEST_CASE("vulkan: register-tiled gemm matches the CPU on tile edges and transposes", "[vulkan]") {
+  ::setenv("TB_VK_GEMM", "tiled", 1);
+  auto be = vk();
+  ::unsetenv("TB_VK_GEMM");
+  std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 1},    {2, 3, 5},     {17, 31, 13},  {64, 64, 16},
+                                                {65, 63, 17}, {127, 129, 9}, {31, 97, 257}, {600, 520, 37},
+                                                {513, 640, 8}, {1, 700, 600}, {5, 12, 8},
+                                                {64, 128, 32}, {130, 260, 100}, {600, 520, 36}};
+  for (auto [m, n, k] : shapes) {
+    for (int t = 0; t < 4; ++t) {
+      bool ta = t & 1, tb = t & 2;
+      Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 3 + n + k + t));
+      Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n * 7 + k + t));
+      Tensor c = randn(t == 1 ? Shape{m, 1} : t == 3 ? Shape{m, n} : Shape{n}, 17);
+      GemmParams p{ta, tb, 0.5f, t == 0 ? 0.0f : 2.0f, /*relu=*/t == 2};
+      same(*be, be->gemm(be->upload(a), be->upload(b), &c, p), cpu_ref().gemm(a, b, &c, p), 1e-4, 1e-4,
+           "tiled gemm " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " t" +
+               std::to_string(t));
+    }
+  }
+  Tensor x = randn({3, 70, 40}, 31), w = randn({3, 40, 90}, 32);
+  same(*be, be->matmul(x, w), cpu_ref().matmul(x, w), 1e-4, 1e-4, "tiled batched matmul");
+  Tensor x4 = randn({3, 70, 40}, 33), w4 = randn({1, 40, 92}, 34);
+  same(*be, be->matmul(x4, w4), cpu_ref().matmul(x4, w4), 1e-4, 1e-4, "tiled batched matmul, vec4 loads");
+}
+
+// Shapes on both sides of the skinny-product path's limits (N <= 16, K <= 64): one thread per row.
+TEST_CASE("vulkan: skinny gemm (small N and K, large M) matches the CPU", "[vulkan]") {
+  auto be = vk();
+  for (int64_t m : {1, 63, 65, 4099}) {
+    for (int64_t n : {1, 10, 16, 17}) {
+      for (int64_t k : {1, 20, 64, 65}) {
+        for (int t = 0; t < 4; ++t) {
+          bool ta = t & 1, tb = t & 2;
+          Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m + n * 3 + k * 11 + t));
+          Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m * 5 + n + k + t));
+          Shape cs = t == 1 ? Shape{m, 1} : t == 3 ? Shape{m, n} : Shape{n};
+          Tensor c = randn(cs, 13);
+          GemmParams p{ta, tb, 1.5f, t == 0 ? 0.0f : 0.5f, /*relu=*/t >= 2};
+          same(*be, be->gemm(be->upload(a), be->upload(b), &c, p), cpu_ref().gemm(a, b, &c, p), 1e-4, 1e-4,
+               "skinny gemm " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " t" +
+                   std::to_string(t));
+        }
+      }
+    }
+  }
+  Tensor x = randn({2, 3, 20}, 21), b3 = randn({2, 20, 10}, 22);
+  same(*be, be->matmul(x, b3), cpu_ref().matmul(x, b3), 1e-5, 1e-5, "batched skinny matmul");
+}
+
 TEST_CASE("vulkan: batched matmul with broadcast batch dims", "[vulkan]") {
   auto be = vk();
   std::vector<std::pair<Shape, Shape>> cases = {{{5}, {5, 7}},          {{3, 9, 5}, {5}},
@@ -157,6 +213,34 @@ TEST_CASE("vulkan: elementwise, activation, normalisation and softmax match the 
   for (auto [s, axis] : std::vector<std::pair<Shape, int64_t>>{{{1, 1}, 1}, {{7, 257}, -1}, {{3, 33, 5}, 1}, {{300}, 0}}) {
     Tensor x = cpu_ref().mul(randn(s, 6), Tensor::from_vector(DType::F32, {1}, std::vector<float>{5.0f}));
     same(*be, be->softmax(x, axis), cpu_ref().softmax(x, axis), 1e-5, 1e-7, "softmax " + shape_str(s));
+  }
+}
+
+// Both conv2d shaders (implicit GEMM and direct, forced through TB_VK_CONV) over groups, depthwise,
+// strides, padding, dilation, 1x1, and output-channel / pixel / reduction counts across the tiles.
+TEST_CASE("vulkan: implicit-GEMM and direct conv2d match the CPU", "[vulkan]") {
+  struct Case {
+    Shape x, w;
+    Conv2dParams p;
+  };
+  std::vector<Case> convs = {{{1, 1, 1, 1}, {1, 1, 1, 1}, {}},
+                             {{2, 3, 17, 19}, {9, 3, 3, 3}, {{1, 1}, {1, 1}, {1, 1}, 1}},
+                             {{1, 4, 9, 11}, {6, 2, 3, 3}, {{2, 1}, {1, 2}, {1, 2}, 2}},
+                             {{2, 8, 7, 7}, {8, 1, 3, 3}, {{1, 1}, {1, 1}, {1, 1}, 8}},
+                             {{1, 6, 13, 8}, {12, 1, 5, 3}, {{2, 3}, {2, 1}, {2, 3}, 6}},
+                             {{1, 33, 5, 6}, {70, 33, 1, 1}, {}},
+                             {{3, 16, 12, 12}, {130, 8, 3, 3}, {{1, 2}, {0, 1}, {1, 1}, 2}},
+                             {{1, 32, 24, 24}, {64, 32, 3, 3}, {{1, 1}, {1, 1}, {1, 1}, 1}}};
+  for (const char* mode : {"igemm", "direct"}) {
+    ::setenv("TB_VK_CONV", mode, 1);
+    auto be = vk();
+    for (auto& c : convs) {
+      Tensor x = randn(c.x, 4), w = randn(c.w, 5), b = randn({c.w[0]}, 6);
+      std::string what = std::string(mode) + " conv2d " + shape_str(c.x) + " * " + shape_str(c.w);
+      same(*be, be->conv2d(x, w, &b, c.p), cpu_ref().conv2d(x, w, &b, c.p), 1e-4, 1e-4, what);
+      same(*be, be->conv2d(x, w, nullptr, c.p), cpu_ref().conv2d(x, w, nullptr, c.p), 1e-4, 1e-4, what + " no bias");
+    }
+    ::unsetenv("TB_VK_CONV");
   }
 }
 
@@ -223,6 +307,35 @@ TEST_CASE("vulkan: f16/bf16 casts are bit-exact and ops widen to f32", "[vulkan]
     REQUIRE(allclose(y.to(DType::F32), ref.to(DType::F32), d == DType::F16 ? 2e-3 : 1e-2, 1e-3));
   }
   REQUIRE_THROWS_AS(be->relu(Tensor::zeros(DType::I32, {3})), UnsupportedError);
+}
+
+// f16/bf16 inputs widen to f32 before every GEMM/conv shader: skinny, register-tiled (vec4 and
+// scalar loads) and implicit-GEMM conv, within the tolerances of the test above.
+TEST_CASE("vulkan: f16/bf16 inputs through the skinny, tiled and implicit-GEMM shaders", "[vulkan]") {
+  ::setenv("TB_VK_CONV", "igemm", 1);
+  auto be = vk();
+  ::setenv("TB_VK_GEMM", "tiled", 1);
+  auto tiled = vk();
+  ::unsetenv("TB_VK_GEMM");
+  ::unsetenv("TB_VK_CONV");
+  Tensor a = randn({300, 20}, 41), b = randn({20, 10}, 42), a2 = randn({70, 64}, 43), b2 = randn({64, 36}, 44),
+         b3 = randn({64, 37}, 45), x = randn({2, 4, 9, 9}, 46), w = randn({16, 2, 3, 3}, 47);
+  Conv2dParams cp{{2, 1}, {1, 1}, {1, 2}, 2};
+  for (DType d : {DType::F16, DType::BF16}) {
+    double rtol = d == DType::F16 ? 2e-3 : 1e-2;
+    auto check = [&](const Tensor& got, const Tensor& ref, const std::string& what) {
+      INFO(what << " " << dtype_name(d));
+      REQUIRE(got.dtype() == d);
+      REQUIRE(allclose(got.to(DType::F32), ref.to(DType::F32), rtol, 1e-3));
+    };
+    check(be->download(be->matmul(a.to(d), b.to(d))), cpu_ref().matmul(a.to(d), b.to(d)), "skinny matmul");
+    check(tiled->download(tiled->matmul(a2.to(d), b2.to(d))), cpu_ref().matmul(a2.to(d), b2.to(d)),
+          "tiled matmul, vec4 loads");
+    check(tiled->download(tiled->matmul(a2.to(d), b3.to(d))), cpu_ref().matmul(a2.to(d), b3.to(d)),
+          "tiled matmul, scalar B loads");
+    check(be->download(be->conv2d(x.to(d), w.to(d), nullptr, cp)), cpu_ref().conv2d(x.to(d), w.to(d), nullptr, cp),
+          "implicit-GEMM conv2d");
+  }
 }
 
 TEST_CASE("vulkan: the seed MLP and a small CNN run on the device without round trips", "[vulkan]") {

@@ -1,5 +1,7 @@
 #include "compute/vulkan/context.h"
 
+#include <algorithm>
+
 #include "compute/vulkan/vk_check.h"
 
 namespace tb::compute::vulkan {
@@ -80,6 +82,13 @@ std::shared_ptr<Context> Context::create(int index) {
   ctx->physical_ = devs[size_t(index)].first;
   ctx->queue_family_ = devs[size_t(index)].second;
   vkGetPhysicalDeviceProperties(ctx->physical_, &ctx->props_);
+  VkPhysicalDeviceSubgroupProperties sub{};
+  sub.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES;
+  VkPhysicalDeviceProperties2 props2{};
+  props2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+  props2.pNext = &sub;
+  vkGetPhysicalDeviceProperties2(ctx->physical_, &props2);
+  ctx->subgroup_size_ = std::max<uint32_t>(sub.subgroupSize, 1);
   vkGetPhysicalDeviceMemoryProperties(ctx->physical_, &ctx->mem_props_);
   ctx->name_ = ctx->props_.deviceName;
 

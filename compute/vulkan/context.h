@@ -29,6 +29,8 @@ class Context {
   uint32_t queue_family() const { return queue_family_; }
   const std::string& device_name() const { return name_; }
   const VkPhysicalDeviceProperties& properties() const { return props_; }
+  /** Threads per subgroup (warp/wavefront) of compute shaders; 1 if the device does not say. */
+  uint32_t subgroup_size() const { return subgroup_size_; }
   /** Index of a memory type having all `required` flags (and preferring `preferred`); -1 if none. */
   int find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags required, VkMemoryPropertyFlags preferred) const;
 
@@ -42,6 +44,7 @@ class Context {
   std::string name_;
   VkPhysicalDeviceProperties props_{};
   VkPhysicalDeviceMemoryProperties mem_props_{};
+  uint32_t subgroup_size_ = 1;
 };
 
 }  // namespace tb::compute::vulkan

@@ -7,7 +7,7 @@
 namespace tb::compute::vulkan {
 
 Pipeline::Pipeline(std::shared_ptr<Context> ctx, std::string name, const uint32_t* spirv, size_t words,
-                   uint32_t buffers)
+                   uint32_t buffers, const std::vector<uint32_t>& spec)
     : ctx_(std::move(ctx)), name_(std::move(name)), buffers_(buffers) {
   VkDevice dev = ctx_->device();
   try {
@@ -44,6 +44,10 @@ Pipeline::Pipeline(std::shared_ptr<Context> ctx, std::string name, const uint32_
     cpci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
     cpci.stage.module = module_;
     cpci.stage.pName = "main";
+    std::vector<VkSpecializationMapEntry> entries(spec.size());
+    for (uint32_t i = 0; i < spec.size(); ++i) entries[i] = VkSpecializationMapEntry{i, i * 4, 4};
+    VkSpecializationInfo si{uint32_t(entries.size()), entries.data(), spec.size() * 4, spec.data()};
+    if (!spec.empty()) cpci.stage.pSpecializationInfo = &si;
     cpci.layout = layout_;
     TB_VK_CHECK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &cpci, nullptr, &pipeline_));
   } catch (Error& e) {

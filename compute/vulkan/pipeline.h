@@ -1,5 +1,6 @@
 // Pipeline: one compute shader (VkShaderModule) with its descriptor-set layout (N storage buffers
-// at bindings 0..N-1), pipeline layout (128 bytes of push constants) and VkPipeline.
+// at bindings 0..N-1), pipeline layout (128 bytes of push constants) and VkPipeline, with optional
+// uint32 specialization constants (constant_id 0..n-1) fixed at creation.
 #pragma once
 
 #include <vulkan/vulkan.h>
@@ -7,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "compute/vulkan/context.h"
 
@@ -17,7 +19,9 @@ class Pipeline {
   /** Push-constant block size every shader may use (the Vulkan minimum limit). */
   static constexpr uint32_t kPushConstantBytes = 128;
 
-  Pipeline(std::shared_ptr<Context> ctx, std::string name, const uint32_t* spirv, size_t words, uint32_t buffers);
+  /** `spec[i]` specializes the shader's `constant_id = i` (all uint32); empty keeps the defaults. */
+  Pipeline(std::shared_ptr<Context> ctx, std::string name, const uint32_t* spirv, size_t words, uint32_t buffers,
+           const std::vector<uint32_t>& spec = {});
   ~Pipeline();
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;

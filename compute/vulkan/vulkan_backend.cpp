@@ -91,6 +91,7 @@ class VulkanBackend final : public Backend {
     // TB_VK_GEMM=tiled|direct overrides.
     const char* env = std::getenv("TB_VK_GEMM");
     bool cpu_device = ctx_->properties().deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    gemm_forced_ = env != nullptr;
     gemm_shader_ = env ? (std::string(env) == "direct" ? "gemm_direct" : "gemm") : (cpu_device ? "gemm_direct" : "gemm");
   }
   ~VulkanBackend() override {
@@ -233,6 +234,22 @@ class VulkanBackend final : public Backend {
                        uint32_t(g.o), uint32_t(g.kh), uint32_t(g.kw), uint32_t(g.oh), uint32_t(g.ow),
                        uint32_t(p.stride[0]), uint32_t(p.stride[1]), uint32_t(p.padding[0]), uint32_t(p.padding[1]),
                        uint32_t(p.dilation[0]), uint32_t(p.dilation[1]), uint32_t(g.groups), bias ? 1u : 0u};
+    // Note [conv2d shader choice]: the implicit GEMM (conv2d_igemm.comp) tiles output channels per
+    // group x output pixels; with fewer than 8 channels per group (depthwise) its rows would idle, so
+    // the direct one-output-per-thread shader runs. TB_VK_CONV=igemm|direct overrides.
+    const char* env = std::getenv("TB_VK_CONV");
+    uint32_t og = uint32_t(g.o / g.groups), gn = uint32_t(g.n * g.oh * g.ow);
+    bool igemm = env ? std::string(env) == "igemm" : og >= 8;
+    if (igemm) {
+      std::vector<uint32_t> t = gemm_tile(og, gn);
+      uint32_t bm = t[1] * t[2], bn = t[0] * t[3];
+      uint32_t gx = (gn + bn - 1) / bn, gy = (og + bm - 1) / bm;
+      TB_CHECK(gx <= 65535 && gy <= 65535 && g.groups <= 65535, UnsupportedError, "[vulkan] conv2d output of ",
+               g.o, "x", gn, " in ", g.groups, " groups is too large");
+      stream_.dispatch(pipeline("conv2d_igemm", t), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc,
+                       sizeof pc, gx, gy, uint32_t(g.groups));
+      return finish(Y, x.dtype());
+    }
     auto gr = grid1d(pc[0], 256);
     stream_.dispatch(pipeline("conv2d"), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc, sizeof pc,
                      gr[0], gr[1]);
@@ -323,6 +340,22 @@ class VulkanBackend final : public Backend {
                 const std::shared_ptr<Buffer>& y, uint32_t batch) {
     u32(A.numel(), "A size");
     u32(B.numel(), "B size");
+    // Note [skinny gemm]: for N <= 16 and K <= 64 (e.g. the seed MLP's K=20, N=10 over large M)
+    // the 64x64 tiles waste most of their threads; gemm_skinny runs one thread per output row.
+    // TB_VK_GEMM (see the constructor) forces one shader for every shape.
+    if (!gemm_forced_ && pc.N <= 16 && pc.K <= 64 && (pc.M + 63) / 64 <= 65535) {
+      stream_.dispatch(pipeline("gemm_skinny"), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc,
+                       (pc.M + 63) / 64, 1, batch);
+      return;
+    }
+    if (gemm_shader_ == "gemm") {
+      std::vector<uint32_t> t = gemm_tile(pc.M, pc.N);
+      uint32_t bm = t[1] * t[2], bn = t[0] * t[3];
+      uint32_t gx = (pc.N + bn - 1) / bn, gy = (pc.M + bm - 1) / bm;
+      TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
+      stream_.dispatch(pipeline("gemm", t), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
+      return;
+    }
     uint32_t gx = (pc.N + 63) / 64, gy = (pc.M + 63) / 64;
     TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
     stream_.dispatch(pipeline(gemm_shader_),  {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
@@ -398,13 +431,36 @@ class VulkanBackend final : public Backend {
   /** Rounds an f32 result to the op's storage dtype. */
   Tensor finish(const Tensor& y, DType d) { return d == DType::F32 ? y : cast(y, d); }
 
-  const Pipeline& pipeline(std::string_view name) {
-    auto it = pipelines_.find(name);
+  /** The pipeline of shader `name` specialized with `spec`, created once per (name, spec). */
+  const Pipeline& pipeline(std::string_view name, const std::vector<uint32_t>& spec) {
+    std::string key(name);
+    for (uint32_t v : spec) key += "," + std::to_string(v);
+    auto it = pipelines_.find(key);
     if (it != pipelines_.end()) return *it->second;
     const ShaderCode& code = shader_code(name);
-    auto p = std::make_unique<Pipeline>(ctx_, std::string(name), code.words, code.size, code.buffers);
-    return *pipelines_.emplace(std::string(name), std::move(p)).first->second;
+    auto p = std::make_unique<Pipeline>(ctx_, std::string(name), code.words, code.size, code.buffers, spec);
+    return *pipelines_.emplace(key, std::move(p)).first->second;
   }
+
+  // Note [gemm tiles]: gemm.comp's tile comes from specialization constants {TX, TY, TM, TN, BK}.
+  // Large products take 128x128 tiles (16x16 threads, 8x8 each, BK 8) when the device allows 256
+  // invocations and the double-buffered tiles fit its shared memory; smaller ones (or devices with
+  // less) take 64x64 (16x16 threads, 4x4 each, BK 16), then 32x32 (8x8 threads, 4x4, BK 8).
+  // A workgroup must hold whole subgroups (256 threads do for subgroups of 32 or 64).
+  std::vector<uint32_t> gemm_tile(uint32_t m, uint32_t n) const {
+    const VkPhysicalDeviceLimits& lim = ctx_->properties().limits;
+    uint32_t sg = ctx_->subgroup_size();
+    auto fits = [&](uint32_t tx, uint32_t ty, uint32_t tm, uint32_t tn, uint32_t bk) {
+      uint64_t smem = 2ull * bk * (ty * tm + 1 + tx * tn + 1) * 4;
+      return (tx * ty) % sg == 0 && tx * ty <= lim.maxComputeWorkGroupInvocations && tx <= lim.maxComputeWorkGroupSize[0] &&
+             ty <= lim.maxComputeWorkGroupSize[1] && smem <= lim.maxComputeSharedMemorySize;
+    };
+    if (m >= 512 && n >= 512 && fits(16, 16, 8, 8, 8)) return {16, 16, 8, 8, 8};
+    if (fits(16, 16, 4, 4, 16)) return {16, 16, 4, 4, 16};
+    return {8, 8, 4, 4, 8};
+  }
+
+  const Pipeline& pipeline(std::string_view name) { return pipeline(name, {}); }
 
   std::shared_ptr<Context> ctx_;
   CommandStream stream_;
@@ -412,6 +468,7 @@ class VulkanBackend final : public Backend {
   std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
   int index_ = 0;
   std::string gemm_shader_ = "gemm";
+  bool gemm_forced_ = false;  // TB_VK_GEMM set: no shape-based choice of the skinny shader
 };
 
 }  // namespace
