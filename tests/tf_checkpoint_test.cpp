@@ -175,7 +175,7 @@ TEST_CASE("a training loop's tf.train.Checkpoint(model, optimizer): readable nam
   CHECK(allclose(tbtest::load_npy_tensor(dir / "Y.npy"), tbtest::load_npy_tensor(fixture("mlp_Y.npy")), 1e-5, 1e-6));
 }
 
-TEST_CASE("--style torch on a tf-keras checkpoint gives torch Linear weights", "[tf_checkpoint]") {
+TEST_CASE("a tf-keras checkpoint with --style torch gives torch Linear weights", "[tf_checkpoint]") {
   tbtest::TempDir dir;
   auto r = run_cli({"convert", fixture("mlp").string(), (dir / "mlp.safetensors").string(), "--style", "torch",
                     "--drop-non-tensors", "-q"});
