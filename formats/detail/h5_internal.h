@@ -109,6 +109,9 @@ void check_global_heaps(const Reader& r, uint64_t sig, const std::string& label)
 Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig);
 /** Reads the file's structure in a separate process first; throws what that process refused. */
 void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig);
+/** main() of the probe helper executable (tensorbridge-h5probe): the probe of probe_in_child for a
+ *  process with several threads, where fork() is unsafe. Arguments and exit codes: h5_probe.cpp. */
+int probe_main(int argc, char** argv);
 /** The whole load: checks, probe, then load_hdf5. */
 Checkpoint load_impl(const Source& src, const LoadOptions& opts);
 /** Writes `ckpt` to `path` in the layout opts asks for (plain, Keras 2, Keras 3). */
