@@ -98,7 +98,7 @@ run_one() {
   echo "$line"
   [ "$rc" -eq 0 ] || failed=$((failed + 1))
   [ "$rc" -eq 0 ] || grep -E 'ERROR|SUMMARY|==[0-9]+==|runtime error|Test unit written' "$log" | head -8 | sed 's/^/    /'
-  # The h5 loader reads each file in a forked probe process first (formats/h5.cpp probe_in_child):
+  # The h5 loader reads each file in a forked probe process first (formats/h5_probe.cpp probe_in_child):
   # a crash there is a refusal, not a finding, but its sanitizer report still lands in the log.
   # Listed here so that one outside libhdf5 (in our own code) is seen.
   if [ "$rc" -eq 0 ] && grep -qE '^SUMMARY: (Address|UndefinedBehavior)Sanitizer' "$log"; then

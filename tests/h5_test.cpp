@@ -345,3 +345,75 @@ TEST_CASE("convert to h5 streams: peak RSS follows the largest tensor, not the f
     CHECK(equal(back.at(str("block", i, ".weight")), tensor(i)));
   }
 }
+
+namespace {
+/** Loads `file` by path and from an in-memory image on a second thread while this one is alive
+ *  (so the process has several threads); the messages of the refusals, "" for a load that worked. */
+std::vector<std::string> load_from_second_thread(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Source image;
+  image.reader = memory_reader(bytes, file.filename().string());
+  std::vector<std::string> out;
+  std::thread t([&] {
+    for (const Source& src : {Source::from_path(file), image}) {
+      try {
+        load_h5(src);
+        out.push_back("");
+      } catch (const std::exception& e) {
+        out.push_back(e.what());
+      }
+    }
+  });
+  t.join();
+  return out;
+}
+
+/** Sets an environment variable for one scope. */
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(std::string n, const std::string& v) : name(std::move(n)) { ::setenv(name.c_str(), v.c_str(), 1); }
+  ~ScopedEnv() { ::unsetenv(name.c_str()); }
+};
+}  // namespace
+
+TEST_CASE("with several threads the probe runs in the spawned helper and refuses a file that crashes HDF5", "[h5]") {
+  // fork() from a process with several threads can deadlock the child; the probe is then the
+  // tensorbridge-h5probe executable (posix_spawn), for a file by path and for in-memory bytes (memfd).
+  TempDir dir;
+  fs::path real = fs::path(TB_CLI_PATH).parent_path() / "tensorbridge-h5probe";
+  REQUIRE(fs::exists(real));
+  fs::path marker = dir / "spawned", wrapper = dir / "probe.sh";
+  {
+    std::ofstream w(wrapper);
+    w << "#!/bin/sh\necho x >> '" << marker.string() << "'\nexec '" << real.string() << "' \"$@\"\n";
+  }
+  fs::permissions(wrapper, fs::perms::owner_all);
+  ScopedEnv env("TB_H5PROBE", wrapper.string());
+  fs::path bad = fixture("malformed/h5_global_heap_bad_index.h5");
+  for (const std::string& m : load_from_second_thread(bad)) {
+    INFO(m);
+    CHECK(m.find("h5_global_heap_bad_index.h5") != std::string::npos);
+    CHECK(m.find("the HDF5 library") != std::string::npos);
+    CHECK(m.find("reading this file's structure in a probe process") != std::string::npos);
+  }
+  std::ifstream count(marker);
+  std::string all((std::istreambuf_iterator<char>(count)), std::istreambuf_iterator<char>());
+  CHECK(all == "x\nx\n");  // both loads went through the helper
+  // A good file loads through the helper, from a path and from memory.
+  for (const std::string& m : load_from_second_thread(fixture("keras/mlp_keras2.h5"))) CHECK(m == "");
+  // A refusal the helper reports (not a crash) arrives with its kind and message.
+  fs::path bomb = fixture("malformed/h5_vlen_length_bomb.h5");
+  for (const std::string& m : load_from_second_thread(bomb)) CHECK(!m.empty());
+}
+
+TEST_CASE("with TB_H5PROBE naming a missing helper the probe falls back to fork and still refuses", "[h5]") {
+  // Documented in docs/FUZZING.md: without a helper a multithreaded process forks as before.
+  TempDir dir;
+  ScopedEnv env("TB_H5PROBE", (dir / "no-such-helper").string());
+  for (const std::string& m : load_from_second_thread(fixture("malformed/h5_global_heap_bad_index.h5"))) {
+    INFO(m);
+    CHECK(m.find("reading this file's structure in a probe process") != std::string::npos);
+  }
+  for (const std::string& m : load_from_second_thread(fixture("keras/mlp_keras2.h5"))) CHECK(m == "");
+}

@@ -306,7 +306,7 @@ TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe proce
   // Found by fuzz_h5 (docs/FUZZING.md finding 5): a variable-length string attribute whose global
   // heap object index lies past its collection; HDF5 1.10.8's H5HG_read indexes its object table
   // with it unchecked (SEGV, in the release CLI too). The loader reads every file in a forked probe
-  // process first (formats/h5.cpp probe_in_child) and refuses the file when HDF5 dies there.
+  // process first (formats/h5_probe.cpp probe_in_child) and refuses the file when HDF5 dies there.
   fs::path file = tbtest::fixture("malformed/h5_global_heap_bad_index.h5");
   expect_refused(file, {"the HDF5 library", "reading this file's structure in a probe process", "hostile"});
   expect_h5_refused_in_process(file, "probe process");
@@ -332,7 +332,7 @@ TEST_CASE("HDF5: a damaged attribute message is refused, not a crash inside HDF5
   // attribute message of the root group whose name length disagrees with its name. HDF5 1.10.8's
   // H5Aiterate2 copies the attributes into a table, fails on that message, and its cleanup closes
   // table slots it never filled (SEGV in H5A__close under ASan). The loader checks every attribute
-  // message first through a walk that fails cleanly (formats/h5.cpp check_attr_messages).
+  // message first through a walk that fails cleanly (formats/h5_read.cpp check_attr_messages).
   fs::path file = tbtest::fixture("malformed/h5_attr_table_null_close.h5");
   expect_refused(file, {"cannot list the attributes of '/'", "damaged attribute message",
                         "attribute name has different length than stored length"});
