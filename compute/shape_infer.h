@@ -1,4 +1,5 @@
-// Shape rules shared by the backends (private to compute/): broadcasting, matmul, conv, pooling.
+// Shape rules shared by the backends and nn's host kernels (nn/host_ops.cpp): broadcasting, matmul,
+// conv, pooling.
 #pragma once
 
 #include <string_view>

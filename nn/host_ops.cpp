@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "compute/shape_infer.h"
 #include "tensor/checked.h"
 
 namespace tb::nn::host {
@@ -22,10 +23,6 @@ Tensor finish(const std::vector<double>& v, const Shape& shape, DType dtype) {
   return Tensor::from_vector(DType::F64, shape, v).to(dtype);
 }
 
-int64_t norm_axis(int64_t axis, int64_t rank, const char* what) {
-  TB_CHECK(axis >= -rank && axis < rank, ShapeError, what, ": axis ", axis, " is out of range for rank ", rank);
-  return axis < 0 ? axis + rank : axis;
-}
 
 }  // namespace
 
@@ -35,35 +32,12 @@ Tensor map(const Tensor& x, const std::function<double(double)>& fn, const char*
   return finish(v, x.shape(), x.dtype());
 }
 
-Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what) {
-  const size_t r = std::max(a.size(), b.size());
-  Shape out(r);
-  for (size_t i = 0; i < r; ++i) {
-    int64_t da = i < r - a.size() ? 1 : a[i - (r - a.size())];
-    int64_t db = i < r - b.size() ? 1 : b[i - (r - b.size())];
-    TB_CHECK(da == db || da == 1 || db == 1, ShapeError, what, ": shapes ", shape_str(a), " and ", shape_str(b),
-             " do not broadcast");
-    out[i] = da == 1 ? db : da;
-  }
-  return out;
-}
-
 Tensor arith(const Tensor& a, const Tensor& b, Arith op, const char* what) {
-  const Shape shape = broadcast_shapes(a.shape(), b.shape(), what);
+  const Shape shape = compute::detail::broadcast_shapes(a.shape(), b.shape(), what);
   const std::vector<double> va = values(a, what), vb = values(b, what);
   const size_t r = shape.size();
   // Element strides of a and b in the output's index space (0 along broadcast dims).
-  auto strides_of = [&](const Shape& s) {
-    std::vector<int64_t> st(r, 0);
-    int64_t acc = 1;
-    for (size_t i = s.size(); i-- > 0;) {
-      size_t o = i + (r - s.size());
-      st[o] = s[i] == 1 ? 0 : acc;
-      acc *= s[i];
-    }
-    return st;
-  };
-  const std::vector<int64_t> sa = strides_of(a.shape()), sb = strides_of(b.shape());
+  const Shape sa = compute::detail::broadcast_strides(a.shape(), shape), sb = compute::detail::broadcast_strides(b.shape(), shape);
   int64_t n = 1;
   for (int64_t d : shape) n = checked_mul(n, d, what);
   std::vector<double> out(static_cast<size_t>(n));
@@ -167,7 +141,7 @@ Tensor pad2d(const Tensor& x, const std::array<int64_t, 4>& pads, double value) 
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   TB_CHECK(!xs.empty(), ShapeError, "Concat of no tensors");
   const Tensor& first = xs.front();
-  axis = norm_axis(axis, first.dim(), "Concat");
+  axis = compute::detail::normalize_axis(axis, first.dim(), "Concat");
   Shape shape = first.shape();
   shape[size_t(axis)] = 0;
   for (const Tensor& t : xs) {
@@ -195,7 +169,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
 }
 
 Tensor log_softmax(const Tensor& x, int64_t axis) {
-  axis = norm_axis(axis, x.dim(), "LogSoftmax");
+  axis = compute::detail::normalize_axis(axis, x.dim(), "LogSoftmax");
   std::vector<double> v = values(x, "LogSoftmax");
   int64_t outer = 1, inner = 1;
   const int64_t n = x.shape()[size_t(axis)];

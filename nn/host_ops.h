@@ -18,10 +18,9 @@ namespace tb::nn::host {
 Tensor map(const Tensor& x, const std::function<double(double)>& fn, const char* what);
 
 enum class Arith { Add, Sub, Mul, Div };
-/** a (op) b with numpy broadcasting; both floating, the result in a's dtype. */
+/** a (op) b with numpy broadcasting (the backends' rule, compute/shape_infer.h); both floating, the
+ *  result in a's dtype. */
 Tensor arith(const Tensor& a, const Tensor& b, Arith op, const char* what);
-/** The numpy broadcast of two shapes; ShapeError naming `what` when they do not broadcast. */
-Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what);
 
 /** 2-D pooling window geometry, ONNX style: pads are {top, left, bottom, right}. */
 struct Window2d {
