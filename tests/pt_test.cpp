@@ -16,25 +16,9 @@ using namespace tb;
 
 namespace {
 
-uint64_t fnv(const Tensor& t) {
-  std::vector<uint8_t> b(t.nbytes());
-  if (!b.empty()) t.copy_to(b.data());
-  uint64_t h = 1469598103934665603ull;
-  for (uint8_t c : b) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+using tbtest::describe_tensors;
 
-// "key dtype shape hash" per tensor, flattened like tb::flatten.
-std::string describe(const StateDict& sd) {
-  std::ostringstream os;
-  for (const auto& [k, t] : sd) os << k << "|" << dtype_name(t.dtype()) << "|" << shape_str(t.shape()) << "|" << fnv(t) << "\n";
-  return os.str();
-}
-
-// Prints, per file, "== path" then the same lines as describe(), computed by torch 1.13.
+// Prints, per file, "== path" then the same lines as describe_tensors(), computed by torch 1.13.
 const char* kPyDescribe = R"(
 import sys, torch, collections
 def fnv(b):
@@ -131,7 +115,7 @@ TEST_CASE("torch 1.13 fixtures read exactly as torch 1.13 reads them") {
     CHECK(c.format == "pt");
     REQUIRE(expected.count(f));
     REQUIRE(expected[f].rfind("ERR", 0) != 0);
-    CHECK(describe(c.state_dict()) == expected[f]);
+    CHECK(describe_tensors(c.state_dict()) == expected[f]);
   }
 }
 
@@ -143,7 +127,7 @@ TEST_CASE("files from torch 0.3, 1.x and 2.x read with the names, dtypes, shapes
   for (const auto& f : files) {
     INFO(f);
     Checkpoint c = load_file(f);
-    std::string ours = describe(c.state_dict());
+    std::string ours = describe_tensors(c.state_dict());
     CHECK(!c.state_dict().empty());
     if (expected[f].rfind("ERR", 0) == 0) {
       WARN("torch 1.13 cannot read " << f << ": " << expected[f]);
@@ -199,17 +183,17 @@ TEST_CASE("stored records of a mapped file are zero-copy and 64-byte aligned") {
   }
   Checkpoint h = load_file(path, false, false);
   for (const auto& [k, t] : h.state_dict()) CHECK(t.storage()->kind() != Storage::Kind::Mapped);
-  CHECK(describe(c.state_dict()) == describe(h.state_dict()));
+  CHECK(describe_tensors(c.state_dict()) == describe_tensors(h.state_dict()));
 }
 
 TEST_CASE("legacy stream gives the same tensors as the zip file") {
   Checkpoint z = load_file(tbtest::fixture("torch/mlp.params").string());
   Checkpoint l = load_file(tbtest::fixture("torch/legacy_mlp.pt").string());
   CHECK(info_of(l, "container") == "legacy");
-  CHECK(describe(z.state_dict()) == describe(l.state_dict()));
+  CHECK(describe_tensors(z.state_dict()) == describe_tensors(l.state_dict()));
   Checkpoint p4 = load_file(tbtest::fixture("torch/protocol4.pt").string());
   CHECK(info_of(p4, "pickle protocol") == "4");
-  CHECK(describe(z.state_dict()) == describe(p4.state_dict()));
+  CHECK(describe_tensors(z.state_dict()) == describe_tensors(p4.state_dict()));
 }
 
 TEST_CASE("_metadata of a state_dict is metadata, never a tensor key") {
@@ -244,7 +228,7 @@ TEST_CASE("whole-module pickles: refused by default when a user class is named, 
   Checkpoint c = load_file(path, true);
   Checkpoint ref = load_file(tbtest::fixture("torch/mlp.params").string());
   CHECK(c.state_dict().keys() == ref.state_dict().keys());
-  CHECK(describe(c.state_dict()) == describe(ref.state_dict()));
+  CHECK(describe_tensors(c.state_dict()) == describe_tensors(ref.state_dict()));
   Value tree = pt_module_tree(c);
   REQUIRE(tree.kind() == Value::Kind::Object);
   CHECK(tree.as_object().cls == "__main__.MLP");
@@ -307,7 +291,7 @@ TEST_CASE("written files load in torch 1.13 with weights_only=True, bit-identica
     auto out = (dir / (std::to_string(outs.size()) + "_" + std::filesystem::path(f).stem().string() + ".pt")).string();
     save_pt(c, out);
     outs.push_back(out);
-    ours[out] = describe(c.state_dict());
+    ours[out] = describe_tensors(c.state_dict());
   }
   auto theirs = torch_describe(outs, kPyDescribeWeightsOnly);
   int with_floats = 0;
@@ -456,7 +440,7 @@ TEST_CASE("dtypes without a typed storage are written with _rebuild_tensor_v3 an
   c.root = root;
   save_pt(c, dir / "v3.pt");
   Checkpoint back = load_file((dir / "v3.pt").string());
-  CHECK(describe(back.state_dict()) == describe(c.state_dict()));
+  CHECK(describe_tensors(back.state_dict()) == describe_tensors(c.state_dict()));
 }
 
 TEST_CASE("a buffer viewed with several dtypes is written as separate torch storages") {
@@ -471,7 +455,7 @@ TEST_CASE("a buffer viewed with several dtypes is written as separate torch stor
   c.root = root;
   save_pt(c, dir / "mixed.pt");
   Checkpoint back = load_file((dir / "mixed.pt").string());
-  CHECK(describe(back.state_dict()) == describe(c.state_dict()));
+  CHECK(describe_tensors(back.state_dict()) == describe_tensors(c.state_dict()));
   CHECK(back.root.dict_data().cls == "collections.OrderedDict");  // flat dicts from other formats
   CHECK(info_of(back, "storage bytes") == "16");  // not the 4096-byte buffer
   auto r = tbtest::python(tbtest::Peer::Torch, R"(

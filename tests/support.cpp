@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <random>
+#include <sstream>
 
 namespace tbtest {
 
@@ -160,6 +161,21 @@ bool same_state_dicts(const tb::StateDict& a, const tb::StateDict& b) {
     if (!u || !tb::equal(t, *u)) return false;
   }
   return true;
+}
+
+std::string describe_tensors(const tb::StateDict& sd) {
+  std::ostringstream os;
+  for (const auto& [k, t] : sd) {
+    std::vector<uint8_t> b(t.nbytes());
+    if (!b.empty()) t.copy_to(b.data());
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    for (uint8_t c : b) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+    os << k << "|" << tb::dtype_name(t.dtype()) << "|" << tb::shape_str(t.shape()) << "|" << h << "\n";
+  }
+  return os.str();
 }
 
 }  // namespace tbtest

@@ -82,4 +82,8 @@ bool same_state_dicts(const tb::StateDict& a, const tb::StateDict& b);
 /** Reads a .npy with float32/float64 data through our own loader (for expected outputs). */
 tb::Tensor load_npy_tensor(const fs::path& path);
 
+/** "name|dtype|[shape]|fnv1a-64 of the bytes" per tensor, one line each in dict order: what the torch
+ *  judges of pt_test and torchscript_test print for the same tensors. */
+std::string describe_tensors(const tb::StateDict& sd);
+
 }  // namespace tbtest

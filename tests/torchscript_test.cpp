@@ -14,23 +14,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-uint64_t fnv(const Tensor& t) {
-  std::vector<uint8_t> b(t.nbytes());
-  if (!b.empty()) t.copy_to(b.data());
-  uint64_t h = 1469598103934665603ull;
-  for (uint8_t c : b) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-// "name|dtype|shape|fnv of the bytes" per tensor, in order.
-std::string describe(const StateDict& sd) {
-  std::ostringstream os;
-  for (const auto& [k, t] : sd) os << k << "|" << dtype_name(t.dtype()) << "|" << shape_str(t.shape()) << "|" << fnv(t) << "\n";
-  return os.str();
-}
+using tbtest::describe_tensors;
 
 const char* kPyFnv = R"(
 def fnv(b):
@@ -101,7 +85,7 @@ TEST_CASE("TorchScript archives read as torch.jit.load(f).state_dict(), then ten
     Checkpoint c = load(path);
     CHECK(c.format == "torchscript");
     REQUIRE(want.count(path));
-    CHECK(describe(c.state_dict()) == want[path]);
+    CHECK(describe_tensors(c.state_dict()) == want[path]);
   }
   // Names where torch has no state_dict key: documented positions, counted in info.
   Checkpoint tied = load(ts("tied.pt"));
