@@ -20,8 +20,10 @@
 // so `inspect` lists them and state dicts leave them out.
 // Names: keys follow the naming rule of formats/naming.h as ONNX names do: only '%' is escaped, and the
 // empty name (the header's key) is stored as "%_"; a lone unnamed tensor (np.save) becomes "arr_0".
-// Writing: one shard, entries sorted by key, CRCs; the data shard is committed first and the .index,
-// renamed into place last, is the commit point (an overwrite removes the old .index before replacing
+// Writing: one shard, entries sorted by key, CRCs, and the object graph of tf_checkpoint_graph.h (for the
+// keys of TensorFlow's form; save option keys=tf gives every name such a key, root=NAME nests all under one
+// object), so tf.train.Checkpoint.read and tf-keras load_weights restore by object. The data shard is
+// committed first and the .index, renamed into place last, is the commit point (an overwrite removes the old .index before replacing
 // the data, so a crash never pairs an index with data it does not describe).
 #pragma once
 
