@@ -230,23 +230,32 @@ std::string checkpoint_file_prefix(const std::filesystem::path& folder) {
   return {};
 }
 
-/** "x" for a shard name "x.data-<5 digits>-of-<5 digits>"; empty otherwise. */
-std::string shard_stem(const std::string& name) {
+/** For a shard name "x.data-<5 digits>-of-<5 digits>": true, with its prefix x (empty for
+ *  ".data-00000-of-00001", a bundle saved under the prefix "folder/"). */
+bool shard_stem(const std::string& name, std::string& stem) {
   const size_t tail = std::string(".data-00000-of-00000").size();
-  if (name.size() <= tail) return {};
+  if (name.size() < tail) return false;
   const std::string t = name.substr(name.size() - tail);
   for (size_t i = 0; i < tail; ++i) {
     const bool digit = (i >= 6 && i < 11) || i >= 15;
-    if (digit ? !std::isdigit(static_cast<unsigned char>(t[i])) : t[i] != ".data-00000-of-00000"[i]) return {};
+    if (digit ? !std::isdigit(static_cast<unsigned char>(t[i])) : t[i] != ".data-00000-of-00000"[i]) return false;
   }
-  return name.substr(0, name.size() - tail);
+  stem = name.substr(0, name.size() - tail);
+  return true;
+}
+
+/** Whether a file name ends in ".index", ".index" itself included (std::filesystem sees no extension in
+ *  a name that starts with its only dot). */
+bool is_index_name(const std::string& name) {
+  return name.size() >= 6 && name.compare(name.size() - 6, 6, ".index") == 0;
 }
 
 /** True when x.data-00000-of-<n> is beside x.index. */
 bool has_first_shard(const std::filesystem::path& index) {
   std::error_code ec;
   const std::filesystem::path folder = index.parent_path().empty() ? "." : index.parent_path();
-  const std::string want = index.stem().string() + ".data-00000-of-";
+  const std::string name = index.filename().string();
+  const std::string want = name.substr(0, name.size() - 6) + ".data-00000-of-";
   int seen = 0;
   for (const auto& e : std::filesystem::directory_iterator(folder, ec)) {
     if (e.path().filename().string().rfind(want, 0) == 0) return true;
@@ -312,13 +321,13 @@ TfBundleLocation find_tf_bundle(const Source& src) {
   try {
     if (src.reader) {
       // A data shard x.data-00000-of-00001 with x.index beside it: the bundle of that index.
-      if (std::string stem = shard_stem(src.path.filename().string()); !stem.empty()) {
+      if (std::string stem; shard_stem(src.path.filename().string(), stem)) {
         const fs::path folder = src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path();
         if (is_regular(folder / (stem + ".index"))) return {folder, stem + ".index", false, {}};
         return {};
       }
       // x.index: the table footer, or (a damaged index) x.data-00000-of-* beside it.
-      if (src.path.extension() != ".index") return {};
+      if (!is_index_name(src.path.filename().string())) return {};
       if (!has_sstable_footer(*src.reader) && !has_first_shard(src.path)) return {};
       return {src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(), src.path.filename().string(), true, {}};
     }
@@ -342,7 +351,7 @@ TfBundleLocation find_tf_bundle(const Source& src) {
     std::vector<std::string> found;
     int seen = 0;
     for (const auto& e : fs::directory_iterator(src.path, ec)) {
-      if (e.path().extension() == ".index" && e.is_regular_file(ec)) found.push_back(e.path().filename().string());
+      if (is_index_name(e.path().filename().string()) && e.is_regular_file(ec)) found.push_back(e.path().filename().string());
       if (found.size() > 20 || ++seen > 100000) break;
     }
     std::sort(found.begin(), found.end());

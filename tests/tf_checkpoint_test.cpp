@@ -431,6 +431,21 @@ TEST_CASE("damaged and hostile bundles are refused with exit 1, naming the file 
   }
 }
 
+TEST_CASE("a bundle saved under the prefix 'folder/' (files .index, .data-*) reads by each of its names", "[tf_checkpoint]") {
+  tbtest::TempDir dir;
+  auto r = run_cli({"convert", (fixture("vars") / "ckpt-1").string(), (dir / "x.index").string(), "--drop-non-tensors", "-q"});
+  REQUIRE(r.exit_code == 0);
+  fs::create_directory(dir / "MTT");
+  fs::rename(dir / "x.index", dir / "MTT" / ".index");
+  fs::rename(dir / "x.data-00000-of-00001", dir / "MTT" / ".data-00000-of-00001");
+  for (const fs::path& p : {dir / "MTT" / ".index", dir / "MTT" / ".data-00000-of-00001", dir / "MTT"}) {
+    INFO(p);
+    Checkpoint c = load(p);
+    CHECK(c.format == "tf-checkpoint");
+    CHECK(check_against_reference(c.state_dict(), "vars") == 17);
+  }
+}
+
 TEST_CASE("a bundle of two data shards reads each tensor from its shard", "[tf_checkpoint]") {
   tbtest::TempDir dir;
   const float values[2] = {1.5f, -2.0f};
