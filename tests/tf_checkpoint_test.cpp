@@ -487,4 +487,14 @@ TEST_CASE("CRC-32C and its mask match the reference values", "[tf_checkpoint]") 
   CHECK(crc32c_extend(0, "123456789", 9) == 0xe3069283u);
   CHECK(crc32c_extend(crc32c_extend(0, "1234", 4), "56789", 5) == 0xe3069283u);
   CHECK(crc32c_mask(0) == 0xa282ead8u);
+  // Large inputs run as interleaved streams: the same value as small pieces fed one after another.
+  std::vector<uint8_t> big(3 * 8192 * 5 + 1237);
+  uint32_t x = 12345;
+  for (auto& b : big) b = uint8_t((x = x * 1103515245u + 12345u) >> 16);
+  for (size_t start : {size_t(0), size_t(3), size_t(40000)}) {
+    uint32_t pieces = 0x1234567u;
+    for (size_t at = start; at < big.size(); at += 1000)
+      pieces = crc32c_extend(pieces, big.data() + at, std::min<size_t>(1000, big.size() - at));
+    CHECK(crc32c_extend(0x1234567u, big.data() + start, big.size() - start) == pieces);
+  }
 }
