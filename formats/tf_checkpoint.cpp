@@ -182,10 +182,22 @@ bool is_tf_variable_key(const std::string& key) {
          key.find("/.OPTIMIZER_SLOT/") == std::string::npos;
 }
 
-/** Optimizer state or a counter by its key alone (bundles without an object graph). */
+/** Optimizer state or a counter by its key alone (bundles without an object graph): TF 2's
+ *  optimizer/, save_counter/ and .OPTIMIZER_SLOT/ keys, and TF 1 Saver names (the slots "<var>/Adam",
+ *  "<var>/Adam_1", "<var>/Momentum", ... of tf.compat.v1.train optimizers, Adam's beta1_power and
+ *  beta2_power, global_step). */
 bool is_training_state_key(const std::string& key) {
-  return key.rfind("optimizer/", 0) == 0 || key.rfind("save_counter/", 0) == 0 ||
-         key.find("/.OPTIMIZER_SLOT/") != std::string::npos;
+  if (key.rfind("optimizer/", 0) == 0 || key.rfind("save_counter/", 0) == 0 ||
+      key.find("/.OPTIMIZER_SLOT/") != std::string::npos)
+    return true;
+  if (key == "beta1_power" || key == "beta2_power" || key == "global_step") return true;
+  const size_t slash = key.rfind('/');
+  if (slash == std::string::npos) return false;
+  const std::string last = key.substr(slash + 1);
+  for (const char* slot : {"Adam", "Adam_1", "Momentum", "RMSProp", "RMSProp_1", "Adagrad", "Adadelta", "Adadelta_1",
+                           "Ftrl", "Ftrl_1"})
+    if (last == slot) return true;
+  return false;
 }
 
 std::string readable_name(const std::string& key) {

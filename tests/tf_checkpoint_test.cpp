@@ -446,6 +446,24 @@ TEST_CASE("a bundle saved under the prefix 'folder/' (files .index, .data-*) rea
   }
 }
 
+TEST_CASE("readable names of a TF 1 Saver bundle (no object graph) keep its slots and counters aside", "[tf_checkpoint]") {
+  tbtest::TempDir dir;
+  StateDict sd;
+  for (const char* k : {"conv2d/kernel", "conv2d/kernel/Adam", "conv2d/kernel/Adam_1", "dense/bias", "dense/bias/Momentum",
+                        "beta1_power", "beta2_power", "global_step"})
+    sd.insert(k, Tensor::zeros(DType::F32, {2}));
+  save(Checkpoint::from_state_dict(sd), dir / "v1", "tf-checkpoint");
+  LoadOptions o;
+  o.readable_names = true;
+  Checkpoint c = load(dir / "v1.index", o);
+  StateDict model = c.state_dict();
+  CHECK(model.size() == 2);
+  CHECK(model.contains("conv2d/kernel"));
+  CHECK(model.contains("dense/bias"));
+  auto r = run_cli({"inspect", "--readable-names", (dir / "v1").string()});
+  CHECK(contains(r.output, "2 model tensors; 6 optimizer/counter tensors kept as non-tensor values"));
+}
+
 TEST_CASE("a bundle of two data shards reads each tensor from its shard", "[tf_checkpoint]") {
   tbtest::TempDir dir;
   const float values[2] = {1.5f, -2.0f};
