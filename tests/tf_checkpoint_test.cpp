@@ -297,6 +297,11 @@ TEST_CASE("bundles we write restore by object: tf.train.Checkpoint, tf.Module tr
     if (k.rfind("model/", 0) == 0 || k == "_CHECKPOINTABLE_OBJECT_GRAPH") original_model_keys.push_back(k);
   CHECK(original_model_keys.size() == 5);
   CHECK(index_keys(dir / "loop.index") == original_model_keys);
+  std::vector<std::string> original_mlp_keys;  // the model's keys of save_weights (not the optimizer's)
+  for (const auto& k : index_keys(fixture("mlp/mlp_ckpt.index")))
+    if (k.rfind("layer_with_weights-", 0) == 0 || k == "_CHECKPOINTABLE_OBJECT_GRAPH") original_mlp_keys.push_back(k);
+  CHECK(original_mlp_keys.size() == 5);
+  CHECK(index_keys(dir / "mlp.index") == original_mlp_keys);
   const std::vector<std::string> plain = index_keys(dir / "plain.index");
   CHECK(plain.size() == torch.size());
   CHECK(std::find(plain.begin(), plain.end(), "_CHECKPOINTABLE_OBJECT_GRAPH") == plain.end());
