@@ -263,6 +263,9 @@ TEST_CASE("bundles we write restore by object: tf.train.Checkpoint, tf.Module tr
   };
   // TensorFlow's own keys (read without --readable-names) keep their objects: the graph is rebuilt from them.
   convert({(fixture("vars") / "ckpt-1").string(), (dir / "vars.index").string(), "--drop-non-tensors"});
+  // The same keys with root=inner: one more object between the root and the variables, keys unchanged.
+  convert({(fixture("vars") / "ckpt-1").string(), (dir / "inner.index").string(), "--drop-non-tensors", "--option",
+           "root=inner"});
   // torch names become nested objects (0.weight: 0 -> weight) under TensorFlow's keys with keys=tf.
   convert({tbtest::fixture("torch/bn1d.pt").string(), (dir / "bn1d.index").string(), "--option", "keys=tf"});
   // Readable names of a training loop's checkpoint, written back under root "model": the original keys.
@@ -315,7 +318,7 @@ d, fixtures = sys.argv[1], sys.argv[2]
 def path_of(key):
     return [c.replace('.S', '/').replace('..', '.') for c in key.split('/.ATTRIBUTES/')[0].split('/')]
 
-def restore_modules(prefix):
+def restore_modules(prefix, under=None):
     # tf.Modules nested as the keys say, holding zero variables; read() by object (write()'s counterpart:
     # no save_counter, as in TensorFlow's own write() files); bit-equal to the file's tensors.
     r = tf.train.load_checkpoint(prefix)
@@ -330,7 +333,7 @@ def restore_modules(prefix):
             obj = getattr(obj, c)
         made[key] = tf.Variable(tf.zeros(shape, dtype=dtypes[key]))
         setattr(obj, p[-1], made[key])
-    tf.train.Checkpoint(root).read(prefix).assert_consumed()
+    (tf.train.Checkpoint(**{under: root}) if under else tf.train.Checkpoint(root)).read(prefix).assert_consumed()
     for key, v in made.items():
         a, b = np.asarray(v.numpy()), np.asarray(r.get_tensor(key))
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), key
@@ -341,7 +344,8 @@ def mlp():
                                 tf_keras.layers.Dense(10, name='output')])
 
 X, Y = np.load(os.path.join(fixtures, 'mlp_X.npy')), np.load(os.path.join(fixtures, 'mlp_Y.npy'))
-print('modules', restore_modules(os.path.join(d, 'vars')), restore_modules(os.path.join(d, 'bn1d')))
+print('modules', restore_modules(os.path.join(d, 'vars')), restore_modules(os.path.join(d, 'bn1d')),
+      restore_modules(os.path.join(d, 'inner'), under='inner'))
 m = mlp()
 tf.train.Checkpoint(model=m).read(os.path.join(d, 'loop')).assert_consumed()
 print('loop', np.array_equal(m(X).numpy(), Y))
@@ -355,7 +359,7 @@ print('keras raw', np.array_equal(m(X).numpy(), Y))
                            {dir.path().string(), fixture("").string()});
   INFO(py.output);
   CHECK(py.exit_code == 0);
-  CHECK(contains(py.output, "modules 17 9"));
+  CHECK(contains(py.output, "modules 17 9 17"));
   CHECK(contains(py.output, "loop True"));
   CHECK(contains(py.output, "keras True"));
   CHECK(contains(py.output, "keras raw True"));
