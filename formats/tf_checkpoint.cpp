@@ -441,13 +441,17 @@ void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const Save
   }
   std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (size_t i = 1; i < items.size(); ++i)
-    TB_CHECK(items[i].first != items[i - 1].first, UnsupportedError, "[tf-checkpoint] two tensors would be stored under the key '",
-             items[i].first, "'");
+    TB_CHECK(items[i].first != items[i - 1].first, UnsupportedError,
+             "[tf-checkpoint] two tensors would be stored under the key '", items[i].first, "'");
   const std::string graph = build_tf_object_graph(graph_vars, keys == "tf" ? std::string() : root);
   const std::string graph_bytes = encode_string_scalar(graph);
-  const size_t graph_pos = graph_vars.empty() ? items.size() + 1 : size_t(std::lower_bound(items.begin(), items.end(), std::string(kObjectGraphKey),
-                                                   [](const auto& a, const std::string& k) { return a.first < k; }) -
-                                  items.begin());
+  // The graph's entry goes where its key sorts (after items[graph_pos - 1]); none when no tensor is in it.
+  size_t graph_pos = items.size() + 1;
+  if (!graph_vars.empty()) {
+    auto at = std::lower_bound(items.begin(), items.end(), std::string(kObjectGraphKey),
+                               [](const auto& a, const std::string& k) { return a.first < k; });
+    graph_pos = size_t(at - items.begin());
+  }
 
   const fs::path data_path = shard_name(prefix, 0, 1), index_path = prefix + ".index";
   AtomicFileWriter data(data_path, opts.overwrite);
@@ -488,7 +492,7 @@ void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const Save
     data.write_tensor(c);
     table.push_back({name, e.SerializeAsString()});
   }
-  if (graph_pos == items.size()) write_graph();  // (none when no tensor is in the graph)
+  if (graph_pos == items.size()) write_graph();
   index_w.write(write_sstable(table));
   // The .index is the commit point: an old one goes first, so it never describes the new data.
   std::error_code ec;
