@@ -66,7 +66,7 @@ Value ZipStorages::load(const Value& pid) {
     TB_CHECK(e->data_offset <= file.size() && nbytes <= file.size() - e->data_offset, FormatError, where_,
              ": storage '", p.key, "' runs past the end of the file");
     if (!mmap_ || big_) {
-      budget_.charge_bytes(nbytes, str("storage '", p.key, "'"));
+      budget_.charge_bytes_lazy(nbytes, [&] { return str("storage '", p.key, "'"); });
       st = Storage::allocate(size_t(nbytes), false);
       if (nbytes) file.read_at(e->data_offset, st->data(), size_t(nbytes));
     } else {
@@ -74,7 +74,7 @@ Value ZipStorages::load(const Value& pid) {
     }
   } else {
     // Deflated (or refused) members: inflated, then copied into the storage.
-    budget_.charge_bytes(LoadBudget::sat_add(e->uncompressed_size, nbytes), str("storage '", p.key, "'"));
+    budget_.charge_bytes_lazy(LoadBudget::sat_add(e->uncompressed_size, nbytes), [&] { return str("storage '", p.key, "'"); });
     auto member = z_.open(*e);
     st = Storage::allocate(size_t(nbytes), false);
     if (nbytes) member->read_at(0, st->data(), size_t(nbytes));
