@@ -738,8 +738,12 @@ Value Machine::rebuild_tensor(const std::string& fn, const ValueList& a) {
   TB_CHECK(size.size() == stride.size(), FormatError, at(), ": tensor size ", shape_str(size), " and stride ",
            shape_str(stride), " differ in rank");
   TB_CHECK(off >= 0 && off < (int64_t(1) << 60), FormatError, at(), ": bad storage offset ", off);
-  const std::string off_what = str(at(), ": storage offset ", off, " of a ", dtype_name(dt), " tensor");
-  int64_t byte_off = checked_add(st.byte_offset(), checked_mul(off, int64_t(dtype_size(dt)), off_what), off_what);
+  int64_t off_bytes = 0, byte_off = 0;  // checked; the message is built only on overflow
+  if (__builtin_mul_overflow(off, int64_t(dtype_size(dt)), &off_bytes) ||
+      __builtin_add_overflow(st.byte_offset(), off_bytes, &byte_off)) {
+    const std::string off_what = str(at(), ": storage offset ", off, " of a ", dtype_name(dt), " tensor");
+    byte_off = checked_add(st.byte_offset(), checked_mul(off, int64_t(dtype_size(dt)), off_what), off_what);
+  }
   try {
     return Value::tensor(Tensor(st.storage(), dt, std::move(size), std::move(stride), byte_off));
   } catch (const ShapeError& e) {  // size and stride were moved: read them again for the message
