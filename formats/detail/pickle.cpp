@@ -993,8 +993,16 @@ void Machine::validate(const Value& root) {
   auto enter = [&](const Value* v) {
     if (!is_container(*v)) return;
     const void* id = v->identity();
-    TB_CHECK(!on_path.count(id), FormatError, where(), ": the pickle builds a recursive structure (a ",
-             v->kind_name(), " that contains itself); weight files never do");
+    if (on_path.count(id)) {
+      // Opaque objects kept by allow_unknown_globals may point back at an ancestor (a config node's
+      // parent, as OmegaConf keeps it): that reference becomes a placeholder, which breaks the cycle
+      // for everything that walks the tree later. Plain containers that contain themselves are refused.
+      TB_CHECK(opts_.allow_unknown_globals && v->kind() == Value::Kind::Object, FormatError, where(),
+               ": the pickle builds a recursive structure (a ", v->kind_name(),
+               " that contains itself); weight files never do");
+      *const_cast<Value*>(v) = Value::string("<recursive reference to a " + v->as_object().cls + " object>");
+      return;
+    }
     if (done.count(id)) return;  // shared: its cost is known
     TB_CHECK(path.size() < opts_.max_depth, FormatError, where(), ": objects nested deeper than ", opts_.max_depth,
              " levels (limit Options::max_depth)");

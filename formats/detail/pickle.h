@@ -33,7 +33,10 @@
 //   torch.nn.modules.* instances   -> Object {cls, args, state = the module's __dict__} (allowed: never
 //                                     called, only their state is recorded)
 //   __torch__.* (TorchScript, opt-in) -> Object {cls, args, state}; torch.jit._pickle.* -> the value
-//   anything else                  -> UnsafeError, or (allow_unknown_globals) Object {cls, args, state}
+//   anything else                  -> UnsafeError, or (allow_unknown_globals) Object {cls, args, state};
+//                                     such an object reached again below itself (a config node's
+//                                     parent) -> Str "<recursive reference to a CLS object>"
+//   a list/tuple/set/dict containing itself -> FormatError
 #pragma once
 
 #include <cstdint>

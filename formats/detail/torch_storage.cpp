@@ -51,11 +51,13 @@ ZipStorages::ZipStorages(const zip::ZipReader& z, std::string dir, bool big, con
 
 Value ZipStorages::load(const Value& pid) {
   Pid p = parse_pid(pid, where_);
-  auto it = storages_.find(p.key);
-  if (it != storages_.end()) return it->second;
-  const std::string record = dir_ + p.key;
-  const zip::Entry* e = z_.find(record);
-  TB_CHECK(e, FormatError, where_, ": storage '", p.key, "' has no record '", record, "'");
+  record_.assign(dir_).append(p.key);
+  const zip::Entry* e = z_.find(record_);
+  TB_CHECK(e, FormatError, where_, ": storage '", p.key, "' has no record '", record_, "'");
+  // Loaded storages are kept by the index of their record: one vector slot, no second hash lookup.
+  const size_t slot = size_t(e - z_.entries().data());
+  if (by_entry_.empty()) by_entry_.resize(z_.entries().size());
+  if (!by_entry_[slot].is_none()) return by_entry_[slot];
   size_t isz = dtype_size(p.dtype);
   uint64_t nbytes = uint64_t(p.numel) * isz;
   TB_CHECK(e->uncompressed_size >= nbytes, FormatError, where_, ": storage '", p.key, "' (", dtype_name(p.dtype), ", ",
@@ -85,7 +87,8 @@ Value ZipStorages::load(const Value& pid) {
   }
   bytes_ += nbytes;
   Value v = Value::tensor(Tensor(st, p.dtype, {p.numel}, {1}, 0));
-  storages_.emplace(p.key, v);
+  by_entry_[slot] = v;
+  ++count_;
   return v;
 }
 
