@@ -48,6 +48,7 @@
 #include "tensor/io.h"
 #include "tensor/limits.h"
 #include "tensor/value.h"
+#include "formats/detail/pickle_writer.h"  // the writer, for callers that include this header
 
 namespace tb::pickle {
 
@@ -90,56 +91,5 @@ std::vector<std::string> globals_in(const Reader& reader, uint64_t offset, uint6
 
 /** True when module.name is on the allow-list interpreted by load(). */
 bool is_allowed_global(const std::string& module, const std::string& name);
-
-// ---------------------------------------------------------------------------------------------
-// Writer: protocol-2 pickles as torch.save / np.save write them.
-
-class Pickler {
- public:
-  /** Emits a tensor; unset -> writing a tree with a tensor throws UnsupportedError. Use the
-   *  primitives below (e.g. global_("torch._utils", "_rebuild_tensor_v2"), mark(), persid(), ...). */
-  std::function<void(Pickler&, const Tensor&)> on_tensor;
-
-  explicit Pickler(int protocol = 2) : protocol_(protocol) {}
-
-  /** PROTO, the value, STOP. Containers met twice are memoised (BINPUT) and re-emitted with BINGET,
-   *  so shared lists/dicts/tensors stay shared. */
-  void dump(const Value& root);
-  const std::vector<uint8_t>& bytes() const { return out_; }
-  std::vector<uint8_t>& bytes() { return out_; }
-
-  // ---- primitives (opcodes) ----
-  void value(const Value& v);                                  // any Value (tensors via on_tensor)
-  void global_(const std::string& module, const std::string& name);  // GLOBAL, memoised
-  void mark();
-  void tuple();                                                // TUPLE (after mark)
-  void tuple_n(size_t n);                                      // EMPTY_TUPLE / TUPLE1..3 for n <= 3
-  void reduce();
-  void build();
-  void binpersid();
-  void setitems();                                             // SETITEMS (after mark)
-  void empty_dict();
-  void empty_list();
-  void appends();
-  void none();
-  void boolean(bool b);
-  void integer(int64_t i);
-  void real(double d);
-  void string(const std::string& s);                           // BINUNICODE
-  void bytes_(const std::string& b);                           // protocol 2: _codecs.encode(str,'latin1')
-  /** Memoises the top of stack under identity key (non-null) and returns its memo index. */
-  uint32_t memoize(const void* key);
-  /** BINGET of an identity memoised earlier; false when not memoised. */
-  bool get_memo(const void* key);
-  void raw(const void* p, size_t n);
-
- private:
-  int protocol_;
-  std::vector<uint8_t> out_;
-  std::unordered_map<const void*, uint32_t> memo_keys_;
-  std::vector<std::pair<std::string, uint32_t>> global_memo_;
-  uint32_t next_memo_ = 0;
-  size_t depth_ = 0;
-};
 
 }  // namespace tb::pickle
