@@ -20,6 +20,7 @@
 #include "tensor/checked.h"
 #include "formats/detail/pickle.h"
 #include "formats/detail/pickle_numpy.h"
+#include "formats/detail/pickle_rules.h"
 #include "tensor/atomic_output.h"
 
 namespace fs = std::filesystem;
@@ -394,18 +395,25 @@ Checkpoint load_snapshot(const ConfinedFolder& dir, bool mmap, const std::string
 
 bool is_oneflow_global(const std::string& g) { return g.rfind("oneflow.", 0) == 0; }
 
+/** OneFlow's table: the default globals (builtins, torch, numpy) and every `oneflow.*` class, kept
+ *  as an opaque object with its state (never called); Resolver turns them into tensors. */
+const pickle::Globals& oneflow_globals() {
+  static const pickle::Globals g = [] {
+    pickle::Globals t = pickle::default_globals();
+    t.add_prefix("oneflow.");
+    return t;
+  }();
+  return g;
+}
+
 /** Runs a OneFlow pickle: OneFlow's own classes come back as opaque objects (nothing is ever called);
- *  any other global outside the VM's allow-list is refused unless the caller opted in. */
+ *  any other global outside the table is refused unless the caller opted in. */
 Value run_pickle(const Reader& r, const LoadOptions& opts, LoadBudget& budget) {
   TB_CHECK(r.size() <= kMaxPickleBytes, FormatError, kTag, " '", r.label(), "': pickle is ", r.size(),
            " bytes; expected at most ", kMaxPickleBytes);
   std::vector<std::string> unknown;
-  for (const auto& g : pickle::globals_in(r, 0, r.size())) {
-    auto dot = g.rfind('.');
-    std::string mod = dot == std::string::npos ? std::string() : g.substr(0, dot);
-    std::string name = dot == std::string::npos ? g : g.substr(dot + 1);
-    if (!is_oneflow_global(g) && !pickle::is_allowed_global(mod, name)) unknown.push_back(g);
-  }
+  for (const auto& g : pickle::globals_in(r, 0, r.size()))  // names as the table spells them
+    if (!oneflow_globals().find(g)) unknown.push_back(g);
   if (!unknown.empty() && !opts.allow_unknown_globals) {
     std::string list;
     for (const auto& g : unknown) list += (list.empty() ? "" : ", ") + g;
@@ -414,7 +422,8 @@ Value run_pickle(const Reader& r, const LoadOptions& opts, LoadBudget& budget) {
                           "allow_unknown_globals (--allow-unknown-globals) to keep such objects as opaque values"));
   }
   pickle::Options po;
-  po.allow_unknown_globals = true;
+  po.globals = &oneflow_globals();
+  po.allow_unknown_globals = opts.allow_unknown_globals;
   po.tag = kTag;
   po.max_depth = kMaxDepth;
   po.budget = &budget;

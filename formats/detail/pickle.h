@@ -52,14 +52,19 @@
 
 namespace tb::pickle {
 
+class Globals;  // pickle_rules.h
+
 struct Options {
   size_t max_depth = 1000;             // nesting limit (stack/mark depth); deeper input -> FormatError
   size_t max_memo = 1u << 24;          // memo entries
   bool allow_unknown_globals = false;  // false: any global outside the allow-list -> UnsafeError naming ALL
   /** TorchScript pickles (torch.jit.save): `__torch__.*` classes become Objects {cls, state = the
    *  BUILD dict of attributes} and torch.jit._pickle's typed-container markers (build_intlist,
-   *  restore_type_tag, ...) return their first argument. Nothing is called either way. */
+   *  restore_type_tag, ...) return their first argument. Nothing is called either way. Used when
+   *  globals is unset. */
   bool allow_torchscript_classes = false;
+  /** The allowed globals and what each means (pickle_rules.h). Unset: default_globals(). */
+  const Globals* globals = nullptr;
   /** Called for BINPERSID/PERSID (torch storages). Unset: persistent ids -> FormatError.
    *  For torch, the returned Value is a Tensor (1-d, the storage's dtype, whole storage). */
   std::function<Value(const Value& pid)> persistent_load;
@@ -71,6 +76,10 @@ struct Options {
    *  appear (what walking or flattening it costs), so a few shared lists cannot stand for 2^40. */
   LoadBudget* budget = nullptr;
 };
+
+/** Python's builtins, torch's and numpy's rules (pickle_rules.h, pickle_torch.h, pickle_numpy.h): the
+ *  table load() uses unless Options::globals names another. */
+const Globals& default_globals();
 
 /** Runs the pickle at [offset, offset+size) of reader; returns the top object. Never imports or calls
  *  anything: known globals are interpreted; others are refused or (opt-in) kept as opaque objects. */
@@ -89,7 +98,7 @@ Result load_one(const Reader& reader, uint64_t offset, uint64_t size, const Opti
  *  torch.serialization.get_unsafe_globals_in_checkpoint). Throws FormatError on malformed input. */
 std::vector<std::string> globals_in(const Reader& reader, uint64_t offset, uint64_t size);
 
-/** True when module.name is on the allow-list interpreted by load(). */
+/** True when module.name is in default_globals(). */
 bool is_allowed_global(const std::string& module, const std::string& name);
 
 }  // namespace tb::pickle
