@@ -571,19 +571,15 @@ bool Machine::op_container() {
   switch (op_) {
     case ')': push(Value::tuple()); break;
     case 't': push(Value::tuple(pop_mark())); break;
-    case 0x85: {
-      Value a = pop();
-      push(Value::tuple({a}));
-      break;
-    }
-    case 0x86: {
-      Value b = pop(), a = pop();
-      push(Value::tuple({a, b}));
-      break;
-    }
-    case 0x87: {
-      Value c = pop(), b = pop(), a = pop();
-      push(Value::tuple({a, b, c}));
+    case 0x85:    // TUPLE1
+    case 0x86:    // TUPLE2
+    case 0x87: {  // TUPLE3: the last n values, moved (no copies)
+      const size_t n = size_t(op_ - 0x84);
+      TB_CHECK(stack_.size() >= base() + n, FormatError, at(), ": opcode '", opname(),
+               "' needs a value but the stack is empty", marks_.empty() ? "" : " (above the last MARK)");
+      ValueList items(std::make_move_iterator(stack_.end() - std::ptrdiff_t(n)), std::make_move_iterator(stack_.end()));
+      stack_.resize(stack_.size() - n);
+      push(Value::tuple(std::move(items)));
       break;
     }
     case ']': push(Value::list()); break;
@@ -631,7 +627,9 @@ bool Machine::op_container() {
       ValueList items;
       if (op_ == 's') {
         Value v = pop(), k = pop();
-        items = {k, v};
+        items.reserve(2);
+        items.push_back(std::move(k));
+        items.push_back(std::move(v));
       } else {
         items = pop_mark();
       }
@@ -649,7 +647,7 @@ bool Machine::op_container() {
       } else {
         throw FormatError(str(at(), ": SETITEM on a ", d.kind_name(), " (", brief(d), ")"));
       }
-      for (size_t i = 0; i < items.size(); i += 2) dd->items.emplace_back(items[i], items[i + 1]);
+      for (size_t i = 0; i < items.size(); i += 2) dd->items.emplace_back(std::move(items[i]), std::move(items[i + 1]));
       break;
     }
     default: return false;
