@@ -19,6 +19,12 @@ Result run_vm(const Reader& reader, uint64_t offset, uint64_t size, const Option
  *  (__builtin__ -> builtins, copy_reg -> copyreg, numpy._core -> numpy.core). */
 std::string qualify(const std::string& module, const std::string& name);
 
+/** The bytes of a protocol-0 STRING line ('...' or "..." with backslash escapes); FormatError
+ *  prefixed by at when malformed. */
+std::string decode_string_literal(const std::string& line, const std::string& at);
+/** The UTF-8 text of a protocol-0 UNICODE line (raw-unicode-escape: \uXXXX, \UXXXXXXXX, latin-1). */
+std::string decode_raw_unicode(const std::string& line, const std::string& at);
+
 /** What check_tree needs to know. */
 struct TreeCheck {
   size_t max_depth;
