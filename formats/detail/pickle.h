@@ -1,14 +1,14 @@
-// A pickle virtual machine written for weight files, and a small pickle writer.
+// Reading pickles written for weight files (the writer is pickle_writer.h, included below).
 //
 // The reader runs protocols 0-5 (the binary opcodes of 2-5 plus the text opcodes Python 2 files use)
 // and builds a Value tree. It NEVER imports or calls anything: every GLOBAL / STACK_GLOBAL / INST /
-// OBJ / NEWOBJ / REDUCE names a callable that is either on an explicit allow-list and interpreted
-// here (torch rebuild functions and storages, collections.OrderedDict, numpy arrays, dtypes and
-// scalars, _codecs.encode, builtins set/frozenset/complex/slice/bytearray...) or refused with an
-// UnsafeError naming every offending global in the pickle (or, when the caller opts in, kept as an
-// opaque ValueObject {cls, args, state}).
+// OBJ / NEWOBJ / REDUCE names a callable that is either in the caller's table of allowed globals
+// (pickle_rules.h; by default builtins, torch and numpy: pickle_builtins.cpp, pickle_torch.h,
+// pickle_numpy.h) and interpreted by its rule, or refused with an UnsafeError naming every offending
+// global in the pickle (or, when the caller opts in, kept as an opaque ValueObject {cls, args, state}).
+// The VM itself (pickle_vm.h) knows no framework.
 //
-// Mapping to Values:
+// Mapping to Values with the default table:
 //   None/bool/int/float/str/bytes -> scalars (ints beyond 64 bits -> FormatError)
 //   list/tuple/dict/set/frozenset -> List/Tuple/Dict/Set (reference semantics through the memo)
 //   collections.OrderedDict        -> Dict with cls "collections.OrderedDict"; a BUILD state
