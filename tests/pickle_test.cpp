@@ -202,6 +202,16 @@ TEST_CASE("deep nesting, recursive structures and bad memo indexes are refused w
     s += ".";
     CHECK(message_of(s).find("nested deeper") != std::string::npos);
   }
+  // Tuple heights are exact for short and long tuples alike (the limit counts every level)
+  {
+    pickle::Options o;
+    o.max_depth = 4;
+    CHECK(message_of("\x80\x02)\x85\x85\x85\x85."s, o).find("tuples nested deeper than 4") != std::string::npos);
+    std::string wide = "\x80\x02()\x85"s;  // MARK, ((),), then 16 ints: 17 items, height 3
+    for (int i = 0; i < 16; ++i) wide += "K\x01"s;
+    CHECK(message_of(wide + "t\x85\x85."s, o).find("tuples nested deeper than 4") != std::string::npos);
+    CHECK(message_of(wide + "t\x85."s, o).find("tuples nested") == std::string::npos);
+  }
   // A list that contains itself
   CHECK(message_of("\x80\x02]q\x00h\x00" "a."s).find("recursive") != std::string::npos);
   // Memo index never stored

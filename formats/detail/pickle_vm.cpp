@@ -126,20 +126,41 @@ class Machine final : public Context {
     TB_CHECK(stack_.size() < (size_t(1) << 26), FormatError, at(), ": pickle stack too large");
     if (v.kind() == Value::Kind::Tuple) {
       // Tuples are immutable: their nesting depth is known now (lists/dicts are checked at the end).
-      // Only tuples that hold tuples are recorded; a tuple missing from theight_ has height 1.
-      uint32_t h = 1;
-      for (const auto& c : v.items())
-        if (c.kind() == Value::Kind::Tuple) {
-          auto it = theight_.find(c.identity());
-          h = std::max(h, (it == theight_.end() ? 1u : it->second.first) + 1);
-        }
-      if (h > 1) {
+      const uint32_t h = tuple_height(v);
+      if (h > 1)
         TB_CHECK(h <= opts_.max_depth, FormatError, at(), ": tuples nested deeper than ", opts_.max_depth,
                  " levels (limit Options::max_depth)");
+      // Recorded: heights >= 3, and height 2 when the tuple is long. A tuple missing from theight_
+      // thus has height 1, or 2 and at most kShortTuple items (tuple_height finds out by looking at
+      // them): a torch argument tuple, which holds the size and stride tuples, needs no hash table.
+      if (h > 2 || (h == 2 && v.items().size() > kShortTuple))
         theight_.try_emplace(v.identity(), h, v);  // holding v keeps its address from being reused
-      }
     }
     stack_.push_back(std::move(v));
+  }
+  static constexpr size_t kShortTuple = 16;
+  // 1 + the height of the highest tuple among t's items (1 when it holds none).
+  uint32_t tuple_height(const Value& t) const {
+    uint32_t h = 1;
+    for (const auto& c : t.items()) {
+      if (c.kind() != Value::Kind::Tuple) continue;
+      uint32_t ch = 1;
+      if (c.items().size() > kShortTuple) {
+        ch = 0;  // long: recorded when it holds tuples
+      } else {
+        for (const auto& g : c.items())
+          if (g.kind() == Value::Kind::Tuple) {
+            ch = 0;  // holds tuples: height 2, or recorded when higher
+            break;
+          }
+      }
+      if (ch == 0) {
+        auto it = theight_.find(c.identity());
+        ch = it != theight_.end() ? it->second.first : c.items().size() > kShortTuple ? 1 : 2;
+      }
+      h = std::max(h, ch + 1);
+    }
+    return h;
   }
   Value pop() {
     TB_CHECK(stack_.size() > base(), FormatError, at(), ": opcode '", opname(), "' needs a value but the stack is empty",
