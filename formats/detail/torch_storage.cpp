@@ -1,18 +1,11 @@
 // Torch persistent ids and zip storage records; see torch_storage.h.
 #include "formats/detail/torch_storage.h"
 
+#include "formats/detail/pickle_rules.h"
+
 namespace tb::torch_storage {
 
 namespace {
-
-// Global class references come out of the VM as Object{cls "global", args Str "module.name"}.
-const std::string& global_of(const Value& v) {
-  static const std::string none;
-  if (v.kind() == Value::Kind::Object && v.as_object().cls == "global" && v.as_object().args &&
-      v.as_object().args->is_str())
-    return v.as_object().args->as_str();
-  return none;
-}
 
 // dtype of a storage class ("torch.FloatStorage", "torch.cuda.HalfStorage"); U8 for UntypedStorage.
 DType storage_dtype(const std::string& q, const std::string& where) {
@@ -31,8 +24,9 @@ Pid parse_pid(const Value& pid, const std::string& where) {
                pid.items()[0].as_str() == "storage",
            FormatError, where, ": persistent id must be ('storage', type, key, location, numel) but is ", pid.repr());
   const auto& it = pid.items();
-  const std::string& q = global_of(it[1]);
-  TB_CHECK(!q.empty(), FormatError, where, ": persistent id storage type is not a class: ", it[1].repr());
+  const std::string* qp = pickle::global_name(it[1]);  // a class reference pushed by GLOBAL
+  TB_CHECK(qp && !qp->empty(), FormatError, where, ": persistent id storage type is not a class: ", it[1].repr());
+  const std::string& q = *qp;
   Pid p;
   p.dtype = storage_dtype(q, where);
   TB_CHECK(it[2].is_str(), FormatError, where, ": storage key must be a str but is ", it[2].repr());
