@@ -45,6 +45,8 @@ using BuildRule = std::function<std::optional<Value>(Context& c, Value& obj, con
 /** What one allowed global does. Unset call: calling it gives an opaque Object{q, args} (dtypes,
  *  layouts). Unset make: instantiating it gives Object{q, args} (module classes). */
 struct Rule {
+  Rule() = default;
+  Rule(CallRule c, CallRule m = {}) : call(std::move(c)), make(std::move(m)) {}  // NOLINT: implicit on purpose
   CallRule call;
   CallRule make;
 };
