@@ -10,6 +10,7 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/pickle.h"
+#include "formats/detail/pickle_numpy.h"
 
 namespace tb {
 
@@ -302,51 +303,6 @@ Value load_npy_object(const std::shared_ptr<Reader>& r, const NpyHeader& h, cons
   return v;
 }
 
-/** numpy.dtype(kind+size, False, True) with its BUILD state, as numpy pickles it. */
-void emit_np_dtype(pickle::Pickler& p, DType t) {
-  std::string descr(npy_descr(t));
-  if (descr.empty()) descr = dtype_size(t) == 2 ? "<u2" : "|u1";  // raw bits; see npy.h
-  p.global_("numpy", "dtype");
-  p.string(descr.substr(1));
-  p.boolean(false);
-  p.boolean(true);
-  p.tuple_n(3);
-  p.reduce();
-  p.mark();
-  p.integer(3);
-  p.string(descr.substr(0, 1));
-  p.none();
-  p.none();
-  p.none();
-  p.integer(-1);
-  p.integer(-1);
-  p.integer(0);
-  p.tuple();
-  p.build();
-}
-
-/** numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b') + BUILD (1, shape, dtype, False, data). */
-void emit_ndarray_head(pickle::Pickler& p) {
-  p.global_("numpy.core.multiarray", "_reconstruct");
-  p.global_("numpy", "ndarray");
-  p.integer(0);
-  p.tuple_n(1);
-  p.bytes_("b");
-  p.tuple_n(3);
-  p.reduce();
-}
-
-void emit_shape(pickle::Pickler& p, const Shape& shape) {
-  if (shape.size() <= 3) {
-    for (int64_t d : shape) p.integer(d);
-    p.tuple_n(shape.size());
-  } else {
-    p.mark();
-    for (int64_t d : shape) p.integer(d);
-    p.tuple();
-  }
-}
-
 void write_npy_object(Writer& w, const Value& root, const std::string& path) {
   pickle::Pickler pk(3);
   pk.on_tensor = [&path](pickle::Pickler& p, const Tensor& t) {
@@ -354,27 +310,17 @@ void write_npy_object(Writer& w, const Value& root, const std::string& path) {
     // for the note, so it would come back as uint16 / uint8.
     TB_CHECK(!npy_descr(t.dtype()).empty(), UnsupportedError, "[npy] '", path, "': a pickled object array cannot hold ",
              dtype_name(t.dtype()), " tensors (numpy has no such dtype); write them to .npz or one .npy per tensor");
-    emit_ndarray_head(p);
-    p.mark();
-    p.integer(1);
-    emit_shape(p, t.shape());
-    emit_np_dtype(p, t.dtype());
-    p.boolean(false);
-    std::string data(t.nbytes(), '\0');
-    t.copy_to(data.data());
-    p.bytes_(data);
-    p.tuple();
-    p.build();
+    pickle::write_numpy_array(p, t, std::string(npy_descr(t.dtype())));
   };
   // A list becomes a 1-d object array of its items; anything else a 0-d object array holding it.
   bool as_list = root.kind() == Value::Kind::List;
   Shape shape = as_list ? Shape{int64_t(root.items().size())} : Shape{};
   pk.bytes().push_back(0x80);
   pk.bytes().push_back(3);
-  emit_ndarray_head(pk);
+  pickle::write_numpy_reconstruct(pk);
   pk.mark();
   pk.integer(1);
-  emit_shape(pk, shape);
+  pickle::write_numpy_shape(pk, shape);
   pk.global_("numpy", "dtype");
   pk.string("O8");
   pk.boolean(false);

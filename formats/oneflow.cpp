@@ -17,21 +17,22 @@
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
 #include "formats/naming.h"
+#include "formats/oneflow_internal.h"
 #include "tensor/checked.h"
 #include "formats/detail/pickle.h"
+#include "formats/detail/pickle_numpy.h"
 #include "tensor/atomic_output.h"
 
 namespace fs = std::filesystem;
 
 namespace tb {
 
+using namespace oneflow_detail;
+
 namespace {
 
-constexpr const char* kTag = "[oneflow]";
 constexpr size_t kMaxMetaBytes = 64 * 1024;
 constexpr size_t kMaxRank = 64;
-constexpr size_t kMaxDepth = 1000;
-constexpr uint64_t kMaxPickleBytes = uint64_t(1) << 30;
 constexpr const char* kFolderNoun = "the checkpoint folder";
 using Kind = ConfinedFolder::Kind;
 
@@ -54,10 +55,6 @@ const std::vector<OfType>& of_types() {
   return t;
 }
 
-bool is_single_component(const std::string& s) {
-  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
-         s.find('\\') == std::string::npos && s.find('\0') == std::string::npos;
-}
 
 bool is_dir(const fs::path& p) {
   std::error_code ec;
@@ -293,11 +290,14 @@ std::string oneflow_meta_text(const OneflowMeta& meta) {
   return s;
 }
 
-namespace {
-/** "[oneflow] '<folder>':", the start of messages about entries of a folder. */
+namespace oneflow_detail {
+bool is_single_component(const std::string& s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
+         s.find('\\') == std::string::npos && s.find('\0') == std::string::npos;
+}
+
 std::string folder_context(const ConfinedFolder& f) { return str(kTag, " '", f.path().string(), "':"); }
 
-/** Reads a variable folder: meta and out are opened inside it, never through a link. */
 Tensor load_variable(const ConfinedFolder& var, bool mmap) {
   const std::string dir = var.path().string(), ctx = folder_context(var);
   TB_CHECK(var.kind("out") != Kind::Missing, FormatError, kTag, " '", dir, "': variable folder has no 'out' data file");
@@ -321,7 +321,7 @@ Tensor load_variable(const ConfinedFolder& var, bool mmap) {
   auto storage = r->load(0, size_t(need));
   return Tensor(storage, m.dtype, m.shape, contiguous_strides(m.shape), 0);
 }
-}  // namespace
+}  // namespace oneflow_detail
 
 Tensor load_oneflow_variable(const fs::path& dir, bool mmap) { return load_variable(ConfinedFolder(dir, kFolderNoun), mmap); }
 
@@ -391,227 +391,6 @@ Checkpoint load_snapshot(const ConfinedFolder& dir, bool mmap, const std::string
   return c;
 }
 
-bool is_oneflow_global(const std::string& g) { return g.rfind("oneflow.", 0) == 0; }
-
-/** Runs a OneFlow pickle: OneFlow's own classes come back as opaque objects (nothing is ever called);
- *  any other global outside the VM's allow-list is refused unless the caller opted in. */
-Value run_pickle(const Reader& r, const LoadOptions& opts, LoadBudget& budget) {
-  TB_CHECK(r.size() <= kMaxPickleBytes, FormatError, kTag, " '", r.label(), "': pickle is ", r.size(),
-           " bytes; expected at most ", kMaxPickleBytes);
-  std::vector<std::string> unknown;
-  for (const auto& g : pickle::globals_in(r, 0, r.size())) {
-    auto dot = g.rfind('.');
-    std::string mod = dot == std::string::npos ? std::string() : g.substr(0, dot);
-    std::string name = dot == std::string::npos ? g : g.substr(dot + 1);
-    if (!is_oneflow_global(g) && !pickle::is_allowed_global(mod, name)) unknown.push_back(g);
-  }
-  if (!unknown.empty() && !opts.allow_unknown_globals) {
-    std::string list;
-    for (const auto& g : unknown) list += (list.empty() ? "" : ", ") + g;
-    throw UnsafeError(str(kTag, " '", r.label(), "': the pickle references ", list,
-                          ", which is neither a OneFlow class nor on the allow-list; nothing was run. Pass "
-                          "allow_unknown_globals (--allow-unknown-globals) to keep such objects as opaque values"));
-  }
-  pickle::Options po;
-  po.allow_unknown_globals = true;
-  po.tag = kTag;
-  po.max_depth = kMaxDepth;
-  po.budget = &budget;
-  return pickle::load(r, 0, r.size(), po);
-}
-
-/** Turns OneFlow objects of a loaded pickle into tensors and modules into their state dicts. */
-class Resolver {
- public:
-  Resolver(const ConfinedFolder* dir, bool mmap, const std::string& label, LoadBudget& budget)
-      : dir_(dir), mmap_(mmap), label_(label), budget_(budget) {}
-
-  Value resolve(const Value& v, size_t depth = 0) {
-    TB_CHECK(depth < kMaxDepth, FormatError, kTag, " '", label_, "': object nested deeper than ", kMaxDepth);
-    const void* id = v.identity();
-    if (id) {
-      auto it = done_.find(id);
-      if (it != done_.end()) return it->second;
-    }
-    switch (v.kind()) {
-      case Value::Kind::List:
-      case Value::Kind::Tuple:
-      case Value::Kind::Set: {
-        done_[id] = v;
-        for (auto& item : v.items()) item = resolve(item, depth + 1);
-        return v;
-      }
-      case Value::Kind::Dict: {
-        done_[id] = v;
-        for (auto& kv : v.dict_data().items) kv.second = resolve(kv.second, depth + 1);
-        return v;
-      }
-      case Value::Kind::Object: {
-        Value out = resolve_object(v, depth);
-        done_[id] = out;
-        return out;
-      }
-      default: return v;
-    }
-  }
-
-  std::vector<std::pair<std::string, std::string>> modules;  // path -> class
-  size_t tensors = 0;
-
- private:
-  static const Value* state_dict_of(const ValueObject& o) {
-    if (o.state && o.state->is_dict()) return o.state.get();
-    return nullptr;
-  }
-
-  Value resolve_object(const Value& v, size_t depth) {
-    ValueObject& o = v.as_object();
-    const Value* st = state_dict_of(o);
-    if (is_oneflow_global(o.cls) && st) {
-      if (const Value* p = st->get("path")) return Value::tensor(tensor_from_path(*p));
-      if (const Value* d = st->get("data")) return Value::tensor(tensor_from_data(*d, st->get("dtype")));
-    }
-    // A module (OneFlow's, or a user class kept by allow_unknown_globals): its state dict, with the
-    // module tree beside it (like formats/pt.cpp, read by pt_module_tree()).
-    if (st && (is_oneflow_global(o.cls) ? st->get("_parameters") || st->get("_modules")
-                                        : st->get("_parameters") && st->get("_modules"))) {
-      Value sd = Value::dict("collections.OrderedDict");
-      module_state(v, "", sd, depth);
-      sd.dict_data().attrs = std::make_shared<ValueDict>();
-      sd.dict_data().attrs->items.emplace_back(Value::string("__module__"), v);
-      return sd;
-    }
-    // Keep other objects, resolving what they hold (so tensors inside stay reachable for writers).
-    if (o.args) *o.args = resolve(*o.args, depth + 1);
-    if (o.state) *o.state = resolve(*o.state, depth + 1);
-    if (o.items) *o.items = resolve(*o.items, depth + 1);
-    return v;
-  }
-
-  Tensor tensor_from_path(const Value& p) {
-    TB_CHECK(p.is_str(), FormatError, kTag, " '", label_, "': tensor state 'path' is ", p.repr(), ", expected a string");
-    const std::string& rel = p.as_str();
-    TB_CHECK(dir_, FormatError, kTag, " '", label_, "': tensor refers to external folder '", rel,
-             "' but this is a single-file pickle");
-    TB_CHECK(is_single_component(rel), UnsafeError, kTag, " '", label_, "': tensor folder '", rel,
-             "' is not a plain name inside the checkpoint folder; refusing to leave it");
-    auto it = by_path_.find(rel);
-    if (it != by_path_.end()) return it->second;
-    Tensor t;
-    try {
-      t = load_variable(dir_->open_folder(rel, str(kTag, " '", label_, "': tensor folder")), mmap_);
-    } catch (Error& e) {
-      e.add_context(str("while loading tensor folder '", rel, "' referenced by pickled_data"));
-      throw;
-    }
-    ++tensors;
-    by_path_[rel] = t;
-    return t;
-  }
-
-  Tensor tensor_from_data(const Value& d, const Value* dtype) {
-    TB_CHECK(d.is_tensor(), FormatError, kTag, " '", label_, "': tensor state 'data' is ", d.repr(),
-             ", expected a numpy array");
-    Tensor t = d.as_tensor();
-    if (dtype) {
-      std::optional<DType> want;
-      if (dtype->kind() == Value::Kind::Object) {
-        const ValueObject& dobj = dtype->as_object();
-        if (dobj.state && dobj.state->is_int()) want = dtype_from_oneflow(std::to_string(dobj.state->as_int()));
-        if (!want && dobj.args && dobj.args->is_sequence() && dobj.args->items().size() == 1 &&
-            dobj.args->items()[0].is_int())
-          want = dtype_from_oneflow(std::to_string(dobj.args->items()[0].as_int()));
-        if (!want) {
-          auto dot = dobj.cls.rfind('.');
-          want = dtype_from_name(dot == std::string::npos ? dobj.cls : dobj.cls.substr(dot + 1));
-        }
-      } else if (dtype->is_int()) {
-        want = dtype_from_oneflow(std::to_string(dtype->as_int()));
-      }
-      if (want && *want != t.dtype()) {
-        budget_.charge_bytes(LoadBudget::sat_mul(uint64_t(t.numel()), dtype_size(*want)), "converting a tensor's dtype");
-        t = t.to(*want);
-      }
-    }
-    ++tensors;
-    return t;
-  }
-
-  void module_state(const Value& mod, const std::string& prefix, Value& out, size_t depth) {
-    TB_CHECK(depth < kMaxDepth, FormatError, kTag, " '", label_, "': modules nested deeper than ", kMaxDepth);
-    const ValueObject& o = mod.as_object();
-    modules.emplace_back(prefix.empty() ? std::string("(root)") : prefix.substr(0, prefix.size() - 1), o.cls);
-    const Value* st = state_dict_of(o);
-    if (!st) return;
-    std::set<std::string> non_persistent;
-    if (const Value* np = st->get("_non_persistent_buffers_set"); np && (np->is_sequence() || np->kind() == Value::Kind::Set))
-      for (const auto& x : np->items())
-        if (x.is_str()) non_persistent.insert(x.as_str());
-    for (const char* group : {"_parameters", "_buffers"}) {
-      const Value* g = st->get(group);
-      if (!g || !g->is_dict()) continue;
-      for (const auto& [k, val] : g->dict_data().items) {
-        if (!k.is_str() || val.is_none()) continue;
-        if (std::string(group) == "_buffers" && non_persistent.count(k.as_str())) continue;
-        Value t = resolve(val, depth + 1);
-        if (t.is_tensor()) out.set_item(Value::string(prefix + k.as_str()), t);
-      }
-    }
-    if (const Value* m = st->get("_modules"); m && m->is_dict()) {
-      for (const auto& [k, child] : m->dict_data().items) {
-        if (!k.is_str() || child.kind() != Value::Kind::Object) continue;
-        module_state(child, prefix + k.as_str() + ".", out, depth + 1);
-      }
-    }
-  }
-
-  const ConfinedFolder* dir_;
-  bool mmap_;
-  std::string label_;
-  LoadBudget& budget_;
-  std::unordered_map<const void*, Value> done_;
-  std::map<std::string, Tensor> by_path_;
-};
-
-Checkpoint finish_pickle(const Value& top, Resolver& res, const std::string& label, bool single_file) {
-  TB_CHECK(top.is_dict(), FormatError, kTag, " '", label, "': expected the flow.save wrapper dict "
-           "{'protocol_version': 1, 'data': ...} but the pickle holds ", top.repr());
-  const Value* ver = top.get("protocol_version");
-  const Value* data = top.get("data");
-  TB_CHECK(ver && data, FormatError, kTag, " '", label, "': the pickle is a dict without the flow.save keys "
-           "'protocol_version' and 'data' (keys found: ", top.repr(), ")");
-  TB_CHECK(ver->is_int() && ver->as_int() == 1, UnsupportedError, kTag, " '", label,
-           "': flow.save protocol_version ", ver->repr(), "; only version 1 is known");
-  Checkpoint c;
-  c.format = "oneflow";
-  c.root = res.resolve(*data);
-  c.info.emplace_back("layout", single_file ? "flow.save single file (pickle with numpy arrays)"
-                                            : "flow.save directory (pickled_data + tensor folders)");
-  c.info.emplace_back("protocol_version", "1");
-  if (top.get("oneflow")) c.info.emplace_back("magic key", "oneflow");
-  if (top.get("__oneflow__")) c.info.emplace_back("magic key", "__oneflow__");
-  c.info.emplace_back("tensors", std::to_string(res.tensors));
-  for (const auto& [path, cls] : res.modules) c.info.emplace_back(str("module ", path), cls);
-  return c;
-}
-
-Checkpoint load_pickle_dir(const ConfinedFolder& dir, const LoadOptions& opts) {
-  auto r = dir.open_file("pickled_data", folder_context(dir), false);
-  LoadBudget budget(opts.limits, r->label(), r->size());
-  Value top = run_pickle(*r, opts, budget);
-  Resolver res(&dir, opts.mmap, r->label(), budget);
-  return finish_pickle(top, res, r->label(), false);
-}
-
-Checkpoint load_single_file(const Reader& r, const LoadOptions& opts) {
-  LoadBudget budget(opts.limits, r.label(), r.size());
-  Value top = run_pickle(r, opts, budget);
-  TB_CHECK(top.is_dict() && (top.get("oneflow") || top.get("__oneflow__")), FormatError, kTag, " '", r.label(),
-           "': not a flow.save file: expected a dict with the key 'oneflow' or '__oneflow__' but found ", top.repr());
-  Resolver res(nullptr, false, r.label(), budget);
-  return finish_pickle(top, res, r.label(), true);
-}
-
 bool sniff_single_file(const Reader& r) {
   if (r.size() < 32) return false;
   size_t n = size_t(std::min<uint64_t>(r.size(), 128));
@@ -660,355 +439,37 @@ Checkpoint load_oneflow(const Source& src, const LoadOptions& opts) {
 
 namespace {
 
-/** A protocol-4 pickler producing the bytes CPython's pickle.dumps(obj, 4) produces for the Values
- *  OneFlow state dicts contain (framing, MEMOIZE, SHORT_BINUNICODE, STACK_GLOBAL, batching). Strings
- *  are memoised by value (CPython by identity; identifiers and dict keys are interned in practice). */
-class Proto4Pickler {
- public:
-  std::function<void(Proto4Pickler&, const Value&)> on_tensor;
+/** A pickler for pickled_data and flow.save files: CPython's protocol-4 bytes. */
+pickle::Pickler flow_pickler() {
+  pickle::Pickler p(4);
+  p.tag = kTag;
+  p.target = "pickled_data";
+  return p;
+}
 
-  std::vector<uint8_t> dump(const Value& v) {
-    out_.clear();
-    frame_.clear();
-    put(0x80);
-    put(4);
-    flush_out();
-    save(v, 0);
-    put('.');
-    commit_frame(true);
-    return out_;
-  }
+/** A OneFlow dtype (pybind11 class with py::pickle): __newobj__ + BUILD(DataType number); one object
+ *  per dtype, memoised. */
+void write_flow_dtype(pickle::Pickler& p, int number) {
+  p.commit();
+  if (p.get_keyed(str("oneflow dtype ", number))) return;
+  p.global_("oneflow._oneflow_internal", "dtype");
+  p.tuple_n(0);
+  p.newobj();
+  p.key_last(str("oneflow dtype ", number));
+  p.integer(number);
+  p.build();
+}
 
-  void save_global(const std::string& module, const std::string& name) {
-    commit_frame(false);
-    std::string key = module + "\n" + name;
-    auto it = globals_.find(key);
-    if (it != globals_.end()) return get(it->second);
-    save_str(module);
-    save_str(name);
-    put(0x93);  // STACK_GLOBAL
-    globals_[key] = memoize();
-  }
-  void empty_tuple() {
-    commit_frame(false);
-    put(')');
-  }
-  void newobj() { put(0x81); }
-  void build() { put('b'); }
-  /** Memoises an object just created (NEWOBJ) under its identity. */
-  void memoize_identity(const void* id) { ids_[id] = memoize(); }
-  bool get_identity(const void* id) {
-    auto it = ids_.find(id);
-    if (it == ids_.end()) return false;
-    commit_frame(false);
-    get(it->second);
-    return true;
-  }
-  /** A numpy array as numpy 1.x pickles it: _reconstruct(ndarray, (0,), b'b') + BUILD
-   *  (1, shape, dtype, False, raw bytes); dtypes are singletons (memoised by descr). */
-  void save_ndarray(const Tensor& t) {
-    std::string descr(npy_descr(t.dtype()));
-    TB_CHECK(!descr.empty(), UnsupportedError, kTag, " numpy has no dtype for ", dtype_name(t.dtype()),
-             ", so a single-file OneFlow pickle cannot hold it (use the folder layout)");
-    save_global("numpy.core.multiarray", "_reconstruct");
-    commit_frame(false);
-    save_global("numpy", "ndarray");
-    save(Value::integer(0), 1);
-    put(0x85);  // TUPLE1
-    memoize();
-    commit_frame(false);
-    if (b_memo_ < 0) {
-      save_bytes("b");
-      b_memo_ = int64_t(next_memo_) - 1;
-    } else {
-      get(uint32_t(b_memo_));
-    }
-    put(0x87);  // TUPLE3
-    memoize();
-    put('R');
-    memoize();
-    commit_frame(false);
-    put('(');
-    save(Value::integer(1), 1);
-    ValueList dims;
-    for (int64_t d : t.shape()) dims.push_back(Value::integer(d));
-    save(Value::tuple(std::move(dims)), 1);
-    commit_frame(false);
-    auto it = np_dtypes_.find(descr);
-    if (it != np_dtypes_.end()) {
-      get(it->second);
-    } else {
-      save_global("numpy", "dtype");
-      save(Value::tuple({Value::string(descr.substr(1)), Value::boolean(false), Value::boolean(true)}), 1);
-      put('R');
-      np_dtypes_[descr] = memoize();
-      save(Value::tuple({Value::integer(3), Value::string(descr.substr(0, 1)), Value::none(), Value::none(),
-                         Value::none(), Value::integer(-1), Value::integer(-1), Value::integer(0)}),
-           1);
-      put('b');
-    }
-    save(Value::boolean(false), 1);
-    commit_frame(false);
-    std::string raw(t.nbytes(), '\0');
-    t.copy_to(raw.data());
-    save_bytes(raw);
-    put('t');
-    memoize();
-    put('b');
-  }
-  /** A OneFlow dtype (pybind11 class with py::pickle): __newobj__ + BUILD(DataType number). */
-  void save_flow_dtype(int number) {
-    commit_frame(false);
-    auto it = flow_dtypes_.find(number);
-    if (it != flow_dtypes_.end()) return get(it->second);
-    save_global("oneflow._oneflow_internal", "dtype");
-    empty_tuple();
-    put(0x81);
-    flow_dtypes_[number] = memoize();
-    save(Value::integer(number), 1);
-    put('b');
-  }
-  void mark() { put('('); }
-  void setitems_op() { put('u'); }
-  void empty_dict_memo() {
-    commit_frame(false);
-    put('}');
-    memoize();
-  }
-  void save_key(const std::string& k) { save(Value::string(k), 1); }
-
-  void save(const Value& v, size_t depth) {
-    TB_CHECK(depth < kMaxDepth, FormatError, kTag, " value nested deeper than ", kMaxDepth);
-    commit_frame(false);
-    const void* id = v.identity();
-    if (id && v.kind() != Value::Kind::Tensor) {
-      auto it = ids_.find(id);
-      if (it != ids_.end()) return get(it->second);
-    }
-    if (id) keep_.push_back(v);  // like CPython's memo, hold every object so no address is reused
-    switch (v.kind()) {
-      case Value::Kind::None: return put('N');
-      case Value::Kind::Bool: return put(v.as_bool() ? 0x88 : 0x89);
-      case Value::Kind::Int: return save_int(v.as_int());
-      case Value::Kind::Float: {
-        double d = v.as_float();
-        uint64_t bits;
-        std::memcpy(&bits, &d, 8);
-        put('G');
-        for (int i = 7; i >= 0; --i) put(uint8_t(bits >> (8 * i)));
-        return;
-      }
-      case Value::Kind::Str: return save_str(v.as_str());
-      case Value::Kind::Bytes: return save_bytes(v.as_str());
-      case Value::Kind::Tuple: return save_tuple(v, depth);
-      case Value::Kind::List: {
-        put(']');
-        ids_[id] = memoize();
-        batch(v.items(), depth, 'a', 'e', false);
-        return;
-      }
-      case Value::Kind::Set: {
-        put(0x8f);
-        ids_[id] = memoize();
-        batch(v.items(), depth, 0, 0x90, true);
-        return;
-      }
-      case Value::Kind::Dict: return save_dict(v, depth);
-      case Value::Kind::Tensor:
-        TB_ASSERT(on_tensor);
-        return on_tensor(*this, v);
-      case Value::Kind::Complex:
-      case Value::Kind::Object:
-        throw UnsupportedError(str(kTag, " cannot write ", v.repr(), " (", v.kind_name(),
-                                   ") into pickled_data: only tensors, dicts, lists, tuples, sets, strings, bytes and "
-                                   "numbers are written"));
-    }
-  }
-
- private:
-  void put(uint8_t b) { frame_.push_back(b); }
-  void put_bytes(const void* p, size_t n) {
-    auto* c = static_cast<const uint8_t*>(p);
-    frame_.insert(frame_.end(), c, c + n);
-  }
-  template <class T>
-  void put_le(T v, size_t n = sizeof(T)) {
-    for (size_t i = 0; i < n; ++i) put(uint8_t(uint64_t(v) >> (8 * i)));
-  }
-  void flush_out() {
-    out_.insert(out_.end(), frame_.begin(), frame_.end());
-    frame_.clear();
-  }
-  void commit_frame(bool force) {
-    if (frame_.empty()) return;
-    if (frame_.size() >= kFrameTarget || force) {
-      if (frame_.size() >= 4) {
-        out_.push_back(0x95);
-        uint64_t n = frame_.size();
-        for (int i = 0; i < 8; ++i) out_.push_back(uint8_t(n >> (8 * i)));
-      }
-      flush_out();
-    }
-  }
-  /** Large payloads go outside frames, as CPython's _Framer.write_large_bytes does. */
-  void large(const std::vector<uint8_t>& header, const std::string& payload) {
-    commit_frame(true);
-    out_.insert(out_.end(), header.begin(), header.end());
-    out_.insert(out_.end(), payload.begin(), payload.end());
-  }
-  uint32_t memoize() {
-    put(0x94);
-    return next_memo_++;
-  }
-  void get(uint32_t idx) {
-    if (idx < 256) {
-      put('h');
-      put(uint8_t(idx));
-    } else {
-      put('j');
-      put_le<uint32_t>(idx);
-    }
-  }
-  void save_int(int64_t i) {
-    if (i >= 0 && i <= 0xff) {
-      put('K');
-      put(uint8_t(i));
-    } else if (i >= 0 && i <= 0xffff) {
-      put('M');
-      put_le<uint16_t>(uint16_t(i));
-    } else if (i >= -0x80000000LL && i <= 0x7fffffffLL) {
-      put('J');
-      put_le<uint32_t>(uint32_t(int32_t(i)));
-    } else {
-      // LONG1: minimal two's complement little-endian
-      std::vector<uint8_t> b;
-      int64_t x = i;
-      for (;;) {
-        b.push_back(uint8_t(x & 0xff));
-        int64_t rest = x >> 8;
-        bool sign = (b.back() & 0x80) != 0;
-        if ((rest == 0 && !sign) || (rest == -1 && sign)) break;
-        x = rest;
-      }
-      put(0x8a);
-      put(uint8_t(b.size()));
-      put_bytes(b.data(), b.size());
-    }
-  }
-  void save_str(const std::string& s) {
-    commit_frame(false);
-    auto it = strings_.find(s);
-    if (it != strings_.end()) return get(it->second);
-    put_sized(0x8c, 'X', 0x8d, s);  // SHORT_BINUNICODE / BINUNICODE / BINUNICODE8
-    strings_[s] = memoize();
-  }
-  // A length-prefixed payload: op1 with a 1-byte length, op4 with 4 bytes, op8 with 8 bytes; large
-  // payloads go through large() so they sit outside a frame, as CPython writes them.
-  void put_sized(uint8_t op1, uint8_t op4, uint8_t op8, const std::string& s) {
-    size_t n = s.size();
-    if (n <= 0xff) {
-      put(op1);
-      put(uint8_t(n));
-      put_bytes(s.data(), n);
-    } else if (n > 0xffffffffULL || n >= kFrameTarget) {
-      const int width = n > 0xffffffffULL ? 8 : 4;
-      std::vector<uint8_t> h{width == 8 ? op8 : op4};
-      for (int i = 0; i < width; ++i) h.push_back(uint8_t(uint64_t(n) >> (8 * i)));
-      large(h, s);
-    } else {
-      put(op4);
-      put_le<uint32_t>(uint32_t(n));
-      put_bytes(s.data(), n);
-    }
-  }
-  void save_bytes(const std::string& s) {
-    put_sized('C', 'B', 0x8e, s);  // SHORT_BINBYTES / BINBYTES / BINBYTES8
-    memoize();
-  }
-  void save_tuple(const Value& v, size_t depth) {
-    const auto& items = v.items();
-    if (items.empty()) return put(')');
-    if (items.size() <= 3) {
-      for (const auto& x : items) save(x, depth + 1);
-      put(uint8_t(0x85 + items.size() - 1));
-    } else {
-      put('(');
-      for (const auto& x : items) save(x, depth + 1);
-      put('t');
-    }
-    ids_[v.identity()] = memoize();
-  }
-  void batch(const ValueList& items, size_t depth, uint8_t single, uint8_t multi, bool always_mark) {
-    for (size_t b = 0; b < items.size(); b += 1000) {
-      size_t e = std::min(items.size(), b + 1000);
-      if (e - b == 1 && !always_mark) {
-        save(items[b], depth + 1);
-        put(single);
-        continue;
-      }
-      put('(');
-      for (size_t i = b; i < e; ++i) save(items[i], depth + 1);
-      put(multi);
-    }
-  }
-  void setitems(const std::vector<std::pair<Value, Value>>& items, size_t depth) {
-    for (size_t b = 0; b < items.size(); b += 1000) {
-      size_t e = std::min(items.size(), b + 1000);
-      if (e - b == 1) {
-        save(items[b].first, depth + 1);
-        save(items[b].second, depth + 1);
-        put('s');
-        continue;
-      }
-      put('(');
-      for (size_t i = b; i < e; ++i) {
-        save(items[i].first, depth + 1);
-        save(items[i].second, depth + 1);
-      }
-      put('u');
-    }
-  }
-  void save_dict(const Value& v, size_t depth) {
-    const ValueDict& d = v.dict_data();
-    // Only OrderedDict keeps its class; other dict subclasses (defaultdict, Counter) are written as
-    // plain dicts, since their reduce arguments (default factories) are code.
-    const std::string& cls = d.cls;
-    if (cls != "collections.OrderedDict") {
-      put('}');
-      ids_[v.identity()] = memoize();
-      setitems(d.items, depth);
-      return;
-    }
-    // OrderedDict.__reduce__ -> (cls, (), vars(self) or None, None, items).
-    save_global("collections", "OrderedDict");
-    empty_tuple();
-    put('R');
-    ids_[v.identity()] = memoize();
-    setitems(d.items, depth);
-    Value state;
-    if (d.attrs && !d.attrs->items.empty()) {
-      state = Value::dict();
-      for (const auto& kv : d.attrs->items)  // a module tree kept beside a state dict is not state
-        if (kv.second.kind() != Value::Kind::Object) state.set_item(kv.first, kv.second);
-      if (state.dict_data().items.empty()) state = Value();
-    }
-    if (!state.is_none()) {
-      save(state, depth + 1);
-      put('b');
-    }
-  }
-
-  static constexpr size_t kFrameTarget = 64 * 1024;
-  std::vector<uint8_t> out_, frame_;
-  uint32_t next_memo_ = 0;
-  std::unordered_map<const void*, uint32_t> ids_;
-  std::vector<Value> keep_;
-  int64_t b_memo_ = -1;
-  std::map<std::string, uint32_t> np_dtypes_;
-  std::map<int, uint32_t> flow_dtypes_;
-  std::unordered_map<std::string, uint32_t> strings_;
-  std::unordered_map<std::string, uint32_t> globals_;
-};
+/** oneflow.nn.Parameter / oneflow.Tensor created empty (NEWOBJ) and memoised as t; BUILD follows. */
+void write_flow_tensor_head(pickle::Pickler& p, const Tensor& t, bool parameter) {
+  if (parameter)
+    p.global_("oneflow.nn", "Parameter");
+  else
+    p.global_("oneflow", "Tensor");
+  p.tuple_n(0);
+  p.newobj();
+  p.memo_last(&t);
+}
 
 /** A file inside the output's TempFolder: created new, not fsynced (TempFolder::commit syncs the
  *  whole folder once); the TempFolder removes it with the rest when the write fails. */
@@ -1095,33 +556,29 @@ void save_single_file(const Checkpoint& ckpt, const fs::path& file, const SaveOp
   std::string magic = opts.option("magic", "__oneflow__");
   TB_CHECK(magic == "__oneflow__" || magic == "oneflow", UnsupportedError, kTag, " option magic=", magic,
            ": expected __oneflow__ (OneFlow >= 0.9) or oneflow");
-  Proto4Pickler p;
-  p.on_tensor = [&](Proto4Pickler& pk, const Value& v) {
-    if (pk.get_identity(v.identity())) return;
-    const Tensor& t = v.as_tensor();
-    if (is_parameter(t, tensor_class))
-      pk.save_global("oneflow.nn", "Parameter");
-    else
-      pk.save_global("oneflow", "Tensor");
-    pk.empty_tuple();
-    pk.newobj();
-    pk.memoize_identity(v.identity());
-    pk.empty_dict_memo();
+  pickle::Pickler p = flow_pickler();
+  p.on_tensor = [&](pickle::Pickler& pk, const Tensor& t) {
+    std::string descr(npy_descr(t.dtype()));
+    TB_CHECK(!descr.empty(), UnsupportedError, kTag, " numpy has no dtype for ", dtype_name(t.dtype()),
+             ", so a single-file OneFlow pickle cannot hold it (use the folder layout)");
+    write_flow_tensor_head(pk, t, is_parameter(t, tensor_class));
+    pk.empty_dict();
     pk.mark();
-    pk.save_key("data");
-    pk.save_ndarray(t);
-    pk.save_key("dtype");
-    pk.save_flow_dtype(oneflow_number(t.dtype()));
-    pk.save_key("device");
-    pk.save_key("cpu");
-    pk.setitems_op();
+    pk.string("data");
+    pickle::write_numpy_array(pk, t, descr);
+    pk.string("dtype");
+    write_flow_dtype(pk, oneflow_number(t.dtype()));
+    pk.string("device");
+    pk.string("cpu");
+    pk.setitems();
     pk.build();
   };
   Value top = Value::dict();
   top.set_item(Value::string("protocol_version"), Value::integer(1));
   top.set_item(Value::string(magic), Value::none());
   top.set_item(Value::string("data"), as_saved_data(ckpt.root));
-  std::vector<uint8_t> bytes = p.dump(top);
+  p.dump(top);
+  const std::vector<uint8_t>& bytes = p.bytes();
   AtomicFileWriter w(file, opts.overwrite);
   w.write(bytes.data(), bytes.size());
   w.commit();
@@ -1168,30 +625,21 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
     }
     write_file(tmp.path() / "snapshot_done", "", 0);
   } else {
-    Proto4Pickler p;
-    p.on_tensor = [&](Proto4Pickler& pk, const Value& v) {
-      if (pk.get_identity(v.identity())) return;
-      const Tensor& t = v.as_tensor();
-      bool param = is_parameter(t, tensor_class);
+    pickle::Pickler p = flow_pickler();
+    p.on_tensor = [&](pickle::Pickler& pk, const Tensor& t) {
       std::string rel = str("tensor_", next++);
       write_variable(tmp.path() / rel, t, rel);
-      if (param)
-        pk.save_global("oneflow.nn", "Parameter");
-      else
-        pk.save_global("oneflow", "Tensor");
-      pk.empty_tuple();
-      pk.newobj();
-      pk.memoize_identity(v.identity());
+      write_flow_tensor_head(pk, t, is_parameter(t, tensor_class));
       Value state = Value::dict();
       state.set_item(Value::string("path"), Value::string(rel));
-      pk.save(state, 1);
+      pk.value(state);
       pk.build();
     };
     Value top = Value::dict();
     top.set_item(Value::string("protocol_version"), Value::integer(1));
     top.set_item(Value::string("data"), as_saved_data(ckpt.root));
-    std::vector<uint8_t> bytes = p.dump(top);
-    write_file(tmp.path() / "pickled_data", bytes.data(), bytes.size());
+    p.dump(top);
+    write_file(tmp.path() / "pickled_data", p.bytes().data(), p.bytes().size());
   }
   tmp.commit(opts.overwrite, refuse_foreign_folder);  // exchanged with an existing target, which is then removed
 }

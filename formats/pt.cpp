@@ -412,28 +412,26 @@ Value pt_module_tree(const Checkpoint& ckpt) {
   return Value();
 }
 
-void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
-  const bool trim = opts.option("trim_storage", "0") == "1";
-  std::string folder = path.stem().string();
-  if (folder.empty()) folder = "archive";
-  const std::string where = str("[pt] cannot write '", path.string(), "'");
+namespace {
 
-  Value root = ckpt.root;
-  if (root.is_dict() && root.dict_data().cls.empty() && ckpt.format != "pt") {
-    // A flat state dict from another format: torch state_dicts are OrderedDicts.
-    Value od = Value::dict("collections.OrderedDict");
-    od.dict_data().items = root.dict_data().items;
-    root = od;
-  }
-
-  // Plan storages: group tensors by Storage, span = whole storage or (trim) the union of views.
+/** The storages a .pt of root's tensors holds: tensors grouped by Storage, each written whole or
+ *  (trim) as the union of its views; storages whose views disagree on dtype or alignment keep the
+ *  bytes of their first dtype's views (the other views get private copies when written). */
+struct StoragePlan {
   std::vector<Tensor> tensors;
+  std::vector<StorageOut> outs;
+  std::unordered_map<const Storage*, size_t> by_storage;  // index into outs
+};
+
+StoragePlan plan_storages(const Value& root, bool trim) {
+  StoragePlan plan;
+  std::vector<Tensor>& tensors = plan.tensors;
+  std::vector<StorageOut>& outs = plan.outs;
+  std::unordered_map<const Storage*, size_t>& by_storage = plan.by_storage;
   {
     StateDict flat = flatten(root);
     for (const auto& [n, t] : flat) tensors.push_back(t);
   }
-  std::vector<StorageOut> outs;
-  std::unordered_map<const Storage*, size_t> by_storage;
   auto span_of = [](const Tensor& t) { return t.numel() == 0 ? std::pair<int64_t, int64_t>{t.byte_offset(), t.byte_offset()} : t.storage_span(); };
   // First pass: spans and dtype per storage.
   for (const auto& t : tensors) {
@@ -459,13 +457,6 @@ void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
       }
     }
   }
-  // Tensors whose dtype or alignment does not fit their storage's plan get a private packed copy.
-  std::unordered_map<const void*, Tensor> private_copy;
-  auto fits = [&](const Tensor& t, const StorageOut& o) {
-    int64_t isz = int64_t(t.itemsize());
-    return t.dtype() == o.dtype && (t.byte_offset() - o.begin) % isz == 0 && (o.end - o.begin) % isz == 0 &&
-           t.byte_offset() >= o.begin;
-  };
   std::unordered_map<const Storage*, bool> mixed;
   for (const auto& t : tensors) {
     const auto& o = outs[by_storage.at(t.storage().get())];
@@ -489,6 +480,36 @@ void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
     }
   }
 
+  return plan;
+}
+
+}  // namespace
+
+void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+  const bool trim = opts.option("trim_storage", "0") == "1";
+  std::string folder = path.stem().string();
+  if (folder.empty()) folder = "archive";
+  const std::string where = str("[pt] cannot write '", path.string(), "'");
+
+  Value root = ckpt.root;
+  if (root.is_dict() && root.dict_data().cls.empty() && ckpt.format != "pt") {
+    // A flat state dict from another format: torch state_dicts are OrderedDicts.
+    Value od = Value::dict("collections.OrderedDict");
+    od.dict_data().items = root.dict_data().items;
+    root = od;
+  }
+
+  StoragePlan plan = plan_storages(root, trim);
+  const std::vector<Tensor>& tensors = plan.tensors;
+  std::vector<StorageOut>& outs = plan.outs;
+  const std::unordered_map<const Storage*, size_t>& by_storage = plan.by_storage;
+  // Tensors whose dtype or alignment does not fit their storage's plan get a private packed copy.
+  std::unordered_map<const void*, Tensor> private_copy;
+  auto fits = [&](const Tensor& t, const StorageOut& o) {
+    int64_t isz = int64_t(t.itemsize());
+    return t.dtype() == o.dtype && (t.byte_offset() - o.begin) % isz == 0 && (o.end - o.begin) % isz == 0 &&
+           t.byte_offset() >= o.begin;
+  };
   pickle::Pickler pk(2);
   std::unordered_map<const Storage*, std::string> keys_of;
   std::vector<StorageOut> written;  // in key order of first use

@@ -1,4 +1,4 @@
-// The pickle VM (formats/detail/pickle.cpp) on arbitrary bytes. The first byte picks the options:
+// The pickle VM (formats/detail/pickle_vm.cpp) on arbitrary bytes. The first byte picks the options:
 // bit 0 keeps unknown globals as opaque objects, bit 1 answers persistent ids with a tensor (like
 // torch storages do); the rest is the pickle. globals_in() (the no-run scan) sees the same bytes.
 #include "fuzz/fuzz_common.h"

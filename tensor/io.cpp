@@ -55,7 +55,9 @@ class FileReader : public Reader {
   void read_at(uint64_t offset, void* dst, size_t n) const override {
     check_range(offset, n, "read");
     // A large read is split over a few threads: page-in and copying run on every core.
-    const size_t parts = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), n / kMinPart);
+    // hardware_concurrency() reads /sys on every call: asked only for reads big enough to split.
+    const size_t parts =
+        n / kMinPart >= 2 ? std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), n / kMinPart) : 1;
     if (parts >= 2) {
       const size_t each = (n / parts + 4095) & ~size_t(4095);
       std::vector<std::thread> helpers;

@@ -56,6 +56,12 @@ Storage::~Storage() {
 // Shape helpers
 // ---------------------------------------------------------------------------------------------
 int64_t checked_numel(const Shape& shape, std::string_view what) {
+  // Fast path without building any message (called for every tensor made); the checked loop
+  // below runs only when something is wrong, to name it.
+  int64_t fast = 1;
+  bool ok = true;
+  for (int64_t d : shape) ok = ok && d >= 0 && !__builtin_mul_overflow(fast, d, &fast);
+  if (ok) return fast;
   const auto prefix = [&] { return what.empty() ? std::string() : str(what, ": "); };
   for (int64_t d : shape)
     TB_CHECK(d >= 0, ShapeError, prefix(), "negative dimension ", d, " in shape ", shape_str(shape));
@@ -100,7 +106,8 @@ Tensor::Tensor(std::shared_ptr<Storage> storage, DType dtype, Shape shape, Shape
            shape_str(strides_), " differ in rank");
   TB_CHECK(shape_.size() <= 64, ShapeError, "rank ", shape_.size(), " exceeds the limit of 64");
   numel_ = checked_numel(shape_);
-  checked_nbytes(numel_, itemsize(), str("the byte size of ", dtype_name(dtype_), shape_str(shape_)));
+  if (int64_t nb = 0; __builtin_mul_overflow(numel_, int64_t(itemsize()), &nb))  // message built on failure only
+    checked_nbytes(numel_, itemsize(), str("the byte size of ", dtype_name(dtype_), shape_str(shape_)));
   TB_CHECK(byte_offset_ >= 0, ShapeError, "negative byte offset ", byte_offset_);
   for (int64_t s : strides_) TB_CHECK(s >= 0, ShapeError, "negative stride in ", shape_str(strides_));
   auto [lo, hi] = storage_span();
@@ -124,9 +131,13 @@ std::pair<int64_t, int64_t> Tensor::storage_span() const {
       throw ShapeError(str(what(), " overflows 64 bits"));
     last = sum;
   }
-  const int64_t elems = checked_add<int64_t>(last, 1, what());
-  const int64_t bytes = checked_mul<int64_t>(elems, int64_t(itemsize()), what());
-  return {byte_offset_, checked_add(byte_offset_, bytes, what())};
+  // what() is built only on failure: this runs for every tensor made.
+  int64_t elems = 0, bytes = 0, end = 0;
+  if (__builtin_add_overflow(last, int64_t(1), &elems)) detail::throw_overflow(what(), "+", last, int64_t(1));
+  if (__builtin_mul_overflow(elems, int64_t(itemsize()), &bytes))
+    detail::throw_overflow(what(), "*", elems, int64_t(itemsize()));
+  if (__builtin_add_overflow(byte_offset_, bytes, &end)) detail::throw_overflow(what(), "+", byte_offset_, bytes);
+  return {byte_offset_, end};
 }
 
 Tensor Tensor::zeros(DType dtype, Shape shape) {

@@ -202,6 +202,16 @@ TEST_CASE("deep nesting, recursive structures and bad memo indexes are refused w
     s += ".";
     CHECK(message_of(s).find("nested deeper") != std::string::npos);
   }
+  // Tuple heights are exact for short and long tuples alike (the limit counts every level)
+  {
+    pickle::Options o;
+    o.max_depth = 4;
+    CHECK(message_of("\x80\x02)\x85\x85\x85\x85."s, o).find("tuples nested deeper than 4") != std::string::npos);
+    std::string wide = "\x80\x02()\x85"s;  // MARK, ((),), then 16 ints: 17 items, height 3
+    for (int i = 0; i < 16; ++i) wide += "K\x01"s;
+    CHECK(message_of(wide + "t\x85\x85."s, o).find("tuples nested deeper than 4") != std::string::npos);
+    CHECK(message_of(wide + "t\x85."s, o).find("tuples nested") == std::string::npos);
+  }
   // A list that contains itself
   CHECK(message_of("\x80\x02]q\x00h\x00" "a."s).find("recursive") != std::string::npos);
   // Memo index never stored
@@ -219,6 +229,50 @@ TEST_CASE("deep nesting, recursive structures and bad memo indexes are refused w
   pickle::Options o;
   o.max_memo = 3;
   CHECK(message_of("\x80\x02K\x05q\x00q\x01q\x02q\x03."s, o).find("memo") != std::string::npos);
+}
+
+TEST_CASE("an unknown object that points back at its parent becomes a placeholder, not a cycle") {
+  // What OmegaConf pickles: cfg = Node(state {'name': 'root', 'child': Node(state {'_parent': cfg})}),
+  // here beside a plain value: {'cfg': cfg, 'n': 7}.
+  auto U = [](const std::string& x) {  // BINUNICODE
+    return "X"s + char(x.size()) + std::string(3, '\0') + x;
+  };
+  const std::string node = "c__main__\nNode\nq\x00"s;  // GLOBAL, memo 0
+  std::string s = "\x80\x02}q\x01("s + U("cfg") +       // dict memo 1, MARK, 'cfg'
+                  node + ")\x81q\x02" +                  // cfg = Node() memo 2
+                  "}q\x03(" + U("name") + U("root") +     // cfg.state = {'name': 'root',
+                  U("child") + "h\x00)\x81q\x04"s +      //   'child': Node() memo 4
+                  "}q\x05" + U("_parent") + "h\x02sb" +  // child.state = {'_parent': cfg}
+                  "ub" +                                  // }
+                  U("n") + "K\x07u.";                     // 'n': 7
+  // Refused without the opt-in (an unknown global), and the cycle is never reached.
+  CHECK(message_of(s).find("__main__.Node") != std::string::npos);
+  pickle::Options o;
+  o.allow_unknown_globals = true;
+  Value v = run(s, o);
+  REQUIRE(v.is_dict());
+  CHECK(v.get("n")->as_int() == 7);
+  const Value* cfg = v.get("cfg");
+  REQUIRE(cfg);
+  REQUIRE(cfg->kind() == Value::Kind::Object);
+  CHECK(cfg->as_object().cls == "__main__.Node");
+  const Value& st = *cfg->as_object().state;
+  CHECK(st.get("name")->as_str() == "root");
+  const Value& child = *st.get("child");
+  REQUIRE(child.kind() == Value::Kind::Object);
+  const Value* back = child.as_object().state->get("_parent");
+  REQUIRE(back);
+  CHECK(back->is_str());
+  CHECK(back->as_str() == "<recursive reference to a __main__.Node object>");
+  // Flattening the result terminates: the object is one non-tensor entry beside 'n'.
+  std::vector<NonTensor> rest;
+  CHECK(flatten(v, &rest).size() == 0);
+  CHECK(rest.size() == 2);
+  // An object that holds itself directly is cut the same way.
+  Value self = run("\x80\x02" "c__main__\nNode\n)\x81q\x00}"s + U("self") + "h\x00sb."s, o);
+  CHECK(self.as_object().state->get("self")->is_str());
+  // Plain containers that contain themselves stay refused, with or without the opt-in.
+  CHECK(message_of("\x80\x02]q\x00h\x00" "a."s, o).find("recursive") != std::string::npos);
 }
 
 TEST_CASE("every truncation and random corruption of a real data.pkl fails cleanly") {

@@ -1,14 +1,14 @@
-// A pickle virtual machine written for weight files, and a small pickle writer.
+// Reading pickles written for weight files (the writer is pickle_writer.h, included below).
 //
 // The reader runs protocols 0-5 (the binary opcodes of 2-5 plus the text opcodes Python 2 files use)
 // and builds a Value tree. It NEVER imports or calls anything: every GLOBAL / STACK_GLOBAL / INST /
-// OBJ / NEWOBJ / REDUCE names a callable that is either on an explicit allow-list and interpreted
-// here (torch rebuild functions and storages, collections.OrderedDict, numpy arrays, dtypes and
-// scalars, _codecs.encode, builtins set/frozenset/complex/slice/bytearray...) or refused with an
-// UnsafeError naming every offending global in the pickle (or, when the caller opts in, kept as an
-// opaque ValueObject {cls, args, state}).
+// OBJ / NEWOBJ / REDUCE names a callable that is either in the caller's table of allowed globals
+// (pickle_rules.h; by default builtins, torch and numpy: pickle_builtins.cpp, pickle_torch.h,
+// pickle_numpy.h) and interpreted by its rule, or refused with an UnsafeError naming every offending
+// global in the pickle (or, when the caller opts in, kept as an opaque ValueObject {cls, args, state}).
+// The VM itself (pickle_vm.h) knows no framework.
 //
-// Mapping to Values:
+// Mapping to Values with the default table:
 //   None/bool/int/float/str/bytes -> scalars (ints beyond 64 bits -> FormatError)
 //   list/tuple/dict/set/frozenset -> List/Tuple/Dict/Set (reference semantics through the memo)
 //   collections.OrderedDict        -> Dict with cls "collections.OrderedDict"; a BUILD state
@@ -33,7 +33,10 @@
 //   torch.nn.modules.* instances   -> Object {cls, args, state = the module's __dict__} (allowed: never
 //                                     called, only their state is recorded)
 //   __torch__.* (TorchScript, opt-in) -> Object {cls, args, state}; torch.jit._pickle.* -> the value
-//   anything else                  -> UnsafeError, or (allow_unknown_globals) Object {cls, args, state}
+//   anything else                  -> UnsafeError, or (allow_unknown_globals) Object {cls, args, state};
+//                                     such an object reached again below itself (a config node's
+//                                     parent) -> Str "<recursive reference to a CLS object>"
+//   a list/tuple/set/dict containing itself -> FormatError
 #pragma once
 
 #include <cstdint>
@@ -45,8 +48,11 @@
 #include "tensor/io.h"
 #include "tensor/limits.h"
 #include "tensor/value.h"
+#include "formats/detail/pickle_writer.h"  // the writer, for callers that include this header
 
 namespace tb::pickle {
+
+class Globals;  // pickle_rules.h
 
 struct Options {
   size_t max_depth = 1000;             // nesting limit (stack/mark depth); deeper input -> FormatError
@@ -54,8 +60,11 @@ struct Options {
   bool allow_unknown_globals = false;  // false: any global outside the allow-list -> UnsafeError naming ALL
   /** TorchScript pickles (torch.jit.save): `__torch__.*` classes become Objects {cls, state = the
    *  BUILD dict of attributes} and torch.jit._pickle's typed-container markers (build_intlist,
-   *  restore_type_tag, ...) return their first argument. Nothing is called either way. */
+   *  restore_type_tag, ...) return their first argument. Nothing is called either way. Used when
+   *  globals is unset. */
   bool allow_torchscript_classes = false;
+  /** The allowed globals and what each means (pickle_rules.h). Unset: default_globals(). */
+  const Globals* globals = nullptr;
   /** Called for BINPERSID/PERSID (torch storages). Unset: persistent ids -> FormatError.
    *  For torch, the returned Value is a Tensor (1-d, the storage's dtype, whole storage). */
   std::function<Value(const Value& pid)> persistent_load;
@@ -67,6 +76,10 @@ struct Options {
    *  appear (what walking or flattening it costs), so a few shared lists cannot stand for 2^40. */
   LoadBudget* budget = nullptr;
 };
+
+/** Python's builtins, torch's and numpy's rules (pickle_rules.h, pickle_torch.h, pickle_numpy.h): the
+ *  table load() uses unless Options::globals names another. */
+const Globals& default_globals();
 
 /** Runs the pickle at [offset, offset+size) of reader; returns the top object. Never imports or calls
  *  anything: known globals are interpreted; others are refused or (opt-in) kept as opaque objects. */
@@ -85,58 +98,7 @@ Result load_one(const Reader& reader, uint64_t offset, uint64_t size, const Opti
  *  torch.serialization.get_unsafe_globals_in_checkpoint). Throws FormatError on malformed input. */
 std::vector<std::string> globals_in(const Reader& reader, uint64_t offset, uint64_t size);
 
-/** True when module.name is on the allow-list interpreted by load(). */
+/** True when module.name is in default_globals(). */
 bool is_allowed_global(const std::string& module, const std::string& name);
-
-// ---------------------------------------------------------------------------------------------
-// Writer: protocol-2 pickles as torch.save / np.save write them.
-
-class Pickler {
- public:
-  /** Emits a tensor; unset -> writing a tree with a tensor throws UnsupportedError. Use the
-   *  primitives below (e.g. global_("torch._utils", "_rebuild_tensor_v2"), mark(), persid(), ...). */
-  std::function<void(Pickler&, const Tensor&)> on_tensor;
-
-  explicit Pickler(int protocol = 2) : protocol_(protocol) {}
-
-  /** PROTO, the value, STOP. Containers met twice are memoised (BINPUT) and re-emitted with BINGET,
-   *  so shared lists/dicts/tensors stay shared. */
-  void dump(const Value& root);
-  const std::vector<uint8_t>& bytes() const { return out_; }
-  std::vector<uint8_t>& bytes() { return out_; }
-
-  // ---- primitives (opcodes) ----
-  void value(const Value& v);                                  // any Value (tensors via on_tensor)
-  void global_(const std::string& module, const std::string& name);  // GLOBAL, memoised
-  void mark();
-  void tuple();                                                // TUPLE (after mark)
-  void tuple_n(size_t n);                                      // EMPTY_TUPLE / TUPLE1..3 for n <= 3
-  void reduce();
-  void build();
-  void binpersid();
-  void setitems();                                             // SETITEMS (after mark)
-  void empty_dict();
-  void empty_list();
-  void appends();
-  void none();
-  void boolean(bool b);
-  void integer(int64_t i);
-  void real(double d);
-  void string(const std::string& s);                           // BINUNICODE
-  void bytes_(const std::string& b);                           // protocol 2: _codecs.encode(str,'latin1')
-  /** Memoises the top of stack under identity key (non-null) and returns its memo index. */
-  uint32_t memoize(const void* key);
-  /** BINGET of an identity memoised earlier; false when not memoised. */
-  bool get_memo(const void* key);
-  void raw(const void* p, size_t n);
-
- private:
-  int protocol_;
-  std::vector<uint8_t> out_;
-  std::unordered_map<const void*, uint32_t> memo_keys_;
-  std::vector<std::pair<std::string, uint32_t>> global_memo_;
-  uint32_t next_memo_ = 0;
-  size_t depth_ = 0;
-};
 
 }  // namespace tb::pickle

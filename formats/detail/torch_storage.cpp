@@ -1,18 +1,11 @@
 // Torch persistent ids and zip storage records; see torch_storage.h.
 #include "formats/detail/torch_storage.h"
 
+#include "formats/detail/pickle_rules.h"
+
 namespace tb::torch_storage {
 
 namespace {
-
-// Global class references come out of the VM as Object{cls "global", args Str "module.name"}.
-const std::string& global_of(const Value& v) {
-  static const std::string none;
-  if (v.kind() == Value::Kind::Object && v.as_object().cls == "global" && v.as_object().args &&
-      v.as_object().args->is_str())
-    return v.as_object().args->as_str();
-  return none;
-}
 
 // dtype of a storage class ("torch.FloatStorage", "torch.cuda.HalfStorage"); U8 for UntypedStorage.
 DType storage_dtype(const std::string& q, const std::string& where) {
@@ -31,8 +24,9 @@ Pid parse_pid(const Value& pid, const std::string& where) {
                pid.items()[0].as_str() == "storage",
            FormatError, where, ": persistent id must be ('storage', type, key, location, numel) but is ", pid.repr());
   const auto& it = pid.items();
-  const std::string& q = global_of(it[1]);
-  TB_CHECK(!q.empty(), FormatError, where, ": persistent id storage type is not a class: ", it[1].repr());
+  const std::string* qp = pickle::global_name(it[1]);  // a class reference pushed by GLOBAL
+  TB_CHECK(qp && !qp->empty(), FormatError, where, ": persistent id storage type is not a class: ", it[1].repr());
+  const std::string& q = *qp;
   Pid p;
   p.dtype = storage_dtype(q, where);
   TB_CHECK(it[2].is_str(), FormatError, where, ": storage key must be a str but is ", it[2].repr());
@@ -51,11 +45,13 @@ ZipStorages::ZipStorages(const zip::ZipReader& z, std::string dir, bool big, con
 
 Value ZipStorages::load(const Value& pid) {
   Pid p = parse_pid(pid, where_);
-  auto it = storages_.find(p.key);
-  if (it != storages_.end()) return it->second;
-  const std::string record = dir_ + p.key;
-  const zip::Entry* e = z_.find(record);
-  TB_CHECK(e, FormatError, where_, ": storage '", p.key, "' has no record '", record, "'");
+  record_.assign(dir_).append(p.key);
+  const zip::Entry* e = z_.find(record_);
+  TB_CHECK(e, FormatError, where_, ": storage '", p.key, "' has no record '", record_, "'");
+  // Loaded storages are kept by the index of their record: one vector slot, no second hash lookup.
+  const size_t slot = size_t(e - z_.entries().data());
+  if (by_entry_.empty()) by_entry_.resize(z_.entries().size());
+  if (!by_entry_[slot].is_none()) return by_entry_[slot];
   size_t isz = dtype_size(p.dtype);
   uint64_t nbytes = uint64_t(p.numel) * isz;
   TB_CHECK(e->uncompressed_size >= nbytes, FormatError, where_, ": storage '", p.key, "' (", dtype_name(p.dtype), ", ",
@@ -66,7 +62,7 @@ Value ZipStorages::load(const Value& pid) {
     TB_CHECK(e->data_offset <= file.size() && nbytes <= file.size() - e->data_offset, FormatError, where_,
              ": storage '", p.key, "' runs past the end of the file");
     if (!mmap_ || big_) {
-      budget_.charge_bytes(nbytes, str("storage '", p.key, "'"));
+      budget_.charge_bytes_lazy(nbytes, [&] { return str("storage '", p.key, "'"); });
       st = Storage::allocate(size_t(nbytes), false);
       if (nbytes) file.read_at(e->data_offset, st->data(), size_t(nbytes));
     } else {
@@ -74,7 +70,7 @@ Value ZipStorages::load(const Value& pid) {
     }
   } else {
     // Deflated (or refused) members: inflated, then copied into the storage.
-    budget_.charge_bytes(LoadBudget::sat_add(e->uncompressed_size, nbytes), str("storage '", p.key, "'"));
+    budget_.charge_bytes_lazy(LoadBudget::sat_add(e->uncompressed_size, nbytes), [&] { return str("storage '", p.key, "'"); });
     auto member = z_.open(*e);
     st = Storage::allocate(size_t(nbytes), false);
     if (nbytes) member->read_at(0, st->data(), size_t(nbytes));
@@ -85,7 +81,8 @@ Value ZipStorages::load(const Value& pid) {
   }
   bytes_ += nbytes;
   Value v = Value::tensor(Tensor(st, p.dtype, {p.numel}, {1}, 0));
-  storages_.emplace(p.key, v);
+  by_entry_[slot] = v;
+  ++count_;
   return v;
 }
 

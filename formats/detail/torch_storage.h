@@ -9,7 +9,7 @@
 
 #include <cstdint>
 #include <string>
-#include <unordered_map>
+#include <vector>
 
 #include "formats/detail/zip.h"
 #include "formats/format.h"
@@ -41,7 +41,7 @@ class ZipStorages {
   /** For pickle::Options::persistent_load: a 1-d tensor over the whole storage. */
   Value load(const Value& pid);
   /** Storages loaded so far, and their bytes (for the size summary in Checkpoint::info). */
-  size_t count() const { return storages_.size(); }
+  size_t count() const { return count_; }
   uint64_t bytes() const { return bytes_; }
 
  private:
@@ -51,7 +51,9 @@ class ZipStorages {
   bool mmap_;
   LoadBudget& budget_;
   std::string where_;
-  std::unordered_map<std::string, Value> storages_;
+  std::vector<Value> by_entry_;  // by index in z_.entries(); None until loaded
+  size_t count_ = 0;
+  std::string record_;  // scratch: the record name being looked up
   uint64_t bytes_ = 0;
 };
 
