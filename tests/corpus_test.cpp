@@ -312,15 +312,18 @@ TEST_CASE("roundtrip through every writable format gives exit 0 or its documente
   }
 }
 
-// Run by Keras (the peers venv): the source model built from its own file, its weights zeroed, then
-// loaded from our Keras 3 weights file; tf_keras loads our Keras 2 file whole. Then the bytes of every
+// Run by Keras (the peers venv): the source model built from its own file predicts on a fixed input;
+// its weights are zeroed, then loaded from our Keras 3 weights file; tf_keras loads our Keras 2 file whole. Then the bytes of every
 // numeric dataset each file holds, as h5py reads them.
 const char* kKerasLoads = R"PY(
 import os, sys
 os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
 import numpy as np, h5py, keras, tf_keras
-src, k2, k3 = sys.argv[1:4]
+src, k2, k3, xp, yp = sys.argv[1:6]
 m = keras.models.load_model(src, compile=False)
+x = np.random.RandomState(0).rand(2, *m.inputs[0].shape[1:]).astype('float32')
+np.save(xp, x)
+np.save(yp, np.asarray(m.predict(x, verbose=0)))
 ref = [np.asarray(w) for w in m.get_weights()]
 for v in m.weights:
     v.assign(np.zeros(v.shape, v.dtype))
@@ -334,7 +337,7 @@ for f in (k2, k3):
     print('%s: %d datasets, %.1f KiB' % (os.path.basename(f), len(n), sum(n) / 1024))
 )PY";
 
-TEST_CASE("Keras full models go to both Keras layouts with every tensor, and Keras loads them", "[corpus][needs_hdf5]") {
+TEST_CASE("Keras full models go to both Keras layouts with every tensor, Keras loads them, and they run", "[corpus][needs_hdf5]") {
   require_corpus();
   tbtest::TempDir tmp;
   int n = 0;
@@ -360,9 +363,15 @@ TEST_CASE("Keras full models go to both Keras layouts with every tensor, and Ker
       CHECK(d.exit_code == 0);
       CHECK(d.output.find(" 0 only in A, 0 only in B") != std::string::npos);
     }
-    auto r = tbtest::python(tbtest::Peer::Peers, kKerasLoads, {p.string(), k2.string(), k3.string()});
+    const fs::path x = tmp / "x.npy", y = tmp / "y.npy", ours = tmp / "ours.npy";
+    auto r = tbtest::python(tbtest::Peer::Peers, kKerasLoads, {p.string(), k2.string(), k3.string(), x.string(), y.string()});
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
+    // tensorbridge runs the model from its model_config as Keras predicts it.
+    auto run = tbtest::run_cli({"run", p.string(), "--input", x.string(), "--output", ours.string()});
+    INFO(run.output);
+    REQUIRE(run.exit_code == 0);
+    CHECK(tb::allclose(tbtest::load_npy_tensor(ours), tbtest::load_npy_tensor(y), 1e-4, 1e-5));
     CHECK(r.output.find(tb::str("keras3 load_weights ", weights, " True")) != std::string::npos);
     CHECK(r.output.find(tb::str("tf_keras load_model ", weights, " True")) != std::string::npos);
     // The size convert reports is what the file holds: every tensor, optimizer state included.
