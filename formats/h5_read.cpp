@@ -599,7 +599,9 @@ Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
     if (!ordered.count(p)) order.push_back(p);
   // Written by us from another layout: the source's names, side tensors and metadata come back.
   std::map<std::string, std::string> restored;
-  const bool from_source = layout != "plain" && is_group(root.get(), kKerasSourceGroup);
+  const std::string record = std::string(kKerasSourceGroup) + "/paths";
+  const bool from_source = layout != "plain" && is_group(root.get(), kKerasSourceGroup) &&
+                           (ck.metadata.count(record) || ck.metadata.count(record + "0"));
   if (from_source) restored = restore_source(ck, w.datasets, ctx.label);
 
   // Every dataset is charged before any is read: a file of never-written datasets is refused at

@@ -450,3 +450,33 @@ print('tf_keras weights', all(np.array_equal(p, q) for p, q in zip(a.get_weights
   CHECK(r.output.find("tf_keras optimizer 13 True") != std::string::npos);
   CHECK(r.output.find("tf_keras weights True") != std::string::npos);
 }
+
+TEST_CASE("a /tensorbridge record that does not fit its file is refused, naming the file and dataset", "[keras]") {
+  TempDir dir;
+  save(load_file(fixture("keras_optimizer/adam_full.h5")), dir / "ok.weights.h5", "keras3-h5");
+  // Three edits of our own output, as a hostile or damaged file would have them.
+  RunResult r = python(Peer::Torch, R"PY(
+import shutil, sys, h5py, numpy as np
+d = sys.argv[1]
+def text(vals):
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in vals]
+def put(g, key, vals):
+    g.attrs[key] = np.array(vals, dtype=h5py.string_dtype())
+for name, edit in (('missing', lambda g: put(g, 'paths', ['layers/dense/vars/9'] + text(g.attrs['paths'])[1:])),
+                   ('short', lambda g: put(g, 'names', text(g.attrs['names'])[1:])),
+                   ('twice', lambda g: put(g, 'names', text(g.attrs['names'])[1:2] + text(g.attrs['names'])[1:]))):
+    shutil.copy(d + '/ok.weights.h5', d + '/' + name + '.weights.h5')
+    with h5py.File(d + '/' + name + '.weights.h5', 'a') as f:
+        edit(f['tensorbridge'])
+print('edited')
+)PY",
+                       {dir.path().string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(load_file(dir / "ok.weights.h5").state_dict().size() == 21);
+  CHECK_THROWS_WITH(load_file(dir / "missing.weights.h5"),
+                    Catch::Matchers::Contains("missing.weights.h5") &&
+                        Catch::Matchers::Contains("names dataset '/layers/dense/vars/9', which is not a layer weight"));
+  CHECK_THROWS_WITH(load_file(dir / "short.weights.h5"), Catch::Matchers::Contains("as many Keras 3 paths as tensor names"));
+  CHECK_THROWS_WITH(load_file(dir / "twice.weights.h5"), Catch::Matchers::Contains("is given to two datasets"));
+}
