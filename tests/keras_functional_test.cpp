@@ -3,6 +3,7 @@
 // `tensorbridge run`, giving what Keras predict gave (fixtures/gen_keras_functional.py).
 #include "tests/support.h"
 
+#include "compute/backend.h"
 #include "models/arch.h"
 #include "models/keras_graph.h"
 
@@ -38,6 +39,23 @@ TEST_CASE("Keras functional graphs run as Keras predicts them", "[keras]") {
     REQUIRE(out.size() == c.outputs.size());
     for (size_t i = 0; i < out.size(); ++i) check_close(out[i], npy(c.outputs[i]));
   }
+}
+
+TEST_CASE("tensorbridge run gives Keras's outputs on every backend", "[keras][cli]") {
+  std::vector<std::string> backends = {"cpu"};
+  if (compute::vulkan::is_available()) backends.push_back("vulkan");
+  TempDir dir;
+  for (const auto& be : backends)
+    for (const char* name : {"residual", "branches"}) {
+      INFO(be << " " << name);
+      const fs::path out = dir / (be + name + ".npy");
+      auto r = run_cli({"run", fixture(str("keras_functional/", name, ".keras")).string(), "--input",
+                        fixture(str("keras_functional/", name, "_X.npy")).string(), "--output", out.string(), "--backend", be});
+      INFO(r.output);
+      REQUIRE(r.exit_code == 0);
+      CHECK(r.output.find("keras model_config graph") != std::string::npos);
+      check_close(load_npy_tensor(out), npy(str(name, "_Y.npy")));
+    }
 }
 
 TEST_CASE("tensorbridge run takes a Keras graph's inputs in order or by name", "[keras][cli]") {
