@@ -499,8 +499,8 @@ std::map<std::string, std::string> restore_source(Checkpoint& ck, const std::vec
   auto listed = [&](const std::string& key) { return ck.metadata.count(key) || ck.metadata.count(key + "0"); };
   const std::vector<std::string> paths = names_from(ck.metadata, side + "/paths");
   const std::vector<std::string> names = names_from(ck.metadata, side + "/names");
-  TB_CHECK(listed(side + "/paths") && listed(side + "/names") && paths.size() == names.size(), FormatError, "[h5] '", label, "': group '/", side,
-           "' should list as many Keras 3 paths as tensor names (attributes paths and names)");
+  TB_CHECK(listed(side + "/paths") && listed(side + "/names") && paths.size() == names.size(), FormatError, "[h5] '",
+           label, "': group '/", side, "' should list as many dataset paths as tensor names (attributes paths and names)");
   std::set<std::string> present(datasets.begin(), datasets.end());
   std::map<std::string, std::string> name_of;
   for (size_t i = 0; i < paths.size(); ++i) {

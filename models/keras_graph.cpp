@@ -199,11 +199,11 @@ std::vector<int64_t> json_pair(const json& c, const char* name, int64_t def) {
 }
 
 /** The layer classes the graph builder knows (besides the inference identities below). */
-constexpr const char* kLayers[] = {"InputLayer",       "Dense",           "Activation",         "ReLU",
-                                   "LeakyReLU",        "Softmax",         "Conv2D",             "DepthwiseConv2D",
-                                   "SeparableConv2D",  "MaxPooling2D",    "AveragePooling2D",   "GlobalAveragePooling2D",
-                                   "Flatten",          "BatchNormalization", "Add",             "Subtract",
-                                   "Multiply",         "Average",         "Concatenate"};
+constexpr const char* kLayers[] = {
+    "InputLayer", "Dense",        "Activation",       "ReLU",        "LeakyReLU",          "Softmax",
+    "Conv2D",     "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+    "Flatten",    "BatchNormalization", "Add",         "Subtract",    "Multiply",           "Average",
+    "Concatenate"};
 /** Layers that are the identity at inference. */
 const std::set<std::string> kIdentities = {"Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout"};
 

@@ -477,6 +477,6 @@ print('edited')
   CHECK_THROWS_WITH(load_file(dir / "missing.weights.h5"),
                     Catch::Matchers::Contains("missing.weights.h5") &&
                         Catch::Matchers::Contains("names dataset '/layers/dense/vars/9', which is not a layer weight"));
-  CHECK_THROWS_WITH(load_file(dir / "short.weights.h5"), Catch::Matchers::Contains("as many Keras 3 paths as tensor names"));
+  CHECK_THROWS_WITH(load_file(dir / "short.weights.h5"), Catch::Matchers::Contains("as many dataset paths as tensor names"));
   CHECK_THROWS_WITH(load_file(dir / "twice.weights.h5"), Catch::Matchers::Contains("is given to two datasets"));
 }
