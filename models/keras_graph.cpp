@@ -300,7 +300,8 @@ class GraphBuilder {
   [[noreturn]] void unsupported() const {
     std::string names;
     for (const char* n : kLayers) names += str(names.empty() ? "" : ", ", n);
-    throw UnsupportedError(str(where(), " is not supported in a Keras graph; supported: ", names, ", Dropout"));
+    throw UnsupportedError(str("nn: keras: layer '", layer_->name, "' of type '", layer_->cls,
+                               "' is not supported in a Keras graph; supported: ", names, ", Dropout"));
   }
   void need_weights(size_t n) const {
     TB_CHECK(weights_->size() == n, FormatError, where(), " has ", weights_->size(), " weights in the file, expected ", n);

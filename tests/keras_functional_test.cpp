@@ -106,7 +106,7 @@ TEST_CASE("Keras graphs: chains stay Sequential, unknown layers are refused by n
   std::string padded = residual;
   padded.replace(padded.find("\"Add\""), 5, "\"ZeroPadding2D\"");
   CHECK_THROWS_WITH(nn::keras_graph_module(padded, sd, {}, "m.h5"),
-                    Catch::Matchers::Contains("layer 's' (ZeroPadding2D) is not supported in a Keras graph"));
+                    Catch::Matchers::Contains("layer 's' of type 'ZeroPadding2D' is not supported in a Keras graph"));
   // A weight count that does not fit the layer is named too.
   StateDict short_sd;
   short_sd.insert("d/d/kernel:0", Tensor::zeros(DType::F32, {4, 4}));
