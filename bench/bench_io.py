@@ -83,6 +83,41 @@ z = np.load(out + "/model.npz")
 save_file({k: z[k] for k in z.files}, out + "/model.safetensors")
 """
 
+# The newer formats, each written by its own framework from the same tensors (model.npz): GGUF by gguf-py,
+# a TensorFlow bundle by tf.train.Checkpoint.write, a Keras 3 .keras of Dense layers (1024 <-> 4096, about
+# the same bytes) and a TorchScript archive of the same Linear stack (torch.jit.script + save).
+GEN_NEW_PEERS = r"""
+import os, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+size_mb, out = int(sys.argv[1]), sys.argv[2]
+z = np.load(out + "/model.npz")
+arrays = {k: z[k] for k in z.files}
+import gguf
+w = gguf.GGUFWriter(out + "/model.gguf", "bench")
+for k, a in arrays.items():
+    w.add_tensor(k, a)
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+import tensorflow as tf
+tf.train.Checkpoint(**{k.replace(".", "_"): tf.Variable(a) for k, a in arrays.items()}).write(out + "/model_tf")
+import keras
+keras.utils.set_random_seed(0)
+layers = [keras.Input((1024,))]
+for i in range(max(1, size_mb // 32)):
+    layers += [keras.layers.Dense(4096), keras.layers.Dense(1024)]
+keras.Sequential(layers).save(out + "/model.keras")
+"""
+
+GEN_NEW_TORCH = r"""
+import sys, torch
+size_mb, out = int(sys.argv[1]), sys.argv[2]
+torch.manual_seed(0)
+layers = []
+for i in range(max(1, size_mb // 32)):
+    layers += [torch.nn.Linear(1024, 4096), torch.nn.Linear(4096, 1024)]
+torch.jit.script(torch.nn.Sequential(*layers)).save(out + "/model_ts.pt")
+"""
+
 # ------------------------------------------------------------------------------------------------
 # Python-side measurements: each prints seconds=<s> for the timed part only.
 # ------------------------------------------------------------------------------------------------
@@ -119,6 +154,57 @@ import sys, time
 from safetensors.numpy import load_file
 t0 = time.perf_counter(); sd = load_file(sys.argv[1]); t1 = time.perf_counter()
 print("seconds=%f tensors=%d" % (t1 - t0, len(sd)))"""),
+}
+
+# Loads of the newer formats by their own frameworks (every tensor in memory, as ours owned load).
+PY_LOAD_NEW = {
+    "gguf": (PEERS_PY, r"""
+import sys, time, numpy as np
+from gguf import GGUFReader
+t0 = time.perf_counter()
+sd = {t.name: np.array(t.data) for t in GGUFReader(sys.argv[1]).tensors}
+t1 = time.perf_counter(); print("seconds=%f tensors=%d" % (t1 - t0, len(sd)))"""),
+    "tf-checkpoint": (PEERS_PY, r"""
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf
+t0 = time.perf_counter()
+r = tf.train.load_checkpoint(sys.argv[1][:-len(".index")])
+sd = {k: r.get_tensor(k) for k, d in r.get_variable_to_dtype_map().items() if d != tf.string}
+t1 = time.perf_counter(); print("seconds=%f tensors=%d" % (t1 - t0, len(sd)))"""),
+    "keras": (PEERS_PY, r"""
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+t0 = time.perf_counter()
+m = keras.saving.load_model(sys.argv[1])
+sd = [w.numpy() for w in m.weights]
+t1 = time.perf_counter(); print("seconds=%f tensors=%d" % (t1 - t0, len(sd)))"""),
+    "torchscript": (SYS_PY, r"""
+import sys, time, torch
+t0 = time.perf_counter(); sd = torch.jit.load(sys.argv[1]).state_dict(); t1 = time.perf_counter()
+print("seconds=%f tensors=%d" % (t1 - t0, len(sd)))"""),
+}
+
+# The writers of .pt -> GGUF / TF bundle in Python: torch.load (system python, PY_LOAD["pt"]) plus the
+# framework's writer of the same arrays (peers venv), as for safetensors.
+PY_SAVE_NEW = {
+    "gguf": r"""
+import sys, time, numpy as np, gguf
+with np.load(sys.argv[1]) as z: sd = {k: z[k] for k in z.files}
+t0 = time.perf_counter()
+w = gguf.GGUFWriter(sys.argv[2], "bench")
+for k, a in sd.items(): w.add_tensor(k, a)
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+t1 = time.perf_counter(); print("seconds=%f" % (t1 - t0))""",
+    "tf-checkpoint": r"""
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, tensorflow as tf
+with np.load(sys.argv[1]) as z: sd = {k: z[k] for k in z.files}
+t0 = time.perf_counter()
+tf.train.Checkpoint(**{k.replace(".", "_"): tf.Variable(a) for k, a in sd.items()}).write(sys.argv[2])
+t1 = time.perf_counter(); print("seconds=%f" % (t1 - t0))""",
 }
 
 # Lazy / memory-mapped opens the peers offer (torch 1.13 has no mmap: torch.load(mmap=True) is 2.1+).
@@ -286,6 +372,12 @@ def main():
         json.dump({"largest": largest}, open(stamp, "w"))
         print("  inputs written in %.0f s" % (time.time() - t0), flush=True)
     largest = json.load(open(stamp))["largest"]
+    stamp_new = f("inputs_new.json")
+    if want("new") and not os.path.exists(stamp_new):
+        print("writing the gguf, TF bundle, .keras and TorchScript inputs ...", flush=True)
+        subprocess.check_call([PEERS_PY, "-c", GEN_NEW_PEERS, str(size_mb), work])
+        subprocess.check_call([SYS_PY, "-c", GEN_NEW_TORCH, str(size_mb), work])
+        json.dump({}, open(stamp_new, "w"))
     if scale and want("scale") and not os.path.exists(f("scale.pt")):
         print("writing the %dx input (%d MiB) ..." % (scale, scale * size_mb), flush=True)
         subprocess.check_call([SYS_PY, "-c", GEN_TORCH, str(scale * size_mb), work, "scale"])
@@ -370,6 +462,54 @@ def main():
             budget = (largest + 64 * MiB) / MiB
             row("convert", "convert pt -> %s (vs Python)" % fmt, ours, peer, "<= 3x cp, rss <= %.0f MiB" % budget,
                 "%.1fx cp" % ratio_cp)
+        shutil.rmtree(outdir, ignore_errors=True)
+        os.makedirs(outdir, exist_ok=True)
+
+    # ---- the newer formats: loads against their frameworks, opens, converts from and to them
+    if want("new"):
+        new_files = {"gguf": f("model.gguf"), "tf-checkpoint": f("model_tf.index"), "keras": f("model.keras"),
+                     "torchscript": f("model_ts.pt")}
+        warm_new = {k: [v] for k, v in new_files.items()}
+        warm_new["tf-checkpoint"] = [f("model_tf.index"), f("model_tf.data-00000-of-00001")]
+        for fmt, path in new_files.items():
+            ours = measure([bench, "load", path, "owned"], warm=warm_new[fmt])
+            if ours is None:
+                continue
+            m = re.search(r"bytes=(\d+)", ours["out"])
+            floor = measure([bench, "memcpy", m.group(1)]) if m else None
+            py, code = PY_LOAD_NEW[fmt]
+            peer = measure([py, "-c", code, path])
+            note = "%.1fx memcpy of its %.0f MiB" % (ours["seconds"] / floor["seconds"], int(m.group(1)) / MiB) if floor else ""
+            row("new", "load %s into memory (vs Python)" % fmt, ours, peer, "<= 1.5x memcpy", note)
+        for fmt in ("gguf", "tf-checkpoint"):
+            ours = measure([bench, "load", new_files[fmt], "mmap"], warm=warm_new[fmt])
+            if ours is None:
+                continue
+            m = re.search(r"tensors=(\d+) .*mapped=(\d+)", ours["out"])
+            row("new", "zero-copy open %s" % fmt, ours, None, None,
+                "%s of %s tensors mapped" % (m.group(2), m.group(1)) if m else "")
+        for fmt, name in (("gguf", "c.gguf"), ("tf-checkpoint", "c_tf")):
+            dst = os.path.join(outdir, name)
+            ours = measure([cli, "convert", f("model.pt"), dst, "--to", fmt, "--force"], inner=False, warm=[f("model.pt")])
+            a = measure([SYS_PY, "-c", PY_LOAD["pt"][1], f("model.pt")])
+            b = measure([PEERS_PY, "-c", PY_SAVE_NEW[fmt], f("model.npz"), os.path.join(outdir, "py_" + name)])
+            if ours is None or a is None or b is None:
+                continue
+            peer = {"seconds": a["seconds"] + b["seconds"], "rss": max(a["rss"], b["rss"]),
+                    "anon": max(a["anon"], b["anon"]), "all": []}
+            row("new", "convert pt -> %s (vs Python)" % fmt, ours, peer, "<= 1.3x cp+fsync",
+                "%.1fx cp+fsync" % (ours["seconds"] / cps["seconds"]))
+        for fmt, path in new_files.items():
+            dst = os.path.join(outdir, "from_%s.safetensors" % fmt.replace("-", "_"))
+            src_bytes = sum(os.path.getsize(p) for p in warm_new[fmt])
+            cp_src = measure(["sh", "-c", 'cp "$0" "$1" && sync "$1"', warm_new[fmt][-1], os.path.join(outdir, "cp.bin")],
+                             inner=False, warm=warm_new[fmt])
+            ours = measure([cli, "convert", path, dst, "--drop-non-tensors", "--force"], inner=False, warm=warm_new[fmt])
+            if ours is None or cp_src is None:
+                continue
+            row("new", "convert %s -> safetensors" % fmt, ours, None, "<= 1.3x cp+fsync",
+                "%.1fx cp+fsync of its %.0f MiB (%s)" % (ours["seconds"] / cp_src["seconds"], src_bytes / MiB,
+                                                         fmt_s(cp_src["seconds"])))
         shutil.rmtree(outdir, ignore_errors=True)
         os.makedirs(outdir, exist_ok=True)
 

@@ -3,7 +3,8 @@
 # Builds tensorbridge and bench_io if needed, writes the inputs once into $TB_BENCH_DIR
 # (default /tmp/tensorbridge-bench-SIZE), then prints medians, peak RSS and ratios.
 # Environment: TB_BENCH_RUNS (runs per measurement, default 3), TB_BENCH_WARMUP (untimed runs
-# before each, default 1), TB_BENCH_ONLY (comma list of load,open,convert,many,scale),
+# before each, default 1), TB_BENCH_ONLY (comma list of load,open,convert,new,many,scale;
+# new = gguf, TF bundle, .keras and TorchScript),
 # TB_BENCH_SCALE (linearity factor, default 4; 0 skips), TB_BUILD_DIR (default build/).
 set -e
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -275,7 +275,7 @@ void save_plain(const StateDict& sd, const Metadata& md, OutFile& f) {
   for (const auto& p : paths)
     for (size_t i = p.find('/'); i != std::string::npos; i = p.find('/', i + 1)) groups.insert(p.substr(0, i));
   for (size_t i = 0; i < sd.size(); ++i)
-    TB_CHECK(!groups.count(paths[i]), KeyError, "[h5] tensor '", sd.entries()[i].first,
+    TB_CHECK(!groups.count(paths[i]), UnsupportedError, "[h5] tensor '", sd.entries()[i].first,
              "' is also a group of other tensors ('", sd.entries()[i].first, "/...'); HDF5 cannot hold both");
   for (size_t i = 0; i < sd.size(); ++i) write_dataset(f, paths[i], sd.entries()[i].second);
   write_metadata(f, md, {}, has_keras2_structure(md));  // Keras writes its string attributes as ASCII

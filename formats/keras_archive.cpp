@@ -1,9 +1,17 @@
 // Keras 3 `.keras` archives (model.save('m.keras')): a zip of config.json (the architecture),
 // metadata.json (keras_version, date_saved) and model.weights.h5 (the Keras 3 weights layout, read
-// by the h5 reader from the member's bytes). The config reaches the checkpoint's metadata as
-// "model_config", where nn finds a Keras architecture (as for a full-model .h5); writing needs it
+// by the h5 reader from a temporary copy of the member, removed after the load, or from its bytes). The config
+// reaches the checkpoint's metadata as "model_config", where nn finds a Keras architecture (as for a full-model .h5); writing needs it
 // back (a Keras-origin source), and stores members uncompressed as Keras does.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <ctime>
+#include <filesystem>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -73,6 +81,47 @@ void upgrade_keras2_config(nlohmann::json& j, bool model_level) {
     if (k == "config" || k == "layers") upgrade_keras2_config(v, false);
 }
 
+/** A temporary copy of the weights member, removed when this goes (the tensors read from it stay:
+ *  owned copies, or mappings that keep the removed file's pages). */
+struct TempCopy {
+  std::filesystem::path path;
+  TempCopy() = default;
+  TempCopy(const TempCopy&) = delete;
+  TempCopy& operator=(const TempCopy&) = delete;
+  ~TempCopy() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove(path, ec);
+  }
+};
+
+/** The weights member copied to a file in $TMPDIR (or /tmp), readable by path: HDF5 opens files by path,
+ *  so the h5 reader then reads or maps it as a .weights.h5 file instead of copying the member into
+ *  memory three times (for its probe, as an image, and inside HDF5's core driver). Null when no such
+ *  file can be made (a full or read-only temporary folder): the caller reads the member's bytes. */
+std::shared_ptr<Reader> member_as_temp_file(const Reader& member, bool mmap, TempCopy& tmp) {
+  const char* dir = std::getenv("TMPDIR");
+  std::string name = std::string(dir && *dir ? dir : "/tmp") + "/tensorbridge-keras-XXXXXX";
+  const int fd = ::mkostemp(name.data(), O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  tmp.path = name;
+  std::vector<uint8_t> buf(size_t(std::min<uint64_t>(member.size(), uint64_t(8) << 20)));
+  for (uint64_t at = 0; at < member.size();) {
+    const size_t n = size_t(std::min<uint64_t>(buf.size(), member.size() - at));
+    member.read_at(at, buf.data(), n);
+    for (size_t done = 0; done < n;) {
+      const ssize_t w = ::write(fd, buf.data() + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        ::close(fd);
+        return nullptr;
+      }
+      done += size_t(w);
+    }
+    at += n;
+  }
+  return open_fd(fd, member.label(), mmap);
+}
+
 }  // namespace
 
 Checkpoint load_keras_archive(const Source& src, const LoadOptions& opts) {
@@ -87,6 +136,12 @@ Checkpoint load_keras_archive(const Source& src, const LoadOptions& opts) {
   if (!w->stored()) budget.charge_bytes(w->uncompressed_size, str("inflating member '", w->name, "'"));
   Source weights;
   weights.reader = zr.open(*w);  // a view of the archive when stored (as Keras writes it)
+  TempCopy tmp;
+  if (w->stored())
+    if (auto file = member_as_temp_file(*weights.reader, opts.mmap, tmp)) {
+      weights.reader = std::move(file);
+      weights.path = tmp.path;
+    }
   LoadOptions inner = opts;
   Checkpoint c = load_h5(weights, inner);
   c.format = "keras";

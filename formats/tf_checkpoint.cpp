@@ -12,6 +12,7 @@
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
 #include "formats/naming.h"
+#include "formats/tf_checkpoint_graph.h"
 #include "formats/tf_sstable.h"
 #include "tensor/checked.h"
 #include "tf/tf_checkpoint.pb.h"
@@ -174,10 +175,29 @@ std::vector<std::string> model_keys_from_graph(const std::string& bytes, std::se
   return keys;
 }
 
-/** Optimizer state or a counter by its key alone (bundles without an object graph). */
+/** A key TensorFlow gives a variable: "<escaped object path>/.ATTRIBUTES/VARIABLE_VALUE". */
+bool is_tf_variable_key(const std::string& key) {
+  const std::string suffix = kValueSuffix;
+  return key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+         key.find("/.OPTIMIZER_SLOT/") == std::string::npos;
+}
+
+/** Optimizer state or a counter by its key alone (bundles without an object graph): TF 2's
+ *  optimizer/, save_counter/ and .OPTIMIZER_SLOT/ keys, and TF 1 Saver names (the slots "<var>/Adam",
+ *  "<var>/Adam_1", "<var>/Momentum", ... of tf.compat.v1.train optimizers, Adam's beta1_power and
+ *  beta2_power, global_step). */
 bool is_training_state_key(const std::string& key) {
-  return key.rfind("optimizer/", 0) == 0 || key.rfind("save_counter/", 0) == 0 ||
-         key.find("/.OPTIMIZER_SLOT/") != std::string::npos;
+  if (key.rfind("optimizer/", 0) == 0 || key.rfind("save_counter/", 0) == 0 ||
+      key.find("/.OPTIMIZER_SLOT/") != std::string::npos)
+    return true;
+  if (key == "beta1_power" || key == "beta2_power" || key == "global_step") return true;
+  const size_t slash = key.rfind('/');
+  if (slash == std::string::npos) return false;
+  const std::string last = key.substr(slash + 1);
+  for (const char* slot : {"Adam", "Adam_1", "Momentum", "RMSProp", "RMSProp_1", "Adagrad", "Adadelta", "Adadelta_1",
+                           "Ftrl", "Ftrl_1"})
+    if (last == slot) return true;
+  return false;
 }
 
 std::string readable_name(const std::string& key) {
@@ -206,6 +226,31 @@ void strip_common_component(Checkpoint& c) {
     root.set_item(v.is_tensor() ? Value::string(k.as_str().substr(first.size())) : k, v);
   c.root = std::move(root);
   c.info.emplace_back("common prefix removed", first);
+}
+
+/** A scalar string tensor's bytes in a data shard: varint length, masked CRC-32C of the length (as a
+ *  uint32), the string. */
+std::string encode_string_scalar(const std::string& v) {
+  std::string out;
+  uint64_t n = v.size();
+  while (n >= 0x80) {
+    out += char(uint8_t(n) | 0x80);
+    n >>= 7;
+  }
+  out += char(uint8_t(n));
+  const uint32_t len32 = uint32_t(v.size());
+  const uint32_t masked = crc32c_mask(crc32c_extend(0, &len32, 4));
+  out.append(reinterpret_cast<const char*>(&masked), 4);
+  return out + v;
+}
+
+/** The entry checksum of that tensor: over the length as uint32, the 4 checksum bytes, the string. */
+uint32_t string_scalar_crc(const std::string& v) {
+  const uint32_t len32 = uint32_t(v.size());
+  uint32_t crc = crc32c_extend(0, &len32, 4);
+  const uint32_t masked = crc32c_mask(crc);
+  crc = crc32c_extend(crc, &masked, 4);
+  return crc32c_mask(crc32c_extend(crc, v.data(), v.size()));
 }
 
 std::string shard_name(const std::string& prefix, int32_t shard, int32_t num) {
@@ -368,11 +413,45 @@ void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const Save
   if (path.extension() == ".index") prefix.resize(prefix.size() - 6);
   TB_CHECK(!fs::path(prefix).filename().empty(), UnsupportedError, "[tf-checkpoint] '", path.string(),
            "' names no checkpoint prefix");
-  // Keys follow the naming rule (formats/naming.h): only '%' and the empty name (the header's key) change.
+  const std::string keys = opts.option("keys", "given"), root = opts.option("root");
+  TB_CHECK(keys == "given" || keys == "tf", UnsupportedError, "[tf-checkpoint] --option keys=", keys,
+           " is not one of given, tf");
+  TB_CHECK(root.find('/') == std::string::npos, UnsupportedError, "[tf-checkpoint] --option root=", root,
+           " must be one object name (no '/')");
+  // Keys follow the naming rule (formats/naming.h): only '%' and the empty name (the header's key) change;
+  // keys=tf stores each variable under the key TensorFlow gives its object path instead.
   const std::vector<std::string> stored = naming::stored_names(sd, naming::Target::Onnx);
+  std::vector<TfGraphVariable> graph_vars;
   std::vector<std::pair<std::string, const Tensor*>> items;
-  for (size_t i = 0; i < sd.size(); ++i) items.emplace_back(stored[i], &sd.entries()[i].second);
+  for (size_t i = 0; i < sd.size(); ++i) {
+    const std::string& name = sd.entries()[i].first;
+    std::string key = stored[i];
+    if (keys == "tf") {  // the path, root included, goes into the key; the graph reads it back from there
+      std::vector<std::string> obj = tf_object_path(name);
+      if (!obj.empty()) {
+        if (!root.empty()) obj.insert(obj.begin(), root);
+        key = tf_key_for_path(obj);
+      }
+    }
+    TB_CHECK(key != kObjectGraphKey, UnsupportedError, "[tf-checkpoint] tensor '", name, "': the key ", kObjectGraphKey,
+             " is the bundle's object graph");
+    // TensorFlow restores by object only keys of the form ".../.ATTRIBUTES/<attribute>".
+    if (is_tf_variable_key(key)) graph_vars.push_back({key, key});
+    items.emplace_back(key, &sd.entries()[i].second);
+  }
   std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t i = 1; i < items.size(); ++i)
+    TB_CHECK(items[i].first != items[i - 1].first, UnsupportedError,
+             "[tf-checkpoint] two tensors would be stored under the key '", items[i].first, "'");
+  const std::string graph = build_tf_object_graph(graph_vars, keys == "tf" ? std::string() : root);
+  const std::string graph_bytes = encode_string_scalar(graph);
+  // The graph's entry goes where its key sorts (after items[graph_pos - 1]); none when no tensor is in it.
+  size_t graph_pos = items.size() + 1;
+  if (!graph_vars.empty()) {
+    auto at = std::lower_bound(items.begin(), items.end(), std::string(kObjectGraphKey),
+                               [](const auto& a, const std::string& k) { return a.first < k; });
+    graph_pos = size_t(at - items.begin());
+  }
 
   const fs::path data_path = shard_name(prefix, 0, 1), index_path = prefix + ".index";
   AtomicFileWriter data(data_path, opts.overwrite);
@@ -383,7 +462,20 @@ void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const Save
   h.set_endianness(tfpb::BundleHeaderProto::LITTLE);
   h.mutable_version()->set_producer(1);
   table.push_back({"", h.SerializeAsString()});
-  for (const auto& [name, t] : items) {
+  auto write_graph = [&] {
+    tfpb::BundleEntryProto e;
+    e.set_dtype(tfpb::DT_STRING);
+    e.mutable_shape();
+    e.set_shard_id(0);
+    e.set_offset(int64_t(data.tell()));
+    e.set_size(int64_t(graph_bytes.size()));
+    e.set_crc32c(string_scalar_crc(graph));
+    data.write(graph_bytes.data(), graph_bytes.size());
+    table.push_back({kObjectGraphKey, e.SerializeAsString()});
+  };
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i == graph_pos) write_graph();
+    const auto& [name, t] = items[i];
     const DTypePair* m = nullptr;
     for (const auto& d : kDTypes)
       if (d.ours == t->dtype()) m = &d;
@@ -400,6 +492,7 @@ void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const Save
     data.write_tensor(c);
     table.push_back({name, e.SerializeAsString()});
   }
+  if (graph_pos == items.size()) write_graph();
   index_w.write(write_sstable(table));
   // The .index is the commit point: an old one goes first, so it never describes the new data.
   std::error_code ec;
@@ -420,6 +513,8 @@ const FormatAdapter& tf_checkpoint_format() {
     };
     f.load = [](const Source& s, const LoadOptions& o) { return load_tf_checkpoint(s, o); };
     f.save = [](const Checkpoint& c, const fs::path& p, const SaveOptions& o) { save_tf_checkpoint(c, p, o); };
+    f.save_options = {{"keys", "given (each tensor under its name, default) or tf (under the key TensorFlow gives its object path)"},
+                      {"root", "an object between the graph's root and every variable (model for tf.train.Checkpoint(model=m)); default none"}};
     return f;
   }();
   return a;

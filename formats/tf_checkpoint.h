@@ -17,11 +17,15 @@
 // root without passing an "optimizer" edge (Keras models track theirs) or the root's "save_counter", named
 // without "/.ATTRIBUTES/VARIABLE_VALUE" and without a first component all of them share ("model/");
 // optimizer slots, optimizer variables and counters stay as non-tensor values ("tf optimizer state ..."),
-// so `inspect` lists them and state dicts leave them out.
+// so `inspect` lists them and state dicts leave them out. A bundle without an object graph (TF 1's Saver)
+// is judged by key: TF 2's optimizer/ and save_counter/, TF 1's slot names ("<var>/Adam", "<var>/Adam_1",
+// "<var>/Momentum", ...), beta1_power, beta2_power and global_step.
 // Names: keys follow the naming rule of formats/naming.h as ONNX names do: only '%' is escaped, and the
 // empty name (the header's key) is stored as "%_"; a lone unnamed tensor (np.save) becomes "arr_0".
-// Writing: one shard, entries sorted by key, CRCs; the data shard is committed first and the .index,
-// renamed into place last, is the commit point (an overwrite removes the old .index before replacing
+// Writing: one shard, entries sorted by key, CRCs, and the object graph of tf_checkpoint_graph.h (for the
+// keys of TensorFlow's form; save option keys=tf gives every name such a key, root=NAME nests all under one
+// object), so tf.train.Checkpoint.read and tf-keras load_weights restore by object. The data shard is
+// committed first and the .index, renamed into place last, is the commit point (an overwrite removes the old .index before replacing
 // the data, so a crash never pairs an index with data it does not describe).
 #pragma once
 

@@ -55,7 +55,8 @@ struct TfBundleLocation {
 };
 
 /** The bundle a source designates: x.index (a file ending in a table footer, or beside x.data-00000-of-*),
- *  one of its data shards x.data-00000-of-00001 (when x.index is beside it),
+ *  one of its data shards x.data-00000-of-00001 (when x.index is beside it; x may be empty, as in a
+ *  bundle TF1's Saver wrote under the prefix "folder/": folder/.index),
  *  a prefix x whose x.index exists, or a folder with a `checkpoint` file (read inside the folder, never
  *  through a link), a single *.index or a SavedModel variables/ folder. Empty index when the source is
  *  none of these (ambiguous set when a folder holds several). Never throws. */

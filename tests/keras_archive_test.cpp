@@ -1,6 +1,8 @@
 // Keras 3 .keras archives written by Keras 3 (fixtures/gen_keras_archive.py): what inspect lists is
 // what h5py finds in the archive's model.weights.h5, `run` gives Keras's predict(), torch-style names
 // are the layers' own names, and damaged archives are refused naming the member.
+#include <cstdlib>
+
 #include <nlohmann/json.hpp>
 
 #include "formats/registry.h"
@@ -163,4 +165,36 @@ TEST_CASE(".keras: a source without an architecture is refused; roundtrip is bit
   CHECK(r.exit_code == 0);
   CHECK(contains(r.output, "keras->keras        bit-exact"));
   CHECK(contains(r.output, "keras->pt           bit-exact"));
+}
+
+TEST_CASE(".keras: the weights are read from a temporary file that is gone afterwards, or from memory", "[keras_archive]") {
+  const fs::path keras = tbtest::fixture("keras_archive/mlp.keras");
+  const StateDict expected = load(keras).state_dict();
+  tbtest::TempDir tmp;
+  const char* old = std::getenv("TMPDIR");
+  const std::string saved = old ? old : "";
+  auto same = [&](const StateDict& sd) {  // the values, and how many are file mappings
+    REQUIRE(sd.size() == expected.size());
+    for (const auto& [k, t] : expected) {
+      INFO(k);
+      REQUIRE(sd.contains(k));
+      CHECK(equal(sd.at(k), t));
+    }
+    size_t mapped = 0;
+    for (const auto& [k, t] : sd) mapped += t.storage() && t.storage()->kind() == Storage::Kind::Mapped;
+    return mapped;
+  };
+  ::setenv("TMPDIR", tmp.path().c_str(), 1);
+  {
+    LoadOptions o;
+    o.mmap = true;
+    CHECK(same(load(keras, o).state_dict()) == expected.size());  // mapped from the removed copy
+    CHECK(fs::is_empty(tmp.path()));
+  }
+  ::setenv("TMPDIR", (tmp / "missing").c_str(), 1);  // no temporary file possible: the member's bytes
+  CHECK(same(load(keras).state_dict()) == 0);
+  if (old)
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
 }

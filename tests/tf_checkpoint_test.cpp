@@ -3,11 +3,13 @@
 // every way of naming a bundle; readable names and --style torch for a tf-keras MLP; bundles we write
 // read back by tf.train.load_checkpoint; damaged or hostile bundles refused with exit 1, naming the
 // file and the key.
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
 #include "formats/registry.h"
 #include "formats/tf_checkpoint.h"
+#include "formats/tf_checkpoint_graph.h"
 #include "formats/tf_sstable.h"
 #include "tests/support.h"
 
@@ -242,12 +244,142 @@ print('equal', n, len(r.get_variable_to_shape_map()))
                          {(dir / "out").string(), fixture("reference.npz").string()});
   INFO(py.output);
   CHECK(py.exit_code == 0);
-  CHECK(contains(py.output, "equal 17 17"));
+  CHECK(contains(py.output, "equal 17 18"));  // and the object graph
 
   r = run_cli({"convert", fixture("saved_model").string(), (dir / "out").string(), "--to", "tf-checkpoint", "-q",
                "--drop-non-tensors", "--force"});
   REQUIRE(r.exit_code == 0);
   CHECK(check_against_reference(load(dir / "out.index").state_dict(), "saved_model") == 2);
+}
+
+TEST_CASE("bundles we write restore by object: tf.train.Checkpoint, tf.Module trees, tf-keras load_weights", "[tf_checkpoint]") {
+  tbtest::TempDir dir;
+  auto convert = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "convert");
+    args.push_back("-q");
+    auto r = run_cli(args);
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+  };
+  // TensorFlow's own keys (read without --readable-names) keep their objects: the graph is rebuilt from them.
+  convert({(fixture("vars") / "ckpt-1").string(), (dir / "vars.index").string(), "--drop-non-tensors"});
+  // The same keys with root=inner: one more object between the root and the variables, keys unchanged.
+  convert({(fixture("vars") / "ckpt-1").string(), (dir / "inner.index").string(), "--drop-non-tensors", "--option",
+           "root=inner"});
+  // torch names become nested objects (0.weight: 0 -> weight) under TensorFlow's keys with keys=tf.
+  convert({tbtest::fixture("torch/bn1d.pt").string(), (dir / "bn1d.index").string(), "--option", "keys=tf"});
+  // Readable names of a training loop's checkpoint, written back under root "model": the original keys.
+  convert({fixture("train_loop").string(), (dir / "loop.index").string(), "--readable-names", "--drop-non-tensors",
+           "--option", "keys=tf", "--option", "root=model"});
+  // tf-keras save_weights, by readable names and by raw keys (its optimizer slots stay out of the graph).
+  convert({fixture("mlp").string(), (dir / "mlp.index").string(), "--readable-names", "--drop-non-tensors", "--option",
+           "keys=tf"});
+  convert({fixture("mlp").string(), (dir / "mlp_raw.index").string(), "--drop-non-tensors"});
+  // Names as given that are not TensorFlow keys: no object graph (TensorFlow could not use one).
+  convert({tbtest::fixture("torch/bn1d.pt").string(), (dir / "plain.index").string()});
+
+  StateDict torch = load(tbtest::fixture("torch/bn1d.pt")).state_dict();
+  StateDict ours = load(dir / "bn1d").state_dict();
+  CHECK(ours.size() == torch.size());
+  for (const auto& [k, t] : torch) {
+    std::string key = k;
+    std::replace(key.begin(), key.end(), '.', '/');
+    key += "/.ATTRIBUTES/VARIABLE_VALUE";
+    INFO(key);
+    REQUIRE(ours.contains(key));
+    CHECK(bytes_of(ours.at(key)) == bytes_of(t));
+  }
+  auto index_keys = [](const fs::path& index) {
+    LoadBudget budget(default_load_limits(), index.string());
+    std::vector<std::string> keys;
+    for (const auto& e : parse_tf_bundle_index(*open_file(index), budget).entries) keys.push_back(e.key);
+    return keys;
+  };
+  std::vector<std::string> original_model_keys;
+  for (const auto& k : index_keys(fixture("train_loop/ckpt-1.index")))
+    if (k.rfind("model/", 0) == 0 || k == "_CHECKPOINTABLE_OBJECT_GRAPH") original_model_keys.push_back(k);
+  CHECK(original_model_keys.size() == 5);
+  CHECK(index_keys(dir / "loop.index") == original_model_keys);
+  std::vector<std::string> original_mlp_keys;  // the model's keys of save_weights (not the optimizer's)
+  for (const auto& k : index_keys(fixture("mlp/mlp_ckpt.index")))
+    if (k.rfind("layer_with_weights-", 0) == 0 || k == "_CHECKPOINTABLE_OBJECT_GRAPH") original_mlp_keys.push_back(k);
+  CHECK(original_mlp_keys.size() == 5);
+  CHECK(index_keys(dir / "mlp.index") == original_mlp_keys);
+  const std::vector<std::string> plain = index_keys(dir / "plain.index");
+  CHECK(plain.size() == torch.size());
+  CHECK(std::find(plain.begin(), plain.end(), "_CHECKPOINTABLE_OBJECT_GRAPH") == plain.end());
+
+  auto py = tbtest::python(tbtest::Peer::Peers, R"(
+import os, sys
+os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+import numpy as np, tensorflow as tf, tf_keras
+d, fixtures = sys.argv[1], sys.argv[2]
+
+def path_of(key):
+    return [c.replace('.S', '/').replace('..', '.') for c in key.split('/.ATTRIBUTES/')[0].split('/')]
+
+def restore_modules(prefix, under=None):
+    # tf.Modules nested as the keys say, holding zero variables; read() by object (write()'s counterpart:
+    # no save_counter, as in TensorFlow's own write() files); bit-equal to the file's tensors.
+    r = tf.train.load_checkpoint(prefix)
+    dtypes, root, made = r.get_variable_to_dtype_map(), tf.Module(), {}
+    for key, shape in r.get_variable_to_shape_map().items():
+        if key == '_CHECKPOINTABLE_OBJECT_GRAPH':
+            continue
+        p, obj = path_of(key), root
+        for c in p[:-1]:
+            if c not in vars(obj):
+                setattr(obj, c, tf.Module())
+            obj = getattr(obj, c)
+        made[key] = tf.Variable(tf.zeros(shape, dtype=dtypes[key]))
+        setattr(obj, p[-1], made[key])
+    (tf.train.Checkpoint(**{under: root}) if under else tf.train.Checkpoint(root)).read(prefix).assert_consumed()
+    for key, v in made.items():
+        a, b = np.asarray(v.numpy()), np.asarray(r.get_tensor(key))
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), key
+    return len(made)
+
+def mlp():
+    return tf_keras.Sequential([tf_keras.layers.Dense(256, activation='relu', name='hidden', input_shape=(20,)),
+                                tf_keras.layers.Dense(10, name='output')])
+
+X, Y = np.load(os.path.join(fixtures, 'mlp_X.npy')), np.load(os.path.join(fixtures, 'mlp_Y.npy'))
+print('modules', restore_modules(os.path.join(d, 'vars')), restore_modules(os.path.join(d, 'bn1d')),
+      restore_modules(os.path.join(d, 'inner'), under='inner'))
+m = mlp()
+tf.train.Checkpoint(model=m).read(os.path.join(d, 'loop')).assert_consumed()
+print('loop', np.array_equal(m(X).numpy(), Y))
+m = mlp()
+m.load_weights(os.path.join(d, 'mlp')).assert_consumed()
+print('keras', np.array_equal(m(X).numpy(), Y))
+m = mlp()
+m.load_weights(os.path.join(d, 'mlp_raw')).assert_existing_objects_matched()
+print('keras raw', np.array_equal(m(X).numpy(), Y))
+)",
+                           {dir.path().string(), fixture("").string()});
+  INFO(py.output);
+  CHECK(py.exit_code == 0);
+  CHECK(contains(py.output, "modules 17 9 17"));
+  CHECK(contains(py.output, "loop True"));
+  CHECK(contains(py.output, "keras True"));
+  CHECK(contains(py.output, "keras raw True"));
+}
+
+TEST_CASE("the object graph's paths: TensorFlow keys undone, other names split at '.' and '/'", "[tf_checkpoint]") {
+  using V = std::vector<std::string>;
+  CHECK(tf_object_path("model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE") ==
+        V{"model", "layer_with_weights-0", "kernel"});
+  CHECK(tf_object_path("a..b/c.Sd/.ATTRIBUTES/VARIABLE_VALUE") == V{"a.b", "c/d"});
+  CHECK(tf_object_path("layer1.0.conv1.weight") == V{"layer1", "0", "conv1", "weight"});
+  CHECK(tf_object_path("dense/kernel") == V{"dense", "kernel"});
+  CHECK(tf_object_path("a..b") == V{"a..b"});
+  CHECK(tf_object_path("m/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE").empty());
+  CHECK(tf_object_path("m/.ATTRIBUTES/OBJECT_CONFIG_JSON").empty());
+  CHECK(tf_key_for_path({"a.b", "c/d"}) == "a..b/c.Sd/.ATTRIBUTES/VARIABLE_VALUE");
+  tbtest::TempDir dir;
+  auto r = run_cli({"convert", tbtest::fixture("torch/bn1d.pt").string(), (dir / "x.index").string(), "--option", "keys=keras"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "keys=keras is not one of given, tf"));
 }
 
 TEST_CASE("damaged and hostile bundles are refused with exit 1, naming the file and key", "[tf_checkpoint]") {
@@ -308,6 +440,39 @@ TEST_CASE("damaged and hostile bundles are refused with exit 1, naming the file 
   }
 }
 
+TEST_CASE("a bundle saved under the prefix 'folder/' (files .index, .data-*) reads by each of its names", "[tf_checkpoint]") {
+  tbtest::TempDir dir;
+  auto r = run_cli({"convert", (fixture("vars") / "ckpt-1").string(), (dir / "x.index").string(), "--drop-non-tensors", "-q"});
+  REQUIRE(r.exit_code == 0);
+  fs::create_directory(dir / "MTT");
+  fs::rename(dir / "x.index", dir / "MTT" / ".index");
+  fs::rename(dir / "x.data-00000-of-00001", dir / "MTT" / ".data-00000-of-00001");
+  for (const fs::path& p : {dir / "MTT" / ".index", dir / "MTT" / ".data-00000-of-00001", dir / "MTT"}) {
+    INFO(p);
+    Checkpoint c = load(p);
+    CHECK(c.format == "tf-checkpoint");
+    CHECK(check_against_reference(c.state_dict(), "vars") == 17);
+  }
+}
+
+TEST_CASE("readable names of a TF 1 Saver bundle (no object graph) keep its slots and counters aside", "[tf_checkpoint]") {
+  tbtest::TempDir dir;
+  StateDict sd;
+  for (const char* k : {"conv2d/kernel", "conv2d/kernel/Adam", "conv2d/kernel/Adam_1", "dense/bias", "dense/bias/Momentum",
+                        "beta1_power", "beta2_power", "global_step"})
+    sd.insert(k, Tensor::zeros(DType::F32, {2}));
+  save(Checkpoint::from_state_dict(sd), dir / "v1", "tf-checkpoint");
+  LoadOptions o;
+  o.readable_names = true;
+  Checkpoint c = load(dir / "v1.index", o);
+  StateDict model = c.state_dict();
+  CHECK(model.size() == 2);
+  CHECK(model.contains("conv2d/kernel"));
+  CHECK(model.contains("dense/bias"));
+  auto r = run_cli({"inspect", "--readable-names", (dir / "v1").string()});
+  CHECK(contains(r.output, "2 model tensors; 6 optimizer/counter tensors kept as non-tensor values"));
+}
+
 TEST_CASE("a bundle of two data shards reads each tensor from its shard", "[tf_checkpoint]") {
   tbtest::TempDir dir;
   const float values[2] = {1.5f, -2.0f};
@@ -349,4 +514,14 @@ TEST_CASE("CRC-32C and its mask match the reference values", "[tf_checkpoint]") 
   CHECK(crc32c_extend(0, "123456789", 9) == 0xe3069283u);
   CHECK(crc32c_extend(crc32c_extend(0, "1234", 4), "56789", 5) == 0xe3069283u);
   CHECK(crc32c_mask(0) == 0xa282ead8u);
+  // Large inputs run as interleaved streams: the same value as small pieces fed one after another.
+  std::vector<uint8_t> big(3 * 8192 * 5 + 1237);
+  uint32_t x = 12345;
+  for (auto& b : big) b = uint8_t((x = x * 1103515245u + 12345u) >> 16);
+  for (size_t start : {size_t(0), size_t(3), size_t(40000)}) {
+    uint32_t pieces = 0x1234567u;
+    for (size_t at = start; at < big.size(); at += 1000)
+      pieces = crc32c_extend(pieces, big.data() + at, std::min<size_t>(1000, big.size() - at));
+    CHECK(crc32c_extend(0x1234567u, big.data() + start, big.size() - start) == pieces);
+  }
 }
