@@ -5,7 +5,8 @@
 //  1. Signature "\x89HDF\r\n\x1a\n" at offset 0, 512, 1024, 2048, ... (a user block may precede it).
 //  2. A tree of groups; leaves are datasets (typed n-d arrays, contiguous/chunked/compact, optionally
 //     gzip/shuffle filtered) and every object may carry attributes (strings, numbers, arrays).
-//  3. Layouts, detected from the file itself (Checkpoint::info "layout"):
+//  3. Layouts, detected from the file itself (Checkpoint::info "layout"; a /tensorbridge group we
+//     wrote gives back the names, tensors and metadata of the file it was written from, see Writing):
 //     - "plain": any h5py file. Every dataset is a tensor keyed by its path without the leading '/'
 //       ("hidden.weight", "extra/table").
 //     - "keras": Keras 1/2 / tf.keras `save_weights` layout: root attrs layer_names, backend,
@@ -42,9 +43,11 @@
 //    <layer>/<weight name>). Layers come from keras_layers() below. A checkpoint read from a Keras 2
 //    file (save_weights or model.save, its layer_names in metadata) is written back as it was, as
 //    "plain" does: model_config, optimizer_weights and weightless layers kept.
-//  - Both Keras layouts write "torch_only/..." tensors (values Keras has no variable for, such as
-//    num_batches_tracked; nn/style.h) as datasets outside the layers, which Keras ignores.
 //  - layout "keras3" (adapter "keras3-h5"): layers/<object>/vars/<i> plus empty root vars group.
+//  - Both Keras layouts, written from anything but their own files, add the group /tensorbridge that
+//    Keras never reads: the source's tensor name of every layer weight, every tensor no layer holds
+//    (optimizer state, "torch_only/..." values such as num_batches_tracked; nn/style.h) and the
+//    source's metadata. Reading restores all three (info "names"), so A -> Keras layout -> A is exact.
 //  SaveOptions: "layout" (plain|keras|keras3, for the "h5" adapter), "keras_version", "backend".
 #pragma once
 

@@ -487,6 +487,49 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
   return t;
 }
 
+namespace {
+
+/** A Keras file we wrote from another layout (formats/detail/h5_internal.h, kKerasSourceGroup):
+ *  the tensor name of each stored dataset path, with every name checked and unique; the side
+ *  group's own metadata replaced by the source's. */
+std::map<std::string, std::string> restore_source(Checkpoint& ck, const std::vector<std::string>& datasets,
+                                                  const std::string& label) {
+  const std::string side = kKerasSourceGroup;
+  const std::string tensors = side + "/tensors/", meta = side + "/metadata";
+  auto listed = [&](const std::string& key) { return ck.metadata.count(key) || ck.metadata.count(key + "0"); };
+  const std::vector<std::string> paths = names_from(ck.metadata, side + "/paths");
+  const std::vector<std::string> names = names_from(ck.metadata, side + "/names");
+  TB_CHECK(listed(side + "/paths") && listed(side + "/names") && paths.size() == names.size(), FormatError, "[h5] '",
+           label, "': group '/", side, "' should list as many dataset paths as tensor names (attributes paths and names)");
+  std::set<std::string> present(datasets.begin(), datasets.end());
+  std::map<std::string, std::string> name_of;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const std::string& p = paths[i];
+    TB_CHECK(present.count(p) && p.rfind(side + "/", 0) != 0, FormatError, "[h5] '", label, "': group '/", side,
+             "' names dataset '/", p, "', which is not a layer weight of the file");
+    TB_CHECK(name_of.emplace(p, names[i]).second, FormatError, "[h5] '", label, "': group '/", side,
+             "' names dataset '/", p, "' twice");
+  }
+  std::map<std::string, std::string> out;
+  std::set<std::string> taken;
+  for (const auto& p : datasets) {
+    std::string name = name_of.count(p)                ? name_of[p]
+                       : p.rfind(tensors, 0) == 0      ? naming::decode_name(p.substr(tensors.size()), naming::Target::Hdf5)
+                                                       : naming::decode_name(p, naming::Target::Hdf5);
+    TB_CHECK(taken.insert(name).second, FormatError, "[h5] '", label, "': tensor name '", name,
+             "' is given to two datasets (the second is '/", p, "')");
+    out[p] = name;
+  }
+  Metadata md;
+  for (const auto& [k, v] : ck.metadata) {
+    if (k.rfind(meta + "/", 0) == 0) md[k.substr(meta.size() + 1)] = v;
+  }
+  ck.metadata = std::move(md);
+  return out;
+}
+
+}  // namespace
+
 Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   // Open by path when the reader is that file, else from an in-memory image.
   Handle fapl = check_id(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, ctx.label, "cannot create a file access list");
@@ -554,6 +597,12 @@ Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   }
   for (const auto& p : w.datasets)
     if (!ordered.count(p)) order.push_back(p);
+  // Written by us from another layout: the source's names, side tensors and metadata come back.
+  std::map<std::string, std::string> restored;
+  const std::string record = std::string(kKerasSourceGroup) + "/paths";
+  const bool from_source = layout != "plain" && is_group(root.get(), kKerasSourceGroup) &&
+                           (ck.metadata.count(record) || ck.metadata.count(record + "0"));
+  if (from_source) restored = restore_source(ck, w.datasets, ctx.label);
 
   // Every dataset is charged before any is read: a file of never-written datasets is refused at
   // once instead of after filling the budget with fill values.
@@ -563,11 +612,16 @@ Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   for (const auto& p : order) {
     Tensor t = read_dataset(file.get(), p, ctx, ck.metadata);
     if (t.defined() && !ctx.probe)
-      ck.root.set_item(Value::string(naming::decode_name(p, naming::Target::Hdf5)), Value::tensor(std::move(t)));
+      ck.root.set_item(Value::string(from_source ? restored.at(p) : naming::decode_name(p, naming::Target::Hdf5)),
+                       Value::tensor(std::move(t)));
   }
 
   ck.info.push_back({"layout", layout});
+  if (from_source)
+    ck.info.push_back({"names", str("as in the file it was written from, with that file's metadata and the tensors "
+                                    "no Keras layer holds (group /", kKerasSourceGroup, ")")});
   for (const char* k : {"keras_version", "backend"}) {
+    if (from_source) break;  // the source's, not this file's
     auto it = ck.metadata.find(k);
     if (it == ck.metadata.end() && !base.empty()) it = ck.metadata.find(base + k);
     if (it != ck.metadata.end()) ck.info.push_back({k, it->second});

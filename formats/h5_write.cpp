@@ -232,14 +232,17 @@ bool can_create_group(OutFile& f, const std::string& path) {
 }
 
 /** Metadata as attributes: "<object path>/<name>" on that object (the path encoded by the naming
- *  rule; a missing group is created, as for a weightless Keras layer's weight_names), else on the root. */
-void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>& skip, bool ascii_when_possible) {
+ *  rule; a missing group is created, as for a weightless Keras layer's weight_names), else on the root.
+ *  A non-empty `under` (an existing group) stands for the root: every object path is below it. */
+void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>& skip, bool ascii_when_possible,
+                    const std::string& under = "") {
   for (const auto& [k, v] : md) {
     if (skip.count(k) || k.empty()) continue;
-    std::string obj, name = k;
+    std::string obj = under, name = k;
     auto slash = k.rfind('/');
     if (slash != std::string::npos && slash > 0 && slash + 1 < k.size()) {
       std::string path = naming::encode_name(k.substr(0, slash), naming::Target::Hdf5);
+      if (!under.empty()) path = under + "/" + path;
       if (has_link(f.file(), path.c_str()) || can_create_group(f, path)) {
         if (!has_link(f.file(), path.c_str())) ensure_group(f, path);
         obj = path;
@@ -278,11 +281,23 @@ void save_plain(const StateDict& sd, const Metadata& md, OutFile& f) {
   write_metadata(f, md, {}, has_keras2_structure(md));  // Keras writes its string attributes as ASCII
 }
 
-/** Tensors kept beside the Keras layers ("torch_only/...": values Keras has no variable for), as
- *  plain datasets outside layer_names, where Keras does not look. */
-void save_keras_side_group(const StateDict& sd, OutFile& f) {
-  for (const auto& [key, t] : sd)
-    if (key.rfind(h5detail::kKerasSideGroup, 0) == 0) write_dataset(f, naming::encode_name(key, naming::Target::Hdf5), t);
+/** The side group (kKerasSourceGroup, formats/detail/h5_internal.h) of a Keras file written from
+ *  another layout: each layer variable's stored path with the tensor name it had, every tensor no
+ *  layer holds, and the source's metadata. Keras never looks there; reading the file back restores
+ *  the source's names, tensors and metadata, so A -> Keras layout -> A is exact. */
+void write_source_group(OutFile& f, const Checkpoint& ckpt, const std::vector<std::string>& paths,
+                        const std::vector<std::string>& names) {
+  std::set<std::string> placed;
+  for (const auto& n : names) placed.insert(n);
+  const std::string side = kKerasSourceGroup;
+  Handle g = ensure_group(f, side);
+  write_keras_list_attr(g.get(), "paths", paths);
+  write_keras_list_attr(g.get(), "names", names);
+  ensure_group(f, side + "/tensors");
+  for (const auto& [key, t] : ckpt.state_dict())
+    if (!placed.count(key)) write_dataset(f, side + "/tensors/" + naming::encode_name(key, naming::Target::Hdf5), t);
+  ensure_group(f, side + "/metadata");
+  write_metadata(f, ckpt.metadata, {}, has_keras2_structure(ckpt.metadata), side + "/metadata");
 }
 
 void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
@@ -298,6 +313,7 @@ void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
     if (l.name.rfind("layers/", 0) == 0) from_keras3 = true;
   std::vector<std::string> layer_names;
   std::map<std::string, std::vector<std::pair<std::string, Tensor>>> groups;
+  std::vector<std::string> paths, names;  // stored dataset path and tensor name of each layer weight
   for (const auto& l : layers) {
     std::string lname = l.name;
     if (from_keras3) lname = lname.substr(lname.rfind('/') + 1);
@@ -315,6 +331,8 @@ void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
         wname = raw_lname + "/" + wname;
       }
       g.push_back({naming::encode_name(wname, naming::Target::Hdf5), w.tensor});
+      paths.push_back(lname + "/" + g.back().first);
+      names.push_back(w.key);
     }
   }
   Handle root = ensure_group(f, "");
@@ -333,7 +351,7 @@ void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
     Handle g = ensure_group(f, "top_level_model_weights");
     write_str_list_attr(g.get(), "weight_names", {});
   }
-  save_keras_side_group(ckpt.state_dict(), f);
+  write_source_group(f, ckpt, paths, names);
 }
 
 void save_keras3(const Checkpoint& ckpt, OutFile& f) {
@@ -357,6 +375,7 @@ void save_keras3(const Checkpoint& ckpt, OutFile& f) {
   auto layers = keras_layers(ckpt);
   ensure_group(f, "layers");
   std::map<std::string, int> counters;
+  std::vector<std::string> paths, names;  // each layer variable's Keras 3 path and the tensor's own name
   for (const auto& l : layers) {
     if (l.weights.empty()) continue;
     std::string cls = h5detail::guess_keras_class(l);
@@ -366,10 +385,14 @@ void save_keras3(const Checkpoint& ckpt, OutFile& f) {
     std::string obj = "layers/" + (n == 0 ? cls : cls + "_" + std::to_string(n));
     Handle vars = ensure_group(f, obj + "/vars");
     write_str_attr(vars.get(), "name", l.name, H5T_CSET_UTF8);
-    for (size_t i = 0; i < l.weights.size(); ++i) write_dataset(f, obj + "/vars/" + std::to_string(i), l.weights[i].tensor);
+    for (size_t i = 0; i < l.weights.size(); ++i) {
+      paths.push_back(obj + "/vars/" + std::to_string(i));
+      names.push_back(l.weights[i].key);
+      write_dataset(f, paths.back(), l.weights[i].tensor);
+    }
   }
   ensure_group(f, "vars");
-  save_keras_side_group(ckpt.state_dict(), f);
+  write_source_group(f, ckpt, paths, names);
 }
 
 void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts,

@@ -111,6 +111,9 @@ struct OnnxImport {
  *  they look like "<prefix>.weight" (torch export), else from the layer index. Throws
  *  UnsupportedError naming the first node that does not fit. */
 OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts = {});
+/** The same from a graph already read (read_onnx_graph below); label names the file in errors. */
+struct OnnxGraph;
+OnnxImport import_onnx_graph(const OnnxGraph& graph, const std::string& label);
 
 // ---- plain view of a graph (for runners; no protobuf types) ---------------------------------
 
@@ -145,6 +148,7 @@ struct OnnxValueInfo {
 };
 
 struct OnnxGraph {
+  std::string name;  // GraphProto.name
   std::vector<OnnxNode> nodes;
   StateDict initializers;  // ONNX names, no renaming
   std::vector<OnnxValueInfo> inputs, outputs;

@@ -17,40 +17,33 @@ StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const s
 
 namespace {
 
-const onnx::AttributeProto* attr(const onnx::NodeProto& n, const char* name) {
-  for (const auto& a : n.attribute())
-    if (a.name() == name) return &a;
-  return nullptr;
+float attr_f(const OnnxNode& n, const char* name, float dflt) {
+  const auto* a = n.attr(name);
+  return a ? float(a->f) : dflt;
 }
-int64_t attr_i(const onnx::NodeProto& n, const char* name, int64_t dflt) {
-  const auto* a = attr(n, name);
-  return a ? a->i() : dflt;
+int64_t attr_i(const OnnxNode& n, const char* name, int64_t dflt) {
+  const auto* a = n.attr(name);
+  return a ? a->i : dflt;
 }
-float attr_f(const onnx::NodeProto& n, const char* name, float dflt) {
-  const auto* a = attr(n, name);
-  return a ? a->f() : dflt;
-}
-std::vector<int64_t> attr_ints(const onnx::NodeProto& n, const char* name) {
-  const auto* a = attr(n, name);
-  return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : std::vector<int64_t>{};
+std::vector<int64_t> attr_ints(const OnnxNode& n, const char* name) {
+  const auto* a = n.attr(name);
+  return a ? a->ints : std::vector<int64_t>{};
 }
 
 struct Importer {
-  const Source& src;
-  StateDict tensors;  // by ONNX name
+  const std::string& label;
+  const StateDict& tensors;  // by ONNX name
   OnnxImport out;
   std::set<std::string> prefixes;
 
-  std::string where(const onnx::NodeProto& n) const {
-    return str("[onnx] '", src.label(), "': node '", n.name(), "' (", n.op_type(), ")");
-  }
-  [[noreturn]] void unsupported(const onnx::NodeProto& n, const std::string& why) const {
+  std::string where(const OnnxNode& n) const { return str("[onnx] '", label, "': node '", n.name, "' (", n.op_type, ")"); }
+  [[noreturn]] void unsupported(const OnnxNode& n, const std::string& why) const {
     throw UnsupportedError(str(where(n), " cannot be imported as a sequential layer: ", why));
   }
-  const Tensor& tensor(const onnx::NodeProto& n, int i) const {
-    if (i >= n.input_size() || n.input(i).empty()) unsupported(n, str("input ", i, " is missing"));
-    const Tensor* t = tensors.find(n.input(i));
-    if (!t) unsupported(n, str("input ", i, " ('", n.input(i), "') is not an initializer"));
+  const Tensor& tensor(const OnnxNode& n, size_t i) const {
+    if (i >= n.inputs.size() || n.inputs[i].empty()) unsupported(n, str("input ", i, " is missing"));
+    const Tensor* t = tensors.find(n.inputs[i]);
+    if (!t) unsupported(n, str("input ", i, " ('", n.inputs[i], "') is not an initializer"));
     return *t;
   }
 
@@ -82,34 +75,25 @@ struct Importer {
 
 }  // namespace
 
-OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
-  auto model = onnx_detail::parse_model(src);
-  Importer im{src, onnx_detail::read_graph_tensors(src, opts, model, nullptr, nullptr), {}, {}};
-  const onnx::GraphProto& g = model->graph();
+OnnxImport import_onnx_graph(const OnnxGraph& g, const std::string& label) {
+  Importer im{label, g.initializers, {}, {}};
   OnnxGraphSpec& spec = im.out.spec;
 
-  const onnx::ValueInfoProto* input = nullptr;
-  for (const auto& vi : g.input())
-    if (!im.tensors.contains(vi.name())) {
-      TB_CHECK(input == nullptr, UnsupportedError, "[onnx] '", src.label(), "': the graph has several inputs ('",
-               input->name(), "', '", vi.name(), "'); a sequential network has one");
-      input = &vi;
-    }
-  TB_CHECK(input != nullptr, UnsupportedError, "[onnx] '", src.label(), "': the graph has no input");
-  TB_CHECK(g.output_size() == 1, UnsupportedError, "[onnx] '", src.label(), "': the graph has ", g.output_size(),
+  TB_CHECK(g.inputs.size() <= 1, UnsupportedError, "[onnx] '", label, "': the graph has several inputs ('",
+           g.inputs[0].name, "', '", g.inputs[1].name, "'); a sequential network has one");
+  TB_CHECK(!g.inputs.empty(), UnsupportedError, "[onnx] '", label, "': the graph has no input");
+  TB_CHECK(g.outputs.size() == 1, UnsupportedError, "[onnx] '", label, "': the graph has ", g.outputs.size(),
            " outputs; a sequential network has one");
-  spec.input_name = input->name();
-  spec.output_name = g.output(0).name();
-  spec.graph_name = g.name();
-  for (const auto& d : input->type().tensor_type().shape().dim()) spec.input_shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
-  int64_t file_opset = 13;
-  for (const auto& op : model->opset_import())
-    if (op.domain().empty() || op.domain() == "ai.onnx") file_opset = op.version();
+  spec.input_name = g.inputs[0].name;
+  spec.output_name = g.outputs[0].name;
+  spec.graph_name = g.name;
+  spec.input_shape = g.inputs[0].shape;
+  const int64_t file_opset = g.opset > 0 ? g.opset : 13;
   spec.opset = int(std::max<int64_t>(13, file_opset));
 
   std::map<std::string, int> consumers;
-  for (const auto& n : g.node())
-    for (const auto& in : n.input()) ++consumers[in];
+  for (const auto& n : g.nodes)
+    for (const auto& in : n.inputs) ++consumers[in];
 
   std::map<std::string, std::string> alias;  // Identity/Dropout outputs -> their input
   auto resolve = [&](std::string v) {
@@ -119,26 +103,26 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
   std::map<std::string, int> layer_of;  // value -> index of the layer producing it (-1 = graph input)
   layer_of[spec.input_name] = -1;
   std::string cur = spec.input_name;
-  std::set<int> fused;  // Add nodes already folded into a MatMul layer
+  std::set<size_t> fused;  // Add nodes already folded into a MatMul layer
 
-  for (int ni = 0; ni < g.node_size(); ++ni) {
-    const onnx::NodeProto& n = g.node(ni);
-    const std::string& op = n.op_type();
+  for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
+    const OnnxNode& n = g.nodes[ni];
+    const std::string& op = n.op_type;
     if (op == "Constant" || fused.count(ni)) continue;
-    if (!(n.domain().empty() || n.domain() == "ai.onnx")) im.unsupported(n, "custom domain '" + n.domain() + "'");
-    if (n.input_size() == 0 || n.output_size() == 0) im.unsupported(n, "no inputs or outputs");
+    if (!(n.domain.empty() || n.domain == "ai.onnx")) im.unsupported(n, "custom domain '" + n.domain + "'");
+    if (n.inputs.empty() || n.outputs.empty()) im.unsupported(n, "no inputs or outputs");
     if (op == "Identity" || op == "Dropout") {
-      if (n.output_size() > 1 && consumers[n.output(1)]) im.unsupported(n, "the dropout mask is used");
-      alias[n.output(0)] = n.input(0);
-      if (op == "Dropout") im.out.notes.push_back(str("Dropout node '", n.name(), "' dropped (inference)"));
+      if (n.outputs.size() > 1 && consumers[n.outputs[1]]) im.unsupported(n, "the dropout mask is used");
+      alias[n.outputs[0]] = n.inputs[0];
+      if (op == "Dropout") im.out.notes.push_back(str("Dropout node '", n.name, "' dropped (inference)"));
       continue;
     }
     OnnxLayer l;
     size_t index = spec.layers.size();
-    std::string data = resolve(n.input(0));
-    std::string result = n.output(0);
-    if (op != "Add" && data != cur) im.unsupported(n, str("its input '", n.input(0), "' is not the previous layer's output"));
-    if (n.output_size() != 1) im.unsupported(n, str(n.output_size(), " outputs (training mode?)"));
+    std::string data = resolve(n.inputs[0]);
+    std::string result = n.outputs[0];
+    if (op != "Add" && data != cur) im.unsupported(n, str("its input '", n.inputs[0], "' is not the previous layer's output"));
+    if (n.outputs.size() != 1) im.unsupported(n, str(n.outputs.size(), " outputs (training mode?)"));
     if (op == "Gemm") {
       if (attr_f(n, "alpha", 1.f) != 1.f || attr_f(n, "beta", 1.f) != 1.f || attr_i(n, "transA", 0) != 0)
         im.unsupported(n, "only alpha = beta = 1 and transA = 0 map to Linear");
@@ -147,16 +131,16 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
       if (w.dim() != 2) im.unsupported(n, "the weight is not 2-D: " + w.describe());
       if (attr_i(n, "transB", 0) == 0) {
         w = w.transpose(0, 1).contiguous();
-        im.out.notes.push_back(str("'", n.input(1), "' (Gemm transB=0, [in, out]) transposed to [out, in]"));
+        im.out.notes.push_back(str("'", n.inputs[1], "' (Gemm transB=0, [in, out]) transposed to [out, in]"));
       }
-      std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.input(1)}};
+      std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.inputs[1]}};
       std::vector<Tensor> vs = {w};
-      l.bias = n.input_size() > 2 && !n.input(2).empty();
+      l.bias = n.inputs.size() > 2 && !n.inputs[2].empty();
       if (l.bias) {
         Tensor b = im.tensor(n, 2);
         if (b.numel() != w.shape()[0] || (b.dim() == 2 && b.shape()[0] != 1) || b.dim() > 2)
           im.unsupported(n, "the bias " + b.describe() + " is not a per-output vector");
-        ps.push_back({"bias", n.input(2)});
+        ps.push_back({"bias", n.inputs[2]});
         vs.push_back(b.reshape({w.shape()[0]}));
       }
       l.name = im.add_params(index, ps, vs);
@@ -164,22 +148,22 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
       l.kind = OnnxLayer::Kind::Linear;
       const Tensor& b = im.tensor(n, 1);
       if (b.dim() != 2) im.unsupported(n, "the weight is not 2-D: " + b.describe());
-      std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.input(1)}};
+      std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.inputs[1]}};
       std::vector<Tensor> vs = {b.transpose(0, 1).contiguous()};
-      im.out.notes.push_back(str("'", n.input(1), "' (MatMul, [in, out]) transposed to [out, in]"));
+      im.out.notes.push_back(str("'", n.inputs[1], "' (MatMul, [in, out]) transposed to [out, in]"));
       l.bias = false;
       // MatMul followed by Add(bias) is one Linear layer.
-      for (int nj = ni + 1; nj < g.node_size() && consumers[result] == 1; ++nj) {
-        const auto& a = g.node(nj);
-        if (a.op_type() != "Add" || a.input_size() != 2 || (a.input(0) != result && a.input(1) != result)) continue;
-        const std::string& other = a.input(0) == result ? a.input(1) : a.input(0);
+      for (size_t nj = ni + 1; nj < g.nodes.size() && consumers[result] == 1; ++nj) {
+        const OnnxNode& a = g.nodes[nj];
+        if (a.op_type != "Add" || a.inputs.size() != 2 || (a.inputs[0] != result && a.inputs[1] != result)) continue;
+        const std::string& other = a.inputs[0] == result ? a.inputs[1] : a.inputs[0];
         const Tensor* bias = im.tensors.find(other);
         if (bias && bias->numel() == b.shape()[1] && bias->dim() == 1) {
           l.bias = true;
           ps.push_back({"bias", other});
           vs.push_back(*bias);
           fused.insert(nj);
-          result = a.output(0);
+          result = a.outputs[0];
         }
         break;
       }
@@ -204,7 +188,7 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
     } else if (op == "GlobalAveragePool") {
       l.kind = OnnxLayer::Kind::GlobalAvgPool;
     } else if (op == "Conv" || op == "MaxPool") {
-      std::string ap = attr(n, "auto_pad") ? attr(n, "auto_pad")->s() : "NOTSET";
+      std::string ap = n.attr("auto_pad") ? n.attr("auto_pad")->s : "NOTSET";
       if (ap != "NOTSET") im.unsupported(n, "auto_pad=" + ap + "; only explicit pads map to PyTorch padding");
       auto pads = attr_ints(n, "pads");
       if (pads.empty()) pads = {0, 0, 0, 0};
@@ -217,11 +201,11 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
         const Tensor& w = im.tensor(n, 1);
         if (w.dim() != 4) im.unsupported(n, "only 2-D convolutions (4-D weights) are supported: " + w.describe());
         l.groups = attr_i(n, "group", 1);
-        std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.input(1)}};
+        std::vector<std::pair<std::string, std::string>> ps = {{"weight", n.inputs[1]}};
         std::vector<Tensor> vs = {w};
-        l.bias = n.input_size() > 2 && !n.input(2).empty();
+        l.bias = n.inputs.size() > 2 && !n.inputs[2].empty();
         if (l.bias) {
-          ps.push_back({"bias", n.input(2)});
+          ps.push_back({"bias", n.inputs[2]});
           vs.push_back(im.tensor(n, 2));
         }
         l.name = im.add_params(index, ps, vs);
@@ -242,15 +226,15 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
       if (attr_i(n, "training_mode", 0) != 0) im.unsupported(n, "training_mode=1");
       std::vector<std::pair<std::string, std::string>> ps;
       std::vector<Tensor> vs;
-      int i = 1;
+      size_t i = 1;
       for (const char* p : {"weight", "bias", "running_mean", "running_var"}) {
-        ps.push_back({p, n.input(i)});
-        vs.push_back(im.tensor(n, i++));
+        vs.push_back(im.tensor(n, i));
+        ps.push_back({p, n.inputs[i++]});
       }
       l.name = im.add_params(index, ps, vs);
     } else if (op == "Add") {
-      if (n.input_size() != 2) im.unsupported(n, "Add needs two inputs");
-      std::string a = resolve(n.input(0)), b = resolve(n.input(1));
+      if (n.inputs.size() != 2) im.unsupported(n, "Add needs two inputs");
+      std::string a = resolve(n.inputs[0]), b = resolve(n.inputs[1]);
       std::string other = a == cur ? b : (b == cur ? a : std::string());
       if (other.empty() || !layer_of.count(other))
         im.unsupported(n, "a residual Add needs the previous layer's output and an earlier layer's output");
@@ -264,10 +248,14 @@ OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
     layer_of[result] = int(index);
     cur = result;
   }
-  TB_CHECK(resolve(spec.output_name) == cur, UnsupportedError, "[onnx] '", src.label(), "': the graph output '",
+  TB_CHECK(resolve(spec.output_name) == cur, UnsupportedError, "[onnx] '", label, "': the graph output '",
            spec.output_name, "' is not the end of the layer chain");
-  TB_CHECK(!spec.layers.empty(), UnsupportedError, "[onnx] '", src.label(), "': the graph has no layers");
+  TB_CHECK(!spec.layers.empty(), UnsupportedError, "[onnx] '", label, "': the graph has no layers");
   return im.out;
+}
+
+OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts) {
+  return import_onnx_graph(read_onnx_graph(src, opts), src.label());
 }
 
 OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts) {
@@ -275,6 +263,7 @@ OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts) {
   OnnxGraph out;
   out.initializers = onnx_detail::read_graph_tensors(src, opts, model, nullptr, nullptr);
   const auto& g = model->graph();
+  out.name = g.name();
   for (const auto& op : model->opset_import())
     if (op.domain().empty() || op.domain() == "ai.onnx") out.opset = op.version();
   auto vi = [](const onnx::ValueInfoProto& v) {

@@ -1,4 +1,5 @@
 #include "models/arch.h"
+#include "models/keras_graph.h"
 #include "models/onnx_graph.h"
 
 #include <algorithm>
@@ -446,7 +447,22 @@ FileModel load_model(const std::filesystem::path& file, const LoadOptions& lo) {
   std::string cfg = metadata_or(ck.metadata, "model_config");
   TB_CHECK(!cfg.empty(), UnsupportedError, "nn: '", file.string(), "' (", ck.format,
            ") holds no architecture (no whole-module pickle, Keras model_config or ONNX graph); give --arch");
-  KerasBuild b = build_keras(cfg);
+  // A Functional model that is not one chain runs as a graph; so does a chain of layers the
+  // Sequential builder lacks (SeparableConv2D, GlobalAveragePooling2D, ...).
+  auto graph = [&] {
+    return FileModel{keras_graph_module(cfg, ck.state_dict(), ck.metadata, file.string()), "keras model_config graph", {}};
+  };
+  if (!keras_config_is_chain(cfg)) return graph();
+  KerasBuild b;
+  try {
+    b = build_keras(cfg);
+  } catch (const UnsupportedError&) {
+    try {
+      return graph();
+    } catch (const UnsupportedError&) {
+    }
+    throw;
+  }
   // Keras 3 files (.keras, .weights.h5) name a layer's group after its class ("layers/dense_1") and
   // keep the layer's own name in the group's vars/name attribute: map the config's names onto groups.
   std::map<std::string, std::string> group_of;

@@ -103,12 +103,14 @@ void save_onnx_model(Module& model, const Shape& input_shape, const std::filesys
 
 Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
   // A chain of layers becomes a Sequential with PyTorch names (fused Linear+ReLU on the backends);
-  // any other graph runs node by node as written.
+  // any other graph runs node by node as written. The file is read once, for both.
+  OnnxGraph graph = read_onnx_graph(Source::from_path(file));
+  auto as_graph = [&] { return std::make_shared<OnnxGraphModule>(std::move(graph), file.string()); };
   OnnxImport im;
   try {
-    im = import_onnx_graph(Source::from_path(file));
+    im = import_onnx_graph(graph, file.string());
   } catch (const UnsupportedError&) {
-    return onnx_graph_module(file);
+    return as_graph();
   }
   auto seq = std::make_shared<Sequential>();
   StateDict sd;
@@ -163,17 +165,17 @@ Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
         break;
       }
       case K::Flatten:  // nn.Flatten is ONNX's Flatten(axis=1) for ranks >= 2 only
-        if (rank < 2) return onnx_graph_module(file);
+        if (rank < 2) return as_graph();
         seq->add(std::make_shared<Flatten>());
         rank = 2;
         break;
       case K::BatchNorm:
-        if (rank < 2 || rank > 4) return onnx_graph_module(file);
+        if (rank < 2 || rank > 4) return as_graph();
         seq->add(std::make_shared<BatchNorm>(rank == 4 ? 2 : 1, w("weight").shape()[0], l.eps));
         params = {"weight", "bias", "running_mean", "running_var"};
         break;
       case K::Add:  // a residual block: the graph runner follows the branches
-        return onnx_graph_module(file);
+        return as_graph();
     }
     for (const auto& p : params) sd.insert(std::to_string(i) + "." + p, w(p));
   }

@@ -33,7 +33,7 @@ struct KerasLayer {
   std::vector<std::pair<std::string, Tensor>> weights;
   double epsilon = 1e-3;  // BatchNormalization only
   /** Torch values Keras has no variable for (num_batches_tracked), by torch leaf name. They travel in
-   *  Keras files as "torch_only/<layer>/<leaf>" datasets, outside layer_names, which Keras ignores. */
+   *  Keras files as "torch_only/<layer>/<leaf>" tensors, in the side group Keras ignores (formats/h5.h). */
   std::vector<std::pair<std::string, Tensor>> torch_only;
   const Tensor* weight(const std::string& n) const;
 };

@@ -314,3 +314,72 @@ TEST_CASE("roundtrip through every writable format gives exit 0 or its documente
     CHECK(exact >= 8);  // pt, npz, npy, safetensors, gguf, h5, oneflow, onnx at least
   }
 }
+
+// Run by Keras (the peers venv): the source model built from its own file predicts on a fixed input;
+// its weights are zeroed, then loaded from our Keras 3 weights file; tf_keras loads our Keras 2 file whole. Then the bytes of every
+// numeric dataset each file holds, as h5py reads them.
+const char* kKerasLoads = R"PY(
+import os, sys
+os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+import numpy as np, h5py, keras, tf_keras
+src, k2, k3, xp, yp = sys.argv[1:6]
+m = keras.models.load_model(src, compile=False)
+x = np.random.RandomState(0).rand(2, *m.inputs[0].shape[1:]).astype('float32')
+np.save(xp, x)
+np.save(yp, np.asarray(m.predict(x, verbose=0)))
+ref = [np.asarray(w) for w in m.get_weights()]
+for v in m.weights:
+    v.assign(np.zeros(v.shape, v.dtype))
+m.load_weights(k3)
+print('keras3 load_weights', len(ref), all(np.array_equal(a, np.asarray(b)) for a, b in zip(ref, m.get_weights())))
+t = tf_keras.models.load_model(k2, compile=False)
+print('tf_keras load_model', len(t.get_weights()), all(np.array_equal(a, b) for a, b in zip(ref, t.get_weights())))
+for f in (k2, k3):
+    n = []
+    h5py.File(f, 'r').visititems(lambda _, o: n.append(o.nbytes) if isinstance(o, h5py.Dataset) and o.dtype.kind not in 'SUO' else None)
+    print('%s: %d datasets, %.1f KiB' % (os.path.basename(f), len(n), sum(n) / 1024))
+)PY";
+
+TEST_CASE("Keras full models go to both Keras layouts with every tensor, Keras loads them, and they run", "[corpus][needs_hdf5]") {
+  require_corpus();
+  tbtest::TempDir tmp;
+  int n = 0;
+  for (const auto& e : manifest()["files"]) {
+    if (!e.contains("keras_model")) continue;
+    const int weights = e["keras_model"]["model_weights"], tensors = e["keras_model"]["tensors"];
+    fs::path p = path_of(e);
+    INFO(p);
+    ++n;
+    const fs::path k2 = tmp / (std::to_string(n) + ".h5"), k3 = tmp / (std::to_string(n) + ".weights.h5");
+    std::map<std::string, std::string> reported;  // "wrote ... (<format>, <size>)"
+    for (const auto& [to, out] : {std::pair{"keras-h5", k2}, std::pair{"keras3-h5", k3}}) {
+      auto r = tbtest::run_cli({"convert", p.string(), out.string(), "--to", to});
+      INFO(r.output);
+      REQUIRE(r.exit_code == 0);
+      auto at = r.output.find(tb::str("(", to, ", "));
+      REQUIRE(at != std::string::npos);
+      const size_t from = at + std::string(to).size() + 3;
+      reported[out.filename().string()] = r.output.substr(from, r.output.find(')', from) - from);
+      // Every tensor (optimizer state included) comes back under its own name, bit for bit.
+      auto d = tbtest::run_cli({"diff", p.string(), out.string()});
+      INFO(d.output);
+      CHECK(d.exit_code == 0);
+      CHECK(d.output.find(" 0 only in A, 0 only in B") != std::string::npos);
+    }
+    const fs::path x = tmp / "x.npy", y = tmp / "y.npy", ours = tmp / "ours.npy";
+    auto r = tbtest::python(tbtest::Peer::Peers, kKerasLoads, {p.string(), k2.string(), k3.string(), x.string(), y.string()});
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    // tensorbridge runs the model from its model_config as Keras predicts it.
+    auto run = tbtest::run_cli({"run", p.string(), "--input", x.string(), "--output", ours.string()});
+    INFO(run.output);
+    REQUIRE(run.exit_code == 0);
+    CHECK(tb::allclose(tbtest::load_npy_tensor(ours), tbtest::load_npy_tensor(y), 1e-4, 1e-5));
+    CHECK(r.output.find(tb::str("keras3 load_weights ", weights, " True")) != std::string::npos);
+    CHECK(r.output.find(tb::str("tf_keras load_model ", weights, " True")) != std::string::npos);
+    // The size convert reports is what the file holds: every tensor, optimizer state included.
+    for (const auto& [file, size] : reported)
+      CHECK(r.output.find(tb::str(file, ": ", tensors, " datasets, ", size)) != std::string::npos);
+  }
+  CHECK(n == 1);
+}

@@ -350,7 +350,7 @@ TEST_CASE("keras-h5 we write: tf_keras load_weights predicts exactly, structure 
   expect_exact("keras2", {"mlp=" + a, "cnn=" + b, "cnn=" + c, "cnn=" + d, "mlp=" + e});
 
   expect_same_structure(a, fixture("keras/mlp_keras2.h5"));
-  expect_same_structure(e, fixture("keras/mlp_keras2.h5"));
+  expect_same_structure(e, fixture("keras/mlp_keras2.h5"), {"tensorbridge"});  // the dotted names, kept for reading back
   expect_same_structure(d, fixture("h5_extra/cnn_keras2.h5"));
   // And the values are what we had (h5py reads them back bit-exact).
   auto ref = reference({a, d});
@@ -373,7 +373,9 @@ TEST_CASE("keras3-h5 we write: keras 3 load_weights predicts exactly, structure 
   expect_exact("keras3", {"mlp=" + a, "mlp=" + b, "cnn=" + c, "bf16=" + d, "cnn=" + e});
 
   expect_same_structure(b, fixture("keras/mlp.weights.h5"));
-  expect_same_structure(c, fixture("h5_extra/cnn.weights.h5"), {"vars@name", "layers/flatten"});  // a Keras 2 file has neither the model name nor the weightless layers' classes
+  // A Keras 2 file has neither the model name nor the weightless layers' classes; /tensorbridge
+  // (which Keras does not read) holds its tensor names and metadata.
+  expect_same_structure(c, fixture("h5_extra/cnn.weights.h5"), {"vars@name", "layers/flatten", "tensorbridge"});
   expect_same_structure(d, fixture("h5_extra/bf16.weights.h5"));
 }
 
@@ -386,12 +388,95 @@ TEST_CASE("keras-h5 splits long weight_names like Keras and reads them back in o
   TempDir dir;
   save(Checkpoint::from_state_dict(sd), dir / "big.h5", "keras-h5");
   Checkpoint c = load_file(dir / "big.h5");
-  CHECK(c.metadata.count("big/weight_names0") == 1);
-  CHECK(c.metadata.count("big/weight_names") == 0);
+  RunResult split = python(Peer::Torch, "import sys, h5py\nprint(sorted(h5py.File(sys.argv[1], 'r')['big'].attrs))",
+                           {(dir / "big.h5").string()});
+  CHECK(split.output.find("['weight_names0', 'weight_names1']") != std::string::npos);
   auto layers = keras_layers(c);
   REQUIRE(layers.size() == 1);
   REQUIRE(layers[0].weights.size() == size_t(n));
   for (int i = 0; i < n; i += 97) CHECK(layers[0].weights[size_t(i)].tensor.item_as_double() == double(i));
   auto ref = reference({(dir / "big.h5").string()});
   CHECK(our_lines(c) == ref[(dir / "big.h5").string()]);
+}
+
+TEST_CASE("a Keras 2 model with trained optimizer state keeps every tensor through keras3-h5; Keras 3 loads it", "[keras]") {
+  // Adam's step and 12 moment slots beside 8 model weights (fixtures/gen_keras_optimizer.py).
+  const fs::path src = fixture("keras_optimizer/adam_full.h5");
+  Checkpoint c = load_file(src);
+  StateDict sd = c.state_dict();
+  REQUIRE(sd.size() == 21);
+  TempDir dir;
+  save(c, dir / "adam.weights.h5", "keras3-h5");
+  // Read back: the source's names, order, bytes and metadata (model_config, optimizer weight_names).
+  Checkpoint k3 = load_file(dir / "adam.weights.h5");
+  CHECK(info_of(k3, "layout") == "keras3");
+  StateDict back = k3.state_dict();
+  REQUIRE(back.keys() == sd.keys());
+  for (const auto& [k, t] : sd) CHECK(equal(t, back.at(k)));
+  CHECK(back.at("optimizer_weights/iteration:0").dtype() == DType::I64);
+  CHECK(k3.metadata == c.metadata);
+  // The Keras 3 layers hold the 8 model weights; the 13 optimizer tensors sit in /tensorbridge.
+  RunResult h = python(Peer::Torch, R"PY(
+import sys, h5py
+f = h5py.File(sys.argv[1], 'r')
+n = []
+f.visititems(lambda k, o: n.append(k.split('/')[0]) if isinstance(o, h5py.Dataset) else None)
+print('layers', n.count('layers'), 'side', n.count('tensorbridge'), 'root attrs', len(f.attrs))
+)PY",
+                       {(dir / "adam.weights.h5").string()});
+  CHECK(h.output.find("layers 8 side 13 root attrs 0") != std::string::npos);
+  // And back to the Keras 2 layout: the original full model, optimizer state included.
+  save(k3, dir / "adam_back.h5", "keras-h5");
+  RunResult r = python(Peer::Peers, R"PY(
+import os, sys
+os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+import numpy as np, keras, tf_keras
+src, k3, k2 = sys.argv[1:4]
+m = keras.models.load_model(src, compile=False)
+ref = [np.asarray(w) for w in m.get_weights()]
+for v in m.weights:
+    v.assign(np.zeros(v.shape, v.dtype))
+m.load_weights(k3)
+print('keras3 weights', len(ref), all(np.array_equal(a, np.asarray(b)) for a, b in zip(ref, m.get_weights())))
+a, b = tf_keras.models.load_model(src), tf_keras.models.load_model(k2)
+ov = lambda x: [np.asarray(v) for v in x.optimizer.variables()]
+print('tf_keras optimizer', len(ov(a)), all(np.array_equal(p, q) for p, q in zip(ov(a), ov(b))))
+print('tf_keras weights', all(np.array_equal(p, q) for p, q in zip(a.get_weights(), b.get_weights())))
+)PY",
+                       {src.string(), (dir / "adam.weights.h5").string(), (dir / "adam_back.h5").string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("keras3 weights 8 True") != std::string::npos);
+  CHECK(r.output.find("tf_keras optimizer 13 True") != std::string::npos);
+  CHECK(r.output.find("tf_keras weights True") != std::string::npos);
+}
+
+TEST_CASE("a /tensorbridge record that does not fit its file is refused, naming the file and dataset", "[keras]") {
+  TempDir dir;
+  save(load_file(fixture("keras_optimizer/adam_full.h5")), dir / "ok.weights.h5", "keras3-h5");
+  // Three edits of our own output, as a hostile or damaged file would have them.
+  RunResult r = python(Peer::Torch, R"PY(
+import shutil, sys, h5py, numpy as np
+d = sys.argv[1]
+def text(vals):
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in vals]
+def put(g, key, vals):
+    g.attrs[key] = np.array(vals, dtype=h5py.string_dtype())
+for name, edit in (('missing', lambda g: put(g, 'paths', ['layers/dense/vars/9'] + text(g.attrs['paths'])[1:])),
+                   ('short', lambda g: put(g, 'names', text(g.attrs['names'])[1:])),
+                   ('twice', lambda g: put(g, 'names', text(g.attrs['names'])[1:2] + text(g.attrs['names'])[1:]))):
+    shutil.copy(d + '/ok.weights.h5', d + '/' + name + '.weights.h5')
+    with h5py.File(d + '/' + name + '.weights.h5', 'a') as f:
+        edit(f['tensorbridge'])
+print('edited')
+)PY",
+                       {dir.path().string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(load_file(dir / "ok.weights.h5").state_dict().size() == 21);
+  CHECK_THROWS_WITH(load_file(dir / "missing.weights.h5"),
+                    Catch::Matchers::Contains("missing.weights.h5") &&
+                        Catch::Matchers::Contains("names dataset '/layers/dense/vars/9', which is not a layer weight"));
+  CHECK_THROWS_WITH(load_file(dir / "short.weights.h5"), Catch::Matchers::Contains("as many dataset paths as tensor names"));
+  CHECK_THROWS_WITH(load_file(dir / "twice.weights.h5"), Catch::Matchers::Contains("is given to two datasets"));
 }

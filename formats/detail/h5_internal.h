@@ -22,6 +22,17 @@ constexpr uint64_t kBombFloor = 64ull << 20;  // below this a declared size is n
 constexpr uint64_t kBombRatio = 1000;         // declared bytes per stored byte (tf-keras uses the same)
 constexpr size_t kMaxAttrBytes = 64u << 20;
 
+/** Group of a Keras file we write from another layout (Keras 3 weights, or Keras 2 from anything
+ *  but a Keras 2 file) that holds what the layout has no place for. Keras never reads it (Keras 2
+ *  reads the groups layer_names lists, Keras 3 the groups its model's attributes name):
+ *    attrs paths / names (split as paths0, paths1, ... when long): each layer weight's dataset path
+ *      ("layers/dense/vars/0", "hidden/hidden/kernel:0") and the tensor name it had;
+ *    tensors/<name>: every tensor no layer holds (optimizer state, torch_only/...), naming-rule path;
+ *    metadata: the source's metadata as attributes (root ones on metadata itself, "<path>/<name>"
+ *      on metadata/<path>).
+ *  Reading such a file gives back the source's names, tensors and metadata. */
+inline constexpr const char* kKerasSourceGroup = "tensorbridge";
+
 // ------------------------------------------------------------------------------------------------
 // Library access: one mutex, automatic error printing off, RAII handles, error stack -> message.
 
