@@ -41,8 +41,13 @@ struct Checkpoint {
   /** The tensors as one flat StateDict: root (or the sub-tree at dotted key) flattened to dotted
    *  names, metadata attached. Non-tensor leaves are reported through skipped. */
   StateDict state_dict(const std::string& key = {}, std::vector<NonTensor>* skipped = nullptr) const;
-  /** A Checkpoint holding a flat StateDict (root = Dict of tensors, metadata copied). */
+  /** A Checkpoint holding a flat StateDict (root = Dict of tensors, metadata copied). Its state_dict()
+   *  returns these entries without walking root again, while root is still that Dict, unresized. */
   static Checkpoint from_state_dict(const StateDict& sd, std::string format = {});
+
+ private:
+  std::shared_ptr<const StateDict> flat_;  // the entries root was built from (from_state_dict)
+  const void* flat_root_ = nullptr;        // root's identity then
 };
 
 struct LoadOptions {

@@ -9,6 +9,13 @@
 namespace tb {
 
 StateDict Checkpoint::state_dict(const std::string& key, std::vector<NonTensor>* skipped) const {
+  // Made from flat entries and not changed since: those entries, not a second flatten of root.
+  if (key.empty() && flat_ && root.identity() == flat_root_ && root.is_dict() &&
+      root.dict_data().items.size() == flat_->size()) {
+    StateDict sd = *flat_;
+    sd.metadata = metadata;
+    return sd;
+  }
   const Value& sub = key.empty() ? root : value_at_path(root, key);
   StateDict sd = flatten(sub, skipped);
   sd.metadata = metadata;
@@ -20,6 +27,8 @@ Checkpoint Checkpoint::from_state_dict(const StateDict& sd, std::string format) 
   c.format = std::move(format);
   c.root = Value::from_state_dict(sd);
   c.metadata = sd.metadata;
+  c.flat_ = std::make_shared<const StateDict>(sd);
+  c.flat_root_ = c.root.identity();
   return c;
 }
 

@@ -370,6 +370,11 @@ void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata)
   for (const auto& it : items) w.write_tensor(*it.t);
 }
 
+Metadata safetensors_metadata(Metadata metadata, const std::string& format_entry) {
+  if (format_entry != "none" && !metadata.count("format")) metadata["format"] = format_entry;
+  return metadata;
+}
+
 void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
   StateDict sd;
   if (ckpt.root.is_tensor()) {
@@ -378,9 +383,7 @@ void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path,
   } else {
     sd = ckpt.state_dict();
   }
-  Metadata meta = sd.metadata;
-  std::string fmt = opts.option("format", "pt");
-  if (fmt != "none" && !meta.count("format")) meta["format"] = fmt;
+  const Metadata meta = safetensors_metadata(sd.metadata, opts.option("format", "pt"));
   if (std::string shard = opts.option("shard_size"); !shard.empty()) {
     try {
       save_sharded_safetensors(sd, meta, path, parse_shard_size(shard), opts.overwrite);

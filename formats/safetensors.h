@@ -39,6 +39,9 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
 
 /** The file bytes the reference writer produces, streamed to a Writer. */
 void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata);
+/** The __metadata__ the writer stores: metadata plus {"format": format_entry} unless it has a "format"
+ *  key or format_entry is "none". */
+Metadata safetensors_metadata(Metadata metadata, const std::string& format_entry);
 /** Saves the flattened state dict. Options: "format" = value of __metadata__["format"] (default "pt",
  *  "none" to add nothing); "shard_size" = "5GB"-style limit: shards model-00001-of-0000N.safetensors and
  *  model.safetensors.index.json next to path (path may be a folder), see formats/sharded.h. */
