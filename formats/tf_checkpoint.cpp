@@ -409,19 +409,17 @@ void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const Save
 }
 
 const FormatAdapter& tf_checkpoint_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "tf-checkpoint";
-    f.description = "TensorFlow checkpoint bundle (.index + .data-*; tf.train.Checkpoint, tf-keras save_weights, SavedModel variables/)";
-    f.extensions = {".index"};
-    f.sniff = [](const Source& s) {
-      TfBundleLocation loc = find_tf_bundle(s);
-      return !loc.index.empty() || !loc.ambiguous.empty();
-    };
-    f.load = [](const Source& s, const LoadOptions& o) { return load_tf_checkpoint(s, o); };
-    f.save = [](const Checkpoint& c, const fs::path& p, const SaveOptions& o) { save_tf_checkpoint(c, p, o); };
-    return f;
-  }();
+  static const FormatAdapter a{
+      .name = "tf-checkpoint",
+      .description = "TensorFlow checkpoint bundle (.index + .data-*; tf.train.Checkpoint, tf-keras save_weights, "
+                     "SavedModel variables/)",
+      .extensions = {".index"},
+      .sniff = [](const Source& s) {
+        TfBundleLocation loc = find_tf_bundle(s);
+        return !loc.index.empty() || !loc.ambiguous.empty();
+      },
+      .load = load_tf_checkpoint,
+      .save = save_tf_checkpoint};
   return a;
 }
 
