@@ -41,6 +41,9 @@ struct Checkpoint {
   /** The tensors as one flat StateDict: root (or the sub-tree at dotted key) flattened to dotted
    *  names, metadata attached. Non-tensor leaves are reported through skipped. */
   StateDict state_dict(const std::string& key = {}, std::vector<NonTensor>* skipped = nullptr) const;
+  /** What a flat writer stores: state_dict(), except that a lone tensor root (a loaded .npy) is named
+   *  "tensor"; metadata attached. */
+  StateDict named_tensors() const;
   /** A Checkpoint holding a flat StateDict (root = Dict of tensors, metadata copied). Its state_dict()
    *  returns these entries without walking root again, while root is still that Dict, unresized. */
   static Checkpoint from_state_dict(const StateDict& sd, std::string format = {});

@@ -435,13 +435,7 @@ std::vector<KeyValue> output_key_values(const Checkpoint& ck, const Metadata& me
 
 void write_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const GgufWriteOptions& opts) {
   TB_CHECK(host_little_endian(), UnsupportedError, "[gguf] writing on a big-endian host is not supported");
-  StateDict sd;
-  if (ckpt.root.is_tensor()) {
-    sd.insert("tensor", ckpt.root.as_tensor());
-    sd.metadata = ckpt.metadata;
-  } else {
-    sd = ckpt.state_dict();
-  }
+  const StateDict sd = ckpt.named_tensors();
   const std::string& quantize = opts.quantize;
   uint64_t alignment = kDefaultAlignment;
   const std::vector<KeyValue> kvs = output_key_values(ckpt, sd.metadata, alignment);

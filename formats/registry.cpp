@@ -23,6 +23,14 @@ StateDict Checkpoint::state_dict(const std::string& key, std::vector<NonTensor>*
   return sd;
 }
 
+StateDict Checkpoint::named_tensors() const {
+  if (!root.is_tensor()) return state_dict();
+  StateDict sd;
+  sd.insert("tensor", root.as_tensor());
+  sd.metadata = metadata;
+  return sd;
+}
+
 Checkpoint Checkpoint::from_state_dict(const StateDict& sd, std::string format) {
   Checkpoint c;
   c.format = std::move(format);

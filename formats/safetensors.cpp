@@ -377,13 +377,7 @@ Metadata safetensors_metadata(Metadata metadata, const std::string& format_entry
 
 void write_safetensors_file(const Checkpoint& ckpt, const std::filesystem::path& path,
                             const SafetensorsWriteOptions& opts) {
-  StateDict sd;
-  if (ckpt.root.is_tensor()) {
-    sd.insert("tensor", ckpt.root.as_tensor());
-    sd.metadata = ckpt.metadata;
-  } else {
-    sd = ckpt.state_dict();
-  }
+  const StateDict sd = ckpt.named_tensors();
   const Metadata meta = safetensors_metadata(sd.metadata, opts.format);
   if (opts.shard_size > 0) {
     try {
@@ -394,9 +388,14 @@ void write_safetensors_file(const Checkpoint& ckpt, const std::filesystem::path&
     }
     return;
   }
-  AtomicFileWriter w(path, opts.overwrite);
+  write_safetensors_atomically(sd, meta, path, opts.overwrite);
+}
+
+void write_safetensors_atomically(const StateDict& sd, const Metadata& metadata, const std::filesystem::path& path,
+                                  bool overwrite) {
+  AtomicFileWriter w(path, overwrite);
   try {
-    write_safetensors(w, sd, meta);
+    write_safetensors(w, sd, metadata);
   } catch (Error& e) {
     e.add_context(str("while writing '", path.string(), "'"));
     throw;

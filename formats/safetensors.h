@@ -39,6 +39,9 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
 
 /** The file bytes the reference writer produces, streamed to a Writer. */
 void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata);
+/** One safetensors file at path, atomically (refuses an existing one unless overwrite). */
+void write_safetensors_atomically(const StateDict& sd, const Metadata& metadata, const std::filesystem::path& path,
+                                  bool overwrite);
 /** The __metadata__ the writer stores: metadata plus {"format": format_entry} unless it has a "format"
  *  key or format_entry is "none". */
 Metadata safetensors_metadata(Metadata metadata, const std::string& format_entry);

@@ -37,15 +37,7 @@ std::vector<size_t> shards_of_slice(size_t count, size_t i, size_t n) {
 
 void write_output_shard(const ShardTarget& target, size_t k, size_t count, const StateDict& sd,
                         const Metadata& metadata, bool overwrite) {
-  const fs::path path = target.folder / shard_file_name(target.stem, k, count);
-  AtomicFileWriter w(path, overwrite);
-  try {
-    write_safetensors(w, sd, metadata);
-  } catch (Error& e) {
-    e.add_context(str("while writing '", path.string(), "'"));
-    throw;
-  }
-  w.commit();
+  write_safetensors_atomically(sd, metadata, target.folder / shard_file_name(target.stem, k, count), overwrite);
 }
 
 fs::path write_index_when_complete(const ShardTarget& target, size_t count) {

@@ -359,11 +359,7 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
 
 void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
   TB_CHECK(host_little_endian(), UnsupportedError, "[tf-checkpoint] writing on a big-endian host is not supported");
-  StateDict sd;
-  if (ckpt.root.is_tensor())
-    sd.insert("tensor", ckpt.root.as_tensor());
-  else
-    sd = ckpt.state_dict();
+  const StateDict sd = ckpt.named_tensors();
   std::string prefix = path.string();
   if (path.extension() == ".index") prefix.resize(prefix.size() - 6);
   TB_CHECK(!fs::path(prefix).filename().empty(), UnsupportedError, "[tf-checkpoint] '", path.string(),
