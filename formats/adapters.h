@@ -25,17 +25,24 @@ const FormatAdapter& keras_archive_format();  // formats/keras_archive.cpp | for
 const FormatAdapter& gguf_format();         // formats/gguf.cpp
 const FormatAdapter& tf_checkpoint_format();  // formats/tf_checkpoint.cpp | formats/no_tf_checkpoint.cpp
 
-/** The adapter f with a writer that takes its options typed: save() parses SaveOptions through table
- *  once (an unknown key or bad value is an UnsupportedError naming the accepted ones) and calls write. */
+/** f with save_options and check_options taken from table (shared by the two helpers below). */
 template <class T>
-FormatAdapter with_writer(FormatAdapter f, OptionTable<T> table,
-                          void (*write)(const Checkpoint&, const std::filesystem::path&, const T&)) {
+std::shared_ptr<const OptionTable<T>> attach_options(FormatAdapter& f, OptionTable<T> table) {
   auto t = std::make_shared<const OptionTable<T>>(std::move(table));
   f.save_options = option_list(*t);
   f.check_options = [t, name = f.name](const SaveOptions& o, const std::filesystem::path& p) {
     (void)parse_options(*t, name, p, o);
   };
-  f.save = [t, name = f.name, write](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
+  return t;
+}
+
+/** The adapter f with a writer that takes its options typed: save() parses SaveOptions through table
+ *  once (an unknown key or bad value is an UnsupportedError naming the accepted ones) and calls write. */
+template <class T>
+FormatAdapter with_writer(FormatAdapter f, OptionTable<T> table,
+                          void (*write)(const Checkpoint&, const std::filesystem::path&, const T&)) {
+  f.save = [t = attach_options(f, std::move(table)), name = f.name, write](
+               const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
     write(c, p, parse_options(*t, name, p, o));
   };
   return f;
@@ -46,13 +53,9 @@ FormatAdapter with_writer(FormatAdapter f, OptionTable<T> table,
 template <class T>
 FormatAdapter with_checked_writer(FormatAdapter f, OptionTable<T> table,
                                   void (*write)(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)) {
-  auto t = std::make_shared<const OptionTable<T>>(std::move(table));
-  f.save_options = option_list(*t);
-  f.check_options = [t, name = f.name](const SaveOptions& o, const std::filesystem::path& p) {
-    (void)parse_options(*t, name, p, o);
-  };
-  f.save = [t, name = f.name, write](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
-    (void)parse_options(*t, name, p, o);
+  attach_options(f, std::move(table));
+  f.save = [check = f.check_options, write](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
+    check(o, p);
     write(c, p, o);
   };
   return f;
