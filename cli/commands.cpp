@@ -21,9 +21,6 @@
 #include "nn/style.h"
 
 namespace tb::cli {
-namespace {
-
-using json = nlohmann::ordered_json;
 
 std::string human_bytes(uint64_t n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -41,6 +38,23 @@ std::string human_bytes(uint64_t n) {
   return os.str();
 }
 
+const char* const kReadableNamesHelp =
+    "tf-checkpoint: model variables by object path (layer_with_weights-0/kernel); optimizer slots and counters "
+    "kept as non-tensor values";
+
+LoadOptions load_options(bool allow_unknown_globals, bool keep_quantized, bool readable_names) {
+  LoadOptions o;
+  o.allow_unknown_globals = allow_unknown_globals;
+  o.keep_quantized = keep_quantized;
+  o.readable_names = readable_names;
+  return o;
+}
+
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
 // ------------------------------------------------------------------------------------------------
 // inspect
 // ------------------------------------------------------------------------------------------------
@@ -51,18 +65,6 @@ struct InspectArgs {
   bool keep_quantized = false;
   bool readable_names = false;
 };
-
-const char* const kReadableNamesHelp =
-    "tf-checkpoint: model variables by object path (layer_with_weights-0/kernel); optimizer slots and counters "
-    "kept as non-tensor values";
-
-LoadOptions load_options(bool allow_unknown_globals, bool keep_quantized = false, bool readable_names = false) {
-  LoadOptions o;
-  o.allow_unknown_globals = allow_unknown_globals;
-  o.keep_quantized = keep_quantized;
-  o.readable_names = readable_names;
-  return o;
-}
 
 void run_inspect(const InspectArgs& a) {
   Checkpoint ck = load(a.path, load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names));
@@ -179,186 +181,6 @@ void run_inspect(const InspectArgs& a) {
     std::cout << "other values:\n";
     for (const auto& n : non_tensors) std::cout << "  " << (n.path.empty() ? "(root)" : n.path) << " = " << n.repr << "\n";
   }
-}
-
-// ------------------------------------------------------------------------------------------------
-// convert
-// ------------------------------------------------------------------------------------------------
-struct ConvertArgs {
-  std::string input, output, to, key, dtype, style, shard_size;
-  std::vector<std::string> select, select_regex, rename;
-  bool force = false;
-  bool drop_non_tensors = false;
-  bool strip_prefix = false;
-  bool trim_storage = false;
-  bool compress = false;
-  bool quiet = false;
-  bool verbose = false;
-  bool allow_unknown_globals = false;
-  bool keep_quantized = false;
-  bool state_dict_only = false;
-  bool readable_names = false;
-  std::vector<std::string> options;
-  bool reshapes_keys() const {
-    return !select.empty() || !select_regex.empty() || !rename.empty() || strip_prefix || !style.empty();
-  }
-};
-
-// A progress bar on stderr while a conversion writes, only when stderr is a terminal.
-class ProgressBar {
- public:
-  ProgressBar(uint64_t total, bool enabled) : total_(total), enabled_(enabled && ::isatty(2) && total > (16u << 20)) {
-    start_ = last_ = std::chrono::steady_clock::now();
-    if (enabled_) set_write_progress([this](uint64_t n) { add(n); });
-  }
-  ~ProgressBar() {
-    if (!enabled_) return;
-    set_write_progress(nullptr);
-    std::fprintf(stderr, "\r%*s\r", 72, "");
-  }
-  void add(uint64_t n) {
-    done_ += n;
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_ < std::chrono::milliseconds(100) && done_ < total_) return;
-    last_ = now;
-    double secs = std::chrono::duration<double>(now - start_).count();
-    double frac = total_ ? std::min(1.0, double(done_) / double(total_)) : 1.0;
-    double rate = secs > 0 ? double(done_) / secs : 0;
-    double eta = rate > 0 ? double(total_ > done_ ? total_ - done_ : 0) / rate : 0;
-    int filled = int(frac * 30);
-    std::fprintf(stderr, "\r[%-30s] %3d%%  %s/s  ETA %.0fs ", std::string(size_t(filled), '#').c_str(),
-                 int(frac * 100), human_bytes(uint64_t(rate)).c_str(), eta);
-  }
-
- private:
-  uint64_t total_, done_ = 0;
-  bool enabled_;
-  std::chrono::steady_clock::time_point start_, last_;
-};
-
-
-
-// --dtype: floating-point tensors are cast (round to nearest even); integer and bool tensors
-// (num_batches_tracked, masks) keep their dtype.
-DType float_target(const std::string& name) {
-  auto to = dtype_from_name(name);
-  TB_CHECK(to.has_value(), UnsupportedError, "--dtype ", name, ": unknown dtype (float32, float16, bfloat16, ...)");
-  TB_CHECK(is_floating(*to), UnsupportedError, "--dtype ", name, ": only floating-point targets are supported");
-  return *to;
-}
-
-StateDict cast_floating(const StateDict& sd, const std::string& name) {
-  DType to = float_target(name);
-  StateDict out;
-  out.metadata = sd.metadata;
-  for (const auto& [k, t] : sd) out.insert(k, is_floating(t.dtype()) ? t.to(to) : t);
-  return out;
-}
-
-void run_convert(const ConvertArgs& a) {
-  const FormatAdapter& out_fmt = output_format(a.output, a.to);
-  SaveOptions so;
-  so.overwrite = a.force;
-  if (a.trim_storage) so.options["trim_storage"] = "1";
-  if (a.compress) so.options["compress"] = "1";
-  for (const auto& kv : a.options) {
-    size_t eq = kv.find('=');
-    TB_CHECK(eq != std::string::npos && eq > 0, UnsupportedError, "--option ", kv, ": expected KEY=VALUE");
-    so.options[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  // --dtype q8_0: GGUF's own block quantization, done by its writer.
-  const bool quantize = a.dtype == "q8_0";
-  if (quantize) {
-    TB_CHECK(out_fmt.name == "gguf", UnsupportedError, "--dtype q8_0 is supported for gguf output, not ", out_fmt.name);
-    so.options["quantize"] = "q8_0";
-  }
-  if (!a.shard_size.empty()) {
-    TB_CHECK(out_fmt.name == "safetensors", UnsupportedError, "--shard-size is supported for safetensors output, not ",
-             out_fmt.name);
-    so.options["shard_size"] = a.shard_size;
-  }
-  check_save_options(out_fmt, a.output, so);  // a mistyped option fails before the input is read
-  Checkpoint in = load(a.input, load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names || a.style == "torch"));
-  if (out_fmt.name == "pt" && !a.state_dict_only)
-    for (const auto& [k, v] : in.info)
-      TB_CHECK(k != "whole module", UnsupportedError, "'", a.input, "' is a whole pickled module (", v,
-               "); the .pt writer cannot write the module's class and code back, only its tensors: pass "
-               "--state-dict-only to write its state dict");
-
-  Checkpoint out;
-  out.metadata = in.metadata;
-  if (a.verbose) {
-    std::cerr << "read " << a.input << " as " << in.format << "\n";
-    for (const auto& [k, v] : in.info) std::cerr << "  " << k << ": " << v << "\n";
-  }
-  if (out_fmt.keeps_tree && !a.reshapes_keys()) {
-    out.root = a.key.empty() ? in.root : value_at_path(in.root, a.key);
-    if (!a.dtype.empty() && !quantize) {
-      DType to = float_target(a.dtype);
-      out.root = map_tensors(out.root, [to](const Tensor& t) { return is_floating(t.dtype()) ? t.to(to) : t; });
-    }
-  } else {
-    std::vector<NonTensor> skipped;
-    StateDict sd = in.state_dict(a.key, &skipped);
-    if (!skipped.empty() && !a.drop_non_tensors) {
-      std::string list;
-      for (size_t i = 0; i < skipped.size() && i < 8; ++i)
-        list += str("\n  ", skipped[i].path.empty() ? "(root)" : skipped[i].path, " = ", skipped[i].repr);
-      if (skipped.size() > 8) list += str("\n  ... and ", skipped.size() - 8, " more");
-      throw UnsupportedError(str("'", a.input, "' holds values that are not tensors, which ", out_fmt.name,
-                                 " cannot store:", list,
-                                 "\nselect the tensors with --key (e.g. --key model_state_dict) or pass "
-                                 "--drop-non-tensors to leave them out"));
-    }
-    TB_CHECK(!sd.empty(), FormatError, "'", a.input, "'", a.key.empty() ? "" : " under --key " + a.key,
-             " holds no tensors; nothing to write");
-    // The key operations in the order below (--style, refused for a kept graph, sits between the
-    // prefix strip and the rest): a kept graph replays them to learn each new name's old one.
-    auto reshape = [&a](StateDict s) {
-      if (a.strip_prefix) s = nn::strip_prefixes(s);
-      if (!a.select.empty()) s = nn::select_keys(s, a.select);
-      if (!a.select_regex.empty()) s = nn::select_keys(s, a.select_regex, true);
-      if (!a.rename.empty()) s = nn::rename_keys(s, a.rename);
-      return s;
-    };
-    // A source structure the writer can keep (an ONNX graph) travels with the names it had on loading.
-    if (in.native.data && in.native.format == out_fmt.name) {
-      TB_CHECK(a.style.empty(), UnsupportedError, "--style changes names and layouts that the graph of '", a.input,
-               "' refers to; write the weights only with --option graph=drop");
-      StateDict tags;  // the same key operations on one index per tensor give each new name its old one
-      for (size_t i = 0; i < sd.size(); ++i) tags.insert(sd.entries()[i].first, Tensor::from_vector<int64_t>(DType::I64, {}, {int64_t(i)}));
-      out.native = in.native;
-      for (const auto& [name, t] : reshape(tags)) {
-        const std::string& old = sd.entries()[size_t(t.to_vector<int64_t>()[0])].first;
-        if (old != name) out.native.renamed_from[name] = old;
-      }
-    }
-    if (a.strip_prefix) sd = nn::strip_prefixes(sd);
-    std::string style = a.style;
-    bool keras_target = out_fmt.name == "keras-h5" || out_fmt.name == "keras3-h5";
-    if (style.empty() && keras_target && looks_torch_style(sd)) {
-      style = "keras";
-      if (!a.quiet) std::cerr << "note: converting torch-style names and layouts to Keras style (--style keras)\n";
-    }
-    if (!style.empty()) sd = nn::convert_style(sd, style);
-    // --select and --rename see the names the output will have (after --style).
-    if (!a.select.empty()) sd = nn::select_keys(sd, a.select);
-    if (!a.select_regex.empty()) sd = nn::select_keys(sd, a.select_regex, true);
-    if (!a.rename.empty()) sd = nn::rename_keys(sd, a.rename);
-    if (!a.dtype.empty() && !quantize) sd = cast_floating(sd, a.dtype);
-    out.root = Value::from_state_dict(sd);
-    out.metadata = sd.metadata;
-  }
-  uint64_t total = 0;
-  {
-    std::vector<NonTensor> ignored;
-    for (const auto& [k, t] : flatten(out.root, &ignored)) total += t.nbytes();
-  }
-  {
-    ProgressBar bar(total, !a.quiet);
-    out_fmt.save(out, a.output, so);
-  }
-  if (!a.quiet) std::cerr << "wrote " << a.output << " (" << out_fmt.name << ", " << human_bytes(total) << ")\n";
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -514,45 +336,7 @@ void register_commands(CLI::App& app) {
   inspect->footer("Example:\n  tensorbridge inspect mlp.params\n  tensorbridge inspect --json model.safetensors");
   inspect->callback([inspect_args] { run_inspect(*inspect_args); });
 
-  auto convert_args = std::make_shared<ConvertArgs>();
-  auto* convert = app.add_subcommand("convert", "Convert a weight file to another format");
-  convert->add_option("input", convert_args->input, "input file or folder (format sniffed from the bytes)")->required();
-  convert->add_option("output", convert_args->output, "output path (format from --to or the extension)")->required();
-  convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow, gguf, tf-checkpoint");
-  convert->add_option("--key", convert_args->key, "dotted path of the sub-tree to convert, e.g. model_state_dict");
-  convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16; q8_0 for gguf output)");
-  convert->add_option("--select", convert_args->select, "keep only keys matching this glob (repeatable), e.g. 'hidden.*'; matched against the output's names (after --style)");
-  convert->add_option("--select-regex", convert_args->select_regex, "keep only keys matching this regex (repeatable; output names, after --style)");
-  convert->add_option("--rename", convert_args->rename, "rename keys: REGEX=REPLACEMENT with \\1 groups (repeatable), e.g. 'module\\.(.*)=\\1'; applied to the output's names (after --style)");
-  convert->add_flag("--strip-prefix", convert_args->strip_prefix, "remove leading 'module.' and '_orig_mod.' from keys");
-  convert->add_option("--style", convert_args->style, "convert names and layouts: torch or keras")->check(CLI::IsMember({"torch", "keras"}));
-  convert->add_flag("--trim-storage", convert_args->trim_storage, ".pt output: save only the bytes each view uses");
-  convert->add_option("--shard-size", convert_args->shard_size, "safetensors output: shards of at most SIZE (e.g. 5GB) plus an index");
-  convert->add_flag("--compress", convert_args->compress, ".npz output: deflate the members");
-  convert->add_flag("-q,--quiet", convert_args->quiet, "no progress bar or notes");
-  convert->add_flag("-v,--verbose", convert_args->verbose, "say what was read");
-  convert->add_flag("--allow-unknown-globals", convert_args->allow_unknown_globals,
-                    "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
-  convert->add_flag("--keep-quantized", convert_args->keep_quantized,
-                    "gguf: keep quantized tensors as raw uint8 blocks (gguf output writes them back as their type)");
-  convert->add_flag("--readable-names", convert_args->readable_names,
-                    str(kReadableNamesHelp, " (implied by --style torch)"));
-  convert->add_option("--option", convert_args->options,
-                      "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
-                      "layout=pickle|single|snapshot (oneflow), format=none (safetensors), quantize=q8_0 (gguf)");
-  convert->add_flag("--force", convert_args->force, "overwrite an existing output");
-  convert->add_flag("--state-dict-only", convert_args->state_dict_only,
-                    "a whole pickled module to .pt: write its state dict (the module itself cannot be written)");
-  convert->add_flag("--drop-non-tensors", convert_args->drop_non_tensors,
-                    "leave out values that are not tensors (epoch, loss, ...) instead of refusing");
-  convert->footer(
-      "Examples:\n"
-      "  tensorbridge convert mlp.params mlp.safetensors\n"
-      "  tensorbridge convert checkpoint.pt model.safetensors --key model_state_dict\n"
-      "  tensorbridge convert model.pt weights.h5 --to keras-h5\n"
-      "  tensorbridge convert weights.h5 model.pt --style torch\n"
-      "  tensorbridge convert net.pt part.pt --select 'hidden.*' --rename 'hidden\\.(.*)=encoder.\\1'");
-  convert->callback([convert_args] { run_convert(*convert_args); });
+  register_convert(app);
 
   auto diff_args = std::make_shared<DiffArgs>();
   auto* diff = app.add_subcommand("diff", "Compare the tensors of two files of any formats (exit 0 equal, 1 different, 2 error)");

@@ -1,8 +1,13 @@
 // One accessor per format adapter; each is defined in the format's own .cpp file (or its
 // no_<dep>.cpp stub when the optional dependency is off). registry.cpp lists them in sniff order.
+// with_writer() / with_checked_writer() attach a writer and its typed options table to an adapter
+// written as a designated initializer, so a format's registration is its facts and nothing else.
 #pragma once
 
+#include <memory>
+
 #include "formats/format.h"
+#include "formats/typed_options.h"
 
 namespace tb {
 const FormatAdapter& torchscript_format();  // formats/torchscript.cpp
@@ -19,4 +24,40 @@ const FormatAdapter& oneflow_format();      // formats/oneflow.cpp
 const FormatAdapter& keras_archive_format();  // formats/keras_archive.cpp | formats/no_hdf5.cpp
 const FormatAdapter& gguf_format();         // formats/gguf.cpp
 const FormatAdapter& tf_checkpoint_format();  // formats/tf_checkpoint.cpp | formats/no_tf_checkpoint.cpp
+
+/** f with save_options and check_options taken from table (shared by the two helpers below). */
+template <class T>
+std::shared_ptr<const OptionTable<T>> attach_options(FormatAdapter& f, OptionTable<T> table) {
+  auto t = std::make_shared<const OptionTable<T>>(std::move(table));
+  f.save_options = option_list(*t);
+  f.check_options = [t, name = f.name](const SaveOptions& o, const std::filesystem::path& p) {
+    (void)parse_options(*t, name, p, o);
+  };
+  return t;
+}
+
+/** The adapter f with a writer that takes its options typed: save() parses SaveOptions through table
+ *  once (an unknown key or bad value is an UnsupportedError naming the accepted ones) and calls write. */
+template <class T>
+FormatAdapter with_writer(FormatAdapter f, OptionTable<T> table,
+                          void (*write)(const Checkpoint&, const std::filesystem::path&, const T&)) {
+  f.save = [t = attach_options(f, std::move(table)), name = f.name, write](
+               const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
+    write(c, p, parse_options(*t, name, p, o));
+  };
+  return f;
+}
+
+/** The same for a writer that still reads SaveOptions itself: the table checks every key and value
+ *  before it runs. */
+template <class T>
+FormatAdapter with_checked_writer(FormatAdapter f, OptionTable<T> table,
+                                  void (*write)(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)) {
+  attach_options(f, std::move(table));
+  f.save = [check = f.check_options, write](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
+    check(o, p);
+    write(c, p, o);
+  };
+  return f;
+}
 }  // namespace tb

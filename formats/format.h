@@ -41,8 +41,16 @@ struct Checkpoint {
   /** The tensors as one flat StateDict: root (or the sub-tree at dotted key) flattened to dotted
    *  names, metadata attached. Non-tensor leaves are reported through skipped. */
   StateDict state_dict(const std::string& key = {}, std::vector<NonTensor>* skipped = nullptr) const;
-  /** A Checkpoint holding a flat StateDict (root = Dict of tensors, metadata copied). */
+  /** What a flat writer stores: state_dict(), except that a lone tensor root (a loaded .npy) is named
+   *  "tensor"; metadata attached. */
+  StateDict named_tensors() const;
+  /** A Checkpoint holding a flat StateDict (root = Dict of tensors, metadata copied). Its state_dict()
+   *  returns these entries without walking root again, while root is still that Dict, unresized. */
   static Checkpoint from_state_dict(const StateDict& sd, std::string format = {});
+
+ private:
+  std::shared_ptr<const StateDict> flat_;  // the entries root was built from (from_state_dict)
+  const void* flat_root_ = nullptr;        // root's identity then
 };
 
 struct LoadOptions {
@@ -88,20 +96,28 @@ struct SaveOption {
 };
 
 struct FormatAdapter {
-  std::string name;                     // "pt", "npy", "npz", "h5", "onnx", "safetensors", "oneflow"
-  std::string description;              // one line for `tensorbridge formats`
-  std::vector<std::string> extensions;  // {".pt", ".pth", ".bin"}
+  std::string name{};                     // "pt", "npy", "npz", "h5", "onnx", "safetensors", "oneflow"
+  std::string description{};              // one line for `tensorbridge formats`
+  std::vector<std::string> extensions{};  // {".pt", ".pth", ".bin"}
   /** True when the bytes (or folder) are certainly this format. Must be cheap. It may throw a tb::Error
    *  when the bytes are this kind of container but broken (a zip bomb); detection then goes on with
    *  the other formats and quotes the reason if none matches. */
-  std::function<bool(const Source&)> sniff;
-  std::function<Checkpoint(const Source&, const LoadOptions&)> load;
+  std::function<bool(const Source&)> sniff{};
+  std::function<Checkpoint(const Source&, const LoadOptions&)> load{};
   /** nullptr when the format is read-only here. */
-  std::function<void(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)> save;
+  std::function<void(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)> save{};
   /** Whether save() keeps nested values (lists, dicts, ints) rather than only a flat tensor dict. */
   bool keeps_tree = false;
   /** The SaveOptions::options keys save() reads; tb::save() refuses others, naming these. */
-  std::vector<SaveOption> save_options;
+  std::vector<SaveOption> save_options{};
+  /** Parses the options as save() will (typed tables: formats/typed_options.h), throwing on an unknown
+   *  key or a bad value; empty: only the keys are checked against save_options. */
+  std::function<void(const SaveOptions&, const std::filesystem::path&)> check_options{};
+};
+
+/** What every typed option struct of a writer holds (see formats/typed_options.h). */
+struct WriteOptions {
+  bool overwrite = false;  // replace an existing output
 };
 
 }  // namespace tb

@@ -433,18 +433,10 @@ std::vector<KeyValue> output_key_values(const Checkpoint& ck, const Metadata& me
 
 }  // namespace
 
-void save_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+void write_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const GgufWriteOptions& opts) {
   TB_CHECK(host_little_endian(), UnsupportedError, "[gguf] writing on a big-endian host is not supported");
-  StateDict sd;
-  if (ckpt.root.is_tensor()) {
-    sd.insert("tensor", ckpt.root.as_tensor());
-    sd.metadata = ckpt.metadata;
-  } else {
-    sd = ckpt.state_dict();
-  }
-  const std::string quantize = opts.option("quantize");
-  TB_CHECK(quantize.empty() || quantize == "q8_0", UnsupportedError, "[gguf] quantize=", quantize,
-           ": only q8_0 is supported");
+  const StateDict sd = ckpt.named_tensors();
+  const std::string& quantize = opts.quantize;
   uint64_t alignment = kDefaultAlignment;
   const std::vector<KeyValue> kvs = output_key_values(ckpt, sd.metadata, alignment);
 
@@ -528,21 +520,23 @@ void save_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const 
   w.commit();
 }
 
+void save_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+  gguf_format().save(ckpt, path, opts);
+}
+
 const FormatAdapter& gguf_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "gguf";
-    f.description = "GGUF v2/v3 (llama.cpp; quantized tensors dequantized to float32 or kept with --keep-quantized)";
-    f.extensions = {".gguf"};
-    f.sniff = [](const Source& s) { return s.reader && s.reader->size() >= 4 && s.reader->read_string(0, 4) == "GGUF"; };
-    f.load = [](const Source& s, const LoadOptions& o) {
-      TB_CHECK(s.reader != nullptr, FormatError, "[gguf] '", s.label(), "' is a folder, not a GGUF file");
-      return load_gguf(s.reader, o);
-    };
-    f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_gguf(c, p, o); };
-    f.save_options = {{"quantize", "q8_0 stores float tensors of 2+ dims as Q8_0 (--dtype q8_0); default: as given"}};
-    return f;
-  }();
+  static const FormatAdapter a = with_writer<GgufWriteOptions>(
+      {.name = "gguf",
+       .description = "GGUF v2/v3 (llama.cpp; quantized tensors dequantized to float32 or kept with --keep-quantized)",
+       .extensions = {".gguf"},
+       .sniff = [](const Source& s) { return s.reader && s.reader->size() >= 4 && s.reader->read_string(0, 4) == "GGUF"; },
+       .load = [](const Source& s, const LoadOptions& o) {
+         TB_CHECK(s.reader != nullptr, FormatError, "[gguf] '", s.label(), "' is a folder, not a GGUF file");
+         return load_gguf(s.reader, o);
+       }},
+      {choice_option<GgufWriteOptions>("quantize", &GgufWriteOptions::quantize, {"q8_0"},
+                                       "q8_0 stores float tensors of 2+ dims as Q8_0 (--dtype q8_0); default: as given")},
+      write_gguf);
   return a;
 }
 

@@ -27,8 +27,16 @@ inline constexpr const char* kGgufQuantizedKey = "tensorbridge.gguf_quantized.";
 /** Reads a GGUF v2/v3 file. */
 Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& opts = {});
 
-/** Writes GGUF v3. Options: "quantize" = "q8_0" stores float tensors of 2+ dims whose last dim is a
- *  multiple of 32 as Q8_0 (gguf.quants.quantize); other tensors keep their type. */
+/** The GGUF writer's options (--option KEY=VALUE). */
+struct GgufWriteOptions : WriteOptions {
+  /** "q8_0": float tensors of 2+ dims whose last dim is a multiple of 32 are stored as Q8_0
+   *  (gguf.quants.quantize), the others keep their type; empty: every tensor as given. */
+  std::string quantize;
+};
+
+/** Writes GGUF v3 with typed options. */
+void write_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const GgufWriteOptions& opts);
+/** Writes GGUF v3; SaveOptions::options parsed as GgufWriteOptions (key "quantize"). */
 void save_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 }  // namespace tb

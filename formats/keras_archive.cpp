@@ -201,16 +201,12 @@ void save_keras_archive(const Checkpoint& ckpt, const std::filesystem::path& pat
 }
 
 const FormatAdapter& keras_archive_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "keras";
-    f.description = "Keras 3 .keras archive (config.json + model.weights.h5)";
-    f.extensions = {".keras"};
-    f.sniff = sniff_keras;
-    f.load = load_keras_archive;
-    f.save = save_keras_archive;
-    return f;
-  }();
+  static const FormatAdapter a{.name = "keras",
+                               .description = "Keras 3 .keras archive (config.json + model.weights.h5)",
+                               .extensions = {".keras"},
+                               .sniff = sniff_keras,
+                               .load = load_keras_archive,
+                               .save = save_keras_archive};
   return a;
 }
 

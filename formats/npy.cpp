@@ -683,22 +683,26 @@ void save_npy(const Checkpoint& ckpt, const std::filesystem::path& path, const S
   w.commit();
 }
 
+namespace {
+/** The .npy writer's options (--option KEY=VALUE), checked before save_npy reads them. */
+struct NpyWriteOptions : WriteOptions {
+  bool object = false;  // write a whole tree as a pickled object array
+};
+}  // namespace
+
 const FormatAdapter& npy_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "npy";
-    f.description = "NumPy .npy array (v1-v3, any byte order, Fortran order, pickled object arrays)";
-    f.extensions = {".npy"};
-    f.sniff = [](const Source& s) {
-      if (!s.reader || s.reader->size() < 10) return false;
-      return s.reader->read_string(0, 6) == std::string(kMagic, 6);
-    };
-    f.load = [](const Source& s, const LoadOptions& o) { return load_npy(s, o); };
-    f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_npy(c, p, o); };
-    f.keeps_tree = true;
-    f.save_options = {{"object", "1 writes a whole tree as a pickled object array (default 0)"}};
-    return f;
-  }();
+  static const FormatAdapter a = with_checked_writer<NpyWriteOptions>(
+      {.name = "npy",
+       .description = "NumPy .npy array (v1-v3, any byte order, Fortran order, pickled object arrays)",
+       .extensions = {".npy"},
+       .sniff = [](const Source& s) {
+         return s.reader && s.reader->size() >= 10 && s.reader->read_string(0, 6) == std::string(kMagic, 6);
+       },
+       .load = load_npy,
+       .keeps_tree = true},
+      {flag_option<NpyWriteOptions>("object", &NpyWriteOptions::object,
+                                    "1 writes a whole tree as a pickled object array (default 0)")},
+      save_npy);
   return a;
 }
 

@@ -70,7 +70,13 @@ void save_npy(const Checkpoint& ckpt, const std::filesystem::path& path, const S
 
 /** Checkpoint with root = Dict key -> Value (member name minus ".npy"). */
 Checkpoint load_npz(const Source& src, const LoadOptions& opts = {});
-/** One member "<name>.npy" per flattened tensor; stored, or deflated with option "compress" = "1". */
+/** The .npz writer's options (--option KEY=VALUE). */
+struct NpzWriteOptions : WriteOptions {
+  bool compress = false;  // deflate the members as np.savez_compressed (else stored, as np.savez)
+};
+/** One member "<name>.npy" per flattened tensor. */
+void write_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const NpzWriteOptions& opts);
+/** write_npz with SaveOptions::options parsed as NpzWriteOptions (key "compress" = 0 or 1). */
 void save_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 }  // namespace tb

@@ -55,7 +55,7 @@ Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
   return c;
 }
 
-void save_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+void write_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const NpzWriteOptions& opts) {
   const std::string P = path.string();
   // Members are named by the naming rule (formats/naming.h): no member can leave the folder it is
   // extracted into, and a lone unnamed array is "arr_0" as np.savez(x) names it.
@@ -63,8 +63,6 @@ void save_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const S
   StateDict sd = ckpt.state_dict();
   std::vector<std::string> names = naming::stored_names(sd, naming::Target::Npz);
   for (size_t i = 0; i < sd.size(); ++i) items.emplace_back(names[i], sd.entries()[i].second);
-  const std::string comp = opts.option("compress", "0");
-  TB_CHECK(comp == "0" || comp == "1", UnsupportedError, "[npz] option compress must be 0 or 1, got '", comp, "'");
   AtomicFileWriter w(path, opts.overwrite);
   zip::WriteOptions zo;
   zo.align = 64;  // with numpy's 64-byte headers the array data is then 64-aligned in the file (zero-copy reads)
@@ -77,7 +75,7 @@ void save_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const S
       out.write_tensor(t);
     };
     try {
-      if (comp == "1")
+      if (opts.compress)
         zw.add_deflated(name + ".npy", size, produce);
       else
         zw.add_stored(name + ".npy", size, produce);
@@ -90,33 +88,39 @@ void save_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const S
   w.commit();
 }
 
+void save_npz(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+  npz_format().save(ckpt, path, opts);
+}
+
+namespace {
+bool sniff_npz(const Source& s) {
+  if (!s.reader || !zip::looks_like_zip(*s.reader)) return false;
+  try {
+    zip::ZipReader zr(s.reader);
+    bool npy = false;
+    for (const auto& e : zr.entries()) {
+      if (ends_with(e.name, "data.pkl")) return false;  // a torch archive
+      npy = npy || ends_with(e.name, ".npy");
+    }
+    return npy;
+  } catch (const Error&) {
+    throw;  // a broken zip (truncated, zip bomb): the registry reports why if nothing else matches
+  } catch (...) {
+    return false;
+  }
+}
+}  // namespace
+
 const FormatAdapter& npz_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "npz";
-    f.description = "NumPy .npz archive (np.savez / np.savez_compressed)";
-    f.extensions = {".npz"};
-    f.sniff = [](const Source& s) {
-      if (!s.reader || !zip::looks_like_zip(*s.reader)) return false;
-      try {
-        zip::ZipReader zr(s.reader);
-        bool npy = false;
-        for (const auto& e : zr.entries()) {
-          if (ends_with(e.name, "data.pkl")) return false;  // a torch archive
-          npy = npy || ends_with(e.name, ".npy");
-        }
-        return npy;
-      } catch (const Error&) {
-        throw;  // a broken zip (truncated, zip bomb): the registry reports why if nothing else matches
-      } catch (...) {
-        return false;
-      }
-    };
-    f.load = [](const Source& s, const LoadOptions& o) { return load_npz(s, o); };
-    f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_npz(c, p, o); };
-    f.save_options = {{"compress", "1 deflates members as np.savez_compressed (default 0)"}};
-    return f;
-  }();
+  static const FormatAdapter a = with_writer<NpzWriteOptions>(
+      {.name = "npz",
+       .description = "NumPy .npz archive (np.savez / np.savez_compressed)",
+       .extensions = {".npz"},
+       .sniff = sniff_npz,
+       .load = [](const Source& s, const LoadOptions& o) { return load_npz(s, o); }},
+      {flag_option<NpzWriteOptions>("compress", &NpzWriteOptions::compress,
+                                    "1 deflates members as np.savez_compressed (default 0)")},
+      write_npz);
   return a;
 }
 

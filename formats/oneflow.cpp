@@ -644,29 +644,41 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
   tmp.commit(opts.overwrite, refuse_foreign_folder);  // exchanged with an existing target, which is then removed
 }
 
+namespace {
+/** The OneFlow writer's options (--option KEY=VALUE), checked before save_oneflow reads them. */
+struct OneflowWriteOptions : WriteOptions {
+  std::string layout = "pickle";        // pickle (flow.save folder), single (flow.save file), snapshot (legacy)
+  std::string magic = "__oneflow__";    // the pickle's magic: __oneflow__ (OneFlow >= 0.9) or oneflow
+  std::string tensor_class = "auto";    // auto, parameter or tensor
+  uint64_t first_tensor = 0;            // number of the first tensor_N folder
+};
+
+OptionTable<OneflowWriteOptions> oneflow_options() {
+  using O = OneflowWriteOptions;
+  return {choice_option<O>("layout", &O::layout, {"pickle", "single", "snapshot"},
+                           "pickle (flow.save folder, default), single (flow.save file) or snapshot (legacy)"),
+          choice_option<O>("magic", &O::magic, {"__oneflow__", "oneflow"}, "__oneflow__ (OneFlow >= 0.9, default) or oneflow"),
+          choice_option<O>("tensor_class", &O::tensor_class, {"auto", "parameter", "tensor"},
+                           "auto (default), parameter or tensor"),
+          count_option<O>("first_tensor", &O::first_tensor, "number of the first tensor_N folder (default 0)")};
+}
+}  // namespace
+
 const FormatAdapter& oneflow_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "oneflow";
-    f.description = "OneFlow flow.save folder (pickled_data + tensor_N/{meta,out}), nn.Graph variables, legacy "
-                    "snapshots, flow.save single-file pickle";
-    f.sniff = [](const Source& src) -> bool {
-      try {
-        if (src.reader) return sniff_single_file(*src.reader);
-        return is_oneflow_folder(src.path);
-      } catch (...) {
-        return false;
-      }
-    };
-    f.load = [](const Source& src, const LoadOptions& opts) { return load_oneflow(src, opts); };
-    f.save = [](const Checkpoint& c, const fs::path& p, const SaveOptions& o) { save_oneflow(c, p, o); };
-    f.keeps_tree = true;
-    f.save_options = {{"layout", "pickle (flow.save folder, default), single (flow.save file) or snapshot (legacy)"},
-                      {"magic", "__oneflow__ (OneFlow >= 0.9, default) or oneflow"},
-                      {"tensor_class", "auto (default), parameter or tensor"},
-                      {"first_tensor", "number of the first tensor_N folder (default 0)"}};
-    return f;
-  }();
+  static const FormatAdapter a = with_checked_writer<OneflowWriteOptions>(
+      {.name = "oneflow",
+       .description = "OneFlow flow.save folder (pickled_data + tensor_N/{meta,out}), nn.Graph variables, legacy "
+                      "snapshots, flow.save single-file pickle",
+       .sniff = [](const Source& src) -> bool {
+         try {
+           return src.reader ? sniff_single_file(*src.reader) : is_oneflow_folder(src.path);
+         } catch (...) {
+           return false;
+         }
+       },
+       .load = load_oneflow,
+       .keeps_tree = true},
+      oneflow_options(), save_oneflow);
   return a;
 }
 

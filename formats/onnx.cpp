@@ -659,12 +659,10 @@ bool is_data_name(const std::string& f, const std::string& model) {
 
 /** save_onnx; with in_memory, the writer before streaming (raw_data inside the ModelProto, serialized
  *  by libprotobuf into a string): the tests' reference for the streamed bytes. */
-void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts, bool in_memory) {
+void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const OnnxWriteOptions& opts, bool in_memory) {
   StateDict sd = ckpt.state_dict();
-  std::string mode = opts.option("external_data", "auto");
-  TB_CHECK(mode == "auto" || mode == "always" || mode == "never", UnsupportedError,
-           "[onnx] option external_data='", mode, "': choose auto, always or never");
-  uint64_t threshold = parse_byte_size(opts.option("external_data_threshold", "1GiB"), "[onnx] external_data_threshold");
+  const std::string& mode = opts.external_data;
+  const uint64_t threshold = opts.external_data_threshold;
   uint64_t total = 0;
   bool has_f8 = false;
   for (const auto& [name, t] : sd) {
@@ -678,7 +676,7 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
 
   onnx::ModelProto m;
   m.set_ir_version(8);
-  m.set_producer_name(opts.option("producer_name", "tensorbridge"));
+  m.set_producer_name(opts.producer_name);
   m.set_producer_version("0.1.0");
   auto* op = m.add_opset_import();
   op->set_domain("");
@@ -771,15 +769,32 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Sav
 
 }  // namespace
 
-void save_onnx(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+namespace {
+OptionTable<OnnxWriteOptions> onnx_options() {
+  using O = OnnxWriteOptions;
+  return {choice_option<O>("graph", &O::graph, {"keep", "drop"},
+                           "keep (an ONNX source's graph, default) or drop (weights only)"),
+          choice_option<O>("external_data", &O::external_data, {"auto", "always", "never"},
+                           "auto (default), always or never"),
+          size_option<O>("external_data_threshold", &O::external_data_threshold,
+                         "size above which auto moves weights to a .data file (default 1GiB)"),
+          text_option<O>("producer_name", &O::producer_name, "the model's producer_name (default tensorbridge)")};
+}
+}  // namespace
+
+void write_onnx(const Checkpoint& ckpt, const fs::path& path, const OnnxWriteOptions& opts) {
   if (onnx_detail::keeps_graph(ckpt, opts)) return onnx_detail::save_kept_graph(ckpt, path, opts);
   write_weights_model(ckpt, path, opts, false);
+}
+
+void save_onnx(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+  onnx_format().save(ckpt, path, opts);
 }
 
 namespace onnx_detail {
 
 void save_onnx_in_memory(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
-  write_weights_model(ckpt, path, opts, true);
+  write_weights_model(ckpt, path, parse_options(onnx_options(), "onnx", path, opts), true);
 }
 
 
@@ -806,20 +821,13 @@ const std::vector<std::pair<std::string, std::string>>& Decoder::skipped() const
 }  // namespace onnx_detail
 
 const FormatAdapter& onnx_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "onnx";
-    f.description = "ONNX model initializers (official ONNX library; external data, graph export)";
-    f.extensions = {".onnx"};
-    f.sniff = sniff_onnx;
-    f.load = load_onnx;
-    f.save = save_onnx;
-    f.save_options = {{"graph", "keep (an ONNX source's graph, default) or drop (weights only)"},
-                      {"external_data", "auto (default), always or never"},
-                      {"external_data_threshold", "size above which auto moves weights to a .data file (default 1GiB)"},
-                      {"producer_name", "the model's producer_name (default tensorbridge)"}};
-    return f;
-  }();
+  static const FormatAdapter a = with_writer<OnnxWriteOptions>(
+      {.name = "onnx",
+       .description = "ONNX model initializers (official ONNX library; external data, graph export)",
+       .extensions = {".onnx"},
+       .sniff = sniff_onnx,
+       .load = load_onnx},
+      onnx_options(), write_onnx);
   return a;
 }
 

@@ -44,12 +44,22 @@ bool sniff_onnx(const Source& src);
  *  data files are memory-mapped when opts.mmap, and tensors are views into them. */
 Checkpoint load_onnx(const Source& src, const LoadOptions& opts = {});
 
-/** Writes a weights-only ONNX model (ir_version 8, opset 13). SaveOptions::options:
- *   "external_data"           "auto" (default) | "always" | "never"
- *   "external_data_threshold" bytes (suffixes KB/MB/GB/KiB/MiB/GiB allowed; default 1GiB): in auto mode,
- *                             tensors go to "<file>.data" when their total exceeds this. Above 2 GiB
- *                             external data is always used (and "never" is refused).
- *   "producer_name"           default "tensorbridge". Metadata becomes metadata_props. */
+/** The ONNX writer's options (--option KEY=VALUE). */
+struct OnnxWriteOptions : WriteOptions {
+  /** "keep": an ONNX source's graph is written again around the tensors; "drop": weights only. */
+  std::string graph = "keep";
+  /** "auto": tensors go to "<file>.data" when their total exceeds external_data_threshold; "always";
+   *  "never". Above 2 GiB external data is always used (and "never" is refused). */
+  std::string external_data = "auto";
+  uint64_t external_data_threshold = uint64_t(1) << 30;  // "5GB", "512M" (tb::parse_byte_size)
+  std::string producer_name = "tensorbridge";           // the model's producer_name
+};
+
+/** Writes a weights-only ONNX model (ir_version 8, opset 13), or a kept source graph (graph=keep).
+ *  Metadata becomes metadata_props. */
+void write_onnx(const Checkpoint& ckpt, const std::filesystem::path& path, const OnnxWriteOptions& opts);
+/** write_onnx with SaveOptions::options parsed as OnnxWriteOptions (keys graph, external_data,
+ *  external_data_threshold, producer_name). */
 void save_onnx(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 // ---- graph export ----------------------------------------------------------------------------

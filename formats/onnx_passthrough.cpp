@@ -408,14 +408,11 @@ struct Writing {
 
 }  // namespace
 
-bool keeps_graph(const Checkpoint& ckpt, const SaveOptions& opts) {
-  std::string g = opts.option("graph", "keep");
-  TB_CHECK(g == "keep" || g == "drop", UnsupportedError, "[onnx] option graph='", g,
-           "': choose keep (write the source model's graph again, the default for ONNX input) or drop (weights only)");
-  return g == "keep" && ckpt.native.format == "onnx" && ckpt.native.data != nullptr;
+bool keeps_graph(const Checkpoint& ckpt, const OnnxWriteOptions& opts) {
+  return opts.graph == "keep" && ckpt.native.format == "onnx" && ckpt.native.data != nullptr;
 }
 
-void save_kept_graph(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+void save_kept_graph(const Checkpoint& ckpt, const fs::path& path, const OnnxWriteOptions& opts) {
   const auto& kept = *static_cast<const KeptModel*>(ckpt.native.data.get());
   Writing W{ckpt, kept, path, path.string(), *kept.skeleton, {}, {}, {}, false, {}, {}, {}, {}, {}};
   StateDict sd = ckpt.state_dict();
@@ -430,10 +427,8 @@ void save_kept_graph(const Checkpoint& ckpt, const fs::path& path, const SaveOpt
     total += t.nbytes();
   }
 
-  std::string mode = opts.option("external_data", "auto");
-  TB_CHECK(mode == "auto" || mode == "always" || mode == "never", UnsupportedError,
-           "[onnx] option external_data='", mode, "': choose auto, always or never");
-  uint64_t threshold = parse_byte_size(opts.option("external_data_threshold", "1GiB"), "[onnx] external_data_threshold");
+  const std::string& mode = opts.external_data;
+  const uint64_t threshold = opts.external_data_threshold;
   W.external = mode == "always" || (mode == "auto" && total > threshold) || total > uint64_t(INT_MAX) - (64u << 20);
   TB_CHECK(!(W.external && mode == "never"), UnsupportedError, "[onnx] cannot write '", W.P, "': ", total,
            " bytes of tensors do not fit in one protobuf message (2 GiB limit); allow external data (external_data=auto)");

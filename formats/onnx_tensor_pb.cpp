@@ -116,16 +116,12 @@ void save_tensor_pb(const Checkpoint& ckpt, const fs::path& path, const SaveOpti
 }  // namespace
 
 const FormatAdapter& onnx_tensor_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "onnx-tensor";
-    f.description = "one ONNX TensorProto (.pb, ONNX test data)";
-    f.extensions = {".pb"};
-    f.sniff = sniff_tensor_pb;
-    f.load = load_tensor_pb;
-    f.save = save_tensor_pb;
-    return f;
-  }();
+  static const FormatAdapter a{.name = "onnx-tensor",
+                               .description = "one ONNX TensorProto (.pb, ONNX test data)",
+                               .extensions = {".pb"},
+                               .sniff = sniff_tensor_pb,
+                               .load = load_tensor_pb,
+                               .save = save_tensor_pb};
   return a;
 }
 

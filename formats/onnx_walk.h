@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "formats/format.h"
+#include "formats/onnx.h"
 
 namespace tb::onnx_detail {
 
@@ -87,10 +88,10 @@ StateDict read_all_weights(const Source& src, const LoadOptions& opts, onnx::Mod
                            std::set<std::string>* untouched);
 
 /** True when ckpt carries a kept ONNX model and opts do not ask for weights only ("graph=drop"). */
-bool keeps_graph(const Checkpoint& ckpt, const SaveOptions& opts);
+bool keeps_graph(const Checkpoint& ckpt, const OnnxWriteOptions& opts);
 
 /** Writes ckpt's kept model with its tensors in place of the source's (formats/onnx_passthrough.cpp). */
-void save_kept_graph(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts);
+void save_kept_graph(const Checkpoint& ckpt, const std::filesystem::path& path, const OnnxWriteOptions& opts);
 
 // ---- from onnx.cpp --------------------------------------------------------------------------------
 

@@ -605,19 +605,24 @@ void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
   out.commit();
 }
 
+namespace {
+/** The .pt writer's options (--option KEY=VALUE), checked before save_pt reads them. */
+struct PtWriteOptions : WriteOptions {
+  bool trim_storage = false;  // write only the bytes each view uses (torch.save writes whole storages)
+};
+}  // namespace
+
 const FormatAdapter& pt_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "pt";
-    f.description = "PyTorch torch.save (zip and legacy; never runs pickled code)";
-    f.extensions = {".pt", ".pth", ".bin", ".params", ".ckpt", ".tar"};
-    f.sniff = sniff_pt;
-    f.load = [](const Source& s, const LoadOptions& o) { return load_pt(s, o); };
-    f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_pt(c, p, o); };
-    f.keeps_tree = true;
-    f.save_options = {{"trim_storage", "1 writes only the bytes each view uses (default 0: whole storages, as torch.save)"}};
-    return f;
-  }();
+  static const FormatAdapter a = with_checked_writer<PtWriteOptions>(
+      {.name = "pt",
+       .description = "PyTorch torch.save (zip and legacy; never runs pickled code)",
+       .extensions = {".pt", ".pth", ".bin", ".params", ".ckpt", ".tar"},
+       .sniff = sniff_pt,
+       .load = load_pt,
+       .keeps_tree = true},
+      {flag_option<PtWriteOptions>("trim_storage", &PtWriteOptions::trim_storage,
+                                   "1 writes only the bytes each view uses (default 0: whole storages, as torch.save)")},
+      save_pt);
   return a;
 }
 

@@ -5,12 +5,28 @@
 #include <cctype>
 
 #include "formats/adapters.h"
+#include "formats/typed_options.h"
 
 namespace tb {
 
 StateDict Checkpoint::state_dict(const std::string& key, std::vector<NonTensor>* skipped) const {
+  // Made from flat entries and not changed since: those entries, not a second flatten of root.
+  if (key.empty() && flat_ && root.identity() == flat_root_ && root.is_dict() &&
+      root.dict_data().items.size() == flat_->size()) {
+    StateDict sd = *flat_;
+    sd.metadata = metadata;
+    return sd;
+  }
   const Value& sub = key.empty() ? root : value_at_path(root, key);
   StateDict sd = flatten(sub, skipped);
+  sd.metadata = metadata;
+  return sd;
+}
+
+StateDict Checkpoint::named_tensors() const {
+  if (!root.is_tensor()) return state_dict();
+  StateDict sd;
+  sd.insert("tensor", root.as_tensor());
   sd.metadata = metadata;
   return sd;
 }
@@ -20,6 +36,8 @@ Checkpoint Checkpoint::from_state_dict(const StateDict& sd, std::string format) 
   c.format = std::move(format);
   c.root = Value::from_state_dict(sd);
   c.metadata = sd.metadata;
+  c.flat_ = std::make_shared<const StateDict>(sd);
+  c.flat_root_ = c.root.identity();
   return c;
 }
 
@@ -151,20 +169,25 @@ Checkpoint load(const std::filesystem::path& path, const LoadOptions& opts) {
 
 // A mistyped option would otherwise be ignored without a word (--option layuot=keras).
 void check_save_options(const FormatAdapter& f, const std::filesystem::path& path, const SaveOptions& opts) {
+  if (f.check_options) return f.check_options(opts, path);
   for (const auto& [key, value] : opts.options) {
     bool known = false;
     for (const auto& o : f.save_options) known = known || o.key == key;
-    if (known) continue;
-    std::string accepted;
-    for (const auto& o : f.save_options) accepted += str(accepted.empty() ? "" : "; ", o.key, ": ", o.help);
-    throw UnsupportedError(str("cannot write '", path.string(), "' as ", f.name, ": unknown option '", key, "=", value,
-                               "'; ", accepted.empty() ? str(f.name, " takes no options") : str(f.name, " accepts ", accepted)));
+    if (!known)
+      throw UnsupportedError(str("cannot write '", path.string(), "' as ", f.name, ": unknown option '", key, "=", value,
+                                 "'; ", accepted_options(f.name, f.save_options)));
   }
+}
+
+std::string accepted_options(const std::string& format, const std::vector<SaveOption>& options) {
+  std::string accepted;
+  for (const auto& o : options) accepted += str(accepted.empty() ? "" : "; ", o.key, ": ", o.help);
+  return accepted.empty() ? str(format, " takes no options") : str(format, " accepts ", accepted);
 }
 
 void save(const Checkpoint& ckpt, const std::filesystem::path& path, std::string_view format, const SaveOptions& opts) {
   const FormatAdapter& f = output_format(path, format);
-  check_save_options(f, path, opts);
+  if (!f.check_options) check_save_options(f, path, opts);  // a typed writer parses them in save()
   try {
     f.save(ckpt, path, opts);
   } catch (const std::bad_alloc&) {

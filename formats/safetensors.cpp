@@ -370,29 +370,32 @@ void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata)
   for (const auto& it : items) w.write_tensor(*it.t);
 }
 
-void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
-  StateDict sd;
-  if (ckpt.root.is_tensor()) {
-    sd.insert("tensor", ckpt.root.as_tensor());
-    sd.metadata = ckpt.metadata;
-  } else {
-    sd = ckpt.state_dict();
-  }
-  Metadata meta = sd.metadata;
-  std::string fmt = opts.option("format", "pt");
-  if (fmt != "none" && !meta.count("format")) meta["format"] = fmt;
-  if (std::string shard = opts.option("shard_size"); !shard.empty()) {
+Metadata safetensors_metadata(Metadata metadata, const std::string& format_entry) {
+  if (format_entry != "none" && !metadata.count("format")) metadata["format"] = format_entry;
+  return metadata;
+}
+
+void write_safetensors_file(const Checkpoint& ckpt, const std::filesystem::path& path,
+                            const SafetensorsWriteOptions& opts) {
+  const StateDict sd = ckpt.named_tensors();
+  const Metadata meta = safetensors_metadata(sd.metadata, opts.format);
+  if (opts.shard_size > 0) {
     try {
-      save_sharded_safetensors(sd, meta, path, parse_shard_size(shard), opts.overwrite);
+      save_sharded_safetensors(sd, meta, path, opts.shard_size, opts.overwrite);
     } catch (Error& e) {
       e.add_context(str("while writing shards for '", path.string(), "'"));
       throw;
     }
     return;
   }
-  AtomicFileWriter w(path, opts.overwrite);
+  write_safetensors_atomically(sd, meta, path, opts.overwrite);
+}
+
+void write_safetensors_atomically(const StateDict& sd, const Metadata& metadata, const std::filesystem::path& path,
+                                  bool overwrite) {
+  AtomicFileWriter w(path, overwrite);
   try {
-    write_safetensors(w, sd, meta);
+    write_safetensors(w, sd, metadata);
   } catch (Error& e) {
     e.add_context(str("while writing '", path.string(), "'"));
     throw;
@@ -400,29 +403,41 @@ void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path,
   w.commit();
 }
 
+void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+  safetensors_format().save(ckpt, path, opts);
+}
+
+namespace {
+bool sniff_safetensors(const Source& s) {
+  if (!find_shard_index(s).empty()) return true;
+  if (!s.reader) {
+    std::error_code ec;
+    return std::filesystem::is_regular_file(s.path / "model.safetensors", ec);
+  }
+  if (s.reader->size() < 10) return false;
+  uint64_t n = s.reader->read_le<uint64_t>(0);
+  if (n < 2 || n > s.reader->size() - 8 || n > kMaxHeader) return false;
+  return s.reader->read_string(8, 1) == "{";
+}
+
+OptionTable<SafetensorsWriteOptions> safetensors_options() {
+  using O = SafetensorsWriteOptions;
+  return {text_option<O>("format", &O::format, "the __metadata__ format entry (default pt; none leaves it out)"),
+          {"shard_size", "shards of at most this size plus an index (--shard-size)", [](O& o, const std::string& v) {
+             o.shard_size = parse_shard_size(v);
+             TB_CHECK(o.shard_size > 0, UnsupportedError, "shard size must be positive");
+           }}};
+}
+}  // namespace
+
 const FormatAdapter& safetensors_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "safetensors";
-    f.description = "safetensors (zero-copy; tied weights kept as aliases; sharded index.json or folder)";
-    f.extensions = {".safetensors"};
-    f.sniff = [](const Source& s) {
-      if (!find_shard_index(s).empty()) return true;
-      if (!s.reader) {
-        std::error_code ec;
-        return std::filesystem::is_regular_file(s.path / "model.safetensors", ec);
-      }
-      if (s.reader->size() < 10) return false;
-      uint64_t n = s.reader->read_le<uint64_t>(0);
-      if (n < 2 || n > s.reader->size() - 8 || n > kMaxHeader) return false;
-      return s.reader->read_string(8, 1) == "{";
-    };
-    f.load = [](const Source& s, const LoadOptions& o) { return load_safetensors(s, o); };
-    f.save = [](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) { save_safetensors(c, p, o); };
-    f.save_options = {{"format", "the __metadata__ format entry (default pt; none leaves it out)"},
-                      {"shard_size", "shards of at most this size plus an index (--shard-size)"}};
-    return f;
-  }();
+  static const FormatAdapter a = with_writer<SafetensorsWriteOptions>(
+      {.name = "safetensors",
+       .description = "safetensors (zero-copy; tied weights kept as aliases; sharded index.json or folder)",
+       .extensions = {".safetensors"},
+       .sniff = sniff_safetensors,
+       .load = [](const Source& s, const LoadOptions& o) { return load_safetensors(s, o); }},
+      safetensors_options(), write_safetensors_file);
   return a;
 }
 

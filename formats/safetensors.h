@@ -39,9 +39,24 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
 
 /** The file bytes the reference writer produces, streamed to a Writer. */
 void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata);
-/** Saves the flattened state dict. Options: "format" = value of __metadata__["format"] (default "pt",
- *  "none" to add nothing); "shard_size" = "5GB"-style limit: shards model-00001-of-0000N.safetensors and
- *  model.safetensors.index.json next to path (path may be a folder), see formats/sharded.h. */
+/** One safetensors file at path, atomically (refuses an existing one unless overwrite). */
+void write_safetensors_atomically(const StateDict& sd, const Metadata& metadata, const std::filesystem::path& path,
+                                  bool overwrite);
+/** The __metadata__ the writer stores: metadata plus {"format": format_entry} unless it has a "format"
+ *  key or format_entry is "none". */
+Metadata safetensors_metadata(Metadata metadata, const std::string& format_entry);
+/** The safetensors writer's options (--option KEY=VALUE). */
+struct SafetensorsWriteOptions : WriteOptions {
+  /** The __metadata__ "format" entry (unless the metadata has one); "none" adds nothing. */
+  std::string format = "pt";
+  /** > 0: shards model-00001-of-0000N.safetensors of at most this many bytes of tensor data plus
+   *  model.safetensors.index.json next to path (path may be a folder), see formats/sharded.h. */
+  uint64_t shard_size = 0;
+};
+/** Saves the flattened state dict with typed options. */
+void write_safetensors_file(const Checkpoint& ckpt, const std::filesystem::path& path,
+                            const SafetensorsWriteOptions& opts);
+/** The same with SaveOptions::options parsed as SafetensorsWriteOptions (keys "format", "shard_size"). */
 void save_safetensors(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 }  // namespace tb

@@ -108,13 +108,20 @@ Checkpoint load_shard(const ConfinedFolder& folder, const std::string& shard, co
   return c;
 }
 
-/** Loads the index read by `index` and every shard it names, each opened inside folder. */
-Checkpoint load_index(const ConfinedFolder& folder, const Reader& index, const LoadOptions& opts) {
+/** The parsed index read by `index`: its JSON and weight_map as (tensor, shard) pairs in file order. */
+struct ParsedIndex {
+  ojson json;
+  std::vector<std::pair<std::string, std::string>> names;  // tensor -> shard
+  std::vector<std::string> shard_order;                    // first appearance in weight_map
+};
+
+ParsedIndex parse_index(const Reader& index) {
   const std::string& L = index.label();
   TB_CHECK(index.size() <= (64u << 20), FormatError, "[sharded] '", L, "' is ", index.size(),
            " bytes; expected at most ", 64u << 20);
   std::string text = index.read_string(0, size_t(index.size()));
-  ojson j;
+  ParsedIndex p;
+  ojson& j = p.json;
   try {
     j = ojson::parse(text);
   } catch (const nlohmann::json::exception& e) {
@@ -122,17 +129,25 @@ Checkpoint load_index(const ConfinedFolder& folder, const Reader& index, const L
   }
   TB_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), FormatError, "[sharded] '", L,
            "' has no \"weight_map\" object mapping tensor names to shard files");
-
   // Shard paths are checked when each is opened inside the folder (relative, no '..', no links).
-  std::vector<std::string> shard_order;
-  std::vector<std::pair<std::string, std::string>> names;  // tensor -> shard
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
     TB_CHECK(it.value().is_string(), FormatError, "[sharded] '", L, "': weight_map entry '", it.key(),
              "' must be a shard file name but is ", it.value().dump());
     std::string shard = it.value().get<std::string>();
-    if (std::find(shard_order.begin(), shard_order.end(), shard) == shard_order.end()) shard_order.push_back(shard);
-    names.emplace_back(it.key(), shard);
+    if (std::find(p.shard_order.begin(), p.shard_order.end(), shard) == p.shard_order.end())
+      p.shard_order.push_back(shard);
+    p.names.emplace_back(it.key(), shard);
   }
+  return p;
+}
+
+/** Loads the index read by `index` and every shard it names, each opened inside folder. */
+Checkpoint load_index(const ConfinedFolder& folder, const Reader& index, const LoadOptions& opts) {
+  const std::string& L = index.label();
+  ParsedIndex parsed = parse_index(index);
+  const ojson& j = parsed.json;
+  const auto& names = parsed.names;
+  const auto& shard_order = parsed.shard_order;
 
   std::map<std::string, StateDict> shards;
   Checkpoint c;
@@ -198,11 +213,65 @@ Checkpoint load_sharded_folder(const fs::path& folder, const std::string& index_
   return load_index(f, *index, opts);
 }
 
-std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metadata& metadata, const fs::path& path,
-                                               uint64_t max_shard_bytes, bool overwrite) {
-  TB_CHECK(max_shard_bytes > 0, UnsupportedError, "shard size must be positive");
+ShardList list_shards(const Source& src) {
+  const fs::path index = find_shard_index(src);
+  TB_CHECK(!index.empty(), UnsupportedError, "'", src.label(),
+           "' is not a sharded checkpoint (an *.index.json naming shard files, or a folder holding one)");
+  ShardList list;
+  std::shared_ptr<Reader> reader;
+  if (src.reader) {  // the index the user named (it may be a link); its shards are opened inside its folder
+    list.folder_path = folder_of(index);
+    list.folder = std::make_shared<const ConfinedFolder>(list.folder_path, "the checkpoint folder");
+    reader = open_file(index, false);
+  } else {
+    list.folder_path = src.path;
+    list.folder = std::make_shared<const ConfinedFolder>(src.path, "the checkpoint folder");
+    reader = list.folder->open_file(index.filename().string(),
+                                    str("[sharded] folder '", src.path.string(), "': index"), false);
+  }
+  list.label = reader->label();
+  ParsedIndex parsed = parse_index(*reader);
+  list.shards = parsed.shard_order;
+  std::sort(list.shards.begin(), list.shards.end());  // model-00001-of-00003 ... in number order
+  list.names.resize(list.shards.size());
+  for (const auto& [name, shard] : parsed.names) {
+    size_t k = size_t(std::lower_bound(list.shards.begin(), list.shards.end(), shard) - list.shards.begin());
+    list.names[k].insert(name);
+  }
+  return list;
+}
+
+Checkpoint load_listed_shard(const ShardList& list, size_t k, const LoadOptions& opts) {
+  TB_CHECK(k < list.shards.size(), KeyError, "[sharded] '", list.label, "' has ", list.shards.size(),
+           " shards; there is no shard ", k);
+  const std::string& shard = list.shards[k];
+  Checkpoint sc;
+  try {
+    sc = load_shard(*list.folder, shard, list.label, opts);
+  } catch (Error& e) {
+    e.add_context(str("while loading shard '", shard, "' of '", list.label, "'"));
+    throw;
+  }
+  // The shard's tensors that the index puts there, in the shard's own order.
+  std::vector<NonTensor> skipped;
+  StateDict all = sc.state_dict({}, &skipped);
+  StateDict mine;
+  mine.metadata = sc.metadata;
+  for (const auto& [name, t] : all)
+    if (list.names[k].count(name)) mine.insert(name, t);
+  for (const auto& name : list.names[k])
+    TB_CHECK(mine.contains(name), KeyError, "[sharded] '", list.label, "': weight_map puts '", name, "' in '", shard,
+             "' but that shard has no such tensor");
+  Checkpoint c = Checkpoint::from_state_dict(mine, sc.format);
+  c.info = sc.info;
+  return c;
+}
+
+ShardTarget shard_target(const fs::path& path) {
   std::error_code ec;
-  fs::path folder = path, prefix = "model";
+  ShardTarget t;
+  t.folder = path;
+  std::string prefix = "model";
   // "shards/" (a trailing separator) or "shards" (no extension) names a folder of reference-named
   // shards (model-00001-of-00004.safetensors), created when missing; "x.safetensors" names a prefix.
   const std::string text = path.string();
@@ -212,9 +281,40 @@ std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metada
              "': ", ec.message());
   }
   if (!fs::is_directory(path, ec)) {
-    folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
-    prefix = path.stem();
+    t.folder = folder_of(path);
+    prefix = path.stem().string();
   }
+  t.single = fs::is_directory(path, ec) ? path / "model.safetensors" : path;
+  t.stem = fit_name_stem(prefix, 40);
+  return t;
+}
+
+std::string shard_file_name(const std::string& stem, size_t i, size_t n) { return shard_file_name(stem, "", i, n); }
+
+std::string shard_index_json(const std::vector<std::pair<std::string, const StateDict*>>& shards) {
+  nlohmann::json index;  // std::map keys: sorted like json.dumps(sort_keys=True)
+  uint64_t total = 0;
+  for (const auto& [file, sd] : shards) {
+    std::vector<const Tensor*> ts;
+    for (const auto& [name, t] : *sd) {
+      TB_CHECK(!index["weight_map"].contains(name), KeyError, "two shards hold a tensor named '", name,
+               "' (in '", index["weight_map"][name].get<std::string>(), "' and '", file, "')");
+      index["weight_map"][name] = file;
+      ts.push_back(&t);
+    }
+    total += unique_bytes(ts);
+  }
+  index["metadata"]["total_size"] = total;
+  if (!index.contains("weight_map")) index["weight_map"] = nlohmann::json::object();
+  return index.dump(2, ' ', true) + "\n";
+}
+
+std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metadata& metadata, const fs::path& path,
+                                               uint64_t max_shard_bytes, bool overwrite) {
+  TB_CHECK(max_shard_bytes > 0, UnsupportedError, "shard size must be positive");
+  std::error_code ec;
+  const ShardTarget where = shard_target(path);
+  const fs::path& folder = where.folder;
   // Split: state-dict order, tensors of one storage together (huggingface_hub's rule).
   std::vector<StateDict> shards(1);
   std::vector<uint64_t> shard_bytes(1, 0);
@@ -253,8 +353,8 @@ std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metada
   while (shards.size() > 1 && shards.back().empty()) shards.pop_back();
 
   // The output: one file (`single`), or an index naming shard files; either replaces the other.
-  const fs::path single = fs::is_directory(path, ec) ? path / "model.safetensors" : path;
-  const std::string stem = fit_name_stem(prefix.string(), 40);
+  const fs::path& single = where.single;
+  const std::string& stem = where.stem;
   const std::string index_name = stem + ".safetensors.index.json";
   DirHandle dir(folder, single);
   struct stat st {};
@@ -296,20 +396,13 @@ std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metada
     writers.clear();  // removes the shards written so far; again under a generation token
     token = generation_token();
   }
-  nlohmann::json index;  // std::map keys: sorted like json.dumps(sort_keys=True)
-  uint64_t total = 0;
+  std::vector<std::pair<std::string, const StateDict*>> listed;
   std::set<std::string> names;
   for (size_t i = 0; i < n; ++i) {
-    std::vector<const Tensor*> ts;
-    for (const auto& [name, t] : shards[i]) {
-      index["weight_map"][name] = writers[i]->name();
-      ts.push_back(&t);
-    }
-    total += unique_bytes(ts);
+    listed.emplace_back(writers[i]->name(), &shards[i]);
     names.insert(writers[i]->name());
   }
-  index["metadata"]["total_size"] = total;
-  index_w.write(index.dump(2, ' ', true) + "\n");
+  index_w.write(shard_index_json(listed));
   std::vector<fs::path> written;
   {
     FolderLock lock(dir);

@@ -17,7 +17,10 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "formats/format.h"
@@ -37,6 +40,40 @@ Checkpoint load_sharded(const std::filesystem::path& index, const LoadOptions& o
 /** The same for an index found inside a folder: the index is opened inside it like the shards. */
 Checkpoint load_sharded_folder(const std::filesystem::path& folder, const std::string& index_name,
                                const LoadOptions& opts = {});
+
+class ConfinedFolder;
+
+/** A sharded checkpoint's parts, for converting it shard by shard: shards sorted by file name
+ *  (model-00001-of-00003 first), and for each the tensor names the index puts there. */
+struct ShardList {
+  std::string label;                             // the index file, for messages
+  std::filesystem::path folder_path;             // the checkpoint folder as named
+  std::shared_ptr<const ConfinedFolder> folder;  // the same, open; shards are opened inside it
+  std::vector<std::string> shards;               // shard file names, sorted
+  std::vector<std::set<std::string>> names;      // per shard: the tensors weight_map puts there
+};
+/** Reads the index of a sharded source (an *.index.json or a folder holding one) without loading any
+ *  shard; throws UnsupportedError when the source is not sharded. */
+ShardList list_shards(const Source& src);
+/** Shard k of the list: the tensors the index puts there, in the shard file's order, with the shard's
+ *  metadata; a name the index puts there but the shard lacks is a KeyError. Safe to call from several
+ *  threads at once. */
+Checkpoint load_listed_shard(const ShardList& list, size_t k, const LoadOptions& opts = {});
+
+/** Where a sharded output goes: `path` as --shard-size reads it (a folder -> shards named "model-...",
+ *  created when missing; "x.safetensors" -> shards "x-..." next to it). */
+struct ShardTarget {
+  std::filesystem::path folder;  // where the shards and the index go
+  std::filesystem::path single;  // the file a one-shard output is written to
+  std::string stem;              // "model": model-00001-of-00003.safetensors, model.safetensors.index.json
+};
+ShardTarget shard_target(const std::filesystem::path& path);
+/** "<stem>-00002-of-00004.safetensors" for i = 1, n = 4 (the reference names). */
+std::string shard_file_name(const std::string& stem, size_t i, size_t n);
+/** The index text for shards (file name, tensors) in order: {"metadata": {"total_size": bytes with tied
+ *  tensors counted once}, "weight_map": {name: file}}, sorted keys, indent 2, a final newline; a name
+ *  in two shards is a KeyError. */
+std::string shard_index_json(const std::vector<std::pair<std::string, const StateDict*>>& shards);
 
 /** Writes sd as safetensors shards of at most max_shard_bytes of tensor data plus the index next to
  *  `path` (a .safetensors file name whose stem prefixes the shards, or a folder -> "model"). Returns the

@@ -402,20 +402,14 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
   return c;
 }
 
-void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+void write_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const TfCheckpointWriteOptions& opts) {
   TB_CHECK(host_little_endian(), UnsupportedError, "[tf-checkpoint] writing on a big-endian host is not supported");
-  StateDict sd;
-  if (ckpt.root.is_tensor())
-    sd.insert("tensor", ckpt.root.as_tensor());
-  else
-    sd = ckpt.state_dict();
+  const StateDict sd = ckpt.named_tensors();
   std::string prefix = path.string();
   if (path.extension() == ".index") prefix.resize(prefix.size() - 6);
   TB_CHECK(!fs::path(prefix).filename().empty(), UnsupportedError, "[tf-checkpoint] '", path.string(),
            "' names no checkpoint prefix");
-  const std::string keys = opts.option("keys", "given"), root = opts.option("root");
-  TB_CHECK(keys == "given" || keys == "tf", UnsupportedError, "[tf-checkpoint] --option keys=", keys,
-           " is not one of given, tf");
+  const std::string &keys = opts.keys, &root = opts.root;
   TB_CHECK(root.find('/') == std::string::npos, UnsupportedError, "[tf-checkpoint] --option root=", root,
            " must be one object name (no '/')");
   // Keys follow the naming rule (formats/naming.h): only '%' and the empty name (the header's key) change;
@@ -501,22 +495,28 @@ void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const Save
   index_w.commit();
 }
 
+void save_tf_checkpoint(const Checkpoint& ckpt, const fs::path& path, const SaveOptions& opts) {
+  tf_checkpoint_format().save(ckpt, path, opts);
+}
+
 const FormatAdapter& tf_checkpoint_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "tf-checkpoint";
-    f.description = "TensorFlow checkpoint bundle (.index + .data-*; tf.train.Checkpoint, tf-keras save_weights, SavedModel variables/)";
-    f.extensions = {".index"};
-    f.sniff = [](const Source& s) {
-      TfBundleLocation loc = find_tf_bundle(s);
-      return !loc.index.empty() || !loc.ambiguous.empty();
-    };
-    f.load = [](const Source& s, const LoadOptions& o) { return load_tf_checkpoint(s, o); };
-    f.save = [](const Checkpoint& c, const fs::path& p, const SaveOptions& o) { save_tf_checkpoint(c, p, o); };
-    f.save_options = {{"keys", "given (each tensor under its name, default) or tf (under the key TensorFlow gives its object path)"},
-                      {"root", "an object between the graph's root and every variable (model for tf.train.Checkpoint(model=m)); default none"}};
-    return f;
-  }();
+  static const FormatAdapter a = with_writer<TfCheckpointWriteOptions>(
+      {.name = "tf-checkpoint",
+       .description = "TensorFlow checkpoint bundle (.index + .data-*; tf.train.Checkpoint, tf-keras save_weights, "
+                      "SavedModel variables/)",
+       .extensions = {".index"},
+       .sniff = [](const Source& s) {
+         TfBundleLocation loc = find_tf_bundle(s);
+         return !loc.index.empty() || !loc.ambiguous.empty();
+       },
+       .load = load_tf_checkpoint},
+      {choice_option<TfCheckpointWriteOptions>(
+           "keys", &TfCheckpointWriteOptions::keys, {"given", "tf"},
+           "given (each tensor under its name, default) or tf (under the key TensorFlow gives its object path)"),
+       text_option<TfCheckpointWriteOptions>(
+           "root", &TfCheckpointWriteOptions::root,
+           "an object between the graph's root and every variable (model for tf.train.Checkpoint(model=m)); default none")},
+      write_tf_checkpoint);
   return a;
 }
 

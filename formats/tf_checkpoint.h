@@ -62,7 +62,18 @@ TfBundleIndex parse_tf_bundle_index(const Reader& index, LoadBudget& budget);
 /** Loads the bundle a source designates (see tf_sstable.h find_tf_bundle). */
 Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts = {});
 
+/** The TF bundle writer's options (--option KEY=VALUE). */
+struct TfCheckpointWriteOptions : WriteOptions {
+  /** "given": each tensor under its own name; "tf": under the key TensorFlow gives its object path. */
+  std::string keys = "given";
+  /** One object between the graph's root and every variable ("model" for tf.train.Checkpoint(model=m)). */
+  std::string root;
+};
+
 /** Writes a flat state dict as a one-shard bundle at prefix `path` (a trailing ".index" is dropped). */
+void write_tf_checkpoint(const Checkpoint& ckpt, const std::filesystem::path& path,
+                         const TfCheckpointWriteOptions& opts);
+/** The same with SaveOptions::options parsed as TfCheckpointWriteOptions (keys "keys", "root"). */
 void save_tf_checkpoint(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 }  // namespace tb

@@ -362,15 +362,11 @@ Checkpoint load_torchscript(const Source& src, const LoadOptions& opts) {
 }
 
 const FormatAdapter& torchscript_format() {
-  static const FormatAdapter a = [] {
-    FormatAdapter f;
-    f.name = "torchscript";
-    f.description = "TorchScript archive (torch.jit.save; read only, its code is never run)";
-    f.extensions = {};  // .pt like torch.save: recognised by content only
-    f.sniff = sniff_torchscript;
-    f.load = [](const Source& s, const LoadOptions& o) { return load_torchscript(s, o); };
-    return f;
-  }();
+  static const FormatAdapter a{.name = "torchscript",
+                               .description = "TorchScript archive (torch.jit.save; read only, its code is never run)",
+                               .extensions = {},  // .pt like torch.save: recognised by content only
+                               .sniff = sniff_torchscript,
+                               .load = load_torchscript};
   return a;
 }
 

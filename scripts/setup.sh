@@ -119,6 +119,8 @@ install_optional_peer() {
   # pip does not backtrack to ancient placeholder/incompatible releases.
   local name="$1" spec="$2" mod="$3" cons
   if "$PEERS_PY" -c "import $mod" >/dev/null 2>&1; then return 0; fi
+  # Tried before and failed (recorded below): not again until the record is deleted.
+  if grep -q "^$name[ :]" "$TB_PEERS_VENV/tb-optional-peers.txt" 2>/dev/null; then return 0; fi
   cons="$(mktemp)"
   "$PEERS_PY" -c 'import numpy; print("numpy==" + numpy.__version__)' > "$cons"
   local out rc=0
@@ -168,12 +170,14 @@ if [[ "${TB_SKIP_PEERS:-0}" != "1" ]]; then
     log "peers venv ready"
   fi
 
-  # Optional peers: tried once per venv (the attempt is recorded in tb-optional-peers.txt;
-  # delete that file to try again).
-  if [[ "${TB_OPTIONAL_PEERS:-1}" == "1" && ! -e "$TB_PEERS_VENV/tb-optional-peers.txt" ]]; then
-    : > "$TB_PEERS_VENV/tb-optional-peers.txt"
+  # Optional peers: each tried once per venv (a failed attempt is recorded in tb-optional-peers.txt;
+  # delete its line or the file to try again). A peer added here later is tried in an existing venv too.
+  if [[ "${TB_OPTIONAL_PEERS:-1}" == "1" ]]; then
+    touch "$TB_PEERS_VENV/tb-optional-peers.txt"
     install_optional_peer oneflow "oneflow>=0.8" oneflow
     install_optional_peer mxnet "mxnet>=1.9" mxnet
+    # Ray: examples/ray_convert.py fans `convert --shards I/N` out over workers (test_shard_by_shard [ray]).
+    install_optional_peer ray "ray>=2.9" ray
     peers_ok || die "installing an optional peer broke the core peers in $TB_PEERS_VENV (delete it and re-run)"
   fi
 fi

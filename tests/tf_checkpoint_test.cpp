@@ -379,7 +379,7 @@ TEST_CASE("the object graph's paths: TensorFlow keys undone, other names split a
   tbtest::TempDir dir;
   auto r = run_cli({"convert", tbtest::fixture("torch/bn1d.pt").string(), (dir / "x.index").string(), "--option", "keys=keras"});
   CHECK(r.exit_code == 1);
-  CHECK(contains(r.output, "keys=keras is not one of given, tf"));
+  CHECK(contains(r.output, "option keys='keras': expected one of given, tf"));
 }
 
 TEST_CASE("damaged and hostile bundles are refused with exit 1, naming the file and key", "[tf_checkpoint]") {
