@@ -52,7 +52,7 @@ TEST_CASE("slices are numbered I/N with 0 <= I < N and take the shards k % N == 
   CHECK(shards_of_slice(2, 2, 3).empty());
 }
 
-TEST_CASE("--keep-shards writes one output shard per input shard, the same bytes on 1 or 2 threads", "[sharded][cli]") {
+TEST_CASE("convert --keep-shards writes one output shard per input shard, the same bytes on 1 or 2 threads", "[sharded][cli]") {
   tbtest::TempDir dir;
   const fs::path in = sharded_input(dir);
   const auto input = folder_bytes(in);
@@ -69,7 +69,7 @@ TEST_CASE("--keep-shards writes one output shard per input shard, the same bytes
   CHECK(tbtest::run_cli({"diff", tbtest::fixture("torch/cnn.pt").string(), (dir / "two").string()}).exit_code == 0);
 }
 
-TEST_CASE("--shards I/N slices run in any order add up to the bytes of one whole convert", "[sharded][cli]") {
+TEST_CASE("convert --shards I/N: slices run in any order add up to the bytes of one whole convert", "[sharded][cli]") {
   tbtest::TempDir dir;
   const fs::path in = sharded_input(dir);
   const std::vector<std::string> stages{"--to", "safetensors", "--dtype", "float16", "--rename", "^(.*)$=net.\\1", "-q"};
