@@ -43,9 +43,8 @@ struct GemmShape {
   const char* name;
   int64_t m, n, k;
 };
-const GemmShape kShapes[] = {{"1024^3", 1024, 1024, 1024},
-                             {"mlp_hidden 4096x256x20", 4096, 256, 20},
-                             {"mlp_out 4096x10x256", 4096, 10, 256}};
+const GemmShape kShapes[] = {
+    {"1024^3", 1024, 1024, 1024}, {"mlp_hidden 4096x256x20", 4096, 256, 20}, {"mlp_out 4096x10x256", 4096, 10, 256}};
 
 Backend& cpu_backend() {
   static auto be = cpu::make_backend(threads());
@@ -117,8 +116,11 @@ void BM_vulkan_gemm(benchmark::State& st, GemmShape s) {
 struct Mlp {
   Tensor x, w1, b1, w2, b2;
   explicit Mlp(Backend& be)
-      : x(be.upload(randn({4096, 20}, 1))), w1(be.upload(randn({256, 20}, 2))), b1(be.upload(randn({256}, 3))),
-        w2(be.upload(randn({10, 256}, 4))), b2(be.upload(randn({10}, 5))) {}
+      : x(be.upload(randn({4096, 20}, 1))),
+        w1(be.upload(randn({256, 20}, 2))),
+        b1(be.upload(randn({256}, 3))),
+        w2(be.upload(randn({10, 256}, 4))),
+        b2(be.upload(randn({10}, 5))) {}
   // What nn::Sequential runs for Linear -> ReLU -> Linear: the ReLU fused into the first GEMM.
   Tensor forward(Backend& be) const { return be.linear(be.linear(x, w1, &b1, /*relu=*/true), w2, &b2); }
 };
@@ -170,7 +172,8 @@ std::map<std::string, double> python_timings(const std::string& code) {
     std::fclose(f);
   }
   std::string t = std::to_string(threads());
-  std::string cmd = "OMP_NUM_THREADS=" + t + " OPENBLAS_NUM_THREADS=" + t + " " + TB_TORCH_PYTHON + " " + path + " " + t;
+  std::string cmd =
+      "OMP_NUM_THREADS=" + t + " OPENBLAS_NUM_THREADS=" + t + " " + TB_TORCH_PYTHON + " " + path + " " + t;
   if (FILE* p = ::popen(cmd.c_str(), "r")) {
     char name[128];
     double v;
@@ -213,13 +216,17 @@ except ImportError:
 int main(int argc, char** argv) {
   for (const auto& s : kShapes) {
     benchmark::RegisterBenchmark((std::string("openblas_sgemm/") + s.name).c_str(), BM_openblas_sgemm, s)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark((std::string("own_sgemm/") + s.name).c_str(), BM_own_sgemm, s)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark((std::string("cpu_gemm/") + s.name).c_str(), BM_cpu_gemm, s)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark((std::string("vulkan_gemm/") + s.name).c_str(), BM_vulkan_gemm, s)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   benchmark::RegisterBenchmark("cpu_mlp/batch4096", BM_cpu_mlp)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("vulkan_mlp/batch4096", BM_vulkan_mlp)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -228,7 +235,10 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&rep);
 
   auto py = python_timings(kPython);
-  auto get = [&](const std::string& k) { auto it = rep.results.find(k); return it == rep.results.end() ? std::pair<double, double>{0, 0} : it->second; };
+  auto get = [&](const std::string& k) {
+    auto it = rep.results.find(k);
+    return it == rep.results.end() ? std::pair<double, double>{0, 0} : it->second;
+  };
   std::printf("\n== summary (%d threads) ==\n", threads());
   const char* pykeys[] = {"numpy_1024^3", "numpy_mlp_hidden", "numpy_mlp_out"};
   int i = 0;
@@ -239,14 +249,17 @@ int main(int argc, char** argv) {
     double vk = get(std::string("vulkan_gemm/") + s.name).second;
     double own = get(std::string("own_sgemm/") + s.name).second;
     std::printf("GEMM %-24s own kernel %7.1f GFLOP/s vs OpenBLAS: %.2fx\n", s.name, own, blas > 0 ? own / blas : 0.0);
-    std::printf("GEMM %-24s cpu %7.1f GFLOP/s | OpenBLAS %7.1f (ratio %.2fx, target >= 0.9) | numpy %7.1f (ratio %.2fx) | vulkan %7.1f\n",
-                s.name, ours, blas, blas > 0 ? ours / blas : 0.0, np, np > 0 ? ours / np : 0.0, vk);
+    std::printf(
+        "GEMM %-24s cpu %7.1f GFLOP/s | OpenBLAS %7.1f (ratio %.2fx, target >= 0.9) | numpy %7.1f (ratio %.2fx) | "
+        "vulkan %7.1f\n",
+        s.name, ours, blas, blas > 0 ? ours / blas : 0.0, np, np > 0 ? ours / np : 0.0, vk);
     ++i;
   }
   double mlp_ms = get("cpu_mlp/batch4096").first * 1e3;
   double torch_ms = py.count("torch_mlp_ms") ? py["torch_mlp_ms"] : 0.0;
-  std::printf("seed MLP batch 4096: cpu %.3f ms (target <= 1 ms) | PyTorch %.3f ms (ratio torch/ours %.2fx) | vulkan %.3f ms\n",
-              mlp_ms, torch_ms, mlp_ms > 0 ? torch_ms / mlp_ms : 0.0, get("vulkan_mlp/batch4096").first * 1e3);
+  std::printf(
+      "seed MLP batch 4096: cpu %.3f ms (target <= 1 ms) | PyTorch %.3f ms (ratio torch/ours %.2fx) | vulkan %.3f ms\n",
+      mlp_ms, torch_ms, mlp_ms > 0 ? torch_ms / mlp_ms : 0.0, get("vulkan_mlp/batch4096").first * 1e3);
   if (Backend* vk = vulkan_backend()) std::printf("vulkan device: %s\n", vk->name().c_str());
   benchmark::Shutdown();
   return 0;

@@ -7,11 +7,11 @@
 //
 // Each prints one line "seconds=<s> tensors=<n> bytes=<b> mapped=<m>" (mapped = tensors whose
 // storage is a file mapping, which proves the open was zero-copy).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
 #include <exception>
 #include <string>
 #include <vector>
@@ -20,9 +20,7 @@
 
 namespace {
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 int usage() {
   std::fprintf(stderr, "usage: bench_io load <file> owned|mmap\n       bench_io memcpy <bytes>\n");

@@ -14,9 +14,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "models/compare.h"
 #include "cli/nn_commands.h"
 #include "formats/registry.h"
+#include "models/compare.h"
 #include "nn/select.h"
 #include "nn/style.h"
 
@@ -49,7 +49,6 @@ LoadOptions load_options(bool allow_unknown_globals, bool keep_quantized, bool r
   o.readable_names = readable_names;
   return o;
 }
-
 
 namespace {
 
@@ -140,8 +139,11 @@ void run_inspect(const InspectArgs& a) {
   wn = std::min<size_t>(wn, 60);
   std::cout << "tensors: " << sd.size() << " (" << human_bytes(sd.total_bytes()) << ")\n";
   if (!sd.empty()) {
-    std::cout << "  " << std::left << std::setw(int(wn)) << "name" << "  " << std::setw(int(wd)) << "dtype" << "  "
-              << std::setw(int(ws)) << "shape" << "  " << std::right << std::setw(12) << "bytes" << "\n";
+    std::cout << "  " << std::left << std::setw(int(wn)) << "name"
+              << "  " << std::setw(int(wd)) << "dtype"
+              << "  " << std::setw(int(ws)) << "shape"
+              << "  " << std::right << std::setw(12) << "bytes"
+              << "\n";
     // One line per tensor, padded by hand into one buffer (100,000-tensor files: iostream
     // formatting was a tenth of the whole inspect).
     std::string out;
@@ -162,7 +164,8 @@ void run_inspect(const InspectArgs& a) {
       out += n;
       const Sharing& sharing = *sharing_of[i];
       const std::string& first = sd.entries()[sharing.first].first;
-      if (sharing.count > 1 && first != k) out += "  (shares storage with " + first + ")";
+      if (sharing.count > 1 && first != k)
+        out += "  (shares storage with " + first + ")";
       else if (t.storage()->kind() != Storage::Kind::Mapped && t.storage()->nbytes() > t.nbytes() && sharing.count == 1)
         out += "  (view of a " + std::to_string(t.storage()->nbytes()) + "-byte storage)";
       out += '\n';
@@ -175,11 +178,13 @@ void run_inspect(const InspectArgs& a) {
   }
   if (!sd.metadata.empty()) {
     std::cout << "metadata:\n";
-    for (const auto& [k, v] : sd.metadata) std::cout << "  " << k << ": " << (v.size() > 200 ? v.substr(0, 200) + "..." : v) << "\n";
+    for (const auto& [k, v] : sd.metadata)
+      std::cout << "  " << k << ": " << (v.size() > 200 ? v.substr(0, 200) + "..." : v) << "\n";
   }
   if (!non_tensors.empty()) {
     std::cout << "other values:\n";
-    for (const auto& n : non_tensors) std::cout << "  " << (n.path.empty() ? "(root)" : n.path) << " = " << n.repr << "\n";
+    for (const auto& n : non_tensors)
+      std::cout << "  " << (n.path.empty() ? "(root)" : n.path) << " = " << n.repr << "\n";
   }
 }
 
@@ -267,7 +272,8 @@ std::vector<std::string> split_commas(const std::vector<std::string>& in) {
 }
 
 void print_round_trip_table(const std::vector<RoundTripRow>& rows, const std::string& from) {
-  std::cout << std::left << std::setw(20) << "via" << std::setw(12) << "result" << "detail\n";
+  std::cout << std::left << std::setw(20) << "via" << std::setw(12) << "result"
+            << "detail\n";
   for (const auto& r : rows)
     std::cout << std::left << std::setw(20) << (from + "->" + r.via) << std::setw(12) << r.status << r.detail << "\n";
 }
@@ -295,14 +301,16 @@ void run_roundtrip(const RoundTripArgs& args) {
     for (const auto& r : rows) j.push_back({{"via", r.via}, {"result", r.status}, {"detail", r.detail}});
     std::cout << json{{"file", args.file}, {"format", c.format}, {"rows", j}, {"ok", ok}}.dump(2) << "\n";
   } else {
-    std::cout << args.file << " (" << c.format << ", " << sd.size() << " tensors): " << c.format
-              << " -> FORMAT -> " << back_format << ", compared bit for bit\n";
+    std::cout << args.file << " (" << c.format << ", " << sd.size() << " tensors): " << c.format << " -> FORMAT -> "
+              << back_format << ", compared bit for bit\n";
     print_round_trip_table(rows, c.format);
     std::map<std::string, size_t> count;
     for (const auto& r : rows) ++count[r.status];
     std::cout << count["bit-exact"] << " bit-exact, " << count["DIFFERENT"] << " different, " << count["error"]
               << " errors, " << count[kCannotHold] << " cannot hold the content: "
-              << (ok ? "OK" : count["bit-exact"] + count["DIFFERENT"] + count["error"] == 0 ? "NOTHING CHECKED" : "NOT OK")
+              << (ok                                                              ? "OK"
+                  : count["bit-exact"] + count["DIFFERENT"] + count["error"] == 0 ? "NOTHING CHECKED"
+                                                                                  : "NOT OK")
               << "\n";
   }
   if (!ok) throw ExitCode{1};
@@ -328,8 +336,9 @@ void register_commands(CLI::App& app) {
   auto* inspect = app.add_subcommand("inspect", "Show the format, tensors, metadata and other values of a file");
   inspect->add_option("file", inspect_args->path, "weight file or folder")->required();
   inspect->add_flag("--json", inspect_args->json, "machine-readable output");
-  inspect->add_flag("--allow-unknown-globals", inspect_args->allow_unknown_globals,
-                    "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
+  inspect->add_flag(
+      "--allow-unknown-globals", inspect_args->allow_unknown_globals,
+      "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
   inspect->add_flag("--keep-quantized", inspect_args->keep_quantized,
                     "gguf: keep quantized tensors as raw uint8 blocks instead of dequantizing them to float32");
   inspect->add_flag("--readable-names", inspect_args->readable_names, kReadableNamesHelp);
@@ -339,7 +348,8 @@ void register_commands(CLI::App& app) {
   register_convert(app);
 
   auto diff_args = std::make_shared<DiffArgs>();
-  auto* diff = app.add_subcommand("diff", "Compare the tensors of two files of any formats (exit 0 equal, 1 different, 2 error)");
+  auto* diff = app.add_subcommand(
+      "diff", "Compare the tensors of two files of any formats (exit 0 equal, 1 different, 2 error)");
   diff->add_option("a", diff_args->a, "first file")->required();
   diff->add_option("b", diff_args->b, "second file")->required();
   diff->add_option("--rtol", diff_args->rtol, "relative tolerance (default 0: exact)");
@@ -347,7 +357,9 @@ void register_commands(CLI::App& app) {
   diff->add_option("--key-a", diff_args->key_a, "sub-tree of A to compare");
   diff->add_option("--key-b", diff_args->key_b, "sub-tree of B to compare");
   diff->add_flag("--json", diff_args->json, "machine-readable output");
-  diff->footer("Example:\n  tensorbridge diff mlp.params mlp.safetensors --rtol 1e-6\nExit codes: 0 equal, 1 different, 2 error");
+  diff->footer(
+      "Example:\n  tensorbridge diff mlp.params mlp.safetensors --rtol 1e-6\nExit codes: 0 equal, 1 different, 2 "
+      "error");
   diff->callback([diff_args] { run_diff(*diff_args); });
 
   auto rt_args = std::make_shared<RoundTripArgs>();
@@ -360,7 +372,8 @@ void register_commands(CLI::App& app) {
   rt->callback([rt_args] { run_roundtrip(*rt_args); });
 
   auto demo_dir = std::make_shared<std::string>("fixtures");
-  auto* demo = app.add_subcommand("demo", "Run the main job on the bundled fixtures (every format, round trips, one table)");
+  auto* demo =
+      app.add_subcommand("demo", "Run the main job on the bundled fixtures (every format, round trips, one table)");
   demo->add_option("fixtures", *demo_dir, "fixtures folder (default: fixtures)");
   demo->callback([demo_dir] {
     int rc = run_demo(*demo_dir);

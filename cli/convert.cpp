@@ -74,8 +74,8 @@ class ProgressBar {
     double rate = secs > 0 ? double(done_) / secs : 0;
     double eta = rate > 0 ? double(total_ > done_ ? total_ - done_ : 0) / rate : 0;
     int filled = int(frac * 30);
-    std::fprintf(stderr, "\r[%-30s] %3d%%  %s/s  ETA %.0fs ", std::string(size_t(filled), '#').c_str(),
-                 int(frac * 100), human_bytes(uint64_t(rate)).c_str(), eta);
+    std::fprintf(stderr, "\r[%-30s] %3d%%  %s/s  ETA %.0fs ", std::string(size_t(filled), '#').c_str(), int(frac * 100),
+                 human_bytes(uint64_t(rate)).c_str(), eta);
   }
 
  private:
@@ -243,7 +243,8 @@ void run_convert(const ConvertArgs& a) {
            "--jobs converts the shards of a sharded input in parallel; it goes with --keep-shards or --shards");
   if (a.shard_by_shard()) return convert_shard_by_shard(a, out_fmt, so);
 
-  Checkpoint in = load(a.input, load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names || a.style == "torch"));
+  Checkpoint in =
+      load(a.input, load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names || a.style == "torch"));
   if (out_fmt.name == "pt" && !a.state_dict_only)
     for (const auto& [k, v] : in.info)
       TB_CHECK(k != "whole module", UnsupportedError, "'", a.input, "' is a whole pickled module (", v,
@@ -288,36 +289,51 @@ void register_convert(CLI::App& app) {
   auto* convert = app.add_subcommand("convert", "Convert a weight file to another format");
   convert->add_option("input", convert_args->input, "input file or folder (format sniffed from the bytes)")->required();
   convert->add_option("output", convert_args->output, "output path (format from --to or the extension)")->required();
-  convert->add_option("--to", convert_args->to, "output format: pt, npy, npz, h5, onnx, safetensors, oneflow, gguf, tf-checkpoint");
+  convert->add_option("--to", convert_args->to,
+                      "output format: pt, npy, npz, h5, onnx, safetensors, oneflow, gguf, tf-checkpoint");
   convert->add_option("--key", convert_args->key, "dotted path of the sub-tree to convert, e.g. model_state_dict");
-  convert->add_option("--dtype", convert_args->dtype, "cast floating-point tensors to this dtype (float32, float16, bfloat16; q8_0 for gguf output)");
-  convert->add_option("--select", convert_args->select, "keep only keys matching this glob (repeatable), e.g. 'hidden.*'; matched against the output's names (after --style)");
-  convert->add_option("--select-regex", convert_args->select_regex, "keep only keys matching this regex (repeatable; output names, after --style)");
-  convert->add_option("--rename", convert_args->rename, "rename keys: REGEX=REPLACEMENT with \\1 groups (repeatable), e.g. 'module\\.(.*)=\\1'; applied to the output's names (after --style)");
-  convert->add_flag("--strip-prefix", convert_args->strip_prefix, "remove leading 'module.' and '_orig_mod.' from keys");
-  convert->add_option("--style", convert_args->style, "convert names and layouts: torch or keras")->check(CLI::IsMember({"torch", "keras"}));
+  convert->add_option("--dtype", convert_args->dtype,
+                      "cast floating-point tensors to this dtype (float32, float16, bfloat16; q8_0 for gguf output)");
+  convert->add_option("--select", convert_args->select,
+                      "keep only keys matching this glob (repeatable), e.g. 'hidden.*'; matched against the output's "
+                      "names (after --style)");
+  convert->add_option("--select-regex", convert_args->select_regex,
+                      "keep only keys matching this regex (repeatable; output names, after --style)");
+  convert->add_option("--rename", convert_args->rename,
+                      "rename keys: REGEX=REPLACEMENT with \\1 groups (repeatable), e.g. 'module\\.(.*)=\\1'; applied "
+                      "to the output's names (after --style)");
+  convert->add_flag("--strip-prefix", convert_args->strip_prefix,
+                    "remove leading 'module.' and '_orig_mod.' from keys");
+  convert->add_option("--style", convert_args->style, "convert names and layouts: torch or keras")
+      ->check(CLI::IsMember({"torch", "keras"}));
   convert->add_flag("--trim-storage", convert_args->trim_storage, ".pt output: save only the bytes each view uses");
-  convert->add_option("--shard-size", convert_args->shard_size, "safetensors output: shards of at most SIZE (e.g. 5GB) plus an index");
+  convert->add_option("--shard-size", convert_args->shard_size,
+                      "safetensors output: shards of at most SIZE (e.g. 5GB) plus an index");
   convert->add_flag("--keep-shards", convert_args->keep_shards,
                     "sharded input (*.index.json or its folder): one safetensors shard per input shard plus an index, "
                     "converted on --jobs threads");
-  convert->add_option("--shards", convert_args->shards,
-                      "I/N: convert only slice I of N (0 <= I < N) of a sharded input, the input shards k with "
-                      "k % N == I (implies --keep-shards); after all N slices the output equals one --keep-shards convert");
-  convert->add_option("--jobs", convert_args->jobs, "with --keep-shards/--shards: shards converted at once (default: one per core)")
+  convert->add_option(
+      "--shards", convert_args->shards,
+      "I/N: convert only slice I of N (0 <= I < N) of a sharded input, the input shards k with "
+      "k % N == I (implies --keep-shards); after all N slices the output equals one --keep-shards convert");
+  convert
+      ->add_option("--jobs", convert_args->jobs,
+                   "with --keep-shards/--shards: shards converted at once (default: one per core)")
       ->check(CLI::Range(1u, 1024u));
   convert->add_flag("--compress", convert_args->compress, ".npz output: deflate the members");
   convert->add_flag("-q,--quiet", convert_args->quiet, "no progress bar or notes");
   convert->add_flag("-v,--verbose", convert_args->verbose, "say what was read");
-  convert->add_flag("--allow-unknown-globals", convert_args->allow_unknown_globals,
-                    "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
+  convert->add_flag(
+      "--allow-unknown-globals", convert_args->allow_unknown_globals,
+      "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
   convert->add_flag("--keep-quantized", convert_args->keep_quantized,
                     "gguf: keep quantized tensors as raw uint8 blocks (gguf output writes them back as their type)");
   convert->add_flag("--readable-names", convert_args->readable_names,
                     str(kReadableNamesHelp, " (implied by --style torch)"));
-  convert->add_option("--option", convert_args->options,
-                      "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
-                      "layout=pickle|single|snapshot (oneflow), format=none (safetensors), quantize=q8_0 (gguf)");
+  convert->add_option(
+      "--option", convert_args->options,
+      "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "
+      "layout=pickle|single|snapshot (oneflow), format=none (safetensors), quantize=q8_0 (gguf)");
   convert->add_flag("--force", convert_args->force, "overwrite an existing output");
   convert->add_flag("--state-dict-only", convert_args->state_dict_only,
                     "a whole pickled module to .pt: write its state dict (the module itself cannot be written)");
@@ -333,7 +349,6 @@ void register_convert(CLI::App& app) {
       "  tensorbridge convert llama/ out/ --keep-shards --jobs 2          # shard for shard, 2 at a time\n"
       "  tensorbridge convert llama/ out/ --shards 0/4                     # one of 4 machines' slices");
   convert->callback([convert_args] { run_convert(*convert_args); });
-
 }
 
 }  // namespace tb::cli

@@ -9,9 +9,9 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "models/compare.h"
 #include "compute/backend.h"
 #include "models/arch.h"
+#include "models/compare.h"
 
 namespace tb::cli {
 
@@ -27,7 +27,8 @@ void print_rows(const std::vector<DemoRow>& rows) {
     w1 = std::max(w1, r.check.size());
   }
   std::cout << std::left << std::setw(int(w0 + 2)) << "input" << std::setw(int(w1 + 2)) << "check" << std::setw(12)
-            << "result" << "detail\n";
+            << "result"
+            << "detail\n";
   for (const auto& r : rows)
     std::cout << std::left << std::setw(int(w0 + 2)) << r.what << std::setw(int(w1 + 2)) << r.check << std::setw(12)
               << r.result << r.detail << "\n";
@@ -82,7 +83,8 @@ int run_demo(const std::filesystem::path& dir) {
     for (const auto& r : result) {
       if (r.status != "bit-exact") continue;
       for (const auto& entry : std::filesystem::directory_iterator(scratch.path()))
-        if (entry.path().filename().string().rfind("via_" + r.via + ".", 0) == 0) files.push_back({r.via, entry.path()});
+        if (entry.path().filename().string().rfind("via_" + r.via + ".", 0) == 0)
+          files.push_back({r.via, entry.path()});
     }
     for (const auto& [fmt, path] : files) {
       for (const auto& be_name : backends) {
@@ -145,7 +147,8 @@ int run_demo(const std::filesystem::path& dir) {
       nn::FileModel fm = nn::load_model(dir / rel, "mlp:20,256,10");
       Tensor y2 = (*fm.model)(x);
       bool same = allclose(y2, y, 1e-5, 1e-6);
-      rows.push_back({rel, check, same ? "Y2 == Y" : "DIFFERENT", str("written by ", who, "; max abs diff ", max_abs_diff(y2, y))});
+      rows.push_back({rel, check, same ? "Y2 == Y" : "DIFFERENT",
+                      str("written by ", who, "; max abs diff ", max_abs_diff(y2, y))});
       ok = ok && same;
     } catch (const Error& e) {
       note_error(rel, check, e);
@@ -159,8 +162,9 @@ int run_demo(const std::filesystem::path& dir) {
     refused += r.result == "refused";
     runs += r.result == "Y2 == Y";
   }
-  std::cout << "\n" << exact << " bit-exact conversions, " << runs << " model runs equal to the framework's output, "
-            << refused << " refused, backends: ";
+  std::cout << "\n"
+            << exact << " bit-exact conversions, " << runs << " model runs equal to the framework's output, " << refused
+            << " refused, backends: ";
   for (size_t i = 0; i < backends.size(); ++i) std::cout << (i ? ", " : "") << backends[i];
   std::cout << "; " << (ok ? "no differences" : "DIFFERENCES FOUND") << "\n";
   return ok ? 0 : 1;

@@ -27,8 +27,9 @@ int main(int argc, char** argv) {
   std::set_new_handler(throw_bad_alloc);
   CLI::App app{"tensorbridge: move neural-network weights between frameworks"};
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 ok, 1 bad input or usage, 2 internal error or out of memory (diff: 1 means the files differ).\n"
-             "Run 'tensorbridge SUBCOMMAND --help' for options and examples.");
+  app.footer(
+      "Exit codes: 0 ok, 1 bad input or usage, 2 internal error or out of memory (diff: 1 means the files differ).\n"
+      "Run 'tensorbridge SUBCOMMAND --help' for options and examples.");
   std::string version = "tensorbridge 0.1.0";
 #ifdef TB_WITH_MIMALLOC
   // Also makes the mimalloc dependency a referenced one, so the linker keeps it (it replaces malloc).
@@ -44,7 +45,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-memory", max_memory,
                  "memory a load may build beyond the input's own size (default 1G), e.g. 8G, for trusted huge files");
   app.add_option("--max-objects", limits.max_objects, "values a load may build (default 10000000)");
-  app.add_option("--max-seconds", limits.max_seconds, "seconds a load may spend parsing structure (default 120; 0: no limit)");
+  app.add_option("--max-seconds", limits.max_seconds,
+                 "seconds a load may spend parsing structure (default 120; 0: no limit)");
   app.add_flag("--trust-large", trust_large, "lift the memory, object and time limits of loading (trusted files only)");
   app.parse_complete_callback([&] {
     if (!max_memory.empty()) limits.max_bytes = tb::parse_byte_size(max_memory, "--max-memory");

@@ -7,13 +7,13 @@
 
 #include <CLI/CLI.hpp>
 
-#include "formats/registry.h"
 #include "compute/backend.h"
+#include "formats/registry.h"
 #include "models/arch.h"
-#include "nn/module.h"
 #include "models/keras_export.h"
 #include "models/onnx_graph.h"
 #include "models/onnx_runner.h"
+#include "nn/module.h"
 
 namespace tb::cli {
 namespace {
@@ -24,13 +24,15 @@ struct ModelSource {
   bool strip = false, allow_unknown = false, strict_names = false;
 
   void add_options(CLI::App* cmd) {
-    cmd->add_option("model", model,
-                    "Model file (whole-module .pt or OneFlow folder, Keras full-model .h5, .onnx) or weights with --arch")
+    cmd->add_option(
+           "model", model,
+           "Model file (whole-module .pt or OneFlow folder, Keras full-model .h5, .onnx) or weights with --arch")
         ->required();
-    cmd->add_option("--arch", arch,
-                    "Architecture for weights (or a whole module of a user class): mlp:IN,HIDDEN,...,OUT, seed-cnn or a "
-                    "layer sequence such as \"linear:20,256 relu linear:256,10\"; the file's layers are matched by "
-                    "order and shape, whatever their names");
+    cmd->add_option(
+        "--arch", arch,
+        "Architecture for weights (or a whole module of a user class): mlp:IN,HIDDEN,...,OUT, seed-cnn or a "
+        "layer sequence such as \"linear:20,256 relu linear:256,10\"; the file's layers are matched by "
+        "order and shape, whatever their names");
     cmd->add_option("--key", key, "Dotted path of the state dict inside the file (model_state_dict)");
     cmd->add_flag("--strip-prefix", strip, "With --arch: strip 'module.' and '_orig_mod.' prefixes");
     cmd->add_flag("--strict-names", strict_names,
@@ -44,8 +46,9 @@ struct ModelSource {
       return load_checked();
     } catch (UnsafeError& e) {
       if (!allow_unknown)
-        e.add_context("a whole module of your own class (torch.save(net), flow.save(net)) loads with "
-                      "--allow-unknown-globals: its classes are kept by name, nothing in the file is run");
+        e.add_context(
+            "a whole module of your own class (torch.save(net), flow.save(net)) loads with "
+            "--allow-unknown-globals: its classes are kept by name, nothing in the file is run");
       throw;
     }
   }
@@ -151,8 +154,8 @@ void run_model(const RunArgs& a) {
   };
   std::string written;
   for (const auto& f : out_files) written += (written.empty() ? "" : ", ") + f;
-  std::cout << "run: " << fm.model->type_name() << " (" << fm.architecture << ") on " << be->name() << ": " << shapes(xs)
-            << " -> " << shapes(ys) << " written to " << written << "\n";
+  std::cout << "run: " << fm.model->type_name() << " (" << fm.architecture << ") on " << be->name() << ": "
+            << shapes(xs) << " -> " << shapes(ys) << " written to " << written << "\n";
 }
 
 struct ExportArgs {
@@ -199,31 +202,39 @@ void export_model(const ExportArgs& a) {
 
 void register_nn_commands(CLI::App& app) {
   auto ex = std::make_shared<ExportArgs>();
-  auto* exp = app.add_subcommand("export", "Write a model (structure and weights) as a full ONNX graph (.onnx) or a Keras 3 model (.keras)");
+  auto* exp = app.add_subcommand(
+      "export", "Write a model (structure and weights) as a full ONNX graph (.onnx) or a Keras 3 model (.keras)");
   ex->src.add_options(exp);
   exp->add_option("output", ex->output, "Output .onnx or .keras file")->required();
-  exp->add_option("--input-shape", ex->input_shape, "Input shape, -1 for a symbolic batch: -1,20 or -1,3,32,32")->required();
+  exp->add_option("--input-shape", ex->input_shape, "Input shape, -1 for a symbolic batch: -1,20 or -1,3,32,32")
+      ->required();
   exp->add_flag("--force", ex->force, "Overwrite an existing output");
-  exp->footer("Examples:\n  tensorbridge export mlp.params mlp.onnx --arch mlp:20,256,10 --input-shape -1,20\n"
-              "  tensorbridge export cnn.pt cnn.keras --arch seed-cnn --input-shape -1,3,32,32   # Keras takes NHWC");
+  exp->footer(
+      "Examples:\n  tensorbridge export mlp.params mlp.onnx --arch mlp:20,256,10 --input-shape -1,20\n"
+      "  tensorbridge export cnn.pt cnn.keras --arch seed-cnn --input-shape -1,3,32,32   # Keras takes NHWC");
   exp->callback([ex] { export_model(*ex); });
 
   auto args = std::make_shared<RunArgs>();
-  auto* run = app.add_subcommand("run", "Load a model (architecture from the file, or --arch with a weights file) and run it on an input array");
+  auto* run = app.add_subcommand(
+      "run", "Load a model (architecture from the file, or --arch with a weights file) and run it on an input array");
   args->src.add_options(run);
-  run->add_option("--input,-i", args->inputs,
-                  "Input array (.npy, or an ONNX TensorProto .pb); repeat for a graph of several inputs, in the graph's "
-                  "order, or name them: --input NAME=FILE")
+  run->add_option(
+         "--input,-i", args->inputs,
+         "Input array (.npy, or an ONNX TensorProto .pb); repeat for a graph of several inputs, in the graph's "
+         "order, or name them: --input NAME=FILE")
       ->required()
       ->allow_extra_args(false);
-  run->add_option("--output,-o", args->outputs, "Output array (.npy or .pb); one per graph output, in order or as NAME=FILE")
+  run->add_option("--output,-o", args->outputs,
+                  "Output array (.npy or .pb); one per graph output, in order or as NAME=FILE")
       ->required()
       ->allow_extra_args(false);
   run->add_option("--backend", args->backend, "cpu (default), vulkan or vulkan:N");
   run->add_flag("--force,--overwrite", args->overwrite, "Replace an existing output file");
-  run->footer("Examples:\n  tensorbridge run mlp.params --arch mlp:20,256,10 --input X.npy --output Y.npy --backend vulkan\n"
-              "  tensorbridge run net.pt --arch \"linear:20,256 relu linear:256,10\" --allow-unknown-globals -i X.npy -o Y.npy\n"
-              "  tensorbridge run two_inputs.onnx --input a=A.npy --input b=B.npy --output Y.npy");
+  run->footer(
+      "Examples:\n  tensorbridge run mlp.params --arch mlp:20,256,10 --input X.npy --output Y.npy --backend vulkan\n"
+      "  tensorbridge run net.pt --arch \"linear:20,256 relu linear:256,10\" --allow-unknown-globals -i X.npy -o "
+      "Y.npy\n"
+      "  tensorbridge run two_inputs.onnx --input a=A.npy --input b=B.npy --output Y.npy");
   run->callback([args] { run_model(*args); });
 }
 

@@ -45,8 +45,8 @@ Tensor Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, boo
   TB_CHECK(x.dim() >= 1 && x.shape().back() == w.shape()[1], ShapeError, "linear: input ", shape_str(x.shape()),
            " does not end in in_features ", w.shape()[1], " of weight ", shape_str(w.shape()));
   if (bias) {
-    TB_CHECK(bias->dim() == 1 && bias->shape()[0] == w.shape()[0], ShapeError, "linear: bias must be [",
-             w.shape()[0], "], got ", shape_str(bias->shape()));
+    TB_CHECK(bias->dim() == 1 && bias->shape()[0] == w.shape()[0], ShapeError, "linear: bias must be [", w.shape()[0],
+             "], got ", shape_str(bias->shape()));
   }
   Shape out = x.shape();
   out.back() = w.shape()[0];

@@ -79,14 +79,13 @@ PoolGeom pool2d_geom(const Tensor& x, const Pool2dParams& p) {
   }
   g.oh = pool_out(g.h, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], p.ceil_mode);
   g.ow = pool_out(g.w, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], p.ceil_mode);
-  TB_CHECK(g.oh >= 1 && g.ow >= 1, ShapeError, "max_pool2d: output would be empty for input ",
-           shape_str(x.shape()));
+  TB_CHECK(g.oh >= 1 && g.ow >= 1, ShapeError, "max_pool2d: output would be empty for input ", shape_str(x.shape()));
   return g;
 }
 
 GemmGeom gemm_geom(const Tensor& a, const Tensor& b, const Tensor* c, const GemmParams& p) {
-  TB_CHECK(a.dim() == 2 && b.dim() == 2, ShapeError, "gemm: A and B must be 2-D, got ", shape_str(a.shape()),
-           " and ", shape_str(b.shape()));
+  TB_CHECK(a.dim() == 2 && b.dim() == 2, ShapeError, "gemm: A and B must be 2-D, got ", shape_str(a.shape()), " and ",
+           shape_str(b.shape()));
   GemmGeom g{};
   g.m = p.trans_a ? a.shape()[1] : a.shape()[0];
   g.k = p.trans_a ? a.shape()[0] : a.shape()[1];
@@ -97,8 +96,8 @@ GemmGeom gemm_geom(const Tensor& a, const Tensor& b, const Tensor* c, const Gemm
   if (c) {
     TB_CHECK(c->dim() <= 2, ShapeError, "gemm: C must have at most 2 dims, got ", shape_str(c->shape()));
     Shape out = broadcast_shapes(c->shape(), {g.m, g.n}, "gemm (C)");
-    TB_CHECK(out == Shape({g.m, g.n}), ShapeError, "gemm: C ", shape_str(c->shape()), " does not broadcast to [",
-             g.m, ", ", g.n, "]");
+    TB_CHECK(out == Shape({g.m, g.n}), ShapeError, "gemm: C ", shape_str(c->shape()), " does not broadcast to [", g.m,
+             ", ", g.n, "]");
   }
   return g;
 }
@@ -162,14 +161,11 @@ Shape reshape_shape(const Shape& in, Shape out) {
 
 int64_t normalize_axis(int64_t axis, int64_t rank, std::string_view op) {
   int64_t a = axis < 0 ? axis + rank : axis;
-  TB_CHECK(a >= 0 && a < std::max<int64_t>(rank, 1), ShapeError, op, ": axis ", axis, " out of range for rank ",
-           rank);
+  TB_CHECK(a >= 0 && a < std::max<int64_t>(rank, 1), ShapeError, op, ": axis ", axis, " out of range for rank ", rank);
   return a;
 }
 
-bool is_pooled_integer(DType t) {
-  return t == DType::U8 || t == DType::I8 || t == DType::U16 || t == DType::I16;
-}
+bool is_pooled_integer(DType t) { return t == DType::U8 || t == DType::I8 || t == DType::U16 || t == DType::I16; }
 
 bool supports_dtype(Op op, DType t) {
   if (t == DType::F32 || t == DType::F16 || t == DType::BF16) return true;

@@ -25,18 +25,26 @@ constexpr uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
 enum ValueType : uint32_t { U8 = 0, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 };
 
 const char* type_name(uint32_t t) {
-  static const char* names[] = {"uint8", "int8",  "uint16", "int16", "uint32", "int32", "float32",
-                                "bool",  "string", "array", "uint64", "int64", "float64"};
+  static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
+                                "bool",  "string", "array",  "uint64", "int64",  "float64"};
   return t <= F64 ? names[t] : "unknown";
 }
 
 /** Bytes a value of this type takes at least (a string: its length; an array: type and count). */
 uint64_t min_value_size(uint32_t t) {
   switch (t) {
-    case U8: case I8: case BOOL: return 1;
-    case U16: case I16: return 2;
-    case U32: case I32: case F32: return 4;
-    case U64: case I64: case F64: case STRING: return 8;
+    case U8:
+    case I8:
+    case BOOL: return 1;
+    case U16:
+    case I16: return 2;
+    case U32:
+    case I32:
+    case F32: return 4;
+    case U64:
+    case I64:
+    case F64:
+    case STRING: return 8;
     default: return 12;  // ARRAY
   }
 }
@@ -81,8 +89,8 @@ class Cursor {
   uint64_t pos = 0;
 
   void need(uint64_t n, const std::string& what) const {
-    TB_CHECK(n <= size_ - pos, FormatError, "[gguf] '", r_.label(), "': ", what, " needs ", n, " bytes at offset ",
-             pos, " but the file ends at ", size_, " (truncated?)");
+    TB_CHECK(n <= size_ - pos, FormatError, "[gguf] '", r_.label(), "': ", what, " needs ", n, " bytes at offset ", pos,
+             " but the file ends at ", size_, " (truncated?)");
   }
   uint64_t left() const { return size_ - pos; }
   template <class T>
@@ -157,7 +165,8 @@ void read_value(Cursor& c, uint32_t t, const std::string& what, uint64_t depth, 
       uint64_t n = c.le<uint64_t>(what + " (array length)");
       const uint64_t min = min_value_size(et);
       TB_CHECK(n <= c.left() / min, FormatError, "[gguf] '", c.reader().label(), "': ", what, ": an array of ", n, " ",
-               type_name(et), " needs at least ", min, " bytes each but only ", c.left(), " bytes are left (truncated?)");
+               type_name(et), " needs at least ", min, " bytes each but only ", c.left(),
+               " bytes are left (truncated?)");
       c.budget().charge_objects(n, what);
       // The text may be larger than the bytes (a uint8 renders as up to 5 characters): charged first.
       const uint64_t per = et == STRING || et == ARRAY ? 4 : et == BOOL ? 7 : 26;
@@ -171,8 +180,8 @@ void read_value(Cursor& c, uint32_t t, const std::string& what, uint64_t depth, 
       break;
     }
     default:
-      throw FormatError(str("[gguf] '", c.reader().label(), "': ", what, ": value type ", t,
-                            " is not a GGUF value type (0..12)"));
+      throw FormatError(
+          str("[gguf] '", c.reader().label(), "': ", what, ": value type ", t, " is not a GGUF value type (0..12)"));
   }
 }
 
@@ -195,15 +204,16 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
   const uint64_t size = r.size();
   LoadBudget budget(opts.limits, L, size);
   Cursor c(r, budget);
-  TB_CHECK(size >= 24, FormatError, "[gguf] '", L, "': ", size, " bytes is too small for a GGUF header (24 bytes; truncated?)");
+  TB_CHECK(size >= 24, FormatError, "[gguf] '", L, "': ", size,
+           " bytes is too small for a GGUF header (24 bytes; truncated?)");
   TB_CHECK(r.read_string(0, 4) == "GGUF", FormatError, "[gguf] '", L, "': does not start with the magic \"GGUF\"");
   c.pos = 4;
   const uint32_t version = c.le<uint32_t>("the version");
   TB_CHECK(version != 1, UnsupportedError, "[gguf] '", L, "': GGUF version 1 (32-bit counts) is not supported; ",
            "re-save it with a current llama.cpp (versions 2 and 3 are read)");
   TB_CHECK(version != 0x02000000 && version != 0x03000000, UnsupportedError, "[gguf] '", L,
-           "': a big-endian GGUF file (version ", __builtin_bswap32(version), " stored big-endian); only little-endian ",
-           "GGUF is supported");
+           "': a big-endian GGUF file (version ", __builtin_bswap32(version),
+           " stored big-endian); only little-endian ", "GGUF is supported");
   TB_CHECK(version == 2 || version == 3, UnsupportedError, "[gguf] '", L, "': GGUF version ", version,
            " is not supported (2 and 3 are)");
   const uint64_t n_tensors = c.le<uint64_t>("the tensor count");
@@ -248,7 +258,8 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
     auto where = [&] { return str("[gguf] '", L, "': tensor '", t.name, "'"); };
     TB_CHECK(names.insert(t.name).second, FormatError, where(), " appears twice");
     const uint32_t n_dims = c.le<uint32_t>(where() + " n_dims");
-    TB_CHECK(n_dims <= kMaxDims, FormatError, where(), " has n_dims ", n_dims, "; GGML tensors have at most ", kMaxDims);
+    TB_CHECK(n_dims <= kMaxDims, FormatError, where(), " has n_dims ", n_dims, "; GGML tensors have at most ",
+             kMaxDims);
     for (uint32_t d = 0; d < n_dims; ++d) {
       const uint64_t ne = c.le<uint64_t>(where() + " dims");
       TB_CHECK(ne <= uint64_t(std::numeric_limits<int64_t>::max()), FormatError, where(), ": dimension ", ne,
@@ -263,15 +274,15 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
       t.numel = 1;
       for (uint64_t ne : t.ne) t.numel = checked_mul(t.numel, int64_t(ne), "element count");
     } catch (const ShapeError&) {
-      throw FormatError(str(where(), ": the element count of dims ", shape_str(Shape(t.ne.begin(), t.ne.end())),
-                            " overflows"));
+      throw FormatError(
+          str(where(), ": the element count of dims ", shape_str(Shape(t.ne.begin(), t.ne.end())), " overflows"));
     }
     const uint64_t ne0 = t.ne.empty() ? 1 : t.ne[0];
     TB_CHECK(ne0 % t.type->block_size == 0, FormatError, where(), " (", t.type->name, "): its first dimension ", ne0,
              " is not a multiple of the block size ", t.type->block_size);
     t.nbytes = uint64_t(t.numel) / t.type->block_size * t.type->type_size;  // cannot overflow: type_size <= 292
-    TB_CHECK(t.offset % alignment == 0, FormatError, where(), ": offset ", t.offset, " is not a multiple of the alignment ",
-             alignment);
+    TB_CHECK(t.offset % alignment == 0, FormatError, where(), ": offset ", t.offset,
+             " is not a multiple of the alignment ", alignment);
     infos.push_back(std::move(t));
   }
 
@@ -285,16 +296,17 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
   for (const auto& t : infos) {
     TB_CHECK(t.offset <= data_size && t.nbytes <= data_size - t.offset, FormatError, "[gguf] '", L, "': tensor '",
              t.name, "' (", t.type->name, ", ", t.numel, " elements) needs bytes [", t.offset, ", ",
-             LoadBudget::sat_add(t.offset, t.nbytes), ") of the data but the data has ", data_size, " bytes (truncated?)");
+             LoadBudget::sat_add(t.offset, t.nbytes), ") of the data but the data has ", data_size,
+             " bytes (truncated?)");
     order.push_back(&t);
   }
   std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
     return a->offset != b->offset ? a->offset < b->offset : a->nbytes < b->nbytes;  // empty tensors first
   });
   for (size_t i = 1; i < order.size(); ++i)
-    TB_CHECK(order[i]->offset >= order[i - 1]->offset + order[i - 1]->nbytes, FormatError, "[gguf] '", L,
-             "': tensor '", order[i]->name, "' at data offset ", order[i]->offset, " overlaps tensor '",
-             order[i - 1]->name, "', which ends at ", order[i - 1]->offset + order[i - 1]->nbytes);
+    TB_CHECK(order[i]->offset >= order[i - 1]->offset + order[i - 1]->nbytes, FormatError, "[gguf] '", L, "': tensor '",
+             order[i]->name, "' at data offset ", order[i]->offset, " overlaps tensor '", order[i - 1]->name,
+             "', which ends at ", order[i - 1]->offset + order[i - 1]->nbytes);
 
   const bool swap = !host_little_endian();
   TB_CHECK(!swap, UnsupportedError, "[gguf] '", L, "': reading GGUF on a big-endian host is not supported");
@@ -326,8 +338,8 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
       out = Tensor(raw_bytes(1), DType::U8, {int64_t(nbytes)}, {1}, 0);
       ck.metadata[kGgufQuantizedKey + t.name] = raw_description(*t.type, shape);
     } else {
-      TB_CHECK(t.type->dequantizes, UnsupportedError, "[gguf] '", L, "': tensor '", t.name, "' has type ",
-               t.type->name, ", which tensorbridge cannot dequantize (it can: ", gguf::dequantizable_names(),
+      TB_CHECK(t.type->dequantizes, UnsupportedError, "[gguf] '", L, "': tensor '", t.name, "' has type ", t.type->name,
+               ", which tensorbridge cannot dequantize (it can: ", gguf::dequantizable_names(),
                "); pass --keep-quantized to keep its raw blocks");
       const size_t out_bytes = checked_nbytes(t.numel, 4, str("tensor '", t.name, "'"));
       budget.charge_bytes(out_bytes, str("tensor '", t.name, "' dequantized to float32"));
@@ -355,8 +367,8 @@ struct OutTensor {
   std::string name;
   const GgmlType* type;
   std::vector<uint64_t> ne;
-  Tensor t;                       // written as is (plain type or raw blocks) ...
-  bool quantize_q8_0 = false;     // ... or quantized from float32 while writing
+  Tensor t;                    // written as is (plain type or raw blocks) ...
+  bool quantize_q8_0 = false;  // ... or quantized from float32 while writing
   uint64_t nbytes = 0, offset = 0;
 };
 
@@ -426,8 +438,9 @@ std::vector<KeyValue> output_key_values(const Checkpoint& ck, const Metadata& me
     add_string(k, v);
   }
   for (const auto& kv : out)
-    if (kv.key == "general.alignment") alignment = uint64_t(kv.raw[0]) | uint64_t(kv.raw[1]) << 8 |
-                                                    uint64_t(kv.raw[2]) << 16 | uint64_t(kv.raw[3]) << 24;
+    if (kv.key == "general.alignment")
+      alignment =
+          uint64_t(kv.raw[0]) | uint64_t(kv.raw[1]) << 8 | uint64_t(kv.raw[2]) << 16 | uint64_t(kv.raw[3]) << 24;
   return out;
 }
 
@@ -529,13 +542,16 @@ const FormatAdapter& gguf_format() {
       {.name = "gguf",
        .description = "GGUF v2/v3 (llama.cpp; quantized tensors dequantized to float32 or kept with --keep-quantized)",
        .extensions = {".gguf"},
-       .sniff = [](const Source& s) { return s.reader && s.reader->size() >= 4 && s.reader->read_string(0, 4) == "GGUF"; },
-       .load = [](const Source& s, const LoadOptions& o) {
-         TB_CHECK(s.reader != nullptr, FormatError, "[gguf] '", s.label(), "' is a folder, not a GGUF file");
-         return load_gguf(s.reader, o);
-       }},
-      {choice_option<GgufWriteOptions>("quantize", &GgufWriteOptions::quantize, {"q8_0"},
-                                       "q8_0 stores float tensors of 2+ dims as Q8_0 (--dtype q8_0); default: as given")},
+       .sniff =
+           [](const Source& s) { return s.reader && s.reader->size() >= 4 && s.reader->read_string(0, 4) == "GGUF"; },
+       .load =
+           [](const Source& s, const LoadOptions& o) {
+             TB_CHECK(s.reader != nullptr, FormatError, "[gguf] '", s.label(), "' is a folder, not a GGUF file");
+             return load_gguf(s.reader, o);
+           }},
+      {choice_option<GgufWriteOptions>(
+          "quantize", &GgufWriteOptions::quantize, {"q8_0"},
+          "q8_0 stores float tensors of 2+ dims as Q8_0 (--dtype q8_0); default: as given")},
       write_gguf);
   return a;
 }

@@ -16,40 +16,23 @@ namespace {
 constexpr uint32_t QK_K = 256;
 
 const GgmlType kTypes[] = {
-    {0, "F32", 1, 4, DType::F32, false},
-    {1, "F16", 1, 2, DType::F16, false},
-    {2, "Q4_0", 32, 18, std::nullopt, true},
-    {3, "Q4_1", 32, 20, std::nullopt, true},
-    {6, "Q5_0", 32, 22, std::nullopt, true},
-    {7, "Q5_1", 32, 24, std::nullopt, true},
-    {8, "Q8_0", 32, 34, std::nullopt, true},
-    {9, "Q8_1", 32, 40, std::nullopt, false},
-    {10, "Q2_K", 256, 84, std::nullopt, true},
-    {11, "Q3_K", 256, 110, std::nullopt, true},
-    {12, "Q4_K", 256, 144, std::nullopt, true},
-    {13, "Q5_K", 256, 176, std::nullopt, true},
-    {14, "Q6_K", 256, 210, std::nullopt, true},
-    {15, "Q8_K", 256, 292, std::nullopt, false},
-    {16, "IQ2_XXS", 256, 66, std::nullopt, true},
-    {17, "IQ2_XS", 256, 74, std::nullopt, true},
-    {18, "IQ3_XXS", 256, 98, std::nullopt, true},
-    {19, "IQ1_S", 256, 50, std::nullopt, true},
-    {20, "IQ4_NL", 32, 18, std::nullopt, true},
-    {21, "IQ3_S", 256, 110, std::nullopt, true},
-    {22, "IQ2_S", 256, 82, std::nullopt, true},
-    {23, "IQ4_XS", 256, 136, std::nullopt, true},
-    {24, "I8", 1, 1, DType::I8, false},
-    {25, "I16", 1, 2, DType::I16, false},
-    {26, "I32", 1, 4, DType::I32, false},
-    {27, "I64", 1, 8, DType::I64, false},
-    {28, "F64", 1, 8, DType::F64, false},
-    {29, "IQ1_M", 256, 56, std::nullopt, true},
-    {30, "BF16", 1, 2, DType::BF16, false},
-    {34, "TQ1_0", 256, 54, std::nullopt, true},
-    {35, "TQ2_0", 256, 66, std::nullopt, true},
-    {39, "MXFP4", 32, 17, std::nullopt, true},
-    {40, "NVFP4", 64, 36, std::nullopt, true},
-    {41, "Q1_0", 128, 18, std::nullopt, false},
+    {0, "F32", 1, 4, DType::F32, false},          {1, "F16", 1, 2, DType::F16, false},
+    {2, "Q4_0", 32, 18, std::nullopt, true},      {3, "Q4_1", 32, 20, std::nullopt, true},
+    {6, "Q5_0", 32, 22, std::nullopt, true},      {7, "Q5_1", 32, 24, std::nullopt, true},
+    {8, "Q8_0", 32, 34, std::nullopt, true},      {9, "Q8_1", 32, 40, std::nullopt, false},
+    {10, "Q2_K", 256, 84, std::nullopt, true},    {11, "Q3_K", 256, 110, std::nullopt, true},
+    {12, "Q4_K", 256, 144, std::nullopt, true},   {13, "Q5_K", 256, 176, std::nullopt, true},
+    {14, "Q6_K", 256, 210, std::nullopt, true},   {15, "Q8_K", 256, 292, std::nullopt, false},
+    {16, "IQ2_XXS", 256, 66, std::nullopt, true}, {17, "IQ2_XS", 256, 74, std::nullopt, true},
+    {18, "IQ3_XXS", 256, 98, std::nullopt, true}, {19, "IQ1_S", 256, 50, std::nullopt, true},
+    {20, "IQ4_NL", 32, 18, std::nullopt, true},   {21, "IQ3_S", 256, 110, std::nullopt, true},
+    {22, "IQ2_S", 256, 82, std::nullopt, true},   {23, "IQ4_XS", 256, 136, std::nullopt, true},
+    {24, "I8", 1, 1, DType::I8, false},           {25, "I16", 1, 2, DType::I16, false},
+    {26, "I32", 1, 4, DType::I32, false},         {27, "I64", 1, 8, DType::I64, false},
+    {28, "F64", 1, 8, DType::F64, false},         {29, "IQ1_M", 256, 56, std::nullopt, true},
+    {30, "BF16", 1, 2, DType::BF16, false},       {34, "TQ1_0", 256, 54, std::nullopt, true},
+    {35, "TQ2_0", 256, 66, std::nullopt, true},   {39, "MXFP4", 32, 17, std::nullopt, true},
+    {40, "NVFP4", 64, 36, std::nullopt, true},    {41, "Q1_0", 128, 18, std::nullopt, false},
 };
 
 float half(const uint8_t* p) { return f16_bits_to_f32(uint16_t(p[0] | (p[1] << 8))); }
@@ -242,7 +225,9 @@ void nvfp4(const uint8_t* b, float* y) {
     const uint8_t x = b[s];
     const int exp = (x >> 3) & 0xF, man = x & 7;
     // Every scale is exact in float32: man * 2^-9 / 2, or (1 + man/8) * 2^(exp-7) / 2.
-    const float d = (x == 0 || x == 0x7F) ? 0.0f : exp == 0 ? std::ldexp(float(man), -10) : std::ldexp(float(8 + man), exp - 11);
+    const float d = (x == 0 || x == 0x7F) ? 0.0f
+                    : exp == 0            ? std::ldexp(float(man), -10)
+                                          : std::ldexp(float(8 + man), exp - 11);
     for (int j = 0; j < 8; ++j) {
       y[s * 16 + j] = d * float(kv[b[4 + s * 8 + j] & 0xF]);
       y[s * 16 + 8 + j] = d * float(kv[b[4 + s * 8 + j] >> 4]);

@@ -16,8 +16,8 @@ namespace tb::gguf {
 struct GgmlType {
   uint32_t id;
   std::string_view name;
-  uint32_t block_size;  // elements per block (1 for plain types)
-  uint32_t type_size;   // bytes per block
+  uint32_t block_size;          // elements per block (1 for plain types)
+  uint32_t type_size;           // bytes per block
   std::optional<DType> native;  // the tensor dtype of a plain type (F32, I8, ...); nullopt when quantized
   bool dequantizes;             // a block dequantizer exists here
 };

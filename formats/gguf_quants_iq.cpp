@@ -61,7 +61,9 @@ const Grid& iq1s_grid() {
 
 float half(const uint8_t* p) { return f16_bits_to_f32(uint16_t(p[0] | (p[1] << 8))); }
 uint16_t u16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
-uint32_t u32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint32_t u32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
 
 /** Seven sign bits stored, the eighth makes the count of minus signs even. */
 float sign_of(unsigned seven_bits, int j) {
@@ -163,7 +165,8 @@ void iq1_m(const uint8_t* b, float* y) {
   const uint8_t *qs = b, *qh = b + 32, *sc = b + 48;
   uint16_t s[4];
   for (int i = 0; i < 4; ++i) s[i] = u16(sc + 2 * i);
-  const uint16_t dbits = uint16_t((s[0] & 0xF000) >> 12 | (s[1] & 0xF000) >> 8 | (s[2] & 0xF000) >> 4 | (s[3] & 0xF000));
+  const uint16_t dbits =
+      uint16_t((s[0] & 0xF000) >> 12 | (s[1] & 0xF000) >> 8 | (s[2] & 0xF000) >> 4 | (s[3] & 0xF000));
   const float d = f16_bits_to_f32(dbits);
   for (int p = 0; p < 256; ++p) {
     const int k = p / 16, i = p / 8;  // scale index (2 per 32 values), grid row index

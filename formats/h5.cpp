@@ -23,7 +23,8 @@ bool sniff_h5(const Source& s) {
 std::string default_layout(const std::filesystem::path& p, const std::string& fallback) {
   std::string name = p.filename().string();
   const std::string suffix = ".weights.h5";
-  if (fallback == "plain" && name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+  if (fallback == "plain" && name.size() > suffix.size() &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
     return "keras3";
   return fallback;
 }
@@ -34,8 +35,10 @@ FormatAdapter make_adapter(std::string name, std::string desc, std::vector<std::
   a.name = std::move(name);
   a.description = std::move(desc);
   a.extensions = std::move(exts);
-  if (sniffs) a.sniff = sniff_h5;
-  else a.sniff = [](const Source&) { return false; };
+  if (sniffs)
+    a.sniff = sniff_h5;
+  else
+    a.sniff = [](const Source&) { return false; };
   a.load = [](const Source& s, const LoadOptions& o) { return load_h5(s, o); };
   a.save = [layout](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
     save_impl(c, p, o, o.option("layout", default_layout(p, layout)));
@@ -63,9 +66,9 @@ void save_h5(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
 }
 
 const FormatAdapter& h5_format() {
-  static const FormatAdapter a = make_adapter(
-      "h5", "HDF5 (h5py) and Keras .h5 / .weights.h5 (write option layout=plain|keras|keras3)",
-      {".h5", ".hdf5"}, true, "plain");
+  static const FormatAdapter a =
+      make_adapter("h5", "HDF5 (h5py) and Keras .h5 / .weights.h5 (write option layout=plain|keras|keras3)",
+                   {".h5", ".hdf5"}, true, "plain");
   return a;
 }
 

@@ -15,11 +15,11 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <spawn.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <spawn.h>
-#include <sys/mman.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -51,12 +51,18 @@ constexpr const char* kProbeHelperName = "tensorbridge-h5probe";
 /** The probe's refusal: kind letter + message. */
 std::string probe_report(const std::exception& e) {
   char kind = 'F';
-  if (dynamic_cast<const UnsafeError*>(&e)) kind = 'S';
-  else if (dynamic_cast<const UnsupportedError*>(&e)) kind = 'U';
-  else if (dynamic_cast<const KeyError*>(&e)) kind = 'K';
-  else if (dynamic_cast<const IoError*>(&e)) kind = 'I';
-  else if (dynamic_cast<const InternalError*>(&e)) kind = 'X';
-  else if (dynamic_cast<const std::bad_alloc*>(&e)) kind = 'M';
+  if (dynamic_cast<const UnsafeError*>(&e))
+    kind = 'S';
+  else if (dynamic_cast<const UnsupportedError*>(&e))
+    kind = 'U';
+  else if (dynamic_cast<const KeyError*>(&e))
+    kind = 'K';
+  else if (dynamic_cast<const IoError*>(&e))
+    kind = 'I';
+  else if (dynamic_cast<const InternalError*>(&e))
+    kind = 'X';
+  else if (dynamic_cast<const std::bad_alloc*>(&e))
+    kind = 'M';
   std::string msg = e.what();
   if (msg.size() > 8000) msg.resize(8000);
   return kind + msg;
@@ -71,9 +77,8 @@ std::string probe_report(const std::exception& e) {
     case 'I': throw IoError(msg);
     case 'X': throw InternalError(msg);
     case 'M':
-      throw UnsafeError(str("[h5] '", label, "': reading this file's structure needs more than ",
-                            kProbeMemory >> 20, " MiB + twice the file size of memory (", msg,
-                            "); refusing a possible memory bomb"));
+      throw UnsafeError(str("[h5] '", label, "': reading this file's structure needs more than ", kProbeMemory >> 20,
+                            " MiB + twice the file size of memory (", msg, "); refusing a possible memory bomb"));
     default: throw FormatError(msg);
   }
 }
@@ -143,11 +148,17 @@ pid_t spawn_probe(const std::string& helper, const Source& src, const FileCtx& c
   pid_t pid = -1;
   if (rep >= 0 && (data_fd < 0 || dat >= 0)) {
     const LoadLimits& lim = ctx.budget->limits();
-    std::vector<std::string> args = {helper, ctx.label, by_path ? src.path.string() : std::string(),
-                                     by_path ? "-1" : std::to_string(kProbeDataFd), std::to_string(sig),
-                                     ctx.mappable ? "1" : "0", std::to_string(kProbeMemory + 2 * ctx.file_size),
-                                     std::to_string(lim.max_bytes), std::to_string(lim.max_objects),
-                                     std::to_string(lim.max_depth), str(lim.max_seconds)};
+    std::vector<std::string> args = {helper,
+                                     ctx.label,
+                                     by_path ? src.path.string() : std::string(),
+                                     by_path ? "-1" : std::to_string(kProbeDataFd),
+                                     std::to_string(sig),
+                                     ctx.mappable ? "1" : "0",
+                                     std::to_string(kProbeMemory + 2 * ctx.file_size),
+                                     std::to_string(lim.max_bytes),
+                                     std::to_string(lim.max_objects),
+                                     std::to_string(lim.max_depth),
+                                     str(lim.max_seconds)};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -165,7 +176,9 @@ pid_t spawn_probe(const std::string& helper, const Source& src, const FileCtx& c
 
 /** In the probe process: no core file and an address space bounded to what it uses now + `extra`. */
 void limit_probe_process(uint64_t extra) {
-  struct rlimit no_core {0, 0};
+  struct rlimit no_core {
+    0, 0
+  };
   ::setrlimit(RLIMIT_CORE, &no_core);
   const uint64_t as_limit = address_space_in_use() + extra;
   struct rlimit as {};
@@ -251,7 +264,9 @@ void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig) 
   const auto start = clock::now();
   int status = 0;
   while (true) {
-    struct pollfd pfd {fds[0], POLLIN, 0};
+    struct pollfd pfd {
+      fds[0], POLLIN, 0
+    };
     ::poll(&pfd, 1, 50);
     drain();
     pid_t r = ::waitpid(pid, &status, WNOHANG);
@@ -263,10 +278,10 @@ void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig) 
     }
     if (clock::now() - start > limit) {
       ::kill(pid, SIGKILL);
-      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
       ::close(fds[0]);
-      throw UnsafeError(str("[h5] '", parent_ctx.label, "': the HDF5 library did not finish reading the file's structure in ",
+      throw UnsafeError(str("[h5] '", parent_ctx.label,
+                            "': the HDF5 library did not finish reading the file's structure in ",
                             std::chrono::duration_cast<std::chrono::seconds>(limit).count(),
                             " s (a probe process was stopped); refusing it as damaged or hostile"));
     }
@@ -284,7 +299,8 @@ void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig) 
   const int sig_no = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
   const char* name = sig_no ? ::strsignal(sig_no) : nullptr;
   throw FormatError(str("[h5] '", parent_ctx.label, "': the HDF5 library crashed (signal ", sig_no, ", ",
-                        name ? name : "?", ") reading this file's structure in a probe process; refusing a damaged "
+                        name ? name : "?",
+                        ") reading this file's structure in a probe process; refusing a damaged "
                         "or hostile file"));
 }
 

@@ -215,8 +215,8 @@ void walk(hid_t group, const std::string& path, int depth, Walk& w) {
   for (const auto& link : list_links(group, w.label, path)) {
     std::string child = path.empty() ? link.name : path + "/" + link.name;
     if (link.type == H5L_TYPE_EXTERNAL)
-      throw UnsafeError(str("[h5] '", w.label, "': '/", child,
-                            "' is an external link into another file; refusing to follow it"));
+      throw UnsafeError(
+          str("[h5] '", w.label, "': '/", child, "' is an external link into another file; refusing to follow it"));
     if (link.type == H5L_TYPE_SOFT) {
       // Soft links inside the file are aliases of objects reached through their hard path; one
       // that does not resolve inside the file is refused.
@@ -229,8 +229,8 @@ void walk(hid_t group, const std::string& path, int depth, Walk& w) {
     }
     if (link.type != H5L_TYPE_HARD)
       throw UnsafeError(str("[h5] '", w.label, "': '/", child, "' is a user-defined link; refusing to follow it"));
-    Handle obj = check_id(H5Oopen(group, link.name.c_str(), safe_lapl()), H5Oclose, w.label,
-                          "cannot open '/" + child + "'");
+    Handle obj =
+        check_id(H5Oopen(group, link.name.c_str(), safe_lapl()), H5Oclose, w.label, "cannot open '/" + child + "'");
     auto addr = object_address(obj.get());
     H5Eclear2(H5E_DEFAULT);
     if (addr && !w.seen.insert(*addr).second) continue;  // second hard link to the same object
@@ -308,11 +308,16 @@ DTypeRead map_type(hid_t ftype, std::optional<DType> special, const std::string&
         default: throw unsupported(str("a ", size, "-byte integer type"));
       }
     } else {
-      if (size == 4 && float_fields(ftype, 31, 23, 8, 0, 23)) r.dtype = DType::F32;
-      else if (size == 8 && float_fields(ftype, 63, 52, 11, 0, 52)) r.dtype = DType::F64;
-      else if (size == 2 && float_fields(ftype, 15, 10, 5, 0, 10)) r.dtype = DType::F16;
-      else if (size == 2 && float_fields(ftype, 15, 7, 8, 0, 7)) r.dtype = DType::BF16;
-      else throw unsupported(str("a non-IEEE ", size, "-byte float type"));
+      if (size == 4 && float_fields(ftype, 31, 23, 8, 0, 23))
+        r.dtype = DType::F32;
+      else if (size == 8 && float_fields(ftype, 63, 52, 11, 0, 52))
+        r.dtype = DType::F64;
+      else if (size == 2 && float_fields(ftype, 15, 10, 5, 0, 10))
+        r.dtype = DType::F16;
+      else if (size == 2 && float_fields(ftype, 15, 7, 8, 0, 7))
+        r.dtype = DType::BF16;
+      else
+        throw unsupported(str("a non-IEEE ", size, "-byte float type"));
     }
     mem_owner = Handle(H5Tcopy(ftype), H5Tclose);
     r.mem = mem_owner.get();
@@ -336,8 +341,7 @@ DTypeRead map_type(hid_t ftype, std::optional<DType> special, const std::string&
       size_t half = size / 2;
       bool ok = H5Tget_class(m0.get()) == H5T_FLOAT && H5Tget_class(m1.get()) == H5T_FLOAT &&
                 H5Tget_size(m0.get()) == half && H5Tget_size(m1.get()) == half && H5Tget_member_offset(ftype, 0) == 0 &&
-                H5Tget_member_offset(ftype, 1) == half &&
-                H5Tget_order(m0.get()) == H5Tget_order(m1.get());
+                H5Tget_member_offset(ftype, 1) == half && H5Tget_order(m0.get()) == H5Tget_order(m1.get());
       if (ok) {
         r.dtype = size == 8 ? DType::C64 : DType::C128;
         r.byteswap = H5Tget_order(m0.get()) == H5T_ORDER_BE;
@@ -387,8 +391,8 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
     throw UnsafeError(str("[h5] '", label, "': dataset '", path,
                           "' is a virtual dataset (it maps data from other files); refusing to read it"));
   if (H5Pget_external_count(dcpl.get()) > 0)
-    throw UnsafeError(str("[h5] '", label, "': dataset '", path,
-                          "' keeps its data in external raw files; refusing to read it"));
+    throw UnsafeError(
+        str("[h5] '", label, "': dataset '", path, "' keeps its data in external raw files; refusing to read it"));
 
   Handle space = check_id(H5Dget_space(d.get()), H5Sclose, label, "cannot read the shape of '" + path + "'");
   Shape shape;
@@ -414,7 +418,8 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
       if (H5Tis_variable_str(ftype.get()) > 0) {
         H5Tset_size(mem.get(), H5T_VARIABLE);
         char* p = nullptr;
-        if (H5Dread(d.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0) fail(label, "cannot read '" + path + "'");
+        if (H5Dread(d.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0)
+          fail(label, "cannot read '" + path + "'");
         md[path] = p ? p : "";
         H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, &p);
       } else {
@@ -468,11 +473,11 @@ Tensor read_dataset(hid_t file, const std::string& path, const FileCtx& ctx, Met
       return Tensor(storage, dt.dtype, shape, contiguous_strides(shape), 0);
     }
   } else {
-    TB_CHECK(nbytes <= kBombFloor || nbytes / kBombRatio <= std::max<uint64_t>(stored, 1), UnsafeError, "[h5] '",
-             label, "': dataset '", path, "' declares ", nbytes, " bytes (", dtype_name(dt.dtype), " ",
-             shape_str(shape), ") but stores only ", stored, " bytes; refusing a possible decompression bomb");
-    TB_CHECK(nbytes <= kBombFloor || nbytes / kBombRatio <= ctx.file_size, UnsafeError, "[h5] '", label,
-             "': dataset '", path, "' declares ", nbytes, " bytes, far beyond the ", ctx.file_size, "-byte file");
+    TB_CHECK(nbytes <= kBombFloor || nbytes / kBombRatio <= std::max<uint64_t>(stored, 1), UnsafeError, "[h5] '", label,
+             "': dataset '", path, "' declares ", nbytes, " bytes (", dtype_name(dt.dtype), " ", shape_str(shape),
+             ") but stores only ", stored, " bytes; refusing a possible decompression bomb");
+    TB_CHECK(nbytes <= kBombFloor || nbytes / kBombRatio <= ctx.file_size, UnsafeError, "[h5] '", label, "': dataset '",
+             path, "' declares ", nbytes, " bytes, far beyond the ", ctx.file_size, "-byte file");
   }
 
   if (ctx.probe && nbytes > kProbeMaxTensor) return {};  // (the probe's memory stays bounded)
@@ -500,7 +505,8 @@ std::map<std::string, std::string> restore_source(Checkpoint& ck, const std::vec
   const std::vector<std::string> paths = names_from(ck.metadata, side + "/paths");
   const std::vector<std::string> names = names_from(ck.metadata, side + "/names");
   TB_CHECK(listed(side + "/paths") && listed(side + "/names") && paths.size() == names.size(), FormatError, "[h5] '",
-           label, "': group '/", side, "' should list as many dataset paths as tensor names (attributes paths and names)");
+           label, "': group '/", side,
+           "' should list as many dataset paths as tensor names (attributes paths and names)");
   std::set<std::string> present(datasets.begin(), datasets.end());
   std::map<std::string, std::string> name_of;
   for (size_t i = 0; i < paths.size(); ++i) {
@@ -513,9 +519,9 @@ std::map<std::string, std::string> restore_source(Checkpoint& ck, const std::vec
   std::map<std::string, std::string> out;
   std::set<std::string> taken;
   for (const auto& p : datasets) {
-    std::string name = name_of.count(p)                ? name_of[p]
-                       : p.rfind(tensors, 0) == 0      ? naming::decode_name(p.substr(tensors.size()), naming::Target::Hdf5)
-                                                       : naming::decode_name(p, naming::Target::Hdf5);
+    std::string name = name_of.count(p)           ? name_of[p]
+                       : p.rfind(tensors, 0) == 0 ? naming::decode_name(p.substr(tensors.size()), naming::Target::Hdf5)
+                                                  : naming::decode_name(p, naming::Target::Hdf5);
     TB_CHECK(taken.insert(name).second, FormatError, "[h5] '", label, "': tensor name '", name,
              "' is given to two datasets (the second is '/", p, "')");
     out[p] = name;
@@ -540,8 +546,7 @@ Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   std::vector<uint8_t> image;
   Handle file;
   if (by_path) {
-    file = check_id(H5Fopen(src.path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose, ctx.label,
-                    "cannot open as HDF5");
+    file = check_id(H5Fopen(src.path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose, ctx.label, "cannot open as HDF5");
   } else {
     image = src.reader->read_bytes(0, size_t(ctx.file_size));
     H5Pset_fapl_core(fapl.get(), 1 << 20, 0);
@@ -619,7 +624,8 @@ Checkpoint load_hdf5(const Source& src, FileCtx& ctx, uint64_t sig) {
   ck.info.push_back({"layout", layout});
   if (from_source)
     ck.info.push_back({"names", str("as in the file it was written from, with that file's metadata and the tensors "
-                                    "no Keras layer holds (group /", kKerasSourceGroup, ")")});
+                                    "no Keras layer holds (group /",
+                                    kKerasSourceGroup, ")")});
   for (const char* k : {"keras_version", "backend"}) {
     if (from_source) break;  // the source's, not this file's
     auto it = ck.metadata.find(k);

@@ -43,7 +43,7 @@ void check_global_heaps(const Reader& r, uint64_t sig, const std::string& label)
   if (sig + 16 > size) return;
   uint8_t sb[16];
   r.read_at(sig, sb, 16);
-  const unsigned lengths = sb[8] <= 1 ? sb[14] : sb[10];  // superblock v0/1 vs v2/3 "size of lengths"
+  const unsigned lengths = sb[8] <= 1 ? sb[14] : sb[10];     // superblock v0/1 vs v2/3 "size of lengths"
   if (lengths != 2 && lengths != 4 && lengths != 8) return;  // HDF5 itself refuses such a file
   auto le = [](const uint8_t* p, unsigned n) {
     uint64_t v = 0;

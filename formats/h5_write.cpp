@@ -224,7 +224,7 @@ bool is_keras_name_list(const std::string& attr) { return attr == "layer_names" 
 
 /** True when no part of path is a dataset (so the group can be created). */
 bool can_create_group(OutFile& f, const std::string& path) {
-  for (size_t i = path.find('/'); ; i = path.find('/', i + 1)) {
+  for (size_t i = path.find('/');; i = path.find('/', i + 1)) {
     std::string prefix = path.substr(0, i);
     if (has_link(f.file(), prefix.c_str()) && !is_group(f.file(), prefix.c_str())) return false;
     if (i == std::string::npos) return true;
@@ -254,7 +254,8 @@ void write_metadata(OutFile& f, const Metadata& md, const std::set<std::string>&
     if (has_attr(o.get(), name.c_str())) continue;
     // Lists that came from string-array attributes go back as string arrays.
     auto list = (v.size() > 1 && v.front() == '[') ? h5detail::json_string_list(v) : std::nullopt;
-    if (list && (!list->empty() || is_keras_name_list(name))) write_str_list_attr(o.get(), name, *list);
+    if (list && (!list->empty() || is_keras_name_list(name)))
+      write_str_list_attr(o.get(), name, *list);
     else {
       bool ascii = ascii_when_possible && std::all_of(v.begin(), v.end(), [](char c) { return uint8_t(c) < 0x80; });
       write_str_attr(o.get(), name, v, ascii ? H5T_CSET_ASCII : H5T_CSET_UTF8);
@@ -325,7 +326,8 @@ void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
     for (size_t i = 0; i < l.weights.size(); ++i) {
       const auto& w = l.weights[i];
       std::string wname = w.name;
-      if (from_keras3) wname = raw_lname + "/" + h5detail::keras3_var_name(l.name, i) + ":0";
+      if (from_keras3)
+        wname = raw_lname + "/" + h5detail::keras3_var_name(l.name, i) + ":0";
       else if (wname.find('/') == std::string::npos) {
         if (wname.find(':') == std::string::npos) wname += ":0";
         wname = raw_lname + "/" + wname;
@@ -367,7 +369,8 @@ void save_keras3(const Checkpoint& ckpt, OutFile& f) {
     ensure_group(f, "vars");
     for (const auto& [k, v] : ckpt.metadata) {  // empty vars groups of weightless layers
       auto pos = k.rfind("/vars/name");
-      if (pos != std::string::npos && pos + 10 == k.size() && k.rfind("layers/", 0) == 0) ensure_group(f, k.substr(0, pos + 5));
+      if (pos != std::string::npos && pos + 10 == k.size() && k.rfind("layers/", 0) == 0)
+        ensure_group(f, k.substr(0, pos + 5));
     }
     save_plain(sd, ckpt.metadata, f);
     return;
@@ -397,8 +400,8 @@ void save_keras3(const Checkpoint& ckpt, OutFile& f) {
 
 void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts,
                const std::string& layout) {
-  TB_CHECK(layout == "plain" || layout == "keras" || layout == "keras3", UnsupportedError,
-           "[h5] unknown layout '", layout, "' (expected plain, keras or keras3)");
+  TB_CHECK(layout == "plain" || layout == "keras" || layout == "keras3", UnsupportedError, "[h5] unknown layout '",
+           layout, "' (expected plain, keras or keras3)");
   // HDF5 writes the writer's temporary file; a failure (or a kill) before commit() leaves no target,
   // and the writer removes the temporary file when it is destroyed uncommitted.
   AtomicFileWriter out(path, opts.overwrite);

@@ -1,8 +1,8 @@
 // Keras 3 `.keras` archives (model.save('m.keras')): a zip of config.json (the architecture),
 // metadata.json (keras_version, date_saved) and model.weights.h5 (the Keras 3 weights layout, read
 // by the h5 reader from a temporary copy of the member, removed after the load, or from its bytes). The config
-// reaches the checkpoint's metadata as "model_config", where nn finds a Keras architecture (as for a full-model .h5); writing needs it
-// back (a Keras-origin source), and stores members uncompressed as Keras does.
+// reaches the checkpoint's metadata as "model_config", where nn finds a Keras architecture (as for a full-model .h5);
+// writing needs it back (a Keras-origin source), and stores members uncompressed as Keras does.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -41,7 +41,8 @@ bool sniff_keras(const Source& s) {
   }
 }
 
-std::string read_json_member(const zip::ZipReader& zr, const zip::Entry& e, LoadBudget& budget, const std::string& label) {
+std::string read_json_member(const zip::ZipReader& zr, const zip::Entry& e, LoadBudget& budget,
+                             const std::string& label) {
   TB_CHECK(e.uncompressed_size <= kMaxJson, FormatError, "[keras] '", label, "': member '", e.name, "' claims ",
            e.uncompressed_size, " bytes; a Keras ", e.name, " is far smaller (limit ", kMaxJson, ")");
   zr.check_claim(e);
@@ -56,8 +57,8 @@ std::string read_json_member(const zip::ZipReader& zr, const zip::Entry& e, Load
 }
 
 /** A Keras 2 model_config (a full-model .h5) in the form Keras 3 deserializes: classes get their
- *  module, InputLayer its batch_shape, BatchNormalization an int axis. Functional graphs keep Keras 2's inbound_nodes, which Keras 3
- *  cannot read: those are refused by the caller. */
+ *  module, InputLayer its batch_shape, BatchNormalization an int axis. Functional graphs keep Keras 2's inbound_nodes,
+ * which Keras 3 cannot read: those are refused by the caller. */
 void upgrade_keras2_config(nlohmann::json& j, bool model_level) {
   if (j.is_array()) {
     for (auto& e : j) upgrade_keras2_config(e, false);
@@ -74,7 +75,8 @@ void upgrade_keras2_config(nlohmann::json& j, bool model_level) {
       c["batch_shape"] = c["batch_input_shape"];
       c.erase("batch_input_shape");
     }
-    if (cls == "BatchNormalization" && c.is_object() && c.contains("axis") && c["axis"].is_array() && c["axis"].size() == 1)
+    if (cls == "BatchNormalization" && c.is_object() && c.contains("axis") && c["axis"].is_array() &&
+        c["axis"].size() == 1)
       c["axis"] = c["axis"][0];  // Keras 2 wrote [3]; Keras 3 takes an int
   }
   for (auto& [k, v] : j.items())

@@ -38,8 +38,10 @@ std::string encode_one(std::string_view raw, Target t) {
   std::string out;
   out.reserve(raw.size() + 4);
   for (unsigned char c : raw) {
-    if (escaped_anywhere(c, t)) append_escape(out, c);
-    else out += char(c);
+    if (escaped_anywhere(c, t))
+      append_escape(out, c);
+    else
+      out += char(c);
   }
   bool reserved = (is_file_name(t) && (out == "." || out == "..")) || (t == Target::Folder && out == "snapshot_done") ||
                   (t == Target::Safetensors && out == "__metadata__");

@@ -23,8 +23,7 @@ bool is_hdf5(const Reader& r) {
       r.read_at(off, b, 8);
       if (std::memcmp(b, sig, 8) == 0) return true;
     }
-  } catch (...) {
-  }
+  } catch (...) {}
   return false;
 }
 
@@ -37,8 +36,8 @@ void save_h5(const Checkpoint&, const std::filesystem::path& p, const SaveOption
 }
 
 const FormatAdapter& h5_format() {
-  static const FormatAdapter a = detail::unavailable_adapter("h5", "HDF5 / Keras .h5 (not built)",
-                                                             {".h5", ".hdf5"}, sniff, kWhy);
+  static const FormatAdapter a =
+      detail::unavailable_adapter("h5", "HDF5 / Keras .h5 (not built)", {".h5", ".hdf5"}, sniff, kWhy);
   return a;
 }
 const FormatAdapter& keras_archive_format() {

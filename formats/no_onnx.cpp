@@ -5,15 +5,15 @@
 
 namespace tb {
 const FormatAdapter& onnx_format() {
-  static const FormatAdapter a = detail::unavailable_adapter(
-      "onnx", "ONNX model initializers (not built)", {".onnx"}, nullptr,
-      "built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON");
+  static const FormatAdapter a =
+      detail::unavailable_adapter("onnx", "ONNX model initializers (not built)", {".onnx"}, nullptr,
+                                  "built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON");
   return a;
 }
 const FormatAdapter& onnx_tensor_format() {
-  static const FormatAdapter a = detail::unavailable_adapter(
-      "onnx-tensor", "one ONNX TensorProto (not built)", {".pb"}, nullptr,
-      "built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON");
+  static const FormatAdapter a =
+      detail::unavailable_adapter("onnx-tensor", "one ONNX TensorProto (not built)", {".pb"}, nullptr,
+                                  "built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON");
   return a;
 }
 }  // namespace tb

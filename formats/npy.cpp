@@ -1,6 +1,6 @@
 // NumPy .npy reader and writer; layout in npy.h.
-#include "tensor/checked.h"
 #include "formats/npy.h"
+#include "tensor/checked.h"
 
 #include <algorithm>
 #include <cctype>
@@ -111,7 +111,8 @@ class LitParser {
       return tup;
     }
     if (c == '\'' || c == '"' ||
-        ((c == 'u' || c == 'b' || c == 'U' || c == 'B') && p_ + 1 < t_.size() && (t_[p_ + 1] == '\'' || t_[p_ + 1] == '"'))) {
+        ((c == 'u' || c == 'b' || c == 'U' || c == 'B') && p_ + 1 < t_.size() &&
+         (t_[p_ + 1] == '\'' || t_[p_ + 1] == '"'))) {
       if (c != '\'' && c != '"') ++p_;
       return string_lit();
     }
@@ -292,8 +293,8 @@ Value load_npy_object(const std::shared_ptr<Reader>& r, const NpyHeader& h, cons
   try {
     v = pickle::load(*r, h.data_offset, h.data_size, po);
   } catch (Error& e) {
-    e.add_context(str("while reading the object array (descr '", h.descr, "', shape ", shape_str(h.shape), ") of '", L,
-                      "'"));
+    e.add_context(
+        str("while reading the object array (descr '", h.descr, "', shape ", shape_str(h.shape), ") of '", L, "'"));
     throw;
   }
   if (makers) {
@@ -408,7 +409,10 @@ NpyHeader read_npy_header(const Reader& r) {
     *slot = &v;
   }
   TB_CHECK(descr && fortran && shape, FormatError, "[npy] '", L, "': header lacks ",
-           !descr ? "'descr'" : !fortran ? "'fortran_order'" : "'shape'", ": '", text.substr(0, 120), "'");
+           !descr     ? "'descr'"
+           : !fortran ? "'fortran_order'"
+                      : "'shape'",
+           ": '", text.substr(0, 120), "'");
   TB_CHECK(fortran->kind == Lit::Bool, FormatError, "[npy] '", L, "': 'fortran_order' must be True or False, found ",
            lit_repr(*fortran));
   h.fortran_order = fortran->b;
@@ -435,8 +439,8 @@ NpyHeader read_npy_header(const Reader& r) {
     throw FormatError(str("[npy] '", L, "': shape ", shape_str(h.shape), " overflows"));
   }
   const uint64_t avail = r.size() - h.data_offset;
-  if (h.descr == "|O" || h.descr == "O" || h.descr == "<O" || h.descr == ">O" || h.descr == "=O" ||
-      h.descr == "|O8" || h.descr == "<O8" || h.descr == "|O4") {
+  if (h.descr == "|O" || h.descr == "O" || h.descr == "<O" || h.descr == ">O" || h.descr == "=O" || h.descr == "|O8" ||
+      h.descr == "<O8" || h.descr == "|O4") {
     h.object = true;
     h.data_size = avail;
     return h;
@@ -510,7 +514,8 @@ Tensor tensor_from(const Reader& r, const NpyHeader& h, const LoadOptions& opts,
     int64_t s = 1;
     for (size_t i = 0; i < h.shape.size(); ++i) {
       strides[i] = s;
-      s = checked_mul(s, std::max<int64_t>(h.shape[i], 1), str("[npy] '", r.label(), "': Fortran strides of shape ", shape_str(h.shape)));
+      s = checked_mul(s, std::max<int64_t>(h.shape[i], 1),
+                      str("[npy] '", r.label(), "': Fortran strides of shape ", shape_str(h.shape)));
     }
   } else {
     strides = contiguous_strides(h.shape);
@@ -564,7 +569,8 @@ Value text_value(const Reader& r, const NpyHeader& h, LoadBudget& budget) {
         uint32_t cp = h.big_endian ? (uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3])
                                    : (uint32_t(p[3]) << 24 | uint32_t(p[2]) << 16 | uint32_t(p[1]) << 8 | p[0]);
         if (cp == 0) break;
-        TB_CHECK(cp <= 0x10FFFF, FormatError, "[npy] '", r.label(), "': invalid code point ", cp, " in '", h.descr, "'");
+        TB_CHECK(cp <= 0x10FFFF, FormatError, "[npy] '", r.label(), "': invalid code point ", cp, " in '", h.descr,
+                 "'");
         append_utf8(s, cp);
       }
       items.push_back(Value::string(s));
@@ -695,9 +701,10 @@ const FormatAdapter& npy_format() {
       {.name = "npy",
        .description = "NumPy .npy array (v1-v3, any byte order, Fortran order, pickled object arrays)",
        .extensions = {".npy"},
-       .sniff = [](const Source& s) {
-         return s.reader && s.reader->size() >= 10 && s.reader->read_string(0, 6) == std::string(kMagic, 6);
-       },
+       .sniff =
+           [](const Source& s) {
+             return s.reader && s.reader->size() >= 10 && s.reader->read_string(0, 6) == std::string(kMagic, 6);
+           },
        .load = load_npy,
        .keeps_tree = true},
       {flag_option<NpyWriteOptions>("object", &NpyWriteOptions::object,

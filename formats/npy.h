@@ -31,8 +31,8 @@ namespace tb {
 /** A parsed .npy header. */
 struct NpyHeader {
   int major = 1, minor = 0;
-  std::string descr;        // as written ("<f4", "|O")
-  bool object = false;      // '|O': the data is a pickle
+  std::string descr;         // as written ("<f4", "|O")
+  bool object = false;       // '|O': the data is a pickle
   DType dtype = DType::F32;  // numeric arrays only
   bool big_endian = false;
   bool fortran_order = false;

@@ -45,7 +45,9 @@ Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
   TB_CHECK(stored + deflated > 0 || zr.entries().empty(), FormatError, "[npz] '", src.label(),
            "': a zip archive without any .npy member (members: ", zr.entries().front().name, ", ...)");
   c.info.emplace_back("arrays", std::to_string(stored + deflated));
-  c.info.emplace_back("compression", deflated == 0 ? "stored (np.savez)" : stored == 0 ? "deflate (np.savez_compressed)" : "mixed");
+  c.info.emplace_back("compression", deflated == 0 ? "stored (np.savez)"
+                                     : stored == 0 ? "deflate (np.savez_compressed)"
+                                                   : "mixed");
   if (zr.zip64()) c.info.emplace_back("zip64", "yes");
   if (!other.empty()) {
     std::string names;

@@ -16,12 +16,12 @@
 
 #include "formats/adapters.h"
 #include "formats/detail/open_beneath.h"
-#include "formats/naming.h"
-#include "formats/oneflow_internal.h"
-#include "tensor/checked.h"
 #include "formats/detail/pickle.h"
 #include "formats/detail/pickle_numpy.h"
+#include "formats/naming.h"
+#include "formats/oneflow_internal.h"
 #include "tensor/atomic_output.h"
+#include "tensor/checked.h"
 
 namespace fs = std::filesystem;
 
@@ -44,17 +44,20 @@ struct OfType {
 };
 const std::vector<OfType>& of_types() {
   static const std::vector<OfType> t = {
-      {"kChar", 1, DType::I8},        {"kFloat", 2, DType::F32},     {"kDouble", 3, DType::F64},
-      {"kInt8", 4, DType::I8},        {"kInt32", 5, DType::I32},     {"kInt64", 6, DType::I64},
-      {"kUInt8", 7, DType::U8},       {"kOFRecord", 8, std::nullopt}, {"kFloat16", 9, DType::F16},
-      {"kTensorBuffer", 10, std::nullopt}, {"kBFloat16", 11, DType::BF16}, {"kBool", 12, DType::Bool},
-      {"kUInt16", 13, DType::U16},    {"kUInt32", 14, DType::U32},   {"kUInt64", 15, DType::U64},
-      {"kUInt128", 16, std::nullopt}, {"kInt16", 17, DType::I16},    {"kInt128", 18, std::nullopt},
-      {"kComplex32", 19, std::nullopt}, {"kComplex64", 20, DType::C64}, {"kComplex128", 21, DType::C128},
+      {"kChar", 1, DType::I8},          {"kFloat", 2, DType::F32},
+      {"kDouble", 3, DType::F64},       {"kInt8", 4, DType::I8},
+      {"kInt32", 5, DType::I32},        {"kInt64", 6, DType::I64},
+      {"kUInt8", 7, DType::U8},         {"kOFRecord", 8, std::nullopt},
+      {"kFloat16", 9, DType::F16},      {"kTensorBuffer", 10, std::nullopt},
+      {"kBFloat16", 11, DType::BF16},   {"kBool", 12, DType::Bool},
+      {"kUInt16", 13, DType::U16},      {"kUInt32", 14, DType::U32},
+      {"kUInt64", 15, DType::U64},      {"kUInt128", 16, std::nullopt},
+      {"kInt16", 17, DType::I16},       {"kInt128", 18, std::nullopt},
+      {"kComplex32", 19, std::nullopt}, {"kComplex64", 20, DType::C64},
+      {"kComplex128", 21, DType::C128},
   };
   return t;
 }
-
 
 bool is_dir(const fs::path& p) {
   std::error_code ec;
@@ -107,8 +110,7 @@ class TextProto {
         if (!dt) {
           bool known = false;
           for (const auto& t : of_types()) known |= (v == t.name || v == std::to_string(t.number));
-          TB_CHECK(!known, UnsupportedError, kTag, " '", label_, "': data_type ", v,
-                   " has no tensorbridge equivalent");
+          TB_CHECK(!known, UnsupportedError, kTag, " '", label_, "': data_type ", v, " has no tensorbridge equivalent");
           throw FormatError(str(kTag, " '", label_, "': unknown data_type '", v, "'"));
         }
         m.dtype = *dt;
@@ -144,7 +146,8 @@ class TextProto {
     while (pos_ < s_.size() && ident_char(s_[pos_])) ++pos_;
     if (b == pos_) {
       std::string found = pos_ < s_.size() ? str("'", s_[pos_], "'") : std::string("end of text");
-      throw FormatError(str(kTag, " '", label_, "': expected a field name or value at byte ", pos_, " but found ", found));
+      throw FormatError(
+          str(kTag, " '", label_, "': expected a field name or value at byte ", pos_, " but found ", found));
     }
     return std::string(s_.substr(b, pos_ - b));
   }
@@ -292,8 +295,8 @@ std::string oneflow_meta_text(const OneflowMeta& meta) {
 
 namespace oneflow_detail {
 bool is_single_component(const std::string& s) {
-  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
-         s.find('\\') == std::string::npos && s.find('\0') == std::string::npos;
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos && s.find('\\') == std::string::npos &&
+         s.find('\0') == std::string::npos;
 }
 
 std::string folder_context(const ConfinedFolder& f) { return str(kTag, " '", f.path().string(), "':"); }
@@ -323,7 +326,9 @@ Tensor load_variable(const ConfinedFolder& var, bool mmap) {
 }
 }  // namespace oneflow_detail
 
-Tensor load_oneflow_variable(const fs::path& dir, bool mmap) { return load_variable(ConfinedFolder(dir, kFolderNoun), mmap); }
+Tensor load_oneflow_variable(const fs::path& dir, bool mmap) {
+  return load_variable(ConfinedFolder(dir, kFolderNoun), mmap);
+}
 
 bool is_oneflow_folder(const fs::path& p) {
   try {
@@ -335,8 +340,7 @@ bool is_oneflow_folder(const fs::path& p) {
     size_t seen = 0;
     for (fs::directory_iterator it(p, ec), end; !ec && it != end && seen < 4096; it.increment(ec), ++seen)
       if (it->is_directory(ec) && is_variable_dir(it->path())) return true;
-  } catch (...) {
-  }
+  } catch (...) {}
   return false;
 }
 
@@ -589,8 +593,9 @@ void save_single_file(const Checkpoint& ckpt, const fs::path& file, const SaveOp
 void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions& opts) {
   std::string layout = opts.option("layout", "pickle");
   std::string tensor_class = opts.option("tensor_class", "auto");
-  TB_CHECK(layout == "pickle" || layout == "snapshot" || layout == "single", UnsupportedError, kTag, " option layout=",
-           layout, ": expected 'pickle' (flow.save folder), 'single' (flow.save file) or 'snapshot' (legacy snapshot)");
+  TB_CHECK(layout == "pickle" || layout == "snapshot" || layout == "single", UnsupportedError, kTag,
+           " option layout=", layout,
+           ": expected 'pickle' (flow.save folder), 'single' (flow.save file) or 'snapshot' (legacy snapshot)");
   TB_CHECK(tensor_class == "auto" || tensor_class == "parameter" || tensor_class == "tensor", UnsupportedError, kTag,
            " option tensor_class=", tensor_class, ": expected auto, parameter or tensor");
   int64_t next = int_option(opts, "first_tensor", 0);
@@ -604,7 +609,8 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
   }
   std::error_code ec;
   if (fs::exists(fs::symlink_status(dir, ec)))
-    TB_CHECK(opts.overwrite, IoError, kTag, " '", dir.string(), "' already exists; pass overwrite (--force) to replace it");
+    TB_CHECK(opts.overwrite, IoError, kTag, " '", dir.string(),
+             "' already exists; pass overwrite (--force) to replace it");
   if (layout == "single") return save_single_file(ckpt, dir, opts, tensor_class);
   const auto st = fs::symlink_status(dir, ec);
   TB_CHECK(!fs::is_symlink(st), IoError, kTag, " '", dir.string(),
@@ -647,17 +653,18 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
 namespace {
 /** The OneFlow writer's options (--option KEY=VALUE), checked before save_oneflow reads them. */
 struct OneflowWriteOptions : WriteOptions {
-  std::string layout = "pickle";        // pickle (flow.save folder), single (flow.save file), snapshot (legacy)
-  std::string magic = "__oneflow__";    // the pickle's magic: __oneflow__ (OneFlow >= 0.9) or oneflow
-  std::string tensor_class = "auto";    // auto, parameter or tensor
-  uint64_t first_tensor = 0;            // number of the first tensor_N folder
+  std::string layout = "pickle";      // pickle (flow.save folder), single (flow.save file), snapshot (legacy)
+  std::string magic = "__oneflow__";  // the pickle's magic: __oneflow__ (OneFlow >= 0.9) or oneflow
+  std::string tensor_class = "auto";  // auto, parameter or tensor
+  uint64_t first_tensor = 0;          // number of the first tensor_N folder
 };
 
 OptionTable<OneflowWriteOptions> oneflow_options() {
   using O = OneflowWriteOptions;
   return {choice_option<O>("layout", &O::layout, {"pickle", "single", "snapshot"},
                            "pickle (flow.save folder, default), single (flow.save file) or snapshot (legacy)"),
-          choice_option<O>("magic", &O::magic, {"__oneflow__", "oneflow"}, "__oneflow__ (OneFlow >= 0.9, default) or oneflow"),
+          choice_option<O>("magic", &O::magic, {"__oneflow__", "oneflow"},
+                           "__oneflow__ (OneFlow >= 0.9, default) or oneflow"),
           choice_option<O>("tensor_class", &O::tensor_class, {"auto", "parameter", "tensor"},
                            "auto (default), parameter or tensor"),
           count_option<O>("first_tensor", &O::first_tensor, "number of the first tensor_N folder (default 0)")};

@@ -12,7 +12,7 @@
 namespace tb::oneflow_detail {
 
 inline constexpr const char* kTag = "[oneflow]";
-inline constexpr size_t kMaxDepth = 1000;                     // nesting of pickled values and modules
+inline constexpr size_t kMaxDepth = 1000;                       // nesting of pickled values and modules
 inline constexpr uint64_t kMaxPickleBytes = uint64_t(1) << 30;  // largest pickled_data / flow.save file
 
 /** A single path component: not empty, not . or .., no separator or NUL. */

@@ -119,7 +119,8 @@ class Resolver {
   }
 
   Tensor tensor_from_path(const Value& p) {
-    TB_CHECK(p.is_str(), FormatError, kTag, " '", label_, "': tensor state 'path' is ", p.repr(), ", expected a string");
+    TB_CHECK(p.is_str(), FormatError, kTag, " '", label_, "': tensor state 'path' is ", p.repr(),
+             ", expected a string");
     const std::string& rel = p.as_str();
     TB_CHECK(dir_, FormatError, kTag, " '", label_, "': tensor refers to external folder '", rel,
              "' but this is a single-file pickle");
@@ -159,7 +160,8 @@ class Resolver {
         want = dtype_from_oneflow(std::to_string(dtype->as_int()));
       }
       if (want && *want != t.dtype()) {
-        budget_.charge_bytes(LoadBudget::sat_mul(uint64_t(t.numel()), dtype_size(*want)), "converting a tensor's dtype");
+        budget_.charge_bytes(LoadBudget::sat_mul(uint64_t(t.numel()), dtype_size(*want)),
+                             "converting a tensor's dtype");
         t = t.to(*want);
       }
     }
@@ -174,7 +176,8 @@ class Resolver {
     const Value* st = state_dict_of(o);
     if (!st) return;
     std::set<std::string> non_persistent;
-    if (const Value* np = st->get("_non_persistent_buffers_set"); np && (np->is_sequence() || np->kind() == Value::Kind::Set))
+    if (const Value* np = st->get("_non_persistent_buffers_set");
+        np && (np->is_sequence() || np->kind() == Value::Kind::Set))
       for (const auto& x : np->items())
         if (x.is_str()) non_persistent.insert(x.as_str());
     for (const char* group : {"_parameters", "_buffers"}) {
@@ -204,14 +207,18 @@ class Resolver {
 };
 
 Checkpoint finish_pickle(const Value& top, Resolver& res, const std::string& label, bool single_file) {
-  TB_CHECK(top.is_dict(), FormatError, kTag, " '", label, "': expected the flow.save wrapper dict "
-           "{'protocol_version': 1, 'data': ...} but the pickle holds ", top.repr());
+  TB_CHECK(top.is_dict(), FormatError, kTag, " '", label,
+           "': expected the flow.save wrapper dict "
+           "{'protocol_version': 1, 'data': ...} but the pickle holds ",
+           top.repr());
   const Value* ver = top.get("protocol_version");
   const Value* data = top.get("data");
-  TB_CHECK(ver && data, FormatError, kTag, " '", label, "': the pickle is a dict without the flow.save keys "
-           "'protocol_version' and 'data' (keys found: ", top.repr(), ")");
-  TB_CHECK(ver->is_int() && ver->as_int() == 1, UnsupportedError, kTag, " '", label,
-           "': flow.save protocol_version ", ver->repr(), "; only version 1 is known");
+  TB_CHECK(ver && data, FormatError, kTag, " '", label,
+           "': the pickle is a dict without the flow.save keys "
+           "'protocol_version' and 'data' (keys found: ",
+           top.repr(), ")");
+  TB_CHECK(ver->is_int() && ver->as_int() == 1, UnsupportedError, kTag, " '", label, "': flow.save protocol_version ",
+           ver->repr(), "; only version 1 is known");
   Checkpoint c;
   c.format = "oneflow";
   c.root = res.resolve(*data);
@@ -243,6 +250,5 @@ Checkpoint load_single_file(const Reader& r, const LoadOptions& opts) {
   Resolver res(nullptr, false, r.label(), budget);
   return finish_pickle(top, res, r.label(), true);
 }
-
 
 }  // namespace tb::oneflow_detail

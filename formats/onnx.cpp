@@ -67,13 +67,20 @@ bool sniff_onnx(const Source& src) {
             has_ir = true;
           }
           break;
-        case 2: case 3: case 4: case 6: case 7: case 8: case 14: case 20: case 25:
+        case 2:
+        case 3:
+        case 4:
+        case 6:
+        case 7:
+        case 8:
+        case 14:
+        case 20:
+        case 25:
           if (wire != 2 || !read_varint(r, pos, end, v) || v > end - pos) return false;
           pos += v;
           if (field == 7) has_graph = true;
           break;
-        default:
-          return false;
+        default: return false;
       }
     }
     return pos == end && has_ir && has_graph;
@@ -85,12 +92,11 @@ bool sniff_onnx(const Source& src) {
 namespace onnx_detail {
 
 std::string onnx_type_name(int t) {
-  static const char* names[] = {"UNDEFINED", "FLOAT",      "UINT8",          "INT8",         "UINT16",
-                                "INT16",     "INT32",      "INT64",          "STRING",       "BOOL",
-                                "FLOAT16",   "DOUBLE",     "UINT32",         "UINT64",       "COMPLEX64",
-                                "COMPLEX128", "BFLOAT16",  "FLOAT8E4M3FN",   "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
-                                "FLOAT8E5M2FNUZ", "UINT4", "INT4",           "FLOAT4E2M1",   "FLOAT8E8M0",
-                                "UINT2",     "INT2"};
+  static const char* names[] = {
+      "UNDEFINED", "FLOAT",      "UINT8",      "INT8",         "UINT16",         "INT16",      "INT32",
+      "INT64",     "STRING",     "BOOL",       "FLOAT16",      "DOUBLE",         "UINT32",     "UINT64",
+      "COMPLEX64", "COMPLEX128", "BFLOAT16",   "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
+      "UINT4",     "INT4",       "FLOAT4E2M1", "FLOAT8E8M0",   "UINT2",          "INT2"};
   if (t >= 0 && t < int(sizeof(names) / sizeof(names[0]))) return names[t];
   return str("type ", t);
 }
@@ -118,15 +124,16 @@ using onnx_detail::onnx_type_name;
 struct LoadContext {
   const Source& src;
   const LoadOptions& opts;
-  std::shared_ptr<void> model;  // keeps raw_data strings alive for tensor views
+  std::shared_ptr<void> model;                              // keeps raw_data strings alive for tensor views
   std::map<std::string, std::shared_ptr<Reader>> external;  // location -> reader
   std::vector<std::pair<std::string, std::string>> skipped;
   std::optional<ConfinedFolder> folder;  // the model's folder (external data), opened on first use
-  LoadBudget budget;  // dense copies of typed fields and densified sparse tensors are charged here
+  LoadBudget budget;                     // dense copies of typed fields and densified sparse tensors are charged here
   std::string where(const std::string& name) const { return str("[onnx] '", src.label(), "': tensor '", name, "'"); }
 };
 
-Shape tensor_shape(const LoadContext& c, const google::protobuf::RepeatedField<int64_t>& dims, const std::string& name) {
+Shape tensor_shape(const LoadContext& c, const google::protobuf::RepeatedField<int64_t>& dims,
+                   const std::string& name) {
   TB_CHECK(dims.size() <= 64, FormatError, c.where(name), " has ", dims.size(), " dims; at most 64 are accepted");
   Shape s(dims.begin(), dims.end());
   for (int64_t d : s) TB_CHECK(d >= 0, FormatError, c.where(name), " has a negative dim in ", shape_str(s));
@@ -135,8 +142,9 @@ Shape tensor_shape(const LoadContext& c, const google::protobuf::RepeatedField<i
 }
 
 uint64_t parse_decimal(const LoadContext& c, const std::string& name, const std::string& key, const std::string& v) {
-  TB_CHECK(!v.empty() && v.size() <= 19 && std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }),
-           FormatError, c.where(name), ": external_data '", key, "' should be a decimal number but is '", v, "'");
+  TB_CHECK(
+      !v.empty() && v.size() <= 19 && std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }),
+      FormatError, c.where(name), ": external_data '", key, "' should be a decimal number but is '", v, "'");
   return std::stoull(v);
 }
 
@@ -162,8 +170,10 @@ Tensor load_external(LoadContext& c, const onnx::TensorProto& tp, DType dt, cons
   uint64_t offset = 0, length = 0;
   bool has_length = false;
   for (const auto& kv : tp.external_data()) {
-    if (kv.key() == "location") location = kv.value();
-    else if (kv.key() == "offset") offset = parse_decimal(c, name, "offset", kv.value());
+    if (kv.key() == "location")
+      location = kv.value();
+    else if (kv.key() == "offset")
+      offset = parse_decimal(c, name, "offset", kv.value());
     else if (kv.key() == "length") {
       length = parse_decimal(c, name, "length", kv.value());
       has_length = true;
@@ -174,9 +184,9 @@ Tensor load_external(LoadContext& c, const onnx::TensorProto& tp, DType dt, cons
   if (has_length)
     TB_CHECK(length == need, FormatError, c.where(name), " (", dtype_name(dt), " ", shape_str(shape), ") needs ", need,
              " bytes but external_data length is ", length);
-  TB_CHECK(offset <= reader.size() && need <= reader.size() - offset, FormatError, c.where(name), " (",
-           dtype_name(dt), " ", shape_str(shape), ") needs bytes [", offset, ", ", offset + need, ") of '",
-           location, "' but that file has ", reader.size(), " bytes. Truncated download?");
+  TB_CHECK(offset <= reader.size() && need <= reader.size() - offset, FormatError, c.where(name), " (", dtype_name(dt),
+           " ", shape_str(shape), ") needs bytes [", offset, ", ", offset + need, ") of '", location,
+           "' but that file has ", reader.size(), " bytes. Truncated download?");
   if (need == 0) return Tensor::zeros(dt, shape);
   auto storage = reader.load(offset, size_t(need));
   return Tensor(storage, dt, shape, contiguous_strides(shape));
@@ -223,10 +233,12 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
       case DType::F64: have = tp.double_data_size(), field = "double_data"; break;
       case DType::C128: have = tp.double_data_size(), field = "double_data", want = 2 * n; break;
       case DType::I64: have = tp.int64_data_size(), field = "int64_data"; break;
-      case DType::U32: case DType::U64: have = tp.uint64_data_size(), field = "uint64_data"; break;
+      case DType::U32:
+      case DType::U64: have = tp.uint64_data_size(), field = "uint64_data"; break;
       default: have = tp.int32_data_size(); break;
     }
-    TB_CHECK(have == want, FormatError, c.where(name), ": ", field, " holds ", have, " values but the dims need ", want);
+    TB_CHECK(have == want, FormatError, c.where(name), ": ", field, " holds ", have, " values but the dims need ",
+             want);
   }
   c.budget.charge_bytes(need, str("tensor '", name, "' (", dtype_name(dt), " ", shape_str(shape), ")"));
   Tensor t = Tensor::zeros(dt, shape);
@@ -285,14 +297,15 @@ Tensor densify(LoadContext& c, const onnx::SparseTensorProto& sp, const std::str
   if (!values.defined()) return {};
   Shape shape = tensor_shape(c, sp.dims(), name);
   int64_t total = checked_numel(shape);
-  TB_CHECK(values.dim() == 1, FormatError, c.where(name), ": sparse values should be 1-D but are ", shape_str(values.shape()));
+  TB_CHECK(values.dim() == 1, FormatError, c.where(name), ": sparse values should be 1-D but are ",
+           shape_str(values.shape()));
   int64_t nnz = values.numel();
   Tensor idx = decode_tensor(c, sp.indices(), name + " (indices)");
   TB_CHECK(idx.defined() && idx.dtype() == DType::I64, FormatError, c.where(name), ": sparse indices should be int64");
   bool linear = idx.dim() == 1 && idx.shape()[0] == nnz;
   bool coords = idx.dim() == 2 && idx.shape()[0] == nnz && idx.shape()[1] == int64_t(shape.size());
-  TB_CHECK(linear || coords, FormatError, c.where(name), ": sparse indices ", shape_str(idx.shape()),
-           " should be [", nnz, "] or [", nnz, ", ", shape.size(), "]");
+  TB_CHECK(linear || coords, FormatError, c.where(name), ": sparse indices ", shape_str(idx.shape()), " should be [",
+           nnz, "] or [", nnz, ", ", shape.size(), "]");
   // The dense tensor is what the header claims, not what the file holds: it is charged in full.
   c.budget.charge_bytes(LoadBudget::sat_mul(uint64_t(total), values.itemsize()),
                         str("densifying sparse tensor '", name, "' (", dtype_name(values.dtype()), " ",
@@ -330,9 +343,11 @@ Tensor constant_value(LoadContext& c, const onnx::NodeProto& node, const std::st
     if (an == "value_float") return Tensor::from_vector<float>(DType::F32, {}, {a.f()});
     if (an == "value_int") return Tensor::from_vector<int64_t>(DType::I64, {}, {a.i()});
     if (an == "value_floats")
-      return Tensor::from_vector<float>(DType::F32, {int64_t(a.floats_size())}, std::vector<float>(a.floats().begin(), a.floats().end()));
+      return Tensor::from_vector<float>(DType::F32, {int64_t(a.floats_size())},
+                                        std::vector<float>(a.floats().begin(), a.floats().end()));
     if (an == "value_ints")
-      return Tensor::from_vector<int64_t>(DType::I64, {int64_t(a.ints_size())}, std::vector<int64_t>(a.ints().begin(), a.ints().end()));
+      return Tensor::from_vector<int64_t>(DType::I64, {int64_t(a.ints_size())},
+                                          std::vector<int64_t>(a.ints().begin(), a.ints().end()));
   }
   c.skipped.emplace_back(name, "Constant node without a numeric value");
   return {};
@@ -366,7 +381,8 @@ void recover_names(const onnx::GraphProto& g, StateDict& sd, std::vector<std::pa
     const std::string& other = next[0]->input(0) == mm_out ? next[0]->input(1) : next[0]->input(0);
     const Tensor* bias = sd.find(other);
     const std::string suffix = ".bias";
-    if (!bias || other.size() <= suffix.size() || other.compare(other.size() - suffix.size(), suffix.size(), suffix) != 0)
+    if (!bias || other.size() <= suffix.size() ||
+        other.compare(other.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
     if (bias->dim() != 1 || bias->shape()[0] != t.shape()[1]) continue;
     std::string target = other.substr(0, other.size() - suffix.size()) + ".weight";
@@ -377,8 +393,8 @@ void recover_names(const onnx::GraphProto& g, StateDict& sd, std::vector<std::pa
   for (const auto& [from, to] : renames) {
     if (targets[to] != 1) continue;  // two candidates for one name: ambiguous, keep ONNX names
     Tensor w = sd.at(from);
-    info.emplace_back("renamed", str(from, " -> ", to, " (MatMul weight ", shape_str(w.shape()),
-                                     " transposed back to ", shape_str({w.shape()[1], w.shape()[0]}), ")"));
+    info.emplace_back("renamed", str(from, " -> ", to, " (MatMul weight ", shape_str(w.shape()), " transposed back to ",
+                                     shape_str({w.shape()[1], w.shape()[0]}), ")"));
     sd.set(from, w.transpose(0, 1));
     sd.rename(from, to);
     if (applied) (*applied)[from] = to;
@@ -413,13 +429,15 @@ std::shared_ptr<onnx::ModelProto> parse_model(const Source& src) {
     auto buf = r.read_bytes(0, size_t(r.size()));
     ok = model->ParseFromArray(buf.data(), int(buf.size()));
   }
-  TB_CHECK(ok, FormatError, "[onnx] '", src.label(), "': not a valid ONNX model (the protobuf ModelProto does not parse)");
+  TB_CHECK(ok, FormatError, "[onnx] '", src.label(),
+           "': not a valid ONNX model (the protobuf ModelProto does not parse)");
   return model;
 }
 
 StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const std::shared_ptr<onnx::ModelProto>& model,
                              std::vector<std::pair<std::string, std::string>>* skipped, int* constants) {
-  LoadContext c{src, opts, model, {}, {}, {}, LoadBudget(opts.limits, src.label(), src.reader ? src.reader->size() : 0)};
+  LoadContext c{
+      src, opts, model, {}, {}, {}, LoadBudget(opts.limits, src.label(), src.reader ? src.reader->size() : 0)};
   StateDict sd;
   const onnx::GraphProto& g = model->graph();
   auto add = [&](const std::string& stored, Tensor t, const char* kind) {
@@ -437,10 +455,12 @@ StateDict read_graph_tensors(const Source& src, const LoadOptions& opts, const s
       throw;
     }
   }
-  for (const auto& sp : g.sparse_initializer()) add(sp.values().name(), densify(c, sp, sp.values().name()), "initializer");
+  for (const auto& sp : g.sparse_initializer())
+    add(sp.values().name(), densify(c, sp, sp.values().name()), "initializer");
   int n = 0;
   for (const auto& node : g.node()) {
-    if (node.op_type() != "Constant" || !(node.domain().empty() || node.domain() == "ai.onnx") || node.output_size() != 1)
+    if (node.op_type() != "Constant" || !(node.domain().empty() || node.domain() == "ai.onnx") ||
+        node.output_size() != 1)
       continue;
     add(node.output(0), constant_value(c, node, node.output(0)), "Constant");
     ++n;
@@ -462,7 +482,8 @@ Tensor load_onnx_tensor(const Source& src) {
   LoadOptions opts;
   LoadContext c{src, opts, tp, {}, {}, {}, LoadBudget(opts.limits, src.label(), src.reader->size())};
   Tensor t = decode_tensor(c, *tp, tp->name());
-  TB_CHECK(t.defined(), UnsupportedError, "[onnx] '", src.label(), "': ", c.skipped.empty() ? "no data" : c.skipped[0].second);
+  TB_CHECK(t.defined(), UnsupportedError, "[onnx] '", src.label(),
+           "': ", c.skipped.empty() ? "no data" : c.skipped[0].second);
   return t;
 }
 
@@ -502,7 +523,6 @@ Checkpoint load_onnx(const Source& src, const LoadOptions& opts) {
 // ---- writing --------------------------------------------------------------------------------------
 
 namespace {
-
 
 constexpr uint64_t kMaxProto = uint64_t(INT_MAX);  // 2 GiB - 1: protobuf's limit for one message
 constexpr uint64_t kAlign = 4096;
@@ -590,8 +610,8 @@ void stream_model(onnx::ModelProto& m, const std::vector<Tensor>& raw, Writer& w
   m.clear_graph();
   std::string model_bytes = m.SerializeAsString();
   uint64_t size = model_bytes.size() + delimited_size(graph_size);
-  TB_CHECK(size <= kMaxProto, UnsupportedError, "[onnx] cannot write '", path.string(), "': the model would be ",
-           size, " bytes, over protobuf's 2 GiB limit for one message; use external_data=always");
+  TB_CHECK(size <= kMaxProto, UnsupportedError, "[onnx] cannot write '", path.string(), "': the model would be ", size,
+           " bytes, over protobuf's 2 GiB limit for one message; use external_data=always");
 
   const uint64_t start = w.tell();
   size_t model_split = insertion_point(model_bytes, kModelGraph);
@@ -641,8 +661,8 @@ void run_checker(onnx::ModelProto& m, const std::vector<Tensor>& raw, const fs::
   for (size_t i = 0; i < raw.size(); ++i)
     if (raw[i].defined()) inits->Mutable(int(i))->clear_raw_data();
   if (!failure.empty())
-    throw InternalError(str("[onnx] the weights-only model for '", path.string(), "' fails the ONNX checker: ",
-                            failure, " (please report)"));
+    throw InternalError(str("[onnx] the weights-only model for '", path.string(), "' fails the ONNX checker: ", failure,
+                            " (please report)"));
 }
 
 /** "<model>.data": the external data file's name when it is free (and fits in a file name). */
@@ -654,7 +674,8 @@ bool is_data_name(const std::string& f, const std::string& model) {
   if (f == plain_data_name(model)) return true;
   const std::string stem = data_stem(model);
   return f.size() == stem.size() + 16 && f.compare(0, stem.size(), stem) == 0 && f[stem.size()] == '.' &&
-         is_generation_token(std::string_view(f).substr(stem.size() + 1, 10)) && f.compare(f.size() - 5, 5, ".data") == 0;
+         is_generation_token(std::string_view(f).substr(stem.size() + 1, 10)) &&
+         f.compare(f.size() - 5, 5, ".data") == 0;
 }
 
 /** save_onnx; with in_memory, the writer before streaming (raw_data inside the ModelProto, serialized
@@ -748,7 +769,8 @@ void write_weights_model(const Checkpoint& ckpt, const fs::path& path, const Onn
              size, " bytes, over protobuf's 2 GiB limit for one message; use external_data=always");
     if (check) run_checker(m, raw, path);
     std::string bytes;
-    TB_CHECK(m.SerializeToString(&bytes), InternalError, "[onnx] protobuf serialization failed for '", path.string(), "'");
+    TB_CHECK(m.SerializeToString(&bytes), InternalError, "[onnx] protobuf serialization failed for '", path.string(),
+             "'");
     w.write(bytes);
   } else {
     if (check) run_checker(m, raw, path);
@@ -797,7 +819,6 @@ void save_onnx_in_memory(const Checkpoint& ckpt, const fs::path& path, const Sav
   write_weights_model(ckpt, path, parse_options(onnx_options(), "onnx", path, opts), true);
 }
 
-
 void stream_model_to(onnx::ModelProto& m, const std::vector<Tensor>& raw, Writer& w, const fs::path& path) {
   stream_model(m, raw, w, path);
 }
@@ -807,15 +828,27 @@ struct Decoder::Impl {
   Source src;
   LoadOptions opts;
   LoadContext c;
-  Impl(const Source& s, const LoadOptions& o, std::shared_ptr<void> keep) : src(s), opts(o), c{src, opts, std::move(keep), {}, {}, {},
-        LoadBudget(opts.limits, src.label(), src.reader ? src.reader->size() : 0)} {}
+  Impl(const Source& s, const LoadOptions& o, std::shared_ptr<void> keep)
+      : src(s), opts(o), c{src,
+                           opts,
+                           std::move(keep),
+                           {},
+                           {},
+                           {},
+                           LoadBudget(opts.limits, src.label(), src.reader ? src.reader->size() : 0)} {}
 };
 Decoder::Decoder(const Source& src, const LoadOptions& opts, std::shared_ptr<void> keep_alive)
     : impl_(std::make_unique<Impl>(src, opts, std::move(keep_alive))) {}
 Decoder::~Decoder() = default;
-Tensor Decoder::tensor(const onnx::TensorProto& tp, const std::string& name) { return decode_tensor(impl_->c, tp, name); }
-Tensor Decoder::sparse(const onnx::SparseTensorProto& sp, const std::string& name) { return densify(impl_->c, sp, name); }
-Tensor Decoder::constant(const onnx::NodeProto& node, const std::string& name) { return constant_value(impl_->c, node, name); }
+Tensor Decoder::tensor(const onnx::TensorProto& tp, const std::string& name) {
+  return decode_tensor(impl_->c, tp, name);
+}
+Tensor Decoder::sparse(const onnx::SparseTensorProto& sp, const std::string& name) {
+  return densify(impl_->c, sp, name);
+}
+Tensor Decoder::constant(const onnx::NodeProto& node, const std::string& name) {
+  return constant_value(impl_->c, node, name);
+}
 const std::vector<std::pair<std::string, std::string>>& Decoder::skipped() const { return impl_->c.skipped; }
 
 }  // namespace onnx_detail

@@ -52,7 +52,7 @@ struct OnnxWriteOptions : WriteOptions {
    *  "never". Above 2 GiB external data is always used (and "never" is refused). */
   std::string external_data = "auto";
   uint64_t external_data_threshold = uint64_t(1) << 30;  // "5GB", "512M" (tb::parse_byte_size)
-  std::string producer_name = "tensorbridge";           // the model's producer_name
+  std::string producer_name = "tensorbridge";            // the model's producer_name
 };
 
 /** Writes a weights-only ONNX model (ir_version 8, opset 13), or a kept source graph (graph=keep).
@@ -66,7 +66,20 @@ void save_onnx(const Checkpoint& ckpt, const std::filesystem::path& path, const 
 
 /** One layer of a sequential network, named like PyTorch modules ("hidden" -> "hidden.weight"). */
 struct OnnxLayer {
-  enum class Kind { Linear, ReLU, Conv2d, MaxPool2d, Flatten, BatchNorm, Add, Sigmoid, Tanh, Softmax, LeakyReLU, GlobalAvgPool };
+  enum class Kind {
+    Linear,
+    ReLU,
+    Conv2d,
+    MaxPool2d,
+    Flatten,
+    BatchNorm,
+    Add,
+    Sigmoid,
+    Tanh,
+    Softmax,
+    LeakyReLU,
+    GlobalAvgPool
+  };
   Kind kind = Kind::ReLU;
   /** Parameter prefix in the state dict: "<name>.weight", "<name>.bias", "<name>.running_mean"... */
   std::string name;

@@ -76,7 +76,8 @@ void add_float(onnx::NodeProto* n, const char* name, float v) {
   a->set_f(v);
 }
 
-std::vector<int64_t> pair_or(const std::vector<int64_t>& v, int64_t dflt, const std::string& what, const std::string& layer) {
+std::vector<int64_t> pair_or(const std::vector<int64_t>& v, int64_t dflt, const std::string& what,
+                             const std::string& layer) {
   if (v.empty()) return {dflt, dflt};
   if (v.size() == 1) return {v[0], v[0]};
   TB_CHECK(v.size() == 2, ShapeError, "[onnx] export: ", layer, ": ", what, " needs 1 or 2 values, got ", v.size());
@@ -108,8 +109,10 @@ onnx::ModelProto build(const OnnxGraphSpec& spec, const StateDict& weights) {
   TB_CHECK(!spec.input_shape.empty(), ShapeError, "[onnx] export: the input shape is empty");
   for (size_t i = 0; i < spec.input_shape.size(); ++i) {
     auto* d = itt->mutable_shape()->add_dim();
-    if (spec.input_shape[i] < 0) d->set_dim_param(i == 0 ? "N" : "d" + std::to_string(i));
-    else d->set_dim_value(spec.input_shape[i]);
+    if (spec.input_shape[i] < 0)
+      d->set_dim_param(i == 0 ? "N" : "d" + std::to_string(i));
+    else
+      d->set_dim_value(spec.input_shape[i]);
   }
   TB_CHECK(!spec.layers.empty(), ShapeError, "[onnx] export: the network has no layers");
 
@@ -141,9 +144,7 @@ onnx::ModelProto build(const OnnxGraphSpec& spec, const StateDict& weights) {
         add_int(n, "transB", 1);
         break;
       }
-      case OnnxLayer::Kind::ReLU:
-        set("Relu");
-        break;
+      case OnnxLayer::Kind::ReLU: set("Relu"); break;
       case OnnxLayer::Kind::Conv2d: {
         set("Conv");
         const Tensor& w = b.param(l, "weight", 4);
@@ -307,7 +308,8 @@ void check_onnx_model(const std::filesystem::path& path) {
     onnx::ModelProto m;
     std::string bytes = read_text_file(path, size_t(INT_MAX));
     TB_CHECK(m.ParseFromString(bytes), FormatError, "[onnx] '", path.string(), "': not a valid ONNX model");
-    onnx::shape_inference::InferShapes(m, onnx::OpSchemaRegistry::Instance(), onnx::ShapeInferenceOptions(true, 1, false));
+    onnx::shape_inference::InferShapes(m, onnx::OpSchemaRegistry::Instance(),
+                                       onnx::ShapeInferenceOptions(true, 1, false));
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {

@@ -36,7 +36,9 @@ struct Importer {
   OnnxImport out;
   std::set<std::string> prefixes;
 
-  std::string where(const OnnxNode& n) const { return str("[onnx] '", label, "': node '", n.name, "' (", n.op_type, ")"); }
+  std::string where(const OnnxNode& n) const {
+    return str("[onnx] '", label, "': node '", n.name, "' (", n.op_type, ")");
+  }
   [[noreturn]] void unsupported(const OnnxNode& n, const std::string& why) const {
     throw UnsupportedError(str(where(n), " cannot be imported as a sequential layer: ", why));
   }
@@ -53,7 +55,8 @@ struct Importer {
     std::string prefix;
     for (const auto& [param, onnx_name] : params) {
       std::string suffix = "." + param;
-      if (onnx_name.size() > suffix.size() && onnx_name.compare(onnx_name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      if (onnx_name.size() > suffix.size() &&
+          onnx_name.compare(onnx_name.size() - suffix.size(), suffix.size(), suffix) == 0) {
         std::string p = onnx_name.substr(0, onnx_name.size() - suffix.size());
         if (!prefixes.count(p)) {
           prefix = p;
@@ -121,7 +124,8 @@ OnnxImport import_onnx_graph(const OnnxGraph& g, const std::string& label) {
     size_t index = spec.layers.size();
     std::string data = resolve(n.inputs[0]);
     std::string result = n.outputs[0];
-    if (op != "Add" && data != cur) im.unsupported(n, str("its input '", n.inputs[0], "' is not the previous layer's output"));
+    if (op != "Add" && data != cur)
+      im.unsupported(n, str("its input '", n.inputs[0], "' is not the previous layer's output"));
     if (n.outputs.size() != 1) im.unsupported(n, str(n.outputs.size(), " outputs (training mode?)"));
     if (op == "Gemm") {
       if (attr_f(n, "alpha", 1.f) != 1.f || attr_f(n, "beta", 1.f) != 1.f || attr_i(n, "transA", 0) != 0)
@@ -192,7 +196,8 @@ OnnxImport import_onnx_graph(const OnnxGraph& g, const std::string& label) {
       if (ap != "NOTSET") im.unsupported(n, "auto_pad=" + ap + "; only explicit pads map to PyTorch padding");
       auto pads = attr_ints(n, "pads");
       if (pads.empty()) pads = {0, 0, 0, 0};
-      if (pads.size() != 4 || pads[0] != pads[2] || pads[1] != pads[3]) im.unsupported(n, "only symmetric 2-D pads are supported");
+      if (pads.size() != 4 || pads[0] != pads[2] || pads[1] != pads[3])
+        im.unsupported(n, "only symmetric 2-D pads are supported");
       l.padding = {pads[0], pads[1]};
       l.stride = attr_ints(n, "strides");
       l.dilation = attr_ints(n, "dilations");
@@ -241,8 +246,9 @@ OnnxImport import_onnx_graph(const OnnxGraph& g, const std::string& label) {
       l.kind = OnnxLayer::Kind::Add;
       l.add_from = layer_of[other];
     } else {
-      im.unsupported(n, "supported ops are Gemm, MatMul(+Add), Relu, Sigmoid, Tanh, LeakyRelu, Softmax, Conv, MaxPool, "
-                        "GlobalAveragePool, Flatten, BatchNormalization, Add, Identity, Dropout");
+      im.unsupported(n,
+                     "supported ops are Gemm, MatMul(+Add), Relu, Sigmoid, Tanh, LeakyRelu, Softmax, Conv, MaxPool, "
+                     "GlobalAveragePool, Flatten, BatchNormalization, Add, Identity, Dropout");
     }
     spec.layers.push_back(l);
     layer_of[result] = int(index);
@@ -271,7 +277,8 @@ OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts) {
     r.name = v.name();
     if (v.type().has_tensor_type()) {
       r.elem_type = v.type().tensor_type().elem_type();
-      for (const auto& d : v.type().tensor_type().shape().dim()) r.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+      for (const auto& d : v.type().tensor_type().shape().dim())
+        r.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
     }
     return r;
   };
@@ -290,9 +297,18 @@ OnnxGraph read_onnx_graph(const Source& src, const LoadOptions& opts) {
       OnnxAttribute x;
       x.name = a.name();
       switch (a.type()) {
-        case onnx::AttributeProto::INT: x.type = OnnxAttribute::Type::Int; x.i = a.i(); break;
-        case onnx::AttributeProto::FLOAT: x.type = OnnxAttribute::Type::Float; x.f = a.f(); break;
-        case onnx::AttributeProto::STRING: x.type = OnnxAttribute::Type::String; x.s = a.s(); break;
+        case onnx::AttributeProto::INT:
+          x.type = OnnxAttribute::Type::Int;
+          x.i = a.i();
+          break;
+        case onnx::AttributeProto::FLOAT:
+          x.type = OnnxAttribute::Type::Float;
+          x.f = a.f();
+          break;
+        case onnx::AttributeProto::STRING:
+          x.type = OnnxAttribute::Type::String;
+          x.s = a.s();
+          break;
         case onnx::AttributeProto::INTS:
           x.type = OnnxAttribute::Type::Ints;
           x.ints.assign(a.ints().begin(), a.ints().end());

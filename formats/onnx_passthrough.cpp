@@ -10,8 +10,8 @@
 //  - external data follows the options of save_onnx (every dense initializer, at any depth).
 #include <climits>
 #include <cstring>
-#include <set>
 #include <map>
+#include <set>
 
 #include "formats/naming.h"
 #include "formats/onnx_walk.h"
@@ -91,8 +91,10 @@ void redirect(Graph& g, const std::string& from, const std::string& to, bool top
   for (auto* list : {g.mutable_input(), g.mutable_output()})
     for (auto& v : *list) {
       if (v.name() != from) continue;
-      if (top && v.type().has_tensor_type()) v.mutable_type()->mutable_tensor_type()->set_elem_type(stored);
-      else if (!top && list == g.mutable_output()) v.set_name(to);
+      if (top && v.type().has_tensor_type())
+        v.mutable_type()->mutable_tensor_type()->set_elem_type(stored);
+      else if (!top && list == g.mutable_output())
+        v.set_name(to);
     }
   for_each_subgraph(g, [&](Graph& sub) { redirect(sub, from, to, false, stored); });
 }
@@ -118,7 +120,8 @@ void fill_sparse(onnx::SparseTensorProto& sp, const std::string& name, const Ten
   sp.Clear();
   for (int64_t d : t.shape()) sp.add_dims(d);
   fill_tensor_proto(*sp.mutable_values(), name, values);
-  fill_tensor_proto(*sp.mutable_indices(), indices_name, Tensor::from_vector<int64_t>(DType::I64, {int64_t(idx.size())}, idx));
+  fill_tensor_proto(*sp.mutable_indices(), indices_name,
+                    Tensor::from_vector<int64_t>(DType::I64, {int64_t(idx.size())}, idx));
   if (!indices_named) sp.mutable_indices()->clear_name();
 }
 
@@ -151,7 +154,7 @@ struct Writing {
   bool external = false;
   fs::path data_path;
   std::unique_ptr<AtomicFileWriter> data_w;
-  std::vector<Tensor> top_raw;  // streamed raw_data per main-graph initializer
+  std::vector<Tensor> top_raw;                 // streamed raw_data per main-graph initializer
   std::map<std::string, std::string> renames;  // old local name -> new (all scopes)
   struct CastNeed {
     Graph* g;
@@ -166,7 +169,8 @@ struct Writing {
   }
 
   /** The checkpoint's entry for the weight `local` of the graph at `scope`, or nullptr; sets loaded. */
-  const std::pair<std::string, Tensor>* lookup(const std::string& scope, const std::string& local, std::string& loaded) {
+  const std::pair<std::string, Tensor>* lookup(const std::string& scope, const std::string& local,
+                                               std::string& loaded) {
     loaded = scope + local;
     if (scope.empty()) {
       auto t = kept.transposed.find(local);
@@ -188,7 +192,8 @@ struct Writing {
     if (now == loaded) return local;
     if (now.size() <= scope.size() || now.compare(0, scope.size(), scope) != 0)
       refuse(str("'", scope + local, "' lives in subgraph '", scope.substr(0, scope.size() - 1),
-                 "' and can be renamed only within it (the new name must start with '", scope, "'), not to '", now, "'"));
+                 "' and can be renamed only within it (the new name must start with '", scope, "'), not to '", now,
+                 "'"));
     std::string nl = now.substr(scope.size());
     if (nl != local) renames[local] = nl;
     return nl;
@@ -199,7 +204,8 @@ struct Writing {
     if (is_input_default) return;
     std::string use = first_use(g, local, true);
     if (!use.empty())
-      refuse(str("the graph needs '", scope + local, "' (", use, ") but it is not among the tensors to write; a graph "
+      refuse(str("the graph needs '", scope + local, "' (", use,
+                 ") but it is not among the tensors to write; a graph "
                  "that references a missing initializer is broken. Keep it (check --select) or write the weights only "
                  "with --option graph=drop"));
   }
@@ -215,7 +221,8 @@ struct Writing {
       data_w->write_tensor(t);
       tp.set_data_location(onnx::TensorProto::EXTERNAL);
       for (auto [k, v] : {std::pair<const char*, std::string>{"location", data_path.filename().string()},
-                          {"offset", std::to_string(offset)}, {"length", std::to_string(t.nbytes())}}) {
+                          {"offset", std::to_string(offset)},
+                          {"length", std::to_string(t.nbytes())}}) {
         auto* e = tp.add_external_data();
         e->set_key(k);
         e->set_value(v);
@@ -430,8 +437,9 @@ void save_kept_graph(const Checkpoint& ckpt, const fs::path& path, const OnnxWri
   const std::string& mode = opts.external_data;
   const uint64_t threshold = opts.external_data_threshold;
   W.external = mode == "always" || (mode == "auto" && total > threshold) || total > uint64_t(INT_MAX) - (64u << 20);
-  TB_CHECK(!(W.external && mode == "never"), UnsupportedError, "[onnx] cannot write '", W.P, "': ", total,
-           " bytes of tensors do not fit in one protobuf message (2 GiB limit); allow external data (external_data=auto)");
+  TB_CHECK(
+      !(W.external && mode == "never"), UnsupportedError, "[onnx] cannot write '", W.P, "': ", total,
+      " bytes of tensors do not fit in one protobuf message (2 GiB limit); allow external data (external_data=auto)");
   W.data_path = path;
   W.data_path += ".data";
   if (W.external) W.data_w = std::make_unique<AtomicFileWriter>(W.data_path, opts.overwrite);
@@ -445,7 +453,8 @@ void save_kept_graph(const Checkpoint& ckpt, const fs::path& path, const OnnxWri
   // Tensors the source did not have become initializers of the main graph that nothing uses.
   for (const auto& [loaded, entry] : W.by_loaded) {
     if (W.used_loaded.count(loaded)) continue;
-    if (W.all_names.count(entry.first)) W.refuse(str("the new tensor '", entry.first, "' has the name of a value of the graph"));
+    if (W.all_names.count(entry.first))
+      W.refuse(str("the new tensor '", entry.first, "' has the name of a value of the graph"));
     W.all_names.insert(entry.first);
     W.place_dense(*W.m.mutable_graph()->add_initializer(), entry.first, entry.second, true);
   }

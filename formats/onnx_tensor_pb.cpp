@@ -50,15 +50,18 @@ std::string strict_problem(const onnx::TensorProto& tp) {
     if (d < 0 || (d > 0 && n > (uint64_t(1) << 40) / uint64_t(d))) return "its dims are negative or huge";
     n *= uint64_t(d);
   }
-  if (tp.data_location() == onnx::TensorProto::EXTERNAL) return tp.external_data_size() ? "" : "external data without a location";
-  if (tp.data_type() == onnx::TensorProto::STRING) return uint64_t(tp.string_data_size()) == n ? "" : "string_data does not match its dims";
+  if (tp.data_location() == onnx::TensorProto::EXTERNAL)
+    return tp.external_data_size() ? "" : "external data without a location";
+  if (tp.data_type() == onnx::TensorProto::STRING)
+    return uint64_t(tp.string_data_size()) == n ? "" : "string_data does not match its dims";
   auto dt = dtype_from_onnx(tp.data_type());
   uint64_t have = 0, want = n;
   if (tp.has_raw_data()) {
     have = tp.raw_data().size();
     want = dt ? n * dtype_size(*dt) : have;
   } else {
-    const bool complex = tp.data_type() == onnx::TensorProto::COMPLEX64 || tp.data_type() == onnx::TensorProto::COMPLEX128;
+    const bool complex =
+        tp.data_type() == onnx::TensorProto::COMPLEX64 || tp.data_type() == onnx::TensorProto::COMPLEX128;
     have = uint64_t(tp.float_data_size() + tp.int32_data_size() + tp.int64_data_size() + tp.double_data_size() +
                     tp.uint64_data_size());
     want = complex ? 2 * n : n;
@@ -82,8 +85,8 @@ Checkpoint load_tensor_pb(const Source& src, const LoadOptions& opts) {
   TB_CHECK(problem.empty(), FormatError, "[onnx-tensor] '", src.label(), "': not a valid ONNX TensorProto: ", problem);
   onnx_detail::Decoder dec(src, opts, tp);
   Tensor t = dec.tensor(*tp, tp->name());
-  TB_CHECK(t.defined(), UnsupportedError, "[onnx-tensor] '", src.label(), "': ",
-           dec.skipped().empty() ? "no data" : dec.skipped()[0].second);
+  TB_CHECK(t.defined(), UnsupportedError, "[onnx-tensor] '", src.label(),
+           "': ", dec.skipped().empty() ? "no data" : dec.skipped()[0].second);
   Checkpoint ck;
   ck.format = "onnx-tensor";
   ck.info.emplace_back("data_type", onnx_detail::onnx_type_name(tp->data_type()));
@@ -101,13 +104,14 @@ void save_tensor_pb(const Checkpoint& ckpt, const fs::path& path, const SaveOpti
   TB_CHECK(sd.size() == 1, UnsupportedError, "[onnx-tensor] cannot write '", path.string(),
            "': a TensorProto file holds exactly one tensor, and there are ", sd.size(), " (choose one with --select)");
   const auto& [name, t] = sd.entries()[0];
-  TB_CHECK(t.nbytes() <= uint64_t(INT_MAX) - (1u << 20), UnsupportedError, "[onnx-tensor] cannot write '", path.string(),
-           "': '", name, "' is ", t.nbytes(), " bytes, over protobuf's 2 GiB limit for one message");
+  TB_CHECK(t.nbytes() <= uint64_t(INT_MAX) - (1u << 20), UnsupportedError, "[onnx-tensor] cannot write '",
+           path.string(), "': '", name, "' is ", t.nbytes(), " bytes, over protobuf's 2 GiB limit for one message");
   onnx::TensorProto tp;
   onnx_detail::fill_tensor_proto(tp, name, t);
   if (name.empty()) tp.clear_name();
   std::string bytes;
-  TB_CHECK(tp.SerializeToString(&bytes), InternalError, "[onnx-tensor] protobuf serialization failed for '", path.string(), "'");
+  TB_CHECK(tp.SerializeToString(&bytes), InternalError, "[onnx-tensor] protobuf serialization failed for '",
+           path.string(), "'");
   AtomicFileWriter w(path, opts.overwrite);
   w.write(bytes);
   w.commit();

@@ -30,7 +30,8 @@ void walk(onnx::GraphProto& g, const std::string& label, const std::string& scop
       TB_CHECK(depth < kMaxGraphDepth, FormatError, "[onnx] '", label, "': subgraphs nest more than ", kMaxGraphDepth,
                " levels deep (at '", base, "'); such a file is refused");
       if (a.has_g()) walk(*a.mutable_g(), label, base, depth + 1, fn);
-      for (int k = 0; k < a.graphs_size(); ++k) walk(*a.mutable_graphs(k), label, base + std::to_string(k) + "/", depth + 1, fn);
+      for (int k = 0; k < a.graphs_size(); ++k)
+        walk(*a.mutable_graphs(k), label, base + std::to_string(k) + "/", depth + 1, fn);
     }
   }
 }
@@ -50,13 +51,16 @@ struct WeightReader {
 
   void add(const std::string& name, Tensor t, const std::string& what) {
     auto it = where.find(name);
-    TB_CHECK(it == where.end(), FormatError, "[onnx] '", label, "': two weights have the name '", name, "' (", it->second,
-             " and ", what, "); the file breaks ONNX's single-assignment rule or the subgraph naming rule collides");
+    TB_CHECK(it == where.end(), FormatError, "[onnx] '", label, "': two weights have the name '", name, "' (",
+             it->second, " and ", what,
+             "); the file breaks ONNX's single-assignment rule or the subgraph naming rule collides");
     where[name] = what;
     // The state dict holds names as the user knows them (the naming rule's '%' escapes undone);
     // the kept graph keeps them as stored.
-    if (t.defined()) sd.insert(naming::decode_name(name, naming::Target::Onnx), std::move(t));
-    else if (untouched) untouched->insert(name);
+    if (t.defined())
+      sd.insert(naming::decode_name(name, naming::Target::Onnx), std::move(t));
+    else if (untouched)
+      untouched->insert(name);
   }
 
   /** Moves tp's content into a holder, leaves its header (name, type, dims, doc string) in place and

@@ -15,7 +15,8 @@ namespace tb {
 
 namespace {
 
-const uint8_t kLegacyMagic[15] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+const uint8_t kLegacyMagic[15] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                  0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
 
 bool is_legacy(const Reader& r) {
   if (r.size() < sizeof(kLegacyMagic)) return false;
@@ -56,7 +57,8 @@ void export_metadata(const Value& v, const std::string& path, Metadata& md, int 
     }
   }
   for (const auto& [k, child] : d.items)
-    if (k.is_str() && child.is_dict()) export_metadata(child, path.empty() ? k.as_str() : path + "." + k.as_str(), md, depth + 1);
+    if (k.is_str() && child.is_dict())
+      export_metadata(child, path.empty() ? k.as_str() : path + "." + k.as_str(), md, depth + 1);
 }
 
 const Value* state_get(const Value& module, const char* key) {
@@ -388,8 +390,9 @@ Checkpoint load_pt(const Source& src, const LoadOptions& opts) {
     TB_CHECK(std::memcmp(u, "ustar", 5) != 0, UnsupportedError, tag(src),
              ": tar-based torch.save file (torch < 0.1.10) is not supported; re-save it with a current torch");
   }
-  throw FormatError(str(tag(src), ": not a torch.save file (neither a zip archive with data.pkl nor the legacy "
-                                  "magic number 80 02 8a 0a 6c fc 9c 46 f9 20 6a a8 50 19)"));
+  throw FormatError(str(tag(src),
+                        ": not a torch.save file (neither a zip archive with data.pkl nor the legacy "
+                        "magic number 80 02 8a 0a 6c fc 9c 46 f9 20 6a a8 50 19)"));
 }
 
 bool pt_is_module(const Value& v) {
@@ -432,7 +435,9 @@ StoragePlan plan_storages(const Value& root, bool trim) {
     StateDict flat = flatten(root);
     for (const auto& [n, t] : flat) tensors.push_back(t);
   }
-  auto span_of = [](const Tensor& t) { return t.numel() == 0 ? std::pair<int64_t, int64_t>{t.byte_offset(), t.byte_offset()} : t.storage_span(); };
+  auto span_of = [](const Tensor& t) {
+    return t.numel() == 0 ? std::pair<int64_t, int64_t>{t.byte_offset(), t.byte_offset()} : t.storage_span();
+  };
   // First pass: spans and dtype per storage.
   for (const auto& t : tensors) {
     const Storage* s = t.storage().get();
@@ -620,8 +625,9 @@ const FormatAdapter& pt_format() {
        .sniff = sniff_pt,
        .load = load_pt,
        .keeps_tree = true},
-      {flag_option<PtWriteOptions>("trim_storage", &PtWriteOptions::trim_storage,
-                                   "1 writes only the bytes each view uses (default 0: whole storages, as torch.save)")},
+      {flag_option<PtWriteOptions>(
+          "trim_storage", &PtWriteOptions::trim_storage,
+          "1 writes only the bytes each view uses (default 0: whole storages, as torch.save)")},
       save_pt);
   return a;
 }

@@ -1,8 +1,8 @@
 #include "formats/registry.h"
 
 #include <algorithm>
-#include <new>
 #include <cctype>
+#include <new>
 
 #include "formats/adapters.h"
 #include "formats/typed_options.h"
@@ -58,9 +58,11 @@ const std::vector<const FormatAdapter*>& all_formats() {
   // Sniff order matters: zip-based formats look at member names (pt before npz), and formats with
   // weak magic (onnx protobuf) come last; TorchScript is a torch.save-like zip with more records.
   static const std::vector<const FormatAdapter*> formats = {
-      &torchscript_format(), &pt_format(), &npz_format(), &keras_archive_format(), &npy_format(), &safetensors_format(),
-      &gguf_format(), &h5_format(), &oneflow_format(), &tf_checkpoint_format(),
-      &onnx_format(), &onnx_tensor_format(), &keras_h5_format(), &keras3_h5_format(),
+      &torchscript_format(),   &pt_format(),        &npz_format(),
+      &keras_archive_format(), &npy_format(),       &safetensors_format(),
+      &gguf_format(),          &h5_format(),        &oneflow_format(),
+      &tf_checkpoint_format(), &onnx_format(),      &onnx_tensor_format(),
+      &keras_h5_format(),      &keras3_h5_format(),
   };
   return formats;
 }
@@ -131,8 +133,8 @@ const FormatAdapter& detect_format(const Source& src) {
   // Folders and files whose content matched nothing: an extension is only a hint for formats
   // without magic bytes (ONNX protobuf).
   if (const auto* f = by_extension(src.path); f && f->name == "onnx" && src.reader) return *f;
-  throw FormatError(str("'", src.label(), "': not a recognised weight file (", describe_start(src),
-                        ")", sniff_error, "; supported formats: ", format_names()));
+  throw FormatError(str("'", src.label(), "': not a recognised weight file (", describe_start(src), ")", sniff_error,
+                        "; supported formats: ", format_names()));
 }
 
 const FormatAdapter& output_format(const std::filesystem::path& path, std::string_view name) {
@@ -174,8 +176,8 @@ void check_save_options(const FormatAdapter& f, const std::filesystem::path& pat
     bool known = false;
     for (const auto& o : f.save_options) known = known || o.key == key;
     if (!known)
-      throw UnsupportedError(str("cannot write '", path.string(), "' as ", f.name, ": unknown option '", key, "=", value,
-                                 "'; ", accepted_options(f.name, f.save_options)));
+      throw UnsupportedError(str("cannot write '", path.string(), "' as ", f.name, ": unknown option '", key, "=",
+                                 value, "'; ", accepted_options(f.name, f.save_options)));
   }
 }
 

@@ -255,12 +255,14 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
     try {
       aliases = ojson::parse(a->second);
     } catch (const nlohmann::json::exception& e) {
-      throw FormatError(str("[safetensors] '", L, "': metadata '", kSafetensorsAliasKey, "' is not JSON (", e.what(), ")"));
+      throw FormatError(
+          str("[safetensors] '", L, "': metadata '", kSafetensorsAliasKey, "' is not JSON (", e.what(), ")"));
     }
     TB_CHECK(aliases.is_object(), FormatError, "[safetensors] '", L, "': metadata '", kSafetensorsAliasKey,
              "' must be a JSON object alias -> name");
     for (auto it = aliases.begin(); it != aliases.end(); ++it) {
-      TB_CHECK(it.value().is_string(), FormatError, "[safetensors] '", L, "': alias '", it.key(), "' must name a tensor");
+      TB_CHECK(it.value().is_string(), FormatError, "[safetensors] '", L, "': alias '", it.key(),
+               "' must name a tensor");
       auto target = by_name.find(it.value().get<std::string>());
       TB_CHECK(target != by_name.end(), FormatError, "[safetensors] '", L, "': alias '", it.key(), "' refers to '",
                it.value().get<std::string>(), "', which is not in the file");
@@ -285,8 +287,8 @@ Checkpoint load_safetensors(const Source& src, const LoadOptions& opts) {
   const ConfinedFolder folder(src.path, "the checkpoint folder");
   TB_CHECK(folder.kind("model.safetensors") != ConfinedFolder::Kind::Missing, FormatError, "[safetensors] folder '",
            src.label(), "' has neither an *.index.json nor a model.safetensors");
-  return load_safetensors(folder.open_file("model.safetensors", str("[safetensors] folder '", src.label(), "':"), opts.mmap),
-                          opts);
+  return load_safetensors(
+      folder.open_file("model.safetensors", str("[safetensors] folder '", src.label(), "':"), opts.mmap), opts);
 }
 
 void write_safetensors(Writer& w, const StateDict& sd, const Metadata& metadata) {

@@ -226,8 +226,8 @@ ShardList list_shards(const Source& src) {
   } else {
     list.folder_path = src.path;
     list.folder = std::make_shared<const ConfinedFolder>(src.path, "the checkpoint folder");
-    reader = list.folder->open_file(index.filename().string(),
-                                    str("[sharded] folder '", src.path.string(), "': index"), false);
+    reader = list.folder->open_file(index.filename().string(), str("[sharded] folder '", src.path.string(), "': index"),
+                                    false);
   }
   list.label = reader->label();
   ParsedIndex parsed = parse_index(*reader);
@@ -277,8 +277,8 @@ ShardTarget shard_target(const fs::path& path) {
   const std::string text = path.string();
   const bool names_folder = !text.empty() && (text.back() == '/' || !path.has_extension());
   if (names_folder && !fs::exists(fs::symlink_status(path, ec))) {
-    TB_CHECK(fs::create_directory(path, ec) || fs::is_directory(path), IoError, "cannot create the shard folder '", text,
-             "': ", ec.message());
+    TB_CHECK(fs::create_directory(path, ec) || fs::is_directory(path), IoError, "cannot create the shard folder '",
+             text, "': ", ec.message());
   }
   if (!fs::is_directory(path, ec)) {
     t.folder = folder_of(path);
@@ -297,8 +297,8 @@ std::string shard_index_json(const std::vector<std::pair<std::string, const Stat
   for (const auto& [file, sd] : shards) {
     std::vector<const Tensor*> ts;
     for (const auto& [name, t] : *sd) {
-      TB_CHECK(!index["weight_map"].contains(name), KeyError, "two shards hold a tensor named '", name,
-               "' (in '", index["weight_map"][name].get<std::string>(), "' and '", file, "')");
+      TB_CHECK(!index["weight_map"].contains(name), KeyError, "two shards hold a tensor named '", name, "' (in '",
+               index["weight_map"][name].get<std::string>(), "' and '", file, "')");
       index["weight_map"][name] = file;
       ts.push_back(&t);
     }
@@ -366,7 +366,8 @@ std::vector<fs::path> save_sharded_safetensors(const StateDict& sd, const Metada
     FolderLock lock(dir);  // commit and clean-up as one step against other writers of this output
     w.commit();
     // The new file is in place; then the previous sharded set goes (the index first: readers prefer it).
-    if (overwrite && stat_entry(dir, index_name, st) && S_ISREG(st.st_mode)) ::unlinkat(dir.fd(), index_name.c_str(), 0);
+    if (overwrite && stat_entry(dir, index_name, st) && S_ISREG(st.st_mode))
+      ::unlinkat(dir.fd(), index_name.c_str(), 0);
     remove_unlocked_files(dir, [&](const std::string& n) { return is_shard_name(n, stem); });
     dir.sync();
     return {single};

@@ -79,7 +79,7 @@ std::string shard_index_json(const std::vector<std::pair<std::string, const Stat
  *  `path` (a .safetensors file name whose stem prefixes the shards, or a folder -> "model"). Returns the
  *  files written (just `path` when one shard suffices). */
 std::vector<std::filesystem::path> save_sharded_safetensors(const StateDict& sd, const Metadata& metadata,
-                                                            const std::filesystem::path& path,
-                                                            uint64_t max_shard_bytes, bool overwrite = false);
+                                                            const std::filesystem::path& path, uint64_t max_shard_bytes,
+                                                            bool overwrite = false);
 
 }  // namespace tb

@@ -37,12 +37,23 @@ struct DTypePair {
   DType ours;
 };
 constexpr DTypePair kDTypes[] = {
-    {tfpb::DT_FLOAT, DType::F32},         {tfpb::DT_DOUBLE, DType::F64},   {tfpb::DT_HALF, DType::F16},
-    {tfpb::DT_BFLOAT16, DType::BF16},     {tfpb::DT_INT8, DType::I8},      {tfpb::DT_INT16, DType::I16},
-    {tfpb::DT_INT32, DType::I32},         {tfpb::DT_INT64, DType::I64},    {tfpb::DT_UINT8, DType::U8},
-    {tfpb::DT_UINT16, DType::U16},        {tfpb::DT_UINT32, DType::U32},   {tfpb::DT_UINT64, DType::U64},
-    {tfpb::DT_BOOL, DType::Bool},         {tfpb::DT_COMPLEX64, DType::C64}, {tfpb::DT_COMPLEX128, DType::C128},
-    {tfpb::DT_FLOAT8_E5M2, DType::F8E5M2}, {tfpb::DT_FLOAT8_E4M3FN, DType::F8E4M3FN},
+    {tfpb::DT_FLOAT, DType::F32},
+    {tfpb::DT_DOUBLE, DType::F64},
+    {tfpb::DT_HALF, DType::F16},
+    {tfpb::DT_BFLOAT16, DType::BF16},
+    {tfpb::DT_INT8, DType::I8},
+    {tfpb::DT_INT16, DType::I16},
+    {tfpb::DT_INT32, DType::I32},
+    {tfpb::DT_INT64, DType::I64},
+    {tfpb::DT_UINT8, DType::U8},
+    {tfpb::DT_UINT16, DType::U16},
+    {tfpb::DT_UINT32, DType::U32},
+    {tfpb::DT_UINT64, DType::U64},
+    {tfpb::DT_BOOL, DType::Bool},
+    {tfpb::DT_COMPLEX64, DType::C64},
+    {tfpb::DT_COMPLEX128, DType::C128},
+    {tfpb::DT_FLOAT8_E5M2, DType::F8E5M2},
+    {tfpb::DT_FLOAT8_E4M3FN, DType::F8E4M3FN},
 };
 
 std::string tf_dtype_name(int t) {
@@ -65,7 +76,8 @@ TfBundleEntry parse_entry(const SSTableEntry& e, int32_t num_shards, const std::
     for (const auto& d : kDTypes)
       if (d.tf == p.dtype()) m = &d;
     TB_CHECK(m != nullptr, UnsupportedError, where(), " has dtype ", tf_dtype_name(p.dtype()),
-             ", which tensorbridge does not read (float16/32/64, bfloat16, float8, int8..64, uint8..64, bool, complex64/128, string)");
+             ", which tensorbridge does not read (float16/32/64, bfloat16, float8, int8..64, uint8..64, bool, "
+             "complex64/128, string)");
     out.dtype = m->ours;
   }
   TB_CHECK(!p.shape().unknown_rank(), FormatError, where(), " has a shape of unknown rank");
@@ -117,7 +129,8 @@ std::vector<std::string> decode_strings(const uint8_t* p, size_t n, int64_t coun
     uint64_t v = 0;
     int shift = 0;
     while (true) {
-      TB_CHECK(q < end && shift <= 63, FormatError, where, ": string length ", i, " is malformed or runs past its bytes");
+      TB_CHECK(q < end && shift <= 63, FormatError, where, ": string length ", i,
+               " is malformed or runs past its bytes");
       uint8_t b = *q++;
       v |= uint64_t(b & 0x7f) << shift;
       shift += 7;
@@ -137,7 +150,8 @@ std::vector<std::string> decode_strings(const uint8_t* p, size_t n, int64_t coun
   }
   std::vector<std::string> out;
   for (uint64_t l : lens) {
-    TB_CHECK(l <= uint64_t(end - q), FormatError, where, ": a string of ", l, " bytes runs past the tensor's ", n, " bytes");
+    TB_CHECK(l <= uint64_t(end - q), FormatError, where, ": a string of ", l, " bytes runs past the tensor's ", n,
+             " bytes");
     out.emplace_back(reinterpret_cast<const char*>(q), size_t(l));
     crc = crc32c_extend(crc, q, size_t(l));
     q += l;
@@ -194,8 +208,8 @@ bool is_training_state_key(const std::string& key) {
   const size_t slash = key.rfind('/');
   if (slash == std::string::npos) return false;
   const std::string last = key.substr(slash + 1);
-  for (const char* slot : {"Adam", "Adam_1", "Momentum", "RMSProp", "RMSProp_1", "Adagrad", "Adadelta", "Adadelta_1",
-                           "Ftrl", "Ftrl_1"})
+  for (const char* slot :
+       {"Adam", "Adam_1", "Momentum", "RMSProp", "RMSProp_1", "Adagrad", "Adadelta", "Adadelta_1", "Ftrl", "Ftrl_1"})
     if (last == slot) return true;
   return false;
 }
@@ -273,8 +287,8 @@ TfBundleIndex parse_tf_bundle_index(const Reader& index, LoadBudget& budget) {
            h.num_shards(), " data shards (expected 1 to 100000)");
   TB_CHECK(h.endianness() == tfpb::BundleHeaderProto::LITTLE, UnsupportedError, "[tf-checkpoint] '", L,
            "' is a big-endian bundle; only little-endian bundles are read");
-  TB_CHECK(h.version().min_consumer() <= 1, UnsupportedError, "[tf-checkpoint] '", L, "' needs a bundle reader of version ",
-           h.version().min_consumer(), " or later (this one reads version 1)");
+  TB_CHECK(h.version().min_consumer() <= 1, UnsupportedError, "[tf-checkpoint] '", L,
+           "' needs a bundle reader of version ", h.version().min_consumer(), " or later (this one reads version 1)");
   for (int bad : h.version().bad_consumers())
     TB_CHECK(bad != 1, UnsupportedError, "[tf-checkpoint] '", L, "' says bundle readers of version 1 must not read it");
   TfBundleIndex out;
@@ -313,7 +327,8 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
   auto shard = [&](int32_t i) -> const Reader& {
     auto& r = shards[size_t(i)];
     if (!r) {
-      r = folder.open_file(shard_name(prefix, i, idx.num_shards), str("[tf-checkpoint] '", L, "': data shard"), opts.mmap);
+      r = folder.open_file(shard_name(prefix, i, idx.num_shards), str("[tf-checkpoint] '", L, "': data shard"),
+                           opts.mmap);
       budget.add_input(r->size());
     }
     return *r;
@@ -371,7 +386,8 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
   // Readable names: the model's variables first (object-graph order), then everything else as
   // non-tensor values, so nothing disappears from `inspect`.
   std::set<std::string> in_graph;
-  std::vector<std::string> model = object_graph.empty() ? std::vector<std::string>{} : model_keys_from_graph(object_graph, in_graph);
+  std::vector<std::string> model =
+      object_graph.empty() ? std::vector<std::string>{} : model_keys_from_graph(object_graph, in_graph);
   std::unordered_map<std::string, size_t> pos;
   for (size_t i = 0; i < values.size(); ++i) pos.emplace(values[i].first, i);
   std::vector<bool> used(values.size(), false);
@@ -397,8 +413,8 @@ Checkpoint load_tf_checkpoint(const Source& src, const LoadOptions& opts) {
     c.root.set_item(Value::string(k), Value::object(str("tf optimizer state ", v.as_tensor().describe()), v));
   }
   strip_common_component(c);
-  c.info.emplace_back("readable names", str(kept, " model tensors; ", state,
-                                            " optimizer/counter tensors kept as non-tensor values"));
+  c.info.emplace_back("readable names",
+                      str(kept, " model tensors; ", state, " optimizer/counter tensors kept as non-tensor values"));
   return c;
 }
 
@@ -505,17 +521,18 @@ const FormatAdapter& tf_checkpoint_format() {
        .description = "TensorFlow checkpoint bundle (.index + .data-*; tf.train.Checkpoint, tf-keras save_weights, "
                       "SavedModel variables/)",
        .extensions = {".index"},
-       .sniff = [](const Source& s) {
-         TfBundleLocation loc = find_tf_bundle(s);
-         return !loc.index.empty() || !loc.ambiguous.empty();
-       },
+       .sniff =
+           [](const Source& s) {
+             TfBundleLocation loc = find_tf_bundle(s);
+             return !loc.index.empty() || !loc.ambiguous.empty();
+           },
        .load = load_tf_checkpoint},
       {choice_option<TfCheckpointWriteOptions>(
            "keys", &TfCheckpointWriteOptions::keys, {"given", "tf"},
            "given (each tensor under its name, default) or tf (under the key TensorFlow gives its object path)"),
-       text_option<TfCheckpointWriteOptions>(
-           "root", &TfCheckpointWriteOptions::root,
-           "an object between the graph's root and every variable (model for tf.train.Checkpoint(model=m)); default none")},
+       text_option<TfCheckpointWriteOptions>("root", &TfCheckpointWriteOptions::root,
+                                             "an object between the graph's root and every variable (model for "
+                                             "tf.train.Checkpoint(model=m)); default none")},
       write_tf_checkpoint);
   return a;
 }

@@ -25,8 +25,8 @@
 // Writing: one shard, entries sorted by key, CRCs, and the object graph of tf_checkpoint_graph.h (for the
 // keys of TensorFlow's form; save option keys=tf gives every name such a key, root=NAME nests all under one
 // object), so tf.train.Checkpoint.read and tf-keras load_weights restore by object. The data shard is
-// committed first and the .index, renamed into place last, is the commit point (an overwrite removes the old .index before replacing
-// the data, so a crash never pairs an index with data it does not describe).
+// committed first and the .index, renamed into place last, is the commit point (an overwrite removes the old .index
+// before replacing the data, so a crash never pairs an index with data it does not describe).
 #pragma once
 
 #include <cstdint>

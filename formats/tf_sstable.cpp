@@ -124,7 +124,9 @@ void put_fixed32(std::string& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out += char(uint8_t(v >> (8 * i)));
 }
 
-uint32_t fixed32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint32_t fixed32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
 
 struct BlockHandle {
   uint64_t offset = 0, size = 0;
@@ -181,8 +183,8 @@ class TableReader {
     const uint8_t type = uint8_t(block[h.size]);
     uint32_t stored = fixed32(reinterpret_cast<const uint8_t*>(block.data()) + h.size + 1);
     uint32_t actual = crc32c_mask(crc32c_extend(0, block.data(), size_t(h.size) + 1));
-    TB_CHECK(stored == actual, FormatError, "[tf-checkpoint] '", L_, "': CRC-32C mismatch in the ", what,
-             " (stored ", stored, ", computed ", actual, "); the file is corrupt");
+    TB_CHECK(stored == actual, FormatError, "[tf-checkpoint] '", L_, "': CRC-32C mismatch in the ", what, " (stored ",
+             stored, ", computed ", actual, "); the file is corrupt");
     TB_CHECK(type != 1, UnsupportedError, "[tf-checkpoint] '", L_, "': the ", what,
              " is snappy-compressed; TensorFlow writes uncompressed bundles and tensorbridge reads only those");
     TB_CHECK(type == 0, FormatError, "[tf-checkpoint] '", L_, "': the ", what, " has unknown compression type ",
@@ -192,11 +194,14 @@ class TableReader {
   }
 
   std::vector<SSTableEntry> parse_block(const std::string& block, const std::string& what) {
-    auto bad = [&](const std::string& why) { return FormatError(str("[tf-checkpoint] '", L_, "': the ", what, " ", why)); };
+    auto bad = [&](const std::string& why) {
+      return FormatError(str("[tf-checkpoint] '", L_, "': the ", what, " ", why));
+    };
     if (block.size() < 4) throw bad("is too small for its restart count");
     const uint8_t* base = reinterpret_cast<const uint8_t*>(block.data());
     uint64_t restarts = fixed32(base + block.size() - 4);
-    if (restarts > (block.size() - 4) / 4) throw bad(str("claims ", restarts, " restart points in ", block.size(), " bytes"));
+    if (restarts > (block.size() - 4) / 4)
+      throw bad(str("claims ", restarts, " restart points in ", block.size(), " bytes"));
     const uint8_t* p = base;
     const uint8_t* end = base + block.size() - 4 - restarts * 4;
     std::vector<SSTableEntry> out;
@@ -336,7 +341,9 @@ bool has_sstable_footer(const Reader& r) {
   }
 }
 
-std::vector<SSTableEntry> read_sstable(const Reader& r, LoadBudget& budget) { return TableReader(r, budget).read_all(); }
+std::vector<SSTableEntry> read_sstable(const Reader& r, LoadBudget& budget) {
+  return TableReader(r, budget).read_all();
+}
 
 std::string write_sstable(const std::vector<SSTableEntry>& entries) {
   std::string out, block;
@@ -375,7 +382,10 @@ TfBundleLocation find_tf_bundle(const Source& src) {
       // x.index: the table footer, or (a damaged index) x.data-00000-of-* beside it.
       if (!is_index_name(src.path.filename().string())) return {};
       if (!has_sstable_footer(*src.reader) && !has_first_shard(src.path)) return {};
-      return {src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(), src.path.filename().string(), true, {}};
+      return {src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(),
+              src.path.filename().string(),
+              true,
+              {}};
     }
     std::error_code ec;
     if (!fs::is_directory(src.path, ec)) {
@@ -383,21 +393,22 @@ TfBundleLocation find_tf_bundle(const Source& src) {
       fs::path index = src.path;
       index += ".index";
       if (!is_regular(index)) return {};
-      return {src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(), index.filename().string(), true, {}};
+      return {
+          src.path.parent_path().empty() ? fs::path(".") : src.path.parent_path(), index.filename().string(), true, {}};
     }
     // A folder: `checkpoint` names the latest prefix; else a single *.index; else SavedModel variables/.
     if (is_regular(src.path / "checkpoint")) {
       std::string prefix;
       try {
         prefix = checkpoint_file_prefix(src.path);
-      } catch (...) {
-      }
+      } catch (...) {}
       if (!prefix.empty()) return {src.path, prefix + ".index", false, {}};
     }
     std::vector<std::string> found;
     int seen = 0;
     for (const auto& e : fs::directory_iterator(src.path, ec)) {
-      if (is_index_name(e.path().filename().string()) && e.is_regular_file(ec)) found.push_back(e.path().filename().string());
+      if (is_index_name(e.path().filename().string()) && e.is_regular_file(ec))
+        found.push_back(e.path().filename().string());
       if (found.size() > 20 || ++seen > 100000) break;
     }
     std::sort(found.begin(), found.end());
@@ -405,8 +416,7 @@ TfBundleLocation find_tf_bundle(const Source& src) {
     if (found.size() > 1) return {src.path, {}, false, found};
     if (is_regular(src.path / "variables" / "variables.index"))
       return {src.path, "variables/variables.index", false, {}};
-  } catch (...) {
-  }
+  } catch (...) {}
   return {};
 }
 

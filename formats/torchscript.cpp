@@ -146,9 +146,11 @@ class TreeWalk {
     }
     for (const auto* group : {&params, &buffers})
       for (const auto& [k, v] : group->dict_data().items)
-        if (v.is_tensor()) entries.emplace_back(prefix + k.as_str(), v);
-        else TB_CHECK(v.is_none(), FormatError, where_, ": ", group == &params ? "parameter" : "buffer", " '",
-                      prefix + k.as_str(), "' is ", v.repr(), ", not a tensor");
+        if (v.is_tensor())
+          entries.emplace_back(prefix + k.as_str(), v);
+        else
+          TB_CHECK(v.is_none(), FormatError, where_, ": ", group == &params ? "parameter" : "buffer", " '",
+                   prefix + k.as_str(), "' is ", v.repr(), ", not a tensor");
     for (const auto& [name, v] : kids)
       mods.dict_data().items.emplace_back(Value::string(name), module(*v, prefix + name + ".", depth + 1));
     state.dict_data().items.emplace_back(Value::string("_parameters"), params);
@@ -172,7 +174,7 @@ class TreeWalk {
 
   std::vector<std::pair<std::string, Value>> entries;  // state_dict() order
   std::vector<std::pair<std::string, Value>> outside;  // tensor attributes outside state_dict()
-  std::set<std::string> undeclared;                     // classes code/ does not declare
+  std::set<std::string> undeclared;                    // classes code/ does not declare
 
  private:
   void tensors_in(const Value& v, const std::string& path, int depth) {
@@ -316,8 +318,8 @@ Checkpoint load_torchscript(const Source& src, const LoadOptions& opts) {
   }
   size_t nconst = 0;
   if (!constants.is_none()) {
-    TB_CHECK(constants.kind() == Value::Kind::Tuple, FormatError, where, ": constants.pkl holds ",
-             constants.repr(), ", expected a tuple of tensors");
+    TB_CHECK(constants.kind() == Value::Kind::Tuple, FormatError, where, ": constants.pkl holds ", constants.repr(),
+             ", expected a tuple of tensors");
     for (size_t i = 0; i < constants.items().size(); ++i) {
       const Value& c = constants.items()[i];
       std::string name = str("constants.c", i);
@@ -341,8 +343,9 @@ Checkpoint load_torchscript(const Source& src, const LoadOptions& opts) {
   ck.info.emplace_back("byteorder", byteorder.empty() ? "little (no record)" : byteorder);
   ck.info.emplace_back("pickle protocol", std::to_string(res.protocol));
   ck.info.emplace_back("whole module", str(tree.as_object().cls, " (TorchScript; its code is not run)"));
-  ck.info.emplace_back("code", code_files ? str(decls.size(), " classes in ", code_files, " files (read as text, never run)")
-                                          : std::string("absent"));
+  ck.info.emplace_back("code", code_files
+                                   ? str(decls.size(), " classes in ", code_files, " files (read as text, never run)")
+                                   : std::string("absent"));
   if (!walk.undeclared.empty()) {
     ck.info.emplace_back("undeclared classes", join({walk.undeclared.begin(), walk.undeclared.end()}) +
                                                    ": code/ does not list their parameters and buffers; every tensor "

@@ -29,7 +29,8 @@ using OptionTable = std::vector<OptionField<T>>;
 
 /** A key whose value is one of `choices`. */
 template <class T>
-OptionField<T> choice_option(std::string key, std::string T::*field, std::vector<std::string> choices, std::string help) {
+OptionField<T> choice_option(std::string key, std::string T::*field, std::vector<std::string> choices,
+                             std::string help) {
   return {std::move(key), std::move(help), [field, choices](T& o, const std::string& v) {
             for (const auto& c : choices)
               if (c == v) return void(o.*field = v);

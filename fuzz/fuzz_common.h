@@ -54,8 +54,7 @@ template <class F>
 int guarded(F&& f) {
   try {
     f();
-  } catch (const tb::Error&) {
-  }
+  } catch (const tb::Error&) {}
   return 0;
 }
 

@@ -1,7 +1,7 @@
 // .gguf: header counts, typed key-values (nested arrays), tensor infos, aligned data; each input is
 // loaded dequantized and again with the raw blocks kept.
-#include "fuzz/fuzz_common.h"
 #include "formats/gguf.h"
+#include "fuzz/fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (bool keep : {false, true}) {

@@ -1,6 +1,6 @@
 // .npy: the magic/version/header dict parser and the data (including pickled object arrays).
-#include "fuzz/fuzz_common.h"
 #include "formats/npy.h"
+#include "fuzz/fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto r = tbfuzz::reader(data, size, "fuzz.npy");

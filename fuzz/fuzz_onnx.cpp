@@ -1,6 +1,6 @@
 // ONNX model bytes (protobuf ModelProto): initializers (raw_data and typed fields), graph reading.
-#include "fuzz/fuzz_common.h"
 #include "formats/onnx.h"
+#include "fuzz/fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tbfuzz::guarded([&] { tbfuzz::touch(tb::load_onnx(tbfuzz::source(data, size, "fuzz.onnx"))); });

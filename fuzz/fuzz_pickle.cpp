@@ -1,8 +1,8 @@
 // The pickle VM (formats/detail/pickle_vm.cpp) on arbitrary bytes. The first byte picks the options:
 // bit 0 keeps unknown globals as opaque objects, bit 1 answers persistent ids with a tensor (like
 // torch storages do); the rest is the pickle. globals_in() (the no-run scan) sees the same bytes.
-#include "fuzz/fuzz_common.h"
 #include "formats/detail/pickle.h"
+#include "fuzz/fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

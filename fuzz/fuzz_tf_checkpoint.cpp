@@ -1,7 +1,7 @@
 // TensorFlow bundle .index: LevelDB table (footer, block handles, prefix-compressed entries, CRCs),
 // then the BundleHeaderProto and every BundleEntryProto checked for consistency.
-#include "fuzz/fuzz_common.h"
 #include "formats/tf_checkpoint.h"
+#include "fuzz/fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tbfuzz::guarded([&] {

@@ -1,8 +1,8 @@
 // The zip reader alone (formats/detail/zip.cpp): end of central directory, ZIP64 records, central
 // directory entries, local headers, inflating and CRC checks of every member. Inflation is capped
 // at 64 MiB so that a legitimate bomb is refused rather than exhausting the fuzzer's memory.
-#include "fuzz/fuzz_common.h"
 #include "formats/detail/zip.h"
+#include "fuzz/fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto r = tbfuzz::reader(data, size, "fuzz.zip");

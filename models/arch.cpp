@@ -17,7 +17,6 @@
 
 namespace tb::nn {
 
-
 namespace {
 
 using json = nlohmann::json;
@@ -141,7 +140,8 @@ Module::Ptr build_pt(const Value& v, const std::string& path, int depth) {
     pool->ceil_mode = m.flag("ceil_mode", false);
     return pool;
   }
-  if (torch_nn && base == "Flatten") return std::make_shared<Flatten>(m.integer("start_dim", 1), m.integer("end_dim", -1));
+  if (torch_nn && base == "Flatten")
+    return std::make_shared<Flatten>(m.integer("start_dim", 1), m.integer("end_dim", -1));
   if (torch_nn && (base == "BatchNorm1d" || base == "BatchNorm2d"))
     return std::make_shared<BatchNorm>(base == "BatchNorm1d" ? 1 : 2, m.integer("num_features"), m.real("eps", 1e-5),
                                        m.real("momentum", 0.1), m.flag("affine", true),
@@ -185,7 +185,8 @@ Module::Ptr build_user_module(const PtModule& m, const std::string& path, int de
     const Value* g = m.state ? m.state->get(group) : nullptr;
     if (!g || !g->is_dict()) return;
     std::vector<std::string> skip;
-    if (const Value* np = m.attr("_non_persistent_buffers_set"); np && (np->is_sequence() || np->kind() == Value::Kind::Set))
+    if (const Value* np = m.attr("_non_persistent_buffers_set");
+        np && (np->is_sequence() || np->kind() == Value::Kind::Set))
       for (auto& x : np->items())
         if (x.is_str()) skip.push_back(x.as_str());
     for (auto& [k, v] : g->dict_data().items)
@@ -215,10 +216,14 @@ struct KerasBuild {
 
 void add_activation(KerasBuild& b, const std::string& act, const std::string& layer) {
   if (act.empty() || act == "linear") return;
-  if (act == "relu") b.seq->add(std::make_shared<ReLU>());
-  else if (act == "sigmoid") b.seq->add(std::make_shared<Sigmoid>());
-  else if (act == "tanh") b.seq->add(std::make_shared<Tanh>());
-  else if (act == "softmax") b.seq->add(std::make_shared<Softmax>(b.spatial ? 1 : -1));
+  if (act == "relu")
+    b.seq->add(std::make_shared<ReLU>());
+  else if (act == "sigmoid")
+    b.seq->add(std::make_shared<Sigmoid>());
+  else if (act == "tanh")
+    b.seq->add(std::make_shared<Tanh>());
+  else if (act == "softmax")
+    b.seq->add(std::make_shared<Softmax>(b.spatial ? 1 : -1));
   else
     throw UnsupportedError(str("nn: keras: layer '", layer, "' activation '", act,
                                "' is not supported (linear, relu, sigmoid, tanh, softmax are)"));
@@ -296,7 +301,7 @@ void keras_layer(KerasBuild& b, const std::string& cls, const json& c) {
       TB_CHECK(pad == "valid", UnsupportedError, "nn: keras: Conv2D '", name, "' padding '", pad, "' is not supported");
     }
     // in_channels comes from the weights (see Dense); 1 * groups until loaded.
-    b.seq->add(std::make_shared<Conv2d>(o.groups, c.at("filters").get<int64_t>() , ks[0], ks[1], o));
+    b.seq->add(std::make_shared<Conv2d>(o.groups, c.at("filters").get<int64_t>(), ks[0], ks[1], o));
     if (b.H > 0) b.H = (b.H + 2 * o.pad_h - dl[0] * (ks[0] - 1) - 1) / st[0] + 1;
     if (b.W > 0) b.W = (b.W + 2 * o.pad_w - dl[1] * (ks[1] - 1) - 1) / st[1] + 1;
     add_activation(b, c.value("activation", std::string("linear")), name);
@@ -307,8 +312,8 @@ void keras_layer(KerasBuild& b, const std::string& cls, const json& c) {
     TB_CHECK(b.spatial, UnsupportedError, "nn: keras: MaxPooling2D '", name, "' needs a Conv2D before it here");
     auto ps = json_pair(c, "pool_size", 2);
     auto st = c.contains("strides") && !c["strides"].is_null() ? json_pair(c, "strides", 2) : ps;
-    TB_CHECK(c.value("padding", std::string("valid")) == "valid", UnsupportedError, "nn: keras: MaxPooling2D '",
-             name, "' padding 'same' is not supported");
+    TB_CHECK(c.value("padding", std::string("valid")) == "valid", UnsupportedError, "nn: keras: MaxPooling2D '", name,
+             "' padding 'same' is not supported");
     b.seq->add(std::make_shared<MaxPool2d>(ps[0], ps[1], st[0], st[1], 0, 0));
     if (b.H > 0) b.H = (b.H - ps[0]) / st[0] + 1;
     if (b.W > 0) b.W = (b.W - ps[1]) / st[1] + 1;
@@ -318,7 +323,8 @@ void keras_layer(KerasBuild& b, const std::string& cls, const json& c) {
     const json& ax = c.contains("axis") ? c["axis"] : json(-1);
     int64_t axis = ax.is_array() ? (ax.size() == 1 ? ax[0].get<int64_t>() : 99) : ax.get<int64_t>();
     TB_CHECK(axis == -1 || (b.spatial && axis == 3) || (!b.spatial && axis == 1), UnsupportedError,
-             "nn: keras: BatchNormalization '", name, "' over axis ", ax.dump(), " is not supported (the channel axis is)");
+             "nn: keras: BatchNormalization '", name, "' over axis ", ax.dump(),
+             " is not supported (the channel axis is)");
     TB_CHECK(c.value("center", true) && c.value("scale", true), UnsupportedError, "nn: keras: BatchNormalization '",
              name, "' without center/scale is not supported");
     double eps = c.value("epsilon", 1e-3);
@@ -326,7 +332,8 @@ void keras_layer(KerasBuild& b, const std::string& cls, const json& c) {
     b.seq->add(std::make_shared<BatchNorm>(b.spatial ? 2 : 1, 1, eps));
     return;
   }
-  throw UnsupportedError(str("nn: keras: layer '", name, "' of type '", cls, "' is not supported; known: ", kKerasKnown));
+  throw UnsupportedError(
+      str("nn: keras: layer '", name, "' of type '", cls, "' is not supported; known: ", kKerasKnown));
 }
 
 json parse_json(const std::string& text, const std::string& what) {
@@ -450,7 +457,8 @@ FileModel load_model(const std::filesystem::path& file, const LoadOptions& lo) {
   // A Functional model that is not one chain runs as a graph; so does a chain of layers the
   // Sequential builder lacks (SeparableConv2D, GlobalAveragePooling2D, ...).
   auto graph = [&] {
-    return FileModel{keras_graph_module(cfg, ck.state_dict(), ck.metadata, file.string()), "keras model_config graph", {}};
+    return FileModel{
+        keras_graph_module(cfg, ck.state_dict(), ck.metadata, file.string()), "keras model_config graph", {}};
   };
   if (!keras_config_is_chain(cfg)) return graph();
   KerasBuild b;
@@ -459,8 +467,7 @@ FileModel load_model(const std::filesystem::path& file, const LoadOptions& lo) {
   } catch (const UnsupportedError&) {
     try {
       return graph();
-    } catch (const UnsupportedError&) {
-    }
+    } catch (const UnsupportedError&) {}
     throw;
   }
   // Keras 3 files (.keras, .weights.h5) name a layer's group after its class ("layers/dense_1") and
@@ -495,7 +502,8 @@ FileModel load_model(const std::filesystem::path& file, const std::string& arch,
   StateDict sd = load(file, how.load).state_dict(how.key);
   if (how.strip) sd = strip_prefixes(sd);
   // Keras-style keys ("hidden/hidden/kernel:0", "layers/dense/vars/0"): convert by position.
-  bool keras = !sd.empty() && std::all_of(sd.begin(), sd.end(), [](auto& kv) { return kv.first.find('/') != std::string::npos; });
+  bool keras = !sd.empty() &&
+               std::all_of(sd.begin(), sd.end(), [](auto& kv) { return kv.first.find('/') != std::string::npos; });
   if (keras) {
     StyleOptions opts;
     opts.names = weighted_layer_prefixes(*model);
@@ -531,8 +539,8 @@ void require_forward(Module& m, const std::string& file) {
                              users.front().first.empty() ? "" : " (at '" + users.front().first + "')",
                              ": its layers load (", layers.empty() ? "none" : layers,
                              ") but its forward() is Python code that the file does not hold. Run it with the "
-                             "architecture, matched by structure: --arch \"", guess_arch_spec(m),
-                             "\" (guessed from the layers in the file: check ", cls, ".forward)"));
+                             "architecture, matched by structure: --arch \"",
+                             guess_arch_spec(m), "\" (guessed from the layers in the file: check ", cls, ".forward)"));
 }
 
 }  // namespace tb::nn

@@ -51,10 +51,10 @@ FileModel load_model(const std::filesystem::path& file, const LoadOptions& opts 
 
 /** How a weights file is loaded into a built-in architecture. */
 struct ArchLoad {
-  std::string key;        // dotted path of the state dict inside the file ("model_state_dict")
-  bool strip = false;     // strip "module." / "_orig_mod." prefixes first
-  LoadOptions load;       // reader options (allow_unknown_globals for whole modules of user classes)
-  ArchOptions arch;       // structure matching or strict names
+  std::string key;     // dotted path of the state dict inside the file ("model_state_dict")
+  bool strip = false;  // strip "module." / "_orig_mod." prefixes first
+  LoadOptions load;    // reader options (allow_unknown_globals for whole modules of user classes)
+  ArchOptions arch;    // structure matching or strict names
 };
 
 /** Loads a weights file (or the weights of a whole module) into builtin_model(arch) by structure

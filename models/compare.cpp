@@ -95,7 +95,8 @@ std::string extension_for(const std::string& format) {
 std::string summarize(const DiffReport& d) {
   std::string s;
   if (!d.only_a.empty()) s += str(d.only_a.size(), " key(s) lost (first: ", d.only_a.front(), ")");
-  if (!d.only_b.empty()) s += str(s.empty() ? "" : "; ", d.only_b.size(), " key(s) added (first: ", d.only_b.front(), ")");
+  if (!d.only_b.empty())
+    s += str(s.empty() ? "" : "; ", d.only_b.size(), " key(s) added (first: ", d.only_b.front(), ")");
   for (const auto& t : d.tensors) {
     if (t.bit_exact) continue;
     s += str(s.empty() ? "" : "; ", t.name, ": ", t.problem.empty() ? str("max abs error ", t.max_abs) : t.problem);

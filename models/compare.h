@@ -13,7 +13,7 @@ struct TensorDiff {
   std::string name;
   std::string problem;  // empty when values were compared
   double max_abs = 0, max_rel = 0;
-  bool equal = false;   // within tolerance
+  bool equal = false;  // within tolerance
   bool bit_exact = false;
 };
 

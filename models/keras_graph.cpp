@@ -67,7 +67,8 @@ struct Model {
 std::vector<Ref> endpoints(const json& cfg, const char* key) {
   std::vector<Ref> out;
   const json& v = cfg.at(key);
-  TB_CHECK(v.is_array(), UnsupportedError, "nn: keras: model ", key, " ", v.dump(), " is not a list (dict inputs are not supported)");
+  TB_CHECK(v.is_array(), UnsupportedError, "nn: keras: model ", key, " ", v.dump(),
+           " is not a list (dict inputs are not supported)");
   if (!v.empty() && v[0].is_string()) return {ref_of(v, key)};
   for (const json& e : v) out.push_back(ref_of(e, key));
   return out;
@@ -96,7 +97,8 @@ Model parse_model(const std::string& text) {
                  in->size(), " times (a shared layer); only layers called once are supported");
         const json& node = (*in)[0];
         const std::string where = "layer '" + l.name + "'";
-        if (node.is_object()) collect_tensors(node.value("args", json::array()), l.inputs, where);  // Keras 3
+        if (node.is_object())
+          collect_tensors(node.value("args", json::array()), l.inputs, where);  // Keras 3
         else
           for (const json& e : node) l.inputs.push_back(ref_of(e, where));  // Keras 2: [[layer, node, tensor, kwargs]]
       }
@@ -118,8 +120,9 @@ Model parse_model(const std::string& text) {
   }
   for (const Layer& l : m.layers)
     for (const Ref& r : l.inputs)
-      TB_CHECK(r.node == 0 && r.tensor == 0, UnsupportedError, "nn: keras: layer '", l.name, "' takes output ", r.tensor,
-               " of call ", r.node, " of layer '", r.layer, "'; only layers with one output, called once, are supported");
+      TB_CHECK(r.node == 0 && r.tensor == 0, UnsupportedError, "nn: keras: layer '", l.name, "' takes output ",
+               r.tensor, " of call ", r.node, " of layer '", r.layer,
+               "'; only layers with one output, called once, are supported");
   return m;
 }
 
@@ -159,8 +162,10 @@ std::map<std::string, std::vector<Tensor>> layer_weights(const Model& m, const S
     std::string object = snake_case(l.cls);
     int n = counters[object]++;
     if (n > 0) object += "_" + std::to_string(n);
-    if (auto it = group_of.find(l.name); it != group_of.end()) order.push_back(it->second);
-    else order.push_back(keras3 ? object : l.name);
+    if (auto it = group_of.find(l.name); it != group_of.end())
+      order.push_back(it->second);
+    else
+      order.push_back(keras3 ? object : l.name);
   }
   std::vector<KerasLayer> layers = keras_layers_from_state_dict(sd, order);
   std::map<std::string, std::vector<Tensor>> out;
@@ -199,13 +204,28 @@ std::vector<int64_t> json_pair(const json& c, const char* name, int64_t def) {
 }
 
 /** The layer classes the graph builder knows (besides the inference identities below). */
-constexpr const char* kLayers[] = {
-    "InputLayer", "Dense",        "Activation",       "ReLU",        "LeakyReLU",          "Softmax",
-    "Conv2D",     "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
-    "Flatten",    "BatchNormalization", "Add",         "Subtract",    "Multiply",           "Average",
-    "Concatenate"};
+constexpr const char* kLayers[] = {"InputLayer",
+                                   "Dense",
+                                   "Activation",
+                                   "ReLU",
+                                   "LeakyReLU",
+                                   "Softmax",
+                                   "Conv2D",
+                                   "DepthwiseConv2D",
+                                   "SeparableConv2D",
+                                   "MaxPooling2D",
+                                   "AveragePooling2D",
+                                   "GlobalAveragePooling2D",
+                                   "Flatten",
+                                   "BatchNormalization",
+                                   "Add",
+                                   "Subtract",
+                                   "Multiply",
+                                   "Average",
+                                   "Concatenate"};
 /** Layers that are the identity at inference. */
-const std::set<std::string> kIdentities = {"Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout"};
+const std::set<std::string> kIdentities = {"Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
+                                           "AlphaDropout"};
 
 /** Builds the graph layer by layer; values are Keras's (NHWC), named after the layer that makes them. */
 class GraphBuilder {
@@ -244,14 +264,17 @@ class GraphBuilder {
     }
     if (cls == "Activation") return finish(activation(in, c.value("activation", std::string("linear"))), r);
     if (cls == "ReLU") {
-      TB_CHECK(c.value("max_value", json()).is_null() && c.value("negative_slope", 0.0) == 0 && c.value("threshold", 0.0) == 0,
+      TB_CHECK(c.value("max_value", json()).is_null() && c.value("negative_slope", 0.0) == 0 &&
+                   c.value("threshold", 0.0) == 0,
                UnsupportedError, where(), " uses max_value, negative_slope or threshold, which are not supported");
       return finish(node("Relu", {in}), r);
     }
     if (cls == "LeakyReLU")
-      return finish(node("LeakyRelu", {in}, {attr_float("alpha", c.value("negative_slope", c.value("alpha", 0.3)))}), r);
+      return finish(node("LeakyRelu", {in}, {attr_float("alpha", c.value("negative_slope", c.value("alpha", 0.3)))}),
+                    r);
     if (cls == "Softmax") {
-      TB_CHECK(!c.contains("axis") || c["axis"].is_number_integer(), UnsupportedError, where(), " softmax over several axes");
+      TB_CHECK(!c.contains("axis") || c["axis"].is_number_integer(), UnsupportedError, where(),
+               " softmax over several axes");
       return finish(node("Softmax", {in}, {attr_int("axis", c.value("axis", int64_t(-1)))}), r);
     }
     if (kIdentities.count(cls)) return finish(node("Identity", {in}), r);  // inference: the identity
@@ -290,7 +313,8 @@ class GraphBuilder {
         if (v.name == r.layer) ordered.push_back(v), found = true;
       TB_CHECK(found, FormatError, "nn: keras: the model input '", r.layer, "' is not an InputLayer");
     }
-    TB_CHECK(ordered.size() == g_.inputs.size(), UnsupportedError, "nn: keras: the model has InputLayers that are not its inputs");
+    TB_CHECK(ordered.size() == g_.inputs.size(), UnsupportedError,
+             "nn: keras: the model has InputLayers that are not its inputs");
     g_.inputs = std::move(ordered);
   }
   OnnxGraph take() { return std::move(g_); }
@@ -304,7 +328,8 @@ class GraphBuilder {
                                "' is not supported in a Keras graph; supported: ", names, ", Dropout"));
   }
   void need_weights(size_t n) const {
-    TB_CHECK(weights_->size() == n, FormatError, where(), " has ", weights_->size(), " weights in the file, expected ", n);
+    TB_CHECK(weights_->size() == n, FormatError, where(), " has ", weights_->size(), " weights in the file, expected ",
+             n);
   }
   std::string node(const std::string& op, std::vector<std::string> in, std::vector<OnnxAttribute> attrs = {}) {
     OnnxNode n;
@@ -330,12 +355,14 @@ class GraphBuilder {
   std::string to_nhwc(const std::string& x) { return node("Transpose", {x}, {attr_ints("perm", {0, 2, 3, 1})}); }
   void channels_last(const json& c, int64_t r) const {
     const std::string df = c.value("data_format", std::string("channels_last"));
-    TB_CHECK(df == "channels_last", UnsupportedError, where(), " data_format '", df, "' is not supported (channels_last is)");
+    TB_CHECK(df == "channels_last", UnsupportedError, where(), " data_format '", df,
+             "' is not supported (channels_last is)");
     TB_CHECK(r == 4, UnsupportedError, where(), " needs a 4-D (N, H, W, C) input, got rank ", r);
   }
   OnnxAttribute padding(const json& c) const {
     const std::string p = c.value("padding", std::string("valid"));
-    TB_CHECK(p == "valid" || p == "same", UnsupportedError, where(), " padding '", p, "' is not supported (valid, same are)");
+    TB_CHECK(p == "valid" || p == "same", UnsupportedError, where(), " padding '", p,
+             "' is not supported (valid, same are)");
     return attr_str("auto_pad", p == "same" ? "SAME_UPPER" : "VALID");  // TF's "same" pads the end more
   }
   std::string activation(const std::string& x, const std::string& act) {
@@ -344,7 +371,8 @@ class GraphBuilder {
     if (act == "sigmoid") return node("Sigmoid", {x});
     if (act == "tanh") return node("Tanh", {x});
     if (act == "softmax") return node("Softmax", {x}, {attr_int("axis", -1)});
-    throw UnsupportedError(str(where(), " activation '", act, "' is not supported (linear, relu, sigmoid, tanh, softmax are)"));
+    throw UnsupportedError(
+        str(where(), " activation '", act, "' is not supported (linear, relu, sigmoid, tanh, softmax are)"));
   }
 
   void input(const json& c) {
@@ -362,7 +390,8 @@ class GraphBuilder {
 
   void merge(const std::vector<std::string>& x) {
     const std::string& cls = layer_->cls;
-    TB_CHECK(x.size() >= 2 && (cls != "Subtract" || x.size() == 2), UnsupportedError, where(), " takes ", x.size(), " tensors");
+    TB_CHECK(x.size() >= 2 && (cls != "Subtract" || x.size() == 2), UnsupportedError, where(), " takes ", x.size(),
+             " tensors");
     const char* op = cls == "Subtract" ? "Sub" : cls == "Multiply" ? "Mul" : "Add";
     std::string y = x[0];
     for (size_t i = 1; i < x.size(); ++i) y = node(op, {y, x[i]});
@@ -373,7 +402,9 @@ class GraphBuilder {
 
   void batch_norm(const std::string& in, int64_t r, const json& c) {
     const json ax = c.contains("axis") ? c["axis"] : json(-1);
-    int64_t axis = ax.is_array() && ax.size() == 1 ? ax[0].get<int64_t>() : ax.is_number_integer() ? ax.get<int64_t>() : 99;
+    int64_t axis = ax.is_array() && ax.size() == 1 ? ax[0].get<int64_t>()
+                   : ax.is_number_integer()        ? ax.get<int64_t>()
+                                                   : 99;
     TB_CHECK(r >= 2 && r <= 4 && (axis == -1 || axis == r - 1), UnsupportedError, where(), " over axis ", ax.dump(),
              " of a rank-", r, " input is not supported (the last axis is)");
     const bool scale = c.value("scale", true), center = c.value("center", true);

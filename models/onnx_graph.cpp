@@ -11,11 +11,12 @@ namespace tb::nn {
 #ifndef TB_MODELS_WITH_ONNX
 bool onnx_graph_support() { return false; }
 void save_onnx_model(Module&, const Shape&, const std::filesystem::path& path, const SaveOptions&) {
-  throw UnsupportedError(str("nn: cannot export '", path.string(),
-                             "': built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON"));
+  throw UnsupportedError(
+      str("nn: cannot export '", path.string(), "': built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON"));
 }
 Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
-  throw UnsupportedError(str("nn: '", file.string(), "': built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON"));
+  throw UnsupportedError(
+      str("nn: '", file.string(), "': built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON"));
 }
 #else
 
@@ -48,12 +49,13 @@ void add_layer(Module& m, const std::string& prefix, std::vector<OnnxLayer>& out
     l.dilation = {p->dil_h, p->dil_w};
     l.ceil_mode = p->ceil_mode;
   } else if (auto* f = dynamic_cast<Flatten*>(&m)) {
-    TB_CHECK(f->start_dim == 1 && f->end_dim == -1, UnsupportedError, "nn: ONNX export supports Flatten(1, -1), not Flatten(",
-             f->start_dim, ", ", f->end_dim, ") at '", prefix, "'");
+    TB_CHECK(f->start_dim == 1 && f->end_dim == -1, UnsupportedError,
+             "nn: ONNX export supports Flatten(1, -1), not Flatten(", f->start_dim, ", ", f->end_dim, ") at '", prefix,
+             "'");
     l.kind = K::Flatten;
   } else if (auto* bn = dynamic_cast<BatchNorm*>(&m)) {
-    TB_CHECK(bn->affine && bn->track_running_stats, UnsupportedError, "nn: ONNX export needs an affine BatchNorm with running stats at '",
-             prefix, "'");
+    TB_CHECK(bn->affine && bn->track_running_stats, UnsupportedError,
+             "nn: ONNX export needs an affine BatchNorm with running stats at '", prefix, "'");
     l.kind = K::BatchNorm;
     l.eps = bn->eps;
   } else if (dynamic_cast<Sigmoid*>(&m)) {
@@ -93,7 +95,8 @@ void collect(Module& m, const std::string& prefix, std::vector<OnnxLayer>& out) 
 }
 }  // namespace
 
-void save_onnx_model(Module& model, const Shape& input_shape, const std::filesystem::path& path, const SaveOptions& opts) {
+void save_onnx_model(Module& model, const Shape& input_shape, const std::filesystem::path& path,
+                     const SaveOptions& opts) {
   OnnxGraphSpec spec;
   collect(model, "", spec.layers);
   spec.input_shape = input_shape;
@@ -126,24 +129,12 @@ Module::Ptr module_from_onnx_file(const std::filesystem::path& file) {
         params = l.bias ? std::vector<std::string>{"weight", "bias"} : std::vector<std::string>{"weight"};
         rank = 2;
         break;
-      case K::ReLU:
-        seq->add(std::make_shared<ReLU>());
-        break;
-      case K::Sigmoid:
-        seq->add(std::make_shared<Sigmoid>());
-        break;
-      case K::Tanh:
-        seq->add(std::make_shared<Tanh>());
-        break;
-      case K::LeakyReLU:
-        seq->add(std::make_shared<LeakyReLU>(l.alpha));
-        break;
-      case K::Softmax:
-        seq->add(std::make_shared<Softmax>(l.axis));
-        break;
-      case K::GlobalAvgPool:
-        seq->add(std::make_shared<GlobalAvgPool2d>());
-        break;
+      case K::ReLU: seq->add(std::make_shared<ReLU>()); break;
+      case K::Sigmoid: seq->add(std::make_shared<Sigmoid>()); break;
+      case K::Tanh: seq->add(std::make_shared<Tanh>()); break;
+      case K::LeakyReLU: seq->add(std::make_shared<LeakyReLU>(l.alpha)); break;
+      case K::Softmax: seq->add(std::make_shared<Softmax>(l.axis)); break;
+      case K::GlobalAvgPool: seq->add(std::make_shared<GlobalAvgPool2d>()); break;
       case K::Conv2d: {
         Tensor cw = w("weight");
         Conv2d::Options o;

@@ -269,7 +269,9 @@ Outs softmax(const Ctx& c, bool log) {
   const Tensor& x = log ? c.x(0) : c.floating(0, Op::Softmax);
   const int64_t r = x.dim();
   int64_t axis = c.axis(attr_i(c.node(), "axis", c.call.opset >= 13 ? -1 : 1), std::max<int64_t>(r, 1));
-  auto apply = [&](const Tensor& t, int64_t ax) { return log ? host::log_softmax(c.be.download(t), ax) : c.be.softmax(t, ax); };
+  auto apply = [&](const Tensor& t, int64_t ax) {
+    return log ? host::log_softmax(c.be.download(t), ax) : c.be.softmax(t, ax);
+  };
   if (c.call.opset >= 13 || axis == r - 1) return one(apply(x, axis));
   // Before opset 13 the input is seen as 2-D: dims before axis by the dims from axis on.
   int64_t a = 1, b = 1;
@@ -301,9 +303,11 @@ Outs cast(const Ctx& c) {
 Outs constant(const Ctx& c) {
   const OnnxNode& n = c.node();
   if (const auto* a = n.attr("value"); a && a->t.defined()) return one(a->t);
-  if (const auto* a = n.attr("value_float")) return one(Tensor::from_vector(DType::F32, {}, std::vector<float>{float(a->f)}));
+  if (const auto* a = n.attr("value_float"))
+    return one(Tensor::from_vector(DType::F32, {}, std::vector<float>{float(a->f)}));
   if (const auto* a = n.attr("value_int")) return one(Tensor::from_vector(DType::I64, {}, std::vector<int64_t>{a->i}));
-  if (const auto* a = n.attr("value_ints")) return one(Tensor::from_vector(DType::I64, {int64_t(a->ints.size())}, a->ints));
+  if (const auto* a = n.attr("value_ints"))
+    return one(Tensor::from_vector(DType::I64, {int64_t(a->ints.size())}, a->ints));
   if (const auto* a = n.attr("value_floats")) {
     std::vector<float> v(a->floats.begin(), a->floats.end());
     return one(Tensor::from_vector(DType::F32, {int64_t(v.size())}, v));
@@ -430,7 +434,8 @@ void check(const NodeCall& call) {
       call.fail("a Constant needs a tensor, float(s) or int(s) value (sparse and string values are not supported)");
     if (const auto* a = n.attr("value"); a && !a->t.defined()) call.fail("its value tensor could not be read");
   } else if (op == "Cast") {
-    if (!dtype_from_onnx(int(attr_i(n, "to", 0)))) call.fail(str("Cast to ONNX type ", attr_i(n, "to", 0), " is not supported"));
+    if (!dtype_from_onnx(int(attr_i(n, "to", 0))))
+      call.fail(str("Cast to ONNX type ", attr_i(n, "to", 0), " is not supported"));
   } else if (op == "Concat") {
     if (!n.attr("axis")) call.fail("axis is required");
   } else if (op == "Dropout") {

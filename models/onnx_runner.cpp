@@ -10,7 +10,8 @@ namespace {
 constexpr int kOnnxFloat = 1;  // TensorProto.FLOAT
 }
 
-OnnxGraphModule::OnnxGraphModule(OnnxGraph graph, std::string label) : graph_(std::move(graph)), label_(std::move(label)) {
+OnnxGraphModule::OnnxGraphModule(OnnxGraph graph, std::string label)
+    : graph_(std::move(graph)), label_(std::move(label)) {
   const std::string where = str("[onnx] '", label_, "'");
   TB_CHECK(!graph_.outputs.empty(), UnsupportedError, where, ": the graph has no outputs");
   std::set<std::string> known;  // values defined so far, in node order
@@ -28,7 +29,8 @@ OnnxGraphModule::OnnxGraphModule(OnnxGraph graph, std::string label) : graph_(st
     onnx_ops::check(call);
     for (const auto& in : n.inputs) {
       if (in.empty()) continue;
-      if (!known.count(in)) call.fail(str("its input '", in, "' is not produced by an earlier node, an input or an initializer"));
+      if (!known.count(in))
+        call.fail(str("its input '", in, "' is not produced by an earlier node, an input or an initializer"));
       last_use_[in] = i;
     }
     for (const auto& out : n.outputs)
@@ -53,8 +55,8 @@ const std::vector<std::string>& OnnxGraphModule::supported_ops() { return onnx_o
 
 std::vector<Tensor> OnnxGraphModule::run_values(std::vector<Tensor> inputs) {
   compute::Backend& be = backend();
-  TB_CHECK(inputs.size() == graph_.inputs.size(), ShapeError, "[onnx] '", label_, "': the graph takes ", graph_.inputs.size(),
-           " inputs, got ", inputs.size());
+  TB_CHECK(inputs.size() == graph_.inputs.size(), ShapeError, "[onnx] '", label_, "': the graph takes ",
+           graph_.inputs.size(), " inputs, got ", inputs.size());
   std::map<std::string, Tensor> values;
   for (const auto& [name, t] : graph_.initializers) values[name] = t;
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -62,7 +64,8 @@ std::vector<Tensor> OnnxGraphModule::run_values(std::vector<Tensor> inputs) {
     Tensor x = inputs[i];
     if (x.dtype() == DType::F64 && (v.elem_type == kOnnxFloat || v.elem_type == 0)) x = x.to(DType::F32);
     if (auto want = dtype_from_onnx(v.elem_type); want && *want != x.dtype())
-      throw ShapeError(str("[onnx] '", label_, "': input '", v.name, "' must be ", dtype_name(*want), ", got ", x.describe()));
+      throw ShapeError(
+          str("[onnx] '", label_, "': input '", v.name, "' must be ", dtype_name(*want), ", got ", x.describe()));
     bool fits = v.shape.empty() || v.shape.size() == x.shape().size();
     for (size_t d = 0; fits && d < v.shape.size(); ++d) fits = v.shape[d] < 0 || v.shape[d] == x.shape()[d];
     TB_CHECK(fits, ShapeError, "[onnx] '", label_, "': input '", v.name, "' must have shape ", shape_str(v.shape),
@@ -102,8 +105,8 @@ std::vector<Tensor> OnnxGraphModule::run(const std::vector<Tensor>& inputs) {
 }
 
 Tensor OnnxGraphModule::forward(const Tensor& x) {
-  TB_CHECK(graph_.inputs.size() == 1 && graph_.outputs.size() == 1, UnsupportedError, "[onnx] '", label_, "': the graph has ",
-           graph_.inputs.size(), " inputs and ", graph_.outputs.size(),
+  TB_CHECK(graph_.inputs.size() == 1 && graph_.outputs.size() == 1, UnsupportedError, "[onnx] '", label_,
+           "': the graph has ", graph_.inputs.size(), " inputs and ", graph_.outputs.size(),
            " outputs; run it with one --input per input and one --output per output (OnnxGraphModule::run)");
   return run_values({x}).front();
 }
@@ -118,7 +121,8 @@ std::shared_ptr<OnnxGraphModule> onnx_graph_module(const std::filesystem::path& 
 #ifdef TB_MODELS_WITH_ONNX
   return std::make_shared<OnnxGraphModule>(read_onnx_graph(Source::from_path(file)), file.string());
 #else
-  throw UnsupportedError(str("nn: '", file.string(), "': built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON"));
+  throw UnsupportedError(
+      str("nn: '", file.string(), "': built without ONNX support; reconfigure with -DTB_WITH_ONNX=ON"));
 #endif
 }
 

@@ -26,8 +26,8 @@ namespace tb::nn {
 
 /** How one layer of the file maps onto one layer of the architecture. */
 struct LayerMatch {
-  std::string source, target, type;                         // "output", "out", "Linear"
-  std::vector<std::pair<std::string, std::string>> keys;    // ("output.weight", "out.weight"), ...
+  std::string source, target, type;                       // "output", "out", "Linear"
+  std::vector<std::pair<std::string, std::string>> keys;  // ("output.weight", "out.weight"), ...
 };
 
 /** The mapping a structural load used. */

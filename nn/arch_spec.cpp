@@ -58,7 +58,8 @@ void arity(const std::string& spec, const Token& t, size_t lo, size_t hi, const 
 }  // namespace
 
 const char* arch_spec_help() {
-  return "  --arch forms: mlp:IN,HIDDEN,...,OUT | seed-cnn | a layer sequence such as \"linear:20,256 relu linear:256,10\"\n"
+  return "  --arch forms: mlp:IN,HIDDEN,...,OUT | seed-cnn | a layer sequence such as \"linear:20,256 relu "
+         "linear:256,10\"\n"
          "  layers: linear:IN,OUT[,nobias]  conv2d:IN,OUT,K[,STRIDE[,PAD]][,nobias]  maxpool:K[,STRIDE[,PAD]]\n"
          "          avgpool[:K[,STRIDE[,PAD]]]  batchnorm:N  flatten  relu  leakyrelu[:SLOPE]  sigmoid  tanh\n"
          "          softmax[:DIM]  dropout[:P]  identity";
@@ -105,12 +106,15 @@ std::shared_ptr<Sequential> parse_layer_sequence(const std::string& spec) {
       if (avg && t.args.empty()) {
         seq->add(std::make_shared<GlobalAvgPool2d>());
       } else {
-        arity(spec, t, 1, 3, avg ? "avgpool:K[,STRIDE[,PAD]] (or avgpool for a global average)" : "maxpool:K[,STRIDE[,PAD]]");
+        arity(spec, t, 1, 3,
+              avg ? "avgpool:K[,STRIDE[,PAD]] (or avgpool for a global average)" : "maxpool:K[,STRIDE[,PAD]]");
         int64_t k = positive(spec, t, t.args[0]);
         int64_t s = t.args.size() > 1 ? positive(spec, t, t.args[1]) : 0;
         int64_t p = t.args.size() > 2 ? positive(spec, t, t.args[2], true) : 0;
-        if (avg) seq->add(std::make_shared<AvgPool2d>(k, s, p));
-        else seq->add(std::make_shared<MaxPool2d>(k, s, p));
+        if (avg)
+          seq->add(std::make_shared<AvgPool2d>(k, s, p));
+        else
+          seq->add(std::make_shared<MaxPool2d>(k, s, p));
       }
       rank = Rank::Spatial;
     } else if (n == "batchnorm" || n == "bn" || n == "batchnorm1d" || n == "batchnorm2d") {
@@ -170,8 +174,8 @@ Module::Ptr builtin_model(const std::string& spec) {
     for (const std::string& item : split(spec.substr(4), ',')) {
       char* end = nullptr;
       long long v = std::strtoll(item.c_str(), &end, 10);
-      TB_CHECK(!item.empty() && end && *end == 0 && v > 0 && v < (1LL << 31), UnsupportedError,
-               "nn: --arch '", spec, "': '", item, "' is not a positive layer size");
+      TB_CHECK(!item.empty() && end && *end == 0 && v > 0 && v < (1LL << 31), UnsupportedError, "nn: --arch '", spec,
+               "': '", item, "' is not a positive layer size");
       sizes.push_back(v);
     }
     TB_CHECK(sizes.size() >= 2, UnsupportedError, "nn: --arch '", spec, "' needs at least two sizes (mlp:20,256,10)");

@@ -14,15 +14,14 @@ namespace {
 // Kernels compute in double and round once to the input's dtype: +, -, *, / of float32 values then
 // give exactly float32's results, and float64 models keep their precision.
 std::vector<double> values(const Tensor& x, const char* what) {
-  TB_CHECK(is_floating(x.dtype()), UnsupportedError, what, " computes on floating-point tensors, not ", dtype_name(x.dtype()),
-           " (", x.describe(), ")");
+  TB_CHECK(is_floating(x.dtype()), UnsupportedError, what, " computes on floating-point tensors, not ",
+           dtype_name(x.dtype()), " (", x.describe(), ")");
   return x.to(DType::F64).contiguous().to_vector<double>();
 }
 
 Tensor finish(const std::vector<double>& v, const Shape& shape, DType dtype) {
   return Tensor::from_vector(DType::F64, shape, v).to(dtype);
 }
-
 
 }  // namespace
 
@@ -37,7 +36,8 @@ Tensor arith(const Tensor& a, const Tensor& b, Arith op, const char* what) {
   const std::vector<double> va = values(a, what), vb = values(b, what);
   const size_t r = shape.size();
   // Element strides of a and b in the output's index space (0 along broadcast dims).
-  const Shape sa = compute::detail::broadcast_strides(a.shape(), shape), sb = compute::detail::broadcast_strides(b.shape(), shape);
+  const Shape sa = compute::detail::broadcast_strides(a.shape(), shape),
+              sb = compute::detail::broadcast_strides(b.shape(), shape);
   int64_t n = 1;
   for (int64_t d : shape) n = checked_mul(n, d, what);
   std::vector<double> out(static_cast<size_t>(n));
@@ -66,7 +66,8 @@ Tensor arith(const Tensor& a, const Tensor& b, Arith op, const char* what) {
 int64_t Window2d::out_size(int dim, int64_t n) const {
   const int64_t span = dilation[size_t(dim)] * (kernel[size_t(dim)] - 1) + 1;
   const int64_t padded = n + pads[size_t(dim)] + pads[size_t(dim) + 2];
-  TB_CHECK(padded >= span, ShapeError, "pooling: the window (", span, ") is larger than the padded input (", padded, ")");
+  TB_CHECK(padded >= span, ShapeError, "pooling: the window (", span, ") is larger than the padded input (", padded,
+           ")");
   const int64_t s = stride[size_t(dim)];
   int64_t out = ceil_mode ? (padded - span + s - 1) / s + 1 : (padded - span) / s + 1;
   // PyTorch and ONNX drop a last window that would start in the end padding.
@@ -104,7 +105,8 @@ Tensor avg_pool2d(const Tensor& x, const Window2d& w, bool count_include_pad) {
 }
 
 Tensor global_avg_pool(const Tensor& x) {
-  TB_CHECK(x.dim() >= 3, ShapeError, "GlobalAveragePool expects (N, C, ...) input with spatial dims, got ", x.describe());
+  TB_CHECK(x.dim() >= 3, ShapeError, "GlobalAveragePool expects (N, C, ...) input with spatial dims, got ",
+           x.describe());
   const std::vector<double> v = values(x, "GlobalAveragePool");
   const int64_t NC = x.shape()[0] * x.shape()[1];
   const int64_t plane = NC ? x.numel() / NC : 0;
@@ -134,7 +136,8 @@ Tensor pad2d(const Tensor& x, const std::array<int64_t, 4>& pads, double value) 
   const uint8_t* s = src.data();
   for (int64_t nc = 0; nc < N * C; ++nc)
     for (int64_t y = 0; y < H; ++y)
-      std::memcpy(o + size_t(((nc * PH + y + pads[0]) * PW + pads[1])) * es, s + size_t((nc * H + y) * W) * es, size_t(W) * es);
+      std::memcpy(o + size_t(((nc * PH + y + pads[0]) * PW + pads[1])) * es, s + size_t((nc * H + y) * W) * es,
+                  size_t(W) * es);
   return out;
 }
 
@@ -145,8 +148,8 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   Shape shape = first.shape();
   shape[size_t(axis)] = 0;
   for (const Tensor& t : xs) {
-    TB_CHECK(t.dtype() == first.dtype() && t.dim() == first.dim(), ShapeError, "Concat: ", t.describe(), " does not match ",
-             first.describe());
+    TB_CHECK(t.dtype() == first.dtype() && t.dim() == first.dim(), ShapeError, "Concat: ", t.describe(),
+             " does not match ", first.describe());
     for (int64_t d = 0; d < t.dim(); ++d)
       TB_CHECK(d == axis || t.shape()[size_t(d)] == first.shape()[size_t(d)], ShapeError, "Concat along ", axis, ": ",
                t.describe(), " does not match ", first.describe());
@@ -162,7 +165,8 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   for (const Tensor& t : xs) {
     Tensor c = t.contiguous();
     const size_t part = size_t(t.shape()[size_t(axis)] * inner) * es;
-    for (int64_t o = 0; o < outer; ++o) std::memcpy(out.data() + size_t(o) * row + at, c.data() + size_t(o) * part, part);
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(out.data() + size_t(o) * row + at, c.data() + size_t(o) * part, part);
     at += part;
   }
   return out;

@@ -1,8 +1,8 @@
 // Host (CPU, single-threaded) kernels for the ops the compute backends do not have: elementwise maps
 // and numpy-broadcast arithmetic, average pooling with ONNX's attributes, padding, concatenation and
 // log-softmax. They take host tensors of any floating dtype, compute in double, and return contiguous
-// host tensors of the input's dtype (one rounding: float32 +, -, *, / give float32's own results). Modules and the ONNX graph runner download
-// device tensors before calling them and upload the results.
+// host tensors of the input's dtype (one rounding: float32 +, -, *, / give float32's own results). Modules and the ONNX
+// graph runner download device tensors before calling them and upload the results.
 #pragma once
 
 #include <array>

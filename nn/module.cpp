@@ -325,8 +325,9 @@ MaxPool2d::MaxPool2d(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
 
 std::string MaxPool2d::extra_repr() const {
   auto one = [](int64_t a, int64_t b) { return a == b ? str(a) : str("(", a, ", ", b, ")"); };
-  return str("kernel_size=", one(kernel_h, kernel_w), ", stride=", one(stride_h, stride_w), ", padding=",
-             one(pad_h, pad_w), ", dilation=", one(dil_h, dil_w), ", ceil_mode=", ceil_mode ? "True" : "False");
+  return str("kernel_size=", one(kernel_h, kernel_w), ", stride=", one(stride_h, stride_w),
+             ", padding=", one(pad_h, pad_w), ", dilation=", one(dil_h, dil_w),
+             ", ceil_mode=", ceil_mode ? "True" : "False");
 }
 
 Tensor MaxPool2d::forward(const Tensor& x) {
@@ -389,18 +390,23 @@ Tensor on_host(compute::Backend& be, const Tensor& x, const std::function<Tensor
 
 Tensor Sigmoid::forward(const Tensor& x) {
   return on_host(backend(), x, [](const Tensor& h) {
-    return host::map(h, [](double v) { return 1.0 / (1.0 + std::exp(-v)); }, "nn: Sigmoid");
+    return host::map(
+        h, [](double v) { return 1.0 / (1.0 + std::exp(-v)); }, "nn: Sigmoid");
   });
 }
 Tensor Tanh::forward(const Tensor& x) {
-  return on_host(backend(), x, [](const Tensor& h) { return host::map(h, [](double v) { return std::tanh(v); }, "nn: Tanh"); });
+  return on_host(backend(), x, [](const Tensor& h) {
+    return host::map(
+        h, [](double v) { return std::tanh(v); }, "nn: Tanh");
+  });
 }
 
 std::string LeakyReLU::extra_repr() const { return str("negative_slope=", fmt_double(negative_slope)); }
 Tensor LeakyReLU::forward(const Tensor& x) {
   const float slope = float(negative_slope);
   return on_host(backend(), x, [slope](const Tensor& h) {
-    return host::map(h, [slope](double v) { return v < 0 ? v * double(slope) : v; }, "nn: LeakyReLU");
+    return host::map(
+        h, [slope](double v) { return v < 0 ? v * double(slope) : v; }, "nn: LeakyReLU");
   });
 }
 
@@ -408,7 +414,9 @@ AvgPool2d::AvgPool2d(int64_t k, int64_t s, int64_t p) : kernel(k), stride(s ? s 
   TB_CHECK(k > 0 && stride > 0 && p >= 0 && 2 * p <= k, ShapeError, "nn: AvgPool2d kernel ", k, " stride ", stride,
            " padding ", p, " is not valid (padding at most half the kernel)");
 }
-std::string AvgPool2d::extra_repr() const { return str("kernel_size=", kernel, ", stride=", stride, ", padding=", padding); }
+std::string AvgPool2d::extra_repr() const {
+  return str("kernel_size=", kernel, ", stride=", stride, ", padding=", padding);
+}
 Tensor AvgPool2d::forward(const Tensor& x) {
   TB_CHECK(x.dim() == 4, ShapeError, "nn: AvgPool2d expects (N, C, H, W) input, got ", x.describe());
   host::Window2d w;
@@ -427,9 +435,11 @@ std::string UserModule::type_name() const {
 }
 
 Tensor UserModule::forward(const Tensor&) {
-  throw UnsupportedError(str("nn: ", class_name, " is a user class: its layers load, but its forward() is Python code "
+  throw UnsupportedError(str("nn: ", class_name,
+                             " is a user class: its layers load, but its forward() is Python code "
                              "that the file does not hold; give the architecture as a layer sequence matched by "
-                             "structure, e.g. --arch \"", guess_arch_spec(*this),
+                             "structure, e.g. --arch \"",
+                             guess_arch_spec(*this),
                              "\" (guessed from the layers in the file: check the class's forward())"));
 }
 
@@ -453,10 +463,12 @@ std::string guess_arch_spec(Module& m) {
     Module* p = mod.get();
     if (!p->children().empty()) continue;
     if (auto* l = dynamic_cast<Linear*>(p)) {
-      toks.push_back({str("linear:", l->in_features, ",", l->out_features, l->has_bias ? "" : ",nobias"), true, false, false, true});
+      toks.push_back({str("linear:", l->in_features, ",", l->out_features, l->has_bias ? "" : ",nobias"), true, false,
+                      false, true});
     } else if (auto* c = dynamic_cast<Conv2d*>(p)) {
       toks.push_back({str("conv2d:", c->in_channels, ",", c->out_channels, ",", c->kernel_h, ",", c->opts.stride_h, ",",
-                          c->opts.pad_h, c->opts.bias ? "" : ",nobias"), true, false, true, false});
+                          c->opts.pad_h, c->opts.bias ? "" : ",nobias"),
+                      true, false, true, false});
     } else if (auto* b = dynamic_cast<BatchNorm*>(p)) {
       toks.push_back({str("batchnorm:", b->num_features), false, false, false, false});
     } else if (auto* mp = dynamic_cast<MaxPool2d*>(p)) {

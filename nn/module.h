@@ -64,7 +64,8 @@ class Module : public std::enable_shared_from_this<Module> {
   /** Host in, host out: uploads x, runs forward, downloads the result. */
   Tensor operator()(const Tensor& x);
 
-  /** Registers (or replaces) a parameter / buffer; returns a reference valid until the next registration on this module. */
+  /** Registers (or replaces) a parameter / buffer; returns a reference valid until the next registration on this
+   * module. */
   Tensor& register_parameter(const std::string& name, Tensor t);
   Tensor& register_buffer(const std::string& name, Tensor t, bool persistent = true);
   Ptr register_module(const std::string& name, Ptr child);
@@ -162,7 +163,7 @@ class Conv2d : public Module {
   std::string extra_repr() const override;
   Tensor forward(const Tensor& x) override;
   int64_t in_channels, out_channels, kernel_h, kernel_w;  // weight (out, in / groups, kernel_h, kernel_w)
-  Options opts;                                            // stride, padding, dilation, groups, bias
+  Options opts;                                           // stride, padding, dilation, groups, bias
 };
 
 class MaxPool2d : public Module {
@@ -286,7 +287,8 @@ class UserModule : public Module {
   Tensor forward(const Tensor& x) override;
   /** Full Python class name ("__main__.MLP"). */
   std::string class_name;
-  /** Own parameter / persistent buffer names in the pickle (nn::load_model registers them from the file's state dict). */
+  /** Own parameter / persistent buffer names in the pickle (nn::load_model registers them from the file's state dict).
+   */
   std::vector<std::string> param_names, buffer_names;
 };
 

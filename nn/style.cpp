@@ -43,8 +43,9 @@ std::pair<int64_t, int64_t> flatten_hw(int64_t features, int64_t channels, const
   const int64_t hw = features / channels;
   if (!opts.flatten_hw.empty()) {
     TB_CHECK(opts.flatten_hw.size() == 2 && opts.flatten_hw[0] * opts.flatten_hw[1] == hw, ShapeError,
-             "nn: style: flatten size ", opts.flatten_hw.size() == 2 ? str(opts.flatten_hw[0], "x", opts.flatten_hw[1]) : "?",
-             " does not give ", hw, " = ", features, " / ", channels, " positions for layer '", layer, "'");
+             "nn: style: flatten size ",
+             opts.flatten_hw.size() == 2 ? str(opts.flatten_hw[0], "x", opts.flatten_hw[1]) : "?", " does not give ",
+             hw, " = ", features, " / ", channels, " positions for layer '", layer, "'");
     return {opts.flatten_hw[0], opts.flatten_hw[1]};
   }
   int64_t s = int64_t(std::llround(std::sqrt(double(hw))));
@@ -143,7 +144,8 @@ std::vector<KerasLayer> keras_layers_from_state_dict(const StateDict& sd, const 
   std::map<std::string, std::string> object_of;
   for (const auto& [k, v] : sd.metadata) {
     const std::string suffix = "/vars/name";
-    if (k.rfind("layers/", 0) != 0 || k.size() <= suffix.size() || k.compare(k.size() - suffix.size(), suffix.size(), suffix) != 0)
+    if (k.rfind("layers/", 0) != 0 || k.size() <= suffix.size() ||
+        k.compare(k.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
     std::string obj = k.substr(0, k.size() - suffix.size());
     object_of[v] = obj.substr(obj.rfind('/') + 1);
@@ -312,8 +314,7 @@ std::vector<KerasLayer> torch_to_keras(const StateDict& sd, const StyleOptions& 
                                  ") has no Keras mapping; supported: Linear, Conv2d, BatchNorm1d/2d"));
     }
     for (auto& [l, t] : ws)
-      TB_CHECK(l == "weight" || l == "bias" || l == "running_mean" || l == "running_var" ||
-                   l == "num_batches_tracked",
+      TB_CHECK(l == "weight" || l == "bias" || l == "running_mean" || l == "running_var" || l == "num_batches_tracked",
                UnsupportedError, "nn: style: torch key '", prefix, ".", l, "' of a ", L.class_name,
                " has no Keras counterpart");
     out.push_back(std::move(L));

@@ -50,6 +50,8 @@ APT_PACKAGES=(
   strace
   # fuzzing (libFuzzer via clang-14)
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
+  # layout check (scripts/check_format.sh)
+  clang-format-14
   # Debian python side (fixture generator + reference checks)
   python3 python3-torch python3-numpy python3-h5py python3-onnx python3-venv python3-pip
 )

@@ -56,7 +56,8 @@ bool same_file(const struct stat& a, const struct stat& b) { return a.st_dev == 
 /** After creating `name` with O_EXCL and locking fd: true when `name` is still that file (a cleaner that
  *  raced between the create and the lock may have removed it). */
 bool still_ours(int dir_fd, const std::string& name, int fd) {
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   return ::fstat(fd, &a) == 0 && ::fstatat(dir_fd, name.c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 && same_file(a, b);
 }
 
@@ -65,7 +66,8 @@ constexpr size_t kNameMax = 255;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-DirHandle::DirHandle(const fs::path& dir, const fs::path& for_target) : path_(dir.empty() ? fs::path(".") : dir), given_(dir) {
+DirHandle::DirHandle(const fs::path& dir, const fs::path& for_target)
+    : path_(dir.empty() ? fs::path(".") : dir), given_(dir) {
   fd_ = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   TB_CHECK(fd_ >= 0, IoError, "cannot write '", for_target.string(), "': folder '", path_.string(), "' ",
            errno == ENOENT || errno == ENOTDIR ? "does not exist" : "cannot be opened: " + errno_text());
@@ -81,7 +83,9 @@ std::string DirHandle::display(const std::string& name) const {
 
 void DirHandle::sync() const { (void)::fsync(fd_); }
 
-fs::path folder_of(const fs::path& target) { return target.parent_path().empty() ? fs::path(".") : target.parent_path(); }
+fs::path folder_of(const fs::path& target) {
+  return target.parent_path().empty() ? fs::path(".") : target.parent_path();
+}
 
 std::string generation_token() {
   char buf[16];
@@ -105,7 +109,8 @@ std::string fit_name_stem(const std::string& stem, size_t reserve) {
 
 std::string temp_name(bool folder) {
   char buf[48];
-  std::snprintf(buf, sizeof buf, ".tb-%016llx.%s", static_cast<unsigned long long>(random64()), folder ? "tmpdir" : "tmp");
+  std::snprintf(buf, sizeof buf, ".tb-%016llx.%s", static_cast<unsigned long long>(random64()),
+                folder ? "tmpdir" : "tmp");
   return buf;
 }
 
@@ -220,15 +225,13 @@ void remove_stale_temps(const DirHandle& dir) {
   try {
     for (const auto& n : list_names(dir, [](const std::string& n) { return is_temp_name(n); }))
       remove_if_unlocked(dir, n, true);
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
 void remove_unlocked_files(const DirHandle& dir, const std::function<bool(const std::string&)>& match) {
   try {
     for (const auto& n : list_names(dir, match)) remove_if_unlocked(dir, n, false);
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
 void remove_tree(const DirHandle& dir, const std::string& name) { remove_tree_at(dir.fd(), name.c_str()); }
@@ -237,8 +240,7 @@ void remove_tree(const DirHandle& dir, const std::string& name) { remove_tree_at
 FolderLock::FolderLock(const DirHandle& dir) {
   fd_ = ::openat(dir.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_ < 0) return;  // best effort: without it only concurrent writers of one output can race
-  while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
-  }
+  while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {}
 }
 
 FolderLock::~FolderLock() {
@@ -253,8 +255,7 @@ NewFileWriter::NewFileWriter(const DirHandle& dir, const std::string& name) : di
     int fd = ::openat(dir.fd(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0 && errno == EEXIST) return;
     TB_CHECK(fd >= 0, IoError, "cannot create '", dir.display(name), "': ", errno_text());
-    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
-    }
+    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {}
     if (still_ours(dir.fd(), name, fd)) {
       fd_ = fd;
       break;
@@ -321,8 +322,8 @@ size_t NewFileWriter::copy_from_file(int fd, uint64_t offset, size_t n) {
 void NewFileWriter::keep_mode(mode_t mode, uid_t uid, gid_t gid) {
   struct stat st {};
   if (::fstat(fd_, &st) == 0 && (st.st_uid != uid || st.st_gid != gid)) (void)::fchown(fd_, uid, gid);
-  TB_CHECK(::fchmod(fd_, mode & 0777) == 0, IoError, "cannot set the mode of '", dir_.display(name_), "': ",
-           errno_text());
+  TB_CHECK(::fchmod(fd_, mode & 0777) == 0, IoError, "cannot set the mode of '", dir_.display(name_),
+           "': ", errno_text());
 }
 
 void NewFileWriter::finish(bool sync) {
@@ -342,14 +343,13 @@ TempFolder::TempFolder(const fs::path& target) : target_(target), parent_(folder
   for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
     std::string name = temp_name(true);
     if (::mkdirat(parent_.fd(), name.c_str(), 0777) != 0) {
-      TB_CHECK(errno == EEXIST, IoError, "cannot create a temporary folder beside '", target.string(), "': ",
-               errno_text());
+      TB_CHECK(errno == EEXIST, IoError, "cannot create a temporary folder beside '", target.string(),
+               "': ", errno_text());
       continue;
     }
     int fd = ::openat(parent_.fd(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) continue;
-    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
-    }
+    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {}
     if (!still_ours(parent_.fd(), name, fd)) {
       ::close(fd);
       continue;

@@ -10,7 +10,8 @@ namespace tb {
 
 /** Parses "123", "1.5 kb", "500MB", "5GB" (decimal: KB = 1000), "512M", "8G" (K/M/G/T alone are
  *  binary: K = 1024), "2GiB" (binary). Case, spaces and underscores are ignored. Throws
- *  UnsupportedError naming what (e.g. "shard size") for anything else or an overflow (0 is a size: callers needing more check). */
+ *  UnsupportedError naming what (e.g. "shard size") for anything else or an overflow (0 is a size: callers needing more
+ * check). */
 uint64_t parse_byte_size(std::string_view text, std::string_view what);
 
 }  // namespace tb

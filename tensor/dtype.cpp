@@ -43,12 +43,30 @@ std::optional<DType> dtype_from_name(std::string_view name) {
     DType dtype;
   };
   static const Alias aliases[] = {
-      {"f32", DType::F32},   {"fp32", DType::F32},  {"float", DType::F32},     {"f16", DType::F16},
-      {"fp16", DType::F16},  {"half", DType::F16},  {"bf16", DType::BF16},     {"f64", DType::F64},
-      {"fp64", DType::F64},  {"double", DType::F64}, {"i8", DType::I8},        {"i16", DType::I16},
-      {"i32", DType::I32},   {"i64", DType::I64},   {"u8", DType::U8},         {"u16", DType::U16},
-      {"u32", DType::U32},   {"u64", DType::U64},   {"c64", DType::C64},       {"c128", DType::C128},
-      {"int", DType::I32},   {"long", DType::I64},  {"f8_e4m3fn", DType::F8E4M3FN}, {"f8_e5m2", DType::F8E5M2},
+      {"f32", DType::F32},
+      {"fp32", DType::F32},
+      {"float", DType::F32},
+      {"f16", DType::F16},
+      {"fp16", DType::F16},
+      {"half", DType::F16},
+      {"bf16", DType::BF16},
+      {"f64", DType::F64},
+      {"fp64", DType::F64},
+      {"double", DType::F64},
+      {"i8", DType::I8},
+      {"i16", DType::I16},
+      {"i32", DType::I32},
+      {"i64", DType::I64},
+      {"u8", DType::U8},
+      {"u16", DType::U16},
+      {"u32", DType::U32},
+      {"u64", DType::U64},
+      {"c64", DType::C64},
+      {"c128", DType::C128},
+      {"int", DType::I32},
+      {"long", DType::I64},
+      {"f8_e4m3fn", DType::F8E4M3FN},
+      {"f8_e5m2", DType::F8E5M2},
   };
   for (const auto& a : aliases)
     if (a.alias == name) return a.dtype;
@@ -67,8 +85,8 @@ std::optional<DType> dtype_from_torch_dtype(std::string_view attr) {
     std::string_view alias;
     DType dtype;
   };
-  static const Alias aliases[] = {{"float", DType::F32},  {"double", DType::F64}, {"half", DType::F16},
-                                  {"long", DType::I64},   {"int", DType::I32},    {"short", DType::I16},
+  static const Alias aliases[] = {{"float", DType::F32},  {"double", DType::F64},  {"half", DType::F16},
+                                  {"long", DType::I64},   {"int", DType::I32},     {"short", DType::I16},
                                   {"cfloat", DType::C64}, {"cdouble", DType::C128}};
   for (const auto& a : aliases)
     if (a.alias == attr) return a.dtype;
@@ -135,8 +153,8 @@ inline float bits_f32(uint32_t u) {
 uint8_t encode_minifloat(float f, int ebits, int mbits, bool has_inf) {
   const int bias = (1 << (ebits - 1)) - 1;
   const uint8_t sign = std::signbit(f) ? uint8_t(1u << (ebits + mbits)) : 0;
-  const uint8_t nan = has_inf ? uint8_t(((1u << ebits) - 1) << mbits | (1u << (mbits - 1)))
-                              : uint8_t((1u << (ebits + mbits)) - 1);
+  const uint8_t nan =
+      has_inf ? uint8_t(((1u << ebits) - 1) << mbits | (1u << (mbits - 1))) : uint8_t((1u << (ebits + mbits)) - 1);
   if (std::isnan(f)) return sign | nan;
   double a = std::fabs(double(f));
   // largest finite value
@@ -145,12 +163,13 @@ uint8_t encode_minifloat(float f, int ebits, int mbits, bool has_inf) {
   const int min_exp = 1 - bias;  // exponent of the smallest normal
   int e;
   std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
-  int exp = e - 1;     // a = 1.x * 2^exp
+  int exp = e - 1;    // a = 1.x * 2^exp
   if (a == 0.0) return sign;
   if (exp < min_exp) exp = min_exp;
   double quantum = std::ldexp(1.0, exp - mbits);
   double q = std::nearbyint(a / quantum) * quantum;  // ties to even (default rounding mode)
-  if (std::isinf(a) || q > max_finite) return has_inf ? uint8_t(sign | (((1u << ebits) - 1) << mbits)) : uint8_t(sign | nan);
+  if (std::isinf(a) || q > max_finite)
+    return has_inf ? uint8_t(sign | (((1u << ebits) - 1) << mbits)) : uint8_t(sign | nan);
   if (q == 0.0) return sign;
   std::frexp(q, &e);
   exp = e - 1;
@@ -194,7 +213,7 @@ uint16_t f32_to_f16_bits(float f) {
     return sign | r;
   }
   if (ax >= 0x477ff000u) return sign | 0x7c00u;  // rounds to Inf
-  if (ax >= 0x38800000u) {                         // normal half
+  if (ax >= 0x38800000u) {                       // normal half
     uint32_t h = ((ax >> 23) - 127 + 15) << 10 | ((ax & 0x7fffffu) >> 13);
     uint32_t rem = ax & 0x1fffu;
     if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
@@ -242,28 +261,56 @@ float f8e5m2_bits_to_f32(uint8_t b) { return decode_minifloat(b, 5, 2, true); }
 // ---------------------------------------------------------------------------------------------
 namespace {
 // Storage types for the dtypes C++ lacks; each converts through float.
-struct F16 { uint16_t bits; };
-struct BF16 { uint16_t bits; };
-struct F8E4 { uint8_t bits; };
-struct F8E5 { uint8_t bits; };
+struct F16 {
+  uint16_t bits;
+};
+struct BF16 {
+  uint16_t bits;
+};
+struct F8E4 {
+  uint8_t bits;
+};
+struct F8E5 {
+  uint8_t bits;
+};
 
-template <class T> struct is_small_float : std::false_type {};
-template <> struct is_small_float<F16> : std::true_type {};
-template <> struct is_small_float<BF16> : std::true_type {};
-template <> struct is_small_float<F8E4> : std::true_type {};
-template <> struct is_small_float<F8E5> : std::true_type {};
-template <class T> struct is_cplx : std::false_type {};
-template <class T> struct is_cplx<std::complex<T>> : std::true_type {};
+template <class T>
+struct is_small_float : std::false_type {};
+template <>
+struct is_small_float<F16> : std::true_type {};
+template <>
+struct is_small_float<BF16> : std::true_type {};
+template <>
+struct is_small_float<F8E4> : std::true_type {};
+template <>
+struct is_small_float<F8E5> : std::true_type {};
+template <class T>
+struct is_cplx : std::false_type {};
+template <class T>
+struct is_cplx<std::complex<T>> : std::true_type {};
 
 inline float to_float(F16 v) { return f16_bits_to_f32(v.bits); }
 inline float to_float(BF16 v) { return bf16_bits_to_f32(v.bits); }
 inline float to_float(F8E4 v) { return f8e4m3fn_bits_to_f32(v.bits); }
 inline float to_float(F8E5 v) { return f8e5m2_bits_to_f32(v.bits); }
-template <class T> T from_float(float f);
-template <> F16 from_float<F16>(float f) { return {f32_to_f16_bits(f)}; }
-template <> BF16 from_float<BF16>(float f) { return {f32_to_bf16_bits(f)}; }
-template <> F8E4 from_float<F8E4>(float f) { return {f32_to_f8e4m3fn_bits(f)}; }
-template <> F8E5 from_float<F8E5>(float f) { return {f32_to_f8e5m2_bits(f)}; }
+template <class T>
+T from_float(float f);
+template <>
+F16 from_float<F16>(float f) {
+  return {f32_to_f16_bits(f)};
+}
+template <>
+BF16 from_float<BF16>(float f) {
+  return {f32_to_bf16_bits(f)};
+}
+template <>
+F8E4 from_float<F8E4>(float f) {
+  return {f32_to_f8e4m3fn_bits(f)};
+}
+template <>
+F8E5 from_float<F8E5>(float f) {
+  return {f32_to_f8e5m2_bits(f)};
+}
 
 // float -> integer without undefined behaviour: NaN -> 0, out of range clamps.
 template <class I>
@@ -281,9 +328,12 @@ To convert(const From& v) {
   } else if constexpr (is_small_float<From>::value) {
     return convert<To>(to_float(v));
   } else if constexpr (is_cplx<From>::value) {
-    if constexpr (is_cplx<To>::value) return To(typename To::value_type(v.real()), typename To::value_type(v.imag()));
-    else if constexpr (std::is_same_v<To, bool>) return v.real() != 0 || v.imag() != 0;
-    else return convert<To>(v.real());
+    if constexpr (is_cplx<To>::value)
+      return To(typename To::value_type(v.real()), typename To::value_type(v.imag()));
+    else if constexpr (std::is_same_v<To, bool>)
+      return v.real() != 0 || v.imag() != 0;
+    else
+      return convert<To>(v.real());
   } else if constexpr (std::is_same_v<To, bool>) {
     return v != From(0);
   } else if constexpr (is_small_float<To>::value) {
@@ -310,7 +360,10 @@ void cast_loop(const void* src, void* dst, size_t n) {
 }
 
 // Calls f(type_tag<T>{}) for the C++ storage type of dtype t.
-template <class T> struct Tag { using type = T; };
+template <class T>
+struct Tag {
+  using type = T;
+};
 template <class F>
 void visit_dtype(DType t, F&& f) {
   switch (t) {

@@ -19,23 +19,23 @@ namespace tb {
 //   safetensors dtype token ("" = none)
 //   onnx        TensorProto.DataType value (0 = none)
 //   kind        'b' bool, 'u' unsigned, 'i' signed, 'f' float, 'c' complex
-#define TB_DTYPES(X)                                                                   \
-  X(Bool, 0, 1, "bool", "BoolStorage", "bool", "|b1", "BOOL", 9, 'b')                   \
-  X(U8, 1, 1, "uint8", "ByteStorage", "uint8", "|u1", "U8", 2, 'u')                     \
-  X(I8, 2, 1, "int8", "CharStorage", "int8", "|i1", "I8", 3, 'i')                       \
-  X(I16, 3, 2, "int16", "ShortStorage", "int16", "<i2", "I16", 5, 'i')                  \
-  X(I32, 4, 4, "int32", "IntStorage", "int32", "<i4", "I32", 6, 'i')                    \
-  X(I64, 5, 8, "int64", "LongStorage", "int64", "<i8", "I64", 7, 'i')                   \
-  X(U16, 6, 2, "uint16", "", "uint16", "<u2", "U16", 4, 'u')                            \
-  X(U32, 7, 4, "uint32", "", "uint32", "<u4", "U32", 12, 'u')                           \
-  X(U64, 8, 8, "uint64", "", "uint64", "<u8", "U64", 13, 'u')                           \
-  X(F16, 9, 2, "float16", "HalfStorage", "float16", "<f2", "F16", 10, 'f')              \
-  X(BF16, 10, 2, "bfloat16", "BFloat16Storage", "bfloat16", "", "BF16", 16, 'f')        \
-  X(F32, 11, 4, "float32", "FloatStorage", "float32", "<f4", "F32", 1, 'f')             \
-  X(F64, 12, 8, "float64", "DoubleStorage", "float64", "<f8", "F64", 11, 'f')           \
-  X(C64, 13, 8, "complex64", "ComplexFloatStorage", "complex64", "<c8", "C64", 14, 'c') \
+#define TB_DTYPES(X)                                                                       \
+  X(Bool, 0, 1, "bool", "BoolStorage", "bool", "|b1", "BOOL", 9, 'b')                      \
+  X(U8, 1, 1, "uint8", "ByteStorage", "uint8", "|u1", "U8", 2, 'u')                        \
+  X(I8, 2, 1, "int8", "CharStorage", "int8", "|i1", "I8", 3, 'i')                          \
+  X(I16, 3, 2, "int16", "ShortStorage", "int16", "<i2", "I16", 5, 'i')                     \
+  X(I32, 4, 4, "int32", "IntStorage", "int32", "<i4", "I32", 6, 'i')                       \
+  X(I64, 5, 8, "int64", "LongStorage", "int64", "<i8", "I64", 7, 'i')                      \
+  X(U16, 6, 2, "uint16", "", "uint16", "<u2", "U16", 4, 'u')                               \
+  X(U32, 7, 4, "uint32", "", "uint32", "<u4", "U32", 12, 'u')                              \
+  X(U64, 8, 8, "uint64", "", "uint64", "<u8", "U64", 13, 'u')                              \
+  X(F16, 9, 2, "float16", "HalfStorage", "float16", "<f2", "F16", 10, 'f')                 \
+  X(BF16, 10, 2, "bfloat16", "BFloat16Storage", "bfloat16", "", "BF16", 16, 'f')           \
+  X(F32, 11, 4, "float32", "FloatStorage", "float32", "<f4", "F32", 1, 'f')                \
+  X(F64, 12, 8, "float64", "DoubleStorage", "float64", "<f8", "F64", 11, 'f')              \
+  X(C64, 13, 8, "complex64", "ComplexFloatStorage", "complex64", "<c8", "C64", 14, 'c')    \
   X(C128, 14, 16, "complex128", "ComplexDoubleStorage", "complex128", "<c16", "", 15, 'c') \
-  X(F8E4M3FN, 15, 1, "float8_e4m3fn", "", "float8_e4m3fn", "", "F8_E4M3", 17, 'f')      \
+  X(F8E4M3FN, 15, 1, "float8_e4m3fn", "", "float8_e4m3fn", "", "F8_E4M3", 17, 'f')         \
   X(F8E5M2, 16, 1, "float8_e5m2", "", "float8_e5m2", "", "F8_E5M2", 19, 'f')
 
 enum class DType : uint8_t {
@@ -65,11 +65,11 @@ inline bool is_floating(DType t) { return info(t).kind == 'f'; }
 inline bool is_complex(DType t) { return info(t).kind == 'c'; }
 
 /** Lookups return nullopt when the spelling is unknown; callers report the error with context. */
-std::optional<DType> dtype_from_name(std::string_view name);            // "float32", also "f32", "fp16", "half"...
-std::optional<DType> dtype_from_torch_storage(std::string_view cls);    // "FloatStorage"
-std::optional<DType> dtype_from_torch_dtype(std::string_view attr);     // "float32", "float", "half", "long"...
-std::optional<DType> dtype_from_safetensors(std::string_view token);    // "F32"
-std::optional<DType> dtype_from_onnx(int onnx_type);                    // 1 -> F32
+std::optional<DType> dtype_from_name(std::string_view name);          // "float32", also "f32", "fp16", "half"...
+std::optional<DType> dtype_from_torch_storage(std::string_view cls);  // "FloatStorage"
+std::optional<DType> dtype_from_torch_dtype(std::string_view attr);   // "float32", "float", "half", "long"...
+std::optional<DType> dtype_from_safetensors(std::string_view token);  // "F32"
+std::optional<DType> dtype_from_onnx(int onnx_type);                  // 1 -> F32
 
 /** Parsed numpy descr: dtype plus whether the data is big-endian. */
 struct NpyDescr {

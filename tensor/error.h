@@ -44,8 +44,8 @@ class Error : public std::runtime_error {
 
 #define TB_DEFINE_ERROR(Name) \
   class Name : public Error { \
-   public: \
-    using Error::Error; \
+   public:                    \
+    using Error::Error;       \
   };
 TB_DEFINE_ERROR(FormatError)
 TB_DEFINE_ERROR(UnsupportedError)
@@ -63,15 +63,15 @@ TB_DEFINE_ERROR(OutOfMemoryError)
 }  // namespace tb
 
 /** Checks user input; throws ErrorType with the concatenated message when cond is false. */
-#define TB_CHECK(cond, ErrorType, ...) \
-  do { \
+#define TB_CHECK(cond, ErrorType, ...)                    \
+  do {                                                    \
     if (!(cond)) throw ErrorType(::tb::str(__VA_ARGS__)); \
   } while (0)
 
 /** Checks an internal invariant; always on. */
-#define TB_ASSERT(cond, ...) \
-  do { \
-    if (!(cond)) \
-      throw ::tb::InternalError(::tb::str("internal error at ", __FILE__, ":", __LINE__, ": ", \
-                                          #cond, " ", ##__VA_ARGS__, " (please report)")); \
+#define TB_ASSERT(cond, ...)                                                                               \
+  do {                                                                                                     \
+    if (!(cond))                                                                                           \
+      throw ::tb::InternalError(::tb::str("internal error at ", __FILE__, ":", __LINE__, ": ", #cond, " ", \
+                                          ##__VA_ARGS__, " (please report)"));                             \
   } while (0)

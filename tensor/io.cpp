@@ -262,7 +262,8 @@ void Writer::write_tensor(const Tensor& t) {
     // Bytes that lie in a file as they are: copied in the kernel where the writer can.
     const Storage::FileOrigin& o = t.storage()->file_origin();
     size_t done = 0;
-    if (o.fd && t.nbytes() >= kKernelCopyMin) done = copy_from_file(*o.fd, o.offset + uint64_t(t.byte_offset()), t.nbytes());
+    if (o.fd && t.nbytes() >= kKernelCopyMin)
+      done = copy_from_file(*o.fd, o.offset + uint64_t(t.byte_offset()), t.nbytes());
     if (done < t.nbytes()) write(t.data() + done, t.nbytes() - done);
     release_written_pages(t);
     return;

@@ -42,19 +42,21 @@ LoadBudget::LoadBudget(const LoadLimits& limits, std::string label, uint64_t inp
 
 void LoadBudget::fail_bytes(uint64_t n, std::string_view what) const {
   uint64_t total = sat_add(bytes_, n);
-  throw LimitError(str("'", label_, "': ", what, " needs ", human_size(n), ", which brings the memory this load "
-                         "builds to ", human_size(total), ", more than the input's own ", human_size(input_bytes_),
-                         " plus the limit of ", human_size(limits_.max_bytes),
-                         " (LoadLimits::max_bytes). If you trust this file, raise the limit with --max-memory SIZE "
-                         "(or --trust-large)"));
+  throw LimitError(str("'", label_, "': ", what, " needs ", human_size(n),
+                       ", which brings the memory this load "
+                       "builds to ",
+                       human_size(total), ", more than the input's own ", human_size(input_bytes_),
+                       " plus the limit of ", human_size(limits_.max_bytes),
+                       " (LoadLimits::max_bytes). If you trust this file, raise the limit with --max-memory SIZE "
+                       "(or --trust-large)"));
 }
 
 void LoadBudget::fail_objects(uint64_t n, std::string_view what) const {
   throw LimitError(str("'", label_, "': ", what, " amounts to ",
-                         n == UINT64_MAX ? std::string("2^64 or more") : std::to_string(n),
-                         " values, which brings this load past the limit of ", limits_.max_objects,
-                         " (LoadLimits::max_objects). If you trust this file, raise the limit with --max-objects N "
-                         "(or --trust-large)"));
+                       n == UINT64_MAX ? std::string("2^64 or more") : std::to_string(n),
+                       " values, which brings this load past the limit of ", limits_.max_objects,
+                       " (LoadLimits::max_objects). If you trust this file, raise the limit with --max-objects N "
+                       "(or --trust-large)"));
 }
 
 void LoadBudget::check_depth(uint64_t depth, std::string_view what) const {

@@ -3,12 +3,12 @@
 #include "tensor/checked.h"
 #include "tensor/limits.h"
 
+#include <sys/mman.h>
 #include <algorithm>
 #include <cmath>
 #include <complex>
 #include <cstdlib>
 #include <limits>
-#include <sys/mman.h>
 
 namespace tb {
 
@@ -99,7 +99,10 @@ std::string shape_str(const Shape& shape) {
 // Tensor
 // ---------------------------------------------------------------------------------------------
 Tensor::Tensor(std::shared_ptr<Storage> storage, DType dtype, Shape shape, Shape strides, int64_t byte_offset)
-    : storage_(std::move(storage)), dtype_(dtype), shape_(std::move(shape)), strides_(std::move(strides)),
+    : storage_(std::move(storage)),
+      dtype_(dtype),
+      shape_(std::move(shape)),
+      strides_(std::move(strides)),
       byte_offset_(byte_offset) {
   TB_ASSERT(storage_ != nullptr, "tensor without storage");
   TB_CHECK(shape_.size() == strides_.size(), ShapeError, "shape ", shape_str(shape_), " and strides ",
@@ -141,8 +144,8 @@ std::pair<int64_t, int64_t> Tensor::storage_span() const {
 }
 
 Tensor Tensor::zeros(DType dtype, Shape shape) {
-  const size_t nbytes =
-      checked_nbytes(checked_numel(shape), dtype_size(dtype), str("the byte size of ", dtype_name(dtype), shape_str(shape)));
+  const size_t nbytes = checked_nbytes(checked_numel(shape), dtype_size(dtype),
+                                       str("the byte size of ", dtype_name(dtype), shape_str(shape)));
   auto strides = contiguous_strides(shape);
   return Tensor(Storage::allocate(nbytes), dtype, std::move(shape), std::move(strides));
 }
@@ -179,7 +182,10 @@ void for_each_run(const Shape& shape, const Shape& strides, size_t itemsize, Fn&
   size_t k = nd;
   while (k > 0) {
     int64_t d = shape[k - 1];
-    if (d == 1) { --k; continue; }
+    if (d == 1) {
+      --k;
+      continue;
+    }
     if (strides[k - 1] != run) break;
     run *= d;
     --k;
@@ -279,8 +285,7 @@ Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
   std::vector<int64_t> dims(shape_.size());
   for (size_t i = 0; i < dims.size(); ++i) dims[i] = int64_t(i);
-  TB_CHECK(d0 >= 0 && d0 < dim() && d1 >= 0 && d1 < dim(), ShapeError, "transpose: dims out of range for ",
-           describe());
+  TB_CHECK(d0 >= 0 && d0 < dim() && d1 >= 0 && d1 < dim(), ShapeError, "transpose: dims out of range for ", describe());
   std::swap(dims[size_t(d0)], dims[size_t(d1)]);
   return permute(dims);
 }

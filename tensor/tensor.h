@@ -96,7 +96,9 @@ class Tensor {
   /** Pointer to the first element. */
   uint8_t* data() const { return storage_->data() + byte_offset_; }
   template <class T>
-  T* data_as() const { return reinterpret_cast<T*>(data()); }
+  T* data_as() const {
+    return reinterpret_cast<T*>(data());
+  }
 
   /** Row-major contiguous (dims of size 1 may have any stride). */
   bool is_contiguous() const;

@@ -160,7 +160,9 @@ void Value::set_item(Value key, Value value) const {
   constexpr size_t kIndexFrom = 32;
   if (key.kind_ == Kind::Str && items.size() >= kIndexFrom) {
     const std::string& k = key.as_str();
-    auto valid = [&](size_t i) { return i < items.size() && items[i].first.kind_ == Kind::Str && items[i].first.as_str() == k; };
+    auto valid = [&](size_t i) {
+      return i < items.size() && items[i].first.kind_ == Kind::Str && items[i].first.as_str() == k;
+    };
     if (d.indexed != items.size()) {
       d.str_pos.clear();
       for (size_t i = 0; i < items.size(); ++i)
@@ -197,9 +199,9 @@ const void* Value::identity() const {
   return std::visit(
       [](const auto& x) -> const void* {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::shared_ptr<std::string>> || std::is_same_v<T, std::shared_ptr<ValueList>> ||
-                      std::is_same_v<T, std::shared_ptr<ValueDict>> || std::is_same_v<T, std::shared_ptr<Tensor>> ||
-                      std::is_same_v<T, std::shared_ptr<ValueObject>>)
+        if constexpr (std::is_same_v<T, std::shared_ptr<std::string>> ||
+                      std::is_same_v<T, std::shared_ptr<ValueList>> || std::is_same_v<T, std::shared_ptr<ValueDict>> ||
+                      std::is_same_v<T, std::shared_ptr<Tensor>> || std::is_same_v<T, std::shared_ptr<ValueObject>>)
           return x.get();
         else
           return nullptr;
@@ -234,7 +236,9 @@ std::string Value::repr(size_t max_len) const {
       break;
     }
     case Kind::Set: os << "set(" << items().size() << ")"; break;
-    case Kind::Dict: os << (dict_data().cls.empty() ? "dict" : dict_data().cls) << "(" << dict_data().items.size() << ")"; break;
+    case Kind::Dict:
+      os << (dict_data().cls.empty() ? "dict" : dict_data().cls) << "(" << dict_data().items.size() << ")";
+      break;
     case Kind::Tensor: os << "tensor " << as_tensor().describe(); break;
     case Kind::Object: os << "<" << as_object().cls << " object>"; break;
   }
@@ -252,7 +256,9 @@ std::string key_to_string(const Value& k) {
     default: return k.repr();
   }
 }
-std::string join(const std::string& prefix, const std::string& key) { return prefix.empty() ? key : prefix + "." + key; }
+std::string join(const std::string& prefix, const std::string& key) {
+  return prefix.empty() ? key : prefix + "." + key;
+}
 
 // Appends ".key" (or "key" at the root) to path: one growing buffer for the whole walk instead of a
 // new string per level (flatten runs once per load on trees of 100,000 tensors).
@@ -269,9 +275,7 @@ void append_key(std::string& path, const Value& k) {
 void flatten_into(const Value& v, std::string& path, StateDict& out, std::vector<NonTensor>* skipped) {
   const size_t n = path.size();
   switch (v.kind()) {
-    case Value::Kind::Tensor:
-      out.insert(path, v.as_tensor());
-      return;
+    case Value::Kind::Tensor: out.insert(path, v.as_tensor()); return;
     case Value::Kind::Dict:
       for (const auto& [k, child] : v.dict_data().items) {
         append_key(path, k);
@@ -318,8 +322,9 @@ Value map_rec(const Value& v, const std::function<Tensor(const Tensor&)>& fn, st
     case Value::Kind::Set: {
       ValueList items;
       for (const auto& x : v.items()) items.push_back(map_rec(x, fn, done));
-      out = v.kind() == Value::Kind::List ? Value::list(std::move(items))
-            : v.kind() == Value::Kind::Tuple ? Value::tuple(std::move(items)) : Value::set(std::move(items));
+      out = v.kind() == Value::Kind::List    ? Value::list(std::move(items))
+            : v.kind() == Value::Kind::Tuple ? Value::tuple(std::move(items))
+                                             : Value::set(std::move(items));
       break;
     }
     case Value::Kind::Dict: {
@@ -364,7 +369,10 @@ const Value& value_at_path(const Value& root, const std::string& path) {
       std::string avail;
       if (cur->is_dict())
         for (const auto& kv : cur->dict_data().items) {
-          if (avail.size() > 200) { avail += ", ..."; break; }
+          if (avail.size() > 200) {
+            avail += ", ...";
+            break;
+          }
           avail += (avail.empty() ? "" : ", ") + ("'" + key_to_string(kv.first) + "'");
         }
       throw KeyError(str("no key '", part, "'", walked.empty() ? "" : " under '" + walked + "'",

@@ -8,9 +8,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <variant>
-#include <unordered_map>
 #include <vector>
 
 #include "tensor/state_dict.h"
@@ -35,7 +35,7 @@ struct ValueDict {
 
 /** An object we do not (or must not) construct: its class name, constructor args and state. */
 struct ValueObject {
-  std::string cls;  // "module.qualname"
+  std::string cls;               // "module.qualname"
   std::shared_ptr<Value> args;   // tuple or none
   std::shared_ptr<Value> state;  // BUILD / __setstate__ argument or none
   /** Items appended / set on the object after creation (list or dict subclasses). */

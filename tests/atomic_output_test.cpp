@@ -41,7 +41,6 @@ StateDict weights(int n, float base) {
   return sd;
 }
 
-
 std::string strace_path() {
   for (const char* p : {"/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace"})
     if (fs::exists(p)) return p;
@@ -58,9 +57,9 @@ std::string require_strace() {
 }
 
 /** tensorbridge args under strace, with `inject` (e.g. "renameat2:signal=KILL:when=3"). */
-tbtest::RunResult run_injected(const std::string& strace, const std::string& inject, const std::vector<std::string>& args) {
-  std::vector<std::string> argv{strace, "-f", "-qq", "-o", "/dev/null", "-e", "inject=" + inject,
-                                TB_CLI_PATH};
+tbtest::RunResult run_injected(const std::string& strace, const std::string& inject,
+                               const std::vector<std::string>& args) {
+  std::vector<std::string> argv{strace, "-f", "-qq", "-o", "/dev/null", "-e", "inject=" + inject, TB_CLI_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
   return tbtest::run(argv);
 }
@@ -205,7 +204,6 @@ void fail_at_every(const Kind& k, const std::string& syscall, int tensors) {
   CHECK(failures > 0);
 }
 
-
 bool has_temp(const fs::path& dir) {
   for (const auto& n : entries(dir))
     if (is_temp_name(n)) return true;
@@ -219,7 +217,8 @@ TEST_CASE("sharded safetensors: SIGKILL at every rename and unlink leaves the ol
   kill_at_every(kKinds[0], "unlinkat", 6);
 }
 
-TEST_CASE("onnx + external data: SIGKILL at every rename and unlink leaves the old or the new pair", "[atomic][needs_onnx]") {
+TEST_CASE("onnx + external data: SIGKILL at every rename and unlink leaves the old or the new pair",
+          "[atomic][needs_onnx]") {
   kill_at_every(kKinds[1], "renameat2", 4);
   kill_at_every(kKinds[1], "unlinkat", 4);
 }

@@ -44,7 +44,6 @@ std::string read_file(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
-
 /** A OneFlow variable folder holding float32 [4]. */
 void make_variable(const fs::path& dir, const std::string& out = std::string(16, '\0')) {
   fs::create_directories(dir);
@@ -100,8 +99,7 @@ int without_openat2(const std::function<bool()>& f) {
     bool ok = false;
     try {
       ok = f();
-    } catch (...) {
-    }
+    } catch (...) {}
     ::_exit(ok ? 0 : 1);
   }
   int status = 0;
@@ -141,19 +139,23 @@ TEST_CASE("the confined folder opens files inside it and refuses links, '..', ab
   CHECK(error_of<UnsafeError>([&] { f.open_file("dirlink/secret", "ctx"); }) ==
         "ctx 'dirlink/secret' passes through 'dirlink', which is a symbolic link; only files inside the folder are "
         "read, never through links");
-  CHECK(contains(error_of<UnsafeError>([&] { f.open_file("sub/sibling", "ctx"); }), "'sub/sibling' is a symbolic link"));
+  CHECK(
+      contains(error_of<UnsafeError>([&] { f.open_file("sub/sibling", "ctx"); }), "'sub/sibling' is a symbolic link"));
   CHECK(contains(error_of<UnsafeError>([&] { f.open_folder("dirlink", "ctx"); }), "'dirlink' is a symbolic link"));
   CHECK(error_of<UnsafeError>([&] { f.open_file("sub/../a.bin", "ctx"); }) ==
         "ctx 'sub/../a.bin' leaves the folder ('..'); only files inside it are read");
   CHECK(error_of<UnsafeError>([&] { f.open_file("/etc/passwd", "ctx"); }) ==
         "ctx '/etc/passwd' is an absolute path; only files inside the folder are read");
-  CHECK(error_of<FormatError>([&] { f.open_file("sub//b.bin", "ctx"); }) == "ctx 'sub//b.bin' has an empty path component");
+  CHECK(error_of<FormatError>([&] { f.open_file("sub//b.bin", "ctx"); }) ==
+        "ctx 'sub//b.bin' has an empty path component");
   CHECK(error_of<FormatError>([&] { f.open_file("", "ctx"); }) == "ctx '' is an empty path");
   CHECK(error_of<FormatError>([&] { f.open_file(std::string("a.bin\0x", 7), "ctx"); }) ==
         "ctx 'a.bin\\0x' contains a NUL byte");
   // A FIFO is refused without being opened (opening it would wait for a writer).
-  CHECK(error_of<FormatError>([&] { f.open_file("fifo", "ctx"); }) == "ctx 'fifo' is not a regular file (it is a FIFO)");
-  CHECK(error_of<FormatError>([&] { f.open_file("sub", "ctx"); }) == "ctx 'sub' is not a regular file (it is a folder)");
+  CHECK(error_of<FormatError>([&] { f.open_file("fifo", "ctx"); }) ==
+        "ctx 'fifo' is not a regular file (it is a FIFO)");
+  CHECK(error_of<FormatError>([&] { f.open_file("sub", "ctx"); }) ==
+        "ctx 'sub' is not a regular file (it is a folder)");
   CHECK(error_of<FormatError>([&] { f.open_folder("a.bin", "ctx"); }) == "ctx 'a.bin' is a regular file, not a folder");
   CHECK(error_of<FormatError>([&] { f.open_file("a.bin/x", "ctx"); }) ==
         "ctx 'a.bin/x' passes through 'a.bin', which is a regular file, not a folder");
@@ -169,8 +171,8 @@ TEST_CASE("the confined folder opens files inside it and refuses links, '..', ab
   CHECK(f.kind("nothere") == K::Missing);
   CHECK(f.kind("dirlink/secret") == K::Missing);  // never looked at through the link
   CHECK(f.kind("../root/a.bin") == K::Missing);
-  std::vector<std::pair<std::string, K>> want = {{"a.bin", K::File},       {"dirlink", K::Symlink}, {"fifo", K::Other},
-                                                 {"link", K::Symlink},     {"sub", K::Folder}};
+  std::vector<std::pair<std::string, K>> want = {
+      {"a.bin", K::File}, {"dirlink", K::Symlink}, {"fifo", K::Other}, {"link", K::Symlink}, {"sub", K::Folder}};
   CHECK(f.list() == want);
 
   // The folder the user names may itself be a link (the user's choice); its contents are still confined.
@@ -203,9 +205,11 @@ TEST_CASE("without openat2 (older kernels, sandboxes) the component walk confine
       return false;
     };
     return f.open_file("sub/deeper/c.bin", "ctx")->read_string(0, 6) == "walked" &&
-           f.open_folder("sub/deeper", "ctx").list().size() == 1 && f.kind("sub/deeper/c.bin") == ConfinedFolder::Kind::File &&
-           refused("sublink/deeper/c.bin", "passes through 'sublink', which is a symbolic link; only files inside the "
-                                           "folder are read, never through links") &&
+           f.open_folder("sub/deeper", "ctx").list().size() == 1 &&
+           f.kind("sub/deeper/c.bin") == ConfinedFolder::Kind::File &&
+           refused("sublink/deeper/c.bin",
+                   "passes through 'sublink', which is a symbolic link; only files inside the "
+                   "folder are read, never through links") &&
            refused("sub/../sublink/deeper/c.bin", "leaves the folder ('..'); only files inside it are read");
   });
   if (rc == 3) tbtest::skip("cannot install a seccomp filter here");
@@ -298,7 +302,8 @@ TEST_CASE("ONNX external data: linked folders and files, '..', absolute paths an
   auto with_location = [&](const std::string& name, const std::string& loc) {
     REQUIRE(loc.size() == location.size());
     std::string m = model;
-    for (size_t at = m.find(location); at != std::string::npos; at = m.find(location, at)) m.replace(at, loc.size(), loc);
+    for (size_t at = m.find(location); at != std::string::npos; at = m.find(location, at))
+      m.replace(at, loc.size(), loc);
     const fs::path dir = tmp / name;
     fs::create_directories(dir);
     write_file(dir / "m.onnx", m);
@@ -317,8 +322,9 @@ TEST_CASE("ONNX external data: linked folders and files, '..', absolute paths an
   fs::create_directories(tmp / "elsewhere");
   write_file(tmp / "elsewhere" / "weights", data);
   fs::create_symlink(tmp / "elsewhere", linked / "sub");
-  expect_refused(linked / "m.onnx", ctx + "sub/weights' passes through 'sub', which is a symbolic link; only files "
-                                           "inside the model's folder are read, never through links");
+  expect_refused(linked / "m.onnx", ctx +
+                                        "sub/weights' passes through 'sub', which is a symbolic link; only files "
+                                        "inside the model's folder are read, never through links");
   // The data file itself a link.
   fs::path file_link = with_location("file_link", "link.weight");
   fs::create_symlink(tmp / "elsewhere" / "weights", file_link / "link.weight");

@@ -59,7 +59,8 @@ TEST_CASE("a pickle billion-laughs is refused in .pt, numpy object arrays and On
   expect_budget_refusal("bomb_laughs_oneflow", "LoadLimits::max_objects", "--max-objects");
 }
 
-TEST_CASE("element counts and bytes a header merely claims are refused before they are built", "[bombs][needs_hdf5][needs_onnx]") {
+TEST_CASE("element counts and bytes a header merely claims are refused before they are built",
+          "[bombs][needs_hdf5][needs_onnx]") {
   expect_budget_refusal("bomb_s0_huge.npy", "LoadLimits::max_objects", "--max-objects");
   expect_budget_refusal("bomb_sparse.onnx", "LoadLimits::max_bytes", "--max-memory");
   expect_budget_refusal("bomb_unwritten.h5", "LoadLimits::max_bytes", "--max-memory");
@@ -96,7 +97,8 @@ TEST_CASE("a safetensors header of 80,000 tensors parses in linear time", "[bomb
   CHECK(r.seconds < 10.0);
 }
 
-TEST_CASE("a valid 1 GiB sparse ONNX tensor fits the default budget but not the fuzz harnesses' 256 MiB", "[bombs][needs_onnx]") {
+TEST_CASE("a valid 1 GiB sparse ONNX tensor fits the default budget but not the fuzz harnesses' 256 MiB",
+          "[bombs][needs_onnx]") {
   // fuzz/fuzz_common.h loads under 256 MiB so that libFuzzer's 1 GiB allocation limit only sees what
   // the budget did not charge; this 41-byte file is the case that showed the need.
   const std::string path = tbtest::fixture("fuzz_seeds/onnx_sparse_1gib.onnx").string();

@@ -80,7 +80,8 @@ hdr_len = int.from_bytes(open(sys.argv[2], 'rb').read(8), 'little')
 hdr = json.loads(open(sys.argv[2], 'rb').read(8 + hdr_len)[8:])
 assert sorted(k for k in hdr if k != '__metadata__') == sorted(sd.keys()), hdr.keys()
 print('ok')
-)", {in, out});
+)",
+                           {in, out});
   INFO(py.output);
   CHECK(py.exit_code == 0);
 }
@@ -129,7 +130,8 @@ TEST_CASE("roundtrip reports every format as bit-exact or cannot hold", "[cli]")
   CHECK(exact >= 3);
 }
 
-TEST_CASE("roundtrip: formats that cannot hold the content are their own verdict, not a failure", "[cli][needs_hdf5][needs_onnx]") {
+TEST_CASE("roundtrip: formats that cannot hold the content are their own verdict, not a failure",
+          "[cli][needs_hdf5][needs_onnx]") {
   struct Case {
     const char* fixture;
     int exit_code;
@@ -213,8 +215,8 @@ TEST_CASE("convert --shard-size into a folder that does not exist yet creates it
     auto r = run_cli({"convert", src, out, "--to", "safetensors", "--shard-size", "1KB", "-q"});
     INFO(out << ": " << r.output);
     REQUIRE(r.exit_code == 0);
-    const std::filesystem::path f = out.back() == '/' ? std::filesystem::path(out.substr(0, out.size() - 1))
-                                                   : std::filesystem::path(out);
+    const std::filesystem::path f =
+        out.back() == '/' ? std::filesystem::path(out.substr(0, out.size() - 1)) : std::filesystem::path(out);
     CHECK(std::filesystem::exists(f / "model-00001-of-00010.safetensors"));
     CHECK(std::filesystem::exists(f / "model-00010-of-00010.safetensors"));
     CHECK(std::filesystem::exists(f / "model.safetensors.index.json"));

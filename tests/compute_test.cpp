@@ -294,8 +294,8 @@ TEST_CASE("cpu: inspect and convert never start OpenBLAS: they finish in 150 MB 
 TEST_CASE("cpu: Linear with fused ReLU is bit-identical to relu(linear) on every GEMM path", "[compute]") {
   auto be = make_backend("cpu");
   // skinny shapes take the own kernel (bias and ReLU in its store), square ones OpenBLAS + a pass
-  for (auto [m, n, k] : {std::array<int64_t, 3>{4096, 256, 20}, {33, 17, 9}, {1, 1, 1}, {300, 300, 300},
-                         {130, 65, 257}}) {
+  for (auto [m, n, k] :
+       {std::array<int64_t, 3>{4096, 256, 20}, {33, 17, 9}, {1, 1, 1}, {300, 300, 300}, {130, 65, 257}}) {
     Tensor x = randn({m, k}, uint32_t(m + n + k)), w = randn({n, k}, 2), b = randn({n}, 3);
     float* xp = x.data_as<float>();
     xp[0] = NAN;  // row 0 becomes NaN: ReLU keeps NaN, as torch does

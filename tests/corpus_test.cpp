@@ -69,8 +69,8 @@ std::map<std::string, Rows> judge(tbtest::Peer peer, const std::vector<std::pair
     argv.push_back(kind);
     argv.push_back(path.string());
   }
-  auto r = tbtest::python(peer, "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
-                          argv);
+  auto r = tbtest::python(
+      peer, "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')", argv);
   INFO(r.output.substr(r.output.size() > 4000 ? r.output.size() - 4000 : 0));
   REQUIRE(r.exit_code == 0);
   std::map<std::string, Rows> out;
@@ -126,7 +126,8 @@ std::string unescape(const std::string& name) {
 /** Equal rows after unescaping the output's names. A lone unnamed .npy array becomes arr_0 in formats
  *  that need a name; it is compared by value only. */
 bool same_rows(const Rows& src, const Rows& out) {
-  if (src.size() == 1 && src.begin()->first.empty() && out.size() == 1) return src.begin()->second == out.begin()->second;
+  if (src.size() == 1 && src.begin()->first.empty() && out.size() == 1)
+    return src.begin()->second == out.begin()->second;
   Rows decoded;
   for (const auto& [name, row] : out) decoded[unescape(name)] = row;
   return src == decoded;
@@ -231,7 +232,8 @@ TEST_CASE("files tensorbridge refuses are refused with the documented reason", "
   CHECK(refused == 1);
 }
 
-TEST_CASE("conversions to safetensors, npz, pt, h5 and onnx read back bit-exact in each format's framework", "[corpus][needs_hdf5][needs_onnx]") {
+TEST_CASE("conversions to safetensors, npz, pt, h5 and onnx read back bit-exact in each format's framework",
+          "[corpus][needs_hdf5][needs_onnx]") {
   require_corpus();
   const auto& judged = source_rows();
   tbtest::TempDir tmp;
@@ -285,7 +287,8 @@ TEST_CASE("conversions to safetensors, npz, pt, h5 and onnx read back bit-exact 
   }
 }
 
-TEST_CASE("roundtrip through every writable format gives exit 0 or its documented verdict", "[corpus][needs_hdf5][needs_onnx]") {
+TEST_CASE("roundtrip through every writable format gives exit 0 or its documented verdict",
+          "[corpus][needs_hdf5][needs_onnx]") {
   require_corpus();
   for (const auto& e : manifest()["files"]) {
     if (!loads(e)) continue;
@@ -316,8 +319,8 @@ TEST_CASE("roundtrip through every writable format gives exit 0 or its documente
 }
 
 // Run by Keras (the peers venv): the source model built from its own file predicts on a fixed input;
-// its weights are zeroed, then loaded from our Keras 3 weights file; tf_keras loads our Keras 2 file whole. Then the bytes of every
-// numeric dataset each file holds, as h5py reads them.
+// its weights are zeroed, then loaded from our Keras 3 weights file; tf_keras loads our Keras 2 file whole. Then the
+// bytes of every numeric dataset each file holds, as h5py reads them.
 const char* kKerasLoads = R"PY(
 import os, sys
 os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
@@ -340,7 +343,8 @@ for f in (k2, k3):
     print('%s: %d datasets, %.1f KiB' % (os.path.basename(f), len(n), sum(n) / 1024))
 )PY";
 
-TEST_CASE("Keras full models go to both Keras layouts with every tensor, Keras loads them, and they run", "[corpus][needs_hdf5]") {
+TEST_CASE("Keras full models go to both Keras layouts with every tensor, Keras loads them, and they run",
+          "[corpus][needs_hdf5]") {
   require_corpus();
   tbtest::TempDir tmp;
   int n = 0;
@@ -367,7 +371,8 @@ TEST_CASE("Keras full models go to both Keras layouts with every tensor, Keras l
       CHECK(d.output.find(" 0 only in A, 0 only in B") != std::string::npos);
     }
     const fs::path x = tmp / "x.npy", y = tmp / "y.npy", ours = tmp / "ours.npy";
-    auto r = tbtest::python(tbtest::Peer::Peers, kKerasLoads, {p.string(), k2.string(), k3.string(), x.string(), y.string()});
+    auto r = tbtest::python(tbtest::Peer::Peers, kKerasLoads,
+                            {p.string(), k2.string(), k3.string(), x.string(), y.string()});
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     // tensorbridge runs the model from its model_config as Keras predicts it.

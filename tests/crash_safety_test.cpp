@@ -5,8 +5,8 @@
 // the process no chance to clean up, so a temporary `.tb-<16 hex>.tmp` may remain next to the
 // target; nothing else may. (Stale temporaries are never read; the next writer into the folder
 // removes them.)
-#include "tests/support.h"
 #include "tensor/atomic_output.h"
+#include "tests/support.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -41,7 +41,6 @@ pid_t start_convert(const fs::path& src, const fs::path& dst, bool force) {
   if (force) args.push_back("--force");
   return tbtest::spawn_cli(args);
 }
-
 
 enum class Found { Nothing, Previous, Complete };
 

@@ -59,8 +59,8 @@ TEST_CASE("all 65,536 float16 patterns survive f16 -> f32 -> f16", "[dtype]") {
   CHECK(f16_bits_to_f32(0x7bff) == 65504.0f);
   CHECK(f16_bits_to_f32(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
   CHECK(std::isinf(f16_bits_to_f32(0xfc00)));
-  CHECK(f32_to_f16_bits(65519.0f) == 0x7bff);  // below the halfway point to Inf
-  CHECK(f32_to_f16_bits(65520.0f) == 0x7c00);  // ties to even: Inf
+  CHECK(f32_to_f16_bits(65519.0f) == 0x7bff);               // below the halfway point to Inf
+  CHECK(f32_to_f16_bits(65520.0f) == 0x7c00);               // ties to even: Inf
   CHECK(f32_to_f16_bits(std::ldexp(1.0f, -25)) == 0x0000);  // halfway to the smallest subnormal: even -> 0
   CHECK(f32_to_f16_bits(std::ldexp(1.5f, -25)) == 0x0001);
   CHECK(f32_to_f16_bits(-0.0f) == 0x8000);
@@ -97,8 +97,8 @@ TEST_CASE("float8 e4m3fn and e5m2 encode every pattern and round to nearest even
       CHECK(f32_to_f8e5m2_bits(g) == b);
     }
   }
-  CHECK(f8e4m3fn_bits_to_f32(0x7e) == 448.0f);  // largest finite e4m3fn
-  CHECK(f32_to_f8e4m3fn_bits(460.0f) == 0x7e);  // rounds down to 448
+  CHECK(f8e4m3fn_bits_to_f32(0x7e) == 448.0f);                            // largest finite e4m3fn
+  CHECK(f32_to_f8e4m3fn_bits(460.0f) == 0x7e);                            // rounds down to 448
   CHECK(std::isnan(f8e4m3fn_bits_to_f32(f32_to_f8e4m3fn_bits(470.0f))));  // no Inf: overflow is NaN
   CHECK(f8e5m2_bits_to_f32(0x7b) == 57344.0f);
   CHECK(std::isinf(f8e5m2_bits_to_f32(f32_to_f8e5m2_bits(1e6f))));

@@ -110,12 +110,24 @@ TEST_CASE("plain tensor types and every metadata type, v3 and v2, as GGUFReader 
     }
     CHECK(dtype_name(sd.at("w.bf16").dtype()) == "bfloat16");
     CHECK(dtype_name(sd.at("w.i64").dtype()) == "int64");
-    const std::map<std::string, std::string> want_meta = {
-        {"general.architecture", "tbtest"}, {"t.u8", "200"}, {"t.i8", "-100"}, {"t.u16", "60000"},
-        {"t.i16", "-30000"}, {"t.u32", "4000000000"}, {"t.i32", "-2000000000"}, {"t.u64", "18000000000000000000"},
-        {"t.i64", "-9000000000000000000"}, {"t.f32", "0.1"}, {"t.f64", "2.5e-300"}, {"t.bool_true", "true"},
-        {"t.bool_false", "false"}, {"t.string", "h\xc3\xa9llo \"gguf\"\n"}, {"t.array_i32", "[1, -2, 3]"},
-        {"t.array_str", "[\"a\", \"b c\", \"\xc3\xa9\"]"}, {"t.array_f32", "[0.5, 1.5]"}, {"t.nested", "[[1, 2], [3]]"}};
+    const std::map<std::string, std::string> want_meta = {{"general.architecture", "tbtest"},
+                                                          {"t.u8", "200"},
+                                                          {"t.i8", "-100"},
+                                                          {"t.u16", "60000"},
+                                                          {"t.i16", "-30000"},
+                                                          {"t.u32", "4000000000"},
+                                                          {"t.i32", "-2000000000"},
+                                                          {"t.u64", "18000000000000000000"},
+                                                          {"t.i64", "-9000000000000000000"},
+                                                          {"t.f32", "0.1"},
+                                                          {"t.f64", "2.5e-300"},
+                                                          {"t.bool_true", "true"},
+                                                          {"t.bool_false", "false"},
+                                                          {"t.string", "h\xc3\xa9llo \"gguf\"\n"},
+                                                          {"t.array_i32", "[1, -2, 3]"},
+                                                          {"t.array_str", "[\"a\", \"b c\", \"\xc3\xa9\"]"},
+                                                          {"t.array_f32", "[0.5, 1.5]"},
+                                                          {"t.nested", "[[1, 2], [3]]"}};
     CHECK(c.metadata == want_meta);
   }
   auto r = run_cli({"inspect", fixture("types.gguf")});

@@ -3,10 +3,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -19,7 +19,6 @@ using namespace tb;
 using namespace tbtest;
 
 namespace {
-
 
 /** "key|dtype|shape|crc32 of the row-major bytes" per tensor, sorted. */
 std::set<std::string> listing(const StateDict& sd) {
@@ -60,8 +59,10 @@ std::map<std::string, std::set<std::string>> h5py_listing(const std::vector<std:
   std::istringstream is(r.output);
   std::string line, cur;
   while (std::getline(is, line)) {
-    if (line.rfind("FILE ", 0) == 0) cur = line.substr(5);
-    else if (!cur.empty() && !line.empty()) out[cur].insert(line);
+    if (line.rfind("FILE ", 0) == 0)
+      cur = line.substr(5);
+    else if (!cur.empty() && !line.empty())
+      out[cur].insert(line);
   }
   return out;
 }
@@ -204,7 +205,8 @@ TEST_CASE("a tensor that is also a group is refused, other names are escaped and
   StateDict odd;
   for (const char* n : {"x//y", "/lead", "trail/", "..", "p/./q"}) odd.insert(n, Tensor::zeros(DType::F32, {1}));
   save(Checkpoint::from_state_dict(odd), dir / "y.h5", "h5");
-  CHECK(load_file(dir / "y.h5").state_dict().keys() == std::vector<std::string>{"..", "/lead", "p/./q", "trail/", "x//y"});
+  CHECK(load_file(dir / "y.h5").state_dict().keys() ==
+        std::vector<std::string>{"..", "/lead", "p/./q", "trail/", "x//y"});
 }
 
 TEST_CASE("hostile files: links out of the file, virtual and external storage, size bomb, truncation", "[h5]") {
@@ -241,8 +243,9 @@ TEST_CASE("sniffing: signature after a user block, HDF5 named .keras or .bin", "
   CHECK(c.state_dict().at("w").to_vector<float>() == std::vector<float>{0, 1, 2, 3, 4, 5});
   CHECK(c.metadata.at("note") == "after a user block");
   CHECK(detect_format(Source::from_path(fixture("h5_extra/userblock.h5"))).name == "h5");
-  CHECK(detect_format(Source::from_path(fixture("shared/keras_h5/tfkeras2110_h5_with_dot_keras_extension.keras")))
-            .name == "h5");
+  CHECK(
+      detect_format(Source::from_path(fixture("shared/keras_h5/tfkeras2110_h5_with_dot_keras_extension.keras"))).name ==
+      "h5");
   TempDir dir;
   fs::copy_file(fixture("h5/plain.h5"), dir / "weights.bin");
   CHECK(detect_format(Source::from_path(dir / "weights.bin")).name == "h5");
@@ -264,8 +267,7 @@ TEST_CASE("loads and saves from several threads at once (HDF5 calls are serialis
           Checkpoint back = load_file(dir / str("t", i, "_", k, ".h5"));
           if (back.state_dict().size() == c.state_dict().size()) ++good;
         }
-      } catch (...) {
-      }
+      } catch (...) {}
     });
   for (auto& t : threads) t.join();
   CHECK(good == 20);

@@ -70,7 +70,8 @@ void damage_and_load(const std::string& rel) {
     std::string err = try_load(dir.path(), name, cut);
     if (!err.empty()) {
       ++refused;
-      if (err.find(name) == std::string::npos) FAIL("error for a truncated " << name << " does not name the file: " << err);
+      if (err.find(name) == std::string::npos)
+        FAIL("error for a truncated " << name << " does not name the file: " << err);
     }
   }
   CHECK(refused > 0);
@@ -91,6 +92,8 @@ TEST_CASE("damaged .pt (legacy) files are refused cleanly", "[hostile]") { damag
 TEST_CASE("damaged .npy files are refused cleanly", "[hostile]") { damage_and_load("numpy/f64_fortran.npy"); }
 TEST_CASE("damaged object .npy files are refused cleanly", "[hostile]") { damage_and_load("numpy/dict.npy"); }
 TEST_CASE("damaged .npz files are refused cleanly", "[hostile]") { damage_and_load("numpy/arrays_compressed.npz"); }
-TEST_CASE("damaged .safetensors files are refused cleanly", "[hostile]") { damage_and_load("safetensors/dtypes.safetensors"); }
+TEST_CASE("damaged .safetensors files are refused cleanly", "[hostile]") {
+  damage_and_load("safetensors/dtypes.safetensors");
+}
 TEST_CASE("damaged .onnx files are refused cleanly", "[hostile][needs_onnx]") { damage_and_load("onnx/mlp.onnx"); }
 TEST_CASE("damaged .h5 files are refused cleanly", "[hostile][needs_hdf5]") { damage_and_load("h5/plain.h5"); }

@@ -25,7 +25,8 @@ TEST_CASE(".keras: inspect lists exactly the datasets of the archive's model.wei
     auto j = nlohmann::json::parse(r.output);
     CHECK(j["format"] == "keras");
     std::string ours;
-    for (const auto& t : j["tensors"]) ours += str(t["name"].get<std::string>(), " ", t["dtype"].get<std::string>(), " ", t["shape"].dump(), "\n");
+    for (const auto& t : j["tensors"])
+      ours += str(t["name"].get<std::string>(), " ", t["dtype"].get<std::string>(), " ", t["shape"].dump(), "\n");
     auto h = tbtest::python(tbtest::Peer::Torch, R"(
 import io, sys, zipfile, h5py
 f = h5py.File(io.BytesIO(zipfile.ZipFile(sys.argv[1]).read('model.weights.h5')), 'r')
@@ -55,7 +56,8 @@ TEST_CASE(".keras: run builds the model from config.json and gives Keras's predi
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     CHECK(contains(r.output, "keras model_config"));
-    Tensor y = tbtest::load_npy_tensor(out), want = tbtest::load_npy_tensor(tbtest::fixture(str("keras_archive/", name, "_Y.npy")));
+    Tensor y = tbtest::load_npy_tensor(out),
+           want = tbtest::load_npy_tensor(tbtest::fixture(str("keras_archive/", name, "_Y.npy")));
     REQUIRE(y.shape() == want.shape());
     auto yv = y.to_vector<float>(), wv = want.to_vector<float>();
     for (size_t i = 0; i < yv.size(); ++i) CHECK(std::abs(yv[i] - wv[i]) <= 1e-5f + 1e-5f * std::abs(wv[i]));
@@ -116,7 +118,8 @@ write(sys.argv[2] + '/badweights.keras', {'model.weights.h5': b'not hdf5 at all'
   CHECK(contains(r.output, "model.weights.h5"));
 }
 
-TEST_CASE(".keras written from .keras and Keras 2 full-model .h5 files: Keras 3 load_model predicts the same", "[keras_archive]") {
+TEST_CASE(".keras written from .keras and Keras 2 full-model .h5 files: Keras 3 load_model predicts the same",
+          "[keras_archive]") {
   tbtest::TempDir dir;
   struct Case {
     const char* src;
@@ -167,7 +170,8 @@ TEST_CASE(".keras: a source without an architecture is refused; roundtrip is bit
   CHECK(contains(r.output, "keras->pt           bit-exact"));
 }
 
-TEST_CASE(".keras: the weights are read from a temporary file that is gone afterwards, or from memory", "[keras_archive]") {
+TEST_CASE(".keras: the weights are read from a temporary file that is gone afterwards, or from memory",
+          "[keras_archive]") {
   const fs::path keras = tbtest::fixture("keras_archive/mlp.keras");
   const StateDict expected = load(keras).state_dict();
   tbtest::TempDir tmp;

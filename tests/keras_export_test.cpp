@@ -17,12 +17,26 @@ struct Export {
 TEST_CASE("export to .keras: Keras 3 load_model + predict equals PyTorch", "[keras_export][needs_hdf5]") {
   tbtest::TempDir dir;
   const std::vector<Export> cases = {
-      {"torch/mlp.params", "mlp", "torch/mlp_X.npy", "torch/mlp_Y.npy", {"--arch", "mlp:20,256,10", "--input-shape", "-1,20"}},
-      {"torch/cnn.pt", "cnn", "torch/cnn_X.npy", "torch/cnn_Y.npy", {"--arch", "seed-cnn", "--input-shape", "-1,3,32,32"}},
-      {"arch/cnn_bn_whole.pt", "cnn_bn", "arch/cnn_X.npy", "arch/cnn_Y.npy",
+      {"torch/mlp.params",
+       "mlp",
+       "torch/mlp_X.npy",
+       "torch/mlp_Y.npy",
+       {"--arch", "mlp:20,256,10", "--input-shape", "-1,20"}},
+      {"torch/cnn.pt",
+       "cnn",
+       "torch/cnn_X.npy",
+       "torch/cnn_Y.npy",
+       {"--arch", "seed-cnn", "--input-shape", "-1,3,32,32"}},
+      {"arch/cnn_bn_whole.pt",
+       "cnn_bn",
+       "arch/cnn_X.npy",
+       "arch/cnn_Y.npy",
        {"--allow-unknown-globals", "--arch", "conv2d:3,8,3,1,1 batchnorm:8 relu maxpool:2,2,0 flatten linear:128,10",
         "--input-shape", "-1,3,8,8"}},
-      {"arch/pools_whole.pt", "pools", "arch/pools_X.npy", "arch/pools_Y.npy",
+      {"arch/pools_whole.pt",
+       "pools",
+       "arch/pools_X.npy",
+       "arch/pools_Y.npy",
        {"--allow-unknown-globals", "--input-shape", "-1,3,9,9"}},
   };
   for (const auto& c : cases) {
@@ -54,7 +68,8 @@ assert out.shape == y.shape and d < 1e-5, 'outputs differ'
 TEST_CASE("export to .keras names the module Keras cannot take", "[keras_export][needs_hdf5]") {
   tbtest::TempDir dir;
   auto r = tbtest::run_cli({"export", tbtest::fixture("torch/cnn.pt").string(), (dir / "x.keras").string(), "--arch",
-                            "conv2d:3,16,5 relu maxpool:2,2,1 conv2d:16,32,5 relu maxpool:2,2 flatten linear:800,120 relu linear:120,84 relu "
+                            "conv2d:3,16,5 relu maxpool:2,2,1 conv2d:16,32,5 relu maxpool:2,2 flatten linear:800,120 "
+                            "relu linear:120,84 relu "
                             "linear:84,10",
                             "--input-shape", "-1,3,32,32"});
   // A padded MaxPool2d has no Keras layer (Keras pads with zeros, torch with -inf).

@@ -50,7 +50,8 @@ TEST_CASE("tensorbridge run gives Keras's outputs on every backend", "[keras][cl
       INFO(be << " " << name);
       const fs::path out = dir / (be + name + ".npy");
       auto r = run_cli({"run", fixture(str("keras_functional/", name, ".keras")).string(), "--input",
-                        fixture(str("keras_functional/", name, "_X.npy")).string(), "--output", out.string(), "--backend", be});
+                        fixture(str("keras_functional/", name, "_X.npy")).string(), "--output", out.string(),
+                        "--backend", be});
       INFO(r.output);
       REQUIRE(r.exit_code == 0);
       CHECK(r.output.find("keras model_config graph") != std::string::npos);
@@ -61,7 +62,8 @@ TEST_CASE("tensorbridge run gives Keras's outputs on every backend", "[keras][cl
 TEST_CASE("tensorbridge run takes a Keras graph's inputs in order or by name", "[keras][cli]") {
   TempDir dir;
   const std::string model = fixture("keras_functional/two_io.h5").string();
-  const std::string x = fixture("keras_functional/two_io_x.npy").string(), y = fixture("keras_functional/two_io_y.npy").string();
+  const std::string x = fixture("keras_functional/two_io_x.npy").string(),
+                    y = fixture("keras_functional/two_io_y.npy").string();
   auto r = run_cli({"run", model, "--input", x, "--input", y, "--output", (dir / "a1.npy").string(), "--output",
                     (dir / "a2.npy").string()});
   INFO(r.output);

@@ -19,8 +19,8 @@ TEST_CASE("Keras 3 subclassed MLP weights run in the chapter's MLP like Keras", 
   for (const auto& be : backends) {
     INFO(be);
     const std::string y = (dir / (be + ".npy")).string();
-    auto r = tbtest::run_cli({"run", fx("mlp.weights.h5"), "--arch", "mlp:20,256,10", "-i", fx("mlp_X.npy"), "-o", y,
-                              "--backend", be});
+    auto r = tbtest::run_cli(
+        {"run", fx("mlp.weights.h5"), "--arch", "mlp:20,256,10", "-i", fx("mlp_X.npy"), "-o", y, "--backend", be});
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     r = tbtest::run_cli({"diff", y, fx("mlp_Y.npy"), "--rtol", "1e-5", "--atol", "1e-6"});
@@ -29,7 +29,8 @@ TEST_CASE("Keras 3 subclassed MLP weights run in the chapter's MLP like Keras", 
   }
 }
 
-TEST_CASE("Keras 3 subclassed weights convert to torch names by attribute, in PyTorch layouts", "[keras_subclassed][needs_hdf5]") {
+TEST_CASE("Keras 3 subclassed weights convert to torch names by attribute, in PyTorch layouts",
+          "[keras_subclassed][needs_hdf5]") {
   tbtest::TempDir dir;
   const std::string mlp = (dir / "mlp.pt").string();
   auto r = tbtest::run_cli({"convert", fx("mlp.weights.h5"), mlp, "--style", "torch"});

@@ -15,7 +15,6 @@ using namespace tbtest;
 
 namespace {
 
-
 Checkpoint load_file(const fs::path& p) { return load_h5(Source::from_path(p)); }
 
 /** "hidden/kernel:0" -> "kernel" */
@@ -36,7 +35,8 @@ std::vector<std::string> our_lines(const Checkpoint& c) {
   std::set<std::string> tensors;
   for (const auto& [k, t] : c.state_dict()) {
     Tensor x = t.contiguous();
-    tensors.insert(str("T ", k, "|", dtype_name(t.dtype()), "|", py_shape(t.shape()), "|", crc32(x.data(), x.nbytes())));
+    tensors.insert(
+        str("T ", k, "|", dtype_name(t.dtype()), "|", py_shape(t.shape()), "|", crc32(x.data(), x.nbytes())));
   }
   out.assign(tensors.begin(), tensors.end());
   std::string layout = info_of(c, "layout");
@@ -99,8 +99,10 @@ std::map<std::string, std::vector<std::string>> reference(const std::vector<std:
   std::istringstream is(r.output);
   std::string line, cur;
   while (std::getline(is, line)) {
-    if (line.rfind("FILE ", 0) == 0) cur = line.substr(5);
-    else if (!cur.empty() && !line.empty()) out[cur].push_back(line);
+    if (line.rfind("FILE ", 0) == 0)
+      cur = line.substr(5);
+    else if (!cur.empty() && !line.empty())
+      out[cur].push_back(line);
   }
   return out;
 }
@@ -243,14 +245,14 @@ TEST_CASE("Keras layouts are detected and the writer details reach info and meta
     const char* version;
     const char* backend;
   };
-  for (const Case& k : {Case{"shared/keras_h5/keras1_weights_only_cnn_W_b_naming.h5", "keras", "", ""},
-                        Case{"shared/keras_h5/keras213_theano_backend_conv2d.h5", "keras-full", "2.1.3", "theano"},
-                        Case{"shared/keras_h5/tfkeras2110_h5_with_dot_keras_extension.keras", "keras-full", "2.11.0",
-                             "tensorflow"},
-                        Case{"shared/keras_h5/tfkeras240_weights_only_lstm.h5", "keras", "2.4.0", "tensorflow"},
-                        Case{"shared/keras3_weights_h5/keras3_conv2d_dense_with_optimizer.weights.h5", "keras3", "", ""},
-                        Case{"keras/mlp_keras3_legacy_full.h5", "keras-full", "3.", "tensorflow"},
-                        Case{"h5/plain.h5", "plain", "", ""}}) {
+  for (const Case& k :
+       {Case{"shared/keras_h5/keras1_weights_only_cnn_W_b_naming.h5", "keras", "", ""},
+        Case{"shared/keras_h5/keras213_theano_backend_conv2d.h5", "keras-full", "2.1.3", "theano"},
+        Case{"shared/keras_h5/tfkeras2110_h5_with_dot_keras_extension.keras", "keras-full", "2.11.0", "tensorflow"},
+        Case{"shared/keras_h5/tfkeras240_weights_only_lstm.h5", "keras", "2.4.0", "tensorflow"},
+        Case{"shared/keras3_weights_h5/keras3_conv2d_dense_with_optimizer.weights.h5", "keras3", "", ""},
+        Case{"keras/mlp_keras3_legacy_full.h5", "keras-full", "3.", "tensorflow"},
+        Case{"h5/plain.h5", "plain", "", ""}}) {
     INFO(k.file);
     Checkpoint c = load_file(fixture(k.file));
     CHECK(info_of(c, "layout") == k.layout);
@@ -282,7 +284,8 @@ TEST_CASE("Keras layouts are detected and the writer details reach info and meta
   Checkpoint bf = load_file(fixture("h5_extra/bf16.weights.h5"));
   Tensor k = bf.state_dict().at("layers/dense/vars/0");
   CHECK(k.dtype() == DType::BF16);
-  CHECK(k.to(DType::F32).to_vector<float>() == std::vector<float>{1, 2, 3, -0.5f, 0.25f, bf16_bits_to_f32(f32_to_bf16_bits(1e-3f))});
+  CHECK(k.to(DType::F32).to_vector<float>() ==
+        std::vector<float>{1, 2, 3, -0.5f, 0.25f, bf16_bits_to_f32(f32_to_bf16_bits(1e-3f))});
 }
 
 TEST_CASE("seed MLP written by tf_keras: layer structure and kernels = torch weights transposed", "[keras]") {
@@ -295,8 +298,10 @@ TEST_CASE("seed MLP written by tf_keras: layer structure and kernels = torch wei
   CHECK(layers[0].weights[0].name == "hidden/kernel:0");
   CHECK(layers[0].weights[0].key == "hidden/hidden/kernel:0");
   CHECK(layers[0].weights[1].name == "hidden/bias:0");
-  CHECK(equal(layers[0].weights[0].tensor, read_npy_f32(fixture("torch/mlp_weights/hidden.weight.npy")).transpose(0, 1).contiguous()));
-  CHECK(equal(layers[1].weights[0].tensor, read_npy_f32(fixture("torch/mlp_weights/out.weight.npy")).transpose(0, 1).contiguous()));
+  CHECK(equal(layers[0].weights[0].tensor,
+              read_npy_f32(fixture("torch/mlp_weights/hidden.weight.npy")).transpose(0, 1).contiguous()));
+  CHECK(equal(layers[1].weights[0].tensor,
+              read_npy_f32(fixture("torch/mlp_weights/out.weight.npy")).transpose(0, 1).contiguous()));
   CHECK(equal(layers[1].weights[1].tensor, read_npy_f32(fixture("torch/mlp_weights/out.bias.npy"))));
   // The same weights in the full model and in Keras 3's file.
   auto full = keras_layers(load_file(fixture("keras/mlp_keras2_full.h5")));
@@ -350,7 +355,8 @@ TEST_CASE("keras-h5 we write: tf_keras load_weights predicts exactly, structure 
   expect_exact("keras2", {"mlp=" + a, "cnn=" + b, "cnn=" + c, "cnn=" + d, "mlp=" + e});
 
   expect_same_structure(a, fixture("keras/mlp_keras2.h5"));
-  expect_same_structure(e, fixture("keras/mlp_keras2.h5"), {"tensorbridge"});  // the dotted names, kept for reading back
+  expect_same_structure(e, fixture("keras/mlp_keras2.h5"),
+                        {"tensorbridge"});  // the dotted names, kept for reading back
   expect_same_structure(d, fixture("h5_extra/cnn_keras2.h5"));
   // And the values are what we had (h5py reads them back bit-exact).
   auto ref = reference({a, d});
@@ -399,7 +405,8 @@ TEST_CASE("keras-h5 splits long weight_names like Keras and reads them back in o
   CHECK(our_lines(c) == ref[(dir / "big.h5").string()]);
 }
 
-TEST_CASE("a Keras 2 model with trained optimizer state keeps every tensor through keras3-h5; Keras 3 loads it", "[keras]") {
+TEST_CASE("a Keras 2 model with trained optimizer state keeps every tensor through keras3-h5; Keras 3 loads it",
+          "[keras]") {
   // Adam's step and 12 moment slots beside 8 model weights (fixtures/gen_keras_optimizer.py).
   const fs::path src = fixture("keras_optimizer/adam_full.h5");
   Checkpoint c = load_file(src);
@@ -477,6 +484,7 @@ print('edited')
   CHECK_THROWS_WITH(load_file(dir / "missing.weights.h5"),
                     Catch::Matchers::Contains("missing.weights.h5") &&
                         Catch::Matchers::Contains("names dataset '/layers/dense/vars/9', which is not a layer weight"));
-  CHECK_THROWS_WITH(load_file(dir / "short.weights.h5"), Catch::Matchers::Contains("as many dataset paths as tensor names"));
+  CHECK_THROWS_WITH(load_file(dir / "short.weights.h5"),
+                    Catch::Matchers::Contains("as many dataset paths as tensor names"));
   CHECK_THROWS_WITH(load_file(dir / "twice.weights.h5"), Catch::Matchers::Contains("is given to two datasets"));
 }

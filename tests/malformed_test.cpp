@@ -112,25 +112,50 @@ TEST_CASE("code-execution pickles in .pt archives and numpy object arrays are re
     std::vector<std::string> names;
   };
   std::vector<Case> cases = {
-      {"global_reduce_os_system.pt", "\x80\x02" "cos\nsystem\n" + binunicode(cmd) + "\x85R.", {"os.system"}},
-      {"global_reduce_eval.pt", "\x80\x02" "cbuiltins\neval\n" + binunicode("__import__('os').system('" + cmd + "')") + "\x85R.", {"builtins.eval"}},
-      {"global_reduce_exec.pt", "\x80\x02" "c__builtin__\nexec\n" + binunicode("import os") + "\x85R.", {"exec"}},
-      {"global_reduce_subprocess.pt", "\x80\x02" "csubprocess\ncheck_output\n" + binunicode(cmd) + "\x85R.", {"subprocess.check_output"}},
+      {"global_reduce_os_system.pt",
+       "\x80\x02"
+       "cos\nsystem\n" +
+           binunicode(cmd) + "\x85R.",
+       {"os.system"}},
+      {"global_reduce_eval.pt",
+       "\x80\x02"
+       "cbuiltins\neval\n" +
+           binunicode("__import__('os').system('" + cmd + "')") + "\x85R.",
+       {"builtins.eval"}},
+      {"global_reduce_exec.pt",
+       "\x80\x02"
+       "c__builtin__\nexec\n" +
+           binunicode("import os") + "\x85R.",
+       {"exec"}},
+      {"global_reduce_subprocess.pt",
+       "\x80\x02"
+       "csubprocess\ncheck_output\n" +
+           binunicode(cmd) + "\x85R.",
+       {"subprocess.check_output"}},
       {"stack_global.pt", "\x80\x04\x8c\x02os\x8c\x06system\x93" + binunicode(cmd) + "\x85R.", {"os.system"}},
       {"inst.pt", "(S'" + cmd + "'\nios\nsystem\n.", {"os.system"}},
       {"obj.pt", "(cos\nsystem\nS'" + cmd + "'\no.", {"os.system"}},
-      {"newobj.pt", "\x80\x02" "csubprocess\nPopen\n" + binunicode(cmd) + "\x85\x81.", {"subprocess.Popen"}},
+      {"newobj.pt",
+       "\x80\x02"
+       "csubprocess\nPopen\n" +
+           binunicode(cmd) + "\x85\x81.",
+       {"subprocess.Popen"}},
       // A state dict whose value is the payload, next to a real-looking key.
-      {"state_dict_payload.pt", "\x80\x02}(X\x01\x00\x00\x00w" "cposix\nsystem\n"s + binunicode(cmd) + "\x85Ru.", {"posix.system"}},
+      {"state_dict_payload.pt",
+       "\x80\x02}(X\x01\x00\x00\x00w"
+       "cposix\nsystem\n"s +
+           binunicode(cmd) + "\x85Ru.",
+       {"posix.system"}},
   };
   for (const auto& c : cases) {
     write_file(dir / c.file, pt_archive(c.pkl));
     expect_refused(dir / c.file, c.names);
   }
   // numpy object array (dtype |O) whose pickled payload calls os.system.
-  write_file(dir / "object_payload.npy",
-             npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
-                 "\x80\x02" "cos\nsystem\n" + binunicode(cmd) + "\x85R."));
+  write_file(dir / "object_payload.npy", npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
+                                             "\x80\x02"
+                                             "cos\nsystem\n" +
+                                                 binunicode(cmd) + "\x85R."));
   expect_refused(dir / "object_payload.npy", {"os.system"});
   CHECK(!fs::exists(kMarker));
 }
@@ -144,16 +169,23 @@ TEST_CASE("deep nesting, recursive structures and memo abuse in pickles are refu
   std::vector<Case> cases = {
       {"deep_marks.pt", "\x80\x02" + std::string(200000, '(') + "."},
       {"deep_lists.pt", "\x80\x02" + std::string(100000, ']') + std::string(99999, 'a') + "."},
-      {"deep_dicts.pt", [] {
+      {"deep_dicts.pt",
+       [] {
          std::string s = "\x80\x02";
          for (int i = 0; i < 50000; ++i) s += "}X\x01\x00\x00\x00k"s;
          s += "N";
          for (int i = 0; i < 50000; ++i) s += "s";
          return s + ".";
        }()},
-      {"memo_huge_index.pt", "\x80\x02" "Nr\xff\xff\xff\xff" "j\xff\xff\xff\xff."},
-      {"memo_missing.pt", "\x80\x02" "j\x10\x00\x00\x00."s},
-      {"memo_many.pt", [] {  // a memo entry per byte pair: 4M entries of None
+      {"memo_huge_index.pt",
+       "\x80\x02"
+       "Nr\xff\xff\xff\xff"
+       "j\xff\xff\xff\xff."},
+      {"memo_missing.pt",
+       "\x80\x02"
+       "j\x10\x00\x00\x00."s},
+      {"memo_many.pt",
+       [] {  // a memo entry per byte pair: 4M entries of None
          std::string s = "\x80\x02N";
          for (uint32_t i = 0; i < 400000; ++i) s += "r" + u32le(i * 9973u);
          return s + ".";
@@ -187,16 +219,24 @@ TEST_CASE("shape and size bombs, huge headers and overlapping offsets are refuse
       {"negative_dim.npy", npy(f4 + "'shape': (-1, 4), }", std::string(16, '\0')), {}},
       {"huge_header_v2.npy", "\x93NUMPY\x02\x00\xff\xff\xff\xff{'descr'"s, {}},
       {"shape_bomb.safetensors",
-       safetensors(R"({"a":{"dtype":"F32","shape":[1000000000000],"data_offsets":[0,16]}})", std::string(16, '\0')), {"'a'"}},
+       safetensors(R"({"a":{"dtype":"F32","shape":[1000000000000],"data_offsets":[0,16]}})", std::string(16, '\0')),
+       {"'a'"}},
       {"shape_overflow.safetensors",
-       safetensors(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}})", std::string(16, '\0')), {"'a'"}},
+       safetensors(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}})",
+                   std::string(16, '\0')),
+       {"'a'"}},
       {"huge_header.safetensors", u64le(uint64_t(1) << 62) + "{}", {}},
-      {"header_past_end.safetensors", u64le(100000000) + R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", {}},
+      {"header_past_end.safetensors",
+       u64le(100000000) + R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+       {}},
       {"overlapping.safetensors",
-       safetensors(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})",
-                   std::string(24, '\0')), {"overlapping"}},
+       safetensors(
+           R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})",
+           std::string(24, '\0')),
+       {"overlapping"}},
       {"offsets_past_end.safetensors",
-       safetensors(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0')), {}},
+       safetensors(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0')),
+       {}},
       {"deep_json.safetensors", safetensors(std::string(100000, '[') + std::string(100000, ']'), ""), {}},
   };
   for (const auto& c : cases) {
@@ -208,7 +248,8 @@ TEST_CASE("shape and size bombs, huge headers and overlapping offsets are refuse
 TEST_CASE("zip bombs in .npz are refused before inflating", "[malformed]") {
   tbtest::TempDir dir;
   // 8 MiB of zeros deflated (about 8 KB), as a valid .npz member.
-  std::string zeros_npy = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2097152,), }", std::string(8u << 20, '\0'));
+  std::string zeros_npy =
+      npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2097152,), }", std::string(8u << 20, '\0'));
   MemoryWriter w;
   {
     zip::ZipWriter z(w);
@@ -302,7 +343,8 @@ static void expect_h5_refused_in_process(const fs::path& file, const std::string
   }
 }
 
-TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe process and refused", "[malformed][needs_hdf5]") {
+TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe process and refused",
+          "[malformed][needs_hdf5]") {
   // Found by fuzz_h5 (docs/FUZZING.md finding 5): a variable-length string attribute whose global
   // heap object index lies past its collection; HDF5 1.10.8's H5HG_read indexes its object table
   // with it unchecked (SEGV, in the release CLI too). The loader reads every file in a forked probe
@@ -312,7 +354,8 @@ TEST_CASE("HDF5: a crash inside the HDF5 library is contained in the probe proce
   expect_h5_refused_in_process(file, "probe process");
 }
 
-TEST_CASE("HDF5: a variable-length string claiming gigabytes is refused without allocating them", "[malformed][needs_hdf5]") {
+TEST_CASE("HDF5: a variable-length string claiming gigabytes is refused without allocating them",
+          "[malformed][needs_hdf5]") {
   // Found by fuzz_h5 (docs/FUZZING.md finding 6): a 49 KB file whose variable-length string
   // attribute claims a 3 GB sequence; HDF5 1.10.8 allocates (and touches) the claimed length
   // for its conversion buffer: 3 GB of RSS and 8-11 s before the probe. The probe process runs
@@ -327,7 +370,8 @@ TEST_CASE("HDF5: a variable-length string claiming gigabytes is refused without 
          r.output.find("in a probe process") != std::string::npos));
 }
 
-TEST_CASE("HDF5: a damaged attribute message is refused, not a crash inside HDF5's attribute table", "[malformed][needs_hdf5]") {
+TEST_CASE("HDF5: a damaged attribute message is refused, not a crash inside HDF5's attribute table",
+          "[malformed][needs_hdf5]") {
   // Found by fuzz_h5 (was fuzz/known/h5_attr_table_null_close.h5, docs/FUZZING.md finding 3): an
   // attribute message of the root group whose name length disagrees with its name. HDF5 1.10.8's
   // H5Aiterate2 copies the attributes into a table, fails on that message, and its cleanup closes

@@ -116,8 +116,8 @@ TEST_CASE("every writable format keeps every name and byte (A -> B -> A)", "[nam
   tbtest::TempDir dir;
   const StateDict sd = tricky_dict();
   const std::vector<std::pair<std::string, std::string>> formats = {
-      {"pt", "x.pt"}, {"npz", "x.npz"}, {"safetensors", "x.safetensors"}, {"h5", "x.h5"},
-      {"onnx", "x.onnx"}, {"oneflow", "x_oneflow"}};
+      {"pt", "x.pt"}, {"npz", "x.npz"},   {"safetensors", "x.safetensors"},
+      {"h5", "x.h5"}, {"onnx", "x.onnx"}, {"oneflow", "x_oneflow"}};
   for (const auto& [fmt, file] : formats) {
     INFO("format " << fmt);
     tb::save(Checkpoint::from_state_dict(sd), dir / file, fmt);
@@ -134,7 +134,8 @@ TEST_CASE("every writable format keeps every name and byte (A -> B -> A)", "[nam
   for (const auto& [k, t] : sd) CHECK(tb::equal(back.at(k), t));
 }
 
-TEST_CASE("the CLI round trip of tricky names is bit-exact in every format that holds them", "[naming][needs_hdf5][needs_onnx]") {
+TEST_CASE("the CLI round trip of tricky names is bit-exact in every format that holds them",
+          "[naming][needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   tb::save(Checkpoint::from_state_dict(tricky_dict()), dir / "names.safetensors", "safetensors");
   auto r = tbtest::run_cli({"roundtrip", (dir / "names.safetensors").string(), "--json"});
@@ -147,7 +148,8 @@ TEST_CASE("the CLI round trip of tricky names is bit-exact in every format that 
   for (const char* f : {"pt", "npz", "npy", "safetensors", "h5", "oneflow", "onnx"}) CHECK(exact.count(f));
 }
 
-TEST_CASE("h5py, numpy, onnx read the escaped names and no npz member leaves its folder", "[naming][needs_hdf5][needs_onnx]") {
+TEST_CASE("h5py, numpy, onnx read the escaped names and no npz member leaves its folder",
+          "[naming][needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   const StateDict sd = tricky_dict();
   tb::save(Checkpoint::from_state_dict(sd), dir / "x.h5", "h5");
@@ -197,7 +199,8 @@ print('OK', len(keys))
   CHECK(contains(r.output, "OK 16"));
 }
 
-TEST_CASE("a lone unnamed array has one name everywhere and diff calls it the same tensor", "[naming][needs_hdf5][needs_onnx]") {
+TEST_CASE("a lone unnamed array has one name everywhere and diff calls it the same tensor",
+          "[naming][needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   const std::string npy = tbtest::fixture("numpy/f32_c.npy").string();
   for (const char* ext : {".npz", ".h5", ".onnx", ".safetensors", ".pt"}) {
@@ -223,7 +226,8 @@ print(np.load(sys.argv[1]).files)
   CHECK(contains(r.output, "['arr_0']"));
 }
 
-TEST_CASE("torch-only values (num_batches_tracked) survive Keras layouts and Keras still loads them", "[naming][needs_hdf5]") {
+TEST_CASE("torch-only values (num_batches_tracked) survive Keras layouts and Keras still loads them",
+          "[naming][needs_hdf5]") {
   tbtest::TempDir dir;
   const std::string pt = tbtest::fixture("torch/bn1d.pt").string();
   auto r = tbtest::run_cli({"roundtrip", pt, "--via", "keras-h5,keras3-h5", "--json"});
@@ -258,13 +262,15 @@ print('OK', np.array_equal(m2.predict(x, verbose=0), np.asarray(m3.predict(x, ve
   CHECK(contains(r.output, "OK True"));
 }
 
-TEST_CASE("Keras full-model .h5 -> .h5 keeps weightless layers and tf-keras load_model predicts the same", "[naming][needs_hdf5]") {
+TEST_CASE("Keras full-model .h5 -> .h5 keeps weightless layers and tf-keras load_model predicts the same",
+          "[naming][needs_hdf5]") {
   tbtest::TempDir dir;
   std::vector<std::string> args;
   std::vector<std::string> sources = {tbtest::fixture("h5_extra/cnn_keras2_full.h5").string(),
                                       tbtest::fixture("keras/mlp_keras2_full.h5").string()};
-  for (const char* rel : {"keras_h5/keras213_full_model_conv_bn_dense.h5", "keras_h5/tfkeras224_full_model_conv1d_bn.h5",
-                          "keras_h5/tfkeras240_full_model_with_adam_optimizer.hdf5"})
+  for (const char* rel :
+       {"keras_h5/keras213_full_model_conv_bn_dense.h5", "keras_h5/tfkeras224_full_model_conv1d_bn.h5",
+        "keras_h5/tfkeras240_full_model_with_adam_optimizer.hdf5"})
     sources.push_back(tbtest::shared_fixture(rel).string());
   for (size_t i = 0; i < sources.size(); ++i) {
     for (const char* to : {"h5", "keras-h5"}) {
@@ -302,8 +308,9 @@ print('OK', n)
 TEST_CASE("Keras weights-only files keep every layer group and attribute through h5 -> h5", "[naming][needs_hdf5]") {
   tbtest::TempDir dir;
   std::vector<std::string> args;
-  for (const char* rel : {"keras_h5/keras1_weights_only_cnn_W_b_naming.h5", "keras_h5/keras206_weights_only_conv2d_bn_dense.h5",
-                          "keras_h5/tfkeras224_weights_only_toyresnet.h5", "keras_h5/tfkeras240_weights_only_lstm.h5"}) {
+  for (const char* rel :
+       {"keras_h5/keras1_weights_only_cnn_W_b_naming.h5", "keras_h5/keras206_weights_only_conv2d_bn_dense.h5",
+        "keras_h5/tfkeras224_weights_only_toyresnet.h5", "keras_h5/tfkeras240_weights_only_lstm.h5"}) {
     std::string src = tbtest::shared_fixture(rel).string();
     std::string out = (dir / (std::to_string(args.size()) + ".h5")).string();
     REQUIRE(tbtest::run_cli({"convert", src, out, "-q"}).exit_code == 0);

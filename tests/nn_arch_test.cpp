@@ -25,7 +25,6 @@ void check_close(const Tensor& got, const Tensor& want, const std::string& what)
   CHECK(allclose(got, want, 1e-5, 1e-6));
 }
 
-
 LoadOptions trusting() {
   LoadOptions lo;
   lo.allow_unknown_globals = true;  // user classes kept as opaque objects, never called
@@ -140,7 +139,8 @@ TEST_CASE("order: the file's first, natural order for writer-sorted keys, else t
   named.insert("z.weight", sd.at("fc1.weight")), named.insert("z.bias", sd.at("fc1.bias"));
   b = nn::build_arch("mlp:20,256,10", named);
   CHECK(b.mapping.order == "shapes (the only order that fits)");
-  CHECK(b.mapping.describe() == "z.{weight,bias} -> hidden.{weight,bias} (Linear)\na.{weight,bias} -> out.{weight,bias} (Linear)\n");
+  CHECK(b.mapping.describe() ==
+        "z.{weight,bias} -> hidden.{weight,bias} (Linear)\na.{weight,bias} -> out.{weight,bias} (Linear)\n");
   check_close((*b.model)(npy("arch/mlp_X.npy")), npy("arch/mlp_Y.npy"), "output layer written first");
 
   // Eleven equal layers with keys in byte order (as safetensors writes them): natural order wins.
@@ -226,12 +226,11 @@ TEST_CASE("whole modules of user classes load as module trees; running them need
   // The CNN's guess keeps the layers the tree holds (ReLU, MaxPool2d) and adds the flatten.
   nn::FileModel cnn = nn::load_model(tbtest::fixture("arch/cnn_bn_whole.pt"), trusting());
   CHECK(nn::guess_arch_spec(*cnn.model) == "conv2d:3,8,3,1,1 batchnorm:8 relu maxpool:2,2,0 flatten linear:128,10");
-  nn::FileModel run = nn::load_model(tbtest::fixture("arch/cnn_bn_whole.pt"), nn::guess_arch_spec(*cnn.model),
-                                     [] {
-                                       nn::ArchLoad how;
-                                       how.load = trusting();
-                                       return how;
-                                     }());
+  nn::FileModel run = nn::load_model(tbtest::fixture("arch/cnn_bn_whole.pt"), nn::guess_arch_spec(*cnn.model), [] {
+    nn::ArchLoad how;
+    how.load = trusting();
+    return how;
+  }());
   check_close((*run.model)(npy("arch/cnn_X.npy")), npy("arch/cnn_Y.npy"), "cnn_bn_whole.pt with the guessed spec");
 }
 

@@ -12,8 +12,9 @@ namespace {
 void require_run_command() {
   auto r = tbtest::run_cli({"run", "--help"});
   if (r.output.find("--arch") == std::string::npos)
-    tbtest::skip("this tensorbridge binary does not register 'run' yet (cli/commands.cpp must call "
-                 "register_nn_commands)");
+    tbtest::skip(
+        "this tensorbridge binary does not register 'run' yet (cli/commands.cpp must call "
+        "register_nn_commands)");
   REQUIRE(r.exit_code == 0);
 }
 
@@ -60,14 +61,15 @@ TEST_CASE("run with the architecture from the file (whole-module .pt, Keras full
   require_run_command();
   tbtest::TempDir dir;
   // A user class (__main__.MLP): its forward is not in the file, so run asks for --arch and writes nothing.
-  auto r = tbtest::run_cli({"run", tbtest::fixture("torch/whole_module_mlp.pt").string(), "--allow-unknown-globals", "--input",
-                            tbtest::fixture("torch/mlp_X.npy").string(), "--output", (dir / "a.npy").string()});
+  auto r =
+      tbtest::run_cli({"run", tbtest::fixture("torch/whole_module_mlp.pt").string(), "--allow-unknown-globals",
+                       "--input", tbtest::fixture("torch/mlp_X.npy").string(), "--output", (dir / "a.npy").string()});
   INFO(r.output);
   CHECK(r.exit_code == 1);
   CHECK(r.output.find("holds a whole module of the user class __main__.MLP") != std::string::npos);
   CHECK(!fs::exists(dir / "a.npy"));
-  r = tbtest::run_cli({"run", tbtest::fixture("torch/whole_module_mlp.pt").string(), "--allow-unknown-globals", "--arch",
-                       "mlp:20,256,10", "--input", tbtest::fixture("torch/mlp_X.npy").string(), "--output",
+  r = tbtest::run_cli({"run", tbtest::fixture("torch/whole_module_mlp.pt").string(), "--allow-unknown-globals",
+                       "--arch", "mlp:20,256,10", "--input", tbtest::fixture("torch/mlp_X.npy").string(), "--output",
                        (dir / "a.npy").string()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
@@ -103,22 +105,24 @@ TEST_CASE("run --backend vulkan (lavapipe tolerance 1e-4 relative)") {
   require_run_command();
   if (!compute::vulkan::is_available()) tbtest::skip("no Vulkan compute device (build or driver)");
   tbtest::TempDir dir;
-  auto r = tbtest::run_cli({"run", tbtest::fixture("torch/cnn.pt").string(), "--arch", "seed-cnn", "--backend",
-                            "vulkan", "--input", tbtest::fixture("torch/cnn_X.npy").string(), "--output",
-                            (dir / "y.npy").string()});
+  auto r =
+      tbtest::run_cli({"run", tbtest::fixture("torch/cnn.pt").string(), "--arch", "seed-cnn", "--backend", "vulkan",
+                       "--input", tbtest::fixture("torch/cnn_X.npy").string(), "--output", (dir / "y.npy").string()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("vulkan") != std::string::npos);
   check_output(dir / "y.npy", tbtest::fixture("torch/cnn_Y.npy"), "run seed-cnn on Vulkan", 1e-4, 1e-5);
 }
 
-TEST_CASE("run --arch loads by structure: the chapter MLP, its renamed and converted copies, the mapping printed", "[needs_hdf5][needs_onnx]") {
+TEST_CASE("run --arch loads by structure: the chapter MLP, its renamed and converted copies, the mapping printed",
+          "[needs_hdf5][needs_onnx]") {
   require_run_command();
   tbtest::TempDir dir;
   const std::string X = tbtest::fixture("arch/mlp_X.npy").string();
   const fs::path Y = tbtest::fixture("arch/mlp_Y.npy");
   const std::string params = tbtest::fixture("arch/chapter_mlp.params").string();
-  auto r = tbtest::run_cli({"run", params, "--arch", "mlp:20,256,10", "--input", X, "--output", (dir / "y.npy").string()});
+  auto r =
+      tbtest::run_cli({"run", params, "--arch", "mlp:20,256,10", "--input", X, "--output", (dir / "y.npy").string()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("loaded by structure (file order):") != std::string::npos);
@@ -134,7 +138,8 @@ TEST_CASE("run --arch loads by structure: the chapter MLP, its renamed and conve
 
   // Renamed layers (Sequential 0/2, fc1/fc2, layers.N, net.*) and copies converted to other formats.
   std::vector<std::string> files;
-  for (const char* f : {"seq_mlp.pt", "fc_mlp.pt", "layers_mlp.pt", "net_mlp.pt"}) files.push_back(tbtest::fixture(std::string("arch/") + f).string());
+  for (const char* f : {"seq_mlp.pt", "fc_mlp.pt", "layers_mlp.pt", "net_mlp.pt"})
+    files.push_back(tbtest::fixture(std::string("arch/") + f).string());
   for (const char* ext : {"safetensors", "npz", "h5", "oneflow"}) {
     fs::path to = dir / (std::string("copy.") + ext);
     auto c = tbtest::run_cli({"convert", params, to.string(), "--to", std::string(ext) == "h5" ? "keras-h5" : ext});
@@ -143,8 +148,8 @@ TEST_CASE("run --arch loads by structure: the chapter MLP, its renamed and conve
     files.push_back(to.string());
   }
   // A whole module converted to a OneFlow folder keeps its state dict (the module tree is not state).
-  auto c = tbtest::run_cli({"convert", tbtest::fixture("arch/seq_mlp_whole.pt").string(), (dir / "whole_of").string(),
-                            "--to", "oneflow"});
+  auto c = tbtest::run_cli(
+      {"convert", tbtest::fixture("arch/seq_mlp_whole.pt").string(), (dir / "whole_of").string(), "--to", "oneflow"});
   INFO(c.output);
   REQUIRE(c.exit_code == 0);
   files.push_back((dir / "whole_of").string());
@@ -157,7 +162,8 @@ TEST_CASE("run --arch loads by structure: the chapter MLP, its renamed and conve
   }
 
   // export goes the same way.
-  r = tbtest::run_cli({"export", params, (dir / "mlp.onnx").string(), "--arch", "mlp:20,256,10", "--input-shape", "-1,20"});
+  r = tbtest::run_cli(
+      {"export", params, (dir / "mlp.onnx").string(), "--arch", "mlp:20,256,10", "--input-shape", "-1,20"});
   INFO(r.output);
   CHECK(r.exit_code == 0);
   CHECK(fs::exists(dir / "mlp.onnx"));
@@ -172,7 +178,8 @@ TEST_CASE("run --arch refuses partial and ambiguous fits, and --strict-names kee
   INFO(r.output);
   CHECK(r.exit_code == 1);
   CHECK(r.output.find("the state dict has 3 layers with tensors, the architecture 2") != std::string::npos);
-  CHECK(r.output.find("no layer of the architecture fits the state dict's 0: weight [32, 20], bias [32]") != std::string::npos);
+  CHECK(r.output.find("no layer of the architecture fits the state dict's 0: weight [32, 20], bias [32]") !=
+        std::string::npos);
   CHECK(!fs::exists(dir / "y.npy"));
 
   r = tbtest::run_cli({"run", tbtest::fixture("arch/chapter_mlp.params").string(), "--arch", "mlp:20,256,10",
@@ -206,7 +213,8 @@ TEST_CASE("run whole modules: user classes with --arch, Sequential and OneFlow m
   for (std::string f : {"chapter_mlp_whole.pt", "oneflow_mlp_whole"}) {
     const std::string file = tbtest::fixture("arch/" + f).string();
     // Without the flag the user class is refused, and the refusal names the flag.
-    auto r = tbtest::run_cli({"run", file, "--arch", "mlp:20,256,10", "--input", X, "--output", (dir / "y.npy").string()});
+    auto r =
+        tbtest::run_cli({"run", file, "--arch", "mlp:20,256,10", "--input", X, "--output", (dir / "y.npy").string()});
     INFO(r.output);
     CHECK(r.exit_code == 1);
     CHECK(r.output.find("__main__.MLP") != std::string::npos);
@@ -217,19 +225,19 @@ TEST_CASE("run whole modules: user classes with --arch, Sequential and OneFlow m
     CHECK(r.output.find("holds a whole module of the user class __main__.MLP") != std::string::npos);
     CHECK(r.output.find("--arch \"linear:20,256 relu linear:256,10\"") != std::string::npos);
     CHECK(!fs::exists(dir / "y.npy"));
-    r = tbtest::run_cli({"run", file, "--allow-unknown-globals", "--arch", "linear:20,256 relu linear:256,10", "--input",
-                         X, "--output", (dir / (f + ".npy")).string()});
+    r = tbtest::run_cli({"run", file, "--allow-unknown-globals", "--arch", "linear:20,256 relu linear:256,10",
+                         "--input", X, "--output", (dir / (f + ".npy")).string()});
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     check_output(dir / (f + ".npy"), Y, "run " + f + " --arch");
   }
-  auto r = tbtest::run_cli({"run", tbtest::fixture("arch/seq_mlp_whole.pt").string(), "--input", X, "--output",
-                            (dir / "seq.npy").string()});
+  auto r = tbtest::run_cli(
+      {"run", tbtest::fixture("arch/seq_mlp_whole.pt").string(), "--input", X, "--output", (dir / "seq.npy").string()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   check_output(dir / "seq.npy", Y, "run seq_mlp_whole.pt");
-  r = tbtest::run_cli({"run", tbtest::fixture("arch/oneflow_seq_whole").string(), "--input", X, "--output",
-                       (dir / "of.npy").string()});
+  r = tbtest::run_cli(
+      {"run", tbtest::fixture("arch/oneflow_seq_whole").string(), "--input", X, "--output", (dir / "of.npy").string()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("oneflow module tree") != std::string::npos);
@@ -246,14 +254,16 @@ TEST_CASE("run --arch by structure on Vulkan (lavapipe tolerance 1e-4 relative)"
   require_run_command();
   if (!compute::vulkan::is_available()) tbtest::skip("no Vulkan compute device (build or driver)");
   tbtest::TempDir dir;
-  auto r = tbtest::run_cli({"run", tbtest::fixture("arch/cnn_bn.pt").string(), "--arch",
-                            "conv2d:3,8,3,1,1 batchnorm:8 relu maxpool:2 flatten linear:128,10", "--backend", "vulkan",
-                            "--input", tbtest::fixture("arch/cnn_X.npy").string(), "--output", (dir / "y.npy").string()});
+  auto r =
+      tbtest::run_cli({"run", tbtest::fixture("arch/cnn_bn.pt").string(), "--arch",
+                       "conv2d:3,8,3,1,1 batchnorm:8 relu maxpool:2 flatten linear:128,10", "--backend", "vulkan",
+                       "--input", tbtest::fixture("arch/cnn_X.npy").string(), "--output", (dir / "y.npy").string()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   check_output(dir / "y.npy", tbtest::fixture("arch/cnn_Y.npy"), "cnn_bn.pt by structure on Vulkan", 1e-4, 1e-5);
-  r = tbtest::run_cli({"run", tbtest::fixture("arch/chapter_mlp.params").string(), "--arch", "mlp:20,256,10", "--backend",
-                       "vulkan", "--input", tbtest::fixture("arch/mlp_X.npy").string(), "--output", (dir / "m.npy").string()});
+  r = tbtest::run_cli({"run", tbtest::fixture("arch/chapter_mlp.params").string(), "--arch", "mlp:20,256,10",
+                       "--backend", "vulkan", "--input", tbtest::fixture("arch/mlp_X.npy").string(), "--output",
+                       (dir / "m.npy").string()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   check_output(dir / "m.npy", tbtest::fixture("arch/mlp_Y.npy"), "chapter MLP by structure on Vulkan", 1e-4, 1e-5);

@@ -40,8 +40,8 @@ TEST_CASE("a two-input two-output graph runs with inputs in order or by name, .n
   for (const auto& be : backends()) {
     INFO(be);
     const std::string y1 = (dir / (be + "_y1.npy")).string(), y2 = (dir / (be + "_y2.npy")).string();
-    auto r = tbtest::run_cli({"run", graph("two_in_two_out.onnx"), "--input", a, "--input", b, "--output", y1, "--output",
-                              y2, "--backend", be});
+    auto r = tbtest::run_cli({"run", graph("two_in_two_out.onnx"), "--input", a, "--input", b, "--output", y1,
+                              "--output", y2, "--backend", be});
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     CHECK(r.output.find("OnnxGraph") != std::string::npos);
@@ -85,7 +85,8 @@ TEST_CASE("a residual CNN and Linear + Softmax exported by torch run like PyTorc
     for (const auto& be : backends()) {
       INFO(name << " on " << be);
       const std::string y = (dir / (name + be + ".npy")).string();
-      auto r = tbtest::run_cli({"run", graph(name + ".onnx"), "-i", graph(name + "_in0.npy"), "-o", y, "--backend", be});
+      auto r =
+          tbtest::run_cli({"run", graph(name + ".onnx"), "-i", graph(name + "_in0.npy"), "-o", y, "--backend", be});
       INFO(r.output);
       REQUIRE(r.exit_code == 0);
       require_same(y, graph(name + "_out0.npy"));
@@ -115,8 +116,10 @@ TEST_CASE("a graph with an op the runner does not have is refused before running
   const fs::path model = "/usr/share/libonnx-testdata/data/node/test_erf/model.onnx";
   if (!fs::exists(model)) tbtest::skip("libonnx-testdata is not installed");
   tbtest::TempDir dir;
-  auto r = tbtest::run_cli({"run", model.string(), "-i", graph("sequential_softmax_in0.npy"), "-o", (dir / "y.npy").string()});
+  auto r = tbtest::run_cli(
+      {"run", model.string(), "-i", graph("sequential_softmax_in0.npy"), "-o", (dir / "y.npy").string()});
   CHECK(r.exit_code == 1);
-  CHECK(r.output.find("node #0 (Erf) cannot run: the op is not supported; supported ops: Abs, Add, AveragePool") != std::string::npos);
+  CHECK(r.output.find("node #0 (Erf) cannot run: the op is not supported; supported ops: Abs, Add, AveragePool") !=
+        std::string::npos);
   CHECK_FALSE(fs::exists(dir / "y.npy"));
 }

@@ -84,8 +84,8 @@ TEST_CASE("tensorbridge export writes a graph that tensorbridge run executes", "
   if (!nn::onnx_graph_support()) tbtest::skip("built without ONNX");
   tbtest::TempDir dir;
   auto onnx = (dir / "cnn.onnx").string();
-  auto r = tbtest::run_cli({"export", tbtest::fixture("torch/cnn.pt").string(), onnx, "--arch", "seed-cnn",
-                            "--input-shape", "-1,3,32,32"});
+  auto r = tbtest::run_cli(
+      {"export", tbtest::fixture("torch/cnn.pt").string(), onnx, "--arch", "seed-cnn", "--input-shape", "-1,3,32,32"});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   auto y = (dir / "y.npy").string();
@@ -96,7 +96,8 @@ TEST_CASE("tensorbridge export writes a graph that tensorbridge run executes", "
   r = tbtest::run_cli({"diff", y, tbtest::fixture("torch/cnn_Y.npy").string(), "--rtol", "1e-5", "--atol", "1e-6"});
   INFO(r.output);
   CHECK(r.exit_code == 0);
-  r = tbtest::run_cli({"export", tbtest::fixture("torch/cnn.pt").string(), onnx, "--arch", "seed-cnn", "--input-shape", "x"});
+  r = tbtest::run_cli(
+      {"export", tbtest::fixture("torch/cnn.pt").string(), onnx, "--arch", "seed-cnn", "--input-shape", "x"});
   CHECK(r.exit_code == 1);
   CHECK(r.output.find("--input-shape") != std::string::npos);
 }
@@ -153,8 +154,9 @@ print(sorted({n.op_type for n in m.graph.node}))
 )",
                             {(dir / "m.onnx").string()});
   INFO(ops.output);
-  CHECK_THAT(ops.output, Catch::Matchers::Contains(
-                             "['Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'LeakyRelu', 'Sigmoid', 'Softmax', 'Tanh']"));
+  CHECK_THAT(ops.output,
+             Catch::Matchers::Contains(
+                 "['Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'LeakyRelu', 'Sigmoid', 'Softmax', 'Tanh']"));
   // And back: our import of our export runs to the same numbers.
   nn::FileModel back = nn::load_model(dir / "m.onnx");
   Tensor y2 = (*back.model)(x);

@@ -10,8 +10,8 @@
 #include "compute/backend.h"
 #include "models/arch.h"
 #include "nn/module.h"
-#include "nn/style.h"
 #include "nn/select.h"
+#include "nn/style.h"
 
 using namespace tb;
 namespace fs = std::filesystem;
@@ -58,10 +58,10 @@ std::vector<Seed> seeds() {
            "torch/mlp_X.npy", "torch/mlp_Y.npy"},
           {"seed CNN", "cnn", [] { return nn::Module::Ptr(nn::seed_cnn()); }, "torch/cnn.pt", "torch/cnn_X.npy",
            "torch/cnn_Y.npy"},
-          {"BatchNorm1d net", "bn1d", [] { return nn::Module::Ptr(bn1d_net()); }, "torch/bn1d.pt",
-           "torch/bn1d_X.npy", "torch/bn1d_Y.npy"},
-          {"BatchNorm2d net", "bn2d", [] { return nn::Module::Ptr(bn2d_net()); }, "torch/bn2d.pt",
-           "torch/bn2d_X.npy", "torch/bn2d_Y.npy"}};
+          {"BatchNorm1d net", "bn1d", [] { return nn::Module::Ptr(bn1d_net()); }, "torch/bn1d.pt", "torch/bn1d_X.npy",
+           "torch/bn1d_Y.npy"},
+          {"BatchNorm2d net", "bn2d", [] { return nn::Module::Ptr(bn2d_net()); }, "torch/bn2d.pt", "torch/bn2d_X.npy",
+           "torch/bn2d_Y.npy"}};
 }
 
 std::string keys_and_shapes(const StateDict& sd) {
@@ -168,7 +168,8 @@ TEST_CASE("seed MLP, CNN and BatchNorm nets on the Vulkan backend equal torch's 
   }
 }
 
-TEST_CASE("seeds converted by us to .pt .npz .h5 .onnx .safetensors load and run like torch", "[needs_hdf5][needs_onnx]") {
+TEST_CASE("seeds converted by us to .pt .npz .h5 .onnx .safetensors load and run like torch",
+          "[needs_hdf5][needs_onnx]") {
   tbtest::TempDir dir;
   for (const Seed& s : seeds()) {
     StateDict sd = pt_weights(s.weights);
@@ -277,8 +278,8 @@ TEST_CASE("builtin_model rejects unknown architectures by name") {
   }
   CHECK_THROWS_AS(nn::builtin_model("mlp:20,x"), UnsupportedError);
   auto m = nn::builtin_model("mlp:4,3,3,2");
-  CHECK(m->state_dict().keys() == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias", "4.weight",
-                                                           "4.bias"});
+  CHECK(m->state_dict().keys() ==
+        std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"});
 }
 
 // ---- architecture from the file -------------------------------------------------------------
@@ -296,7 +297,6 @@ std::pair<Tensor, Tensor> python_io(tbtest::Peer peer, const std::string& code, 
   return {tbtest::load_npy_tensor(dir / "X.npy"), tbtest::load_npy_tensor(dir / "Y.npy")};
 }
 
-
 }  // namespace
 
 TEST_CASE("architecture from whole-module pickles: torch 1.13 and torch 0.3 files rebuilt and run") {
@@ -311,7 +311,8 @@ TEST_CASE("architecture from whole-module pickles: torch 1.13 and torch 0.3 file
   StateDict ref = pt_weights("torch/mlp.params");
   for (auto& [k, t] : ref) CHECK(equal(mlp.model->state_dict().at(k), t));
   std::string why = tbtest::error_text([&] { (*mlp.model)(npy("torch/mlp_X.npy")); });
-  CHECK(why.find("__main__.MLP is a user class: its layers load, but its forward() is Python code") != std::string::npos);
+  CHECK(why.find("__main__.MLP is a user class: its layers load, but its forward() is Python code") !=
+        std::string::npos);
   CHECK(why.find("--arch \"linear:20,256 relu linear:256,10\"") != std::string::npos);
   nn::ArchLoad how;
   how.load = lo;
@@ -361,13 +362,16 @@ np.save(sys.argv[1] + "/Y.npy", m.predict(x, verbose=0).astype(np.float32))
   check_close((*fm.model)(X), Y, "keras213_full_model_conv_bn_dense.h5", 1e-5, 1e-5);
 
   // Unknown layer types are named.
-  std::string e1 = tbtest::error_text([] { nn::load_model(tbtest::fixture("shared/keras_h5/tfkeras2110_full_model_dense_vlen_attrs.h5")); });
+  std::string e1 = tbtest::error_text(
+      [] { nn::load_model(tbtest::fixture("shared/keras_h5/tfkeras2110_full_model_dense_vlen_attrs.h5")); });
   CHECK(e1.find("of type 'Attention' is not supported") != std::string::npos);
-  std::string e2 = tbtest::error_text([] { nn::load_model(tbtest::fixture("shared/keras_h5/tfkeras240_full_model_with_adam_optimizer.hdf5")); });
+  std::string e2 = tbtest::error_text(
+      [] { nn::load_model(tbtest::fixture("shared/keras_h5/tfkeras240_full_model_with_adam_optimizer.hdf5")); });
   CHECK(e2.find("of type 'Embedding' is not supported") != std::string::npos);
 }
 
-TEST_CASE("architecture from the file: weights-only files and unknown module classes are refused by name", "[needs_hdf5]") {
+TEST_CASE("architecture from the file: weights-only files and unknown module classes are refused by name",
+          "[needs_hdf5]") {
   std::string e = tbtest::error_text([] { nn::load_model(tbtest::fixture("torch/mlp.params")); });
   CHECK(e.find("holds only weights") != std::string::npos);
   e = tbtest::error_text([] { nn::load_model(tbtest::fixture("keras/mlp_keras2.h5")); });
@@ -387,13 +391,15 @@ TEST_CASE("architecture from the file: weights-only files and unknown module cla
   CHECK(e.find("module '0' (torch.nn.modules.rnn.LSTM) is not a known layer type") != std::string::npos);
 }
 
-TEST_CASE("reverse Keras check: torch checkpoint -> Keras style -> keras-h5 written by us -> tf_keras predict", "[needs_hdf5]") {
+TEST_CASE("reverse Keras check: torch checkpoint -> Keras style -> keras-h5 written by us -> tf_keras predict",
+          "[needs_hdf5]") {
   tbtest::TempDir dir;
   // Seed MLP and seed CNN; Keras gets NHWC input for the CNN.
   save(Checkpoint::from_state_dict(nn::keras_layers_to_state_dict(nn::torch_to_keras(pt_weights("torch/mlp.params")))),
        dir / "mlp_keras.h5", "keras-h5");
   nn::StyleOptions cnn_opts;
-  save(Checkpoint::from_state_dict(nn::keras_layers_to_state_dict(nn::torch_to_keras(pt_weights("torch/cnn.pt"), cnn_opts))),
+  save(Checkpoint::from_state_dict(
+           nn::keras_layers_to_state_dict(nn::torch_to_keras(pt_weights("torch/cnn.pt"), cnn_opts))),
        dir / "cnn_keras.h5", "keras-h5");
   save(Checkpoint::from_state_dict([] {
          StateDict s;

@@ -13,8 +13,8 @@ using namespace tb;
 
 namespace {
 
-const std::vector<std::string> kNumpyDtypes = {"bool",   "uint8",   "int8",    "int16",     "int32",
-                                               "int64",  "uint16",  "uint32",  "uint64",    "float16",
+const std::vector<std::string> kNumpyDtypes = {"bool",    "uint8",   "int8",      "int16",     "int32",
+                                               "int64",   "uint16",  "uint32",    "uint64",    "float16",
                                                "float32", "float64", "complex64", "complex128"};
 
 /** The value the Python side writes at flat index i for dtype kind. */
@@ -281,11 +281,11 @@ TEST_CASE("header literals: spacing, double quotes, trailing commas, L suffixes,
   std::string data(8, '\0');
   data[0] = 1;
   data[4] = 2;
-  for (std::string dict :
-       {"{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }", "{\"descr\":\"<i4\",\"fortran_order\":False,\"shape\":(2,)}",
-        "{ 'shape' : ( 2L , ) , 'fortran_order' : False , 'descr' : '<i4' }",
-        "{'descr': u'<i4', 'fortran_order': False, 'shape': [2]}  # a comment",
-        "{'descr': '=i4', 'fortran_order': False, 'shape': (2,), }"}) {
+  for (std::string dict : {"{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }",
+                           "{\"descr\":\"<i4\",\"fortran_order\":False,\"shape\":(2,)}",
+                           "{ 'shape' : ( 2L , ) , 'fortran_order' : False , 'descr' : '<i4' }",
+                           "{'descr': u'<i4', 'fortran_order': False, 'shape': [2]}  # a comment",
+                           "{'descr': '=i4', 'fortran_order': False, 'shape': (2,), }"}) {
     INFO(dict);
     std::string b = npy_with_header(dict) + data;
     Value v = load_npy_value(memory_reader(std::vector<uint8_t>(b.begin(), b.end())));
@@ -303,9 +303,10 @@ TEST_CASE("hostile and malformed .npy files are refused before any allocation", 
                                               std::string(8, '\0')))
             .find("truncated") != std::string::npos);
   // product overflow
-  CHECK(error_of<FormatError>(npy_with_header(
-                                  "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }"))
-            .find("overflows") != std::string::npos);
+  CHECK(
+      error_of<FormatError>(
+          npy_with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }"))
+          .find("overflows") != std::string::npos);
   // header length beyond the file
   {
     std::string b = npy_with_header(ok, std::string(8, '\0'), 2);
@@ -318,7 +319,8 @@ TEST_CASE("hostile and malformed .npy files are refused before any allocation", 
   }
   CHECK(error_of<FormatError>(std::string("\x93NUMPY\x01\x00", 8)).find("too small") != std::string::npos);
   CHECK(error_of<FormatError>(std::string("\x93NUMPZ\x01\x00\x00\x00", 10)).find("magic") != std::string::npos);
-  CHECK(error_of<UnsupportedError>(std::string("\x93NUMPY\x04\x00\x00\x00", 10)).find("version 4.0") != std::string::npos);
+  CHECK(error_of<UnsupportedError>(std::string("\x93NUMPY\x04\x00\x00\x00", 10)).find("version 4.0") !=
+        std::string::npos);
   CHECK(error_of<FormatError>(npy_with_header("{'descr': '<f4', 'fortran_order': False}")).find("'shape'") !=
         std::string::npos);
   CHECK(error_of<FormatError>(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}"))
@@ -327,17 +329,17 @@ TEST_CASE("hostile and malformed .npy files are refused before any allocation", 
             .find("fortran_order") != std::string::npos);
   CHECK(error_of<FormatError>(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}"))
             .find("non-negative") != std::string::npos);
-  CHECK(error_of<FormatError>(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)")).find("expected ',' or '}'") !=
-        std::string::npos);
+  CHECK(error_of<FormatError>(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)"))
+            .find("expected ',' or '}'") != std::string::npos);
   CHECK(error_of<FormatError>(npy_with_header("{'descr': __import__('os'), 'fortran_order': False, 'shape': (2,)}"))
             .find("unexpected token") != std::string::npos);
   CHECK(error_of<FormatError>(npy_with_header(std::string(40, '(') + std::string(40, ')'))).find("deeper") !=
         std::string::npos);
-  CHECK(error_of<UnsupportedError>(npy_with_header("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}",
-                                                   std::string(8, '\0')))
+  CHECK(error_of<UnsupportedError>(
+            npy_with_header("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}", std::string(8, '\0')))
             .find("structured") != std::string::npos);
-  CHECK(error_of<UnsupportedError>(npy_with_header("{'descr': '<M8[ns]', 'fortran_order': False, 'shape': (2,)}",
-                                                   std::string(16, '\0')))
+  CHECK(error_of<UnsupportedError>(
+            npy_with_header("{'descr': '<M8[ns]', 'fortran_order': False, 'shape': (2,)}", std::string(16, '\0')))
             .find("'<M8[ns]'") != std::string::npos);
 }
 
@@ -395,8 +397,8 @@ TEST_CASE("object arrays: numpy 1.24 dict and ragged list, Python 2 and NumPy 2 
   CHECK(r.root.items()[1].as_tensor().to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3, 4});
   // numpy's own test data: [arange(?), range object, unicode, bytes]; the range/xrange object is a
   // class outside the allow-list: refused by default, kept opaque on request
-  for (const char* f : {"shared/numpy/py2-objarr.npy", "shared/numpy/py3-objarr_numpy1.npy",
-                        "shared/numpy/py3-objarr_numpy2.npy"}) {
+  for (const char* f :
+       {"shared/numpy/py2-objarr.npy", "shared/numpy/py3-objarr_numpy1.npy", "shared/numpy/py3-objarr_numpy2.npy"}) {
     INFO(f);
     LoadOptions o;
     o.allow_unknown_globals = true;

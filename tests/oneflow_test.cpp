@@ -45,7 +45,6 @@ std::vector<std::string> tree_files(const fs::path& root) {
   return out;
 }
 
-
 fs::path of_fixture(const std::string& rel) { return tbtest::fixture("shared/oneflow/" + rel); }
 
 /** numpy reads `out` of each variable folder as raw little-endian data (dtype, shape given); prints
@@ -87,10 +86,12 @@ void check_values(const Tensor& t, const std::vector<double>& expected) {
 }  // namespace
 
 TEST_CASE("meta text proto: fixture files and text-format variants", "[oneflow]") {
-  auto m = parse_oneflow_meta(read_all(of_fixture("flow_save_dir_state_dict/3x3_i3o3_conv2d_params/tensor_5/meta")), "m");
+  auto m =
+      parse_oneflow_meta(read_all(of_fixture("flow_save_dir_state_dict/3x3_i3o3_conv2d_params/tensor_5/meta")), "m");
   CHECK(m.dtype == DType::F32);
   CHECK(m.shape == Shape{3, 3, 3, 3});
-  m = parse_oneflow_meta(read_all(of_fixture("lazy_checkpoint_mlp/variables/System-Train-TrainStep-train_job/meta")), "m");
+  m = parse_oneflow_meta(read_all(of_fixture("lazy_checkpoint_mlp/variables/System-Train-TrainStep-train_job/meta")),
+                         "m");
   CHECK(m.dtype == DType::I64);
   CHECK(m.shape == Shape{1});
   // what our writer emits is what OneFlow wrote (text_format.MessageToString)
@@ -99,17 +100,21 @@ TEST_CASE("meta text proto: fixture files and text-format variants", "[oneflow]"
   CHECK(oneflow_meta_text({DType::I64, {1}}) ==
         read_all(of_fixture("lazy_checkpoint_mlp/variables/System-Train-TrainStep-train_job/meta")));
   // other spellings text_format accepts: comments, lists, <> blocks, separators, numeric enums, unknown fields
-  m = parse_oneflow_meta("# comment\nshape: < dim: [2, 5]; dim: 7 >\nextra { nested { x: \"a\\\"b\" } }\n"
-                         "data_type: 9 quant: 1.5\n",
-                         "m");
+  m = parse_oneflow_meta(
+      "# comment\nshape: < dim: [2, 5]; dim: 7 >\nextra { nested { x: \"a\\\"b\" } }\n"
+      "data_type: 9 quant: 1.5\n",
+      "m");
   CHECK(m.dtype == DType::F16);
   CHECK(m.shape == Shape{2, 5, 7});
   m = parse_oneflow_meta("data_type: kBFloat16", "m");  // no shape: 0-d
   CHECK(m.dtype == DType::BF16);
   CHECK(m.shape.empty());
-  for (auto [name, dt] : std::vector<std::pair<const char*, DType>>{{"kDouble", DType::F64}, {"kInt8", DType::I8},
-                                                                     {"kUInt8", DType::U8}, {"kBool", DType::Bool},
-                                                                     {"kInt32", DType::I32}, {"kInt16", DType::I16}}) {
+  for (auto [name, dt] : std::vector<std::pair<const char*, DType>>{{"kDouble", DType::F64},
+                                                                    {"kInt8", DType::I8},
+                                                                    {"kUInt8", DType::U8},
+                                                                    {"kBool", DType::Bool},
+                                                                    {"kInt32", DType::I32},
+                                                                    {"kInt16", DType::I16}}) {
     CHECK(dtype_from_oneflow(name) == dt);
     CHECK(oneflow_dtype_name(dt) == name);
   }
@@ -340,7 +345,8 @@ TEST_CASE("writer: any tree round trips, CPython's pickle gives our bytes, numpy
   root.set_item(Value::string("flags"), Value::list({Value::boolean(true), Value::boolean(false), Value::none()}));
   root.set_item(Value::string("blob"), Value::bytes(std::string("\x00\x01", 2)));
   Value inner = Value::dict();
-  inner.set_item(Value::string("b"), Value::tuple({Value::integer(1), Value::integer(2), Value::integer(3), Value::integer(4)}));
+  inner.set_item(Value::string("b"),
+                 Value::tuple({Value::integer(1), Value::integer(2), Value::integer(3), Value::integer(4)}));
   Value nested = Value::dict();
   nested.set_item(Value::string("a"), inner);
   root.set_item(Value::string("nested"), nested);
@@ -409,7 +415,8 @@ TEST_CASE("writer: snapshot layout, every dtype OneFlow stores, and dtypes it ca
   CHECK(contains(msg, "'f8'"));
   CHECK_FALSE(fs::exists(tmp / "bad"));
   size_t entries = 0;
-  for (auto& e : fs::directory_iterator(tmp.path())) entries += (e.path().filename() != "pickle" && e.path().filename() != "snapshot");
+  for (auto& e : fs::directory_iterator(tmp.path()))
+    entries += (e.path().filename() != "pickle" && e.path().filename() != "snapshot");
   CHECK(entries == 0);  // no temporary folder left
 }
 
@@ -477,8 +484,8 @@ TEST_CASE("hostile folders: truncated data, escaping paths, foreign globals, wro
   // a single file that merely looks like a pickle is not claimed by sniffing; a folder without a layout is refused
   fs::create_directory(tmp / "nothing");
   CHECK_FALSE(oneflow_format().sniff(Source::from_path(tmp / "nothing")));
-  CHECK(contains(error_of<FormatError>([&] { load_oneflow(Source::from_path(tmp / "nothing")); }),
-                 "no OneFlow layout"));
+  CHECK(
+      contains(error_of<FormatError>([&] { load_oneflow(Source::from_path(tmp / "nothing")); }), "no OneFlow layout"));
   CHECK_FALSE(oneflow_format().sniff(Source::from_path(tbtest::fixture("torch/protocol4.pt"))));
 }
 
@@ -533,8 +540,8 @@ print('OK', len(ours))
 TEST_CASE("nested whole module: Sequential children become dotted keys, non-persistent buffers left out", "[oneflow]") {
   Checkpoint c = tb::load(tbtest::fixture("oneflow_extra/whole_module_seq"));
   StateDict sd = c.state_dict();
-  CHECK(sd.keys() == std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.running_mean",
-                                              "1.num_batches_tracked"});
+  CHECK(sd.keys() ==
+        std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.running_mean", "1.num_batches_tracked"});
   CHECK(sd.at("0.weight").to_vector<float>() == std::vector<float>{0, 0.25f, 0.5f, 0.75f, 1, 1.25f});
   CHECK(sd.at("1.num_batches_tracked").dtype() == DType::I64);
   CHECK(sd.at("1.num_batches_tracked").shape().empty());
@@ -615,7 +622,8 @@ print('OK')
   CHECK_FALSE(fs::exists(tmp / "bf.of"));
 }
 
-TEST_CASE("nn.Graph variable folders through the CLI: inspect lists them, convert writes what numpy reads", "[oneflow][cli]") {
+TEST_CASE("nn.Graph variable folders through the CLI: inspect lists them, convert writes what numpy reads",
+          "[oneflow][cli]") {
   const fs::path dir = of_fixture("graph_saved_variables");
   auto r = tbtest::run_cli({"inspect", "--json", dir.string()});
   INFO(r.output);

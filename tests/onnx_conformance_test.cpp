@@ -68,12 +68,14 @@ bool selected(const OnnxGraph& g) {
  *  those may differ by one bfloat16 ulp (2^-7 relative). */
 std::string compare(const Tensor& y, const Tensor& want) {
   const double rtol = want.dtype() == DType::BF16 ? 1.0 / 128 : 1e-4;
-  if (y.dtype() != want.dtype() || y.shape() != want.shape()) return "got " + y.describe() + ", want " + want.describe();
+  if (y.dtype() != want.dtype() || y.shape() != want.shape())
+    return "got " + y.describe() + ", want " + want.describe();
   Tensor a = y.to(DType::F64), b = want.to(DType::F64);
   const double* pa = a.data_as<double>();
   const double* pb = b.data_as<double>();
   for (int64_t i = 0; i < a.numel(); ++i) {
-    bool ok = pa[i] == pb[i] || (std::isnan(pa[i]) && std::isnan(pb[i])) || std::abs(pa[i] - pb[i]) <= 1e-5 + rtol * std::abs(pb[i]);
+    bool ok = pa[i] == pb[i] || (std::isnan(pa[i]) && std::isnan(pb[i])) ||
+              std::abs(pa[i] - pb[i]) <= 1e-5 + rtol * std::abs(pb[i]);
     if (!ok) return str("element ", i, ": got ", pa[i], ", want ", pb[i]);
   }
   return {};
@@ -122,8 +124,10 @@ void run_suites(const std::string& backend) {
           if (!why.empty()) break;
         }
         if (expected_refusal != kRefused.end()) why = "ran, but is listed as refused: " + expected_refusal->second;
-        if (why.empty()) ++passed;
-        else failures.push_back(name + ": " + why);
+        if (why.empty())
+          ++passed;
+        else
+          failures.push_back(name + ": " + why);
       } catch (const Error& e) {
         std::string msg = e.what();
         if (expected_refusal != kRefused.end() && msg.find(expected_refusal->second) != std::string::npos) {

@@ -87,7 +87,8 @@ TEST_CASE("subgraph weights reach safetensors with onnx's own values", "[onnx_fu
   tbtest::TempDir dir;
   for (const char* m : kModels) {
     auto st = dir / (std::string(m) + ".safetensors");
-    auto r = tbtest::run_cli({"convert", "-q", fixture(std::string("onnx_extra/") + m + ".onnx").string(), st.string()});
+    auto r =
+        tbtest::run_cli({"convert", "-q", fixture(std::string("onnx_extra/") + m + ".onnx").string(), st.string()});
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     // The reference: onnx.numpy_helper over every graph, named by the rule (README), into an .npz.
@@ -188,7 +189,8 @@ TEST_CASE("onnx -> onnx --rename renames the graph's references too", "[onnx_ful
   CHECK(std::count(keys.begin(), keys.end(), "init_state") == 1);
   expect_same_run(src, out, 0);
 
-  r = tbtest::run_cli({"convert", "-q", src.string(), (dir / "bad1.onnx").string(), "--rename", "branch/then_branch/tw=tw"});
+  r = tbtest::run_cli(
+      {"convert", "-q", src.string(), (dir / "bad1.onnx").string(), "--rename", "branch/then_branch/tw=tw"});
   CHECK(r.exit_code == 1);
   CHECK(contains(r.output, "can be renamed only within it (the new name must start with 'branch/then_branch/')"));
   r = tbtest::run_cli({"convert", "-q", src.string(), (dir / "bad2.onnx").string(), "--rename", "top_w=X"});
@@ -205,7 +207,8 @@ TEST_CASE("onnx -> onnx refuses to leave out a weight the graph needs", "[onnx_f
   CHECK(contains(r.output, "the graph needs 'top_w' (an input of node 1 (Add))"));
   CHECK(!fs::exists(dir / "sel.onnx"));
   // Weights only, on request.
-  r = tbtest::run_cli({"convert", "-q", src.string(), (dir / "w.onnx").string(), "--select", "branch/*", "--option", "graph=drop"});
+  r = tbtest::run_cli(
+      {"convert", "-q", src.string(), (dir / "w.onnx").string(), "--select", "branch/*", "--option", "graph=drop"});
   INFO(r.output);
   CHECK(r.exit_code == 0);
   CHECK(names_of(dir / "w.onnx").size() == 3);

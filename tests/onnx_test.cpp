@@ -3,10 +3,10 @@
 // of sequential networks run by onnxruntime against PyTorch's outputs.
 #include "tests/support.h"
 
-#include <cstring>
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -113,8 +113,7 @@ TEST_CASE("typed fields, sparse initializers, Constant nodes and metadata_props"
   CHECK(sd.at("u32").to_vector<uint32_t>() == std::vector<uint32_t>{0, 4294967295u});
   CHECK(sd.at("u64").to_vector<uint64_t>() == std::vector<uint64_t>{1, 18446744073709551615ull});
   CHECK(sd.at("c64").dtype() == DType::C64);
-  CHECK(sd.at("c64").to_vector<std::complex<float>>() ==
-        std::vector<std::complex<float>>{{1.0f, 2.0f}, {-3.0f, 0.5f}});
+  CHECK(sd.at("c64").to_vector<std::complex<float>>() == std::vector<std::complex<float>>{{1.0f, 2.0f}, {-3.0f, 0.5f}});
   CHECK(sd.at("scalar").shape().empty());
   CHECK(sd.at("scalar").item_as_double() == 42.0);
   CHECK(sd.at("sparse_w").to_vector<float>() == std::vector<float>{0, 1.5f, 0, 0, 0, -2.0f});
@@ -314,7 +313,8 @@ print('ok')
   CHECK_THROWS_AS(load(dir / "past_end.onnx"), FormatError);
   CHECK(msg("past_end.onnx").find("needs bytes [16, 80) of 'w.bin' but that file has 64 bytes") != std::string::npos);
   CHECK_THROWS_AS(load(dir / "missing.onnx"), IoError);
-  CHECK(msg("short_raw.onnx").find("tensor 'w' (float32 [4, 4]) needs 64 bytes but raw_data has 60") != std::string::npos);
+  CHECK(msg("short_raw.onnx").find("tensor 'w' (float32 [4, 4]) needs 64 bytes but raw_data has 60") !=
+        std::string::npos);
   CHECK(msg("short_typed.onnx").find("float_data holds 15 values but the dims need 16") != std::string::npos);
   CHECK_THROWS_AS(load(dir / "negative.onnx"), FormatError);
   CHECK_THROWS(load(dir / "huge.onnx"));
@@ -327,7 +327,8 @@ TEST_CASE("weights-only files pass onnx.checker and read back bit-exact in onnx 
   StateDict sd = load(fixture("onnx/mlp.onnx")).state_dict();
   // A few more dtypes, a transposed view and a tensor that will be empty.
   StateDict typed = load(fixture("onnx_extra/typed_fields.onnx")).state_dict();
-  for (const char* k : {"f16", "bf16", "i8", "u16", "boolean", "i64", "f64", "u64", "c64", "scalar"}) sd.insert(k, typed.at(k));
+  for (const char* k : {"f16", "bf16", "i8", "u16", "boolean", "i64", "f64", "u64", "c64", "scalar"})
+    sd.insert(k, typed.at(k));
   sd.insert("transposed", sd.at("out.weight").transpose(0, 1));
   sd.insert("empty", Tensor::zeros(DType::F32, {0, 3}));
   // 3 MiB (its raw_data streamed, length varints of 4 bytes) and its transposed view: i * 0.25, exact.
@@ -571,9 +572,10 @@ TEST_CASE("exported MLP, CNN and BatchNorm graphs pass the checker and match PyT
   cnn.input_shape = {-1, 3, 32, 32};
   OnnxLayer pool = layer(K::MaxPool2d);
   pool.kernel = {2};
-  cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU), pool, layer(K::Conv2d, "3"), layer(K::ReLU), pool,
-                layer(K::Flatten), layer(K::Linear, "7"), layer(K::ReLU), layer(K::Linear, "9"), layer(K::ReLU),
-                layer(K::Linear, "11")};
+  cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU),        pool,
+                layer(K::Conv2d, "3"), layer(K::ReLU),        pool,
+                layer(K::Flatten),     layer(K::Linear, "7"), layer(K::ReLU),
+                layer(K::Linear, "9"), layer(K::ReLU),        layer(K::Linear, "11")};
   save_onnx_graph(cnn, load(fixture("onnx_extra/cnn_weights.onnx")).state_dict(), dir / "cnn.onnx");
   CHECK_NOTHROW(check_onnx_model(dir / "cnn.onnx"));
   check_with_ort(dir / "cnn.onnx", "torch/cnn_X.npy", "torch/cnn_Y.npy", 1e-5);
@@ -714,7 +716,8 @@ TEST_CASE("ONNX graphs of supported ops import as a layer list with PyTorch-name
     CHECK(im.spec.input_name == "X");
     CHECK(im.spec.output_name == "Y");
     CHECK(im.spec.input_shape == Shape{2, 20});
-    for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}) CHECK(equal(im.weights.at(k), npy(k)));
+    for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"})
+      CHECK(equal(im.weights.at(k), npy(k)));
     im.spec.input_shape = {-1, 20};
     save_onnx_graph(im.spec, im.weights, dir / "mlp_again.onnx");
     check_with_ort(dir / "mlp_again.onnx", "torch/mlp_X.npy", "torch/mlp_Y.npy", 1e-5);
@@ -724,7 +727,8 @@ TEST_CASE("ONNX graphs of supported ops import as a layer list with PyTorch-name
     OnnxImport im = import_onnx_graph(Source::from_path(fixture("onnx_extra/mlp3d.onnx")));
     CHECK(kinds(im.spec) == std::vector<K>{K::Linear, K::ReLU, K::Linear});
     CHECK(im.weights.keys() == std::vector<std::string>{"hidden.weight", "hidden.bias", "out.weight", "out.bias"});
-    for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}) CHECK(equal(im.weights.at(k), npy(k)));
+    for (const char* k : {"hidden.weight", "hidden.bias", "out.weight", "out.bias"})
+      CHECK(equal(im.weights.at(k), npy(k)));
     CHECK_FALSE(im.notes.empty());
   }
   {
@@ -733,9 +737,10 @@ TEST_CASE("ONNX graphs of supported ops import as a layer list with PyTorch-name
     cnn.input_shape = {-1, 3, 32, 32};
     OnnxLayer pool = layer(K::MaxPool2d);
     pool.kernel = {2};
-    cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU), pool, layer(K::Conv2d, "3"), layer(K::ReLU), pool,
-                  layer(K::Flatten), layer(K::Linear, "7"), layer(K::ReLU), layer(K::Linear, "9"), layer(K::ReLU),
-                  layer(K::Linear, "11")};
+    cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU),        pool,
+                  layer(K::Conv2d, "3"), layer(K::ReLU),        pool,
+                  layer(K::Flatten),     layer(K::Linear, "7"), layer(K::ReLU),
+                  layer(K::Linear, "9"), layer(K::ReLU),        layer(K::Linear, "11")};
     StateDict w = load(fixture("onnx_extra/cnn_weights.onnx")).state_dict();
     save_onnx_graph(cnn, w, dir / "cnn.onnx");
     OnnxImport im = import_onnx_graph(Source::from_path(dir / "cnn.onnx"));
@@ -779,9 +784,7 @@ std::shared_ptr<nn::Sequential> build_sequential(const OnnxImport& im, StateDict
         params = l.bias ? std::vector<std::string>{"weight", "bias"} : std::vector<std::string>{"weight"};
         rank = 2;
         break;
-      case K::ReLU:
-        seq->add(std::make_shared<nn::ReLU>());
-        break;
+      case K::ReLU: seq->add(std::make_shared<nn::ReLU>()); break;
       case K::Conv2d: {
         Tensor cw = w("weight");
         nn::Conv2d::Options o;
@@ -789,7 +792,8 @@ std::shared_ptr<nn::Sequential> build_sequential(const OnnxImport& im, StateDict
         o.stride_h = st[0], o.stride_w = st[1], o.pad_h = pd[0], o.pad_w = pd[1], o.dil_h = dl[0], o.dil_w = dl[1];
         o.groups = l.groups;
         o.bias = l.bias;
-        seq->add(std::make_shared<nn::Conv2d>(cw.shape()[1] * l.groups, cw.shape()[0], cw.shape()[2], cw.shape()[3], o));
+        seq->add(
+            std::make_shared<nn::Conv2d>(cw.shape()[1] * l.groups, cw.shape()[0], cw.shape()[2], cw.shape()[3], o));
         params = l.bias ? std::vector<std::string>{"weight", "bias"} : std::vector<std::string>{"weight"};
         break;
       }
@@ -807,11 +811,8 @@ std::shared_ptr<nn::Sequential> build_sequential(const OnnxImport& im, StateDict
         seq->add(std::make_shared<nn::BatchNorm>(rank == 4 ? 2 : 1, w("weight").shape()[0], l.eps));
         params = {"weight", "bias", "running_mean", "running_var"};
         break;
-      case K::Add:
-        FAIL("nn::Sequential has no residual Add");
-        break;
-      default:
-        FAIL("layer kind not used by these graphs");
+      case K::Add: FAIL("nn::Sequential has no residual Add"); break;
+      default: FAIL("layer kind not used by these graphs");
     }
     for (const auto& p : params) sd.insert(std::to_string(i) + "." + p, w(p));
   }
@@ -877,8 +878,10 @@ TEST_CASE("models imported from torch.onnx.export run in nn and on the compute b
   };
   std::vector<std::unique_ptr<compute::Backend>> backends;
   backends.push_back(compute::make_backend("cpu"));
-  if (compute::vulkan::is_available()) backends.push_back(compute::make_backend("vulkan"));
-  else WARN("no Vulkan device: the imported models run on the CPU backend only");
+  if (compute::vulkan::is_available())
+    backends.push_back(compute::make_backend("vulkan"));
+  else
+    WARN("no Vulkan device: the imported models run on the CPU backend only");
   for (const Case& c : {Case{"onnx/mlp.onnx", "mlp"}, Case{"onnx_extra/cnn_torch.onnx", "cnn"},
                         Case{"onnx_extra/bn1d_torch.onnx", "bn1d"}, Case{"onnx_extra/bn2d_torch.onnx", "bn2d"}}) {
     INFO(c.file);

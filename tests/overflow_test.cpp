@@ -44,7 +44,8 @@ TEST_CASE("checked arithmetic returns exact results and throws on overflow, nami
                     Catch::Contains("the size of 'w' overflows 64 bits (4611686018427387904 * 4)"));
   CHECK_THROWS_AS(tb::checked_add<int64_t>(kMax, 1, "x"), tb::ShapeError);
   CHECK_THROWS_AS(tb::checked_sub<uint64_t>(1, 2, "x"), tb::ShapeError);
-  CHECK_THROWS_WITH(tb::checked_cast<int64_t>(uint64_t(1) << 63, "field 'n'"), Catch::Contains("field 'n' is out of range"));
+  CHECK_THROWS_WITH(tb::checked_cast<int64_t>(uint64_t(1) << 63, "field 'n'"),
+                    Catch::Contains("field 'n' is out of range"));
   CHECK_THROWS_AS(tb::checked_cast<size_t>(int64_t(-1), "x"), tb::ShapeError);
   CHECK(tb::checked_nbytes(3, 16, "x") == 48);
   CHECK_THROWS_AS(tb::checked_nbytes(int64_t(1) << 62, 16, "x"), tb::ShapeError);
@@ -70,13 +71,15 @@ TEST_CASE("the Tensor constructor refuses views whose size or span overflows, be
   CHECK(tb::Tensor(st, DType::C128, {int64_t(1) << 40}, {0}).numel() == int64_t(1) << 40);
 }
 
-TEST_CASE(".pt: rebuilt views whose size, span or storage offset overflow are refused by inspect and convert", "[overflow]") {
+TEST_CASE(".pt: rebuilt views whose size, span or storage offset overflow are refused by inspect and convert",
+          "[overflow]") {
   expect_overflow_refused("overflow_pt_span.pt", {"oneflow", "npy", "safetensors"});
   expect_overflow_refused("overflow_pt_span2d.pt", {"npy"});
   expect_overflow_refused("overflow_pt_offset.pt");
 }
 
-TEST_CASE("npy, safetensors, ONNX, OneFlow and HDF5 headers whose sizes overflow are refused naming the file", "[overflow][needs_hdf5][needs_onnx]") {
+TEST_CASE("npy, safetensors, ONNX, OneFlow and HDF5 headers whose sizes overflow are refused naming the file",
+          "[overflow][needs_hdf5][needs_onnx]") {
   expect_overflow_refused("overflow_npy_shape.npy", {"safetensors"});
   expect_overflow_refused("overflow_npy_fortran.npy");
   expect_overflow_refused("overflow_safetensors_shape.safetensors", {"npy"});

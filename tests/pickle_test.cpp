@@ -136,13 +136,28 @@ TEST_CASE("code-execution attempts are refused, naming every offending global, a
     std::vector<std::string> names;
   };
   std::vector<Case> cases = {
-      {"GLOBAL+REDUCE", "\x80\x02" "cos\nsystem\n" + binunicode(cmd) + "\x85R.", {"os.system"}},
+      {"GLOBAL+REDUCE",
+       "\x80\x02"
+       "cos\nsystem\n" +
+           binunicode(cmd) + "\x85R.",
+       {"os.system"}},
       {"STACK_GLOBAL", "\x80\x04\x8c\x02os\x8c\x06system\x93" + binunicode(cmd) + "\x85R.", {"os.system"}},
       {"INST", "(S'" + cmd + "'\nios\nsystem\n.", {"os.system"}},
       {"OBJ", "(cos\nsystem\nS'" + cmd + "'\no.", {"os.system"}},
-      {"NEWOBJ", "\x80\x02" "csubprocess\nPopen\n" + binunicode(cmd) + "\x85\x81.", {"subprocess.Popen"}},
-      {"several", "\x80\x02(cposix\nsystem\n" + binunicode(cmd) + "\x85R" "c__builtin__\neval\n" +
-                      binunicode("1") + "\x85R" "cbuiltins\ngetattr\n" "N" + binunicode("x") + "\x86Rl.",
+      {"NEWOBJ",
+       "\x80\x02"
+       "csubprocess\nPopen\n" +
+           binunicode(cmd) + "\x85\x81.",
+       {"subprocess.Popen"}},
+      {"several",
+       "\x80\x02(cposix\nsystem\n" + binunicode(cmd) +
+           "\x85R"
+           "c__builtin__\neval\n" +
+           binunicode("1") +
+           "\x85R"
+           "cbuiltins\ngetattr\n"
+           "N" +
+           binunicode("x") + "\x86Rl.",
        {"posix.system", "builtins.eval", "builtins.getattr"}},
   };
   for (const auto& c : cases) {
@@ -213,7 +228,9 @@ TEST_CASE("deep nesting, recursive structures and bad memo indexes are refused w
     CHECK(message_of(wide + "t\x85."s, o).find("tuples nested") == std::string::npos);
   }
   // A list that contains itself
-  CHECK(message_of("\x80\x02]q\x00h\x00" "a."s).find("recursive") != std::string::npos);
+  CHECK(message_of("\x80\x02]q\x00h\x00"
+                   "a."s)
+            .find("recursive") != std::string::npos);
   // Memo index never stored
   CHECK(message_of("\x80\x02h\x05.").find("memo index 5") != std::string::npos);
   CHECK(message_of("\x80\x02j\xff\xff\xff\x7f.").find("memo index") != std::string::npos);
@@ -223,7 +240,9 @@ TEST_CASE("deep nesting, recursive structures and bad memo indexes are refused w
   CHECK(message_of("\x80\x02K\x01").find("truncated") != std::string::npos);
   CHECK(message_of("\x80\x02K\x01K\x02.").find("2 values") != std::string::npos);
   // Lengths larger than the input
-  CHECK(message_of("\x80\x02X\xff\xff\xff\x7f" "abc.").find("truncated") != std::string::npos);
+  CHECK(message_of("\x80\x02X\xff\xff\xff\x7f"
+                   "abc.")
+            .find("truncated") != std::string::npos);
   CHECK(message_of("\x80\x02\x8d\xff\xff\xff\xff\xff\xff\xff\xff.").find("truncated") != std::string::npos);
   // Memo cap
   pickle::Options o;
@@ -237,14 +256,14 @@ TEST_CASE("an unknown object that points back at its parent becomes a placeholde
   auto U = [](const std::string& x) {  // BINUNICODE
     return "X"s + char(x.size()) + std::string(3, '\0') + x;
   };
-  const std::string node = "c__main__\nNode\nq\x00"s;  // GLOBAL, memo 0
-  std::string s = "\x80\x02}q\x01("s + U("cfg") +       // dict memo 1, MARK, 'cfg'
+  const std::string node = "c__main__\nNode\nq\x00"s;    // GLOBAL, memo 0
+  std::string s = "\x80\x02}q\x01("s + U("cfg") +        // dict memo 1, MARK, 'cfg'
                   node + ")\x81q\x02" +                  // cfg = Node() memo 2
-                  "}q\x03(" + U("name") + U("root") +     // cfg.state = {'name': 'root',
+                  "}q\x03(" + U("name") + U("root") +    // cfg.state = {'name': 'root',
                   U("child") + "h\x00)\x81q\x04"s +      //   'child': Node() memo 4
                   "}q\x05" + U("_parent") + "h\x02sb" +  // child.state = {'_parent': cfg}
-                  "ub" +                                  // }
-                  U("n") + "K\x07u.";                     // 'n': 7
+                  "ub" +                                 // }
+                  U("n") + "K\x07u.";                    // 'n': 7
   // Refused without the opt-in (an unknown global), and the cycle is never reached.
   CHECK(message_of(s).find("__main__.Node") != std::string::npos);
   pickle::Options o;
@@ -269,10 +288,17 @@ TEST_CASE("an unknown object that points back at its parent becomes a placeholde
   CHECK(flatten(v, &rest).size() == 0);
   CHECK(rest.size() == 2);
   // An object that holds itself directly is cut the same way.
-  Value self = run("\x80\x02" "c__main__\nNode\n)\x81q\x00}"s + U("self") + "h\x00sb."s, o);
+  Value self =
+      run("\x80\x02"
+          "c__main__\nNode\n)\x81q\x00}"s +
+              U("self") + "h\x00sb."s,
+          o);
   CHECK(self.as_object().state->get("self")->is_str());
   // Plain containers that contain themselves stay refused, with or without the opt-in.
-  CHECK(message_of("\x80\x02]q\x00h\x00" "a."s, o).find("recursive") != std::string::npos);
+  CHECK(message_of("\x80\x02]q\x00h\x00"
+                   "a."s,
+                   o)
+            .find("recursive") != std::string::npos);
 }
 
 TEST_CASE("every truncation and random corruption of a real data.pkl fails cleanly") {
@@ -321,7 +347,8 @@ TEST_CASE("pickles we write are read by CPython (protocol 2, bytes via _codecs, 
   root.set_item(Value::string("f"), Value::real(0.1));
   root.set_item(Value::string("s"), Value::string("h\xc3\xa9"));
   root.set_item(Value::string("by"), Value::bytes(std::string("\x00\xff", 2)));
-  root.set_item(Value::string("t"), Value::tuple({Value::boolean(true), Value::none(), Value::integer(1), Value::integer(2)}));
+  root.set_item(Value::string("t"),
+                Value::tuple({Value::boolean(true), Value::none(), Value::integer(1), Value::integer(2)}));
   root.set_item(Value::string("a"), shared);
   root.set_item(Value::string("b"), shared);
   root.set_item(Value::string("c"), Value::complex({1, 2}));
@@ -341,7 +368,8 @@ assert v['i'] == -5 and v['big'] == 2**40 and v['neg'] == -2**63 and v['f'] == 0
 assert v['s'] == 'h\u00e9' and v['by'] == b'\x00\xff' and v['t'] == (True, None, 1, 2)
 assert v['a'] is v['b'] and v['c'] == complex(1, 2)
 print('ok')
-)", {hex});
+)",
+                          {hex});
   INFO(r.output);
   CHECK(r.exit_code == 0);
   // and by us
@@ -354,10 +382,20 @@ print('ok')
 TEST_CASE("Python 2 era pickles: SHORT_BINSTRING data, copy_reg._reconstructor, __builtin__") {
   // A numpy float32 array as numpy on Python 2 pickles it (str data as SHORT_BINSTRING), by hand.
   std::string data("\x00\x00\x80\x3f\x00\x00\x00\x40\x00\x00\x40\x40", 12);
-  std::string p = "\x80\x02" "cnumpy.core.multiarray\n_reconstruct\n" "cnumpy\nndarray\n" "K\x00\x85" "U\x01" "b\x87R"
-                  "(K\x01K\x03\x85" "cnumpy\ndtype\n" "U\x02" "f4K\x00K\x01\x87R"
-                  "(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-                  "\x89U\x0c"s + data + "tb."s;
+  std::string p =
+      "\x80\x02"
+      "cnumpy.core.multiarray\n_reconstruct\n"
+      "cnumpy\nndarray\n"
+      "K\x00\x85"
+      "U\x01"
+      "b\x87R"
+      "(K\x01K\x03\x85"
+      "cnumpy\ndtype\n"
+      "U\x02"
+      "f4K\x00K\x01\x87R"
+      "(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+      "\x89U\x0c"s +
+      data + "tb."s;
   Value v = run(p);
   REQUIRE(v.is_tensor());
   CHECK(v.as_tensor().to_vector<float>() == std::vector<float>{1, 2, 3});
@@ -381,6 +419,8 @@ for p in (0, 1):
     CHECK(f.as_object().state->get("x")->as_int() == 3);
     CHECK(d.get("r")->items().size() == 3);
   }
-  CHECK(run("\x80\x02U\x03" "abcq\x00."s).as_str() == "abc");
+  CHECK(run("\x80\x02U\x03"
+            "abcq\x00."s)
+            .as_str() == "abc");
   CHECK(run("\x80\x02T\x02\x00\x00\x00hi."s).is_str());
 }

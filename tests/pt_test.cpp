@@ -50,7 +50,8 @@ for path in sys.argv[1:]:
         print('%s|%s|[%s]|%d' % (k, str(t.dtype).replace('torch.', ''), ', '.join(str(d) for d in t.shape), fnv(b)))
 )";
 
-std::map<std::string, std::string> torch_describe(const std::vector<std::string>& paths, const std::string& code = kPyDescribe) {
+std::map<std::string, std::string> torch_describe(const std::vector<std::string>& paths,
+                                                  const std::string& code = kPyDescribe) {
   auto r = tbtest::python(tbtest::Peer::Torch, code, paths);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
@@ -74,10 +75,10 @@ std::map<std::string, std::string> torch_describe(const std::vector<std::string>
 
 std::vector<std::string> torch_fixture_files() {
   std::vector<std::string> v;
-  for (const char* f : {"all_dtypes.pt", "bn1d.pt", "bn1d_io.pt", "bn2d.pt", "bn2d_io.pt", "channels_last.pt",
-                        "checkpoint.pt", "cnn.pt", "cnn_io.pt", "dict_xy.pt", "legacy_mlp.pt", "list_xy.pt",
-                        "mlp.params", "mlp_io.pt", "protocol4.pt", "scalar_and_empty.pt", "single_tensor.pt",
-                        "views.pt", "whole_module_seq.pt"})
+  for (const char* f :
+       {"all_dtypes.pt", "bn1d.pt", "bn1d_io.pt", "bn2d.pt", "bn2d_io.pt", "channels_last.pt", "checkpoint.pt",
+        "cnn.pt", "cnn_io.pt", "dict_xy.pt", "legacy_mlp.pt", "list_xy.pt", "mlp.params", "mlp_io.pt", "protocol4.pt",
+        "scalar_and_empty.pt", "single_tensor.pt", "views.pt", "whole_module_seq.pt"})
     v.push_back(tbtest::fixture(std::string("torch/") + f).string());
   return v;
 }
@@ -169,7 +170,8 @@ TEST_CASE("views share their storage after loading: writing through evens change
   CHECK(sd.at("block").to_vector<float>() == std::vector<float>{5, 6, 9, 10});
   // a view smaller than its storage is reported
   bool reported = false;
-  for (const auto& [k, v] : c.info) reported = reported || (k == "view smaller than its storage" && v.find("evens") == 0);
+  for (const auto& [k, v] : c.info)
+    reported = reported || (k == "view smaller than its storage" && v.find("evens") == 0);
   CHECK(reported);
 }
 
@@ -332,7 +334,8 @@ assert d['numbers'][1] == 100
 assert d['matrix_t'].stride() == (1, 4)
 assert d['tied'] is d['a']
 print('ok')
-)", {out.string()});
+)",
+                          {out.string()});
   INFO(r.output);
   CHECK(r.exit_code == 0);
 }
@@ -361,7 +364,8 @@ assert t['small'].tolist() == [10, 11, 12, 13, 14] and t['also'].tolist() == [12
 assert t['also'].storage().data_ptr() == t['small'].storage().data_ptr()
 assert t['also'].storage_offset() == 2
 print('ok')
-)", {(dir / "full.pt").string(), (dir / "trim.pt").string()});
+)",
+                          {(dir / "full.pt").string(), (dir / "trim.pt").string()});
   INFO(r.output);
   CHECK(r.exit_code == 0);
 }
@@ -379,7 +383,8 @@ TEST_CASE("big-endian archives (byteorder record 'big') are byte-swapped on load
     for (const auto& e : src.entries()) {
       std::string data = src.read_string(e);
       if (e.name.find("/data/") != std::string::npos)
-        for (size_t i = 0; i + 4 <= data.size(); i += 4) std::swap(data[i], data[i + 3]), std::swap(data[i + 1], data[i + 2]);
+        for (size_t i = 0; i + 4 <= data.size(); i += 4)
+          std::swap(data[i], data[i + 3]), std::swap(data[i + 1], data[i + 2]);
       zw.add_stored(e.name, data);
       if (e.name.size() >= 8 && e.name.substr(e.name.size() - 8) == "data.pkl")
         zw.add_stored("single_tensor/byteorder", std::string_view("big"));
@@ -457,13 +462,14 @@ TEST_CASE("a buffer viewed with several dtypes is written as separate torch stor
   Checkpoint back = load_file((dir / "mixed.pt").string());
   CHECK(describe_tensors(back.state_dict()) == describe_tensors(c.state_dict()));
   CHECK(back.root.dict_data().cls == "collections.OrderedDict");  // flat dicts from other formats
-  CHECK(info_of(back, "storage bytes") == "16");  // not the 4096-byte buffer
+  CHECK(info_of(back, "storage bytes") == "16");                  // not the 4096-byte buffer
   auto r = tbtest::python(tbtest::Peer::Torch, R"(
 import sys, torch
 d = torch.load(sys.argv[1], weights_only=True)
 assert d['s'].tolist() == [0x0a09, 0x0c0b, 0x0e0d, 0x100f], d['s'].tolist()
 print('ok')
-)", {(dir / "mixed.pt").string()});
+)",
+                          {(dir / "mixed.pt").string()});
   INFO(r.output);
   CHECK(r.exit_code == 0);
 }
@@ -510,7 +516,8 @@ torch.save({'t': t, 'p': p, 'size': torch.Size([2, 3]), 'dev': torch.device('cud
             'np_scalar': np.float64(2.5), 'np_arr': np.arange(3, dtype=np.int32), 'set': {1, 2},
             'c': 1 + 2j, 'b': b'\x00xy', 'big': 2**40, 'neg': -3}, sys.argv[1])
 print('ok')
-)", {path});
+)",
+                          {path});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   Checkpoint c = load_file(path);

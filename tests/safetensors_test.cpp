@@ -71,9 +71,10 @@ TEST_CASE("official-library fixtures load with names, shapes, dtypes and values"
     CHECK(dtype_name(t.dtype()) == name);
     CHECK(t.shape() == Shape{2, 3});
     for (int64_t i = 0; i < 6; ++i) {
-      double want = is_floating(t.dtype()) ? double(i) - 2.5 : t.dtype() == DType::Bool ? double(i % 2 == 0)
-                    : info(t.dtype()).kind == 'i'                                       ? -double(i)
-                                                                                        : double(i);
+      double want = is_floating(t.dtype())        ? double(i) - 2.5
+                    : t.dtype() == DType::Bool    ? double(i % 2 == 0)
+                    : info(t.dtype()).kind == 'i' ? -double(i)
+                                                  : double(i);
       CHECK(t.item_as_double(i) == want);
     }
   }
@@ -112,9 +113,9 @@ TEST_CASE("third-party files: unaligned 0.2 headers, samples, torch writer, Rust
 
 TEST_CASE("our bytes equal the official writer's for the same tensors and metadata", "[safetensors]") {
   // files written by the official library (0.3.1+), re-written by us from what we read
-  for (const char* f : {"safetensors/mlp.safetensors", "safetensors/mlp_metadata.safetensors",
-                        "safetensors/dtypes.safetensors", "shared/safetensors/torch_conv_bn_linear.safetensors",
-                        "shared/safetensors/rust_safetensors_i64.safetensors"}) {
+  for (const char* f :
+       {"safetensors/mlp.safetensors", "safetensors/mlp_metadata.safetensors", "safetensors/dtypes.safetensors",
+        "shared/safetensors/torch_conv_bn_linear.safetensors", "shared/safetensors/rust_safetensors_i64.safetensors"}) {
     INFO(f);
     Checkpoint c = load_path(tbtest::fixture(f));
     // shuffle the order so the writer's own ordering is exercised
@@ -167,7 +168,7 @@ TEST_CASE("the reference library reads our files: tied weights once, views packe
   Tensor big = ramp(DType::F32, {3, 5});
   StateDict sd;
   sd.insert("embed.weight", emb);
-  sd.insert("lm_head.weight", emb);        // tied: same view of the same storage
+  sd.insert("lm_head.weight", emb);               // tied: same view of the same storage
   sd.insert("proj.weight", big.transpose(0, 1));  // non-contiguous view: packed
   sd.insert("row", big.slice(0, 1, 2));           // shares storage, different view: written separately
   sd.metadata["note"] = "hello";
@@ -208,8 +209,7 @@ print('ok')
 }
 
 TEST_CASE("hostile safetensors headers are refused with the reference rules", "[safetensors]") {
-  auto entry = [](const std::string& name, const std::string& dtype, const std::string& shape, uint64_t b,
-                  uint64_t e) {
+  auto entry = [](const std::string& name, const std::string& dtype, const std::string& shape, uint64_t b, uint64_t e) {
     return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":[" +
            std::to_string(b) + "," + std::to_string(e) + "]}";
   };
@@ -222,36 +222,33 @@ TEST_CASE("hostile safetensors headers are refused with the reference rules", "[
     b[0] = 100;  // 100 bytes claimed, 2 present
     CHECK(error_of<FormatError>(b).find("truncated") != std::string::npos);
   }
-  CHECK(error_of<FormatError>(file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "," +
-                                                   entry("b", "F32", "[2]", 4, 12) + "}",
-                                               12))
+  CHECK(error_of<FormatError>(
+            file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("b", "F32", "[2]", 4, 12) + "}", 12))
             .find("overlapping") != std::string::npos);
-  CHECK(error_of<FormatError>(file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "," +
-                                                   entry("b", "F32", "[2]", 12, 20) + "}",
-                                               20))
+  CHECK(error_of<FormatError>(
+            file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("b", "F32", "[2]", 12, 20) + "}", 20))
             .find("hole") != std::string::npos);
-  CHECK(error_of<FormatError>(file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "}", 12))
-            .find("trailing") != std::string::npos);
+  CHECK(error_of<FormatError>(file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "}", 12)).find("trailing") !=
+        std::string::npos);
   CHECK(error_of<FormatError>(file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "}", 4)).find("truncated") !=
         std::string::npos);
-  CHECK(error_of<FormatError>(file_with_header("{" + entry("fc1.weight", "F32", "[128,784]", 0, 401400) + "}",
-                                               401400))
+  CHECK(error_of<FormatError>(file_with_header("{" + entry("fc1.weight", "F32", "[128,784]", 0, 401400) + "}", 401400))
             .find("tensor 'fc1.weight' (F32 [128, 784]) needs 401408 bytes but data_offsets give 401400") !=
         std::string::npos);
-  CHECK(error_of<UnsupportedError>(file_with_header("{" + entry("a", "F8_E8M0", "[2]", 0, 2) + "}", 2))
-            .find("F8_E8M0") != std::string::npos);
+  CHECK(
+      error_of<UnsupportedError>(file_with_header("{" + entry("a", "F8_E8M0", "[2]", 0, 2) + "}", 2)).find("F8_E8M0") !=
+      std::string::npos);
   CHECK(error_of<UnsupportedError>(file_with_header("{" + entry("a", "XX", "[2]", 0, 2) + "}", 2)).find("'XX'") !=
         std::string::npos);
-  CHECK(error_of<FormatError>(file_with_header(
-                                  "{" + entry("a", "F64", "[4294967296,4294967296,4294967296]", 0, 8) + "}", 8))
+  CHECK(error_of<FormatError>(
+            file_with_header("{" + entry("a", "F64", "[4294967296,4294967296,4294967296]", 0, 8) + "}", 8))
             .find("overflows") != std::string::npos);
   CHECK(error_of<FormatError>(file_with_header("{" + entry("a", "F32", "[-2]", 0, 8) + "}", 8)).find("non-negative") !=
         std::string::npos);
   CHECK(error_of<FormatError>(file_with_header("{" + entry("a", "F32", "[2]", 8, 0) + "}", 8)).find("end before") !=
         std::string::npos);
-  CHECK(error_of<FormatError>(file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "," +
-                                                   entry("a", "F32", "[2]", 8, 16) + "}",
-                                               16))
+  CHECK(error_of<FormatError>(
+            file_with_header("{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("a", "F32", "[2]", 8, 16) + "}", 16))
             .find("twice") != std::string::npos);
   CHECK(error_of<FormatError>(file_with_header("{\"__metadata__\":{\"n\":1}}", 0)).find("must be a string") !=
         std::string::npos);
@@ -284,7 +281,7 @@ TEST_CASE("shard sizes parse like huggingface_hub", "[safetensors]") {
 TEST_CASE("sharded safetensors: written with an index, read back from the index or the folder", "[safetensors]") {
   tbtest::TempDir dir;
   StateDict sd;
-  sd.insert("embed.weight", ramp(DType::F32, {64, 4}));   // 1024 bytes
+  sd.insert("embed.weight", ramp(DType::F32, {64, 4}));     // 1024 bytes
   sd.insert("layer.0.weight", ramp(DType::F32, {16, 16}));  // 1024
   sd.insert("layer.0.bias", ramp(DType::F32, {16}));        // 64
   sd.insert("huge", ramp(DType::F64, {300}));               // 2400 > limit: a shard of its own
@@ -293,9 +290,9 @@ TEST_CASE("sharded safetensors: written with an index, read back from the index 
   SaveOptions so;
   so.options["shard_size"] = "1500B";
   save(Checkpoint::from_state_dict(sd), dir / "model.safetensors", "", so);
-  for (const char* f : {"model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
-                        "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors",
-                        "model.safetensors.index.json"})
+  for (const char* f :
+       {"model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors", "model-00003-of-00004.safetensors",
+        "model-00004-of-00004.safetensors", "model.safetensors.index.json"})
     CHECK(std::filesystem::exists(dir / f));
   CHECK_FALSE(std::filesystem::exists(dir / "model.safetensors"));
   for (auto src : {dir / "model.safetensors.index.json", dir.path()}) {

@@ -52,7 +52,8 @@ TEST_CASE("slices are numbered I/N with 0 <= I < N and take the shards k % N == 
   CHECK(shards_of_slice(2, 2, 3).empty());
 }
 
-TEST_CASE("convert --keep-shards writes one output shard per input shard, the same bytes on 1 or 2 threads", "[sharded][cli]") {
+TEST_CASE("convert --keep-shards writes one output shard per input shard, the same bytes on 1 or 2 threads",
+          "[sharded][cli]") {
   tbtest::TempDir dir;
   const fs::path in = sharded_input(dir);
   const auto input = folder_bytes(in);
@@ -72,7 +73,8 @@ TEST_CASE("convert --keep-shards writes one output shard per input shard, the sa
 TEST_CASE("convert --shards I/N: slices run in any order add up to the bytes of one whole convert", "[sharded][cli]") {
   tbtest::TempDir dir;
   const fs::path in = sharded_input(dir);
-  const std::vector<std::string> stages{"--to", "safetensors", "--dtype", "float16", "--rename", "^(.*)$=net.\\1", "-q"};
+  const std::vector<std::string> stages{"--to",     "safetensors",    "--dtype", "float16",
+                                        "--rename", "^(.*)$=net.\\1", "-q"};
   auto with = [&](std::vector<std::string> args) {
     args.insert(args.end(), stages.begin(), stages.end());
     return convert(args);
@@ -91,7 +93,8 @@ TEST_CASE("convert --shards I/N: slices run in any order add up to the bytes of 
   CHECK(folder_bytes(sliced) == folder_bytes(dir / "whole"));
   // More slices than shards: the empty ones write nothing but may complete the index.
   const fs::path many = dir / "many";
-  for (int i = 0; i < 12; ++i) REQUIRE(with({in.string(), many.string(), "--shards", std::to_string(i) + "/12"}).exit_code == 0);
+  for (int i = 0; i < 12; ++i)
+    REQUIRE(with({in.string(), many.string(), "--shards", std::to_string(i) + "/12"}).exit_code == 0);
   CHECK(folder_bytes(many) == folder_bytes(dir / "whole"));
 
   StateDict whole = load(dir / "whole").state_dict();
@@ -104,7 +107,8 @@ TEST_CASE("convert --shards I/N: slices run in any order add up to the bytes of 
   }
 }
 
-TEST_CASE("torch shards (pytorch_model.bin.index.json) become safetensors shards the reference reads", "[sharded][cli]") {
+TEST_CASE("torch shards (pytorch_model.bin.index.json) become safetensors shards the reference reads",
+          "[sharded][cli]") {
   tbtest::TempDir dir;
   auto r = tbtest::python(tbtest::Peer::Torch, R"(
 import sys, os, json, torch
@@ -189,8 +193,8 @@ TEST_CASE("examples/ray_convert.py fans the slices out over two local Ray worker
   const fs::path in = sharded_input(dir);
   auto r = convert({in.string(), (dir / "whole").string(), "--to", "safetensors", "--keep-shards", "-q"});
   REQUIRE(r.exit_code == 0);
-  r = tbtest::run({TB_PEERS_PYTHON, (fs::path(TB_SOURCE_DIR) / "examples" / "ray_convert.py").string(), "--tensorbridge",
-                   TB_CLI_PATH, "--workers", "2", in.string(), (dir / "ray").string()});
+  r = tbtest::run({TB_PEERS_PYTHON, (fs::path(TB_SOURCE_DIR) / "examples" / "ray_convert.py").string(),
+                   "--tensorbridge", TB_CLI_PATH, "--workers", "2", in.string(), (dir / "ray").string()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(folder_bytes(dir / "ray") == folder_bytes(dir / "whole"));

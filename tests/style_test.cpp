@@ -39,8 +39,8 @@ void check_close(const Tensor& got, const Tensor& want, const std::string& what,
 }
 
 const std::vector<std::string> kMlpKeys = {"hidden.weight", "hidden.bias", "out.weight", "out.bias"};
-const std::vector<std::string> kCnnKeys = {"0.weight", "0.bias", "3.weight", "3.bias", "7.weight",
-                                           "7.bias",   "9.weight", "9.bias", "11.weight", "11.bias"};
+const std::vector<std::string> kCnnKeys = {"0.weight", "0.bias",   "3.weight", "3.bias",    "7.weight",
+                                           "7.bias",   "9.weight", "9.bias",   "11.weight", "11.bias"};
 
 // Keras's Sequential equivalent of the seed CNN (NHWC) and of a BN net, built in the peers venv.
 const char* kKerasModels = R"(

@@ -149,8 +149,7 @@ pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& err_path) 
 
 int wait_status(pid_t pid) {
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
   return status;
 }
 

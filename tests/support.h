@@ -4,9 +4,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/types.h>
 #include <filesystem>
 #include <functional>
-#include <sys/types.h>
 #include <string>
 #include <vector>
 

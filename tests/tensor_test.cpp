@@ -114,7 +114,8 @@ TEST_CASE("map_tensors copies the tree and keeps shared tensors shared", "[tenso
   CHECK(root.get("a")->as_tensor().dtype() == DType::F32);  // the input is untouched
 }
 
-TEST_CASE("one byte-size parser: decimal KB/MB/GB, binary K/M/G and KiB/MiB/GiB, errors naming the option", "[tensor]") {
+TEST_CASE("one byte-size parser: decimal KB/MB/GB, binary K/M/G and KiB/MiB/GiB, errors naming the option",
+          "[tensor]") {
   CHECK(tb::parse_byte_size("5GB", "x") == 5000000000ull);
   CHECK(tb::parse_byte_size("1.5 kb", "x") == 1500);
   CHECK(tb::parse_byte_size("512M", "x") == 512ull << 20);
@@ -122,7 +123,9 @@ TEST_CASE("one byte-size parser: decimal KB/MB/GB, binary K/M/G and KiB/MiB/GiB,
   CHECK(tb::parse_byte_size("2GiB", "x") == 2ull << 30);
   CHECK(tb::parse_byte_size("1_048_576", "x") == 1048576);
   CHECK(tb::parse_byte_size("0", "x") == 0);
-  CHECK_THROWS_WITH(tb::parse_byte_size("GB", "shard size"), Catch::Contains("shard size 'GB' must start with a number"));
-  CHECK_THROWS_WITH(tb::parse_byte_size("5 parsecs", "--max-memory"), Catch::Contains("--max-memory '5 parsecs': unknown unit"));
+  CHECK_THROWS_WITH(tb::parse_byte_size("GB", "shard size"),
+                    Catch::Contains("shard size 'GB' must start with a number"));
+  CHECK_THROWS_WITH(tb::parse_byte_size("5 parsecs", "--max-memory"),
+                    Catch::Contains("--max-memory '5 parsecs': unknown unit"));
   CHECK_THROWS_AS(tb::parse_byte_size("99999999999T", "x"), tb::UnsupportedError);
 }

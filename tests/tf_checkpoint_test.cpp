@@ -78,7 +78,8 @@ std::string varint(uint64_t v) {
 }
 
 /** A BundleEntryProto by hand (field numbers of tensor_bundle.proto): float32 of the given dims. */
-std::string entry_proto(const std::vector<uint64_t>& dims, uint64_t offset, uint64_t size, uint32_t crc, int shard = 0) {
+std::string entry_proto(const std::vector<uint64_t>& dims, uint64_t offset, uint64_t size, uint32_t crc,
+                        int shard = 0) {
   std::string shape;
   for (uint64_t d : dims) {
     std::string dim = "\x08" + varint(d);
@@ -154,7 +155,8 @@ TEST_CASE("tf-keras save_weights: raw keys, readable names, optimizer state kept
   CHECK(contains(r.output, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"));
 }
 
-TEST_CASE("a training loop's tf.train.Checkpoint(model, optimizer): readable names start at the layers", "[tf_checkpoint]") {
+TEST_CASE("a training loop's tf.train.Checkpoint(model, optimizer): readable names start at the layers",
+          "[tf_checkpoint]") {
   StateDict raw = load(fixture("train_loop")).state_dict();
   CHECK(raw.size() == 15);  // 4 weights, 10 optimizer tensors, save_counter
   CHECK(check_against_reference(raw, "train_loop") == 15);
@@ -164,7 +166,8 @@ TEST_CASE("a training loop's tf.train.Checkpoint(model, optimizer): readable nam
   StateDict sd = load(fixture("train_loop"), o).state_dict({}, &other);
   REQUIRE(sd.size() == 4);
   CHECK(sd.entries()[0].first == "layer_with_weights-0/kernel");
-  CHECK(equal(sd.at("layer_with_weights-1/bias"), raw.at("model/layer_with_weights-1/bias/.ATTRIBUTES/VARIABLE_VALUE")));
+  CHECK(
+      equal(sd.at("layer_with_weights-1/bias"), raw.at("model/layer_with_weights-1/bias/.ATTRIBUTES/VARIABLE_VALUE")));
   CHECK(other.size() == 12);  // the object graph, 10 optimizer tensors, save_counter
   bool counter = false;
   for (const auto& n : other) counter = counter || n.path == "save_counter/.ATTRIBUTES/VARIABLE_VALUE";
@@ -211,7 +214,8 @@ TEST_CASE("a SavedModel folder reads its variables/ bundle", "[tf_checkpoint]") 
 
 TEST_CASE("bundles we write are read by tf.train.load_checkpoint with equal values", "[tf_checkpoint]") {
   tbtest::TempDir dir;
-  auto r = run_cli({"convert", (fixture("vars") / "ckpt-1").string(), (dir / "out.index").string(), "--drop-non-tensors", "-q"});
+  auto r = run_cli(
+      {"convert", (fixture("vars") / "ckpt-1").string(), (dir / "out.index").string(), "--drop-non-tensors", "-q"});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(fs::exists(dir / "out.data-00000-of-00001"));
@@ -241,7 +245,7 @@ for k in z.files:
     n += 1
 print('equal', n, len(r.get_variable_to_shape_map()))
 )",
-                         {(dir / "out").string(), fixture("reference.npz").string()});
+                           {(dir / "out").string(), fixture("reference.npz").string()});
   INFO(py.output);
   CHECK(py.exit_code == 0);
   CHECK(contains(py.output, "equal 17 18"));  // and the object graph
@@ -252,7 +256,8 @@ print('equal', n, len(r.get_variable_to_shape_map()))
   CHECK(check_against_reference(load(dir / "out.index").state_dict(), "saved_model") == 2);
 }
 
-TEST_CASE("bundles we write restore by object: tf.train.Checkpoint, tf.Module trees, tf-keras load_weights", "[tf_checkpoint]") {
+TEST_CASE("bundles we write restore by object: tf.train.Checkpoint, tf.Module trees, tf-keras load_weights",
+          "[tf_checkpoint]") {
   tbtest::TempDir dir;
   auto convert = [&](std::vector<std::string> args) {
     args.insert(args.begin(), "convert");
@@ -377,7 +382,8 @@ TEST_CASE("the object graph's paths: TensorFlow keys undone, other names split a
   CHECK(tf_object_path("m/.ATTRIBUTES/OBJECT_CONFIG_JSON").empty());
   CHECK(tf_key_for_path({"a.b", "c/d"}) == "a..b/c.Sd/.ATTRIBUTES/VARIABLE_VALUE");
   tbtest::TempDir dir;
-  auto r = run_cli({"convert", tbtest::fixture("torch/bn1d.pt").string(), (dir / "x.index").string(), "--option", "keys=keras"});
+  auto r = run_cli(
+      {"convert", tbtest::fixture("torch/bn1d.pt").string(), (dir / "x.index").string(), "--option", "keys=keras"});
   CHECK(r.exit_code == 1);
   CHECK(contains(r.output, "option keys='keras': expected one of given, tf"));
 }
@@ -440,9 +446,11 @@ TEST_CASE("damaged and hostile bundles are refused with exit 1, naming the file 
   }
 }
 
-TEST_CASE("a bundle saved under the prefix 'folder/' (files .index, .data-*) reads by each of its names", "[tf_checkpoint]") {
+TEST_CASE("a bundle saved under the prefix 'folder/' (files .index, .data-*) reads by each of its names",
+          "[tf_checkpoint]") {
   tbtest::TempDir dir;
-  auto r = run_cli({"convert", (fixture("vars") / "ckpt-1").string(), (dir / "x.index").string(), "--drop-non-tensors", "-q"});
+  auto r = run_cli(
+      {"convert", (fixture("vars") / "ckpt-1").string(), (dir / "x.index").string(), "--drop-non-tensors", "-q"});
   REQUIRE(r.exit_code == 0);
   fs::create_directory(dir / "MTT");
   fs::rename(dir / "x.index", dir / "MTT" / ".index");
@@ -455,11 +463,12 @@ TEST_CASE("a bundle saved under the prefix 'folder/' (files .index, .data-*) rea
   }
 }
 
-TEST_CASE("readable names of a TF 1 Saver bundle (no object graph) keep its slots and counters aside", "[tf_checkpoint]") {
+TEST_CASE("readable names of a TF 1 Saver bundle (no object graph) keep its slots and counters aside",
+          "[tf_checkpoint]") {
   tbtest::TempDir dir;
   StateDict sd;
-  for (const char* k : {"conv2d/kernel", "conv2d/kernel/Adam", "conv2d/kernel/Adam_1", "dense/bias", "dense/bias/Momentum",
-                        "beta1_power", "beta2_power", "global_step"})
+  for (const char* k : {"conv2d/kernel", "conv2d/kernel/Adam", "conv2d/kernel/Adam_1", "dense/bias",
+                        "dense/bias/Momentum", "beta1_power", "beta2_power", "global_step"})
     sd.insert(k, Tensor::zeros(DType::F32, {2}));
   save(Checkpoint::from_state_dict(sd), dir / "v1", "tf-checkpoint");
   LoadOptions o;
@@ -478,9 +487,11 @@ TEST_CASE("a bundle of two data shards reads each tensor from its shard", "[tf_c
   const float values[2] = {1.5f, -2.0f};
   const uint32_t crc = crc32c_mask(crc32c_extend(0, values, 8));
   const std::string header = std::string("\x08\x02\x1a\x02\x08\x01", 6);  // num_shards 2
-  std::ofstream(dir / "c.index", std::ios::binary) << write_sstable({{"", header}, {"w", entry_proto({2}, 4, 8, crc, 1)}});
+  std::ofstream(dir / "c.index", std::ios::binary)
+      << write_sstable({{"", header}, {"w", entry_proto({2}, 4, 8, crc, 1)}});
   std::ofstream(dir / "c.data-00000-of-00002", std::ios::binary) << "";
-  std::ofstream(dir / "c.data-00001-of-00002", std::ios::binary) << "xxxx" << std::string(reinterpret_cast<const char*>(values), 8);
+  std::ofstream(dir / "c.data-00001-of-00002", std::ios::binary)
+      << "xxxx" << std::string(reinterpret_cast<const char*>(values), 8);
   StateDict sd = load(dir / "c").state_dict();
   REQUIRE(sd.contains("w"));
   CHECK(sd.at("w").to_vector<float>() == std::vector<float>{1.5f, -2.0f});

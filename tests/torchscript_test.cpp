@@ -49,8 +49,10 @@ std::map<std::string, std::string> by_file(const tbtest::RunResult& r) {
   std::istringstream is(r.output);
   std::string l, cur;
   while (std::getline(is, l)) {
-    if (l.rfind("== ", 0) == 0) out[cur = l.substr(3)];
-    else if (!cur.empty() && l.find('|') != std::string::npos) out[cur] += l + "\n";
+    if (l.rfind("== ", 0) == 0)
+      out[cur = l.substr(3)];
+    else if (!cur.empty() && l.find('|') != std::string::npos)
+      out[cur] += l + "\n";
   }
   return out;
 }
@@ -76,8 +78,8 @@ std::string info_of(const Checkpoint& c, const std::string& key) {
 }  // namespace
 
 TEST_CASE("TorchScript archives read as torch.jit.load(f).state_dict(), then tensor attributes and constants") {
-  const std::vector<std::string> args = {ts("mlp.pt"), ts("seq_traced.pt"), ts("tied.pt") + ":offset", ts("constant.pt"),
-                                         ts("mlp.ptl")};
+  const std::vector<std::string> args = {ts("mlp.pt"), ts("seq_traced.pt"), ts("tied.pt") + ":offset",
+                                         ts("constant.pt"), ts("mlp.ptl")};
   auto want = by_file(tbtest::python(tbtest::Peer::Torch, std::string(kPyFnv) + kPyJudge, args));
   for (const auto& arg : args) {
     std::string path = arg.substr(0, arg.find(':'));

@@ -90,8 +90,8 @@ TEST_CASE("vulkan: recycled buffers never clobber pending work", "[vulkan]") {
   Tensor y;
   {
     Tensor d1 = be->upload(x1);
-    y = be->relu(d1);  // recorded, not yet run
-  }                    // d1's buffer is parked, but the pending relu still reads it
+    y = be->relu(d1);          // recorded, not yet run
+  }                            // d1's buffer is parked, but the pending relu still reads it
   Tensor d2 = be->upload(x2);  // same size: must not reuse d1's buffer while it is in flight
   REQUIRE(equal(be->download(y), cpu_ref().relu(x1)));
   REQUIRE(equal(be->download(d2), x2));
@@ -123,8 +123,8 @@ TEST_CASE("vulkan: gemm and linear match the CPU across tile edges", "[vulkan]")
   same(*be, be->linear(x, w, &bias, /*relu=*/true), cpu_ref().linear(x, w, &bias, true), 1e-5, 1e-5,
        "linear + fused relu");
   Tensor big = randn({130, 257}, 4), wb = randn({65, 257}, 5);
-  same(*be, be->linear(be->upload(big), wb, nullptr, true), cpu_ref().relu(cpu_ref().linear(big, wb, nullptr)),
-       1e-4, 1e-4, "linear + fused relu, no bias, tile edges");
+  same(*be, be->linear(be->upload(big), wb, nullptr, true), cpu_ref().relu(cpu_ref().linear(big, wb, nullptr)), 1e-4,
+       1e-4, "linear + fused relu, no bias, tile edges");
 }
 
 // The register-tiled shared-memory kernel (the GPU default; lavapipe defaults to gemm_direct), forced
@@ -134,10 +134,9 @@ TEST_CASE("vulkan: register-tiled gemm matches the CPU on tile edges and transpo
   ::setenv("TB_VK_GEMM", "tiled", 1);
   auto be = vk();
   ::unsetenv("TB_VK_GEMM");
-  std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 1},    {2, 3, 5},     {17, 31, 13},  {64, 64, 16},
-                                                {65, 63, 17}, {127, 129, 9}, {31, 97, 257}, {600, 520, 37},
-                                                {513, 640, 8}, {1, 700, 600}, {5, 12, 8},
-                                                {64, 128, 32}, {130, 260, 100}, {600, 520, 36}};
+  std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 1, 1},      {2, 3, 5},     {17, 31, 13},  {64, 64, 16}, {65, 63, 17},  {127, 129, 9},   {31, 97, 257},
+      {600, 520, 37}, {513, 640, 8}, {1, 700, 600}, {5, 12, 8},   {64, 128, 32}, {130, 260, 100}, {600, 520, 36}};
   for (auto [m, n, k] : shapes) {
     for (int t = 0; t < 4; ++t) {
       bool ta = t & 1, tb = t & 2;
@@ -182,20 +181,23 @@ TEST_CASE("vulkan: skinny gemm (small N and K, large M) matches the CPU", "[vulk
 
 TEST_CASE("vulkan: batched matmul with broadcast batch dims", "[vulkan]") {
   auto be = vk();
-  std::vector<std::pair<Shape, Shape>> cases = {{{5}, {5, 7}},          {{3, 9, 5}, {5}},
-                                                {{4, 33, 17}, {4, 17, 65}}, {{2, 1, 7, 3}, {3, 3, 1}},
-                                                {{1, 7, 3}, {5, 3, 8}},   {{2, 3, 4, 5}, {1, 3, 5, 2}}};
+  std::vector<std::pair<Shape, Shape>> cases = {{{5}, {5, 7}},
+                                                {{3, 9, 5}, {5}},
+                                                {{4, 33, 17}, {4, 17, 65}},
+                                                {{2, 1, 7, 3}, {3, 3, 1}},
+                                                {{1, 7, 3}, {5, 3, 8}},
+                                                {{2, 3, 4, 5}, {1, 3, 5, 2}}};
   for (auto& [sa, sb] : cases) {
     Tensor a = randn(sa, 1), b = randn(sb, 2);
-    same(*be, be->matmul(a, b), cpu_ref().matmul(a, b), 1e-5, 1e-5,
-         "matmul " + shape_str(sa) + " @ " + shape_str(sb));
+    same(*be, be->matmul(a, b), cpu_ref().matmul(a, b), 1e-5, 1e-5, "matmul " + shape_str(sa) + " @ " + shape_str(sb));
   }
 }
 
 TEST_CASE("vulkan: elementwise, activation, normalisation and softmax match the CPU", "[vulkan]") {
   auto be = vk();
-  std::vector<std::pair<Shape, Shape>> shapes = {{{1}, {1}},       {{257}, {1}},          {{7, 33}, {33}},
-                                                 {{2, 1, 5}, {3, 1}}, {{65537}, {65537}}, {{2, 3, 1, 4, 1, 2}, {4, 5, 1}}};
+  std::vector<std::pair<Shape, Shape>> shapes = {{{1}, {1}},         {{257}, {1}},
+                                                 {{7, 33}, {33}},    {{2, 1, 5}, {3, 1}},
+                                                 {{65537}, {65537}}, {{2, 3, 1, 4, 1, 2}, {4, 5, 1}}};
   for (auto& [sa, sb] : shapes) {
     Tensor a = randn(sa, 3), b = randn(sb, 4);
     same(*be, be->add(a, b), cpu_ref().add(a, b), 0, 0, "add " + shape_str(sa) + " + " + shape_str(sb));
@@ -204,13 +206,15 @@ TEST_CASE("vulkan: elementwise, activation, normalisation and softmax match the 
   }
   for (Shape s : {Shape{7, 3}, Shape{2, 5, 33}, Shape{2, 3, 7, 9}}) {
     Tensor x = randn(s, 1), m = randn({s[1]}, 2), w = randn({s[1]}, 4), b = randn({s[1]}, 5);
-    Tensor v = cpu_ref().add(cpu_ref().mul(randn({s[1]}, 3), randn({s[1]}, 3)), Tensor::from_vector(DType::F32, {1}, std::vector<float>{0.1f}));
+    Tensor v = cpu_ref().add(cpu_ref().mul(randn({s[1]}, 3), randn({s[1]}, 3)),
+                             Tensor::from_vector(DType::F32, {1}, std::vector<float>{0.1f}));
     same(*be, be->batch_norm(x, m, v, &w, &b, 1e-5), cpu_ref().batch_norm(x, m, v, &w, &b, 1e-5), 1e-5, 1e-5,
          "batch_norm " + shape_str(s));
     same(*be, be->batch_norm(x, m, v, nullptr, nullptr, 1e-3), cpu_ref().batch_norm(x, m, v, nullptr, nullptr, 1e-3),
          1e-5, 1e-5, "batch_norm without affine " + shape_str(s));
   }
-  for (auto [s, axis] : std::vector<std::pair<Shape, int64_t>>{{{1, 1}, 1}, {{7, 257}, -1}, {{3, 33, 5}, 1}, {{300}, 0}}) {
+  for (auto [s, axis] :
+       std::vector<std::pair<Shape, int64_t>>{{{1, 1}, 1}, {{7, 257}, -1}, {{3, 33, 5}, 1}, {{300}, 0}}) {
     Tensor x = cpu_ref().mul(randn(s, 6), Tensor::from_vector(DType::F32, {1}, std::vector<float>{5.0f}));
     same(*be, be->softmax(x, axis), cpu_ref().softmax(x, axis), 1e-5, 1e-7, "softmax " + shape_str(s));
   }
@@ -268,14 +272,16 @@ TEST_CASE("vulkan: conv2d and max_pool2d match the CPU", "[vulkan]") {
   pools[3].kernel = {3, 2}, pools[3].ceil_mode = true;
   for (Shape s : {Shape{1, 1, 7, 7}, Shape{2, 3, 10, 9}, Shape{2, 6, 33, 17}}) {
     Tensor x = randn(s, 7);
-    for (const auto& p : pools) same(*be, be->max_pool2d(x, p), cpu_ref().max_pool2d(x, p), 0, 0, "max_pool2d " + shape_str(s));
+    for (const auto& p : pools)
+      same(*be, be->max_pool2d(x, p), cpu_ref().max_pool2d(x, p), 0, 0, "max_pool2d " + shape_str(s));
   }
 }
 
 TEST_CASE("vulkan: f16/bf16 casts are bit-exact and ops widen to f32", "[vulkan]") {
   auto be = vk();
-  std::vector<float> vals = {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 65520.0f, 1e-8f, 6e-8f, 3e-5f, 1.00048828125f,
-                             1.0009765625f, 3.14159265f, INFINITY, -INFINITY, 1e30f, 1.17e-38f, 1e-40f};
+  std::vector<float> vals = {0.0f,     -0.0f,     1.0f,  -2.5f,          65504.0f,      65520.0f,
+                             1e-8f,    6e-8f,     3e-5f, 1.00048828125f, 1.0009765625f, 3.14159265f,
+                             INFINITY, -INFINITY, 1e30f, 1.17e-38f,      1e-40f};
   Tensor r = randn({1001}, 11);
   vals.insert(vals.end(), r.data_as<float>(), r.data_as<float>() + r.numel());
   Tensor x = Tensor::from_vector(DType::F32, {int64_t(vals.size())}, vals);

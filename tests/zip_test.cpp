@@ -264,7 +264,7 @@ TEST_CASE("hostile zips are refused with clear messages", "[zip]") {
   {
     auto bad = good;
     size_t cd = find_sig(bad, 0x02014b50);
-    bad[cd + 10] = 12;  // bzip2
+    bad[cd + 10] = 12;            // bzip2
     bad[cd + 20] = bad[cd + 24];  // keep sizes as they are (stored entry)
     std::string msg = error_of<UnsupportedError>(bad);
     CHECK(msg.find("bzip2") != std::string::npos);

@@ -10,18 +10,17 @@
 #include <mutex>
 #include <thread>
 
-#include "tensor/checked.h"
 #include "compute/backend.h"
 #include "compute/cpu/blas.h"
 #include "compute/cpu/sgemm.h"
 #include "compute/cpu/thread_pool.h"
 #include "compute/shape_infer.h"
+#include "tensor/checked.h"
 
 namespace tb::compute::cpu {
 namespace {
 
 using detail::check_dtype;
-
 
 /** Contiguous f32 copy (or the tensor itself when already contiguous f32). */
 Tensor as_f32(const Tensor& t) {
@@ -171,8 +170,8 @@ class CpuBackend final : public Backend {
     Tensor Y = empty({g.n, g.o, g.oh, g.ow});
     const int64_t cg = g.c / g.groups, og = g.o / g.groups;
     const int64_t kdim = cg * g.kh * g.kw, npix = g.oh * g.ow;
-    const bool direct = g.kh == 1 && g.kw == 1 && p.stride[0] == 1 && p.stride[1] == 1 && p.padding[0] == 0 &&
-                        p.padding[1] == 0;
+    const bool direct =
+        g.kh == 1 && g.kw == 1 && p.stride[0] == 1 && p.stride[1] == 1 && p.padding[0] == 0 && p.padding[1] == 0;
     std::vector<float> col(direct ? 0 : size_t(kdim * npix));
     for (int64_t n = 0; n < g.n; ++n) {
       for (int64_t gi = 0; gi < g.groups; ++gi) {
@@ -230,8 +229,8 @@ class CpuBackend final : public Backend {
     return detail::is_pooled_integer(x.dtype()) ? detail::narrow_pooled(Y, x.dtype()) : to_dtype(Y, x.dtype());
   }
 
-  Tensor batch_norm(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor* weight,
-                    const Tensor* bias, double eps) override {
+  Tensor batch_norm(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor* weight, const Tensor* bias,
+                    double eps) override {
     check_dtype(*this, Op::BatchNorm, x);
     int64_t c = detail::batch_norm_channels(x, mean, var, weight, bias);
     std::vector<float> scale(static_cast<size_t>(c)), shift(static_cast<size_t>(c));
@@ -294,8 +293,8 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b,
-             float beta, float* c) {
+  void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b, float beta,
+             float* c) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
       for (int64_t i = 0; i < m * n; ++i) c[i] = beta == 0.0f ? 0.0f : c[i] * beta;
@@ -305,8 +304,8 @@ class CpuBackend final : public Backend {
       sgemm_packed(pool_, m, n, k, alpha, a, b, tb, beta == 1.0f, c);
       return;
     }
-    blas_sgemm(ta, tb, int(m), int(n), int(k), alpha, a, ta ? int(m) : int(k), b, tb ? int(k) : int(n), beta, c,
-               int(n), threads_);
+    blas_sgemm(ta, tb, int(m), int(n), int(k), alpha, a, ta ? int(m) : int(k), b, tb ? int(k) : int(n), beta, c, int(n),
+               threads_);
   }
 
   /** Measured with bench/bench_compute (2 threads, AVX-512): our kernel wins on skinny products
@@ -378,7 +377,8 @@ class CpuBackend final : public Backend {
 
   /** Uninitialised contiguous f32 tensor (every op writes all of its output). */
   Tensor empty(const Shape& shape) {
-    return Tensor(cache_->get(checked_nbytes(checked_numel(shape), 4, "a CPU buffer")), DType::F32, shape, contiguous_strides(shape));
+    return Tensor(cache_->get(checked_nbytes(checked_numel(shape), 4, "a CPU buffer")), DType::F32, shape,
+                  contiguous_strides(shape));
   }
 
   int threads_;

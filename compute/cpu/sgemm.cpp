@@ -16,7 +16,7 @@ inline __attribute__((always_inline)) void micro(int64_t kc, const float* const*
                                                  int64_t ldc, int mr, int nr, float alpha, bool acc_c,
                                                  const float* bias) {
   v16 acc[MR];
-  for (int r = 0; r < MR; ++r) acc[r] = v16{} ;
+  for (int r = 0; r < MR; ++r) acc[r] = v16{};
   for (int64_t k = 0; k < kc; ++k) {
     v16 b;
     std::memcpy(&b, bp + k * NR, sizeof b);

@@ -61,11 +61,9 @@ std::vector<std::string> Context::list_devices() {
         vkGetPhysicalDeviceProperties(d, &p);
         names.emplace_back(p.deviceName);
       }
-    } catch (const Error&) {
-    }
+    } catch (const Error&) {}
     vkDestroyInstance(inst, nullptr);
-  } catch (const Error&) {
-  }
+  } catch (const Error&) {}
   return names;
 }
 
@@ -77,8 +75,8 @@ std::shared_ptr<Context> Context::create(int index) {
     throw UnsupportedError(str("[vulkan] no Vulkan driver: ", e.message()));
   }
   auto devs = compute_devices(ctx->instance_);
-  TB_CHECK(index >= 0 && size_t(index) < devs.size(), UnsupportedError, "[vulkan] no compute-capable device #",
-           index, " (found ", devs.size(), ")");
+  TB_CHECK(index >= 0 && size_t(index) < devs.size(), UnsupportedError, "[vulkan] no compute-capable device #", index,
+           " (found ", devs.size(), ")");
   ctx->physical_ = devs[size_t(index)].first;
   ctx->queue_family_ = devs[size_t(index)].second;
   vkGetPhysicalDeviceProperties(ctx->physical_, &ctx->props_);

@@ -19,8 +19,8 @@ Pipeline::Pipeline(std::shared_ptr<Context> ctx, std::string name, const uint32_
 
     std::vector<VkDescriptorSetLayoutBinding> binds(buffers);
     for (uint32_t i = 0; i < buffers; ++i) {
-      binds[i] = VkDescriptorSetLayoutBinding{i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT,
-                                              nullptr};
+      binds[i] =
+          VkDescriptorSetLayoutBinding{i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
     }
     VkDescriptorSetLayoutCreateInfo dci{};
     dci.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO;

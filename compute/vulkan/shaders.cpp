@@ -2,7 +2,7 @@
 
 #include "tensor/error.h"
 
-#define TB_SHADER(name) \
+#define TB_SHADER(name)                  \
   extern const uint32_t tb_spv_##name[]; \
   extern const size_t tb_spv_##name##_size;
 TB_SHADER(gemm)

@@ -9,10 +9,10 @@
 namespace tb::compute::vulkan {
 
 struct ShaderCode {
-  std::string_view name;   // file name without .comp
-  const uint32_t* words;   // SPIR-V
-  size_t size;             // in 32-bit words
-  uint32_t buffers;        // storage buffers at bindings 0..buffers-1
+  std::string_view name;  // file name without .comp
+  const uint32_t* words;  // SPIR-V
+  size_t size;            // in 32-bit words
+  uint32_t buffers;       // storage buffers at bindings 0..buffers-1
 };
 
 /** The embedded shader of that name; InternalError when unknown. */

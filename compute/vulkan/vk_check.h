@@ -13,11 +13,11 @@ const char* vk_result_name(VkResult r);
 
 }  // namespace tb::compute::vulkan
 
-#define TB_VK_CHECK(expr) \
-  do { \
-    VkResult tb_vk_result_ = (expr); \
-    if (tb_vk_result_ != VK_SUCCESS) \
-      throw ::tb::BackendError(::tb::str("[vulkan] ", #expr, " failed: ", \
-                                         ::tb::compute::vulkan::vk_result_name(tb_vk_result_), " at ", \
-                                         __FILE__, ":", __LINE__)); \
+#define TB_VK_CHECK(expr)                                                                                           \
+  do {                                                                                                              \
+    VkResult tb_vk_result_ = (expr);                                                                                \
+    if (tb_vk_result_ != VK_SUCCESS)                                                                                \
+      throw ::tb::BackendError(::tb::str("[vulkan] ", #expr,                                                        \
+                                         " failed: ", ::tb::compute::vulkan::vk_result_name(tb_vk_result_), " at ", \
+                                         __FILE__, ":", __LINE__));                                                 \
   } while (0)

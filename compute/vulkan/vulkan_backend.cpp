@@ -7,7 +7,6 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "tensor/checked.h"
 #include "compute/backend.h"
 #include "compute/shape_infer.h"
 #include "compute/vulkan/buffer.h"
@@ -16,12 +15,12 @@
 #include "compute/vulkan/pipeline.h"
 #include "compute/vulkan/shaders.h"
 #include "compute/vulkan/vk_check.h"
+#include "tensor/checked.h"
 
 namespace tb::compute::vulkan {
 namespace {
 
 using detail::check_dtype;
-
 
 /** Storage -> Buffer of the live device tensors of one backend, plus freed buffers kept for reuse
  *  (vkAllocateMemory per op is slow on real drivers and their allocation count is limited). */
@@ -92,13 +91,13 @@ class VulkanBackend final : public Backend {
     const char* env = std::getenv("TB_VK_GEMM");
     bool cpu_device = ctx_->properties().deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     gemm_forced_ = env != nullptr;
-    gemm_shader_ = env ? (std::string(env) == "direct" ? "gemm_direct" : "gemm") : (cpu_device ? "gemm_direct" : "gemm");
+    gemm_shader_ =
+        env ? (std::string(env) == "direct" ? "gemm_direct" : "gemm") : (cpu_device ? "gemm_direct" : "gemm");
   }
   ~VulkanBackend() override {
     try {
       stream_.submit_and_wait();
-    } catch (const Error&) {
-    }
+    } catch (const Error&) {}
     std::lock_guard<std::mutex> lock(registry_->mu);
     registry_->free.clear();
     registry_->free_bytes = 0;
@@ -230,10 +229,24 @@ class VulkanBackend final : public Backend {
     if (Y.numel() == 0) return finish(Y, x.dtype());
     u32(X.numel(), "input size");
     u32(W.numel(), "weight size");
-    uint32_t pc[18] = {u32(Y.numel(), "output size"), uint32_t(g.n), uint32_t(g.c), uint32_t(g.h), uint32_t(g.w),
-                       uint32_t(g.o), uint32_t(g.kh), uint32_t(g.kw), uint32_t(g.oh), uint32_t(g.ow),
-                       uint32_t(p.stride[0]), uint32_t(p.stride[1]), uint32_t(p.padding[0]), uint32_t(p.padding[1]),
-                       uint32_t(p.dilation[0]), uint32_t(p.dilation[1]), uint32_t(g.groups), bias ? 1u : 0u};
+    uint32_t pc[18] = {u32(Y.numel(), "output size"),
+                       uint32_t(g.n),
+                       uint32_t(g.c),
+                       uint32_t(g.h),
+                       uint32_t(g.w),
+                       uint32_t(g.o),
+                       uint32_t(g.kh),
+                       uint32_t(g.kw),
+                       uint32_t(g.oh),
+                       uint32_t(g.ow),
+                       uint32_t(p.stride[0]),
+                       uint32_t(p.stride[1]),
+                       uint32_t(p.padding[0]),
+                       uint32_t(p.padding[1]),
+                       uint32_t(p.dilation[0]),
+                       uint32_t(p.dilation[1]),
+                       uint32_t(g.groups),
+                       bias ? 1u : 0u};
     // Note [conv2d shader choice]: the implicit GEMM (conv2d_igemm.comp) tiles output channels per
     // group x output pixels; with fewer than 8 channels per group (depthwise) its rows would idle, so
     // the direct one-output-per-thread shader runs. TB_VK_CONV=igemm|direct overrides.
@@ -244,8 +257,8 @@ class VulkanBackend final : public Backend {
       std::vector<uint32_t> t = gemm_tile(og, gn);
       uint32_t bm = t[1] * t[2], bn = t[0] * t[3];
       uint32_t gx = (gn + bn - 1) / bn, gy = (og + bm - 1) / bm;
-      TB_CHECK(gx <= 65535 && gy <= 65535 && g.groups <= 65535, UnsupportedError, "[vulkan] conv2d output of ",
-               g.o, "x", gn, " in ", g.groups, " groups is too large");
+      TB_CHECK(gx <= 65535 && gy <= 65535 && g.groups <= 65535, UnsupportedError, "[vulkan] conv2d output of ", g.o,
+               "x", gn, " in ", g.groups, " groups is too large");
       stream_.dispatch(pipeline("conv2d_igemm", t), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc,
                        sizeof pc, gx, gy, uint32_t(g.groups));
       return finish(Y, x.dtype());
@@ -268,17 +281,26 @@ class VulkanBackend final : public Backend {
     auto [Y, ybuf] = alloc(DType::F32, out_shape);
     if (Y.numel() == 0) return finish(Y, x.dtype());
     u32(X.numel(), "input size");
-    uint32_t pc[13] = {u32(Y.numel(), "output size"), uint32_t(g.h), uint32_t(g.w), uint32_t(g.oh), uint32_t(g.ow),
-                       uint32_t(g.kernel[0]), uint32_t(g.kernel[1]), uint32_t(g.stride[0]), uint32_t(g.stride[1]),
-                       uint32_t(g.padding[0]), uint32_t(g.padding[1]), uint32_t(g.dilation[0]),
+    uint32_t pc[13] = {u32(Y.numel(), "output size"),
+                       uint32_t(g.h),
+                       uint32_t(g.w),
+                       uint32_t(g.oh),
+                       uint32_t(g.ow),
+                       uint32_t(g.kernel[0]),
+                       uint32_t(g.kernel[1]),
+                       uint32_t(g.stride[0]),
+                       uint32_t(g.stride[1]),
+                       uint32_t(g.padding[0]),
+                       uint32_t(g.padding[1]),
+                       uint32_t(g.dilation[0]),
                        uint32_t(g.dilation[1])};
     auto gr = grid1d(pc[0], 256);
     stream_.dispatch(pipeline("maxpool2d"), {buffer(X), ybuf}, pc, sizeof pc, gr[0], gr[1]);
     return finish(Y, x.dtype());
   }
 
-  Tensor batch_norm(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor* weight,
-                    const Tensor* bias, double eps) override {
+  Tensor batch_norm(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor* weight, const Tensor* bias,
+                    double eps) override {
     check_dtype(*this, Op::BatchNorm, x);
     int64_t c = detail::batch_norm_channels(x, mean, var, weight, bias);
     Tensor X = input(x), M = input(mean), V = input(var);
@@ -336,16 +358,16 @@ class VulkanBackend final : public Backend {
     uint32_t relu;
   };
 
-  void run_gemm(const GemmPush& pc, const Tensor& A, const Tensor& B, const Tensor& C,
-                const std::shared_ptr<Buffer>& y, uint32_t batch) {
+  void run_gemm(const GemmPush& pc, const Tensor& A, const Tensor& B, const Tensor& C, const std::shared_ptr<Buffer>& y,
+                uint32_t batch) {
     u32(A.numel(), "A size");
     u32(B.numel(), "B size");
     // Note [skinny gemm]: for N <= 16 and K <= 64 (e.g. the seed MLP's K=20, N=10 over large M)
     // the 64x64 tiles waste most of their threads; gemm_skinny runs one thread per output row.
     // TB_VK_GEMM (see the constructor) forces one shader for every shape.
     if (!gemm_forced_ && pc.N <= 16 && pc.K <= 64 && (pc.M + 63) / 64 <= 65535) {
-      stream_.dispatch(pipeline("gemm_skinny"), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc,
-                       (pc.M + 63) / 64, 1, batch);
+      stream_.dispatch(pipeline("gemm_skinny"), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, (pc.M + 63) / 64,
+                       1, batch);
       return;
     }
     if (gemm_shader_ == "gemm") {
@@ -358,7 +380,7 @@ class VulkanBackend final : public Backend {
     }
     uint32_t gx = (pc.N + 63) / 64, gy = (pc.M + 63) / 64;
     TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
-    stream_.dispatch(pipeline(gemm_shader_),  {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
+    stream_.dispatch(pipeline(gemm_shader_), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy, batch);
   }
 
   Tensor binary(Op op, const Tensor& a, const Tensor& b) {
@@ -452,8 +474,9 @@ class VulkanBackend final : public Backend {
     uint32_t sg = ctx_->subgroup_size();
     auto fits = [&](uint32_t tx, uint32_t ty, uint32_t tm, uint32_t tn, uint32_t bk) {
       uint64_t smem = 2ull * bk * (ty * tm + 1 + tx * tn + 1) * 4;
-      return (tx * ty) % sg == 0 && tx * ty <= lim.maxComputeWorkGroupInvocations && tx <= lim.maxComputeWorkGroupSize[0] &&
-             ty <= lim.maxComputeWorkGroupSize[1] && smem <= lim.maxComputeSharedMemorySize;
+      return (tx * ty) % sg == 0 && tx * ty <= lim.maxComputeWorkGroupInvocations &&
+             tx <= lim.maxComputeWorkGroupSize[0] && ty <= lim.maxComputeWorkGroupSize[1] &&
+             smem <= lim.maxComputeSharedMemorySize;
     };
     if (m >= 512 && n >= 512 && fits(16, 16, 8, 8, 8)) return {16, 16, 8, 8, 8};
     if (fits(16, 16, 4, 4, 16)) return {16, 16, 4, 4, 16};

@@ -90,8 +90,7 @@ std::vector<std::string> components(const std::string& rel, const std::string& c
   while (true) {
     size_t slash = rel.find('/', start);
     std::string part = rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-    if (part == "..")
-      refuse<UnsafeError>(context, rel, str("leaves ", noun, " ('..'); only files inside it are read"));
+    if (part == "..") refuse<UnsafeError>(context, rel, str("leaves ", noun, " ('..'); only files inside it are read"));
     if (part.empty()) refuse<FormatError>(context, rel, "has an empty path component");
     if (part != ".") parts.push_back(std::move(part));
     if (slash == std::string::npos) break;
@@ -145,15 +144,17 @@ Fd walk_folders(int root, const std::vector<std::string>& parts, const std::stri
       const std::string on_way = join(parts, i + 1);
       struct stat st {};
       if (::fstatat(parent, parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        if (errno == ENOENT) refuse<IoError>(context, rel, str("does not exist in ", noun, " (no folder '", on_way, "')"));
+        if (errno == ENOENT)
+          refuse<IoError>(context, rel, str("does not exist in ", noun, " (no folder '", on_way, "')"));
         refuse<IoError>(context, rel, str("cannot be opened: '", on_way, "': ", errno_text(errno)));
       }
       if (S_ISLNK(st.st_mode))
-        refuse<UnsafeError>(context, rel, str("passes through '", on_way, "', which is a symbolic link; only files inside ",
-                                              noun, " are read, never through links"));
+        refuse<UnsafeError>(context, rel,
+                            str("passes through '", on_way, "', which is a symbolic link; only files inside ", noun,
+                                " are read, never through links"));
       if (!S_ISDIR(st.st_mode))
-        refuse<FormatError>(context, rel, str("passes through '", on_way, "', which is ", kind_name(st.st_mode),
-                                              ", not a folder"));
+        refuse<FormatError>(context, rel,
+                            str("passes through '", on_way, "', which is ", kind_name(st.st_mode), ", not a folder"));
       refuse<IoError>(context, rel, str("cannot be opened: '", on_way, "': ", errno_text(err)));
     }
     owned = std::move(next);
@@ -164,7 +165,8 @@ Fd walk_folders(int root, const std::vector<std::string>& parts, const std::stri
 
 }  // namespace
 
-ConfinedFolder::ConfinedFolder(const std::filesystem::path& path, std::string noun) : path_(path), noun_(std::move(noun)) {
+ConfinedFolder::ConfinedFolder(const std::filesystem::path& path, std::string noun)
+    : path_(path), noun_(std::move(noun)) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   TB_CHECK(fd >= 0, IoError, "cannot open the folder '", path.string(), "': ", errno_text(errno));
   fd_ = std::shared_ptr<const int>(new int(fd), [](const int* p) {
@@ -206,7 +208,8 @@ int ConfinedFolder::open_inside(const std::string& rel, bool want_folder, const 
   }
   struct stat after {};
   TB_CHECK(::fstat(fd.get(), &after) == 0, IoError, context, " '", rel, "' cannot be read: ", errno_text(errno));
-  if (after.st_dev != before.st_dev || after.st_ino != before.st_ino || kind_of(after.st_mode) != kind_of(before.st_mode))
+  if (after.st_dev != before.st_dev || after.st_ino != before.st_ino ||
+      kind_of(after.st_mode) != kind_of(before.st_mode))
     refuse<IoError>(context, rel, "changed while it was being opened; try again");
   if (!want_folder) ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
   return fd.release();

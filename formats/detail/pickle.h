@@ -45,10 +45,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "formats/detail/pickle_writer.h"  // the writer, for callers that include this header
 #include "tensor/io.h"
 #include "tensor/limits.h"
 #include "tensor/value.h"
-#include "formats/detail/pickle_writer.h"  // the writer, for callers that include this header
 
 namespace tb::pickle {
 
@@ -89,8 +89,8 @@ Value load(const std::vector<uint8_t>& bytes, const std::string& label, const Op
 /** Like load(), for several pickles back to back (torch legacy stream): also returns where STOP was. */
 struct Result {
   Value value;
-  uint64_t end = 0;        // offset just after the STOP opcode
-  int protocol = 0;        // PROTO argument (0 when absent)
+  uint64_t end = 0;  // offset just after the STOP opcode
+  int protocol = 0;  // PROTO argument (0 when absent)
 };
 Result load_one(const Reader& reader, uint64_t offset, uint64_t size, const Options& opts = {});
 

@@ -184,9 +184,8 @@ void add_builtin_rules(Globals& g) {
   const CallRule new_set = [](Context&, const std::string&, Value, const ValueList&) { return Value::set(); };
   g.add("builtins.set", {make_set, new_set});
   g.add("builtins.frozenset", {make_set, new_set});
-  g.add("builtins.list", {make_sequence, [](Context&, const std::string&, Value, const ValueList&) {
-                            return Value::list();
-                          }});
+  g.add("builtins.list",
+        {make_sequence, [](Context&, const std::string&, Value, const ValueList&) { return Value::list(); }});
   g.add("builtins.tuple", {make_sequence, {}});
   g.add("builtins.complex", {[](Context& c, const std::string& q, Value, const ValueList& a) {
           c.nargs(q, a, 0, 2);

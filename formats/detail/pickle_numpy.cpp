@@ -80,7 +80,8 @@ std::optional<Value> build_ndarray(Context& c, Value&, const Value& state) {
            c.at(), ": numpy.ndarray state must be a 4- or 5-tuple but is ", brief(state));
   const auto& s = state.items();
   size_t i = s.size() == 5 ? 1 : 0;
-  Shape shape = shape_of(s[i], [&c] { return c.at(); }, "numpy array shape");
+  Shape shape = shape_of(
+      s[i], [&c] { return c.at(); }, "numpy array shape");
   std::string descr = np_descr_of(s[i + 1], c.at());
   bool fortran = s[i + 2].as_bool();
   const Value& data = s[i + 3];
@@ -134,7 +135,6 @@ void add_numpy_rules(Globals& g) {
 }
 
 // ---- writing ----------------------------------------------------------------------------------------
-
 
 void write_numpy_dtype(Pickler& p, const std::string& descr) {
   if (p.get_keyed("numpy.dtype " + descr)) return;

@@ -12,7 +12,10 @@ bool parse_hex(const std::string& s, size_t pos, size_t n, uint32_t* out) {
   if (pos + n > s.size()) return false;
   for (size_t i = pos; i < pos + n; ++i) {
     char c = s[i];
-    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+    int d = (c >= '0' && c <= '9')   ? c - '0'
+            : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+            : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                     : -1;
     if (d < 0) return false;
     v = (v << 4) | uint32_t(d);
   }
@@ -41,8 +44,7 @@ void append_utf8(std::string& out, uint32_t cp) {
 }  // namespace
 
 std::string decode_string_literal(const std::string& s, const std::string& at) {
-  TB_CHECK(s.size() >= 2 && (s[0] == '\'' || s[0] == '"') && s.back() == s[0], FormatError, at,
-           ": bad STRING literal");
+  TB_CHECK(s.size() >= 2 && (s[0] == '\'' || s[0] == '"') && s.back() == s[0], FormatError, at, ": bad STRING literal");
   std::string out;
   for (size_t i = 1; i + 1 < s.size(); ++i) {
     char c = s[i];

@@ -44,10 +44,14 @@ Value rebuild_tensor(Context& c, const std::string& fn, Value, const ValueList& 
   if (!v2 && fn == "torch._utils._rebuild_meta_tensor_no_storage")
     throw UnsupportedError(str(c.at(), ": tensor on the 'meta' device has no data"));
   bool v3 = !v2 && fn == "torch._utils._rebuild_tensor_v3";
-  if (v2) nargs(6, 7);
-  else if (fn == "torch._utils._rebuild_tensor") nargs(4, 4);
-  else if (v3) nargs(7, 8);
-  else throw UnsupportedError(str(c.at(), ": ", fn, " is not supported (quantized/sparse/nested tensors)"));
+  if (v2)
+    nargs(6, 7);
+  else if (fn == "torch._utils._rebuild_tensor")
+    nargs(4, 4);
+  else if (v3)
+    nargs(7, 8);
+  else
+    throw UnsupportedError(str(c.at(), ": ", fn, " is not supported (quantized/sparse/nested tensors)"));
   const Value& storage = a[0];
   if (storage.is_none()) return Value();  // dry run (persistent_load returned None)
   TB_CHECK(storage.is_tensor(), FormatError, c.at(), ": ", fn, " expects a storage but got ", brief(storage));
@@ -122,7 +126,8 @@ void add_torch_rules(Globals& g) {
       g.add("torch." + std::string(d.torch_dtype));
   for (const char* alias : {"float", "double", "half", "long", "int", "short", "cfloat", "cdouble"})
     if (torch_dtype_of_global(str("torch.", alias))) g.add(str("torch.", alias));
-  for (const char* q : {"torch.strided", "torch.sparse_coo", "torch.contiguous_format", "torch.channels_last"}) g.add(q);
+  for (const char* q : {"torch.strided", "torch.sparse_coo", "torch.contiguous_format", "torch.channels_last"})
+    g.add(q);
   // torch's own module classes: instantiated as opaque objects with their state (never called);
   // torch 0.3 modules keep their backend as REDUCE of a function, kept opaque too.
   g.add_prefix("torch.nn.modules.", {make_object});
@@ -134,9 +139,9 @@ void add_torchscript_rules(Globals& g) {
     c.nargs(q, a, 1, 2);
     return a[0];
   };
-  for (const char* q : {"torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist",
-                        "torch.jit._pickle.build_boollist", "torch.jit._pickle.build_tensorlist",
-                        "torch.jit._pickle.restore_type_tag"})
+  for (const char* q :
+       {"torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist",
+        "torch.jit._pickle.build_tensorlist", "torch.jit._pickle.restore_type_tag"})
     g.add(q, {first_arg});
   g.add_prefix("__torch__.");
 }

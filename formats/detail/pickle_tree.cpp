@@ -13,7 +13,7 @@ void charge_tree(LoadBudget& budget, uint64_t nodes, uint64_t leaves, uint64_t n
   constexpr uint64_t kLeafBytes = 128;
   budget.charge_objects(nodes, "the pickle's tree, counting a shared value at every place it appears,");
   budget.charge_bytes(LoadBudget::sat_add(name_bytes, LoadBudget::sat_mul(leaves, kLeafBytes)),
-                        "flattening the pickle's tree to dotted names");
+                      "flattening the pickle's tree to dotted names");
 }
 
 }  // namespace
@@ -190,6 +190,5 @@ void dismantle(std::vector<Value> work) {
     }
   }
 }
-
 
 }  // namespace tb::pickle

@@ -27,7 +27,12 @@ std::string normalize_module(std::string mod) {
 class Machine final : public Context {
  public:
   Machine(const Reader& r, uint64_t offset, uint64_t size, const Options& o, const Globals& table, bool scan_only)
-      : r_(r), direct_(r.contiguous_bytes()), pos_(offset), end_(offset + size), opts_(o), table_(table),
+      : r_(r),
+        direct_(r.contiguous_bytes()),
+        pos_(offset),
+        end_(offset + size),
+        opts_(o),
+        table_(table),
         scan_only_(scan_only) {
     TB_CHECK(offset <= r.size() && size <= r.size() - offset, FormatError, where(), ": pickle range [", offset, ", ",
              offset + size, ") exceeds the input size ", r.size());
@@ -69,7 +74,7 @@ class Machine final : public Context {
   // not mapped) per window instead of one per opcode byte. Longer reads go straight to the Reader.
   static constexpr uint64_t kWindow = 64 * 1024;
   void fetch(void* dst, uint64_t n) {  // caller checked need(n)
-    if (direct_) {  // a mapped file or memory: no window needed
+    if (direct_) {                     // a mapped file or memory: no window needed
       std::memcpy(dst, direct_ + pos_, size_t(n));
       return;
     }
@@ -163,14 +168,15 @@ class Machine final : public Context {
     return h;
   }
   Value pop() {
-    TB_CHECK(stack_.size() > base(), FormatError, at(), ": opcode '", opname(), "' needs a value but the stack is empty",
-             marks_.empty() ? "" : " (above the last MARK)");
+    TB_CHECK(stack_.size() > base(), FormatError, at(), ": opcode '", opname(),
+             "' needs a value but the stack is empty", marks_.empty() ? "" : " (above the last MARK)");
     Value v = std::move(stack_.back());
     stack_.pop_back();
     return v;
   }
   Value& top() {
-    TB_CHECK(stack_.size() > base(), FormatError, at(), ": opcode '", opname(), "' needs a value but the stack is empty");
+    TB_CHECK(stack_.size() > base(), FormatError, at(), ": opcode '", opname(),
+             "' needs a value but the stack is empty");
     return stack_.back();
   }
   size_t base() const { return marks_.empty() ? 0 : marks_.back(); }
@@ -228,7 +234,6 @@ class Machine final : public Context {
   }
 
   char opname() const { return char(op_); }
-
 
   // -- calls (never executed: interpreted or refused) --
   void note_global(const std::string& q) {
@@ -351,8 +356,7 @@ void Machine::build(Value& obj, Value state) {
       }
       return;
     }
-    case Value::Kind::Tensor:
-      return;  // tensor state (requires_grad, hooks, python attributes) is not kept
+    case Value::Kind::Tensor: return;  // tensor state (requires_grad, hooks, python attributes) is not kept
     case Value::Kind::Object: {
       auto& o = obj.as_object();
       if (const BuildRule* rule = table_.build_rule(o.cls)) {
@@ -365,8 +369,7 @@ void Machine::build(Value& obj, Value state) {
       *o.state = std::move(state);
       return;
     }
-    default:
-      throw FormatError(str(at(), ": BUILD on a ", obj.kind_name(), " (", brief(obj), ")"));
+    default: throw FormatError(str(at(), ": BUILD on a ", obj.kind_name(), " (", brief(obj), ")"));
   }
 }
 
@@ -420,9 +423,7 @@ bool Machine::op_number() {
       bool neg = (uint8_t(b.back()) & 0x80) != 0;
       // Strip redundant sign-extension bytes, then fit into int64.
       size_t len = b.size();
-      while (len > 1 && uint8_t(b[len - 1]) == (neg ? 0xFF : 0x00) &&
-             ((uint8_t(b[len - 2]) & 0x80) != 0) == neg)
-        --len;
+      while (len > 1 && uint8_t(b[len - 1]) == (neg ? 0xFF : 0x00) && ((uint8_t(b[len - 2]) & 0x80) != 0) == neg) --len;
       if (len > 8) {
         push(Value::object("builtins.int", Value::bytes(b)));  // too large: raw two's complement bytes
         break;
@@ -437,8 +438,10 @@ bool Machine::op_number() {
     }
     case 'I': {  // INT (text)
       std::string s = line();
-      if (s == "01") push(Value::boolean(true));
-      else if (s == "00") push(Value::boolean(false));
+      if (s == "01")
+        push(Value::boolean(true));
+      else if (s == "00")
+        push(Value::boolean(false));
       else {
         char* e = nullptr;
         errno = 0;
@@ -486,15 +489,15 @@ bool Machine::op_number() {
 // str and bytes, binary and text forms.
 bool Machine::op_string() {
   switch (op_) {
-    case 'X': push(Value::string(bytes(uint_le(4)))); break;        // BINUNICODE
-    case 0x8c: push(Value::string(bytes(uint_le(1)))); break;       // SHORT_BINUNICODE
-    case 0x8d: push(Value::string(bytes(uint_le(8)))); break;       // BINUNICODE8
-    case 'B': push(Value::bytes(bytes(uint_le(4)))); break;         // BINBYTES
-    case 'C': push(Value::bytes(bytes(uint_le(1)))); break;         // SHORT_BINBYTES
-    case 0x8e: push(Value::bytes(bytes(uint_le(8)))); break;        // BINBYTES8
-    case 0x96: push(Value::bytes(bytes(uint_le(8)))); break;        // BYTEARRAY8
-    case 'T':                                                        // BINSTRING (py2 str)
-    case 'U': {                                                      // SHORT_BINSTRING
+    case 'X': push(Value::string(bytes(uint_le(4)))); break;   // BINUNICODE
+    case 0x8c: push(Value::string(bytes(uint_le(1)))); break;  // SHORT_BINUNICODE
+    case 0x8d: push(Value::string(bytes(uint_le(8)))); break;  // BINUNICODE8
+    case 'B': push(Value::bytes(bytes(uint_le(4)))); break;    // BINBYTES
+    case 'C': push(Value::bytes(bytes(uint_le(1)))); break;    // SHORT_BINBYTES
+    case 0x8e: push(Value::bytes(bytes(uint_le(8)))); break;   // BINBYTES8
+    case 0x96: push(Value::bytes(bytes(uint_le(8)))); break;   // BYTEARRAY8
+    case 'T':                                                  // BINSTRING (py2 str)
+    case 'U': {                                                // SHORT_BINSTRING
       uint64_t n = op_ == 'T' ? uint_le(4) : uint_le(1);
       std::string s = bytes(n);
       bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return (unsigned char)c < 0x80; });
@@ -503,7 +506,7 @@ bool Machine::op_string() {
       break;
     }
     case 'S': push(Value::bytes(decode_string_literal(line(), at()))); break;  // STRING (quoted repr)
-    case 'V': push(Value::string(decode_raw_unicode(line(), at()))); break;   // UNICODE (raw-unicode-escape)
+    case 'V': push(Value::string(decode_raw_unicode(line(), at()))); break;    // UNICODE (raw-unicode-escape)
     default: return false;
   }
   return true;
@@ -538,7 +541,7 @@ bool Machine::op_container() {
     }
     case 0x8f: push(Value::set()); break;
     case 0x91: push(Value::set(pop_mark())); break;  // FROZENSET
-    case 0x90: {                                      // ADDITEMS
+    case 0x90: {                                     // ADDITEMS
       ValueList items = pop_mark();
       Value& s = top();
       TB_CHECK(s.kind() == Value::Kind::Set, FormatError, at(), ": ADDITEMS on a ", s.kind_name());
@@ -548,8 +551,10 @@ bool Machine::op_container() {
     case 'a':
     case 'e': {  // APPEND / APPENDS
       ValueList items;
-      if (op_ == 'a') items.push_back(pop());
-      else items = pop_mark();
+      if (op_ == 'a')
+        items.push_back(pop());
+      else
+        items = pop_mark();
       Value& l = top();
       if (scan_only_) break;
       if (l.kind() == Value::Kind::List) {
@@ -631,8 +636,8 @@ bool Machine::op_call() {
     }
     case 0x93: {  // STACK_GLOBAL
       Value name = pop(), mod = pop();
-      TB_CHECK(name.is_str() && mod.is_str(), FormatError, at(), ": STACK_GLOBAL needs two str but got ",
-               brief(mod), " and ", brief(name));
+      TB_CHECK(name.is_str() && mod.is_str(), FormatError, at(), ": STACK_GLOBAL needs two str but got ", brief(mod),
+               " and ", brief(name));
       std::string q = qualify(mod.as_str(), name.as_str());
       note_global(q);
       push(make_global(q));
@@ -681,16 +686,14 @@ bool Machine::op_call() {
         push(Value());
         break;
       }
-      TB_CHECK(bool(opts_.persistent_load), FormatError, at(),
-               ": the pickle references external data (persistent id ", brief(pid),
-               ") but no persistent_load handler was given");
+      TB_CHECK(bool(opts_.persistent_load), FormatError, at(), ": the pickle references external data (persistent id ",
+               brief(pid), ") but no persistent_load handler was given");
       push(opts_.persistent_load(pid));
       break;
     }
     case 0x82:
     case 0x83:
-    case 0x84:
-      throw UnsupportedError(str(at(), ": EXT opcodes (copyreg extension registry) are not supported"));
+    case 0x84: throw UnsupportedError(str(at(), ": EXT opcodes (copyreg extension registry) are not supported"));
     case 0x97:
     case 0x98:
       throw UnsupportedError(str(at(), ": out-of-band buffers (pickle protocol 5 NEXT_BUFFER) are not supported"));
@@ -707,21 +710,21 @@ Result Machine::run() {
       op_ = u8();
       if (op_ == '.') break;  // STOP
       if (op_number() || op_string() || op_container() || op_call()) continue;
-      throw FormatError(str(at(), ": unknown pickle opcode 0x", std::hex, int(op_), std::dec,
-                            " (not a pickle, or a corrupted one)"));
+      throw FormatError(
+          str(at(), ": unknown pickle opcode 0x", std::hex, int(op_), std::dec, " (not a pickle, or a corrupted one)"));
     }
   } catch (Error& e) {
     if (!unsafe_.empty() && !opts_.allow_unknown_globals && !scan_only_)
-      throw UnsafeError(str(where(), ": refusing to load: the pickle references globals outside the allow-list: ",
-                            list_names(unsafe_), " (nothing was executed; the file failed to parse after that: ",
-                            e.message(), ")"));
+      throw UnsafeError(str(
+          where(), ": refusing to load: the pickle references globals outside the allow-list: ", list_names(unsafe_),
+          " (nothing was executed; the file failed to parse after that: ", e.message(), ")"));
     throw;
   }
   if (!unsafe_.empty() && !opts_.allow_unknown_globals && !scan_only_)
-    throw UnsafeError(str(where(), ": refusing to load: the pickle references globals outside the allow-list: ",
-                          list_names(unsafe_),
-                          ". Nothing was executed. If you trust the file's structure, allow unknown globals to keep "
-                          "them as opaque objects (they are never called)"));
+    throw UnsafeError(
+        str(where(), ": refusing to load: the pickle references globals outside the allow-list: ", list_names(unsafe_),
+            ". Nothing was executed. If you trust the file's structure, allow unknown globals to keep "
+            "them as opaque objects (they are never called)"));
   TB_CHECK(stack_.size() == 1 || scan_only_, FormatError, where(), ": pickle ended with ", stack_.size(),
            " values on the stack (expected 1)");
   Result res;
@@ -740,7 +743,6 @@ Result Machine::run() {
   ok_ = true;
   return res;
 }
-
 
 }  // namespace
 

@@ -44,15 +44,15 @@ class Pickler {
   void value(const Value& v);                                        // any Value (tensors via on_tensor)
   void global_(const std::string& module, const std::string& name);  // GLOBAL / STACK_GLOBAL, memoised
   void mark();
-  void tuple();        // TUPLE (after mark); memoised at 4+
+  void tuple();            // TUPLE (after mark); memoised at 4+
   void tuple_n(size_t n);  // EMPTY_TUPLE / TUPLE1..3 for n <= 3; memoised at 4+ when n > 0
-  void reduce();       // REDUCE; memoised at 4+
-  void newobj();       // NEWOBJ; memoised at 4+
+  void reduce();           // REDUCE; memoised at 4+
+  void newobj();           // NEWOBJ; memoised at 4+
   void build();
   void binpersid();
-  void setitems();     // SETITEMS (after mark)
-  void empty_dict();   // memoised at 4+
-  void empty_list();   // memoised at 4+
+  void setitems();    // SETITEMS (after mark)
+  void empty_dict();  // memoised at 4+
+  void empty_list();  // memoised at 4+
   void appends();
   void none();
   void boolean(bool b);

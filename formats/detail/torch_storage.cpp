@@ -70,7 +70,8 @@ Value ZipStorages::load(const Value& pid) {
     }
   } else {
     // Deflated (or refused) members: inflated, then copied into the storage.
-    budget_.charge_bytes_lazy(LoadBudget::sat_add(e->uncompressed_size, nbytes), [&] { return str("storage '", p.key, "'"); });
+    budget_.charge_bytes_lazy(LoadBudget::sat_add(e->uncompressed_size, nbytes),
+                              [&] { return str("storage '", p.key, "'"); });
     auto member = z_.open(*e);
     st = Storage::allocate(size_t(nbytes), false);
     if (nbytes) member->read_at(0, st->data(), size_t(nbytes));

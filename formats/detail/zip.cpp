@@ -1,6 +1,6 @@
 // Zip reader and writer; layout notes in zip.h.
-#include "tensor/checked.h"
 #include "formats/detail/zip.h"
+#include "tensor/checked.h"
 
 #include <zlib.h>
 #ifdef TB_WITH_LIBDEFLATE
@@ -27,7 +27,9 @@ constexpr size_t kEocdSize = 22;
 constexpr size_t kMaxComment = 65535;
 
 uint16_t le16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
-uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24); }
+uint32_t le32(const uint8_t* p) {
+  return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+}
 uint64_t le64(const uint8_t* p) { return uint64_t(le32(p)) | (uint64_t(le32(p + 4)) << 32); }
 
 void put16(std::string& s, uint16_t v) {
@@ -137,7 +139,8 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
     cd_end_limit = rec_off;
     zip64_ = true;
   }
-  TB_CHECK(disk == 0 && cd_disk == 0, UnsupportedError, "[zip] '", L, "': multi-volume (split) archives are not supported");
+  TB_CHECK(disk == 0 && cd_disk == 0, UnsupportedError, "[zip] '", L,
+           "': multi-volume (split) archives are not supported");
   TB_CHECK(cd_offset <= cd_end_limit && cd_size <= cd_end_limit - cd_offset, FormatError, "[zip] '", L,
            "': central directory [", cd_offset, ", +", cd_size, ") does not fit before the end record at ",
            cd_end_limit, "; truncated or not a zip archive");
@@ -165,9 +168,8 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
     uint16_t start_disk = le16(c + 34);
     en.local_header_offset = le32(c + 42);
     size_t rec_len = 46 + size_t(name_len) + extra_len + comment_len;
-    TB_CHECK(pos + rec_len <= cd.size(), FormatError, "[zip] '", L, "': central directory entry ", i,
-             " (name ", name_len, " + extra ", extra_len, " + comment ", comment_len,
-             " bytes) runs past the directory end");
+    TB_CHECK(pos + rec_len <= cd.size(), FormatError, "[zip] '", L, "': central directory entry ", i, " (name ",
+             name_len, " + extra ", extra_len, " + comment ", comment_len, " bytes) runs past the directory end");
     en.name.assign(reinterpret_cast<const char*>(c + 46), name_len);
     TB_CHECK(en.name.find('\0') == std::string::npos, FormatError, "[zip] '", L, "': entry ", i,
              " has a NUL byte in its name");
@@ -199,8 +201,8 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
     }
     TB_CHECK(!(need_u || need_c || need_o), FormatError, "[zip] '", L, "': entry '", en.name,
              "' has 0xFFFFFFFF size/offset fields but no ZIP64 extra field holding the real values");
-    TB_CHECK(index_.emplace(en.name, entries_.size()).second, FormatError, "[zip] '", L,
-             "': the name '", en.name, "' appears twice in the central directory");
+    TB_CHECK(index_.emplace(en.name, entries_.size()).second, FormatError, "[zip] '", L, "': the name '", en.name,
+             "' appears twice in the central directory");
     entries_.push_back(std::move(en));
     pos += rec_len;
   }
@@ -221,8 +223,8 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
     std::memcpy(lh, win.data() + (off - win_pos), 30);
   };
   for (Entry& en : entries_) {
-    TB_CHECK(en.local_header_offset <= cd_offset && 30 <= cd_offset - en.local_header_offset, FormatError, "[zip] '",
-             L, "': entry '", en.name, "' local header at ", en.local_header_offset,
+    TB_CHECK(en.local_header_offset <= cd_offset && 30 <= cd_offset - en.local_header_offset, FormatError, "[zip] '", L,
+             "': entry '", en.name, "' local header at ", en.local_header_offset,
              " is not before the central directory at ", cd_offset);
     uint8_t lh[30];
     read_local(en.local_header_offset, lh);
@@ -230,8 +232,8 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
              "': expected a local header (PK\\3\\4) at offset ", en.local_header_offset);
     uint64_t data = en.local_header_offset + 30 + le16(lh + 26) + le16(lh + 28);
     TB_CHECK(data <= cd_offset && en.compressed_size <= cd_offset - data, FormatError, "[zip] '", L, "': entry '",
-             en.name, "' data [", data, ", +", en.compressed_size, ") runs into the central directory at ",
-             cd_offset, "; truncated?");
+             en.name, "' data [", data, ", +", en.compressed_size, ") runs into the central directory at ", cd_offset,
+             "; truncated?");
     en.data_offset = data;
     if (en.method == 0)
       TB_CHECK(en.compressed_size == en.uncompressed_size, FormatError, "[zip] '", L, "': stored entry '", en.name,
@@ -250,9 +252,9 @@ ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_
     uint64_t a_end = 0;  // the message is built only on overflow
     if (__builtin_add_overflow(a.data_offset, a.compressed_size, &a_end))
       checked_add<uint64_t>(a.data_offset, a.compressed_size, str("[zip] '", L, "': end of entry '", a.name, "'"));
-    TB_CHECK(a_end <= b.local_header_offset, FormatError, "[zip] '", L, "': entries '",
-             a.name, "' and '", b.name, "' overlap (data [", a.data_offset, ", +", a.compressed_size,
-             ") and local header at ", b.local_header_offset, "); refused as a zip bomb");
+    TB_CHECK(a_end <= b.local_header_offset, FormatError, "[zip] '", L, "': entries '", a.name, "' and '", b.name,
+             "' overlap (data [", a.data_offset, ", +", a.compressed_size, ") and local header at ",
+             b.local_header_offset, "); refused as a zip bomb");
   }
 }
 
@@ -267,7 +269,8 @@ const Entry& ZipReader::at(std::string_view name) const {
     std::string names;
     for (size_t i = 0; i < entries_.size() && i < 8; ++i) names += (i ? ", '" : "'") + entries_[i].name + "'";
     if (entries_.size() > 8) names += ", ...";
-    throw KeyError(str("[zip] '", label(), "': no member '", name, "' (members: ", names.empty() ? "none" : names, ")"));
+    throw KeyError(
+        str("[zip] '", label(), "': no member '", name, "' (members: ", names.empty() ? "none" : names, ")"));
   }
   return *e;
 }
@@ -283,7 +286,8 @@ void ZipReader::check_claim(const Entry& e) const {
   TB_CHECK(e.uncompressed_size <= (uint64_t(1) << 20) ||
                double(e.uncompressed_size) <= opts_.max_ratio * double(std::max<uint64_t>(e.compressed_size, 1)),
            FormatError, "[zip] '", L, "' claims ", e.uncompressed_size, " bytes from ", e.compressed_size,
-           " compressed bytes, a ratio above ", opts_.max_ratio, ":1 (deflate cannot exceed about 1032:1); refused as a zip bomb");
+           " compressed bytes, a ratio above ", opts_.max_ratio,
+           ":1 (deflate cannot exceed about 1032:1); refused as a zip bomb");
 }
 
 std::shared_ptr<Reader> ZipReader::open(const Entry& e) const {
@@ -604,9 +608,9 @@ void ZipWriter::finish() {
     put32(h, z64 ? kMax32 : uint32_t(rec.usize));
     put16(h, uint16_t(rec.name.size()));
     put16(h, uint16_t(extra.size()));
-    put16(h, 0);  // comment
-    put16(h, 0);  // disk
-    put16(h, 0);  // internal attributes
+    put16(h, 0);                        // comment
+    put16(h, 0);                        // disk
+    put16(h, 0);                        // internal attributes
     put32(h, uint32_t(0100644) << 16);  // regular file, rw-r--r--
     put32(h, z64 ? kMax32 : uint32_t(rec.offset));
     h += rec.name;

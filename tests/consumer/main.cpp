@@ -1,6 +1,6 @@
 // A program outside the project that uses the installed headers and libraries.
-#include <tensor/tensor.h>
 #include <formats/registry.h>
+#include <tensor/tensor.h>
 
 #include <iostream>
 
