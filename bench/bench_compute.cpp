@@ -13,7 +13,6 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
-#include <random>
 #include <string>
 
 #include "compute/backend.h"
@@ -29,14 +28,6 @@ namespace {
 int threads() {
   const char* e = std::getenv("TB_BENCH_THREADS");
   return e ? std::max(1, std::atoi(e)) : 2;
-}
-
-Tensor randn(Shape shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(size_t(checked_numel(shape)));
-  for (auto& x : v) x = d(gen);
-  return Tensor::from_vector(DType::F32, std::move(shape), v);
 }
 
 struct GemmShape {
@@ -61,7 +52,7 @@ void set_flops(benchmark::State& st, double flops) {
 
 void BM_openblas_sgemm(benchmark::State& st, GemmShape s) {
   openblas_set_num_threads(threads());
-  Tensor a = randn({s.m, s.k}, 1), b = randn({s.n, s.k}, 2);
+  Tensor a = Tensor::randn({s.m, s.k}, 1), b = Tensor::randn({s.n, s.k}, 2);
   std::vector<float> c(size_t(s.m * s.n));
   for (auto _ : st) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(s.m), int(s.n), int(s.k), 1.0f, a.data_as<float>(),
@@ -77,7 +68,7 @@ void BM_own_sgemm(benchmark::State& st, GemmShape s) {
     return;
   }
   cpu::ThreadPool pool(threads());
-  Tensor a = randn({s.m, s.k}, 1), b = randn({s.n, s.k}, 2);
+  Tensor a = Tensor::randn({s.m, s.k}, 1), b = Tensor::randn({s.n, s.k}, 2);
   std::vector<float> c(size_t(s.m * s.n));
   for (auto _ : st) {
     cpu::sgemm_packed(pool, s.m, s.n, s.k, 1.0f, a.data_as<float>(), b.data_as<float>(), true, false, c.data());
@@ -88,7 +79,7 @@ void BM_own_sgemm(benchmark::State& st, GemmShape s) {
 
 void BM_cpu_gemm(benchmark::State& st, GemmShape s) {
   Backend& be = cpu_backend();
-  Tensor a = randn({s.m, s.k}, 1), b = randn({s.n, s.k}, 2);
+  Tensor a = Tensor::randn({s.m, s.k}, 1), b = Tensor::randn({s.n, s.k}, 2);
   GemmParams p;
   p.trans_b = true;
   for (auto _ : st) benchmark::DoNotOptimize(be.gemm(a, b, nullptr, p));
@@ -101,7 +92,7 @@ void BM_vulkan_gemm(benchmark::State& st, GemmShape s) {
     st.SkipWithError("no Vulkan device");
     return;
   }
-  Tensor a = be->upload(randn({s.m, s.k}, 1)), b = be->upload(randn({s.n, s.k}, 2));
+  Tensor a = be->upload(Tensor::randn({s.m, s.k}, 1)), b = be->upload(Tensor::randn({s.n, s.k}, 2));
   GemmParams p;
   p.trans_b = true;
   be->gemm(a, b, nullptr, p);  // warm-up: compiles the pipeline
@@ -116,11 +107,11 @@ void BM_vulkan_gemm(benchmark::State& st, GemmShape s) {
 struct Mlp {
   Tensor x, w1, b1, w2, b2;
   explicit Mlp(Backend& be)
-      : x(be.upload(randn({4096, 20}, 1))),
-        w1(be.upload(randn({256, 20}, 2))),
-        b1(be.upload(randn({256}, 3))),
-        w2(be.upload(randn({10, 256}, 4))),
-        b2(be.upload(randn({10}, 5))) {}
+      : x(be.upload(Tensor::randn({4096, 20}, 1))),
+        w1(be.upload(Tensor::randn({256, 20}, 2))),
+        b1(be.upload(Tensor::randn({256}, 3))),
+        w2(be.upload(Tensor::randn({10, 256}, 4))),
+        b2(be.upload(Tensor::randn({10}, 5))) {}
   // What nn::Sequential runs for Linear -> ReLU -> Linear: the ReLU fused into the first GEMM.
   Tensor forward(Backend& be) const { return be.linear(be.linear(x, w1, &b1, /*relu=*/true), w2, &b2); }
 };

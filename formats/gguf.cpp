@@ -62,13 +62,6 @@ struct GgufNative {
   std::vector<KeyValue> kvs;
 };
 
-bool host_little_endian() {
-  uint16_t x = 1;
-  uint8_t b;
-  std::memcpy(&b, &x, 1);
-  return b == 1;
-}
-
 uint64_t align_up(uint64_t v, uint64_t a) { return checked_add(v, (a - v % a) % a, "aligned offset"); }
 
 std::string json_quote(const std::string& s) {

@@ -206,13 +206,6 @@ std::string lit_repr(const Lit& l) {
   return "?";
 }
 
-bool host_little_endian() {
-  uint16_t x = 1;
-  uint8_t b;
-  std::memcpy(&b, &x, 1);
-  return b == 1;
-}
-
 // ---- object arrays (pickles) ----
 // Note [tensors of other frameworks in object arrays]
 // np.save of a TensorFlow EagerTensor inside a list/dict pickles it through EagerTensor.__reduce__,

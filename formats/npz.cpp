@@ -8,14 +8,6 @@
 
 namespace tb {
 
-namespace {
-
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
-
 Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
   TB_CHECK(src.reader != nullptr, FormatError, "[npz] '", src.label(), "' is a folder, not a .npz file");
   zip::ZipReader zr(src.reader);
@@ -26,8 +18,8 @@ Checkpoint load_npz(const Source& src, const LoadOptions& opts) {
   size_t stored = 0, deflated = 0;
   std::vector<std::string> other;
   for (const auto& e : zr.entries()) {
-    if (!ends_with(e.name, ".npy")) {
-      if (!ends_with(e.name, "/")) other.push_back(e.name);
+    if (!e.name.ends_with(".npy")) {
+      if (!e.name.ends_with("/")) other.push_back(e.name);
       continue;
     }
     std::string key = naming::decode_name(e.name.substr(0, e.name.size() - 4), naming::Target::Npz);
@@ -101,8 +93,8 @@ bool sniff_npz(const Source& s) {
     zip::ZipReader zr(s.reader);
     bool npy = false;
     for (const auto& e : zr.entries()) {
-      if (ends_with(e.name, "data.pkl")) return false;  // a torch archive
-      npy = npy || ends_with(e.name, ".npy");
+      if (e.name.ends_with("data.pkl")) return false;  // a torch archive
+      npy = npy || e.name.ends_with(".npy");
     }
     return npy;
   } catch (const Error&) {

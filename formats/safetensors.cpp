@@ -71,13 +71,6 @@ void json_string(std::string& out, const std::string& s) {
   out += '"';
 }
 
-bool host_little_endian() {
-  uint16_t x = 1;
-  uint8_t b;
-  std::memcpy(&b, &x, 1);
-  return b == 1;
-}
-
 /** SAX handler recording the top-level keys of a JSON object in file order (nothing else is kept). */
 struct TopKeys : nlohmann::json_sax<nlohmann::json> {
   std::vector<std::string> keys;

@@ -62,16 +62,13 @@ bool is_shard_name(const std::string& name, const std::string& stem) {
          std::regex_match(name.begin() + std::ptrdiff_t(stem.size()), name.end(), tail);
 }
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 }  // namespace
 
 fs::path find_shard_index(const Source& src) {
   try {
     std::error_code ec;
     if (src.reader) {
-      if (!ends_with(src.path.filename().string(), ".index.json")) return {};
+      if (!src.path.filename().string().ends_with(".index.json")) return {};
       size_t n = size_t(std::min<uint64_t>(src.reader->size(), 1 << 16));
       return src.reader->read_string(0, n).find("\"weight_map\"") != std::string::npos ? src.path : fs::path();
     }
@@ -80,7 +77,7 @@ fs::path find_shard_index(const Source& src) {
       if (fs::is_regular_file(src.path / name, ec)) return src.path / name;
     fs::path found;
     for (const auto& e : fs::directory_iterator(src.path, ec)) {
-      if (!ends_with(e.path().filename().string(), ".index.json")) continue;
+      if (!e.path().filename().string().ends_with(".index.json")) continue;
       if (!found.empty()) return {};  // ambiguous
       found = e.path();
     }
@@ -101,7 +98,7 @@ Checkpoint load_shard(const ConfinedFolder& folder, const std::string& shard, co
   s.path_label = s.reader->label();
   TB_CHECK(find_shard_index(s).empty(), FormatError, "[sharded] '", L, "': shard '", shard,
            "' is itself a sharded index; an index names shard files only, never another index");
-  if (ends_with(shard, ".safetensors")) return load_safetensors(s.reader, opts);
+  if (shard.ends_with(".safetensors")) return load_safetensors(s.reader, opts);
   const FormatAdapter& f = detect_format(s);
   Checkpoint c = f.load(s, opts);
   c.format = f.name;
@@ -156,7 +153,7 @@ Checkpoint load_index(const ConfinedFolder& folder, const Reader& index, const L
   for (const auto& shard : shard_order) {
     Checkpoint sc;
     try {
-      all_st = all_st && ends_with(shard, ".safetensors");
+      all_st = all_st && shard.ends_with(".safetensors");
       sc = load_shard(folder, shard, L, opts);
     } catch (Error& e) {
       e.add_context(str("while loading shard '", shard, "' of '", L, "'"));

@@ -25,13 +25,6 @@ namespace fs = std::filesystem;
 constexpr const char* kObjectGraphKey = "_CHECKPOINTABLE_OBJECT_GRAPH";
 constexpr const char* kValueSuffix = "/.ATTRIBUTES/VARIABLE_VALUE";
 
-bool host_little_endian() {
-  uint16_t x = 1;
-  uint8_t b;
-  std::memcpy(&b, &x, 1);
-  return b == 1;
-}
-
 struct DTypePair {
   tfpb::DataType tf;
   DType ours;

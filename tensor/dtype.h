@@ -2,6 +2,7 @@
 // format's spelling. Enum values are fixed and never reused (they may be serialized).
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -70,6 +71,9 @@ std::optional<DType> dtype_from_torch_storage(std::string_view cls);  // "FloatS
 std::optional<DType> dtype_from_torch_dtype(std::string_view attr);   // "float32", "float", "half", "long"...
 std::optional<DType> dtype_from_safetensors(std::string_view token);  // "F32"
 std::optional<DType> dtype_from_onnx(int onnx_type);                  // 1 -> F32
+
+/** True on a little-endian host (every format's bytes are little-endian; big-endian hosts swap or refuse). */
+constexpr bool host_little_endian() { return std::endian::native == std::endian::little; }
 
 /** Parsed numpy descr: dtype plus whether the data is big-endian. */
 struct NpyDescr {

@@ -9,6 +9,7 @@
 #include <complex>
 #include <cstdlib>
 #include <limits>
+#include <random>
 
 namespace tb {
 
@@ -148,6 +149,14 @@ Tensor Tensor::zeros(DType dtype, Shape shape) {
                                        str("the byte size of ", dtype_name(dtype), shape_str(shape)));
   auto strides = contiguous_strides(shape);
   return Tensor(Storage::allocate(nbytes), dtype, std::move(shape), std::move(strides));
+}
+
+Tensor Tensor::randn(Shape shape, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> v(size_t(checked_numel(shape)));
+  for (auto& x : v) x = d(gen);
+  return from_vector(DType::F32, std::move(shape), v);
 }
 
 Tensor Tensor::from_bytes(DType dtype, Shape shape, const void* bytes, size_t nbytes) {

@@ -73,6 +73,8 @@ class Tensor {
 
   /** New contiguous zero-filled tensor. */
   static Tensor zeros(DType dtype, Shape shape);
+  /** New contiguous float32 tensor of standard-normal values from std::mt19937(seed) (tests, benchmarks). */
+  static Tensor randn(Shape shape, uint32_t seed);
   /** New contiguous tensor from raw bytes (size must match). */
   static Tensor from_bytes(DType dtype, Shape shape, const void* bytes, size_t nbytes);
   /** New contiguous tensor from typed values; T must match dtype's element size. */

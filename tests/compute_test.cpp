@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <random>
 #include <regex>
 
 #include "compute/backend.h"
@@ -44,14 +43,6 @@ Tensor npy(const std::string& rel) {
 }
 
 Tensor f32(Shape shape, std::vector<float> v) { return Tensor::from_vector(DType::F32, std::move(shape), v); }
-
-Tensor randn(Shape shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(size_t(checked_numel(shape)));
-  for (auto& x : v) x = d(gen);
-  return f32(std::move(shape), v);
-}
 
 void check_close(const Tensor& got, const Tensor& want, double rtol = 1e-5, double atol = 1e-5) {
   INFO("got " << got.describe() << " want " << want.describe() << " max diff " << max_abs_diff(got, want));
@@ -203,9 +194,9 @@ TEST_CASE("cpu: fast paths agree with naive loops over odd shapes", "[compute]")
       for (int64_t k : {1, 9, 257}) {
         for (int t = 0; t < 4; ++t) {
           bool ta = t & 1, tb = t & 2;
-          Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 131 + n * 7 + k + t));
-          Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n * 13 + k * 3 + t));
-          Tensor c = (t & 1) ? randn({m, 1}, 5) : randn({n}, 6);  // column or row (Linear) bias
+          Tensor a = Tensor::randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 131 + n * 7 + k + t));
+          Tensor b = Tensor::randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n * 13 + k * 3 + t));
+          Tensor c = (t & 1) ? Tensor::randn({m, 1}, 5) : Tensor::randn({n}, 6);  // column or row (Linear) bias
           Tensor y = be->gemm(a, b, &c, {ta, tb, 1.5f, -0.5f});
           std::vector<float> ref(size_t(m * n));
           const float* A = a.data_as<float>();
@@ -232,7 +223,7 @@ TEST_CASE("cpu: fast paths agree with naive loops over odd shapes", "[compute]")
                              {{1, 5, 6, 5}, {7, 5, 1, 1}, {}},
                              {{2, 4, 5, 5}, {4, 1, 3, 3}, {{1, 1}, {1, 1}, {1, 1}, 4}}};
   for (const auto& cs : cases) {
-    Tensor x = randn(cs.x, 1), w = randn(cs.w, 2), b = randn({cs.w[0]}, 3);
+    Tensor x = Tensor::randn(cs.x, 1), w = Tensor::randn(cs.w, 2), b = Tensor::randn({cs.w[0]}, 3);
     Tensor y = be->conv2d(x, w, &b, cs.p);
     int64_t N = cs.x[0], C = cs.x[1], H = cs.x[2], W = cs.x[3], O = cs.w[0], KH = cs.w[2], KW = cs.w[3];
     int64_t OH = y.shape()[2], OW = y.shape()[3], G = cs.p.groups, cg = C / G, og = O / G;
@@ -261,11 +252,11 @@ TEST_CASE("cpu: OpenBLAS is loaded by the first large GEMM only, and computes it
   // CTest runs each test case in a process of its own: nothing multiplied before this one.
   CHECK_FALSE(compute::cpu::blas_loaded());
   auto be = make_backend("cpu");
-  Tensor small_a = randn({4, 20}, 1), small_b = randn({20, 8}, 2);
+  Tensor small_a = Tensor::randn({4, 20}, 1), small_b = Tensor::randn({20, 8}, 2);
   (void)be->gemm(small_a, small_b, nullptr, {});
   CHECK_FALSE(compute::cpu::blas_loaded());  // skinny shapes run on the packed kernel
   const int64_t n = 300;
-  Tensor a = randn({n, n}, 3), b = randn({n, n}, 4);
+  Tensor a = Tensor::randn({n, n}, 3), b = Tensor::randn({n, n}, 4);
   Tensor y = be->gemm(a, b, nullptr, {});
   CHECK(compute::cpu::blas_loaded());
   const float* A = a.data_as<float>();
@@ -296,7 +287,7 @@ TEST_CASE("cpu: Linear with fused ReLU is bit-identical to relu(linear) on every
   // skinny shapes take the own kernel (bias and ReLU in its store), square ones OpenBLAS + a pass
   for (auto [m, n, k] :
        {std::array<int64_t, 3>{4096, 256, 20}, {33, 17, 9}, {1, 1, 1}, {300, 300, 300}, {130, 65, 257}}) {
-    Tensor x = randn({m, k}, uint32_t(m + n + k)), w = randn({n, k}, 2), b = randn({n}, 3);
+    Tensor x = Tensor::randn({m, k}, uint32_t(m + n + k)), w = Tensor::randn({n, k}, 2), b = Tensor::randn({n}, 3);
     float* xp = x.data_as<float>();
     xp[0] = NAN;  // row 0 becomes NaN: ReLU keeps NaN, as torch does
     Tensor fused = be->linear(x, w, &b, /*relu=*/true);
@@ -339,7 +330,7 @@ TEST_CASE("cpu: f16/bf16 storage with f32 accumulation, and casts", "[compute]")
     }
   }
 
-  Tensor a = randn({5, 64}, 1), b = randn({64, 3}, 2);
+  Tensor a = Tensor::randn({5, 64}, 1), b = Tensor::randn({64, 3}, 2);
   Tensor y16 = be->matmul(a.to(DType::F16), b.to(DType::F16));
   REQUIRE(y16.dtype() == DType::F16);
   Tensor y32 = be->matmul(a.to(DType::F16).to(DType::F32), b.to(DType::F16).to(DType::F32));

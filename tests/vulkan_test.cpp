@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 
 #include "compute/backend.h"
 #include "tests/support.h"
@@ -29,14 +28,6 @@ Backend& cpu_ref() {
   return *be;
 }
 
-Tensor randn(Shape shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(size_t(checked_numel(shape)));
-  for (auto& x : v) x = d(gen);
-  return Tensor::from_vector(DType::F32, std::move(shape), v);
-}
-
 /** Downloads the device result and compares with the CPU result. */
 void same(Backend& be, const Tensor& dev, const Tensor& ref, double rtol, double atol, const std::string& what) {
   REQUIRE(be.owns(dev));
@@ -56,7 +47,7 @@ TEST_CASE("vulkan: registry, device name and residency", "[vulkan]") {
   REQUIRE(std::find(names.begin(), names.end(), "vulkan") != names.end());
   REQUIRE(!vulkan::device_names().empty());
   REQUIRE(be->name().rfind("vulkan:0 (", 0) == 0);
-  Tensor h = randn({3, 5}, 1);
+  Tensor h = Tensor::randn({3, 5}, 1);
   Tensor d = be->upload(h);
   REQUIRE(be->owns(d));
   REQUIRE_FALSE(be->owns(h));
@@ -80,13 +71,13 @@ TEST_CASE("vulkan: registry, device name and residency", "[vulkan]") {
   // gemm with beta = 0 ignores C, even NaN
   Tensor nan_c = Tensor::from_vector(DType::F32, {5}, std::vector<float>(5, NAN));
   GemmParams p0{false, false, 1.0f, 0.0f};
-  Tensor a = randn({3, 3}, 2);
+  Tensor a = Tensor::randn({3, 3}, 2);
   same(*be, be->gemm(a, h, &nan_c, p0), cpu_ref().gemm(a, h, &nan_c, p0), 1e-5, 1e-5, "gemm beta 0");
 }
 
 TEST_CASE("vulkan: recycled buffers never clobber pending work", "[vulkan]") {
   auto be = vk();
-  Tensor x1 = randn({1000}, 1), x2 = randn({1000}, 2);
+  Tensor x1 = Tensor::randn({1000}, 1), x2 = Tensor::randn({1000}, 2);
   Tensor y;
   {
     Tensor d1 = be->upload(x1);
@@ -108,9 +99,9 @@ TEST_CASE("vulkan: gemm and linear match the CPU across tile edges", "[vulkan]")
       for (int64_t k : {1, 17, 257}) {
         for (int t = 0; t < 4; ++t) {
           bool ta = t & 1, tb = t & 2;
-          Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 7 + n * 3 + k + t));
-          Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n + k * 5 + t));
-          Tensor c = randn(t == 3 ? Shape{m, n} : Shape{n}, 9);
+          Tensor a = Tensor::randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 7 + n * 3 + k + t));
+          Tensor b = Tensor::randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n + k * 5 + t));
+          Tensor c = Tensor::randn(t == 3 ? Shape{m, n} : Shape{n}, 9);
           GemmParams p{ta, tb, 0.75f, t == 0 ? 0.0f : 1.25f};
           same(*be, be->gemm(be->upload(a), be->upload(b), &c, p), cpu_ref().gemm(a, b, &c, p), 1e-4, 1e-4,
                "gemm " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k));
@@ -118,11 +109,11 @@ TEST_CASE("vulkan: gemm and linear match the CPU across tile edges", "[vulkan]")
       }
     }
   }
-  Tensor x = randn({4, 3, 20}, 1), w = randn({33, 20}, 2), bias = randn({33}, 3);
+  Tensor x = Tensor::randn({4, 3, 20}, 1), w = Tensor::randn({33, 20}, 2), bias = Tensor::randn({33}, 3);
   same(*be, be->linear(x, w, &bias), cpu_ref().linear(x, w, &bias), 1e-5, 1e-5, "linear");
   same(*be, be->linear(x, w, &bias, /*relu=*/true), cpu_ref().linear(x, w, &bias, true), 1e-5, 1e-5,
        "linear + fused relu");
-  Tensor big = randn({130, 257}, 4), wb = randn({65, 257}, 5);
+  Tensor big = Tensor::randn({130, 257}, 4), wb = Tensor::randn({65, 257}, 5);
   same(*be, be->linear(be->upload(big), wb, nullptr, true), cpu_ref().relu(cpu_ref().linear(big, wb, nullptr)), 1e-4,
        1e-4, "linear + fused relu, no bias, tile edges");
 }
@@ -140,18 +131,18 @@ TEST_CASE("vulkan: register-tiled gemm matches the CPU on tile edges and transpo
   for (auto [m, n, k] : shapes) {
     for (int t = 0; t < 4; ++t) {
       bool ta = t & 1, tb = t & 2;
-      Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 3 + n + k + t));
-      Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n * 7 + k + t));
-      Tensor c = randn(t == 1 ? Shape{m, 1} : t == 3 ? Shape{m, n} : Shape{n}, 17);
+      Tensor a = Tensor::randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m * 3 + n + k + t));
+      Tensor b = Tensor::randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m + n * 7 + k + t));
+      Tensor c = Tensor::randn(t == 1 ? Shape{m, 1} : t == 3 ? Shape{m, n} : Shape{n}, 17);
       GemmParams p{ta, tb, 0.5f, t == 0 ? 0.0f : 2.0f, /*relu=*/t == 2};
       same(*be, be->gemm(be->upload(a), be->upload(b), &c, p), cpu_ref().gemm(a, b, &c, p), 1e-4, 1e-4,
            "tiled gemm " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " t" +
                std::to_string(t));
     }
   }
-  Tensor x = randn({3, 70, 40}, 31), w = randn({3, 40, 90}, 32);
+  Tensor x = Tensor::randn({3, 70, 40}, 31), w = Tensor::randn({3, 40, 90}, 32);
   same(*be, be->matmul(x, w), cpu_ref().matmul(x, w), 1e-4, 1e-4, "tiled batched matmul");
-  Tensor x4 = randn({3, 70, 40}, 33), w4 = randn({1, 40, 92}, 34);
+  Tensor x4 = Tensor::randn({3, 70, 40}, 33), w4 = Tensor::randn({1, 40, 92}, 34);
   same(*be, be->matmul(x4, w4), cpu_ref().matmul(x4, w4), 1e-4, 1e-4, "tiled batched matmul, vec4 loads");
 }
 
@@ -163,10 +154,10 @@ TEST_CASE("vulkan: skinny gemm (small N and K, large M) matches the CPU", "[vulk
       for (int64_t k : {1, 20, 64, 65}) {
         for (int t = 0; t < 4; ++t) {
           bool ta = t & 1, tb = t & 2;
-          Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m + n * 3 + k * 11 + t));
-          Tensor b = randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m * 5 + n + k + t));
+          Tensor a = Tensor::randn(ta ? Shape{k, m} : Shape{m, k}, uint32_t(m + n * 3 + k * 11 + t));
+          Tensor b = Tensor::randn(tb ? Shape{n, k} : Shape{k, n}, uint32_t(m * 5 + n + k + t));
           Shape cs = t == 1 ? Shape{m, 1} : t == 3 ? Shape{m, n} : Shape{n};
-          Tensor c = randn(cs, 13);
+          Tensor c = Tensor::randn(cs, 13);
           GemmParams p{ta, tb, 1.5f, t == 0 ? 0.0f : 0.5f, /*relu=*/t >= 2};
           same(*be, be->gemm(be->upload(a), be->upload(b), &c, p), cpu_ref().gemm(a, b, &c, p), 1e-4, 1e-4,
                "skinny gemm " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " t" +
@@ -175,7 +166,7 @@ TEST_CASE("vulkan: skinny gemm (small N and K, large M) matches the CPU", "[vulk
       }
     }
   }
-  Tensor x = randn({2, 3, 20}, 21), b3 = randn({2, 20, 10}, 22);
+  Tensor x = Tensor::randn({2, 3, 20}, 21), b3 = Tensor::randn({2, 20, 10}, 22);
   same(*be, be->matmul(x, b3), cpu_ref().matmul(x, b3), 1e-5, 1e-5, "batched skinny matmul");
 }
 
@@ -188,7 +179,7 @@ TEST_CASE("vulkan: batched matmul with broadcast batch dims", "[vulkan]") {
                                                 {{1, 7, 3}, {5, 3, 8}},
                                                 {{2, 3, 4, 5}, {1, 3, 5, 2}}};
   for (auto& [sa, sb] : cases) {
-    Tensor a = randn(sa, 1), b = randn(sb, 2);
+    Tensor a = Tensor::randn(sa, 1), b = Tensor::randn(sb, 2);
     same(*be, be->matmul(a, b), cpu_ref().matmul(a, b), 1e-5, 1e-5, "matmul " + shape_str(sa) + " @ " + shape_str(sb));
   }
 }
@@ -199,14 +190,15 @@ TEST_CASE("vulkan: elementwise, activation, normalisation and softmax match the 
                                                  {{7, 33}, {33}},    {{2, 1, 5}, {3, 1}},
                                                  {{65537}, {65537}}, {{2, 3, 1, 4, 1, 2}, {4, 5, 1}}};
   for (auto& [sa, sb] : shapes) {
-    Tensor a = randn(sa, 3), b = randn(sb, 4);
+    Tensor a = Tensor::randn(sa, 3), b = Tensor::randn(sb, 4);
     same(*be, be->add(a, b), cpu_ref().add(a, b), 0, 0, "add " + shape_str(sa) + " + " + shape_str(sb));
     same(*be, be->mul(a, b), cpu_ref().mul(a, b), 0, 0, "mul " + shape_str(sa) + " * " + shape_str(sb));
     same(*be, be->relu(a), cpu_ref().relu(a), 0, 0, "relu " + shape_str(sa));
   }
   for (Shape s : {Shape{7, 3}, Shape{2, 5, 33}, Shape{2, 3, 7, 9}}) {
-    Tensor x = randn(s, 1), m = randn({s[1]}, 2), w = randn({s[1]}, 4), b = randn({s[1]}, 5);
-    Tensor v = cpu_ref().add(cpu_ref().mul(randn({s[1]}, 3), randn({s[1]}, 3)),
+    Tensor x = Tensor::randn(s, 1), m = Tensor::randn({s[1]}, 2), w = Tensor::randn({s[1]}, 4),
+           b = Tensor::randn({s[1]}, 5);
+    Tensor v = cpu_ref().add(cpu_ref().mul(Tensor::randn({s[1]}, 3), Tensor::randn({s[1]}, 3)),
                              Tensor::from_vector(DType::F32, {1}, std::vector<float>{0.1f}));
     same(*be, be->batch_norm(x, m, v, &w, &b, 1e-5), cpu_ref().batch_norm(x, m, v, &w, &b, 1e-5), 1e-5, 1e-5,
          "batch_norm " + shape_str(s));
@@ -215,7 +207,7 @@ TEST_CASE("vulkan: elementwise, activation, normalisation and softmax match the 
   }
   for (auto [s, axis] :
        std::vector<std::pair<Shape, int64_t>>{{{1, 1}, 1}, {{7, 257}, -1}, {{3, 33, 5}, 1}, {{300}, 0}}) {
-    Tensor x = cpu_ref().mul(randn(s, 6), Tensor::from_vector(DType::F32, {1}, std::vector<float>{5.0f}));
+    Tensor x = cpu_ref().mul(Tensor::randn(s, 6), Tensor::from_vector(DType::F32, {1}, std::vector<float>{5.0f}));
     same(*be, be->softmax(x, axis), cpu_ref().softmax(x, axis), 1e-5, 1e-7, "softmax " + shape_str(s));
   }
 }
@@ -239,7 +231,7 @@ TEST_CASE("vulkan: implicit-GEMM and direct conv2d match the CPU", "[vulkan]") {
     ::setenv("TB_VK_CONV", mode, 1);
     auto be = vk();
     for (auto& c : convs) {
-      Tensor x = randn(c.x, 4), w = randn(c.w, 5), b = randn({c.w[0]}, 6);
+      Tensor x = Tensor::randn(c.x, 4), w = Tensor::randn(c.w, 5), b = Tensor::randn({c.w[0]}, 6);
       std::string what = std::string(mode) + " conv2d " + shape_str(c.x) + " * " + shape_str(c.w);
       same(*be, be->conv2d(x, w, &b, c.p), cpu_ref().conv2d(x, w, &b, c.p), 1e-4, 1e-4, what);
       same(*be, be->conv2d(x, w, nullptr, c.p), cpu_ref().conv2d(x, w, nullptr, c.p), 1e-4, 1e-4, what + " no bias");
@@ -260,7 +252,7 @@ TEST_CASE("vulkan: conv2d and max_pool2d match the CPU", "[vulkan]") {
                              {{2, 8, 7, 7}, {8, 1, 3, 3}, {{1, 1}, {1, 1}, {1, 1}, 8}},
                              {{1, 33, 5, 6}, {7, 33, 1, 1}, {}}};
   for (auto& c : convs) {
-    Tensor x = randn(c.x, 1), w = randn(c.w, 2), b = randn({c.w[0]}, 3);
+    Tensor x = Tensor::randn(c.x, 1), w = Tensor::randn(c.w, 2), b = Tensor::randn({c.w[0]}, 3);
     same(*be, be->conv2d(x, w, &b, c.p), cpu_ref().conv2d(x, w, &b, c.p), 1e-4, 1e-4, "conv2d " + shape_str(c.x));
     same(*be, be->conv2d(x, w, nullptr, c.p), cpu_ref().conv2d(x, w, nullptr, c.p), 1e-4, 1e-4,
          "conv2d without bias " + shape_str(c.x));
@@ -271,7 +263,7 @@ TEST_CASE("vulkan: conv2d and max_pool2d match the CPU", "[vulkan]") {
   pools[2].kernel = {2, 3}, pools[2].stride = {1, 2}, pools[2].padding = {1, 0}, pools[2].dilation = {2, 2};
   pools[3].kernel = {3, 2}, pools[3].ceil_mode = true;
   for (Shape s : {Shape{1, 1, 7, 7}, Shape{2, 3, 10, 9}, Shape{2, 6, 33, 17}}) {
-    Tensor x = randn(s, 7);
+    Tensor x = Tensor::randn(s, 7);
     for (const auto& p : pools)
       same(*be, be->max_pool2d(x, p), cpu_ref().max_pool2d(x, p), 0, 0, "max_pool2d " + shape_str(s));
   }
@@ -282,7 +274,7 @@ TEST_CASE("vulkan: f16/bf16 casts are bit-exact and ops widen to f32", "[vulkan]
   std::vector<float> vals = {0.0f,     -0.0f,     1.0f,  -2.5f,          65504.0f,      65520.0f,
                              1e-8f,    6e-8f,     3e-5f, 1.00048828125f, 1.0009765625f, 3.14159265f,
                              INFINITY, -INFINITY, 1e30f, 1.17e-38f,      1e-40f};
-  Tensor r = randn({1001}, 11);
+  Tensor r = Tensor::randn({1001}, 11);
   vals.insert(vals.end(), r.data_as<float>(), r.data_as<float>() + r.numel());
   Tensor x = Tensor::from_vector(DType::F32, {int64_t(vals.size())}, vals);
   for (DType d : {DType::F16, DType::BF16}) {
@@ -304,7 +296,7 @@ TEST_CASE("vulkan: f16/bf16 casts are bit-exact and ops widen to f32", "[vulkan]
   Tensor h = x.to(DType::F16);
   REQUIRE(equal(be->download(be->cast(h, DType::BF16)), h.to(DType::F32).to(DType::BF16)));
 
-  Tensor a = randn({9, 70}, 1), b = randn({70, 5}, 2);
+  Tensor a = Tensor::randn({9, 70}, 1), b = Tensor::randn({70, 5}, 2);
   for (DType d : {DType::F16, DType::BF16}) {
     REQUIRE(be->supports(Op::MatMul, d));
     Tensor y = be->download(be->matmul(a.to(d), b.to(d)));
@@ -324,8 +316,9 @@ TEST_CASE("vulkan: f16/bf16 inputs through the skinny, tiled and implicit-GEMM s
   auto tiled = vk();
   ::unsetenv("TB_VK_GEMM");
   ::unsetenv("TB_VK_CONV");
-  Tensor a = randn({300, 20}, 41), b = randn({20, 10}, 42), a2 = randn({70, 64}, 43), b2 = randn({64, 36}, 44),
-         b3 = randn({64, 37}, 45), x = randn({2, 4, 9, 9}, 46), w = randn({16, 2, 3, 3}, 47);
+  Tensor a = Tensor::randn({300, 20}, 41), b = Tensor::randn({20, 10}, 42), a2 = Tensor::randn({70, 64}, 43),
+         b2 = Tensor::randn({64, 36}, 44), b3 = Tensor::randn({64, 37}, 45), x = Tensor::randn({2, 4, 9, 9}, 46),
+         w = Tensor::randn({16, 2, 3, 3}, 47);
   Conv2dParams cp{{2, 1}, {1, 1}, {1, 2}, 2};
   for (DType d : {DType::F16, DType::BF16}) {
     double rtol = d == DType::F16 ? 2e-3 : 1e-2;
@@ -346,15 +339,15 @@ TEST_CASE("vulkan: f16/bf16 inputs through the skinny, tiled and implicit-GEMM s
 
 TEST_CASE("vulkan: the seed MLP and a small CNN run on the device without round trips", "[vulkan]") {
   auto be = vk();
-  Tensor x = randn({4096, 20}, 1), w1 = randn({256, 20}, 2), b1 = randn({256}, 3), w2 = randn({10, 256}, 4),
-         b2 = randn({10}, 5);
+  Tensor x = Tensor::randn({4096, 20}, 1), w1 = Tensor::randn({256, 20}, 2), b1 = Tensor::randn({256}, 3),
+         w2 = Tensor::randn({10, 256}, 4), b2 = Tensor::randn({10}, 5);
   Tensor dw1 = be->upload(w1), db1 = be->upload(b1), dw2 = be->upload(w2), db2 = be->upload(b2);
   Tensor y = be->linear(be->relu(be->linear(be->upload(x), dw1, &db1)), dw2, &db2);
   same(*be, y, cpu_ref().linear(cpu_ref().relu(cpu_ref().linear(x, w1, &b1)), w2, &b2), 1e-4, 1e-4, "seed MLP");
 
   // LeNet-like: conv -> relu -> pool -> conv -> relu -> pool -> flatten -> linear -> softmax
-  Tensor img = randn({2, 3, 32, 32}, 6), c1 = randn({6, 3, 5, 5}, 7), c2 = randn({16, 6, 5, 5}, 8),
-         fw = randn({10, 400}, 9);
+  Tensor img = Tensor::randn({2, 3, 32, 32}, 6), c1 = Tensor::randn({6, 3, 5, 5}, 7),
+         c2 = Tensor::randn({16, 6, 5, 5}, 8), fw = Tensor::randn({10, 400}, 9);
   Pool2dParams pool;
   auto net = [&](Backend& b) {
     Tensor h = b.max_pool2d(b.relu(b.conv2d(b.upload(img), c1, nullptr, {})), pool);
@@ -375,7 +368,7 @@ TEST_CASE("vulkan: errors carry the VkResult name", "[vulkan]") {
   auto be = vk();
   // A device tensor handed to another backend instance is rejected, not misread.
   auto other = make_backend("vulkan");
-  Tensor d = be->upload(randn({4}, 1));
+  Tensor d = be->upload(Tensor::randn({4}, 1));
   REQUIRE_FALSE(other->owns(d));
   REQUIRE_THROWS_WITH(other->relu(d), Catch::Contains("lives on another device"));
 }
