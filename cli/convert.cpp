@@ -203,6 +203,7 @@ void convert_shard_by_shard(const ConvertArgs& a, const FormatAdapter& out_fmt, 
   const ShardList list = list_shards(Source::from_path(a.input, true));
   const size_t count = list.shards.size();
   const ShardTarget target = shard_target(a.output);
+  check_single_output(target, a.force);
   const std::vector<size_t> mine = shards_of_slice(count, slice, slices);
   const unsigned jobs = a.jobs ? a.jobs : std::max(1u, std::thread::hardware_concurrency());
   const LoadOptions lo = load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names);
@@ -228,7 +229,7 @@ void convert_shard_by_shard(const ConvertArgs& a, const FormatAdapter& out_fmt, 
       }
     });
   }
-  const std::filesystem::path index = write_index_when_complete(target, count);
+  const std::filesystem::path index = write_index_when_complete(target, count, a.force);
   if (a.quiet) return;
   std::cerr << "wrote " << mine.size() << " of " << count << " shards";
   if (!a.shards.empty()) std::cerr << " (slice " << slice << "/" << slices << ")";

@@ -2,10 +2,12 @@
 #include "formats/shard_by_shard.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <exception>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "formats/detail/open_beneath.h"
@@ -40,7 +42,16 @@ void write_output_shard(const ShardTarget& target, size_t k, size_t count, const
   write_safetensors_atomically(sd, metadata, target.folder / shard_file_name(target.stem, k, count), overwrite);
 }
 
-fs::path write_index_when_complete(const ShardTarget& target, size_t count) {
+void check_single_output(const ShardTarget& target, bool overwrite) {
+  if (overwrite) return;
+  DirHandle dir(target.folder, target.single);
+  struct stat st {};
+  const std::string name = target.single.filename().string();
+  TB_CHECK(!stat_entry(dir, name, st), IoError, "'", dir.display(name),
+           "' already exists and readers would take it for the output; pass --force to replace it by the shards");
+}
+
+fs::path write_index_when_complete(const ShardTarget& target, size_t count, bool overwrite) {
   DirHandle dir(target.folder, target.folder / (target.stem + ".safetensors.index.json"));
   FolderLock lock(dir);  // one slice at a time looks at the set and writes the index
   struct stat st {};
@@ -61,6 +72,11 @@ fs::path write_index_when_complete(const ShardTarget& target, size_t count) {
   AtomicFileWriter w(index, true);
   w.write(shard_index_json(listed));
   w.commit();
+  // What the index replaces: the single file (readers prefer it) and shards of an earlier split.
+  const std::string single = target.single.filename().string();
+  if (overwrite && stat_entry(dir, single, st) && S_ISREG(st.st_mode)) ::unlinkat(dir.fd(), single.c_str(), 0);
+  const std::set<std::string> mine(files.begin(), files.end());
+  remove_unlocked_files(dir, [&](const std::string& f) { return is_shard_name(f, target.stem) && !mine.count(f); });
   dir.sync();
   return index;
 }

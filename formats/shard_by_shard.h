@@ -26,9 +26,14 @@ std::vector<size_t> shards_of_slice(size_t count, size_t i, size_t n);
 /** Writes output shard k of count (safetensors, atomic; refuses an existing file unless overwrite). */
 void write_output_shard(const ShardTarget& target, size_t k, size_t count, const StateDict& sd,
                         const Metadata& metadata, bool overwrite);
+/** Refuses (IoError) a target whose single-file output (model.safetensors) exists unless overwrite: readers
+ *  prefer that file to an index, so it would hide the shards. */
+void check_single_output(const ShardTarget& target, bool overwrite);
 /** When all count output shards exist, (re)writes the index from their headers and returns its path;
- *  else returns an empty path. Serialised against other writers of the folder by a folder lock. */
-std::filesystem::path write_index_when_complete(const ShardTarget& target, size_t count);
+ *  else returns an empty path. Then removes what the index replaces: shards of the stem with another
+ *  count or a generation token and, with overwrite, the single-file output. Serialised against other
+ *  writers of the folder by a folder lock. */
+std::filesystem::path write_index_when_complete(const ShardTarget& target, size_t count, bool overwrite);
 
 /** Runs work(k) for every k on at most `jobs` threads (the calling thread is one of them). After the
  *  first error no further k is started; it is rethrown once the running ones have ended. */

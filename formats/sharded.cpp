@@ -55,14 +55,13 @@ std::string shard_file_name(const std::string& stem, const std::string& token, s
   return stem + (token.empty() ? "" : "-" + token) + buf;
 }
 
-/** Names shard_file_name() makes for stem (any token, count): the files a sharded output may own. */
+}  // namespace
+
 bool is_shard_name(const std::string& name, const std::string& stem) {
   static const std::regex tail(R"(-(tb[0-9a-f]{8}-)?[0-9]{5,}-of-[0-9]{5,}\.safetensors)");
   return name.size() > stem.size() && name.compare(0, stem.size(), stem) == 0 &&
          std::regex_match(name.begin() + std::ptrdiff_t(stem.size()), name.end(), tail);
 }
-
-}  // namespace
 
 fs::path find_shard_index(const Source& src) {
   try {

@@ -70,6 +70,9 @@ struct ShardTarget {
 ShardTarget shard_target(const std::filesystem::path& path);
 /** "<stem>-00002-of-00004.safetensors" for i = 1, n = 4 (the reference names). */
 std::string shard_file_name(const std::string& stem, size_t i, size_t n);
+/** Whether name is one shard_file_name() makes for stem (any count, with or without a generation token):
+ *  the files a sharded output may own. */
+bool is_shard_name(const std::string& name, const std::string& stem);
 /** The index text for shards (file name, tensors) in order: {"metadata": {"total_size": bytes with tied
  *  tensors counted once}, "weight_map": {name: file}}, sorted keys, indent 2, a final newline; a name
  *  in two shards is a KeyError. */

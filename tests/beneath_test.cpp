@@ -26,6 +26,8 @@
 #include "formats/detail/open_beneath.h"
 #include "formats/sharded.h"
 
+using tbtest::contains;
+
 using namespace tb;
 using tbtest::run_cli;
 namespace fs = std::filesystem;
@@ -34,8 +36,6 @@ using tbtest::error_of;
 namespace {
 
 const std::string kSecret = "OUTSIDE-SECRET!!";  // 16 bytes: a float32 [4] tensor's worth
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
 

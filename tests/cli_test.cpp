@@ -7,10 +7,11 @@
 
 #include <nlohmann/json.hpp>
 
+using tbtest::contains;
+
 using tbtest::run_cli;
 
 namespace {
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 void write_file(const std::filesystem::path& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary) << bytes;
 }

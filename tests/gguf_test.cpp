@@ -12,13 +12,13 @@
 #include "formats/registry.h"
 #include "tests/support.h"
 
+using tbtest::contains;
+
 using namespace tb;
 namespace fs = std::filesystem;
 using tbtest::run_cli;
 
 namespace {
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::string fixture(const std::string& name) { return tbtest::fixture("gguf/" + name).string(); }
 

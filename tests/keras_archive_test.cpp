@@ -8,13 +8,13 @@
 #include "formats/registry.h"
 #include "tests/support.h"
 
+using tbtest::contains;
+
 using namespace tb;
 namespace fs = std::filesystem;
 using tbtest::run_cli;
 
-namespace {
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE(".keras: inspect lists exactly the datasets of the archive's model.weights.h5", "[keras_archive]") {
   for (const char* name : {"mlp", "cnn"}) {

@@ -8,6 +8,8 @@
 
 #include "formats/naming.h"
 
+using tbtest::contains;
+
 using tb::Checkpoint;
 using tb::DType;
 using tb::StateDict;
@@ -17,8 +19,6 @@ using tb::naming::encode_name;
 using tb::naming::Target;
 
 namespace {
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 const std::vector<Target> kTargets = {Target::Hdf5, Target::Npz, Target::Folder, Target::Onnx, Target::Safetensors};
 

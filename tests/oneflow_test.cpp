@@ -13,13 +13,13 @@
 #include "formats/adapters.h"
 #include "formats/oneflow.h"
 
+using tbtest::contains;
+
 using namespace tb;
 namespace fs = std::filesystem;
 using tbtest::error_of;
 
 namespace {
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::string read_all(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

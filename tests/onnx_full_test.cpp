@@ -7,14 +7,14 @@
 
 #include "formats/registry.h"
 
+using tbtest::contains;
+
 using namespace tb;
 using tbtest::fixture;
 using tbtest::Peer;
 namespace fs = std::filesystem;
 
 namespace {
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::vector<std::string> names_of(const fs::path& p) {
   auto keys = load(p).state_dict().keys();

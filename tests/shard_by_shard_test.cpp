@@ -70,6 +70,29 @@ TEST_CASE("convert --keep-shards writes one output shard per input shard, the sa
   CHECK(tbtest::run_cli({"diff", tbtest::fixture("torch/cnn.pt").string(), (dir / "two").string()}).exit_code == 0);
 }
 
+TEST_CASE("convert --keep-shards into a folder that holds an earlier output: refused, or replaced with --force",
+          "[sharded][cli]") {
+  tbtest::TempDir dir;
+  const fs::path in = sharded_input(dir);
+  const fs::path out = dir / "out";
+  // An earlier split into 8 shards and a single-file output beside it.
+  auto r = convert({tbtest::fixture("torch/cnn.pt").string(), out.string() + "/", "--to", "safetensors", "--shard-size",
+                    "4KB", "-q"});
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(fs::exists(out / "model-00008-of-00008.safetensors"));
+  fs::copy_file(out / "model-00001-of-00008.safetensors", out / "model.safetensors");
+  // Readers take model.safetensors before an index, so the new shards would be hidden: refused.
+  r = convert({in.string(), out.string(), "--to", "safetensors", "--keep-shards", "-q"});
+  CHECK(r.exit_code == 1);
+  CHECK(tbtest::contains(r.output, "model.safetensors' already exists and readers would take it for the output"));
+  CHECK(!fs::exists(out / "model-00001-of-00010.safetensors"));
+  // With --force the folder ends up exactly as a convert into an empty folder.
+  r = convert({in.string(), out.string(), "--to", "safetensors", "--keep-shards", "--force", "-q"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(folder_bytes(out) == folder_bytes(in));
+}
+
 TEST_CASE("convert --shards I/N: slices run in any order add up to the bytes of one whole convert", "[sharded][cli]") {
   tbtest::TempDir dir;
   const fs::path in = sharded_input(dir);

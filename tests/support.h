@@ -21,6 +21,9 @@ fs::path fixture(const std::string& rel);
 /** ../shared/fixtures/<rel>; skips when the shared folder is absent (a user's clone), fails in CI. */
 fs::path shared_fixture(const std::string& rel);
 
+/** Whether part occurs in s (for checking messages). */
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
 /** A fresh empty folder removed when the object dies. */
 class TempDir {
  public:

@@ -13,13 +13,13 @@
 #include "formats/tf_sstable.h"
 #include "tests/support.h"
 
+using tbtest::contains;
+
 using namespace tb;
 namespace fs = std::filesystem;
 using tbtest::run_cli;
 
 namespace {
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 fs::path fixture(const std::string& rel) { return tbtest::fixture("tf_checkpoint/" + rel); }
 
