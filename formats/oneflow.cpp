@@ -541,32 +541,41 @@ int oneflow_number(DType dt) {
   return 0;
 }
 
-/** flow.save(obj, file): one protocol-4 pickle; tensors carry numpy arrays and OneFlow dtypes. */
-void save_single_file(const Checkpoint& ckpt, const fs::path& file, const OneflowWriteOptions& opts) {
-  const std::string& tensor_class = opts.tensor_class;
+/** The pickle flow.save writes for root: {"protocol_version": 1, [magic: None,] "data": root}, every tensor
+ *  as OneFlow's tensor head (Parameter or Tensor by tensor_class), the state write_state pickles, BUILD. */
+std::vector<uint8_t> flow_pickle(const Value& root, const std::string& magic, const std::string& tensor_class,
+                                 const std::function<void(pickle::Pickler&, const Tensor&)>& write_state) {
   pickle::Pickler p = flow_pickler();
   p.on_tensor = [&](pickle::Pickler& pk, const Tensor& t) {
-    std::string descr(npy_descr(t.dtype()));
-    TB_CHECK(!descr.empty(), UnsupportedError, kTag, " numpy has no dtype for ", dtype_name(t.dtype()),
-             ", so a single-file OneFlow pickle cannot hold it (use the folder layout)");
     write_flow_tensor_head(pk, t, is_parameter(t, tensor_class));
-    pk.empty_dict();
-    pk.mark();
-    pk.string("data");
-    pickle::write_numpy_array(pk, t, descr);
-    pk.string("dtype");
-    write_flow_dtype(pk, oneflow_number(t.dtype()));
-    pk.string("device");
-    pk.string("cpu");
-    pk.setitems();
+    write_state(pk, t);
     pk.build();
   };
   Value top = Value::dict();
   top.set_item(Value::string("protocol_version"), Value::integer(1));
-  top.set_item(Value::string(opts.magic), Value::none());
-  top.set_item(Value::string("data"), as_saved_data(ckpt.root));
+  if (!magic.empty()) top.set_item(Value::string(magic), Value::none());
+  top.set_item(Value::string("data"), as_saved_data(root));
   p.dump(top);
-  const std::vector<uint8_t>& bytes = p.bytes();
+  return std::move(p.bytes());
+}
+
+/** flow.save(obj, file): one protocol-4 pickle; tensors carry numpy arrays and OneFlow dtypes. */
+void save_single_file(const Checkpoint& ckpt, const fs::path& file, const OneflowWriteOptions& opts) {
+  const std::vector<uint8_t> bytes =
+      flow_pickle(ckpt.root, opts.magic, opts.tensor_class, [](pickle::Pickler& pk, const Tensor& t) {
+        std::string descr(npy_descr(t.dtype()));
+        TB_CHECK(!descr.empty(), UnsupportedError, kTag, " numpy has no dtype for ", dtype_name(t.dtype()),
+                 ", so a single-file OneFlow pickle cannot hold it (use the folder layout)");
+        pk.empty_dict();
+        pk.mark();
+        pk.string("data");
+        pickle::write_numpy_array(pk, t, descr);
+        pk.string("dtype");
+        write_flow_dtype(pk, oneflow_number(t.dtype()));
+        pk.string("device");
+        pk.string("cpu");
+        pk.setitems();
+      });
   AtomicFileWriter w(file, opts.overwrite);
   w.write(bytes.data(), bytes.size());
   w.commit();
@@ -576,7 +585,6 @@ void save_single_file(const Checkpoint& ckpt, const fs::path& file, const Oneflo
 
 void write_oneflow(const Checkpoint& ckpt, const fs::path& dir, const OneflowWriteOptions& opts) {
   const std::string& layout = opts.layout;
-  const std::string& tensor_class = opts.tensor_class;
   uint64_t next = opts.first_tensor;
   for (const auto& [key, t] : ckpt.state_dict()) {
     try {
@@ -610,21 +618,15 @@ void write_oneflow(const Checkpoint& ckpt, const fs::path& dir, const OneflowWri
     }
     write_file(tmp.path() / "snapshot_done", "", 0);
   } else {
-    pickle::Pickler p = flow_pickler();
-    p.on_tensor = [&](pickle::Pickler& pk, const Tensor& t) {
-      std::string rel = str("tensor_", next++);
-      write_variable(tmp.path() / rel, t, rel);
-      write_flow_tensor_head(pk, t, is_parameter(t, tensor_class));
-      Value state = Value::dict();
-      state.set_item(Value::string("path"), Value::string(rel));
-      pk.value(state);
-      pk.build();
-    };
-    Value top = Value::dict();
-    top.set_item(Value::string("protocol_version"), Value::integer(1));
-    top.set_item(Value::string("data"), as_saved_data(ckpt.root));
-    p.dump(top);
-    write_file(tmp.path() / "pickled_data", p.bytes().data(), p.bytes().size());
+    const std::vector<uint8_t> bytes =
+        flow_pickle(ckpt.root, "", opts.tensor_class, [&](pickle::Pickler& pk, const Tensor& t) {
+          std::string rel = str("tensor_", next++);
+          write_variable(tmp.path() / rel, t, rel);
+          Value state = Value::dict();
+          state.set_item(Value::string("path"), Value::string(rel));
+          pk.value(state);
+        });
+    write_file(tmp.path() / "pickled_data", bytes.data(), bytes.size());
   }
   tmp.commit(opts.overwrite, refuse_foreign_folder);  // exchanged with an existing target, which is then removed
 }
