@@ -324,7 +324,7 @@ void run_formats() {
     std::string exts;
     for (const auto& e : f->extensions) exts += (exts.empty() ? "" : " ") + e;
     std::cout << std::left << std::setw(15) << f->name << std::setw(6) << (f->save ? "rw" : "r") << std::setw(34)
-              << f->description << exts << "\n";
+              << f->description << (exts.empty() ? "" : "  ") << exts << "\n";
     for (const auto& o : f->save_options) std::cout << "      --option " << o.key << "=...  " << o.help << "\n";
   }
 }

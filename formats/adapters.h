@@ -1,7 +1,7 @@
 // One accessor per format adapter; each is defined in the format's own .cpp file (or its
 // no_<dep>.cpp stub when the optional dependency is off). registry.cpp lists them in sniff order.
-// with_writer() / with_checked_writer() attach a writer and its typed options table to an adapter
-// written as a designated initializer, so a format's registration is its facts and nothing else.
+// with_writer() attaches a writer and its typed options table to an adapter written as a designated
+// initializer, so a format's registration is its facts and nothing else.
 #pragma once
 
 #include <memory>
@@ -25,7 +25,7 @@ const FormatAdapter& keras_archive_format();  // formats/keras_archive.cpp | for
 const FormatAdapter& gguf_format();           // formats/gguf.cpp
 const FormatAdapter& tf_checkpoint_format();  // formats/tf_checkpoint.cpp | formats/no_tf_checkpoint.cpp
 
-/** f with save_options and check_options taken from table (shared by the two helpers below). */
+/** f with save_options and check_options taken from table; the table, for the writer to parse with. */
 template <class T>
 std::shared_ptr<const OptionTable<T>> attach_options(FormatAdapter& f, OptionTable<T> table) {
   auto t = std::make_shared<const OptionTable<T>>(std::move(table));
@@ -48,16 +48,4 @@ FormatAdapter with_writer(FormatAdapter f, OptionTable<T> table,
   return f;
 }
 
-/** The same for a writer that still reads SaveOptions itself: the table checks every key and value
- *  before it runs. */
-template <class T>
-FormatAdapter with_checked_writer(FormatAdapter f, OptionTable<T> table,
-                                  void (*write)(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)) {
-  attach_options(f, std::move(table));
-  f.save = [check = f.check_options, write](const Checkpoint& c, const std::filesystem::path& p, const SaveOptions& o) {
-    check(o, p);
-    write(c, p, o);
-  };
-  return f;
-}
 }  // namespace tb

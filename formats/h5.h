@@ -48,9 +48,10 @@
 //    Keras never reads: the source's tensor name of every layer weight, every tensor no layer holds
 //    (optimizer state, "torch_only/..." values such as num_batches_tracked; nn/style.h) and the
 //    source's metadata. Reading restores all three (info "names"), so A -> Keras layout -> A is exact.
-//  SaveOptions: "layout" (plain|keras|keras3, for the "h5" adapter), "keras_version", "backend".
+//  Options (H5WriteOptions): "layout" (plain|keras|keras3), "keras_version", "backend".
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -72,13 +73,25 @@ struct KerasLayer {
   std::vector<KerasWeight> weights;
 };
 
-/** True when the bytes start with the HDF5 signature at 0, 512, 1024, 2048, ... (never throws). */
+/** Offset of the HDF5 signature ("\x89HDF\r\n\x1a\n" at 0, 512, 1024, 2048, ...), UINT64_MAX when there is
+ *  none; throws what the reader throws. Needs no HDF5 library (formats/hdf5_signature.cpp). */
+uint64_t hdf5_signature_offset(const Reader& r);
+/** True when the bytes hold the HDF5 signature at 0, 512, 1024, 2048, ... (never throws). */
 bool is_hdf5(const Reader& r);
 
 /** Reads any HDF5 file (plain or Keras); Checkpoint::info carries layout, keras_version, backend. */
 Checkpoint load_h5(const Source& src, const LoadOptions& opts = {});
 
-/** Writes ckpt in SaveOptions "layout" (plain by default, keras, keras3). */
+/** The HDF5 writers' options (--option KEY=VALUE; the same keys for h5, keras-h5 and keras3-h5). */
+struct H5WriteOptions : WriteOptions {
+  std::string layout;                    // plain, keras or keras3; empty: the format's own (see write_h5)
+  std::string backend = "tensorflow";    // Keras 2 layout: the root attribute backend
+  std::string keras_version = "2.21.0";  // Keras 2 layout: the root attribute keras_version
+};
+
+/** Writes ckpt in opts.layout; empty: plain, or keras3 for a file named "*.weights.h5" (Keras 3's naming). */
+void write_h5(const Checkpoint& ckpt, const std::filesystem::path& path, const H5WriteOptions& opts);
+/** write_h5 with SaveOptions::options parsed as H5WriteOptions (keys layout, backend, keras_version). */
 void save_h5(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 /** The bytes of ckpt written in the Keras 3 weights layout (what a .keras archive holds as

@@ -315,7 +315,7 @@ Checkpoint load_impl(const Source& src, const LoadOptions& opts) {
   ctx.mmap = opts.mmap;
   LoadBudget budget(opts.limits, ctx.label, ctx.file_size);
   ctx.budget = &budget;
-  uint64_t sig = signature_offset(*src.reader);
+  uint64_t sig = hdf5_signature_offset(*src.reader);
   TB_CHECK(sig != UINT64_MAX, FormatError, "[h5] '", ctx.label,
            "': no HDF5 signature (\\x89HDF\\r\\n\\x1a\\n) at offset 0, 512, 1024, ...");
   ctx.mappable = sig == 0;

@@ -22,18 +22,6 @@
 namespace tb {
 namespace h5detail {
 
-uint64_t signature_offset(const Reader& r) {
-  static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  uint64_t size = r.size();
-  for (uint64_t off = 0; off + 8 <= size; off = off == 0 ? 512 : off * 2) {
-    uint8_t b[8];
-    r.read_at(off, b, 8);
-    if (std::memcmp(b, sig, 8) == 0) return off;
-    if (off > (1ull << 40)) break;
-  }
-  return UINT64_MAX;
-}
-
 // HDF5 1.10 (H5HG__cache_heap_deserialize) walks a global heap collection ("GCOL": strings of
 // variable length, virtual dataset mappings) object by object and loops forever on an object of
 // index 0 and size 0, which makes no progress. Every collection in the file is walked here first,

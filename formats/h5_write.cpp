@@ -301,7 +301,7 @@ void write_source_group(OutFile& f, const Checkpoint& ckpt, const std::vector<st
   write_metadata(f, ckpt.metadata, {}, has_keras2_structure(ckpt.metadata), side + "/metadata");
 }
 
-void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
+void save_keras2(const Checkpoint& ckpt, OutFile& f, const H5WriteOptions& opts) {
   auto layers = keras_layers(ckpt);
   if (has_keras2_structure(ckpt.metadata)) {
     // Read from a Keras 2 file (save_weights or model.save): its groups, attributes (model_config,
@@ -339,8 +339,8 @@ void save_keras2(const Checkpoint& ckpt, OutFile& f, const SaveOptions& opts) {
   }
   Handle root = ensure_group(f, "");
   write_keras_list_attr(root.get(), "layer_names", layer_names);
-  write_str_attr(root.get(), "backend", opts.option("backend", "tensorflow"), H5T_CSET_ASCII);
-  write_str_attr(root.get(), "keras_version", opts.option("keras_version", "2.21.0"), H5T_CSET_ASCII);
+  write_str_attr(root.get(), "backend", opts.backend, H5T_CSET_ASCII);
+  write_str_attr(root.get(), "keras_version", opts.keras_version, H5T_CSET_ASCII);
   // Groups in sorted(name) order, as Keras creates them.
   for (const auto& [lname, weights] : groups) {
     Handle g = ensure_group(f, lname);
@@ -398,10 +398,9 @@ void save_keras3(const Checkpoint& ckpt, OutFile& f) {
   write_source_group(f, ckpt, paths, names);
 }
 
-void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts,
+void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const H5WriteOptions& opts,
                const std::string& layout) {
-  TB_CHECK(layout == "plain" || layout == "keras" || layout == "keras3", UnsupportedError, "[h5] unknown layout '",
-           layout, "' (expected plain, keras or keras3)");
+  TB_ASSERT(layout == "plain" || layout == "keras" || layout == "keras3", "[h5] layout '", layout, "'");
   // HDF5 writes the writer's temporary file; a failure (or a kill) before commit() leaves no target,
   // and the writer removes the temporary file when it is destroyed uncommitted.
   AtomicFileWriter out(path, opts.overwrite);

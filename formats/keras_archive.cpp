@@ -163,7 +163,12 @@ Checkpoint load_keras_archive(const Source& src, const LoadOptions& opts) {
   return c;
 }
 
-void save_keras_archive(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+namespace {
+/** The .keras writer's options: only overwrite; it takes no --option keys. */
+struct KerasArchiveWriteOptions : WriteOptions {};
+
+void write_keras_archive(const Checkpoint& ckpt, const std::filesystem::path& path,
+                         const KerasArchiveWriteOptions& opts) {
   auto cfg = ckpt.metadata.find("model_config");
   TB_CHECK(cfg != ckpt.metadata.end(), UnsupportedError, "[keras] cannot write '", path.string(),
            "': a .keras archive holds the model's architecture (config.json) and this source has none (only a "
@@ -202,13 +207,16 @@ void save_keras_archive(const Checkpoint& ckpt, const std::filesystem::path& pat
   w.commit();
 }
 
+}  // namespace
+
 const FormatAdapter& keras_archive_format() {
-  static const FormatAdapter a{.name = "keras",
-                               .description = "Keras 3 .keras archive (config.json + model.weights.h5)",
-                               .extensions = {".keras"},
-                               .sniff = sniff_keras,
-                               .load = load_keras_archive,
-                               .save = save_keras_archive};
+  static const FormatAdapter a =
+      with_writer<KerasArchiveWriteOptions>({.name = "keras",
+                                             .description = "Keras 3 .keras archive (config.json + model.weights.h5)",
+                                             .extensions = {".keras"},
+                                             .sniff = sniff_keras,
+                                             .load = load_keras_archive},
+                                            {}, write_keras_archive);
   return a;
 }
 

@@ -6,8 +6,6 @@
 #include "formats/h5.h"
 #include "formats/h5_layers.inc"
 
-#include <cstring>
-
 namespace tb {
 namespace {
 const char* kWhy = "built without HDF5 support; reconfigure with -DTB_WITH_HDF5=ON";
@@ -15,25 +13,15 @@ const char* kWhy = "built without HDF5 support; reconfigure with -DTB_WITH_HDF5=
 bool sniff(const Source& s) { return s.reader && is_hdf5(*s.reader); }
 }  // namespace
 
-bool is_hdf5(const Reader& r) {
-  static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  try {
-    for (uint64_t off = 0; off + 8 <= r.size(); off = off == 0 ? 512 : off * 2) {
-      uint8_t b[8];
-      r.read_at(off, b, 8);
-      if (std::memcmp(b, sig, 8) == 0) return true;
-    }
-  } catch (...) {}
-  return false;
-}
-
 Checkpoint load_h5(const Source& src, const LoadOptions&) {
   throw UnsupportedError(str("[h5] '", src.label(), "': ", kWhy));
 }
 
-void save_h5(const Checkpoint&, const std::filesystem::path& p, const SaveOptions&) {
+void write_h5(const Checkpoint&, const std::filesystem::path& p, const H5WriteOptions&) {
   throw UnsupportedError(str("[h5] cannot write '", p.string(), "': ", kWhy));
 }
+
+void save_h5(const Checkpoint& ckpt, const std::filesystem::path& p, const SaveOptions&) { write_h5(ckpt, p, {}); }
 
 const FormatAdapter& h5_format() {
   static const FormatAdapter a =

@@ -659,9 +659,9 @@ Checkpoint load_npy(const Source& src, const LoadOptions& opts) {
   return c;
 }
 
-void save_npy(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+void write_npy_file(const Checkpoint& ckpt, const std::filesystem::path& path, const NpyWriteOptions& opts) {
   const std::string P = path.string();
-  if (opts.option("object") == "1" && !ckpt.root.is_tensor()) {
+  if (opts.object && !ckpt.root.is_tensor()) {
     AtomicFileWriter w(path, opts.overwrite);
     write_npy_object(w, ckpt.root, P);
     w.commit();
@@ -682,15 +682,12 @@ void save_npy(const Checkpoint& ckpt, const std::filesystem::path& path, const S
   w.commit();
 }
 
-namespace {
-/** The .npy writer's options (--option KEY=VALUE), checked before save_npy reads them. */
-struct NpyWriteOptions : WriteOptions {
-  bool object = false;  // write a whole tree as a pickled object array
-};
-}  // namespace
+void save_npy(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+  npy_format().save(ckpt, path, opts);
+}
 
 const FormatAdapter& npy_format() {
-  static const FormatAdapter a = with_checked_writer<NpyWriteOptions>(
+  static const FormatAdapter a = with_writer<NpyWriteOptions>(
       {.name = "npy",
        .description = "NumPy .npy array (v1-v3, any byte order, Fortran order, pickled object arrays)",
        .extensions = {".npy"},
@@ -702,7 +699,7 @@ const FormatAdapter& npy_format() {
        .keeps_tree = true},
       {flag_option<NpyWriteOptions>("object", &NpyWriteOptions::object,
                                     "1 writes a whole tree as a pickled object array (default 0)")},
-      save_npy);
+      write_npy_file);
   return a;
 }
 

@@ -64,8 +64,14 @@ void write_npy(Writer& w, const Tensor& t);
 
 /** Checkpoint with root = the array (Tensor) or the object array's value. */
 Checkpoint load_npy(const Source& src, const LoadOptions& opts = {});
-/** Saves a single tensor (root Tensor, or a tree holding exactly one tensor). Trees are written as an
- *  object array (pickle) only with option "object" = "1". */
+/** The .npy writer's options (--option KEY=VALUE). */
+struct NpyWriteOptions : WriteOptions {
+  bool object = false;  // write a tree (not a lone tensor) as a pickled object array
+};
+/** Writes a single tensor (root Tensor, or a tree holding exactly one tensor); a tree is written as an
+ *  object array (pickle) only with opts.object. */
+void write_npy_file(const Checkpoint& ckpt, const std::filesystem::path& path, const NpyWriteOptions& opts);
+/** write_npy_file with SaveOptions::options parsed as NpyWriteOptions (key "object" = 0 or 1). */
 void save_npy(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 /** Checkpoint with root = Dict key -> Value (member name minus ".npy"). */

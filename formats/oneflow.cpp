@@ -516,19 +516,6 @@ void refuse_foreign_folder(const fs::path& target) {
            target.string(), "': it is neither empty nor a OneFlow checkpoint");
 }
 
-int64_t int_option(const SaveOptions& opts, const std::string& key, int64_t fallback) {
-  std::string v = opts.option(key);
-  if (v.empty()) return fallback;
-  try {
-    size_t used = 0;
-    long long x = std::stoll(v, &used);
-    TB_CHECK(used == v.size() && x >= 0, UnsupportedError, "");
-    return x;
-  } catch (...) {
-    throw UnsupportedError(str(kTag, " option ", key, "=", v, ": expected a non-negative integer"));
-  }
-}
-
 /** A flat name -> tensor dict becomes what Module.state_dict() returns (OrderedDict + _metadata). */
 Value as_saved_data(const Value& root) {
   bool flat = root.is_dict() && root.dict_data().cls.empty();
@@ -554,35 +541,41 @@ int oneflow_number(DType dt) {
   return 0;
 }
 
-/** flow.save(obj, file): one protocol-4 pickle; tensors carry numpy arrays and OneFlow dtypes. */
-void save_single_file(const Checkpoint& ckpt, const fs::path& file, const SaveOptions& opts,
-                      const std::string& tensor_class) {
-  std::string magic = opts.option("magic", "__oneflow__");
-  TB_CHECK(magic == "__oneflow__" || magic == "oneflow", UnsupportedError, kTag, " option magic=", magic,
-           ": expected __oneflow__ (OneFlow >= 0.9) or oneflow");
+/** The pickle flow.save writes for root: {"protocol_version": 1, [magic: None,] "data": root}, every tensor
+ *  as OneFlow's tensor head (Parameter or Tensor by tensor_class), the state write_state pickles, BUILD. */
+std::vector<uint8_t> flow_pickle(const Value& root, const std::string& magic, const std::string& tensor_class,
+                                 const std::function<void(pickle::Pickler&, const Tensor&)>& write_state) {
   pickle::Pickler p = flow_pickler();
   p.on_tensor = [&](pickle::Pickler& pk, const Tensor& t) {
-    std::string descr(npy_descr(t.dtype()));
-    TB_CHECK(!descr.empty(), UnsupportedError, kTag, " numpy has no dtype for ", dtype_name(t.dtype()),
-             ", so a single-file OneFlow pickle cannot hold it (use the folder layout)");
     write_flow_tensor_head(pk, t, is_parameter(t, tensor_class));
-    pk.empty_dict();
-    pk.mark();
-    pk.string("data");
-    pickle::write_numpy_array(pk, t, descr);
-    pk.string("dtype");
-    write_flow_dtype(pk, oneflow_number(t.dtype()));
-    pk.string("device");
-    pk.string("cpu");
-    pk.setitems();
+    write_state(pk, t);
     pk.build();
   };
   Value top = Value::dict();
   top.set_item(Value::string("protocol_version"), Value::integer(1));
-  top.set_item(Value::string(magic), Value::none());
-  top.set_item(Value::string("data"), as_saved_data(ckpt.root));
+  if (!magic.empty()) top.set_item(Value::string(magic), Value::none());
+  top.set_item(Value::string("data"), as_saved_data(root));
   p.dump(top);
-  const std::vector<uint8_t>& bytes = p.bytes();
+  return std::move(p.bytes());
+}
+
+/** flow.save(obj, file): one protocol-4 pickle; tensors carry numpy arrays and OneFlow dtypes. */
+void save_single_file(const Checkpoint& ckpt, const fs::path& file, const OneflowWriteOptions& opts) {
+  const std::vector<uint8_t> bytes =
+      flow_pickle(ckpt.root, opts.magic, opts.tensor_class, [](pickle::Pickler& pk, const Tensor& t) {
+        std::string descr(npy_descr(t.dtype()));
+        TB_CHECK(!descr.empty(), UnsupportedError, kTag, " numpy has no dtype for ", dtype_name(t.dtype()),
+                 ", so a single-file OneFlow pickle cannot hold it (use the folder layout)");
+        pk.empty_dict();
+        pk.mark();
+        pk.string("data");
+        pickle::write_numpy_array(pk, t, descr);
+        pk.string("dtype");
+        write_flow_dtype(pk, oneflow_number(t.dtype()));
+        pk.string("device");
+        pk.string("cpu");
+        pk.setitems();
+      });
   AtomicFileWriter w(file, opts.overwrite);
   w.write(bytes.data(), bytes.size());
   w.commit();
@@ -590,15 +583,9 @@ void save_single_file(const Checkpoint& ckpt, const fs::path& file, const SaveOp
 
 }  // namespace
 
-void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions& opts) {
-  std::string layout = opts.option("layout", "pickle");
-  std::string tensor_class = opts.option("tensor_class", "auto");
-  TB_CHECK(layout == "pickle" || layout == "snapshot" || layout == "single", UnsupportedError, kTag,
-           " option layout=", layout,
-           ": expected 'pickle' (flow.save folder), 'single' (flow.save file) or 'snapshot' (legacy snapshot)");
-  TB_CHECK(tensor_class == "auto" || tensor_class == "parameter" || tensor_class == "tensor", UnsupportedError, kTag,
-           " option tensor_class=", tensor_class, ": expected auto, parameter or tensor");
-  int64_t next = int_option(opts, "first_tensor", 0);
+void write_oneflow(const Checkpoint& ckpt, const fs::path& dir, const OneflowWriteOptions& opts) {
+  const std::string& layout = opts.layout;
+  uint64_t next = opts.first_tensor;
   for (const auto& [key, t] : ckpt.state_dict()) {
     try {
       (void)oneflow_dtype_name(t.dtype());
@@ -611,7 +598,7 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
   if (fs::exists(fs::symlink_status(dir, ec)))
     TB_CHECK(opts.overwrite, IoError, kTag, " '", dir.string(),
              "' already exists; pass overwrite (--force) to replace it");
-  if (layout == "single") return save_single_file(ckpt, dir, opts, tensor_class);
+  if (layout == "single") return save_single_file(ckpt, dir, opts);
   const auto st = fs::symlink_status(dir, ec);
   TB_CHECK(!fs::is_symlink(st), IoError, kTag, " '", dir.string(),
            "' is a symbolic link; refusing to replace it (write to the folder it points to, or remove the link)");
@@ -631,34 +618,24 @@ void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions
     }
     write_file(tmp.path() / "snapshot_done", "", 0);
   } else {
-    pickle::Pickler p = flow_pickler();
-    p.on_tensor = [&](pickle::Pickler& pk, const Tensor& t) {
-      std::string rel = str("tensor_", next++);
-      write_variable(tmp.path() / rel, t, rel);
-      write_flow_tensor_head(pk, t, is_parameter(t, tensor_class));
-      Value state = Value::dict();
-      state.set_item(Value::string("path"), Value::string(rel));
-      pk.value(state);
-      pk.build();
-    };
-    Value top = Value::dict();
-    top.set_item(Value::string("protocol_version"), Value::integer(1));
-    top.set_item(Value::string("data"), as_saved_data(ckpt.root));
-    p.dump(top);
-    write_file(tmp.path() / "pickled_data", p.bytes().data(), p.bytes().size());
+    const std::vector<uint8_t> bytes =
+        flow_pickle(ckpt.root, "", opts.tensor_class, [&](pickle::Pickler& pk, const Tensor& t) {
+          std::string rel = str("tensor_", next++);
+          write_variable(tmp.path() / rel, t, rel);
+          Value state = Value::dict();
+          state.set_item(Value::string("path"), Value::string(rel));
+          pk.value(state);
+        });
+    write_file(tmp.path() / "pickled_data", bytes.data(), bytes.size());
   }
   tmp.commit(opts.overwrite, refuse_foreign_folder);  // exchanged with an existing target, which is then removed
 }
 
-namespace {
-/** The OneFlow writer's options (--option KEY=VALUE), checked before save_oneflow reads them. */
-struct OneflowWriteOptions : WriteOptions {
-  std::string layout = "pickle";      // pickle (flow.save folder), single (flow.save file), snapshot (legacy)
-  std::string magic = "__oneflow__";  // the pickle's magic: __oneflow__ (OneFlow >= 0.9) or oneflow
-  std::string tensor_class = "auto";  // auto, parameter or tensor
-  uint64_t first_tensor = 0;          // number of the first tensor_N folder
-};
+void save_oneflow(const Checkpoint& ckpt, const fs::path& dir, const SaveOptions& opts) {
+  oneflow_format().save(ckpt, dir, opts);
+}
 
+namespace {
 OptionTable<OneflowWriteOptions> oneflow_options() {
   using O = OneflowWriteOptions;
   return {choice_option<O>("layout", &O::layout, {"pickle", "single", "snapshot"},
@@ -672,7 +649,7 @@ OptionTable<OneflowWriteOptions> oneflow_options() {
 }  // namespace
 
 const FormatAdapter& oneflow_format() {
-  static const FormatAdapter a = with_checked_writer<OneflowWriteOptions>(
+  static const FormatAdapter a = with_writer<OneflowWriteOptions>(
       {.name = "oneflow",
        .description = "OneFlow flow.save folder (pickled_data + tensor_N/{meta,out}), nn.Graph variables, legacy "
                       "snapshots, flow.save single-file pickle",
@@ -685,7 +662,7 @@ const FormatAdapter& oneflow_format() {
        },
        .load = load_oneflow,
        .keeps_tree = true},
-      oneflow_options(), save_oneflow);
+      oneflow_options(), write_oneflow);
   return a;
 }
 

@@ -62,6 +62,14 @@ Tensor load_oneflow_variable(const std::filesystem::path& dir, bool mmap = true)
 /** Loads any OneFlow layout above: a folder (src.reader null) or a single-file pickle. */
 Checkpoint load_oneflow(const Source& src, const LoadOptions& opts = {});
 
+/** The OneFlow writer's options (--option KEY=VALUE). */
+struct OneflowWriteOptions : WriteOptions {
+  std::string layout = "pickle";      // pickle (flow.save folder), single (flow.save file) or snapshot (legacy)
+  std::string magic = "__oneflow__";  // single: the pickle's magic key, __oneflow__ (OneFlow >= 0.9) or oneflow
+  std::string tensor_class = "auto";  // auto (Parameter for floating/complex tensors), parameter or tensor
+  uint64_t first_tensor = 0;          // N of the first tensor_N folder (OneFlow counts process-wide)
+};
+
 /** Writes the flow.save directory format (2.): `pickled_data` + `tensor_<N>/{meta,out}`, the bytes CPython's
  *  pickle (protocol 4) writes for the same objects; a flat name -> tensor dict is written as the OrderedDict
  *  (with `_metadata`) that Module.state_dict() returns. Checkpoint::metadata has no place and is dropped.
@@ -73,6 +81,9 @@ Checkpoint load_oneflow(const Source& src, const LoadOptions& opts = {});
  *  folder beside the target and renamed into place (exchanged atomically with an existing target, which is
  *  then removed); an existing target is replaced only with overwrite, a folder only when it is empty or a
  *  OneFlow folder. Opaque objects (ValueObject) and complex scalars are refused. */
+void write_oneflow(const Checkpoint& ckpt, const std::filesystem::path& dir, const OneflowWriteOptions& opts);
+/** write_oneflow with SaveOptions::options parsed as OneflowWriteOptions (keys layout, magic, tensor_class,
+ *  first_tensor). */
 void save_oneflow(const Checkpoint& ckpt, const std::filesystem::path& dir, const SaveOptions& opts = {});
 
 /** True when path is a folder in one of the OneFlow layouts (cheap; never throws). */

@@ -490,8 +490,7 @@ StoragePlan plan_storages(const Value& root, bool trim) {
 
 }  // namespace
 
-void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
-  const bool trim = opts.option("trim_storage", "0") == "1";
+void write_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const PtWriteOptions& opts) {
   std::string folder = path.stem().string();
   if (folder.empty()) folder = "archive";
   const std::string where = str("[pt] cannot write '", path.string(), "'");
@@ -504,7 +503,7 @@ void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
     root = od;
   }
 
-  StoragePlan plan = plan_storages(root, trim);
+  StoragePlan plan = plan_storages(root, opts.trim_storage);
   const std::vector<Tensor>& tensors = plan.tensors;
   std::vector<StorageOut>& outs = plan.outs;
   const std::unordered_map<const Storage*, size_t>& by_storage = plan.by_storage;
@@ -610,15 +609,12 @@ void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const Sa
   out.commit();
 }
 
-namespace {
-/** The .pt writer's options (--option KEY=VALUE), checked before save_pt reads them. */
-struct PtWriteOptions : WriteOptions {
-  bool trim_storage = false;  // write only the bytes each view uses (torch.save writes whole storages)
-};
-}  // namespace
+void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts) {
+  pt_format().save(ckpt, path, opts);
+}
 
 const FormatAdapter& pt_format() {
-  static const FormatAdapter a = with_checked_writer<PtWriteOptions>(
+  static const FormatAdapter a = with_writer<PtWriteOptions>(
       {.name = "pt",
        .description = "PyTorch torch.save (zip and legacy; never runs pickled code)",
        .extensions = {".pt", ".pth", ".bin", ".params", ".ckpt", ".tar"},
@@ -628,7 +624,7 @@ const FormatAdapter& pt_format() {
       {flag_option<PtWriteOptions>(
           "trim_storage", &PtWriteOptions::trim_storage,
           "1 writes only the bytes each view uses (default 0: whole storages, as torch.save)")},
-      save_pt);
+      write_pt);
   return a;
 }
 

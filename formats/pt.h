@@ -36,11 +36,17 @@ namespace tb {
  *  "_metadata.<module prefix>.version" (nested dicts prefixed by their path). */
 Checkpoint load_pt(const Source& src, const LoadOptions& opts = {});
 
+/** The .pt writer's options (--option KEY=VALUE). */
+struct PtWriteOptions : WriteOptions {
+  bool trim_storage = false;  // write only the byte range each storage's views use (torch.save: whole storages)
+};
+
 /** Writes the zip format torch 1.13 / 2.x read with weights_only=True: archive folder = file stem,
  *  64-byte aligned records, `version` "3\n" and `byteorder` "little", protocol-2 pickle of the Value
  *  tree (a top-level dict from a non-pt checkpoint becomes an OrderedDict). Views that share a
- *  storage share it in the file. Options: "trim_storage"="1" writes only the byte range the views of
- *  each storage use. */
+ *  storage share it in the file. */
+void write_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const PtWriteOptions& opts);
+/** write_pt with SaveOptions::options parsed as PtWriteOptions (key "trim_storage" = 0 or 1). */
 void save_pt(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts = {});
 
 /** For a whole-module pickle: the module object (Value::object, cls "torch.nn.modules.linear.Linear"

@@ -1,7 +1,7 @@
 // Typed writer options. A format declares its options as a struct with documented fields and a table
 // binding each `--option KEY=VALUE` key to one field; the table parses SaveOptions::options once into
 // the struct, refusing an unknown key or a bad value with a message that names what is accepted.
-// with_options() (formats/adapters.h) puts a table and a typed writer into a FormatAdapter.
+// with_writer() (formats/adapters.h) puts a table and a typed writer into a FormatAdapter.
 #pragma once
 
 #include <filesystem>

@@ -247,3 +247,44 @@ TEST_CASE("convert refuses an option the target format does not read, naming the
   INFO(r.output);
   CHECK(r.exit_code == 0);
 }
+
+TEST_CASE("typed writers list their keys in the formats listing and refuse an unknown or bad --option",
+          "[cli][needs_hdf5]") {
+  tbtest::TempDir dir;
+  const std::string in = tbtest::fixture("torch/mlp.params").string();
+  const std::vector<std::pair<std::string, std::vector<std::string>>> keys = {
+      {"pt", {"trim_storage"}},
+      {"npy", {"object"}},
+      {"oneflow", {"layout", "magic", "tensor_class", "first_tensor"}},
+      {"h5", {"layout", "backend", "keras_version"}},
+      {"keras-h5", {"layout", "backend", "keras_version"}},
+      {"keras3-h5", {"layout", "backend", "keras_version"}},
+      {"keras", {}}};
+  const auto listing = run_cli({"formats"});
+  REQUIRE(listing.exit_code == 0);
+  for (const auto& [format, accepted] : keys) {
+    INFO(format);
+    const tb::FormatAdapter* f = tb::find_format(format);
+    REQUIRE(f != nullptr);
+    REQUIRE(f->save_options.size() == accepted.size());
+    for (size_t i = 0; i < accepted.size(); ++i) {
+      CHECK(f->save_options[i].key == accepted[i]);
+      CHECK(contains(listing.output, "--option " + accepted[i] + "=...  " + f->save_options[i].help + "\n"));
+    }
+    const std::string out = (dir / ("o." + format)).string();
+    auto r = run_cli({"convert", in, out, "--to", format, "--option", "bogus=1"});
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.output, "cannot write '" + out + "' as " + format + ": unknown option 'bogus=1'; "));
+    if (accepted.empty()) CHECK(contains(r.output, format + " takes no options"));
+    for (const auto& o : f->save_options) CHECK(contains(r.output, o.key + ": " + o.help));
+    CHECK_FALSE(std::filesystem::exists(out));
+  }
+  // A bad value is refused by the table, naming what it expects.
+  auto r = run_cli({"convert", in, (dir / "x").string(), "--to", "oneflow", "--option", "first_tensor=-1"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "as oneflow: option first_tensor='-1': expected a whole number >= 0"));
+  r = run_cli({"convert", in, (dir / "k.h5").string(), "--to", "keras-h5", "--option", "layout=keras4"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.output, "as keras-h5: option layout='keras4': expected one of plain, keras, keras3"));
+}

@@ -112,8 +112,6 @@ struct FileCtx {
   LoadBudget* budget = nullptr;
 };
 
-/** Offset of the HDF5 signature (0, 512, 1024, ...), UINT64_MAX when there is none. */
-uint64_t signature_offset(const Reader& r);
 /** Refuses a file whose global heap collections would stall or overrun libhdf5's walk. */
 void check_global_heaps(const Reader& r, uint64_t sig, const std::string& label);
 /** Reads the file (ctx.probe: every HDF5 call, no tensor bytes). */
@@ -125,8 +123,8 @@ void probe_in_child(const Source& src, const FileCtx& parent_ctx, uint64_t sig);
 int probe_main(int argc, char** argv);
 /** The whole load: checks, probe, then load_hdf5. */
 Checkpoint load_impl(const Source& src, const LoadOptions& opts);
-/** Writes `ckpt` to `path` in the layout opts asks for (plain, Keras 2, Keras 3). */
-void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const SaveOptions& opts,
+/** Writes `ckpt` to `path` in `layout` (plain, keras or keras3; opts.layout is not read). */
+void save_impl(const Checkpoint& ckpt, const std::filesystem::path& path, const H5WriteOptions& opts,
                const std::string& layout);
 
 }  // namespace h5detail
