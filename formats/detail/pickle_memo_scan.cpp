@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "formats/detail/pickle_vm.h"
 
@@ -70,88 +71,32 @@ class OpcodeWalker {
   uint64_t win_pos_ = 0;
 };
 
-// Bytes of the fixed-size argument of op, or -1 for opcodes with a length prefix or a text line.
-int fixed_arg(uint8_t op) {
-  switch (op) {
-    case 'K':
-    case 'q':
-    case 'h':
-    case 0x80: return 1;  // BININT1, BINPUT, BINGET, PROTO
-    case 'M': return 2;   // BININT2
-    case 'J':
-    case 'r':
-    case 'j': return 4;  // BININT, LONG_BINPUT, LONG_BINGET
-    case 0x95:
-    case 'G': return 8;  // FRAME, BINFLOAT
-    case '(':
-    case '0':
-    case '1':
-    case '2':
-    case 'N':
-    case 0x88:
-    case 0x89:
-    case ')':
-    case 't':
-    case 0x85:
-    case 0x86:
-    case 0x87:
-    case ']':
-    case 'l':
-    case '}':
-    case 'd':
-    case 0x8f:
-    case 0x90:
-    case 0x91:
-    case 'a':
-    case 'e':
-    case 's':
-    case 'u':
-    case 0x93:
-    case 'o':
-    case 0x81:
-    case 0x92:
-    case 'R':
-    case 'b':
-    case 'Q':
-    case 0x94: return 0;
-    default: return -1;
+// How each opcode's argument is laid out: kFixed + n (n bytes), kPrefix + n (an n-byte length, then
+// that many bytes), kLines + n (n text lines), or kStop (STOP, and opcodes the VM refuses).
+constexpr uint8_t kStop = 0, kFixed = 0x10, kPrefix = 0x20, kLines = 0x40;
+struct Layouts {
+  uint8_t of[256] = {};  // kStop unless set
+  constexpr void set(std::initializer_list<int> ops, int layout) {
+    for (int op : ops) of[op] = uint8_t(layout);
   }
-}
-
-// Bytes of the length prefix of op (whose data follows), or 0 when op has none.
-size_t length_prefix(uint8_t op) {
-  switch (op) {
-    case 0x8a:            // LONG1
-    case 0x8c:            // SHORT_BINUNICODE
-    case 'C':             // SHORT_BINBYTES
-    case 'U': return 1;   // SHORT_BINSTRING
-    case 0x8b:            // LONG4
-    case 'X':             // BINUNICODE
-    case 'B':             // BINBYTES
-    case 'T': return 4;   // BINSTRING
-    case 0x8d:            // BINUNICODE8
-    case 0x8e:            // BINBYTES8
-    case 0x96: return 8;  // BYTEARRAY8
-    default: return 0;
+  constexpr Layouts() {
+    set({'(',  '0',  '1',  '2', 'N', 0x88, 0x89, ')',  't', 0x85, 0x86, 0x87, ']', 'l', '}', 'd',
+         0x8f, 0x90, 0x91, 'a', 'e', 's',  'u',  0x93, 'o', 0x81, 0x92, 'R',  'b', 'Q', 0x94},
+        kFixed + 0);
+    set({'K', 'q', 'h', 0x80}, kFixed + 1);  // BININT1, BINPUT, BINGET, PROTO
+    set({'M'}, kFixed + 2);                  // BININT2
+    set({'J', 'r', 'j'}, kFixed + 4);        // BININT, LONG_BINPUT, LONG_BINGET
+    set({0x95, 'G'}, kFixed + 8);            // FRAME, BINFLOAT
+    // LONG1, SHORT_BINUNICODE, SHORT_BINBYTES, SHORT_BINSTRING; LONG4, BINUNICODE, BINBYTES,
+    // BINSTRING; BINUNICODE8, BINBYTES8, BYTEARRAY8
+    set({0x8a, 0x8c, 'C', 'U'}, kPrefix + 1);
+    set({0x8b, 'X', 'B', 'T'}, kPrefix + 4);
+    set({0x8d, 0x8e, 0x96}, kPrefix + 8);
+    set({'I', 'L', 'F', 'S', 'V', 'p', 'g', 'P'}, kLines + 1);  // protocol 0 text
+    set({'c', 'i'}, kLines + 2);                                // GLOBAL, INST
   }
-}
-
-// Text lines after op: GLOBAL and INST have two, the other protocol-0 opcodes one.
-int text_lines(uint8_t op) {
-  switch (op) {
-    case 'c':
-    case 'i': return 2;
-    case 'I':
-    case 'L':
-    case 'F':
-    case 'S':
-    case 'V':
-    case 'p':
-    case 'g':
-    case 'P': return 1;
-    default: return 0;
-  }
-}
+};
+constexpr Layouts kLayouts;
 
 }  // namespace
 
@@ -164,8 +109,8 @@ MemoReads MemoReads::scan(const Reader& r, uint64_t offset, uint64_t size) {
   std::string s;
   auto add = [&](uint64_t idx) {
     if (idx < dense_limit) {
-      if (idx >= m.dense_.size()) m.dense_.resize(size_t(idx) + 1);
-      m.dense_[size_t(idx)] = true;
+      if (idx >= m.dense_.size()) m.dense_.resize(std::max(size_t(idx) + 1, 2 * m.dense_.size()));
+      m.dense_[size_t(idx)] = 1;
     } else {
       m.far_.push_back(idx);
     }
@@ -173,22 +118,22 @@ MemoReads MemoReads::scan(const Reader& r, uint64_t offset, uint64_t size) {
   // Stops at STOP, at the end of the range and at whatever the walker cannot decode: the VM
   // refuses the pickle at that same opcode, so no read after it can happen.
   while (w.has(1)) {
-    const uint8_t op = w.u8();
-    if (op == '.') break;
-    if (const int n = fixed_arg(op); n >= 0) {
-      if (!w.has(uint64_t(n))) break;
+    const uint8_t op = w.u8(), layout = kLayouts.of[op];
+    const uint8_t n = layout & 0x0f;
+    if (layout & kFixed) {
+      if (!w.has(n)) break;
       if (op == 'h' || op == 'j')
-        add(w.uint_le(size_t(n)));
+        add(w.uint_le(n));
       else
-        w.skip(uint64_t(n));
-    } else if (const size_t p = length_prefix(op)) {
-      if (!w.has(p)) break;
-      const uint64_t len = w.uint_le(p);
+        w.skip(n);
+    } else if (layout & kPrefix) {
+      if (!w.has(n)) break;
+      const uint64_t len = w.uint_le(n);
       if (!w.has(len)) break;
       w.skip(len);
-    } else if (const int lines = text_lines(op)) {
+    } else if (layout & kLines) {
       bool ok = true;
-      for (int i = 0; i < lines && ok; ++i) ok = w.line(s);
+      for (int i = 0; i < n && ok; ++i) ok = w.line(s);
       if (!ok) break;
       if (op == 'g') {  // GET: parsed as the VM parses it
         char* e = nullptr;
@@ -197,17 +142,13 @@ MemoReads MemoReads::scan(const Reader& r, uint64_t offset, uint64_t size) {
         add(idx);
       }
     } else {
-      break;  // unknown opcode, EXT or out-of-band buffer: the VM stops here
+      break;  // STOP; an unknown opcode, EXT or out-of-band buffer: the VM stops there
     }
   }
   std::sort(m.far_.begin(), m.far_.end());
   return m;
 }
 
-bool MemoReads::read(uint64_t idx) const {
-  if (all_) return true;
-  if (idx < dense_.size()) return dense_[size_t(idx)];
-  return std::binary_search(far_.begin(), far_.end(), idx);
-}
+bool MemoReads::read_far(uint64_t idx) const { return std::binary_search(far_.begin(), far_.end(), idx); }
 
 }  // namespace tb::pickle

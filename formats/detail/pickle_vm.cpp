@@ -217,7 +217,7 @@ class Machine final : public Context {
     ++memo_count_;
     if (idx < memo_stored_.size() || idx <= 2 * memo_count_ + 1024) {
       if (idx >= memo_stored_.size()) memo_stored_.resize(size_t(idx) + 1);
-      memo_stored_[size_t(idx)] = true;
+      memo_stored_[size_t(idx)] = 1;
       if (!keep) return;
       if (idx >= memo_dense_.size()) memo_dense_.resize(size_t(idx) + 1);
       memo_dense_[size_t(idx)] = v;
@@ -287,7 +287,7 @@ class Machine final : public Context {
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
   MemoReads memo_reads_;                          // the indices some GET reads (default: all)
-  std::vector<bool> memo_stored_;                 // by index: stored (kept or not)
+  std::vector<uint8_t> memo_stored_;              // by index: 1 when stored (kept or not)
   std::vector<std::optional<Value>> memo_dense_;  // the kept entries; empty: not stored or not kept
   std::unordered_map<uint64_t, Value> memo_sparse_;
   uint64_t memo_count_ = 0;

@@ -27,12 +27,17 @@ class MemoReads {
    *  opcode the VM would refuse (nothing after it runs). Never throws on malformed input. */
   static MemoReads scan(const Reader& r, uint64_t offset, uint64_t size);
   /** Whether a GET of idx appears in the pickle. */
-  bool read(uint64_t idx) const;
+  bool read(uint64_t idx) const {
+    if (all_) return true;
+    if (idx < dense_.size()) return dense_[size_t(idx)] != 0;
+    return read_far(idx);
+  }
 
  private:
+  bool read_far(uint64_t idx) const;
   bool all_ = true;
-  std::vector<bool> dense_;    // by index, for indices below the pickle's size + 1024
-  std::vector<uint64_t> far_;  // sorted: the others
+  std::vector<uint8_t> dense_;  // by index (1: read), for indices below the pickle's size + 1024
+  std::vector<uint64_t> far_;   // sorted: the others
 };
 
 /** "module.name" with Python 2 and numpy 2 module names mapped to the ones the tables use
