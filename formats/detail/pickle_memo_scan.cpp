@@ -21,13 +21,20 @@ class OpcodeWalker {
   // False at the end of the range (the VM reports the truncation).
   bool has(uint64_t n) const { return n <= end_ - pos_; }
   uint8_t u8() {
+    if (direct_) return direct_[pos_++];
     uint8_t b = 0;
     get(&b, 1);
     return b;
   }
   uint64_t uint_le(size_t n) {
-    uint8_t b[8] = {};
-    get(b, n);
+    uint8_t buf[8] = {};
+    const uint8_t* b = buf;
+    if (direct_) {
+      b = direct_ + pos_;
+      pos_ += n;
+    } else {
+      get(buf, n);
+    }
     uint64_t v = 0;
     for (size_t i = 0; i < n; ++i) v |= uint64_t(b[i]) << (8 * i);
     return v;

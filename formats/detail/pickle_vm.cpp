@@ -100,8 +100,12 @@ class Machine final : public Context {
   }
   uint64_t uint_le(size_t n) {
     need(n);
-    uint8_t b[8];
-    fetch(b, n);
+    uint8_t buf[8];
+    const uint8_t* b = buf;
+    if (direct_)
+      b = direct_ + pos_;
+    else
+      fetch(buf, n);
     pos_ += n;
     uint64_t v = 0;
     for (size_t i = 0; i < n; ++i) v |= uint64_t(b[i]) << (8 * i);
@@ -109,6 +113,11 @@ class Machine final : public Context {
   }
   std::string bytes(uint64_t n) {
     need(n);
+    if (direct_) {
+      std::string s(reinterpret_cast<const char*>(direct_ + pos_), size_t(n));
+      pos_ += n;
+      return s;
+    }
     std::string s(size_t(n), '\0');
     fetch(s.data(), n);
     pos_ += n;
