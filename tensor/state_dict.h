@@ -19,6 +19,11 @@ class StateDict {
 
   /** Appends a tensor; throws KeyError if the name is already present. */
   void insert(std::string name, Tensor tensor);
+  /** Makes room for n entries (no effect on the contents). */
+  void reserve(size_t n) {
+    entries_.reserve(n);
+    index_.reserve(n);
+  }
   /** Replaces an existing entry or appends a new one. */
   void set(const std::string& name, Tensor tensor);
   bool contains(const std::string& name) const { return index_.count(name) != 0; }

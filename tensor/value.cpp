@@ -302,6 +302,7 @@ void flatten_into(const Value& v, std::string& path, StateDict& out, std::vector
 
 StateDict flatten(const Value& root, std::vector<NonTensor>* skipped, const std::string& prefix) {
   StateDict out;
+  if (root.is_dict()) out.reserve(root.dict_data().items.size());  // the usual {name: tensor}
   std::string path = prefix;
   flatten_into(root, path, out, skipped);
   return out;

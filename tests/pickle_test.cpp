@@ -5,6 +5,7 @@
 #include "tests/support.h"
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <sstream>
 
@@ -248,6 +249,58 @@ TEST_CASE("deep nesting, recursive structures and bad memo indexes are refused w
   pickle::Options o;
   o.max_memo = 3;
   CHECK(message_of("\x80\x02K\x05q\x00q\x01q\x02q\x03."s, o).find("memo") != std::string::npos);
+}
+
+TEST_CASE("memo entries no GET reads are dropped, and what is read back is unchanged") {
+  auto ints = [](const Value& v) {
+    std::vector<int64_t> out;
+    for (const auto& x : v.items()) out.push_back(x.as_int());
+    return out;
+  };
+  // An index overwritten, then MEMOIZE at len(memo) (1, not 2): CPython gives [1, 2, 3, 3, 2].
+  CHECK(ints(run("\x80\x04(K\x01q\x00K\x02q\x00K\x03\x94h\x01h\x00l."s)) == std::vector<int64_t>{1, 2, 3, 3, 2});
+  // Text PUT/GET (protocol 0): CPython gives [7, 8, 9, 9, 8].
+  CHECK(ints(run("(I7\np0\nI8\np1\nI9\np0\ng0\ng1\nl."s)) == std::vector<int64_t>{7, 8, 9, 9, 8});
+  // A far-off LONG_BINPUT index read back; a dropped entry is still counted against the memo cap.
+  CHECK(ints(run("\x80\x02(K\x05r\xff\xff\xff\x7fj\xff\xff\xff\x7fl."s)) == std::vector<int64_t>{5, 5});
+  {
+    pickle::Options o;
+    o.max_memo = 2;
+    CHECK(message_of("\x80\x02(K\x05q\x00q\x01q\x02l."s, o).find("more than 2 memo entries") != std::string::npos);
+  }
+  // A PUT needs a value even when nothing reads it back.
+  CHECK(message_of("\x80\x02q\x00N."s).find("stack is empty") != std::string::npos);
+  // A GET after an opcode the VM refuses does not matter: the refusal is the message.
+  CHECK(message_of("\x80\x02K\x01q\x00\xffh\x00."s).find("unknown pickle opcode 0xff") != std::string::npos);
+
+  // Shared containers read back across the 64 KiB windows of a file that is not mapped: a list of
+  // 30,000 distinct strings (each memoized, none read) and a shared list stored first, read last.
+  auto pk = py_pickles(R"(
+import pickle
+shared = [1, 2]
+names = ['name%d' % i for i in range(30000)]
+for p in (2, 4):
+    print(pickle.dumps({'a': shared, 'names': names, 'b': shared, 'again': names}, protocol=p).hex())
+)");
+  REQUIRE(pk.size() == 2);
+  tbtest::TempDir dir;
+  for (size_t i = 0; i < pk.size(); ++i) {
+    INFO("pickle " << i);
+    REQUIRE(pk[i].size() > 256 * 1024);
+    const auto path = dir / ("memo_" + std::to_string(i) + ".pkl");
+    {
+      std::ofstream f(path, std::ios::binary);
+      f.write(reinterpret_cast<const char*>(pk[i].data()), std::streamsize(pk[i].size()));
+    }
+    auto r = open_file(path, false);
+    REQUIRE(r->contiguous_bytes() == nullptr);
+    Value v = pickle::load(*r, 0, r->size());
+    CHECK(v.get("a")->identity() == v.get("b")->identity());
+    CHECK(v.get("names")->identity() == v.get("again")->identity());
+    REQUIRE(v.get("names")->items().size() == 30000);
+    CHECK(v.get("names")->items()[29999].as_str() == "name29999");
+    CHECK(ints(*v.get("b")) == std::vector<int64_t>{1, 2});
+  }
 }
 
 TEST_CASE("an unknown object that points back at its parent becomes a placeholder, not a cycle") {

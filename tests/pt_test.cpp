@@ -435,6 +435,45 @@ TEST_CASE("truncated and corrupted torch files fail with a clear message, never 
   }
 }
 
+TEST_CASE("storage records are found by key whether torch numbered them or not; a missing one is named") {
+  // torch names storages 0, 1, 2, ...; renamed here: key '1' -> 'k' (pickle and record), '2' -> '02'.
+  tbtest::TempDir dir;
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, zipfile, torch
+src, renamed, missing = sys.argv[1:4]
+torch.save({'a': torch.tensor([1.0, 2.0]), 'b': torch.tensor([3, 4, 5]), 'c': torch.tensor([6.5])}, src)
+def rewrite(out, names, pickle_subst, drop=None):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, 'w') as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            name = info.filename
+            if name.endswith('/data.pkl'):
+                for a, b in pickle_subst:
+                    assert data.count(a) == 1
+                    data = data.replace(a, b)
+            if name == drop:
+                continue
+            zout.writestr(names.get(name, name), data)
+rewrite(renamed, {'src/data/1': 'src/data/k', 'src/data/2': 'src/data/02'},
+        [(b'X\x01\x00\x00\x001', b'X\x01\x00\x00\x00k'), (b'X\x01\x00\x00\x002', b'X\x02\x00\x00\x0002')])
+rewrite(missing, {}, [], drop='src/data/1')
+print('ok')
+)",
+                          {(dir / "src.pt").string(), (dir / "renamed.pt").string(), (dir / "missing.pt").string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  for (bool mmap : {true, false}) {
+    StateDict sd = load_pt(Source::from_path(dir / "renamed.pt", mmap)).state_dict();
+    REQUIRE(sd.size() == 3);
+    CHECK(sd.at("a").data_as<float>()[1] == 2.0f);
+    CHECK(sd.at("b").data_as<int64_t>()[2] == 5);
+    CHECK(sd.at("c").data_as<float>()[0] == 6.5f);
+  }
+  const std::string msg = tbtest::error_text([&] { load_pt(Source::from_path(dir / "missing.pt")); });
+  CHECK(msg.find("missing.pt") != std::string::npos);
+  CHECK(msg.find("storage '1' has no record 'src/data/1'") != std::string::npos);
+}
+
 TEST_CASE("dtypes without a typed storage are written with _rebuild_tensor_v3 and read back") {
   tbtest::TempDir dir;
   Value root = Value::dict();

@@ -44,6 +44,7 @@ class Machine final : public Context {
       budget_ = &*own_budget_;
     }
     opts_.max_depth = size_t(std::min<uint64_t>(opts_.max_depth, budget_->limits().max_depth));
+    if (!scan_only_) memo_reads_ = MemoReads::scan(r, offset, size);
   }
   ~Machine() override {
     if (!ok_) dismantle(take_all());
@@ -99,8 +100,12 @@ class Machine final : public Context {
   }
   uint64_t uint_le(size_t n) {
     need(n);
-    uint8_t b[8];
-    fetch(b, n);
+    uint8_t buf[8];
+    const uint8_t* b = buf;
+    if (direct_)
+      b = direct_ + pos_;
+    else
+      fetch(buf, n);
     pos_ += n;
     uint64_t v = 0;
     for (size_t i = 0; i < n; ++i) v |= uint64_t(b[i]) << (8 * i);
@@ -108,6 +113,11 @@ class Machine final : public Context {
   }
   std::string bytes(uint64_t n) {
     need(n);
+    if (direct_) {
+      std::string s(reinterpret_cast<const char*>(direct_ + pos_), size_t(n));
+      pos_ += n;
+      return s;
+    }
     std::string s(size_t(n), '\0');
     fetch(s.data(), n);
     pos_ += n;
@@ -197,26 +207,31 @@ class Machine final : public Context {
   // -- memo --
   // Memo indices are dense in practice (0, 1, 2, ... as pickle writes them): a vector indexed by
   // the index, with a map for the rare far-off index (LONG_BINPUT 4294967295 must not size the vector).
+  // An entry no GET reads (memo_reads_) is counted but its value is not kept.
   void memo_put(uint64_t idx) {
-    Value v = top();
-    if (idx < memo_dense_.size() && memo_dense_[idx]) {
-      *memo_dense_[idx] = std::move(v);
+    const Value& v = top();
+    const bool keep = memo_reads_.read(idx);
+    if (idx < memo_stored_.size() && memo_stored_[size_t(idx)]) {  // overwritten
+      if (keep) *memo_dense_[size_t(idx)] = v;
       return;
     }
-    if (idx >= memo_dense_.size()) {
+    if (idx >= memo_stored_.size()) {
       auto it = memo_sparse_.find(idx);
       if (it != memo_sparse_.end()) {
-        it->second = std::move(v);
+        it->second = v;
         return;
       }
     }
     TB_CHECK(memo_count_ < opts_.max_memo, FormatError, at(), ": more than ", opts_.max_memo, " memo entries");
     ++memo_count_;
-    if (idx < memo_dense_.size() || idx <= 2 * memo_count_ + 1024) {
+    if (idx < memo_stored_.size() || idx <= 2 * memo_count_ + 1024) {
+      if (idx >= memo_stored_.size()) memo_stored_.resize(size_t(idx) + 1);
+      memo_stored_[size_t(idx)] = 1;
+      if (!keep) return;
       if (idx >= memo_dense_.size()) memo_dense_.resize(size_t(idx) + 1);
-      memo_dense_[idx] = std::move(v);
+      memo_dense_[size_t(idx)] = v;
     } else {
-      memo_sparse_.emplace(idx, std::move(v));
+      memo_sparse_.emplace(idx, v);
     }
   }
   Value memo_get(uint64_t idx) {
@@ -228,7 +243,7 @@ class Machine final : public Context {
   Value resolved(const Value& v) {
     if (!replaced_.empty()) {
       auto it = replaced_.find(v.identity());
-      if (it != replaced_.end()) return it->second;
+      if (it != replaced_.end()) return it->second.second;
     }
     return v;
   }
@@ -280,12 +295,15 @@ class Machine final : public Context {
   std::string where_;
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
-  std::vector<std::optional<Value>> memo_dense_;  // empty: index never stored
+  MemoReads memo_reads_;                          // the indices some GET reads (default: all)
+  std::vector<uint8_t> memo_stored_;              // by index: 1 when stored (kept or not)
+  std::vector<std::optional<Value>> memo_dense_;  // the kept entries; empty: not stored or not kept
   std::unordered_map<uint64_t, Value> memo_sparse_;
   uint64_t memo_count_ = 0;
   std::unordered_map<const void*, std::pair<uint32_t, Value>> theight_;  // tuple nesting heights
   std::unordered_map<const void*, std::pair<const Rule*, Value>> rule_cache_;
-  std::unordered_map<const void*, Value> replaced_;  // numpy objects turned into tensors by BUILD
+  // numpy objects turned into tensors by BUILD: the object and what replaces it
+  std::unordered_map<const void*, std::pair<Value, Value>> replaced_;
   std::vector<std::string> globals_, unsafe_;
   std::unordered_set<std::string> seen_globals_;
   int protocol_ = 0;
@@ -361,7 +379,7 @@ void Machine::build(Value& obj, Value state) {
       auto& o = obj.as_object();
       if (const BuildRule* rule = table_.build_rule(o.cls)) {
         if (std::optional<Value> result = (*rule)(*this, obj, state)) {
-          replaced_[obj.identity()] = *result;
+          replaced_[obj.identity()] = {obj, *result};  // holding obj keeps its address from being reused
           obj = std::move(*result);
         }
         return;
@@ -382,7 +400,10 @@ std::vector<Value> Machine::take_all() {
   memo_dense_.clear();
   for (auto& kv : memo_sparse_) work.push_back(std::move(kv.second));
   memo_sparse_.clear();
-  for (auto& kv : replaced_) work.push_back(std::move(kv.second));
+  for (auto& kv : replaced_) {
+    work.push_back(std::move(kv.second.first));
+    work.push_back(std::move(kv.second.second));
+  }
   replaced_.clear();
   for (auto& kv : rule_cache_) work.push_back(std::move(kv.second.second));
   rule_cache_.clear();

@@ -15,6 +15,31 @@ namespace tb::pickle {
 Result run_vm(const Reader& reader, uint64_t offset, uint64_t size, const Options& opts, const Globals& table,
               bool scan_only, std::vector<std::string>* globals_seen = nullptr);
 
+/** The memo indices a pickle reads back (BINGET, LONG_BINGET, GET), found by a pass over its opcodes
+ *  before it runs. torch.save memoizes every value it writes, tuples of each tensor's rebuild call
+ *  included, but reads few of them again: the VM keeps only the entries that are read, so the
+ *  others are freed as soon as the stack lets go of them. */
+class MemoReads {
+ public:
+  /** Every index counts as read (no scan). */
+  MemoReads() = default;
+  /** The indices read by the pickle at [offset, offset+size) up to its STOP, or up to the first
+   *  opcode the VM would refuse (nothing after it runs). Never throws on malformed input. */
+  static MemoReads scan(const Reader& r, uint64_t offset, uint64_t size);
+  /** Whether a GET of idx appears in the pickle. */
+  bool read(uint64_t idx) const {
+    if (all_) return true;
+    if (idx < dense_.size()) return dense_[size_t(idx)] != 0;
+    return read_far(idx);
+  }
+
+ private:
+  bool read_far(uint64_t idx) const;
+  bool all_ = true;
+  std::vector<uint8_t> dense_;  // by index (1: read), for indices below the pickle's size + 1024
+  std::vector<uint64_t> far_;   // sorted: the others
+};
+
 /** "module.name" with Python 2 and numpy 2 module names mapped to the ones the tables use
  *  (__builtin__ -> builtins, copy_reg -> copyreg, numpy._core -> numpy.core). */
 std::string qualify(const std::string& module, const std::string& name);

@@ -9,7 +9,7 @@ namespace {
 
 // dtype of a storage class ("torch.FloatStorage", "torch.cuda.HalfStorage"); U8 for UntypedStorage.
 DType storage_dtype(const std::string& q, const std::string& where) {
-  std::string name = q.substr(q.rfind('.') + 1);
+  const std::string_view name = std::string_view(q).substr(q.rfind('.') + 1);
   if (name == "UntypedStorage" || name == "_UntypedStorage") return DType::U8;
   auto d = dtype_from_torch_storage(name);
   TB_CHECK(d.has_value(), UnsupportedError, where, ": storage type '", q,
@@ -43,11 +43,45 @@ ZipStorages::ZipStorages(const zip::ZipReader& z, std::string dir, bool big, con
                          LoadBudget& budget, std::string where)
     : z_(z), dir_(std::move(dir)), big_(big), mmap_(opts.mmap), budget_(budget), where_(std::move(where)) {}
 
+namespace {
+// The number a storage key spells in decimal as torch writes it ("0", "17"; no sign, no leading
+// zero), or -1.
+int64_t key_number(std::string_view key) {
+  if (key.empty() || key.size() > 9 || (key[0] == '0' && key.size() > 1)) return -1;
+  int64_t n = 0;
+  for (char c : key) {
+    if (c < '0' || c > '9') return -1;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+}  // namespace
+
+const zip::Entry* ZipStorages::record_of(const std::string& key) {
+  // torch names the storages 0, 1, 2, ...: one pass over the members finds those records, so that
+  // each storage costs a vector lookup instead of building its name and hashing it.
+  if (!numbered_) {
+    numbered_ = true;
+    const auto& es = z_.entries();
+    for (size_t i = 0; i < es.size() && es.size() < UINT32_MAX; ++i) {
+      const std::string& name = es[i].name;
+      if (name.size() <= dir_.size() || name.compare(0, dir_.size(), dir_) != 0) continue;
+      const int64_t n = key_number(std::string_view(name).substr(dir_.size()));
+      if (n < 0 || uint64_t(n) >= 2 * uint64_t(es.size())) continue;
+      if (size_t(n) >= by_number_.size()) by_number_.resize(size_t(n) + 1, 0);
+      by_number_[size_t(n)] = uint32_t(i + 1);
+    }
+  }
+  const int64_t n = key_number(key);
+  if (n >= 0 && size_t(n) < by_number_.size() && by_number_[size_t(n)]) return &z_.entries()[by_number_[size_t(n)] - 1];
+  record_.assign(dir_).append(key);
+  return z_.find(record_);  // other names, or none
+}
+
 Value ZipStorages::load(const Value& pid) {
   Pid p = parse_pid(pid, where_);
-  record_.assign(dir_).append(p.key);
-  const zip::Entry* e = z_.find(record_);
-  TB_CHECK(e, FormatError, where_, ": storage '", p.key, "' has no record '", record_, "'");
+  const zip::Entry* e = record_of(p.key);
+  TB_CHECK(e, FormatError, where_, ": storage '", p.key, "' has no record '", dir_, p.key, "'");
   // Loaded storages are kept by the index of their record: one vector slot, no second hash lookup.
   const size_t slot = size_t(e - z_.entries().data());
   if (by_entry_.empty()) by_entry_.resize(z_.entries().size());

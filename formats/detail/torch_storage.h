@@ -51,7 +51,11 @@ class ZipStorages {
   bool mmap_;
   LoadBudget& budget_;
   std::string where_;
-  std::vector<Value> by_entry_;  // by index in z_.entries(); None until loaded
+  /** The record of storage key (dir_ + key), or nullptr. */
+  const zip::Entry* record_of(const std::string& key);
+  std::vector<Value> by_entry_;      // by index in z_.entries(); None until loaded
+  std::vector<uint32_t> by_number_;  // by the number of a record named dir_ + decimal: 1 + its index
+  bool numbered_ = false;            // by_number_ is built
   size_t count_ = 0;
   std::string record_;  // scratch: the record name being looked up
   uint64_t bytes_ = 0;
