@@ -4,6 +4,7 @@
 // reaches the checkpoint's metadata as "model_config", where nn finds a Keras architecture (as for a full-model .h5);
 // writing needs it back (a Keras-origin source), and stores members uncompressed as Keras does.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <memory>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +20,8 @@
 #include "formats/adapters.h"
 #include "formats/detail/zip.h"
 #include "formats/h5.h"
+#include "tensor/atomic_output.h"
+#include "tensor/temp_cleanup.h"
 
 namespace tb {
 
@@ -83,16 +87,25 @@ void upgrade_keras2_config(nlohmann::json& j, bool model_level) {
     if (k == "config" || k == "layers") upgrade_keras2_config(v, false);
 }
 
+constexpr const char* kTempPrefix = "tensorbridge-keras-";
+
 /** A temporary copy of the weights member, removed when this goes (the tensors read from it stay:
- *  owned copies, or mappings that keep the removed file's pages). */
+ *  owned copies, or mappings that keep the removed file's pages). While it lives, the copy is flock()ed
+ *  and registered with the SIGINT/SIGTERM cleanup; a copy left by a killed process (lock free) is
+ *  removed by the next .keras load that makes one. */
 struct TempCopy {
   std::filesystem::path path;
+  std::unique_ptr<DirHandle> dir;
+  std::string name;
+  int lock_fd = -1;  // a descriptor of the copy holding its flock for the whole load
+  TempRegistration registration;
   TempCopy() = default;
   TempCopy(const TempCopy&) = delete;
   TempCopy& operator=(const TempCopy&) = delete;
   ~TempCopy() {
-    std::error_code ec;
-    if (!path.empty()) std::filesystem::remove(path, ec);
+    if (dir && !name.empty()) ::unlinkat(dir->fd(), name.c_str(), 0);
+    registration.release();
+    if (lock_fd >= 0) ::close(lock_fd);
   }
 };
 
@@ -101,11 +114,23 @@ struct TempCopy {
  *  memory three times (for its probe, as an image, and inside HDF5's core driver). Null when no such
  *  file can be made (a full or read-only temporary folder): the caller reads the member's bytes. */
 std::shared_ptr<Reader> member_as_temp_file(const Reader& member, bool mmap, TempCopy& tmp) {
-  const char* dir = std::getenv("TMPDIR");
-  std::string name = std::string(dir && *dir ? dir : "/tmp") + "/tensorbridge-keras-XXXXXX";
+  const char* env = std::getenv("TMPDIR");
+  const std::string folder = env && *env ? env : "/tmp";
+  try {
+    tmp.dir = std::make_unique<DirHandle>(folder, folder);
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+  remove_unlocked_files(*tmp.dir, [](const std::string& n) { return n.starts_with(kTempPrefix); });
+  std::string name = folder + "/" + kTempPrefix + "XXXXXX";
   const int fd = ::mkostemp(name.data(), O_CLOEXEC);
   if (fd < 0) return nullptr;
   tmp.path = name;
+  tmp.name = tmp.path.filename().string();
+  tmp.lock_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (tmp.lock_fd >= 0)
+    while (::flock(tmp.lock_fd, LOCK_SH) != 0 && errno == EINTR) {}  // shared: HDF5 takes its own
+  tmp.registration = TempRegistration(tmp.dir->fd(), tmp.name, false);
   std::vector<uint8_t> buf(size_t(std::min<uint64_t>(member.size(), uint64_t(8) << 20)));
   for (uint64_t at = 0; at < member.size();) {
     const size_t n = size_t(std::min<uint64_t>(buf.size(), member.size() - at));

@@ -1,7 +1,12 @@
 // Keras 3 .keras archives written by Keras 3 (fixtures/gen_keras_archive.py): what inspect lists is
 // what h5py finds in the archive's model.weights.h5, `run` gives Keras's predict(), torch-style names
 // are the layers' own names, and damaged archives are refused naming the member.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -170,7 +175,7 @@ TEST_CASE(".keras: a source without an architecture is refused; roundtrip is bit
   CHECK(contains(r.output, "keras->pt           bit-exact"));
 }
 
-TEST_CASE(".keras: the weights are read from a temporary file that is gone afterwards, or from memory",
+TEST_CASE(".keras: the weights are read from a locked temporary file that is gone afterwards, or from memory",
           "[keras_archive]") {
   const fs::path keras = tbtest::fixture("keras_archive/mlp.keras");
   const StateDict expected = load(keras).state_dict();
@@ -193,6 +198,21 @@ TEST_CASE(".keras: the weights are read from a temporary file that is gone after
     LoadOptions o;
     o.mmap = true;
     CHECK(same(load(keras, o).state_dict()) == expected.size());  // mapped from the removed copy
+    CHECK(fs::is_empty(tmp.path()));
+  }
+  {
+    // A copy left by a killed load (no lock held) goes with the next load; one a live load holds stays.
+    const fs::path stale = tmp / "tensorbridge-keras-Stale1", live = tmp / "tensorbridge-keras-Live12";
+    std::ofstream(stale) << "left by a killed process";
+    std::ofstream(live) << "held by a running load";
+    const int held = ::open(live.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(held >= 0);
+    REQUIRE(::flock(held, LOCK_SH) == 0);
+    same(load(keras).state_dict());
+    CHECK_FALSE(fs::exists(stale));
+    CHECK(fs::exists(live));
+    ::close(held);
+    fs::remove(live);
     CHECK(fs::is_empty(tmp.path()));
   }
   ::setenv("TMPDIR", (tmp / "missing").c_str(), 1);  // no temporary file possible: the member's bytes
