@@ -44,6 +44,9 @@ struct RunResult {
 RunResult run(const std::vector<std::string>& argv);
 /** Runs the built tensorbridge binary. */
 RunResult run_cli(const std::vector<std::string>& args);
+/** CPU seconds (user + system) used so far by the children this process has waited for, theirs
+ *  included: the difference around a run() times it without counting waits for a busy machine's cores. */
+double children_cpu_seconds();
 
 /** Prints "SKIPPED: why" and ends the test process with code 77 (CTest: skipped). */
 [[noreturn]] void skip(const std::string& why);
