@@ -505,7 +505,8 @@ void write_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const
       w.write_le<uint32_t>(o.type->id);
       w.write_le<uint64_t>(o.offset);
     }
-    w.write_zeros(size_t((alignment - w.tell() % alignment) % alignment));
+    // The data section starts aligned; a file without tensors has none and ends here (as ggml writes it).
+    if (!tensors.empty()) w.write_zeros(size_t((alignment - w.tell() % alignment) % alignment));
     const uint64_t data_start = w.tell();
     for (const auto& o : tensors) {
       TB_ASSERT(w.tell() == data_start + o.offset, "gguf tensor offset");
