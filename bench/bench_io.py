@@ -118,6 +118,30 @@ for i in range(max(1, size_mb // 32)):
 torch.jit.script(torch.nn.Sequential(*layers)).save(out + "/model_ts.pt")
 """
 
+# Extra inputs of the `new` group (written when missing, so an existing work folder gains them): the same
+# tensors as GGUF Q8_0, quantized by gguf-py (gguf.quants.quantize; 1-d tensors stay F32), as real GGUF
+# files mostly are; and the TorchScript archive's weights as .npz, for the safetensors half of its peer.
+GEN_GGUF_Q8_0 = r"""
+import sys, numpy as np, gguf
+from gguf import GGMLQuantizationType as T
+out = sys.argv[1]
+z = np.load(out + "/model.npz")
+w = gguf.GGUFWriter(out + "/model_q8_0.gguf", "bench")
+for k in z.files:
+    a = z[k]
+    if a.ndim >= 2 and a.shape[-1] % 32 == 0:
+        w.add_tensor(k, gguf.quants.quantize(a, T.Q8_0), raw_dtype=T.Q8_0)
+    else:
+        w.add_tensor(k, a)
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+"""
+
+GEN_TS_NPZ = r"""
+import sys, torch, numpy as np
+sd = torch.jit.load(sys.argv[1] + "/model_ts.pt").state_dict()
+np.savez(sys.argv[1] + "/model_ts.npz", **{k: v.numpy() for k, v in sd.items()})
+"""
+
 # ------------------------------------------------------------------------------------------------
 # Python-side measurements: each prints seconds=<s> for the timed part only.
 # ------------------------------------------------------------------------------------------------
@@ -164,6 +188,13 @@ from gguf import GGUFReader
 t0 = time.perf_counter()
 sd = {t.name: np.array(t.data) for t in GGUFReader(sys.argv[1]).tensors}
 t1 = time.perf_counter(); print("seconds=%f tensors=%d" % (t1 - t0, len(sd)))"""),
+    "gguf-q8_0": (PEERS_PY, r"""
+import sys, time
+from gguf import GGUFReader
+from gguf.quants import dequantize
+t0 = time.perf_counter()
+sd = {t.name: dequantize(t.data, t.tensor_type) for t in GGUFReader(sys.argv[1]).tensors}
+t1 = time.perf_counter(); print("seconds=%f tensors=%d" % (t1 - t0, len(sd)))"""),
     "tf-checkpoint": (PEERS_PY, r"""
 import os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -205,6 +236,50 @@ with np.load(sys.argv[1]) as z: sd = {k: z[k] for k in z.files}
 t0 = time.perf_counter()
 tf.train.Checkpoint(**{k.replace(".", "_"): tf.Variable(a) for k, a in sd.items()}).write(sys.argv[2])
 t1 = time.perf_counter(); print("seconds=%f" % (t1 - t0))""",
+}
+
+# X -> safetensors in Python: the framework's load of every tensor, then safetensors.numpy.save_file
+# (timed together). TorchScript's torch and safetensors live in different interpreters: torch.jit.load
+# (PY_LOAD_NEW) plus save_file of the same arrays from model_ts.npz, summed.
+PY_TO_SAFETENSORS_SAVE = r"""
+t0 = time.perf_counter()
+from safetensors.numpy import save_file
+save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, sys.argv[2])
+t1 = time.perf_counter(); print("seconds=%f" % (t1 - t0 + load_seconds))"""
+PY_TO_SAFETENSORS = {
+    "gguf": r"""
+import sys, time, numpy as np
+from gguf import GGUFReader
+t0 = time.perf_counter()
+sd = {t.name: np.array(t.data) for t in GGUFReader(sys.argv[1]).tensors}
+load_seconds = time.perf_counter() - t0""",
+    "gguf-q8_0": r"""
+import sys, time, numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize
+t0 = time.perf_counter()
+sd = {t.name: dequantize(t.data, t.tensor_type) for t in GGUFReader(sys.argv[1]).tensors}
+load_seconds = time.perf_counter() - t0""",
+    "tf-checkpoint": r"""
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, tensorflow as tf
+t0 = time.perf_counter()
+r = tf.train.load_checkpoint(sys.argv[1][:-len(".index")])
+sd = {k: r.get_tensor(k) for k, d in r.get_variable_to_dtype_map().items() if d != tf.string}
+load_seconds = time.perf_counter() - t0""",
+    "keras": r"""
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, keras
+t0 = time.perf_counter()
+m = keras.saving.load_model(sys.argv[1])
+sd = {w.path: w.numpy() for w in m.weights}
+load_seconds = time.perf_counter() - t0""",
+    "torchscript": r"""
+import sys, time, numpy as np
+with np.load(sys.argv[1]) as z: sd = {k: z[k] for k in z.files}
+load_seconds = 0.0""",
 }
 
 # Lazy / memory-mapped opens the peers offer (torch 1.13 has no mmap: torch.load(mmap=True) is 2.1+).
@@ -378,6 +453,11 @@ def main():
         subprocess.check_call([PEERS_PY, "-c", GEN_NEW_PEERS, str(size_mb), work])
         subprocess.check_call([SYS_PY, "-c", GEN_NEW_TORCH, str(size_mb), work])
         json.dump({}, open(stamp_new, "w"))
+    if want("new") and not os.path.exists(f("model_q8_0.gguf")):
+        print("writing the Q8_0 gguf input ...", flush=True)
+        subprocess.check_call([PEERS_PY, "-c", GEN_GGUF_Q8_0, work])
+    if want("new") and not os.path.exists(f("model_ts.npz")):
+        subprocess.check_call([SYS_PY, "-c", GEN_TS_NPZ, work])
     if scale and want("scale") and not os.path.exists(f("scale.pt")):
         print("writing the %dx input (%d MiB) ..." % (scale, scale * size_mb), flush=True)
         subprocess.check_call([SYS_PY, "-c", GEN_TORCH, str(scale * size_mb), work, "scale"])
@@ -465,10 +545,21 @@ def main():
         shutil.rmtree(outdir, ignore_errors=True)
         os.makedirs(outdir, exist_ok=True)
 
+    def to_safetensors_peer(fmt, path, dst):
+        """The Python time of X -> safetensors (PY_TO_SAFETENSORS), None when a part failed."""
+        if fmt != "torchscript":
+            return measure([PEERS_PY, "-c", PY_TO_SAFETENSORS[fmt] + PY_TO_SAFETENSORS_SAVE, path, dst])
+        a = measure([SYS_PY, "-c", PY_LOAD_NEW["torchscript"][1], path])
+        b = measure([PEERS_PY, "-c", PY_TO_SAFETENSORS[fmt] + PY_TO_SAFETENSORS_SAVE, f("model_ts.npz"), dst])
+        if a is None or b is None:
+            return None
+        return {"seconds": a["seconds"] + b["seconds"], "rss": max(a["rss"], b["rss"]),
+                "anon": max(a["anon"], b["anon"]), "all": []}
+
     # ---- the newer formats: loads against their frameworks, opens, converts from and to them
     if want("new"):
-        new_files = {"gguf": f("model.gguf"), "tf-checkpoint": f("model_tf.index"), "keras": f("model.keras"),
-                     "torchscript": f("model_ts.pt")}
+        new_files = {"gguf": f("model.gguf"), "gguf-q8_0": f("model_q8_0.gguf"), "tf-checkpoint": f("model_tf.index"),
+                     "keras": f("model.keras"), "torchscript": f("model_ts.pt")}
         warm_new = {k: [v] for k, v in new_files.items()}
         warm_new["tf-checkpoint"] = [f("model_tf.index"), f("model_tf.data-00000-of-00001")]
         for fmt, path in new_files.items():
@@ -480,7 +571,8 @@ def main():
             py, code = PY_LOAD_NEW[fmt]
             peer = measure([py, "-c", code, path])
             note = "%.1fx memcpy of its %.0f MiB" % (ours["seconds"] / floor["seconds"], int(m.group(1)) / MiB) if floor else ""
-            row("new", "load %s into memory (vs Python)" % fmt, ours, peer, "<= 1.5x memcpy", note)
+            what = "load gguf q8_0 dequantized" if fmt == "gguf-q8_0" else "load %s" % fmt
+            row("new", "%s into memory (vs Python)" % what, ours, peer, "<= 1.5x memcpy", note)
         for fmt in ("gguf", "tf-checkpoint"):
             ours = measure([bench, "load", new_files[fmt], "mmap"], warm=warm_new[fmt])
             if ours is None:
@@ -505,11 +597,21 @@ def main():
             cp_src = measure(["sh", "-c", 'cp "$0" "$1" && sync "$1"', warm_new[fmt][-1], os.path.join(outdir, "cp.bin")],
                              inner=False, warm=warm_new[fmt])
             ours = measure([cli, "convert", path, dst, "--drop-non-tensors", "--force"], inner=False, warm=warm_new[fmt])
+            peer = to_safetensors_peer(fmt, path, os.path.join(outdir, "py_from.safetensors"))
             if ours is None or cp_src is None:
                 continue
-            row("new", "convert %s -> safetensors" % fmt, ours, None, "<= 1.3x cp+fsync",
+            row("new", "convert %s -> safetensors (vs Python)" % fmt.replace("-q8_0", " q8_0"), ours, peer,
+                "<= 1.3x cp+fsync",
                 "%.1fx cp+fsync of its %.0f MiB (%s)" % (ours["seconds"] / cp_src["seconds"], src_bytes / MiB,
                                                          fmt_s(cp_src["seconds"])))
+        # Quantized blocks kept as they are: GGUF -> GGUF is a copy of the file's bytes.
+        cp_q = measure(["sh", "-c", 'cp "$0" "$1" && sync "$1"', f("model_q8_0.gguf"), os.path.join(outdir, "cp.bin")],
+                       inner=False, warm=warm_new["gguf-q8_0"])
+        ours = measure([cli, "convert", f("model_q8_0.gguf"), os.path.join(outdir, "q.gguf"), "--keep-quantized",
+                        "--force"], inner=False, warm=warm_new["gguf-q8_0"])
+        if ours and cp_q:
+            row("new", "convert gguf q8_0 -> gguf --keep-quantized", ours, None, "<= 1.3x cp+fsync",
+                "%.1fx cp+fsync (%s)" % (ours["seconds"] / cp_q["seconds"], fmt_s(cp_q["seconds"])))
         shutil.rmtree(outdir, ignore_errors=True)
         os.makedirs(outdir, exist_ok=True)
 

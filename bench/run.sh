@@ -4,7 +4,7 @@
 # (default /tmp/tensorbridge-bench-SIZE), then prints medians, peak RSS and ratios.
 # Environment: TB_BENCH_RUNS (runs per measurement, default 3), TB_BENCH_WARMUP (untimed runs
 # before each, default 1), TB_BENCH_ONLY (comma list of load,open,convert,new,many,scale;
-# new = gguf, TF bundle, .keras and TorchScript),
+# new = gguf (float32 and Q8_0), TF bundle, .keras and TorchScript),
 # TB_BENCH_SCALE (linearity factor, default 4; 0 skips), TB_BUILD_DIR (default build/).
 set -e
 root=$(cd "$(dirname "$0")/.." && pwd)

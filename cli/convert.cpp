@@ -162,7 +162,9 @@ StateDict tensor_entries(const ConvertArgs& a, const Checkpoint& in, const Forma
                                "\nselect the tensors with --key (e.g. --key model_state_dict) or pass "
                                "--drop-non-tensors to leave them out"));
   }
-  TB_CHECK(!sd.empty(), FormatError, "'", a.input, "'", a.key.empty() ? "" : " under --key " + a.key,
+  // GGUF holds metadata alone too (llama.cpp's vocab-only files); every other output needs a tensor.
+  const bool metadata_only = out_fmt.name == "gguf" && a.key.empty() && !in.metadata.empty();
+  TB_CHECK(!sd.empty() || metadata_only, FormatError, "'", a.input, "'", a.key.empty() ? "" : " under --key " + a.key,
            " holds no tensors; nothing to write");
   return sd;
 }

@@ -189,48 +189,56 @@ struct TensorInfo {
 /** "Q4_K [2, 256]": the metadata text of a tensor kept as raw blocks. */
 std::string raw_description(const GgmlType& t, const Shape& shape) { return str(t.name, " ", shape_str(shape)); }
 
-}  // namespace
+/** The fixed header after the magic: version (2 or 3, little-endian) and the two counts. */
+struct Header {
+  uint32_t version;
+  uint64_t n_tensors, n_kv;
+};
 
-Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& opts) {
-  const Reader& r = *reader;
+/** Reads and checks the magic, the version and the counts (each bounded by the bytes left). */
+Header read_header(Cursor& c) {
+  const Reader& r = c.reader();
   const std::string& L = r.label();
   const uint64_t size = r.size();
-  LoadBudget budget(opts.limits, L, size);
-  Cursor c(r, budget);
   TB_CHECK(size >= 24, FormatError, "[gguf] '", L, "': ", size,
            " bytes is too small for a GGUF header (24 bytes; truncated?)");
   TB_CHECK(r.read_string(0, 4) == "GGUF", FormatError, "[gguf] '", L, "': does not start with the magic \"GGUF\"");
   c.pos = 4;
-  const uint32_t version = c.le<uint32_t>("the version");
-  TB_CHECK(version != 1, UnsupportedError, "[gguf] '", L, "': GGUF version 1 (32-bit counts) is not supported; ",
+  Header h;
+  h.version = c.le<uint32_t>("the version");
+  TB_CHECK(h.version != 1, UnsupportedError, "[gguf] '", L, "': GGUF version 1 (32-bit counts) is not supported; ",
            "re-save it with a current llama.cpp (versions 2 and 3 are read)");
-  TB_CHECK(version != 0x02000000 && version != 0x03000000, UnsupportedError, "[gguf] '", L,
-           "': a big-endian GGUF file (version ", __builtin_bswap32(version),
+  TB_CHECK(h.version != 0x02000000 && h.version != 0x03000000, UnsupportedError, "[gguf] '", L,
+           "': a big-endian GGUF file (version ", __builtin_bswap32(h.version),
            " stored big-endian); only little-endian ", "GGUF is supported");
-  TB_CHECK(version == 2 || version == 3, UnsupportedError, "[gguf] '", L, "': GGUF version ", version,
+  TB_CHECK(h.version == 2 || h.version == 3, UnsupportedError, "[gguf] '", L, "': GGUF version ", h.version,
            " is not supported (2 and 3 are)");
-  const uint64_t n_tensors = c.le<uint64_t>("the tensor count");
-  const uint64_t n_kv = c.le<uint64_t>("the key-value count");
+  h.n_tensors = c.le<uint64_t>("the tensor count");
+  h.n_kv = c.le<uint64_t>("the key-value count");
   // A key-value takes at least 13 bytes (key length, type, one byte), a tensor info at least 24.
-  TB_CHECK(n_kv <= c.left() / 13, FormatError, "[gguf] '", L, "': the header claims ", n_kv,
+  TB_CHECK(h.n_kv <= c.left() / 13, FormatError, "[gguf] '", L, "': the header claims ", h.n_kv,
            " key-values but the file has room for at most ", c.left() / 13, " (truncated?)");
-  TB_CHECK(n_tensors <= c.left() / 24, FormatError, "[gguf] '", L, "': the header claims ", n_tensors,
+  TB_CHECK(h.n_tensors <= c.left() / 24, FormatError, "[gguf] '", L, "': the header claims ", h.n_tensors,
            " tensors but the file has room for at most ", c.left() / 24, " (truncated?)");
-  budget.charge_objects(n_kv + n_tensors, "the header's key-values and tensor infos");
+  c.budget().charge_objects(h.n_kv + h.n_tensors, "the header's key-values and tensor infos");
+  return h;
+}
 
-  Checkpoint ck;
-  ck.format = "gguf";
-  auto native = std::make_shared<GgufNative>();
+/** Reads n key-values into meta (text) and native (typed bytes, in file order); returns
+ *  general.alignment (checked: a uint32 power of two) or the default 32. */
+uint64_t read_key_values(Cursor& c, uint64_t n, Metadata& meta, GgufNative& native) {
+  const Reader& r = c.reader();
+  const std::string& L = r.label();
   uint64_t alignment = kDefaultAlignment;
   std::unordered_set<std::string> keys;
-  for (uint64_t i = 0; i < n_kv; ++i) {
+  for (uint64_t i = 0; i < n; ++i) {
     KeyValue kv;
     kv.key = c.string(str("the key of key-value ", i));
     TB_CHECK(keys.insert(kv.key).second, FormatError, "[gguf] '", L, "': metadata key '", kv.key, "' appears twice");
     kv.type = c.le<uint32_t>(str("the value type of '", kv.key, "'"));
     const uint64_t start = c.pos;
     read_value(c, kv.type, str("metadata '", kv.key, "'"), 0, false, kv.text);
-    budget.charge_bytes(c.pos - start, "metadata values");
+    c.budget().charge_bytes(c.pos - start, "metadata values");
     kv.raw = r.read_bytes(start, size_t(c.pos - start));
     if (kv.key == "general.alignment") {
       TB_CHECK(kv.type == U32, FormatError, "[gguf] '", L, "': general.alignment must be a uint32 but is a ",
@@ -239,52 +247,57 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
       TB_CHECK(alignment != 0 && (alignment & (alignment - 1)) == 0, FormatError, "[gguf] '", L,
                "': general.alignment must be a power of two but is ", alignment);
     }
-    ck.metadata[kv.key] = kv.text;
-    native->kvs.push_back(std::move(kv));
+    meta[kv.key] = kv.text;
+    native.kvs.push_back(std::move(kv));
   }
+  return alignment;
+}
 
+/** Reads one tensor info: a name not in names yet (added), dims (at most 4, element count in
+ *  range), GGML type (its block size dividing ne[0]) and an aligned offset. */
+TensorInfo read_tensor_info(Cursor& c, uint64_t i, uint64_t alignment, std::unordered_set<std::string>& names) {
+  TensorInfo t;
+  t.name = c.string(str("the name of tensor ", i));
+  auto where = [&] { return str("[gguf] '", c.reader().label(), "': tensor '", t.name, "'"); };
+  TB_CHECK(names.insert(t.name).second, FormatError, where(), " appears twice");
+  const uint32_t n_dims = c.le<uint32_t>(where() + " n_dims");
+  TB_CHECK(n_dims <= kMaxDims, FormatError, where(), " has n_dims ", n_dims, "; GGML tensors have at most ", kMaxDims);
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    const uint64_t ne = c.le<uint64_t>(where() + " dims");
+    TB_CHECK(ne <= uint64_t(std::numeric_limits<int64_t>::max()), FormatError, where(), ": dimension ", ne,
+             " is out of range");
+    t.ne.push_back(ne);
+  }
+  const uint32_t type_id = c.le<uint32_t>(where() + " type");
+  t.type = gguf::ggml_type(type_id);
+  TB_CHECK(t.type != nullptr, FormatError, where(), " has type ", type_id, ", which is not a GGML type");
+  t.offset = c.le<uint64_t>(where() + " offset");
+  try {
+    t.numel = 1;
+    for (uint64_t ne : t.ne) t.numel = checked_mul(t.numel, int64_t(ne), "element count");
+  } catch (const ShapeError&) {
+    throw FormatError(
+        str(where(), ": the element count of dims ", shape_str(Shape(t.ne.begin(), t.ne.end())), " overflows"));
+  }
+  const uint64_t ne0 = t.ne.empty() ? 1 : t.ne[0];
+  TB_CHECK(ne0 % t.type->block_size == 0, FormatError, where(), " (", t.type->name, "): its first dimension ", ne0,
+           " is not a multiple of the block size ", t.type->block_size);
+  t.nbytes = uint64_t(t.numel) / t.type->block_size * t.type->type_size;  // cannot overflow: type_size <= 292
+  TB_CHECK(t.offset % alignment == 0, FormatError, where(), ": offset ", t.offset,
+           " is not a multiple of the alignment ", alignment);
+  return t;
+}
+
+/** Reads the n tensor infos (names unique). */
+std::vector<TensorInfo> read_tensor_infos(Cursor& c, uint64_t n, uint64_t alignment) {
   std::vector<TensorInfo> infos;
   std::unordered_set<std::string> names;
-  for (uint64_t i = 0; i < n_tensors; ++i) {
-    TensorInfo t;
-    t.name = c.string(str("the name of tensor ", i));
-    auto where = [&] { return str("[gguf] '", L, "': tensor '", t.name, "'"); };
-    TB_CHECK(names.insert(t.name).second, FormatError, where(), " appears twice");
-    const uint32_t n_dims = c.le<uint32_t>(where() + " n_dims");
-    TB_CHECK(n_dims <= kMaxDims, FormatError, where(), " has n_dims ", n_dims, "; GGML tensors have at most ",
-             kMaxDims);
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      const uint64_t ne = c.le<uint64_t>(where() + " dims");
-      TB_CHECK(ne <= uint64_t(std::numeric_limits<int64_t>::max()), FormatError, where(), ": dimension ", ne,
-               " is out of range");
-      t.ne.push_back(ne);
-    }
-    const uint32_t type_id = c.le<uint32_t>(where() + " type");
-    t.type = gguf::ggml_type(type_id);
-    TB_CHECK(t.type != nullptr, FormatError, where(), " has type ", type_id, ", which is not a GGML type");
-    t.offset = c.le<uint64_t>(where() + " offset");
-    try {
-      t.numel = 1;
-      for (uint64_t ne : t.ne) t.numel = checked_mul(t.numel, int64_t(ne), "element count");
-    } catch (const ShapeError&) {
-      throw FormatError(
-          str(where(), ": the element count of dims ", shape_str(Shape(t.ne.begin(), t.ne.end())), " overflows"));
-    }
-    const uint64_t ne0 = t.ne.empty() ? 1 : t.ne[0];
-    TB_CHECK(ne0 % t.type->block_size == 0, FormatError, where(), " (", t.type->name, "): its first dimension ", ne0,
-             " is not a multiple of the block size ", t.type->block_size);
-    t.nbytes = uint64_t(t.numel) / t.type->block_size * t.type->type_size;  // cannot overflow: type_size <= 292
-    TB_CHECK(t.offset % alignment == 0, FormatError, where(), ": offset ", t.offset,
-             " is not a multiple of the alignment ", alignment);
-    infos.push_back(std::move(t));
-  }
+  for (uint64_t i = 0; i < n; ++i) infos.push_back(read_tensor_info(c, i, alignment, names));
+  return infos;
+}
 
-  // Data: aligned after the infos; tensors inside the file and not overlapping.
-  const uint64_t data_start = align_up(c.pos, alignment);
-  if (!infos.empty())
-    TB_CHECK(data_start <= size, FormatError, "[gguf] '", L, "': the tensor data should start at offset ", data_start,
-             " but the file ends at ", size, " (truncated?)");
-  const uint64_t data_size = infos.empty() ? 0 : size - data_start;
+/** Checks that every tensor lies inside the data section (data_size bytes) and none overlap. */
+void check_data_layout(const std::vector<TensorInfo>& infos, uint64_t data_size, const std::string& L) {
   std::vector<const TensorInfo*> order;
   for (const auto& t : infos) {
     TB_CHECK(t.offset <= data_size && t.nbytes <= data_size - t.offset, FormatError, "[gguf] '", L, "': tensor '",
@@ -300,52 +313,86 @@ Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& o
     TB_CHECK(order[i]->offset >= order[i - 1]->offset + order[i - 1]->nbytes, FormatError, "[gguf] '", L, "': tensor '",
              order[i]->name, "' at data offset ", order[i]->offset, " overlaps tensor '", order[i - 1]->name,
              "', which ends at ", order[i - 1]->offset + order[i - 1]->nbytes);
+}
 
-  const bool swap = !host_little_endian();
-  TB_CHECK(!swap, UnsupportedError, "[gguf] '", L, "': reading GGUF on a big-endian host is not supported");
+/** The bytes of a tensor at file offset `at`: mapped when allowed and aligned for the element size,
+ *  else read into memory charged to the budget. */
+std::shared_ptr<Storage> tensor_bytes(const Reader& r, const TensorInfo& t, uint64_t at, size_t align,
+                                      const LoadOptions& opts, LoadBudget& budget) {
+  const size_t nbytes = size_t(t.nbytes);
+  std::shared_ptr<Storage> st;
+  if (opts.mmap) {
+    st = r.map(at, nbytes);
+    if (st && nbytes > 0 && reinterpret_cast<uintptr_t>(st->data()) % align != 0) st = nullptr;
+  }
+  if (!st) {
+    budget.charge_bytes(nbytes, str("tensor '", t.name, "'"));
+    st = Storage::allocate(nbytes, false);
+    if (nbytes) r.read_at(at, st->data(), nbytes);
+  }
+  return st;
+}
+
+/** One tensor as loaded: a plain type as its dtype (zero-copy when mapped), a quantized one as
+ *  float32 or, with keep_quantized, as its raw uint8 blocks described in meta. */
+Tensor load_tensor(const Reader& r, const TensorInfo& t, uint64_t at, const LoadOptions& opts, LoadBudget& budget,
+                   Metadata& meta) {
+  const Shape shape(t.ne.rbegin(), t.ne.rend());
+  if (t.type->native) {
+    const DType dt = *t.type->native;
+    return Tensor(tensor_bytes(r, t, at, std::min<size_t>(dtype_size(dt), 8), opts, budget), dt, shape,
+                  contiguous_strides(shape), 0);
+  }
+  if (opts.keep_quantized) {
+    meta[kGgufQuantizedKey + t.name] = raw_description(*t.type, shape);
+    return Tensor(tensor_bytes(r, t, at, 1, opts, budget), DType::U8, {int64_t(t.nbytes)}, {1}, 0);
+  }
+  TB_CHECK(t.type->dequantizes, UnsupportedError, "[gguf] '", r.label(), "': tensor '", t.name, "' has type ",
+           t.type->name, ", which tensorbridge cannot dequantize (it can: ", gguf::dequantizable_names(),
+           "); pass --keep-quantized to keep its raw blocks");
+  const size_t out_bytes = checked_nbytes(t.numel, 4, str("tensor '", t.name, "'"));
+  budget.charge_bytes(out_bytes, str("tensor '", t.name, "' dequantized to float32"));
+  auto blocks = tensor_bytes(r, t, at, 1, opts, budget);
+  auto st = Storage::allocate(out_bytes, false);
+  gguf::dequantize(*t.type, blocks->data(), size_t(t.nbytes) / t.type->type_size, reinterpret_cast<float*>(st->data()));
+  return Tensor(std::move(st), DType::F32, shape, contiguous_strides(shape), 0);
+}
+
+}  // namespace
+
+Checkpoint load_gguf(const std::shared_ptr<Reader>& reader, const LoadOptions& opts) {
+  const Reader& r = *reader;
+  const std::string& L = r.label();
+  const uint64_t size = r.size();
+  LoadBudget budget(opts.limits, L, size);
+  Cursor c(r, budget);
+  const Header h = read_header(c);
+
+  Checkpoint ck;
+  ck.format = "gguf";
+  auto native = std::make_shared<GgufNative>();
+  const uint64_t alignment = read_key_values(c, h.n_kv, ck.metadata, *native);
+  const std::vector<TensorInfo> infos = read_tensor_infos(c, h.n_tensors, alignment);
+
+  // Data: aligned after the infos; tensors inside the file and not overlapping.
+  const uint64_t data_start = align_up(c.pos, alignment);
+  if (!infos.empty())
+    TB_CHECK(data_start <= size, FormatError, "[gguf] '", L, "': the tensor data should start at offset ", data_start,
+             " but the file ends at ", size, " (truncated?)");
+  check_data_layout(infos, infos.empty() ? 0 : size - data_start, L);
+
+  TB_CHECK(host_little_endian(), UnsupportedError, "[gguf] '", L,
+           "': reading GGUF on a big-endian host is not supported");
   ck.root = Value::dict();
   std::map<std::string, size_t> type_counts;
   for (const auto& t : infos) {
-    Shape shape(t.ne.rbegin(), t.ne.rend());
-    const uint64_t at = data_start + t.offset;
-    const size_t nbytes = size_t(t.nbytes);
     ++type_counts[std::string(t.type->name)];
-    auto raw_bytes = [&](size_t align) {
-      std::shared_ptr<Storage> st;
-      if (opts.mmap) {
-        st = r.map(at, nbytes);
-        if (st && nbytes > 0 && reinterpret_cast<uintptr_t>(st->data()) % align != 0) st = nullptr;
-      }
-      if (!st) {
-        budget.charge_bytes(nbytes, str("tensor '", t.name, "'"));
-        st = Storage::allocate(nbytes, false);
-        if (nbytes) r.read_at(at, st->data(), nbytes);
-      }
-      return st;
-    };
-    Tensor out;
-    if (t.type->native) {
-      const DType dt = *t.type->native;
-      out = Tensor(raw_bytes(std::min<size_t>(dtype_size(dt), 8)), dt, shape, contiguous_strides(shape), 0);
-    } else if (opts.keep_quantized) {
-      out = Tensor(raw_bytes(1), DType::U8, {int64_t(nbytes)}, {1}, 0);
-      ck.metadata[kGgufQuantizedKey + t.name] = raw_description(*t.type, shape);
-    } else {
-      TB_CHECK(t.type->dequantizes, UnsupportedError, "[gguf] '", L, "': tensor '", t.name, "' has type ", t.type->name,
-               ", which tensorbridge cannot dequantize (it can: ", gguf::dequantizable_names(),
-               "); pass --keep-quantized to keep its raw blocks");
-      const size_t out_bytes = checked_nbytes(t.numel, 4, str("tensor '", t.name, "'"));
-      budget.charge_bytes(out_bytes, str("tensor '", t.name, "' dequantized to float32"));
-      auto blocks = raw_bytes(1);
-      auto st = Storage::allocate(out_bytes, false);
-      gguf::dequantize(*t.type, blocks->data(), nbytes / t.type->type_size, reinterpret_cast<float*>(st->data()));
-      out = Tensor(std::move(st), DType::F32, shape, contiguous_strides(shape), 0);
-    }
+    Tensor out = load_tensor(r, t, data_start + t.offset, opts, budget, ck.metadata);
     ck.root.set_item(Value::string(t.name), Value::tensor(std::move(out)));
   }
   ck.native.format = "gguf";
   ck.native.data = native;
-  ck.info.emplace_back("gguf version", std::to_string(version));
+  ck.info.emplace_back("gguf version", std::to_string(h.version));
   ck.info.emplace_back("alignment", std::to_string(alignment));
   std::string types;
   for (const auto& [name, n] : type_counts) types += str(types.empty() ? "" : ", ", name, " x", n);
@@ -505,7 +552,8 @@ void write_gguf(const Checkpoint& ckpt, const std::filesystem::path& path, const
       w.write_le<uint32_t>(o.type->id);
       w.write_le<uint64_t>(o.offset);
     }
-    w.write_zeros(size_t((alignment - w.tell() % alignment) % alignment));
+    // The data section starts aligned; a file without tensors has none and ends here (as ggml writes it).
+    if (!tensors.empty()) w.write_zeros(size_t((alignment - w.tell() % alignment) % alignment));
     const uint64_t data_start = w.tell();
     for (const auto& o : tensors) {
       TB_ASSERT(w.tell() == data_start + o.offset, "gguf tensor offset");
