@@ -97,7 +97,10 @@ DType float_target(const std::string& name) {
 StateDict cast_floating(const StateDict& sd, DType to) {
   StateDict out;
   out.metadata = sd.metadata;
-  for (const auto& [k, t] : sd) out.insert(k, is_floating(t.dtype()) ? t.to(to) : t);
+  for (const auto& [k, t] : sd) {
+    out.insert(k, is_floating(t.dtype()) ? t.to(to) : t);
+    if (out.at(k).storage() != t.storage()) t.storage()->release_deferred();  // the cast copy is what is written
+  }
   return out;
 }
 
@@ -208,7 +211,8 @@ void convert_shard_by_shard(const ConvertArgs& a, const FormatAdapter& out_fmt, 
   check_single_output(target, a.force);
   const std::vector<size_t> mine = shards_of_slice(count, slice, slices);
   const unsigned jobs = a.jobs ? a.jobs : std::max(1u, std::thread::hardware_concurrency());
-  const LoadOptions lo = load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names);
+  LoadOptions lo = load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names);
+  lo.deferred_decoding = true;  // each entry is read once, by the stages or the writer
   const std::string format_entry = so.option("format", "pt");
   Stages stages{a, {}, false};
 
@@ -246,8 +250,9 @@ void run_convert(const ConvertArgs& a) {
            "--jobs converts the shards of a sharded input in parallel; it goes with --keep-shards or --shards");
   if (a.shard_by_shard()) return convert_shard_by_shard(a, out_fmt, so);
 
-  Checkpoint in =
-      load(a.input, load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names || a.style == "torch"));
+  LoadOptions lo = load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names || a.style == "torch");
+  lo.deferred_decoding = true;  // each entry is read once, by the stages or the writer
+  Checkpoint in = load(a.input, lo);
   if (out_fmt.name == "pt" && !a.state_dict_only)
     for (const auto& [k, v] : in.info)
       TB_CHECK(k != "whole module", UnsupportedError, "'", a.input, "' is a whole pickled module (", v,

@@ -65,6 +65,10 @@ struct LoadOptions {
    *  ("layer_with_weights-0/kernel") and keep optimizer slots and counters out of the tensors (as
    *  non-tensor values that `inspect` lists); see formats/tf_checkpoint.h. */
   bool readable_names = false;
+  /** Tensors the loader would decode (GGUF quantized blocks to float32) are decoded on first access
+   *  instead (Storage::deferred) and freed again once written: a one-pass conversion then holds one
+   *  decoded tensor at a time. Only for tensors that are read, not modified in place. */
+  bool deferred_decoding = false;
   /** What one load may cost (bytes, objects, depth, time); see tensor/limits.h. */
   LoadLimits limits = default_load_limits();
 };

@@ -352,9 +352,19 @@ Tensor load_tensor(const Reader& r, const TensorInfo& t, uint64_t at, const Load
            "); pass --keep-quantized to keep its raw blocks");
   const size_t out_bytes = checked_nbytes(t.numel, 4, str("tensor '", t.name, "'"));
   budget.charge_bytes(out_bytes, str("tensor '", t.name, "' dequantized to float32"));
-  auto blocks = tensor_bytes(r, t, at, 1, opts, budget);
-  auto st = Storage::allocate(out_bytes, false);
-  gguf::dequantize(*t.type, blocks->data(), size_t(t.nbytes) / t.type->type_size, reinterpret_cast<float*>(st->data()));
+  std::shared_ptr<Storage> blocks = tensor_bytes(r, t, at, 1, opts, budget);
+  const gguf::GgmlType* type = t.type;
+  const size_t n_blocks = size_t(t.nbytes) / type->type_size;
+  auto decode = [type, n_blocks, blocks](uint8_t* out) {
+    gguf::dequantize(*type, blocks->data(), n_blocks, reinterpret_cast<float*>(out));
+  };
+  std::shared_ptr<Storage> st;
+  if (opts.deferred_decoding) {
+    st = Storage::deferred(out_bytes, decode);
+  } else {
+    st = Storage::allocate(out_bytes, false);
+    decode(st->data());
+  }
   return Tensor(std::move(st), DType::F32, shape, contiguous_strides(shape), 0);
 }
 

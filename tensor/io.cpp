@@ -253,8 +253,9 @@ void release_written_pages(const void* data, size_t n) {
 }  // namespace
 
 void release_written_pages(const Tensor& t) {
-  if (t.defined() && t.is_contiguous() && t.storage() && t.storage()->kind() == Storage::Kind::Mapped)
-    release_written_pages(t.data(), t.nbytes());
+  if (!t.defined() || !t.storage()) return;
+  if (t.storage()->kind() == Storage::Kind::Deferred) t.storage()->release_deferred();
+  if (t.is_contiguous() && t.storage()->kind() == Storage::Kind::Mapped) release_written_pages(t.data(), t.nbytes());
 }
 
 void Writer::write_tensor(const Tensor& t) {
@@ -271,6 +272,7 @@ void Writer::write_tensor(const Tensor& t) {
   // Gather in bounded chunks: one row-major pass through a 4 MiB buffer.
   Tensor c = t.contiguous();  // simple and correct; views are rare and small in practice
   write(c.data(), c.nbytes());
+  release_written_pages(t);
 }
 
 namespace {

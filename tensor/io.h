@@ -131,8 +131,9 @@ void set_write_progress(std::function<void(uint64_t bytes_written)> cb);
 void report_write_progress(uint64_t n);
 
 /** Once a tensor's bytes have been written out: when it is a view of a mapped input file, drops its
- *  pages from the process's RSS (MADV_DONTNEED; left alone if any page was written to), as
- *  Writer::write_tensor does; a no-op for other tensors. For writers that hand the bytes to a library. */
+ *  pages from the process's RSS (MADV_DONTNEED; left alone if any page was written to); a Deferred
+ *  storage frees its computed bytes. Writer::write_tensor does it; a no-op for other tensors. For
+ *  writers that hand the bytes to a library. */
 void release_written_pages(const Tensor& t);
 
 /** Reads a whole small file (metadata, JSON, text); throws IoError. max_bytes guards against surprises. */

@@ -9,6 +9,7 @@
 #include <complex>
 #include <cstdlib>
 #include <limits>
+#include <mutex>
 #include <random>
 
 namespace tb {
@@ -16,13 +17,13 @@ namespace tb {
 // ---------------------------------------------------------------------------------------------
 // Storage
 // ---------------------------------------------------------------------------------------------
-std::shared_ptr<Storage> Storage::allocate(size_t nbytes, bool zero) {
-  std::shared_ptr<Storage> s(new Storage());
-  // Always allocate at least one byte and align to 64 so SIMD kernels and mmap-like use are happy.
+namespace {
+/** nbytes (at least one) of heap memory, 64-byte aligned; buffers of 4 MiB and more are 2 MiB-aligned
+ *  and marked for transparent huge pages, so filling them costs one page fault per 2 MiB instead of
+ *  per 4 KiB (page faults dominated loading into owned memory; see docs/PERFORMANCE.md). Freed with
+ *  std::free like any aligned_alloc block. */
+uint8_t* heap_bytes(size_t nbytes, bool zero) {
   size_t padded = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
-  // Large buffers (loaded weights): 2 MiB-aligned and marked for transparent huge pages, so filling
-  // them costs one page fault per 2 MiB instead of per 4 KiB (page faults dominated loading into
-  // owned memory; see docs/PERFORMANCE.md). Freed with std::free like any aligned_alloc block.
   constexpr size_t kHuge = size_t(2) << 20;
   const bool huge = padded >= 2 * kHuge;
   if (huge) padded = (padded + kHuge - 1) / kHuge * kHuge;
@@ -33,11 +34,54 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, bool zero) {
   TB_CHECK(p != nullptr, OutOfMemoryError, "out of memory: cannot allocate ", human_size(nbytes), " (", nbytes,
            " bytes)");
   if (zero) std::memset(p, 0, padded);
-  s->data_ = static_cast<uint8_t*>(p);
+  return static_cast<uint8_t*>(p);
+}
+}  // namespace
+
+struct Storage::Deferral {
+  std::function<void(uint8_t*)> fill;
+  std::mutex lock;  // one thread computes; data() from several threads is safe
+};
+
+std::shared_ptr<Storage> Storage::allocate(size_t nbytes, bool zero) {
+  std::shared_ptr<Storage> s(new Storage());
+  s->data_ = heap_bytes(nbytes, zero);
   s->nbytes_ = nbytes;
   s->kind_ = Kind::Heap;
   s->owns_heap_ = true;
   return s;
+}
+
+std::shared_ptr<Storage> Storage::deferred(size_t nbytes, std::function<void(uint8_t*)> fill) {
+  std::shared_ptr<Storage> s(new Storage());
+  s->nbytes_ = nbytes;
+  s->kind_ = Kind::Deferred;
+  s->owns_heap_ = true;
+  s->deferral_ = std::make_unique<Deferral>();
+  s->deferral_->fill = std::move(fill);
+  return s;
+}
+
+uint8_t* Storage::computed() const {
+  std::lock_guard<std::mutex> g(deferral_->lock);
+  if (!data_) {
+    uint8_t* p = heap_bytes(nbytes_, false);
+    try {
+      deferral_->fill(p);
+    } catch (...) {
+      std::free(p);
+      throw;
+    }
+    data_ = p;
+  }
+  return data_;
+}
+
+void Storage::release_deferred() const {
+  if (kind_ != Kind::Deferred) return;
+  std::lock_guard<std::mutex> g(deferral_->lock);
+  std::free(data_);
+  data_ = nullptr;
 }
 
 std::shared_ptr<Storage> Storage::wrap(void* data, size_t nbytes, std::shared_ptr<void> keepalive, Kind kind) {

@@ -18,11 +18,12 @@ namespace tb {
 
 using Shape = std::vector<int64_t>;
 
-/** Bytes with an owner: heap memory, a memory-mapped file region, or external memory kept alive by
- *  a handle. Memory maps are private (copy-on-write), so writing through a tensor never changes the file. */
+/** Bytes with an owner: heap memory, a memory-mapped file region, external memory kept alive by a
+ *  handle, or bytes computed on first access (Deferred). Memory maps are private (copy-on-write), so
+ *  writing through a tensor never changes the file. */
 class Storage {
  public:
-  enum class Kind { Heap, Mapped, External };
+  enum class Kind { Heap, Mapped, External, Deferred };
 
   /** Allocates nbytes of heap memory, zero-filled when zero is true. */
   static std::shared_ptr<Storage> allocate(size_t nbytes, bool zero = true);
@@ -30,11 +31,18 @@ class Storage {
   static std::shared_ptr<Storage> wrap(void* data, size_t nbytes, std::shared_ptr<void> keepalive,
                                        Kind kind = Kind::External);
 
+  /** nbytes computed by fill on the first data() (e.g. quantized blocks decoded to float32), for
+   *  one-pass conversions: writers call release_deferred() once they wrote it, so only the tensor being
+   *  written is held. Bytes written through data() are lost at a release: only for read-only use. */
+  static std::shared_ptr<Storage> deferred(size_t nbytes, std::function<void(uint8_t*)> fill);
+
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage();
 
-  uint8_t* data() const { return data_; }
+  uint8_t* data() const { return kind_ == Kind::Deferred ? computed() : data_; }
+  /** A Deferred storage frees its computed bytes (the next data() computes them again); others: no-op. */
+  void release_deferred() const;
   size_t nbytes() const { return nbytes_; }
   Kind kind() const { return kind_; }
 
@@ -49,12 +57,15 @@ class Storage {
 
  private:
   Storage() = default;
-  uint8_t* data_ = nullptr;
+  uint8_t* computed() const;
+  struct Deferral;  // fill function and its lock
+  mutable uint8_t* data_ = nullptr;
   size_t nbytes_ = 0;
   Kind kind_ = Kind::Heap;
   bool owns_heap_ = false;
   std::shared_ptr<void> keepalive_;
   FileOrigin origin_;
+  std::unique_ptr<Deferral> deferral_;
 };
 
 /** Product of dims with overflow and negative checks (throws ShapeError, its message starting

@@ -3,6 +3,8 @@
 // gguf.quants.dequantize, files we write read back by GGUFReader (same values, same typed metadata,
 // Q8_0 blocks equal to gguf.quants.quantize), --keep-quantized rewrites the same bytes, and damaged
 // headers refused with exit 1 naming the file and what was wrong.
+#include <unistd.h>
+
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -411,4 +413,35 @@ TEST_CASE("the writer refuses what GGUF cannot hold, naming the tensor", "[gguf]
   raw.metadata[std::string(kGgufQuantizedKey) + "q"] = "Q8_0 [32]";
   e = tbtest::error_of<FormatError>([&] { save(Checkpoint::from_state_dict(raw), dir / "r.gguf"); });
   CHECK(contains(e, "tensor 'q' should hold the raw blocks of Q8_0 [32] (uint8 [34])"));
+}
+
+TEST_CASE("a quantized GGUF converts holding one dequantized tensor at a time, values as an eager load", "[gguf]") {
+  // 8 tensors of 16 MiB in float32 (4.25 MiB each as Q8_0): decoding them all first would hold 128 MiB.
+  tbtest::TempDir dir;
+  // Made in a child process: a forked child's peak RSS starts at its parent's, so this one stays small.
+  const pid_t maker = ::fork();
+  REQUIRE(maker >= 0);
+  if (maker == 0) {
+    StateDict sd;
+    for (int i = 0; i < 8; ++i) sd.insert("blk." + std::to_string(i) + ".weight", Tensor::randn({1024, 4096}, 7u + i));
+    save(Checkpoint::from_state_dict(std::move(sd)), dir / "f32.safetensors");
+    std::_Exit(0);
+  }
+  REQUIRE(tbtest::wait_status(maker) == 0);
+  auto r = run_cli({"convert", "-q", "--dtype", "q8_0", (dir / "f32.safetensors").string(), (dir / "q.gguf").string()});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  for (const std::string to : {"safetensors", "npz", "pt"}) {
+    const fs::path out = dir / ("out." + to);
+    r = run_cli({"convert", "-q", (dir / "q.gguf").string(), out.string()});
+    INFO(to << ": " << r.output);
+    REQUIRE(r.exit_code == 0);
+    // The CLI (~20 MiB), the mapped 34 MiB of blocks, one 16 MiB tensor: well under the 128 MiB of all.
+    CHECK(r.max_rss_kb < 100 * 1024);
+  }
+  const StateDict eager = load(dir / "q.gguf").state_dict();
+  for (const std::string to : {"safetensors", "npz", "pt"}) {
+    INFO(to);
+    CHECK(tbtest::same_state_dicts(load(dir / ("out." + to)).state_dict(), eager));
+  }
 }

@@ -75,9 +75,10 @@ RunResult run(const std::vector<std::string>& argv) {
   while ((n = ::read(pipefd[0], buf.data(), buf.size())) > 0) out.append(buf.data(), size_t(n));
   ::close(pipefd[0]);
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  struct rusage ru {};
+  ::wait4(pid, &status, 0, &ru);
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return {code, out};
+  return {code, out, ru.ru_maxrss};
 }
 
 RunResult run_cli(const std::vector<std::string>& args) {

@@ -38,7 +38,8 @@ class TempDir {
 
 struct RunResult {
   int exit_code;
-  std::string output;  // stdout and stderr together
+  std::string output;   // stdout and stderr together
+  long max_rss_kb = 0;  // the child's peak resident memory (wait4): at least this process's own at the fork
 };
 /** Runs argv (no shell) and captures its output. */
 RunResult run(const std::vector<std::string>& argv);
