@@ -342,24 +342,10 @@ bool sniff_pt(const Source& src) {
     if (!src.reader) return false;
     const Reader& r = *src.reader;
     if (is_legacy(r)) return true;
-    if (r.size() < 4) return false;
-    uint8_t b[4];
-    r.read_at(0, b, 4);
-    if (!(b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4)) return false;
+    if (!zip::starts_with_member(r)) return false;
     // torch.save writes "<archive>/data.pkl" as the first member: its local header says so without
     // parsing the central directory (load does that once; a 100,000-tensor file has 100,000 records).
-    if (r.size() >= 30 + 9) {
-      uint8_t lh[30];
-      r.read_at(0, lh, 30);
-      size_t name_len = size_t(lh[26]) | size_t(lh[27]) << 8;
-      if (name_len > 9 && name_len <= 1024 && r.size() >= 30 + name_len) {
-        std::string name(name_len, '\0');
-        r.read_at(30, name.data(), name_len);
-        size_t slash = name.find('/');
-        if (slash != std::string::npos && slash > 0 && name.compare(slash, std::string::npos, "/data.pkl") == 0)
-          return true;
-      }
-    }
+    if (auto first = zip::first_member(r); first && torch_storage::is_archive_pickle(first->name)) return true;
     zip::ZipReader z(src.reader);
     if (z.entries().empty()) return false;
     const std::string& first = z.entries().front().name;
