@@ -17,6 +17,13 @@ const std::vector<std::string> kNumpyDtypes = {"bool",    "uint8",   "int8",    
                                                "int64",   "uint16",  "uint32",    "uint64",    "float16",
                                                "float32", "float64", "complex64", "complex128"};
 
+/** kNumpyDtypes joined by commas (the argument of the numpy scripts). */
+std::string numpy_dtype_list() {
+  std::string s;
+  for (const auto& n : kNumpyDtypes) s += (s.empty() ? "" : ",") + n;
+  return s;
+}
+
 /** The value the Python side writes at flat index i for dtype kind. */
 double expected_value(DType t, int64_t i) {
   switch (info(t).kind) {
@@ -91,11 +98,7 @@ for name in names:
                 np.lib.format.write_array(f, a, version=ver)
 print('ok')
 )",
-                          {dir.path().string(), [] {
-                             std::string s;
-                             for (const auto& n : kNumpyDtypes) s += (s.empty() ? "" : ",") + n;
-                             return s;
-                           }()});
+                          {dir.path().string(), numpy_dtype_list()});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   for (const auto& name : kNumpyDtypes) {
@@ -177,11 +180,7 @@ base = ((np.arange(24) - 12) / 4.0).astype(np.float32).reshape(4, 6)
 assert (t == base.T).all() and t.flags['C_CONTIGUOUS']
 print('numpy read', len(names), 'dtypes')
 )",
-                          {dir.path().string(), [] {
-                             std::string s;
-                             for (const auto& n : kNumpyDtypes) s += (s.empty() ? "" : ",") + n;
-                             return s;
-                           }()});
+                          {dir.path().string(), numpy_dtype_list()});
   INFO(r.output);
   CHECK(r.exit_code == 0);
 }

@@ -537,6 +537,20 @@ OnnxLayer layer(OnnxLayer::Kind k, std::string name = {}) {
   return l;
 }
 
+/** The torch CNN of the fixtures (nn.Sequential names "0", "3", ...) as a layer chain. */
+OnnxGraphSpec torch_cnn_spec() {
+  using K = OnnxLayer::Kind;
+  OnnxGraphSpec cnn;
+  cnn.input_shape = {-1, 3, 32, 32};
+  OnnxLayer pool = layer(K::MaxPool2d);
+  pool.kernel = {2};
+  cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU),        pool,
+                layer(K::Conv2d, "3"), layer(K::ReLU),        pool,
+                layer(K::Flatten),     layer(K::Linear, "7"), layer(K::ReLU),
+                layer(K::Linear, "9"), layer(K::ReLU),        layer(K::Linear, "11")};
+  return cnn;
+}
+
 /** Runs an exported graph in onnxruntime on X and compares with Y (PyTorch's output). */
 void check_with_ort(const std::filesystem::path& model, const std::string& x, const std::string& y, double atol) {
   auto r = tbtest::python(Peer::Peers, R"(
@@ -568,14 +582,7 @@ TEST_CASE("exported MLP, CNN and BatchNorm graphs pass the checker and match PyT
   check_with_ort(dir / "mlp.onnx", "torch/mlp_X.npy", "torch/mlp_Y.npy", 1e-5);
 
   // CNN (nn.Sequential names "0", "3", ...).
-  OnnxGraphSpec cnn;
-  cnn.input_shape = {-1, 3, 32, 32};
-  OnnxLayer pool = layer(K::MaxPool2d);
-  pool.kernel = {2};
-  cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU),        pool,
-                layer(K::Conv2d, "3"), layer(K::ReLU),        pool,
-                layer(K::Flatten),     layer(K::Linear, "7"), layer(K::ReLU),
-                layer(K::Linear, "9"), layer(K::ReLU),        layer(K::Linear, "11")};
+  const OnnxGraphSpec cnn = torch_cnn_spec();
   save_onnx_graph(cnn, load(fixture("onnx_extra/cnn_weights.onnx")).state_dict(), dir / "cnn.onnx");
   CHECK_NOTHROW(check_onnx_model(dir / "cnn.onnx"));
   check_with_ort(dir / "cnn.onnx", "torch/cnn_X.npy", "torch/cnn_Y.npy", 1e-5);
@@ -733,14 +740,7 @@ TEST_CASE("ONNX graphs of supported ops import as a layer list with PyTorch-name
   }
   {
     // Our own CNN export imports back to the same layers and runs the same.
-    OnnxGraphSpec cnn;
-    cnn.input_shape = {-1, 3, 32, 32};
-    OnnxLayer pool = layer(K::MaxPool2d);
-    pool.kernel = {2};
-    cnn.layers = {layer(K::Conv2d, "0"), layer(K::ReLU),        pool,
-                  layer(K::Conv2d, "3"), layer(K::ReLU),        pool,
-                  layer(K::Flatten),     layer(K::Linear, "7"), layer(K::ReLU),
-                  layer(K::Linear, "9"), layer(K::ReLU),        layer(K::Linear, "11")};
+    const OnnxGraphSpec cnn = torch_cnn_spec();
     StateDict w = load(fixture("onnx_extra/cnn_weights.onnx")).state_dict();
     save_onnx_graph(cnn, w, dir / "cnn.onnx");
     OnnxImport im = import_onnx_graph(Source::from_path(dir / "cnn.onnx"));

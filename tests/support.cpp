@@ -102,6 +102,23 @@ RunResult python(Peer peer, const std::string& code, const std::vector<std::stri
   return r;
 }
 
+std::map<std::string, std::vector<std::string>> python_lines_by_file(Peer peer, const std::string& code,
+                                                                     const std::vector<std::string>& files) {
+  RunResult r = python(peer, code, files);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  std::map<std::string, std::vector<std::string>> out;
+  std::istringstream is(r.output);
+  std::string line, cur;
+  while (std::getline(is, line)) {
+    if (line.rfind("FILE ", 0) == 0)
+      cur = line.substr(5);
+    else if (!cur.empty() && !line.empty())
+      out[cur].push_back(line);
+  }
+  return out;
+}
+
 uint32_t crc32(const uint8_t* p, size_t n) { return uint32_t(::crc32(0L, p, uInt(n))); }
 
 std::string py_shape(const tb::Shape& s) {
@@ -161,6 +178,16 @@ bool same_state_dicts(const tb::StateDict& a, const tb::StateDict& b) {
   }
   return true;
 }
+
+const char* const kPyDescribeLine = R"(
+def fnv(b):
+    h = 1469598103934665603
+    for c in b:
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+def line(k, dtype, shape, b):
+    print('%s|%s|[%s]|%d' % (k, dtype, ', '.join(str(d) for d in shape), fnv(b)))
+)";
 
 std::string describe_tensors(const tb::StateDict& sd) {
   std::ostringstream os;
