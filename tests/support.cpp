@@ -15,6 +15,8 @@
 #include <random>
 #include <sstream>
 
+#include "tensor/io.h"
+
 namespace tbtest {
 
 fs::path fixture(const std::string& rel) {
@@ -125,6 +127,28 @@ std::string py_shape(const tb::Shape& s) {
   std::string out = "(";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + (s.size() == 1 ? ",)" : ")");
+}
+
+tb::Tensor read_npy_minimal(const fs::path& p) {
+  std::string s = tb::read_text_file(p);
+  REQUIRE(s.compare(0, 6, "\x93NUMPY") == 0);
+  size_t hlen = uint8_t(s[8]) | (size_t(uint8_t(s[9])) << 8);
+  std::string h = s.substr(10, hlen);
+  tb::DType dt = h.find("'<f8'") != std::string::npos ? tb::DType::F64 : tb::DType::F32;
+  REQUIRE((h.find("'<f4'") != std::string::npos || dt == tb::DType::F64));
+  REQUIRE(h.find("'fortran_order': False") != std::string::npos);
+  auto a = h.find('('), b = h.find(')');
+  tb::Shape shape;
+  std::string dims = h.substr(a + 1, b - a - 1);
+  for (size_t i = 0; i < dims.size();) {
+    size_t j = dims.find(',', i);
+    std::string d = dims.substr(i, j == std::string::npos ? std::string::npos : j - i);
+    if (d.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(d));
+    if (j == std::string::npos) break;
+    i = j + 1;
+  }
+  size_t off = 10 + hlen;
+  return tb::Tensor::from_bytes(dt, shape, s.data() + off, s.size() - off);
 }
 
 tb::Tensor load_npy_tensor(const fs::path& path) {

@@ -88,6 +88,8 @@ int wait_status(pid_t pid);
 /** Equal names, dtypes, shapes and element bytes (tb::equal on every entry). */
 bool same_state_dicts(const tb::StateDict& a, const tb::StateDict& b);
 
+/** Minimal .npy reader for little-endian C-order f4/f8 arrays, independent of the npy adapter. */
+tb::Tensor read_npy_minimal(const fs::path& p);
 /** Reads a .npy with float32/float64 data through our own loader (for expected outputs). */
 tb::Tensor load_npy_tensor(const fs::path& path);
 
