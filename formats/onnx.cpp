@@ -230,27 +230,17 @@ Tensor decode_tensor(LoadContext& c, const onnx::TensorProto& tp, const std::str
   c.budget.charge_bytes(need, str("tensor '", name, "' (", dtype_name(dt), " ", shape_str(shape), ")"));
   Tensor t = Tensor::zeros(dt, shape);
   uint8_t* out = t.data();
+  // A field holding the elements as they are in memory: copied whole once its count is checked.
+  auto copy_field = [&](const char* field, const auto& values, int64_t count) {
+    check_count(c, name, field, values, count);
+    if (need) std::memcpy(out, values.data(), need);  // an empty field has no buffer (null)
+  };
   switch (dt) {
-    case DType::F32:
-      check_count(c, name, "float_data", tp.float_data(), n);
-      if (need) std::memcpy(out, tp.float_data().data(), need);  // an empty field has no buffer (null)
-      break;
-    case DType::C64:
-      check_count(c, name, "float_data", tp.float_data(), 2 * n);
-      if (need) std::memcpy(out, tp.float_data().data(), need);  // an empty field has no buffer (null)
-      break;
-    case DType::F64:
-      check_count(c, name, "double_data", tp.double_data(), n);
-      if (need) std::memcpy(out, tp.double_data().data(), need);  // an empty field has no buffer (null)
-      break;
-    case DType::C128:
-      check_count(c, name, "double_data", tp.double_data(), 2 * n);
-      if (need) std::memcpy(out, tp.double_data().data(), need);  // an empty field has no buffer (null)
-      break;
-    case DType::I64:
-      check_count(c, name, "int64_data", tp.int64_data(), n);
-      if (need) std::memcpy(out, tp.int64_data().data(), need);  // an empty field has no buffer (null)
-      break;
+    case DType::F32: copy_field("float_data", tp.float_data(), n); break;
+    case DType::C64: copy_field("float_data", tp.float_data(), 2 * n); break;
+    case DType::F64: copy_field("double_data", tp.double_data(), n); break;
+    case DType::C128: copy_field("double_data", tp.double_data(), 2 * n); break;
+    case DType::I64: copy_field("int64_data", tp.int64_data(), n); break;
     case DType::U32:
     case DType::U64: {
       check_count(c, name, "uint64_data", tp.uint64_data(), n);

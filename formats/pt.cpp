@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include "formats/adapters.h"
@@ -212,6 +213,15 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
 
 // ---- legacy ------------------------------------------------------------------------------------
 
+/** The class a legacy ('module', class, ...) persistent id names (whole pickled modules); nullopt for
+ *  every other id. */
+std::optional<Value> module_pid_class(const Value& pid) {
+  if (pid.kind() == Value::Kind::Tuple && !pid.items().empty() && pid.items()[0].is_str() &&
+      pid.items()[0].as_str() == "module")
+    return pid.items().size() > 1 ? pid.items()[1] : Value();
+  return std::nullopt;
+}
+
 Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
   const std::string where = tag(src);
   const Reader& r = *src.reader;
@@ -238,9 +248,7 @@ Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
   pickle::Options p1 = base;
   p1.allow_unknown_globals = opts.allow_unknown_globals;
   p1.persistent_load = [&](const Value& pid) -> Value {
-    if (pid.kind() == Value::Kind::Tuple && !pid.items().empty() && pid.items()[0].is_str() &&
-        pid.items()[0].as_str() == "module")
-      return pid.items().size() > 1 ? pid.items()[1] : Value();
+    if (auto cls = module_pid_class(pid)) return *cls;
     torch_storage::Pid p = parse_pid(pid, where);
     auto it = decls.find(p.key);
     if (it == decls.end()) {
@@ -288,9 +296,7 @@ Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
   std::unordered_map<std::string, Value> roots;
   pickle::Options p2 = p1;
   p2.persistent_load = [&](const Value& pid) -> Value {
-    if (pid.kind() == Value::Kind::Tuple && !pid.items().empty() && pid.items()[0].is_str() &&
-        pid.items()[0].as_str() == "module")
-      return pid.items().size() > 1 ? pid.items()[1] : Value();
+    if (auto cls = module_pid_class(pid)) return *cls;
     torch_storage::Pid p = parse_pid(pid, where);
     auto it = roots.find(p.key);
     if (it == roots.end()) {
