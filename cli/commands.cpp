@@ -42,12 +42,20 @@ const char* const kReadableNamesHelp =
     "tf-checkpoint: model variables by object path (layer_with_weights-0/kernel); optimizer slots and counters "
     "kept as non-tensor values";
 
-LoadOptions load_options(bool allow_unknown_globals, bool keep_quantized, bool readable_names) {
+LoadOptions LoadFlags::options(bool readable_names_implied) const {
   LoadOptions o;
   o.allow_unknown_globals = allow_unknown_globals;
   o.keep_quantized = keep_quantized;
-  o.readable_names = readable_names;
+  o.readable_names = readable_names || readable_names_implied;
   return o;
+}
+
+void add_load_flags(CLI::App* cmd, LoadFlags& flags, const std::string& keep_quantized_help,
+                    const std::string& readable_names_help) {
+  cmd->add_flag("--allow-unknown-globals", flags.allow_unknown_globals,
+                "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
+  cmd->add_flag("--keep-quantized", flags.keep_quantized, keep_quantized_help);
+  cmd->add_flag("--readable-names", flags.readable_names, readable_names_help);
 }
 
 namespace {
@@ -60,13 +68,11 @@ using json = nlohmann::ordered_json;
 struct InspectArgs {
   std::string path;
   bool json = false;
-  bool allow_unknown_globals = false;
-  bool keep_quantized = false;
-  bool readable_names = false;
+  LoadFlags load;
 };
 
 void run_inspect(const InspectArgs& a) {
-  Checkpoint ck = load(a.path, load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names));
+  Checkpoint ck = load(a.path, a.load.options());
   std::vector<NonTensor> non_tensors;
   StateDict sd = ck.state_dict({}, &non_tensors);
 
@@ -336,12 +342,9 @@ void register_commands(CLI::App& app) {
   auto* inspect = app.add_subcommand("inspect", "Show the format, tensors, metadata and other values of a file");
   inspect->add_option("file", inspect_args->path, "weight file or folder")->required();
   inspect->add_flag("--json", inspect_args->json, "machine-readable output");
-  inspect->add_flag(
-      "--allow-unknown-globals", inspect_args->allow_unknown_globals,
-      "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
-  inspect->add_flag("--keep-quantized", inspect_args->keep_quantized,
-                    "gguf: keep quantized tensors as raw uint8 blocks instead of dequantizing them to float32");
-  inspect->add_flag("--readable-names", inspect_args->readable_names, kReadableNamesHelp);
+  add_load_flags(inspect, inspect_args->load,
+                 "gguf: keep quantized tensors as raw uint8 blocks instead of dequantizing them to float32",
+                 kReadableNamesHelp);
   inspect->footer("Example:\n  tensorbridge inspect mlp.params\n  tensorbridge inspect --json model.safetensors");
   inspect->callback([inspect_args] { run_inspect(*inspect_args); });
 

@@ -31,18 +31,13 @@ struct ConvertArgs {
   std::string input, output, to, key, dtype, style, shard_size, shards;
   std::vector<std::string> select, select_regex, rename;
   unsigned jobs = 0;  // 0: one per core
-  bool keep_shards = false;
-  bool force = false;
-  bool drop_non_tensors = false;
-  bool strip_prefix = false;
-  bool trim_storage = false;
-  bool compress = false;
-  bool quiet = false;
-  bool verbose = false;
-  bool allow_unknown_globals = false;
-  bool keep_quantized = false;
-  bool state_dict_only = false;
-  bool readable_names = false;
+  LoadFlags load;
+  // Keys and values: what goes to the output.
+  bool strip_prefix = false, drop_non_tensors = false, state_dict_only = false;
+  // Writing: the output file(s).
+  bool keep_shards = false, force = false, trim_storage = false, compress = false;
+  // Messages.
+  bool quiet = false, verbose = false;
   std::vector<std::string> options;
   bool reshapes_keys() const {
     return !select.empty() || !select_regex.empty() || !rename.empty() || strip_prefix || !style.empty();
@@ -211,7 +206,7 @@ void convert_shard_by_shard(const ConvertArgs& a, const FormatAdapter& out_fmt, 
   check_single_output(target, a.force);
   const std::vector<size_t> mine = shards_of_slice(count, slice, slices);
   const unsigned jobs = a.jobs ? a.jobs : std::max(1u, std::thread::hardware_concurrency());
-  LoadOptions lo = load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names);
+  LoadOptions lo = a.load.options();
   lo.deferred_decoding = true;  // each entry is read once, by the stages or the writer
   const std::string format_entry = so.option("format", "pt");
   Stages stages{a, {}, false};
@@ -250,7 +245,7 @@ void run_convert(const ConvertArgs& a) {
            "--jobs converts the shards of a sharded input in parallel; it goes with --keep-shards or --shards");
   if (a.shard_by_shard()) return convert_shard_by_shard(a, out_fmt, so);
 
-  LoadOptions lo = load_options(a.allow_unknown_globals, a.keep_quantized, a.readable_names || a.style == "torch");
+  LoadOptions lo = a.load.options(a.style == "torch");
   lo.deferred_decoding = true;  // each entry is read once, by the stages or the writer
   Checkpoint in = load(a.input, lo);
   if (out_fmt.name == "pt" && !a.state_dict_only)
@@ -331,13 +326,9 @@ void register_convert(CLI::App& app) {
   convert->add_flag("--compress", convert_args->compress, ".npz output: deflate the members");
   convert->add_flag("-q,--quiet", convert_args->quiet, "no progress bar or notes");
   convert->add_flag("-v,--verbose", convert_args->verbose, "say what was read");
-  convert->add_flag(
-      "--allow-unknown-globals", convert_args->allow_unknown_globals,
-      "pickles: keep objects of unknown classes as opaque values instead of refusing (nothing is ever run)");
-  convert->add_flag("--keep-quantized", convert_args->keep_quantized,
-                    "gguf: keep quantized tensors as raw uint8 blocks (gguf output writes them back as their type)");
-  convert->add_flag("--readable-names", convert_args->readable_names,
-                    str(kReadableNamesHelp, " (implied by --style torch)"));
+  add_load_flags(convert, convert_args->load,
+                 "gguf: keep quantized tensors as raw uint8 blocks (gguf output writes them back as their type)",
+                 str(kReadableNamesHelp, " (implied by --style torch)"));
   convert->add_option(
       "--option", convert_args->options,
       "format-specific KEY=VALUE (repeatable): layout=plain|keras|keras3 (h5), external_data=always (onnx), "

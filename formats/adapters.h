@@ -18,7 +18,7 @@ const FormatAdapter& safetensors_format();    // formats/safetensors.cpp
 const FormatAdapter& h5_format();             // formats/h5.cpp | formats/no_hdf5.cpp
 const FormatAdapter& keras_h5_format();       // formats/h5.cpp | formats/no_hdf5.cpp (write-only layout)
 const FormatAdapter& keras3_h5_format();      // formats/h5.cpp | formats/no_hdf5.cpp (write-only layout)
-const FormatAdapter& onnx_format();           // formats/onnx.cpp | formats/no_onnx.cpp
+const FormatAdapter& onnx_format();           // formats/onnx_write.cpp | formats/no_onnx.cpp
 const FormatAdapter& onnx_tensor_format();    // formats/onnx_tensor_pb.cpp | formats/no_onnx.cpp
 const FormatAdapter& oneflow_format();        // formats/oneflow.cpp
 const FormatAdapter& keras_archive_format();  // formats/keras_archive.cpp | formats/no_hdf5.cpp

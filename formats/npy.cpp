@@ -315,23 +315,8 @@ void write_npy_object(Writer& w, const Value& root, const std::string& path) {
   pk.mark();
   pk.integer(1);
   pickle::write_numpy_shape(pk, shape);
-  pk.global_("numpy", "dtype");
-  pk.string("O8");
-  pk.boolean(false);
-  pk.boolean(true);
-  pk.tuple_n(3);
-  pk.reduce();
-  pk.mark();
-  pk.integer(3);
-  pk.string("|");
-  pk.none();
-  pk.none();
-  pk.none();
-  pk.integer(-1);
-  pk.integer(-1);
-  pk.integer(63);
-  pk.tuple();
-  pk.build();
+  pickle::write_numpy_dtype_call(pk, "O8");
+  pickle::write_numpy_dtype_state(pk, "|", 63);  // 63: the flags numpy gives the object dtype
   pk.boolean(false);
   if (as_list) {
     pk.value(root);

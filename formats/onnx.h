@@ -162,6 +162,26 @@ struct OnnxNode {
       if (a.name == n) return &a;
     return nullptr;
   }
+  /** Integer attribute, or dflt when absent. */
+  int64_t attr_i(const std::string& n, int64_t dflt) const {
+    const auto* a = attr(n);
+    return a ? a->i : dflt;
+  }
+  /** Float attribute, or dflt when absent. */
+  double attr_f(const std::string& n, double dflt) const {
+    const auto* a = attr(n);
+    return a ? a->f : dflt;
+  }
+  /** Integer list attribute, empty when absent. */
+  std::vector<int64_t> attr_ints(const std::string& n) const {
+    const auto* a = attr(n);
+    return a ? a->ints : std::vector<int64_t>{};
+  }
+  /** String attribute, or dflt when absent. */
+  std::string attr_s(const std::string& n, const std::string& dflt) const {
+    const auto* a = attr(n);
+    return a ? a->s : dflt;
+  }
 };
 
 struct OnnxValueInfo {

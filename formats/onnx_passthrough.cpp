@@ -243,6 +243,20 @@ struct Writing {
     if (now != source_type) casts.push_back({&g, stored, source_type, now, top, constant});
   }
 
+  /** What initializer `local` of scope becomes: the loaded tensor, its new local name in nl; nullptr
+   *  when the checkpoint no longer has it (after checking that it may be dropped). */
+  const std::pair<std::string, Tensor>* replacement(Graph& g, const std::string& scope, const std::string& local,
+                                                    bool is_input, std::string& nl) {
+    std::string loaded;
+    const auto* p = lookup(scope, local, loaded);
+    if (!p) {
+      check_droppable(g, scope, local, is_input);
+      return nullptr;
+    }
+    nl = new_local(scope, local, loaded, p->first);
+    return p;
+  }
+
   void initializers(Graph& g, const std::string& scope) {
     const bool top = scope.empty();
     std::set<std::string> inputs;
@@ -257,13 +271,9 @@ struct Writing {
         if (top) top_raw.emplace_back();
         continue;
       }
-      std::string loaded;
-      const auto* p = lookup(scope, local, loaded);
-      if (!p) {
-        check_droppable(g, scope, local, inputs.count(local) > 0);
-        continue;
-      }
-      std::string nl = new_local(scope, local, loaded, p->first);
+      std::string nl;
+      const auto* p = replacement(g, scope, local, inputs.count(local) > 0, nl);
+      if (!p) continue;
       Tensor t = as_stored(scope, local, p->second);
       int source_type = tp.data_type();
       auto* out = g.add_initializer();
@@ -279,13 +289,9 @@ struct Writing {
         g.add_sparse_initializer()->Swap(&sp);
         continue;
       }
-      std::string loaded;
-      const auto* p = lookup(scope, local, loaded);
-      if (!p) {
-        check_droppable(g, scope, local, inputs.count(local) > 0);
-        continue;
-      }
-      std::string nl = new_local(scope, local, loaded, p->first);
+      std::string nl;
+      const auto* p = replacement(g, scope, local, inputs.count(local) > 0, nl);
+      if (!p) continue;
       int source_type = sp.values().data_type();
       auto* out = g.add_sparse_initializer();
       fill_sparse(*out, nl, p->second);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include "formats/adapters.h"
@@ -212,6 +213,15 @@ Checkpoint load_zip(const Source& src, const LoadOptions& opts) {
 
 // ---- legacy ------------------------------------------------------------------------------------
 
+/** The class a legacy ('module', class, ...) persistent id names (whole pickled modules); nullopt for
+ *  every other id. */
+std::optional<Value> module_pid_class(const Value& pid) {
+  if (pid.kind() == Value::Kind::Tuple && !pid.items().empty() && pid.items()[0].is_str() &&
+      pid.items()[0].as_str() == "module")
+    return pid.items().size() > 1 ? pid.items()[1] : Value();
+  return std::nullopt;
+}
+
 Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
   const std::string where = tag(src);
   const Reader& r = *src.reader;
@@ -238,9 +248,7 @@ Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
   pickle::Options p1 = base;
   p1.allow_unknown_globals = opts.allow_unknown_globals;
   p1.persistent_load = [&](const Value& pid) -> Value {
-    if (pid.kind() == Value::Kind::Tuple && !pid.items().empty() && pid.items()[0].is_str() &&
-        pid.items()[0].as_str() == "module")
-      return pid.items().size() > 1 ? pid.items()[1] : Value();
+    if (auto cls = module_pid_class(pid)) return *cls;
     torch_storage::Pid p = parse_pid(pid, where);
     auto it = decls.find(p.key);
     if (it == decls.end()) {
@@ -288,9 +296,7 @@ Checkpoint load_legacy(const Source& src, const LoadOptions& opts) {
   std::unordered_map<std::string, Value> roots;
   pickle::Options p2 = p1;
   p2.persistent_load = [&](const Value& pid) -> Value {
-    if (pid.kind() == Value::Kind::Tuple && !pid.items().empty() && pid.items()[0].is_str() &&
-        pid.items()[0].as_str() == "module")
-      return pid.items().size() > 1 ? pid.items()[1] : Value();
+    if (auto cls = module_pid_class(pid)) return *cls;
     torch_storage::Pid p = parse_pid(pid, where);
     auto it = roots.find(p.key);
     if (it == roots.end()) {
@@ -342,24 +348,10 @@ bool sniff_pt(const Source& src) {
     if (!src.reader) return false;
     const Reader& r = *src.reader;
     if (is_legacy(r)) return true;
-    if (r.size() < 4) return false;
-    uint8_t b[4];
-    r.read_at(0, b, 4);
-    if (!(b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4)) return false;
+    if (!zip::starts_with_member(r)) return false;
     // torch.save writes "<archive>/data.pkl" as the first member: its local header says so without
     // parsing the central directory (load does that once; a 100,000-tensor file has 100,000 records).
-    if (r.size() >= 30 + 9) {
-      uint8_t lh[30];
-      r.read_at(0, lh, 30);
-      size_t name_len = size_t(lh[26]) | size_t(lh[27]) << 8;
-      if (name_len > 9 && name_len <= 1024 && r.size() >= 30 + name_len) {
-        std::string name(name_len, '\0');
-        r.read_at(30, name.data(), name_len);
-        size_t slash = name.find('/');
-        if (slash != std::string::npos && slash > 0 && name.compare(slash, std::string::npos, "/data.pkl") == 0)
-          return true;
-      }
-    }
+    if (auto first = zip::first_member(r); first && torch_storage::is_archive_pickle(first->name)) return true;
     zip::ZipReader z(src.reader);
     if (z.entries().empty()) return false;
     const std::string& first = z.entries().front().name;

@@ -100,10 +100,15 @@ struct Info {
   uint64_t begin, end;
 };
 
-}  // namespace
+/** The parsed header: its JSON, its top-level keys in file order and its length in bytes. */
+struct Header {
+  nlohmann::json json;
+  std::vector<std::string> keys;
+  uint64_t length = 0;
+};
 
-Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOptions& opts) {
-  const Reader& r = *reader;
+/** Reads and parses the length-prefixed JSON header, refusing duplicate top-level keys. */
+Header read_header(const Reader& r, const LoadOptions& opts) {
   const std::string& L = r.label();
   const uint64_t size = r.size();
   TB_CHECK(size >= 8, FormatError, "[safetensors] '", L, "': ", size, " bytes is too small (the header length alone ",
@@ -122,93 +127,89 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
   // into a sorted-map json (ordered_json looks every key up linearly: quadratic in the tensor count)
   // and the file's key order is kept here.
   LoadBudget budget(opts.limits, L, size);
-  std::string duplicate;
-  std::vector<std::string> top_keys;
-  nlohmann::json head;
+  Header h;
+  h.length = n;
   try {
-    head = nlohmann::json::parse(text);
+    h.json = nlohmann::json::parse(text);
     TopKeys sax;
     nlohmann::json::sax_parse(text, &sax);
-    top_keys = std::move(sax.keys);
+    h.keys = std::move(sax.keys);
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(str("[safetensors] '", L, "': the header is not valid UTF-8 JSON (", e.what(), ")"));
   }
-  TB_CHECK(top_keys.size() <= (uint64_t(1) << 24), FormatError, "[safetensors] '", L, "': too many entries");
-  budget.charge_objects(top_keys.size(), "the header's entries");
-  {
-    std::unordered_set<std::string_view> seen;
-    for (const auto& k : top_keys)
-      if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
-  }
+  TB_CHECK(h.keys.size() <= (uint64_t(1) << 24), FormatError, "[safetensors] '", L, "': too many entries");
+  budget.charge_objects(h.keys.size(), "the header's entries");
+  std::string duplicate;
+  std::unordered_set<std::string_view> seen;
+  for (const auto& k : h.keys)
+    if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
   TB_CHECK(duplicate.empty(), FormatError, "[safetensors] '", L, "': the header names '", duplicate, "' twice");
-  TB_CHECK(head.is_object(), FormatError, "[safetensors] '", L, "': the header must be a JSON object");
+  TB_CHECK(h.json.is_object(), FormatError, "[safetensors] '", L, "': the header must be a JSON object");
+  return h;
+}
 
-  Checkpoint c;
-  c.format = "safetensors";
-  std::vector<Info> infos;
-  for (const std::string& name : top_keys) {
-    const nlohmann::json& v = head.at(name);
-    if (name == "__metadata__") {
-      if (v.is_null()) continue;  // serde reads null as "no metadata"
-      TB_CHECK(v.is_object(), FormatError, "[safetensors] '", L, "': __metadata__ must be an object of strings");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        TB_CHECK(m.value().is_string(), FormatError, "[safetensors] '", L, "': __metadata__ value of '", m.key(),
-                 "' must be a string but is ", m.value().dump());
-        c.metadata[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    auto where = [&] { return str("[safetensors] '", L, "': tensor '", name, "'"); };
-    TB_CHECK(v.is_object(), FormatError, where(), " must be an object but is ", v.dump().substr(0, 60));
-    auto d = v.find("dtype");
-    auto s = v.find("shape");
-    auto o = v.find("data_offsets");
-    TB_CHECK(d != v.end() && s != v.end() && o != v.end(), FormatError, where(),
-             " needs \"dtype\", \"shape\" and \"data_offsets\" but has ", v.dump().substr(0, 120));
-    TB_CHECK(d->is_string(), FormatError, where(), ": dtype must be a string but is ", d->dump());
-    auto dt = dtype_from_safetensors(d->get<std::string>());
-    TB_CHECK(dt.has_value(), UnsupportedError, where(), ": dtype '", d->get<std::string>(),
-             "' is not supported (BOOL, U8..U64, I8..I64, F16, BF16, F32, F64, C64, F8_E4M3, F8_E5M2)");
-    TB_CHECK(s->is_array() && s->size() <= 64, FormatError, where(), ": shape must be an array of at most 64 ",
-             "non-negative integers but is ", s->dump().substr(0, 80));
-    Info info{name, *dt, {}, 0, 0};
-    for (const auto& dim : *s) {
-      TB_CHECK(dim.is_number_unsigned() || (dim.is_number_integer() && dim.get<int64_t>() >= 0), FormatError, where(),
-               ": shape must hold non-negative integers but is ", s->dump().substr(0, 80));
-      uint64_t u = dim.get<uint64_t>();
-      TB_CHECK(u <= uint64_t(std::numeric_limits<int64_t>::max()), FormatError, where(), ": dimension ", u,
-               " overflows");
-      info.shape.push_back(int64_t(u));
-    }
-    TB_CHECK(o->is_array() && o->size() == 2 && (*o)[0].is_number_unsigned() && (*o)[1].is_number_unsigned(),
-             FormatError, where(), ": data_offsets must be [BEGIN, END] non-negative integers but is ",
-             o->dump().substr(0, 80));
-    info.begin = (*o)[0].get<uint64_t>();
-    info.end = (*o)[1].get<uint64_t>();
-    TB_CHECK(info.end >= info.begin, FormatError, where(), ": data_offsets [", info.begin, ", ", info.end,
-             "] end before they begin");
-    int64_t numel;
-    try {
-      numel = checked_numel(info.shape);
-    } catch (const ShapeError&) {
-      throw FormatError(str(where(), ": shape ", shape_str(info.shape), " overflows"));
-    }
-    uint64_t isz = dtype_size(info.dtype);
-    TB_CHECK(numel == 0 || uint64_t(numel) <= std::numeric_limits<uint64_t>::max() / isz, FormatError, where(),
-             ": shape ", shape_str(info.shape), " overflows");
-    uint64_t need = uint64_t(numel) * isz;
-    TB_CHECK(need == info.end - info.begin, FormatError, where(), " (", d->get<std::string>(), " ",
-             shape_str(info.shape), ") needs ", need, " bytes but data_offsets give ", info.end - info.begin);
-    infos.push_back(std::move(info));
+/** Copies the string-valued `__metadata__` object into `out` (null means none). */
+void read_metadata(const std::string& L, const nlohmann::json& v, Metadata& out) {
+  if (v.is_null()) return;  // serde reads null as "no metadata"
+  TB_CHECK(v.is_object(), FormatError, "[safetensors] '", L, "': __metadata__ must be an object of strings");
+  for (auto m = v.begin(); m != v.end(); ++m) {
+    TB_CHECK(m.value().is_string(), FormatError, "[safetensors] '", L, "': __metadata__ value of '", m.key(),
+             "' must be a string but is ", m.value().dump());
+    out[m.key()] = m.value().get<std::string>();
   }
+}
 
-  // Offsets: sorted they start at 0, have no holes or overlaps, and cover the buffer exactly.
+/** Checks one tensor entry of the header (dtype, shape, data_offsets and their agreement). */
+Info parse_entry(const std::string& L, const std::string& name, const nlohmann::json& v) {
+  auto where = [&] { return str("[safetensors] '", L, "': tensor '", name, "'"); };
+  TB_CHECK(v.is_object(), FormatError, where(), " must be an object but is ", v.dump().substr(0, 60));
+  auto d = v.find("dtype");
+  auto s = v.find("shape");
+  auto o = v.find("data_offsets");
+  TB_CHECK(d != v.end() && s != v.end() && o != v.end(), FormatError, where(),
+           " needs \"dtype\", \"shape\" and \"data_offsets\" but has ", v.dump().substr(0, 120));
+  TB_CHECK(d->is_string(), FormatError, where(), ": dtype must be a string but is ", d->dump());
+  auto dt = dtype_from_safetensors(d->get<std::string>());
+  TB_CHECK(dt.has_value(), UnsupportedError, where(), ": dtype '", d->get<std::string>(),
+           "' is not supported (BOOL, U8..U64, I8..I64, F16, BF16, F32, F64, C64, F8_E4M3, F8_E5M2)");
+  TB_CHECK(s->is_array() && s->size() <= 64, FormatError, where(), ": shape must be an array of at most 64 ",
+           "non-negative integers but is ", s->dump().substr(0, 80));
+  Info info{name, *dt, {}, 0, 0};
+  for (const auto& dim : *s) {
+    TB_CHECK(dim.is_number_unsigned() || (dim.is_number_integer() && dim.get<int64_t>() >= 0), FormatError, where(),
+             ": shape must hold non-negative integers but is ", s->dump().substr(0, 80));
+    uint64_t u = dim.get<uint64_t>();
+    TB_CHECK(u <= uint64_t(std::numeric_limits<int64_t>::max()), FormatError, where(), ": dimension ", u, " overflows");
+    info.shape.push_back(int64_t(u));
+  }
+  TB_CHECK(o->is_array() && o->size() == 2 && (*o)[0].is_number_unsigned() && (*o)[1].is_number_unsigned(), FormatError,
+           where(), ": data_offsets must be [BEGIN, END] non-negative integers but is ", o->dump().substr(0, 80));
+  info.begin = (*o)[0].get<uint64_t>();
+  info.end = (*o)[1].get<uint64_t>();
+  TB_CHECK(info.end >= info.begin, FormatError, where(), ": data_offsets [", info.begin, ", ", info.end,
+           "] end before they begin");
+  int64_t numel;
+  try {
+    numel = checked_numel(info.shape);
+  } catch (const ShapeError&) {
+    throw FormatError(str(where(), ": shape ", shape_str(info.shape), " overflows"));
+  }
+  uint64_t isz = dtype_size(info.dtype);
+  TB_CHECK(numel == 0 || uint64_t(numel) <= std::numeric_limits<uint64_t>::max() / isz, FormatError, where(),
+           ": shape ", shape_str(info.shape), " overflows");
+  uint64_t need = uint64_t(numel) * isz;
+  TB_CHECK(need == info.end - info.begin, FormatError, where(), " (", d->get<std::string>(), " ", shape_str(info.shape),
+           ") needs ", need, " bytes but data_offsets give ", info.end - info.begin);
+  return info;
+}
+
+/** Checks that the offsets, sorted, start at 0, have no holes or overlaps and cover the buffer exactly. */
+void check_offsets(const std::string& L, const std::vector<Info>& infos, uint64_t buffer) {
   std::vector<const Info*> order;
   for (const auto& i : infos) order.push_back(&i);
   std::stable_sort(order.begin(), order.end(), [](const Info* a, const Info* b) {
     return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
   });
-  const uint64_t buffer = size - 8 - n;
   uint64_t expect = 0;
   for (const Info* i : order) {
     TB_CHECK(i->begin == expect, FormatError, "[safetensors] '", L, "': tensor '", i->name, "' starts at byte ",
@@ -219,54 +220,81 @@ Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOpt
   TB_CHECK(expect == buffer, FormatError, "[safetensors] '", L, "': the tensors cover ", expect,
            " bytes but the data buffer has ", buffer,
            expect < buffer ? " (trailing bytes are not allowed)" : "; truncated download?");
+}
 
-  // Tensors: zero-copy views when mapped and aligned, copies otherwise.
-  const uint64_t base = 8 + n;
+/** One tensor's data: a zero-copy view when mapped and aligned, a copy otherwise. */
+Value read_tensor(const Reader& r, const Info& i, uint64_t base, const LoadOptions& opts) {
   const bool swap = !host_little_endian();
+  size_t nbytes = size_t(i.end - i.begin);
+  std::shared_ptr<Storage> st;
+  if (opts.mmap && !swap) {
+    st = r.map(base + i.begin, nbytes);
+    size_t align = std::min<size_t>(dtype_size(i.dtype), 8);
+    if (st && nbytes > 0 && reinterpret_cast<uintptr_t>(st->data()) % align != 0) st = nullptr;
+  }
+  if (!st) {
+    st = Storage::allocate(nbytes, false);
+    if (nbytes) r.read_at(base + i.begin, st->data(), nbytes);
+    if (swap) byteswap_elements(st->data(), i.dtype, nbytes / dtype_size(i.dtype));
+  }
+  return Value::tensor(Tensor(std::move(st), i.dtype, i.shape, contiguous_strides(i.shape), 0));
+}
+
+/** Adds the aliases recorded by our writer (the same tensor under another name) and drops their metadata key. */
+void apply_aliases(const std::string& L, Checkpoint& c, std::unordered_map<std::string, Value>& by_name) {
+  auto a = c.metadata.find(kSafetensorsAliasKey);
+  if (a == c.metadata.end()) return;
+  ojson aliases;
+  try {
+    aliases = ojson::parse(a->second);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(
+        str("[safetensors] '", L, "': metadata '", kSafetensorsAliasKey, "' is not JSON (", e.what(), ")"));
+  }
+  TB_CHECK(aliases.is_object(), FormatError, "[safetensors] '", L, "': metadata '", kSafetensorsAliasKey,
+           "' must be a JSON object alias -> name");
+  for (auto it = aliases.begin(); it != aliases.end(); ++it) {
+    TB_CHECK(it.value().is_string(), FormatError, "[safetensors] '", L, "': alias '", it.key(), "' must name a tensor");
+    auto target = by_name.find(it.value().get<std::string>());
+    TB_CHECK(target != by_name.end(), FormatError, "[safetensors] '", L, "': alias '", it.key(), "' refers to '",
+             it.value().get<std::string>(), "', which is not in the file");
+    TB_CHECK(!by_name.count(it.key()), FormatError, "[safetensors] '", L, "': alias '", it.key(),
+             "' is also a tensor name");
+    c.root.set_item(Value::string(naming::decode_name(it.key(), naming::Target::Safetensors)), target->second);
+    by_name.emplace(it.key(), target->second);
+  }
+  c.metadata.erase(a);
+  c.info.emplace_back("tied tensors", std::to_string(aliases.size()));
+}
+
+}  // namespace
+
+Checkpoint load_safetensors(const std::shared_ptr<Reader>& reader, const LoadOptions& opts) {
+  const Reader& r = *reader;
+  const std::string& L = r.label();
+  const Header head = read_header(r, opts);
+  const uint64_t n = head.length;
+
+  Checkpoint c;
+  c.format = "safetensors";
+  std::vector<Info> infos;
+  for (const std::string& name : head.keys) {
+    const nlohmann::json& v = head.json.at(name);
+    if (name == "__metadata__")
+      read_metadata(L, v, c.metadata);
+    else
+      infos.push_back(parse_entry(L, name, v));
+  }
+  check_offsets(L, infos, r.size() - 8 - n);
+
   c.root = Value::dict();
   std::unordered_map<std::string, Value> by_name;
   for (const auto& i : infos) {
-    size_t nbytes = size_t(i.end - i.begin);
-    std::shared_ptr<Storage> st;
-    if (opts.mmap && !swap) {
-      st = r.map(base + i.begin, nbytes);
-      size_t align = std::min<size_t>(dtype_size(i.dtype), 8);
-      if (st && nbytes > 0 && reinterpret_cast<uintptr_t>(st->data()) % align != 0) st = nullptr;
-    }
-    if (!st) {
-      st = Storage::allocate(nbytes, false);
-      if (nbytes) r.read_at(base + i.begin, st->data(), nbytes);
-      if (swap) byteswap_elements(st->data(), i.dtype, nbytes / dtype_size(i.dtype));
-    }
-    Value t = Value::tensor(Tensor(std::move(st), i.dtype, i.shape, contiguous_strides(i.shape), 0));
+    Value t = read_tensor(r, i, 8 + n, opts);
     by_name.emplace(i.name, t);
     c.root.set_item(Value::string(naming::decode_name(i.name, naming::Target::Safetensors)), t);
   }
-  // Aliases recorded by our writer: the same tensor under another name.
-  if (auto a = c.metadata.find(kSafetensorsAliasKey); a != c.metadata.end()) {
-    ojson aliases;
-    try {
-      aliases = ojson::parse(a->second);
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(
-          str("[safetensors] '", L, "': metadata '", kSafetensorsAliasKey, "' is not JSON (", e.what(), ")"));
-    }
-    TB_CHECK(aliases.is_object(), FormatError, "[safetensors] '", L, "': metadata '", kSafetensorsAliasKey,
-             "' must be a JSON object alias -> name");
-    for (auto it = aliases.begin(); it != aliases.end(); ++it) {
-      TB_CHECK(it.value().is_string(), FormatError, "[safetensors] '", L, "': alias '", it.key(),
-               "' must name a tensor");
-      auto target = by_name.find(it.value().get<std::string>());
-      TB_CHECK(target != by_name.end(), FormatError, "[safetensors] '", L, "': alias '", it.key(), "' refers to '",
-               it.value().get<std::string>(), "', which is not in the file");
-      TB_CHECK(!by_name.count(it.key()), FormatError, "[safetensors] '", L, "': alias '", it.key(),
-               "' is also a tensor name");
-      c.root.set_item(Value::string(naming::decode_name(it.key(), naming::Target::Safetensors)), target->second);
-      by_name.emplace(it.key(), target->second);
-    }
-    c.metadata.erase(a);
-    c.info.emplace_back("tied tensors", std::to_string(aliases.size()));
-  }
+  apply_aliases(L, c, by_name);
   c.info.emplace_back("header bytes", std::to_string(n));
   if ((8 + n) % 8 != 0) c.info.emplace_back("alignment", "unaligned data (header not padded; pre-0.3.1 writer)");
   return c;

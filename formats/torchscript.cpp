@@ -216,27 +216,17 @@ bool sniff_torchscript(const Source& src) {
   try {
     if (!src.reader) return false;
     const Reader& r = *src.reader;
-    if (r.size() < 30) return false;
-    uint8_t lh[30];
-    r.read_at(0, lh, 30);
-    if (!(lh[0] == 'P' && lh[1] == 'K' && lh[2] == 3 && lh[3] == 4)) return false;
+    if (r.size() < 30 || !zip::starts_with_member(r)) return false;
     // torch.save writes data.pkl first: a stored data.pkl that does not start by building a
     // `__torch__` class settles it without reading the central directory.
-    size_t name_len = size_t(lh[26]) | size_t(lh[27]) << 8, extra_len = size_t(lh[28]) | size_t(lh[29]) << 8;
-    uint16_t method = uint16_t(lh[8] | lh[9] << 8);
-    if (name_len > 9 && name_len <= 1024 && r.size() >= 30 + name_len) {
-      std::string name(name_len, '\0');
-      r.read_at(30, name.data(), name_len);
-      size_t slash = name.find('/');
-      if (slash != std::string::npos && slash > 0 && name.compare(slash, std::string::npos, "/data.pkl") == 0 &&
-          method == 0) {
-        const char want[] = "c__torch__";  // after PROTO n: GLOBAL '__torch__...'
-        uint64_t at = 30 + name_len + extra_len;
-        if (r.size() < at + 2 + sizeof(want) - 1) return false;
-        char b[2 + sizeof(want) - 1];
-        r.read_at(at, b, sizeof(b));
-        return uint8_t(b[0]) == 0x80 && std::memcmp(b + 2, want, sizeof(want) - 1) == 0;
-      }
+    if (auto first = zip::first_member(r);
+        first && torch_storage::is_archive_pickle(first->name) && first->method == 0) {
+      const char want[] = "c__torch__";  // after PROTO n: GLOBAL '__torch__...'
+      const uint64_t at = first->data_offset;
+      if (r.size() < at + 2 + sizeof(want) - 1) return false;
+      char b[2 + sizeof(want) - 1];
+      r.read_at(at, b, sizeof(b));
+      return uint8_t(b[0]) == 0x80 && std::memcmp(b + 2, want, sizeof(want) - 1) == 0;
     }
     zip::ZipReader z(src.reader);
     if (z.entries().empty()) return false;

@@ -12,23 +12,6 @@ namespace {
 
 using compute::Op;
 
-int64_t attr_i(const OnnxNode& n, const char* name, int64_t dflt) {
-  const auto* a = n.attr(name);
-  return a ? a->i : dflt;
-}
-double attr_f(const OnnxNode& n, const char* name, double dflt) {
-  const auto* a = n.attr(name);
-  return a ? a->f : dflt;
-}
-std::vector<int64_t> attr_ints(const OnnxNode& n, const char* name) {
-  const auto* a = n.attr(name);
-  return a ? a->ints : std::vector<int64_t>{};
-}
-std::string attr_s(const OnnxNode& n, const char* name, const char* dflt) {
-  const auto* a = n.attr(name);
-  return a ? a->s : dflt;
-}
-
 /** A node being evaluated: its inputs and the backend. */
 struct Ctx {
   const NodeCall& call;
@@ -86,7 +69,7 @@ Geometry geometry(const Ctx& c, const Shape& xs, std::vector<int64_t> kernel) {
   if (sd != 1 && sd != 2) c.fail(str("only 1-D and 2-D windows are supported; the input is ", shape_str(xs)));
   if (kernel.size() != sd) c.fail(str("kernel_shape ", shape_str(kernel), " does not match the input ", shape_str(xs)));
   auto list = [&](const char* name, int64_t dflt, size_t len) {
-    std::vector<int64_t> v = attr_ints(n, name);
+    std::vector<int64_t> v = n.attr_ints(name);
     if (v.empty()) v.assign(len, dflt);
     if (v.size() != len) c.fail(str(name, " has ", v.size(), " values, expected ", len));
     for (int64_t e : v)
@@ -94,7 +77,7 @@ Geometry geometry(const Ctx& c, const Shape& xs, std::vector<int64_t> kernel) {
     return v;
   };
   std::vector<int64_t> st = list("strides", 1, sd), dl = list("dilations", 1, sd), pads = list("pads", 0, 2 * sd);
-  const std::string ap = attr_s(n, "auto_pad", "NOTSET");
+  const std::string ap = n.attr_s("auto_pad", "NOTSET");
   for (size_t d = 0; d < sd; ++d) {
     if (ap == "VALID") {
       pads[d] = pads[d + sd] = 0;
@@ -109,7 +92,7 @@ Geometry geometry(const Ctx& c, const Shape& xs, std::vector<int64_t> kernel) {
   }
   Geometry g;
   g.one_d = sd == 1;
-  g.w.ceil_mode = attr_i(n, "ceil_mode", 0) != 0;
+  g.w.ceil_mode = n.attr_i("ceil_mode", 0) != 0;
   if (g.one_d) {
     g.w.kernel = {1, kernel[0]}, g.w.stride = {1, st[0]}, g.w.dilation = {1, dl[0]};
     g.w.pads = {0, pads[0], 0, pads[1]};
@@ -133,12 +116,12 @@ Outs conv(const Ctx& c) {
   const Tensor& w = c.floating(1, Op::Conv2d);
   if (w.dim() != x.dim()) c.fail(str("the weight ", w.describe(), " does not match the input ", x.describe()));
   Geometry g = geometry(c, x.shape(), Shape(w.shape().begin() + std::min<int64_t>(2, w.dim()), w.shape().end()));
-  if (auto ks = attr_ints(c.node(), "kernel_shape"); !ks.empty() && ks != Shape(w.shape().begin() + 2, w.shape().end()))
+  if (auto ks = c.node().attr_ints("kernel_shape"); !ks.empty() && ks != Shape(w.shape().begin() + 2, w.shape().end()))
     c.fail(str("kernel_shape ", shape_str(ks), " does not match the weight ", w.describe()));
   compute::Conv2dParams p;
   p.stride = g.w.stride;
   p.dilation = g.w.dilation;
-  p.groups = attr_i(c.node(), "group", 1);
+  p.groups = c.node().attr_i("group", 1);
   Tensor x4 = lift(c, x, g), w4 = g.one_d ? c.be.reshape(w, {w.shape()[0], w.shape()[1], 1, w.shape()[2]}) : w;
   if (g.symmetric()) {
     p.padding = {g.w.pads[0], g.w.pads[1]};
@@ -152,7 +135,7 @@ Outs max_pool(const Ctx& c) {
   const Tensor& x = c.x(0);
   if (!c.be.supports(Op::MaxPool2d, x.dtype()))
     c.fail(str("MaxPool on ", dtype_name(x.dtype()), " is not supported by the ", c.be.name(), " backend"));
-  Geometry g = geometry(c, x.shape(), attr_ints(c.node(), "kernel_shape"));
+  Geometry g = geometry(c, x.shape(), c.node().attr_ints("kernel_shape"));
   compute::Pool2dParams p;
   p.kernel = g.w.kernel, p.stride = g.w.stride, p.dilation = g.w.dilation, p.ceil_mode = g.w.ceil_mode;
   Tensor x4 = lift(c, x, g);
@@ -171,8 +154,8 @@ Outs max_pool(const Ctx& c) {
 
 Outs avg_pool(const Ctx& c) {
   const Tensor& x = c.x(0);
-  Geometry g = geometry(c, x.shape(), attr_ints(c.node(), "kernel_shape"));
-  Tensor y = host::avg_pool2d(c.be.download(lift(c, x, g)), g.w, attr_i(c.node(), "count_include_pad", 0) != 0);
+  Geometry g = geometry(c, x.shape(), c.node().attr_ints("kernel_shape"));
+  Tensor y = host::avg_pool2d(c.be.download(lift(c, x, g)), g.w, c.node().attr_i("count_include_pad", 0) != 0);
   return one(lower(c, y, g));
 }
 
@@ -181,7 +164,7 @@ Outs avg_pool(const Ctx& c) {
 Outs reshape(const Ctx& c) {
   const Tensor& x = c.x(0);
   Shape target = c.ints(1);
-  const bool allowzero = attr_i(c.node(), "allowzero", 0) != 0;
+  const bool allowzero = c.node().attr_i("allowzero", 0) != 0;
   for (size_t i = 0; i < target.size(); ++i)
     if (target[i] == 0 && !allowzero) {
       if (i >= x.shape().size()) c.fail(str("shape ", shape_str(target), " copies dim ", i, " of ", x.describe()));
@@ -192,7 +175,7 @@ Outs reshape(const Ctx& c) {
 
 Outs flatten(const Ctx& c) {
   const Tensor& x = c.x(0);
-  int64_t axis = attr_i(c.node(), "axis", 1);
+  int64_t axis = c.node().attr_i("axis", 1);
   if (axis < -x.dim() || axis > x.dim()) c.fail(str("axis ", axis, " is out of range for ", x.describe()));
   if (axis < 0) axis += x.dim();
   int64_t a = 1, b = 1;
@@ -202,7 +185,7 @@ Outs flatten(const Ctx& c) {
 
 std::vector<int64_t> axes_of(const Ctx& c) {
   if (c.call.opset >= 13) return c.has(1) ? c.ints(1) : std::vector<int64_t>{};
-  return attr_ints(c.node(), "axes");
+  return c.node().attr_ints("axes");
 }
 
 Outs squeeze(const Ctx& c) {
@@ -238,7 +221,7 @@ Outs unsqueeze(const Ctx& c) {
 
 Outs transpose(const Ctx& c) {
   Tensor x = c.host(0);
-  std::vector<int64_t> perm = attr_ints(c.node(), "perm");
+  std::vector<int64_t> perm = c.node().attr_ints("perm");
   if (perm.empty())
     for (int64_t d = x.dim(); d-- > 0;) perm.push_back(d);
   if (int64_t(perm.size()) != x.dim()) c.fail(str("perm ", shape_str(perm), " does not fit ", x.describe()));
@@ -248,17 +231,17 @@ Outs transpose(const Ctx& c) {
 Outs concat(const Ctx& c) {
   std::vector<Tensor> xs;
   for (size_t i = 0; i < c.in.size(); ++i) xs.push_back(c.host(i));
-  return one(host::concat(xs, attr_i(c.node(), "axis", 0)));
+  return one(host::concat(xs, c.node().attr_i("axis", 0)));
 }
 
 // ---- arithmetic and activations ---------------------------------------------------------------
 
 Outs gemm(const Ctx& c) {
   compute::GemmParams p;
-  p.trans_a = attr_i(c.node(), "transA", 0) != 0;
-  p.trans_b = attr_i(c.node(), "transB", 0) != 0;
-  p.alpha = float(attr_f(c.node(), "alpha", 1.0));
-  p.beta = float(attr_f(c.node(), "beta", 1.0));
+  p.trans_a = c.node().attr_i("transA", 0) != 0;
+  p.trans_b = c.node().attr_i("transB", 0) != 0;
+  p.alpha = float(c.node().attr_f("alpha", 1.0));
+  p.beta = float(c.node().attr_f("beta", 1.0));
   const Tensor& a = c.floating(0, Op::Gemm);
   const Tensor& b = c.floating(1, Op::Gemm);
   if (c.has(2)) c.floating(2, Op::Gemm);
@@ -268,7 +251,7 @@ Outs gemm(const Ctx& c) {
 Outs softmax(const Ctx& c, bool log) {
   const Tensor& x = log ? c.x(0) : c.floating(0, Op::Softmax);
   const int64_t r = x.dim();
-  int64_t axis = c.axis(attr_i(c.node(), "axis", c.call.opset >= 13 ? -1 : 1), std::max<int64_t>(r, 1));
+  int64_t axis = c.axis(c.node().attr_i("axis", c.call.opset >= 13 ? -1 : 1), std::max<int64_t>(r, 1));
   auto apply = [&](const Tensor& t, int64_t ax) {
     return log ? host::log_softmax(c.be.download(t), ax) : c.be.softmax(t, ax);
   };
@@ -282,8 +265,8 @@ Outs softmax(const Ctx& c, bool log) {
 Outs clip(const Ctx& c) {
   double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
   if (c.call.opset < 11) {
-    lo = attr_f(c.node(), "min", lo);
-    hi = attr_f(c.node(), "max", hi);
+    lo = c.node().attr_f("min", lo);
+    hi = c.node().attr_f("max", hi);
   } else {
     if (c.has(1)) lo = c.host(1).item_as_double();
     if (c.has(2)) hi = c.host(2).item_as_double();
@@ -293,8 +276,8 @@ Outs clip(const Ctx& c) {
 
 Outs cast(const Ctx& c) {
   const Tensor& x = c.x(0);
-  auto to = dtype_from_onnx(int(attr_i(c.node(), "to", 0)));
-  if (!to) c.fail(str("Cast to ONNX type ", attr_i(c.node(), "to", 0), " is not supported"));
+  auto to = dtype_from_onnx(int(c.node().attr_i("to", 0)));
+  if (!to) c.fail(str("Cast to ONNX type ", c.node().attr_i("to", 0), " is not supported"));
   auto device_float = [](DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; };
   if (device_float(x.dtype()) && device_float(*to)) return one(c.be.cast(x, *to));
   return one(c.be.download(x).to(*to));
@@ -329,7 +312,7 @@ Outs dropout(const Ctx& c) {
 Outs batch_norm(const Ctx& c) {
   const Tensor& x = c.floating(0, Op::BatchNorm);
   if (x.dim() < 2) c.fail(str("input ", x.describe(), " has no channel dim"));
-  const double eps = attr_f(c.node(), "epsilon", 1e-5);
+  const double eps = c.node().attr_f("epsilon", 1e-5);
   if (x.dim() <= 4) return one(c.be.batch_norm(x, c.x(3), c.x(4), &c.x(1), &c.x(2), eps));
   // (N, C, D, ...) normalises per channel like (N, C, D*...).
   Tensor y = c.be.batch_norm(c.be.reshape(x, {x.shape()[0], x.shape()[1], -1}), c.x(3), c.x(4), &c.x(1), &c.x(2), eps);
@@ -360,7 +343,7 @@ const std::map<std::string, Fn>& table() {
       {"Relu", [](const Ctx& c) { return one(c.be.relu(c.floating(0, Op::Relu))); }},
       {"LeakyRelu",
        [](const Ctx& c) {
-         const float a = float(attr_f(c.node(), "alpha", 0.01));
+         const float a = float(c.node().attr_f("alpha", 0.01));
          return host_map(c, [a](double v) { return v < 0 ? v * double(a) : v; });
        }},
       {"Sigmoid", [](const Ctx& c) { return host_map(c, [](double v) { return 1.0 / (1.0 + std::exp(-v)); }); }},
@@ -420,22 +403,22 @@ void check(const NodeCall& call) {
   };
   if (op == "MaxPool") {
     extra_outputs(1);  // the Indices output
-    if (attr_i(n, "storage_order", 0) != 0) call.fail("storage_order=1");
-    if (attr_ints(n, "kernel_shape").empty()) call.fail("kernel_shape is required");
+    if (n.attr_i("storage_order", 0) != 0) call.fail("storage_order=1");
+    if (n.attr_ints("kernel_shape").empty()) call.fail("kernel_shape is required");
   } else if (op == "AveragePool") {
-    if (attr_ints(n, "kernel_shape").empty()) call.fail("kernel_shape is required");
+    if (n.attr_ints("kernel_shape").empty()) call.fail("kernel_shape is required");
   } else if (op == "BatchNormalization") {
     extra_outputs(1);  // running statistics of training mode
-    if (attr_i(n, "training_mode", 0) != 0) call.fail("training_mode=1");
-    if (call.opset < 9 && attr_i(n, "spatial", 1) == 0) call.fail("spatial=0");
+    if (n.attr_i("training_mode", 0) != 0) call.fail("training_mode=1");
+    if (call.opset < 9 && n.attr_i("spatial", 1) == 0) call.fail("spatial=0");
   } else if (op == "Constant") {
     if (!n.attr("value") && !n.attr("value_float") && !n.attr("value_floats") && !n.attr("value_int") &&
         !n.attr("value_ints"))
       call.fail("a Constant needs a tensor, float(s) or int(s) value (sparse and string values are not supported)");
     if (const auto* a = n.attr("value"); a && !a->t.defined()) call.fail("its value tensor could not be read");
   } else if (op == "Cast") {
-    if (!dtype_from_onnx(int(attr_i(n, "to", 0))))
-      call.fail(str("Cast to ONNX type ", attr_i(n, "to", 0), " is not supported"));
+    if (!dtype_from_onnx(int(n.attr_i("to", 0))))
+      call.fail(str("Cast to ONNX type ", n.attr_i("to", 0), " is not supported"));
   } else if (op == "Concat") {
     if (!n.attr("axis")) call.fail("axis is required");
   } else if (op == "Dropout") {
@@ -444,7 +427,7 @@ void check(const NodeCall& call) {
     extra_outputs(1);
   }
   if (op == "Conv" || op == "MaxPool" || op == "AveragePool") {
-    auto ks = attr_ints(n, "kernel_shape");
+    auto ks = n.attr_ints("kernel_shape");
     if (ks.size() > 2) call.fail(str("only 1-D and 2-D windows are supported, not kernel_shape ", shape_str(ks)));
   }
 }

@@ -7,9 +7,6 @@ cd "$(dirname "$0")/.."
 export HOME
 bash scripts/setup.sh
 TB_PEERS_VENV="${TB_PEERS_VENV:-$HOME/.cache/tensorbridge/peers-venv}"
-LAUNCHER=()
-if command -v ccache >/dev/null; then  # rebuilds after a pull recompile only what changed
-  LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
-fi
+source scripts/launcher.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTB_PEERS_PYTHON="$TB_PEERS_VENV/bin/python" "${LAUNCHER[@]}"
 cmake --build build -j2

@@ -6,8 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-features}
-LAUNCHER=()
-if command -v ccache >/dev/null; then LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache); fi
+source scripts/launcher.sh
 start=$(date +%s)
 mkdir -p "$BUILD"
 for onnx in ON OFF; do for hdf5 in ON OFF; do for vulkan in ON OFF; do

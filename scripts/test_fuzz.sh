@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-fuzz}
-LAUNCHER=()
-if command -v ccache >/dev/null; then LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache); fi
+source scripts/launcher.sh
 start=$(date +%s)
 CC=clang-14 CXX=clang++-14 cmake -S fuzz -B "$BUILD" -G Ninja "${LAUNCHER[@]}" >/dev/null
 cmake --build "$BUILD" -j2 --target fuzz_all

@@ -13,8 +13,7 @@ BUILD=${BUILD:-build-asan}
 # Areas that read no weight files: compute kernels, the Vulkan backend (off here), the install check,
 # and the write-atomicity tests (kill/strace timing; they check renames, not parsers).
 SKIP_AREAS=(compute vulkan install atomic_output crash_safety)
-LAUNCHER=()
-if command -v ccache >/dev/null; then LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache); fi
+source scripts/launcher.sh
 start=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_SANITIZE=ON -DTB_WITH_VULKAN=OFF \
   -DTB_BUILD_TESTS=ON -DTB_PEERS_PYTHON="$TB_PEERS_VENV/bin/python" "${LAUNCHER[@]}" >/dev/null

@@ -19,33 +19,43 @@ template <class T>
 [[noreturn]] void throw_overflow(std::string_view what, const char* op, T a, T b) {
   throw ShapeError(str(what, " overflows ", sizeof(T) * 8, " bits (", +a, " ", op, " ", +b, ")"));
 }
+
+/** The three checked operations, one compiler builtin each. */
+enum class Op { Add, Sub, Mul };
+
+/** a op b; throws ShapeError "<what> overflows" when the exact result does not fit in T. */
+template <Op op, class T>
+T checked_op(T a, T b, std::string_view what) {
+  static_assert(std::is_integral_v<T>);
+  T r;
+  bool overflow;
+  if constexpr (op == Op::Add)
+    overflow = __builtin_add_overflow(a, b, &r);
+  else if constexpr (op == Op::Sub)
+    overflow = __builtin_sub_overflow(a, b, &r);
+  else
+    overflow = __builtin_mul_overflow(a, b, &r);
+  if (overflow) throw_overflow(what, op == Op::Add ? "+" : op == Op::Sub ? "-" : "*", a, b);
+  return r;
+}
 }  // namespace detail
 
 /** a * b; throws ShapeError "<what> overflows" when the product does not fit in T. */
 template <class T>
 T checked_mul(T a, T b, std::string_view what) {
-  static_assert(std::is_integral_v<T>);
-  T r;
-  if (__builtin_mul_overflow(a, b, &r)) detail::throw_overflow(what, "*", a, b);
-  return r;
+  return detail::checked_op<detail::Op::Mul>(a, b, what);
 }
 
 /** a + b; throws ShapeError "<what> overflows" when the sum does not fit in T. */
 template <class T>
 T checked_add(T a, T b, std::string_view what) {
-  static_assert(std::is_integral_v<T>);
-  T r;
-  if (__builtin_add_overflow(a, b, &r)) detail::throw_overflow(what, "+", a, b);
-  return r;
+  return detail::checked_op<detail::Op::Add>(a, b, what);
 }
 
 /** a - b; throws ShapeError when the difference does not fit in T (for unsigned T: when b > a). */
 template <class T>
 T checked_sub(T a, T b, std::string_view what) {
-  static_assert(std::is_integral_v<T>);
-  T r;
-  if (__builtin_sub_overflow(a, b, &r)) detail::throw_overflow(what, "-", a, b);
-  return r;
+  return detail::checked_op<detail::Op::Sub>(a, b, what);
 }
 
 /** v converted to To; throws ShapeError when v is outside To's range (a uint64 header field that

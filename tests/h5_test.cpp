@@ -52,18 +52,9 @@ for fn in sys.argv[1:]:
 
 /** file -> listing lines, from h5py. */
 std::map<std::string, std::set<std::string>> h5py_listing(const std::vector<std::string>& files) {
-  RunResult r = python(Peer::Torch, kH5pyListing, files);
-  INFO(r.output);
-  REQUIRE(r.exit_code == 0);
   std::map<std::string, std::set<std::string>> out;
-  std::istringstream is(r.output);
-  std::string line, cur;
-  while (std::getline(is, line)) {
-    if (line.rfind("FILE ", 0) == 0)
-      cur = line.substr(5);
-    else if (!cur.empty() && !line.empty())
-      out[cur].insert(line);
-  }
+  for (const auto& [file, lines] : python_lines_by_file(Peer::Torch, kH5pyListing, files))
+    out[file].insert(lines.begin(), lines.end());
   return out;
 }
 

@@ -92,19 +92,7 @@ for fn in sys.argv[1:]:
 )PY";
 
 std::map<std::string, std::vector<std::string>> reference(const std::vector<std::string>& files) {
-  RunResult r = python(Peer::Torch, kReference, files);
-  INFO(r.output);
-  REQUIRE(r.exit_code == 0);
-  std::map<std::string, std::vector<std::string>> out;
-  std::istringstream is(r.output);
-  std::string line, cur;
-  while (std::getline(is, line)) {
-    if (line.rfind("FILE ", 0) == 0)
-      cur = line.substr(5);
-    else if (!cur.empty() && !line.empty())
-      out[cur].push_back(line);
-  }
-  return out;
+  return python_lines_by_file(Peer::Torch, kReference, files);
 }
 
 /** Minimal .npy reader for little-endian float32 C-order arrays (expected values). */

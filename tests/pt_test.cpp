@@ -18,36 +18,39 @@ namespace {
 
 using tbtest::describe_tensors;
 
-// Prints, per file, "== path" then the same lines as describe_tensors(), computed by torch 1.13.
-const char* kPyDescribe = R"(
-import sys, torch, collections
-def fnv(b):
-    h = 1469598103934665603
-    for c in b:
-        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
+// Python shared by both describers: flat() collects (path, tensor) pairs (nn.Module state dicts too
+// when MODULES is set) and describe() prints the describe_tensors() lines of an object.
+std::string py_describer(bool modules) {
+  return std::string(tbtest::kPyDescribeLine) + "import sys, torch\nMODULES = " + (modules ? "True" : "False") + R"(
 def flat(v, p, out):
     if isinstance(v, torch.Tensor):
         out.append((p, v)); return
-    if isinstance(v, torch.nn.Module):
+    if MODULES and isinstance(v, torch.nn.Module):
         v = v.state_dict()
     if isinstance(v, dict):
         for k, x in v.items(): flat(x, (p + '.' if p else '') + str(k), out)
     elif isinstance(v, (list, tuple)):
         for i, x in enumerate(v): flat(x, (p + '.' if p else '') + str(i), out)
-for path in sys.argv[1:]:
-    print('==', path)
-    try:
-        obj = torch.load(path, map_location='cpu')
-    except Exception as e:
-        print('ERR', type(e).__name__, str(e).splitlines()[0][:200]); continue
+def describe(obj):
     out = []
     flat(obj, '', out)
     for k, t in out:
         t = t.detach().contiguous()
         if t.dtype == torch.bfloat16: b = t.view(torch.int16).numpy().tobytes()
         else: b = t.numpy().tobytes()
-        print('%s|%s|[%s]|%d' % (k, str(t.dtype).replace('torch.', ''), ', '.join(str(d) for d in t.shape), fnv(b)))
+        line(k, str(t.dtype).replace('torch.', ''), t.shape, b)
+)";
+}
+
+// Prints, per file, "== path" then the same lines as describe_tensors(), computed by torch 1.13.
+const std::string kPyDescribe = py_describer(true) + R"(
+for path in sys.argv[1:]:
+    print('==', path)
+    try:
+        obj = torch.load(path, map_location='cpu')
+    except Exception as e:
+        print('ERR', type(e).__name__, str(e).splitlines()[0][:200]); continue
+    describe(obj)
 )";
 
 std::map<std::string, std::string> torch_describe(const std::vector<std::string>& paths,
@@ -247,20 +250,7 @@ TEST_CASE("whole-module pickles: refused by default when a user class is named, 
 
 namespace {
 // Loads what we wrote with torch 1.13 weights_only=True and describes it like kPyDescribe.
-const char* kPyDescribeWeightsOnly = R"(
-import sys, torch
-def fnv(b):
-    h = 1469598103934665603
-    for c in b:
-        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
-def flat(v, p, out):
-    if isinstance(v, torch.Tensor):
-        out.append((p, v)); return
-    if isinstance(v, dict):
-        for k, x in v.items(): flat(x, (p + '.' if p else '') + str(k), out)
-    elif isinstance(v, (list, tuple)):
-        for i, x in enumerate(v): flat(x, (p + '.' if p else '') + str(i), out)
+const std::string kPyDescribeWeightsOnly = py_describer(false) + R"(
 for path in sys.argv[1:]:
     print('==', path)
     try:
@@ -271,13 +261,7 @@ for path in sys.argv[1:]:
         if 'Unsupported operand 71' not in str(e): raise
         print('NOTE float')
         obj = torch.load(path)
-    out = []
-    flat(obj, '', out)
-    for k, t in out:
-        t = t.detach().contiguous()
-        if t.dtype == torch.bfloat16: b = t.view(torch.int16).numpy().tobytes()
-        else: b = t.numpy().tobytes()
-        print('%s|%s|[%s]|%d' % (k, str(t.dtype).replace('torch.', ''), ', '.join(str(d) for d in t.shape), fnv(b)))
+    describe(obj)
 )";
 }  // namespace
 

@@ -16,6 +16,8 @@
 #include <random>
 #include <sstream>
 
+#include "tensor/io.h"
+
 namespace tbtest {
 
 fs::path fixture(const std::string& rel) {
@@ -111,12 +113,51 @@ RunResult python(Peer peer, const std::string& code, const std::vector<std::stri
   return r;
 }
 
+std::map<std::string, std::vector<std::string>> python_lines_by_file(Peer peer, const std::string& code,
+                                                                     const std::vector<std::string>& files) {
+  RunResult r = python(peer, code, files);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  std::map<std::string, std::vector<std::string>> out;
+  std::istringstream is(r.output);
+  std::string line, cur;
+  while (std::getline(is, line)) {
+    if (line.rfind("FILE ", 0) == 0)
+      cur = line.substr(5);
+    else if (!cur.empty() && !line.empty())
+      out[cur].push_back(line);
+  }
+  return out;
+}
+
 uint32_t crc32(const uint8_t* p, size_t n) { return uint32_t(::crc32(0L, p, uInt(n))); }
 
 std::string py_shape(const tb::Shape& s) {
   std::string out = "(";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + (s.size() == 1 ? ",)" : ")");
+}
+
+tb::Tensor read_npy_minimal(const fs::path& p) {
+  std::string s = tb::read_text_file(p);
+  REQUIRE(s.compare(0, 6, "\x93NUMPY") == 0);
+  size_t hlen = uint8_t(s[8]) | (size_t(uint8_t(s[9])) << 8);
+  std::string h = s.substr(10, hlen);
+  tb::DType dt = h.find("'<f8'") != std::string::npos ? tb::DType::F64 : tb::DType::F32;
+  REQUIRE((h.find("'<f4'") != std::string::npos || dt == tb::DType::F64));
+  REQUIRE(h.find("'fortran_order': False") != std::string::npos);
+  auto a = h.find('('), b = h.find(')');
+  tb::Shape shape;
+  std::string dims = h.substr(a + 1, b - a - 1);
+  for (size_t i = 0; i < dims.size();) {
+    size_t j = dims.find(',', i);
+    std::string d = dims.substr(i, j == std::string::npos ? std::string::npos : j - i);
+    if (d.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(d));
+    if (j == std::string::npos) break;
+    i = j + 1;
+  }
+  size_t off = 10 + hlen;
+  return tb::Tensor::from_bytes(dt, shape, s.data() + off, s.size() - off);
 }
 
 tb::Tensor load_npy_tensor(const fs::path& path) {
@@ -170,6 +211,16 @@ bool same_state_dicts(const tb::StateDict& a, const tb::StateDict& b) {
   }
   return true;
 }
+
+const char* const kPyDescribeLine = R"(
+def fnv(b):
+    h = 1469598103934665603
+    for c in b:
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+def line(k, dtype, shape, b):
+    print('%s|%s|[%s]|%d' % (k, dtype, ', '.join(str(d) for d in shape), fnv(b)))
+)";
 
 std::string describe_tensors(const tb::StateDict& sd) {
   std::ostringstream os;

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,11 @@ enum class Peer { Torch, Peers };
  *  is missing, unless TB_REQUIRE_PEERS=1, where that fails the test. argv becomes sys.argv[1:]. */
 RunResult python(Peer peer, const std::string& code, const std::vector<std::string>& argv = {});
 
+/** Runs a Python judge that prints "FILE <path>" before the lines of each file; returns each file's
+ *  non-empty lines in order. Fails the test when the judge fails. */
+std::map<std::string, std::vector<std::string>> python_lines_by_file(Peer peer, const std::string& code,
+                                                                     const std::vector<std::string>& files);
+
 /** CRC-32 (zlib's polynomial) of bytes, to compare tensors with what Python prints (zlib.crc32). */
 uint32_t crc32(const uint8_t* p, size_t n);
 /** A shape as Python prints a tuple: "(3,)", "(2, 3)", "()". */
@@ -86,11 +92,16 @@ int wait_status(pid_t pid);
 /** Equal names, dtypes, shapes and element bytes (tb::equal on every entry). */
 bool same_state_dicts(const tb::StateDict& a, const tb::StateDict& b);
 
+/** Minimal .npy reader for little-endian C-order f4/f8 arrays, independent of the npy adapter. */
+tb::Tensor read_npy_minimal(const fs::path& p);
 /** Reads a .npy with float32/float64 data through our own loader (for expected outputs). */
 tb::Tensor load_npy_tensor(const fs::path& path);
 
 /** "name|dtype|[shape]|fnv1a-64 of the bytes" per tensor, one line each in dict order: what the torch
  *  judges of pt_test and torchscript_test print for the same tensors. */
 std::string describe_tensors(const tb::StateDict& sd);
+/** Python defining fnv(b), the FNV-1a 64 of describe_tensors, and line(k, dtype, shape, b), which prints
+ *  one describe_tensors line: the start of every torch judge. */
+extern const char* const kPyDescribeLine;
 
 }  // namespace tbtest

@@ -16,16 +16,6 @@ namespace {
 
 using tbtest::describe_tensors;
 
-const char* kPyFnv = R"(
-def fnv(b):
-    h = 1469598103934665603
-    for c in b:
-        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
-def line(k, dtype, shape, b):
-    print('%s|%s|[%s]|%d' % (k, dtype, ', '.join(str(d) for d in shape), fnv(b)))
-)";
-
 // The judge: torch.jit.load(path).state_dict(), then the tensor attributes named after ':' in the
 // argument (path:offset), then the constants of the root's code as constants.<name>.
 const char* kPyJudge = R"(
@@ -80,7 +70,7 @@ std::string info_of(const Checkpoint& c, const std::string& key) {
 TEST_CASE("TorchScript archives read as torch.jit.load(f).state_dict(), then tensor attributes and constants") {
   const std::vector<std::string> args = {ts("mlp.pt"), ts("seq_traced.pt"), ts("tied.pt") + ":offset",
                                          ts("constant.pt"), ts("mlp.ptl")};
-  auto want = by_file(tbtest::python(tbtest::Peer::Torch, std::string(kPyFnv) + kPyJudge, args));
+  auto want = by_file(tbtest::python(tbtest::Peer::Torch, std::string(tbtest::kPyDescribeLine) + kPyJudge, args));
   for (const auto& arg : args) {
     std::string path = arg.substr(0, arg.find(':'));
     INFO(path);
@@ -140,8 +130,8 @@ TEST_CASE("convert to safetensors gives the tensors torch.jit.load gives") {
     outs.push_back(out);
     judge_args.push_back(ts(name + ".pt") + (name == std::string("tied") ? ":offset" : ""));
   }
-  auto want = by_file(tbtest::python(tbtest::Peer::Torch, std::string(kPyFnv) + kPyJudge, judge_args));
-  auto got = by_file(tbtest::python(tbtest::Peer::Peers, std::string(kPyFnv) + R"(
+  auto want = by_file(tbtest::python(tbtest::Peer::Torch, std::string(tbtest::kPyDescribeLine) + kPyJudge, judge_args));
+  auto got = by_file(tbtest::python(tbtest::Peer::Peers, std::string(tbtest::kPyDescribeLine) + R"(
 import sys, json
 from safetensors import safe_open
 from safetensors.numpy import load_file
@@ -173,7 +163,7 @@ TEST_CASE("convert to .pt: refused as a whole module, a torch.save state dict wi
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(load(out).format == "pt");
-  auto got = by_file(tbtest::python(tbtest::Peer::Torch, std::string(kPyFnv) + R"(
+  auto got = by_file(tbtest::python(tbtest::Peer::Torch, std::string(tbtest::kPyDescribeLine) + R"(
 import sys, torch
 sd = torch.load(sys.argv[1], weights_only=True)
 print('== x')
@@ -181,7 +171,8 @@ for k, t in sd.items():
     line(k, str(t.dtype).replace('torch.', ''), t.shape, t.numpy().tobytes())
 )",
                                     {out}));
-  auto want = by_file(tbtest::python(tbtest::Peer::Torch, std::string(kPyFnv) + kPyJudge, {ts("mlp.pt")}));
+  auto want =
+      by_file(tbtest::python(tbtest::Peer::Torch, std::string(tbtest::kPyDescribeLine) + kPyJudge, {ts("mlp.pt")}));
   CHECK(got["x"] == want[ts("mlp.pt")]);
 }
 

@@ -92,6 +92,26 @@ TEST_CASE("our zips read back by us and by Python zipfile", "[zip]") {
   }
 }
 
+TEST_CASE("the first member is named by its local header alone", "[zip]") {
+  for (uint64_t align : {uint64_t(0), uint64_t(64)}) {
+    zip::WriteOptions opts;
+    opts.align = align;
+    const std::vector<uint8_t> bytes = build_zip(opts);
+    auto first = zip::first_member(*memory_reader(bytes, "t.zip"));
+    REQUIRE(first);
+    CHECK(first->name == "archive/data.pkl");
+    CHECK(first->method == 0);
+    CHECK(first->data_offset == zip::ZipReader(memory_reader(bytes, "t.zip")).at("archive/data.pkl").data_offset);
+    CHECK(zip::starts_with_member(*memory_reader(bytes, "t.zip")));
+    // A name longer than the limit, a truncated name and a non-zip input give nothing.
+    CHECK_FALSE(zip::first_member(*memory_reader(bytes, "t.zip"), 8));
+    CHECK_FALSE(zip::first_member(*memory_reader(std::vector<uint8_t>(bytes.begin(), bytes.begin() + 40), "t.zip")));
+  }
+  const std::vector<uint8_t> not_zip(64, 'x');
+  CHECK_FALSE(zip::first_member(*memory_reader(not_zip, "x.bin")));
+  CHECK_FALSE(zip::starts_with_member(*memory_reader(not_zip, "x.bin")));
+}
+
 TEST_CASE("stored members are zero-copy views of a mapped file", "[zip]") {
   tbtest::TempDir dir;
   auto bytes = build_zip({});

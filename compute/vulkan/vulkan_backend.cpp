@@ -81,6 +81,15 @@ uint32_t u32(int64_t v, const char* what) {
   return uint32_t(v);
 }
 
+/** A shader's push constants: the values as 32-bit words (each already range-checked, by u32 or by the
+ *  geometry). */
+template <size_t N>
+std::array<uint32_t, N> words(const int64_t (&v)[N]) {
+  std::array<uint32_t, N> out;
+  for (size_t i = 0; i < N; ++i) out[i] = uint32_t(v[i]);
+  return out;
+}
+
 class VulkanBackend final : public Backend {
  public:
   explicit VulkanBackend(std::shared_ptr<Context> ctx)
@@ -229,24 +238,9 @@ class VulkanBackend final : public Backend {
     if (Y.numel() == 0) return finish(Y, x.dtype());
     u32(X.numel(), "input size");
     u32(W.numel(), "weight size");
-    uint32_t pc[18] = {u32(Y.numel(), "output size"),
-                       uint32_t(g.n),
-                       uint32_t(g.c),
-                       uint32_t(g.h),
-                       uint32_t(g.w),
-                       uint32_t(g.o),
-                       uint32_t(g.kh),
-                       uint32_t(g.kw),
-                       uint32_t(g.oh),
-                       uint32_t(g.ow),
-                       uint32_t(p.stride[0]),
-                       uint32_t(p.stride[1]),
-                       uint32_t(p.padding[0]),
-                       uint32_t(p.padding[1]),
-                       uint32_t(p.dilation[0]),
-                       uint32_t(p.dilation[1]),
-                       uint32_t(g.groups),
-                       bias ? 1u : 0u};
+    const auto pc =
+        words({u32(Y.numel(), "output size"), g.n, g.c, g.h, g.w, g.o, g.kh, g.kw, g.oh, g.ow, p.stride[0], p.stride[1],
+               p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], g.groups, bias ? 1 : 0});
     // Note [conv2d shader choice]: the implicit GEMM (conv2d_igemm.comp) tiles output channels per
     // group x output pixels; with fewer than 8 channels per group (depthwise) its rows would idle, so
     // the direct one-output-per-thread shader runs. TB_VK_CONV=igemm|direct overrides.
@@ -259,13 +253,13 @@ class VulkanBackend final : public Backend {
       uint32_t gx = (gn + bn - 1) / bn, gy = (og + bm - 1) / bm;
       TB_CHECK(gx <= 65535 && gy <= 65535 && g.groups <= 65535, UnsupportedError, "[vulkan] conv2d output of ", g.o,
                "x", gn, " in ", g.groups, " groups is too large");
-      stream_.dispatch(pipeline("conv2d_igemm", t), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc,
-                       sizeof pc, gx, gy, uint32_t(g.groups));
+      stream_.dispatch(pipeline("conv2d_igemm", t), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf},
+                       pc.data(), sizeof pc, gx, gy, uint32_t(g.groups));
       return finish(Y, x.dtype());
     }
     auto gr = grid1d(pc[0], 256);
-    stream_.dispatch(pipeline("conv2d"), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc, sizeof pc,
-                     gr[0], gr[1]);
+    stream_.dispatch(pipeline("conv2d"), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc.data(),
+                     sizeof pc, gr[0], gr[1]);
     return finish(Y, x.dtype());
   }
 
@@ -281,21 +275,10 @@ class VulkanBackend final : public Backend {
     auto [Y, ybuf] = alloc(DType::F32, out_shape);
     if (Y.numel() == 0) return finish(Y, x.dtype());
     u32(X.numel(), "input size");
-    uint32_t pc[13] = {u32(Y.numel(), "output size"),
-                       uint32_t(g.h),
-                       uint32_t(g.w),
-                       uint32_t(g.oh),
-                       uint32_t(g.ow),
-                       uint32_t(g.kernel[0]),
-                       uint32_t(g.kernel[1]),
-                       uint32_t(g.stride[0]),
-                       uint32_t(g.stride[1]),
-                       uint32_t(g.padding[0]),
-                       uint32_t(g.padding[1]),
-                       uint32_t(g.dilation[0]),
-                       uint32_t(g.dilation[1])};
+    const auto pc = words({u32(Y.numel(), "output size"), g.h, g.w, g.oh, g.ow, g.kernel[0], g.kernel[1], g.stride[0],
+                           g.stride[1], g.padding[0], g.padding[1], g.dilation[0], g.dilation[1]});
     auto gr = grid1d(pc[0], 256);
-    stream_.dispatch(pipeline("maxpool2d"), {buffer(X), ybuf}, pc, sizeof pc, gr[0], gr[1]);
+    stream_.dispatch(pipeline("maxpool2d"), {buffer(X), ybuf}, pc.data(), sizeof pc, gr[0], gr[1]);
     return finish(Y, x.dtype());
   }
 

@@ -136,28 +136,36 @@ void add_numpy_rules(Globals& g) {
 
 // ---- writing ----------------------------------------------------------------------------------------
 
-void write_numpy_dtype(Pickler& p, const std::string& descr) {
-  if (p.get_keyed("numpy.dtype " + descr)) return;
+void write_numpy_dtype_call(Pickler& p, const std::string& kind_size) {
   p.global_("numpy", "dtype");
-  p.string(descr.substr(1));
+  p.string(kind_size);
   p.boolean(false);
   p.boolean(true);
   p.tuple_n(3);
   p.reduce();
-  p.key_last("numpy.dtype " + descr);
-  // state (version, byteorder, subarray, names, fields, elsize, alignment, flags)
-  p.commit();
+}
+
+void write_numpy_dtype_state(Pickler& p, const std::string& byteorder, int64_t flags) {
+  // (version, byteorder, subarray, names, fields, elsize, alignment, flags)
   p.mark();
   p.integer(3);
-  p.string(descr.substr(0, 1));
+  p.string(byteorder);
   p.none();
   p.none();
   p.none();
   p.integer(-1);
   p.integer(-1);
-  p.integer(0);
+  p.integer(flags);
   p.tuple();
   p.build();
+}
+
+void write_numpy_dtype(Pickler& p, const std::string& descr) {
+  if (p.get_keyed("numpy.dtype " + descr)) return;
+  write_numpy_dtype_call(p, descr.substr(1));
+  p.key_last("numpy.dtype " + descr);
+  p.commit();
+  write_numpy_dtype_state(p, descr.substr(0, 1), 0);
 }
 
 void write_numpy_reconstruct(Pickler& p) {

@@ -17,6 +17,12 @@ class Globals;
  *  object arrays lists (1-d) or their element (0-d), dtypes Object{cls "numpy.dtype", args descr}. */
 void add_numpy_rules(Globals& g);
 
+/** numpy.dtype(kind_size, False, True): the call alone ("f4", "O8"), its state still to BUILD. */
+void write_numpy_dtype_call(Pickler& p, const std::string& kind_size);
+
+/** The BUILD of a dtype's state (3, byteorder, None, None, None, -1, -1, flags), as numpy pickles it. */
+void write_numpy_dtype_state(Pickler& p, const std::string& byteorder, int64_t flags);
+
 /** numpy.dtype(kind+size, False, True) with its BUILD state, as numpy pickles it; descr is the
  *  array-protocol string ("<f4"). Memoised by descr at protocol 4+ (numpy's dtypes are singletons). */
 void write_numpy_dtype(Pickler& p, const std::string& descr);

@@ -3,6 +3,7 @@
 #include "formats/detail/pickle_vm.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -22,6 +23,15 @@ std::string normalize_module(std::string mod) {
   if (mod == "copy_reg") return "copyreg";
   if (mod.rfind("numpy._core", 0) == 0) return "numpy.core" + mod.substr(11);
   return mod;
+}
+
+/** The decimal integer that is all of s (text INT and LONG); nullopt when s is not one or overflows. */
+std::optional<long long> text_int(const std::string& s) {
+  char* e = nullptr;
+  errno = 0;
+  long long v = std::strtoll(s.c_str(), &e, 10);
+  if (s.empty() || !e || *e != '\0' || errno != 0) return std::nullopt;
+  return v;
 }
 
 class Machine final : public Context {
@@ -464,22 +474,18 @@ bool Machine::op_number() {
       else if (s == "00")
         push(Value::boolean(false));
       else {
-        char* e = nullptr;
-        errno = 0;
-        long long v = std::strtoll(s.c_str(), &e, 10);
-        TB_CHECK(!s.empty() && e && *e == '\0' && errno == 0, FormatError, at(), ": bad INT '", s, "'");
-        push(Value::integer(v));
+        const auto v = text_int(s);
+        TB_CHECK(v, FormatError, at(), ": bad INT '", s, "'");
+        push(Value::integer(*v));
       }
       break;
     }
     case 'L': {  // LONG (text)
       std::string s = line();
       if (!s.empty() && s.back() == 'L') s.pop_back();
-      char* e = nullptr;
-      errno = 0;
-      long long v = std::strtoll(s.c_str(), &e, 10);
-      TB_CHECK(!s.empty() && e && *e == '\0' && errno == 0, FormatError, at(), ": bad or too large LONG '", s, "'");
-      push(Value::integer(v));
+      const auto v = text_int(s);
+      TB_CHECK(v, FormatError, at(), ": bad or too large LONG '", s, "'");
+      push(Value::integer(*v));
       break;
     }
     case 'F': {  // FLOAT (text)

@@ -39,14 +39,18 @@ void Pickler::put_u32(uint32_t v) {
   for (int i = 0; i < 4; ++i) put(uint8_t(v >> (8 * i)));
 }
 
-void Pickler::get(uint32_t idx) {
+void Pickler::put_memo_index(uint8_t op1, uint8_t op4, uint32_t idx) {
   if (idx < 256) {
-    put('h');
+    put(op1);
     put(uint8_t(idx));
   } else {
-    put('j');
+    put(op4);
     put_u32(idx);
   }
+}
+
+void Pickler::get(uint32_t idx) {
+  put_memo_index('h', 'j', idx);  // BINGET, LONG_BINGET
 }
 
 uint32_t Pickler::memo_op() {
@@ -98,13 +102,7 @@ uint32_t Pickler::memoize(const void* key) {
     idx = memo_op();
   } else {
     idx = next_memo_++;
-    if (idx < 256) {
-      put('q');
-      put(uint8_t(idx));
-    } else {
-      put('r');
-      put_u32(idx);
-    }
+    put_memo_index('q', 'r', idx);  // BINPUT, LONG_BINPUT
   }
   if (key) memo_keys_[key] = idx;
   return idx;

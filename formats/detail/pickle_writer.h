@@ -79,6 +79,8 @@ class Pickler {
  private:
   void put(uint8_t b) { (cpython_ ? frame_ : out_).push_back(b); }
   void put_u32(uint32_t v);
+  /** op1 with a one-byte memo index below 256, else op4 with a four-byte one. */
+  void put_memo_index(uint8_t op1, uint8_t op4, uint32_t idx);
   void get(uint32_t idx);
   uint32_t memo_op();  // MEMOIZE (4+)
   void commit_frame(bool force);

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "formats/detail/zip.h"
@@ -60,5 +61,11 @@ class ZipStorages {
   std::string record_;  // scratch: the record name being looked up
   uint64_t bytes_ = 0;
 };
+
+/** True for the name torch.save and torch.jit.save give the pickle of an archive: `<folder>/data.pkl`. */
+inline bool is_archive_pickle(std::string_view name) {
+  size_t slash = name.find('/');
+  return slash != std::string_view::npos && slash > 0 && name.substr(slash) == "/data.pkl";
+}
 
 }  // namespace tb::torch_storage

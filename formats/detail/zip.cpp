@@ -56,6 +56,197 @@ std::string method_name(uint16_t m) {
   }
 }
 
+/** The fields of a 30-byte local header that locate a member's name and data. */
+struct LocalHeader {
+  uint16_t method;
+  uint16_t name_len;
+  uint16_t extra_len;
+  /** Bytes from the header's first byte to the member's data. */
+  uint64_t size() const { return 30 + uint64_t(name_len) + extra_len; }
+};
+
+LocalHeader parse_local(const uint8_t* lh) { return {le16(lh + 8), le16(lh + 26), le16(lh + 28)}; }
+
+/** Where the central directory lies, as the end records give it. */
+struct Directory {
+  uint64_t count = 0;
+  uint64_t size = 0;
+  uint64_t offset = 0;
+  bool zip64 = false;
+};
+
+/** Offset of the end-of-central-directory record within `tail`, searching backwards; -1 when none. */
+int64_t find_eocd(const std::vector<uint8_t>& tail) {
+  const uint64_t tail_len = tail.size();
+  int64_t fallback = -1;
+  for (int64_t i = int64_t(tail_len) - int64_t(kEocdSize); i >= 0; --i) {
+    if (le32(&tail[size_t(i)]) != kEocdSig) continue;
+    uint16_t comment_len = le16(&tail[size_t(i)] + 20);
+    if (uint64_t(i) + kEocdSize + comment_len == tail_len) return i;
+    if (fallback < 0) fallback = i;  // comment length disagrees (trailing garbage): last resort
+  }
+  return fallback;
+}
+
+/** Reads the end records (EOCD, and the ZIP64 one its locator points at) and checks the directory's bounds. */
+Directory read_directory(const Reader& r) {
+  const std::string& L = r.label();
+  const uint64_t size = r.size();
+  TB_CHECK(size >= kEocdSize, FormatError, "[zip] '", L, "': ", size,
+           " bytes is too small for a zip archive (needs at least a 22-byte end-of-central-directory record)");
+
+  // 1. End of central directory: search backwards over at most 22 + 65535 bytes.
+  uint64_t tail_len = std::min<uint64_t>(size, kEocdSize + kMaxComment);
+  std::vector<uint8_t> tail = r.read_bytes(size - tail_len, size_t(tail_len));
+  const int64_t eocd_in_tail = find_eocd(tail);
+  TB_CHECK(eocd_in_tail >= 0, FormatError, "[zip] '", L,
+           "': no end-of-central-directory record (PK\\5\\6) in the last ", tail_len,
+           " bytes; not a zip archive or truncated");
+  const uint64_t eocd_pos = size - tail_len + uint64_t(eocd_in_tail);
+  const uint8_t* e = &tail[size_t(eocd_in_tail)];
+  uint16_t disk = le16(e + 4), cd_disk = le16(e + 6);
+  Directory d{le16(e + 10), le32(e + 12), le32(e + 16), false};
+  uint64_t cd_end_limit = eocd_pos;
+
+  // 2. ZIP64 locator right before the EOCD, pointing at the ZIP64 EOCD record.
+  if (eocd_pos >= 20 && r.read_le<uint32_t>(eocd_pos - 20) == kZip64LocatorSig) {
+    uint8_t loc[20];
+    r.read_at(eocd_pos - 20, loc, 20);
+    uint64_t rec_off = le64(loc + 8);
+    TB_CHECK(rec_off + 56 <= eocd_pos - 20 && rec_off < eocd_pos, FormatError, "[zip] '", L,
+             "': ZIP64 locator points at offset ", rec_off, " but the record must end before ", eocd_pos - 20);
+    uint8_t rec[56];
+    r.read_at(rec_off, rec, 56);
+    TB_CHECK(le32(rec) == kZip64EocdSig, FormatError, "[zip] '", L, "': expected a ZIP64 end-of-central-directory ",
+             "record (PK\\6\\6) at offset ", rec_off);
+    disk = uint16_t(le32(rec + 16));
+    cd_disk = uint16_t(le32(rec + 20));
+    d = {le64(rec + 32), le64(rec + 40), le64(rec + 48), true};
+    cd_end_limit = rec_off;
+  }
+  TB_CHECK(disk == 0 && cd_disk == 0, UnsupportedError, "[zip] '", L,
+           "': multi-volume (split) archives are not supported");
+  TB_CHECK(d.offset <= cd_end_limit && d.size <= cd_end_limit - d.offset, FormatError, "[zip] '", L,
+           "': central directory [", d.offset, ", +", d.size, ") does not fit before the end record at ", cd_end_limit,
+           "; truncated or not a zip archive");
+  TB_CHECK(d.count <= d.size / 46, FormatError, "[zip] '", L, "': end record claims ", d.count, " entries but the ",
+           d.size, "-byte central directory holds at most ", d.size / 46);
+  return d;
+}
+
+/** Takes from a ZIP64 extra area (id 0x0001) the 8-byte values of the fields that hold 0xFFFFFFFF, in order. */
+void read_zip64_extra(const std::string& L, Entry& en, const uint8_t* x, uint16_t extra_len, uint16_t start_disk) {
+  bool need_u = en.uncompressed_size == kMax32, need_c = en.compressed_size == kMax32,
+       need_o = en.local_header_offset == kMax32, need_d = start_disk == kMax16;
+  size_t xp = 0;
+  while (xp + 4 <= extra_len) {
+    uint16_t id = le16(x + xp), len = le16(x + xp + 2);
+    TB_CHECK(xp + 4 + len <= extra_len, FormatError, "[zip] '", L, "': entry '", en.name,
+             "' has an extra field running past its extra area");
+    if (id == 0x0001) {
+      const uint8_t* z = x + xp + 4;
+      size_t zp = 0;
+      auto take = [&](uint64_t& field, const char* what) {
+        TB_CHECK(zp + 8 <= len, FormatError, "[zip] '", L, "': entry '", en.name, "' ZIP64 extra field lacks the ",
+                 what);
+        field = le64(z + zp);
+        zp += 8;
+      };
+      if (need_u) take(en.uncompressed_size, "uncompressed size"), need_u = false;
+      if (need_c) take(en.compressed_size, "compressed size"), need_c = false;
+      if (need_o) take(en.local_header_offset, "local header offset"), need_o = false;
+      if (need_d) need_d = false;  // disk number: single-volume only
+    }
+    xp += 4 + size_t(len);
+  }
+  TB_CHECK(!(need_u || need_c || need_o), FormatError, "[zip] '", L, "': entry '", en.name,
+           "' has 0xFFFFFFFF size/offset fields but no ZIP64 extra field holding the real values");
+}
+
+/** Parses central directory record i at cd[pos]; sets rec_len to the record's length. */
+Entry read_central_record(const std::string& L, const std::vector<uint8_t>& cd, size_t pos, uint64_t i,
+                          uint64_t cd_offset, size_t& rec_len) {
+  TB_CHECK(pos + 46 <= cd.size(), FormatError, "[zip] '", L, "': central directory entry ", i,
+           " runs past the directory end");
+  const uint8_t* c = &cd[pos];
+  TB_CHECK(le32(c) == kCentralSig, FormatError, "[zip] '", L, "': expected central directory entry ", i,
+           " (PK\\1\\2) at offset ", cd_offset + pos);
+  Entry en;
+  en.flags = le16(c + 8);
+  en.method = le16(c + 10);
+  en.crc32 = le32(c + 16);
+  en.compressed_size = le32(c + 20);
+  en.uncompressed_size = le32(c + 24);
+  uint16_t name_len = le16(c + 28), extra_len = le16(c + 30), comment_len = le16(c + 32);
+  uint16_t start_disk = le16(c + 34);
+  en.local_header_offset = le32(c + 42);
+  rec_len = 46 + size_t(name_len) + extra_len + comment_len;
+  TB_CHECK(pos + rec_len <= cd.size(), FormatError, "[zip] '", L, "': central directory entry ", i, " (name ", name_len,
+           " + extra ", extra_len, " + comment ", comment_len, " bytes) runs past the directory end");
+  en.name.assign(reinterpret_cast<const char*>(c + 46), name_len);
+  TB_CHECK(en.name.find('\0') == std::string::npos, FormatError, "[zip] '", L, "': entry ", i,
+           " has a NUL byte in its name");
+  TB_CHECK(!en.name.empty(), FormatError, "[zip] '", L, "': entry ", i, " has an empty name");
+  read_zip64_extra(L, en, c + 46 + name_len, extra_len, start_disk);
+  return en;
+}
+
+/** Sets every entry's data offset from its LOCAL header's name/extra lengths. A file read through
+ *  pread is read in 64 KiB windows: one call covers the headers of many small members (a .pt of
+ *  100,000 tensors has one every 128 bytes) instead of one call per member. */
+void locate_data(const Reader& r, std::vector<Entry>& entries, uint64_t cd_offset) {
+  const std::string& L = r.label();
+  std::vector<uint8_t> win;
+  uint64_t win_pos = 0;
+  const uint8_t* direct = r.contiguous_bytes();
+  auto read_local = [&](uint64_t off, uint8_t* lh) {  // off + 30 <= cd_offset, checked by the caller
+    if (direct) return r.read_at(off, lh, 30);
+    if (off < win_pos || off + 30 > win_pos + win.size()) {
+      win.resize(size_t(std::min<uint64_t>(64 * 1024, cd_offset - off)));
+      r.read_at(off, win.data(), win.size());
+      win_pos = off;
+    }
+    std::memcpy(lh, win.data() + (off - win_pos), 30);
+  };
+  for (Entry& en : entries) {
+    TB_CHECK(en.local_header_offset <= cd_offset && 30 <= cd_offset - en.local_header_offset, FormatError, "[zip] '", L,
+             "': entry '", en.name, "' local header at ", en.local_header_offset,
+             " is not before the central directory at ", cd_offset);
+    uint8_t lh[30];
+    read_local(en.local_header_offset, lh);
+    TB_CHECK(le32(lh) == kLocalSig, FormatError, "[zip] '", L, "': entry '", en.name,
+             "': expected a local header (PK\\3\\4) at offset ", en.local_header_offset);
+    uint64_t data = en.local_header_offset + parse_local(lh).size();
+    TB_CHECK(data <= cd_offset && en.compressed_size <= cd_offset - data, FormatError, "[zip] '", L, "': entry '",
+             en.name, "' data [", data, ", +", en.compressed_size, ") runs into the central directory at ", cd_offset,
+             "; truncated?");
+    en.data_offset = data;
+    if (en.method == 0)
+      TB_CHECK(en.compressed_size == en.uncompressed_size, FormatError, "[zip] '", L, "': stored entry '", en.name,
+               "' has compressed size ", en.compressed_size, " != uncompressed size ", en.uncompressed_size);
+  }
+}
+
+/** Members must not overlap: several directory records sharing one deflated member is the
+ *  non-recursive zip bomb (many names, gigabytes inflated from a few kilobytes). */
+void check_no_overlap(const std::string& L, const std::vector<Entry>& entries) {
+  std::vector<const Entry*> by_offset;
+  by_offset.reserve(entries.size());
+  for (const Entry& en : entries) by_offset.push_back(&en);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const Entry* a, const Entry* b) { return a->local_header_offset < b->local_header_offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const Entry& a = *by_offset[i - 1];
+    const Entry& b = *by_offset[i];
+    uint64_t a_end = 0;  // the message is built only on overflow
+    if (__builtin_add_overflow(a.data_offset, a.compressed_size, &a_end))
+      checked_add<uint64_t>(a.data_offset, a.compressed_size, str("[zip] '", L, "': end of entry '", a.name, "'"));
+    TB_CHECK(a_end <= b.local_header_offset, FormatError, "[zip] '", L, "': entries '", a.name, "' and '", b.name,
+             "' overlap (data [", a.data_offset, ", +", a.compressed_size, ") and local header at ",
+             b.local_header_offset, "); refused as a zip bomb");
+  }
+}
+
 }  // namespace
 
 uint32_t crc32_update(uint32_t crc, const void* data, size_t n) {
@@ -83,6 +274,30 @@ bool looks_like_zip(const Reader& r) {
   }
 }
 
+bool starts_with_member(const Reader& r) {
+  try {
+    return r.size() >= 4 && r.read_le<uint32_t>(0) == kLocalSig;
+  } catch (...) {
+    return false;
+  }
+}
+
+std::optional<FirstMember> first_member(const Reader& r, size_t max_name) {
+  try {
+    if (r.size() < 30) return std::nullopt;
+    uint8_t lh[30];
+    r.read_at(0, lh, 30);
+    if (le32(lh) != kLocalSig) return std::nullopt;
+    const LocalHeader h = parse_local(lh);
+    if (h.name_len == 0 || h.name_len > max_name || r.size() < 30 + uint64_t(h.name_len)) return std::nullopt;
+    FirstMember m{std::string(h.name_len, '\0'), h.method, h.size()};
+    r.read_at(30, m.name.data(), h.name_len);
+    return m;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reader
 // ---------------------------------------------------------------------------------------------
@@ -90,172 +305,22 @@ bool looks_like_zip(const Reader& r) {
 ZipReader::ZipReader(std::shared_ptr<Reader> reader, ReadOptions opts) : reader_(std::move(reader)), opts_(opts) {
   const Reader& r = *reader_;
   const std::string& L = r.label();
-  const uint64_t size = r.size();
-  TB_CHECK(size >= kEocdSize, FormatError, "[zip] '", L, "': ", size,
-           " bytes is too small for a zip archive (needs at least a 22-byte end-of-central-directory record)");
-
-  // 1. End of central directory: search backwards over at most 22 + 65535 bytes.
-  uint64_t tail_len = std::min<uint64_t>(size, kEocdSize + kMaxComment);
-  std::vector<uint8_t> tail = r.read_bytes(size - tail_len, size_t(tail_len));
-  int64_t eocd_in_tail = -1;
-  int64_t fallback = -1;
-  for (int64_t i = int64_t(tail_len) - int64_t(kEocdSize); i >= 0; --i) {
-    if (le32(&tail[size_t(i)]) != kEocdSig) continue;
-    uint16_t comment_len = le16(&tail[size_t(i) + 20]);
-    if (uint64_t(i) + kEocdSize + comment_len == tail_len) {
-      eocd_in_tail = i;
-      break;
-    }
-    if (fallback < 0) fallback = i;  // comment length disagrees (trailing garbage): last resort
-  }
-  if (eocd_in_tail < 0) eocd_in_tail = fallback;
-  TB_CHECK(eocd_in_tail >= 0, FormatError, "[zip] '", L,
-           "': no end-of-central-directory record (PK\\5\\6) in the last ", tail_len,
-           " bytes; not a zip archive or truncated");
-  const uint64_t eocd_pos = size - tail_len + uint64_t(eocd_in_tail);
-  const uint8_t* e = &tail[size_t(eocd_in_tail)];
-  uint16_t disk = le16(e + 4), cd_disk = le16(e + 6);
-  uint64_t count = le16(e + 10);
-  uint64_t cd_size = le32(e + 12);
-  uint64_t cd_offset = le32(e + 16);
-  uint64_t cd_end_limit = eocd_pos;
-
-  // 2. ZIP64 locator right before the EOCD, pointing at the ZIP64 EOCD record.
-  if (eocd_pos >= 20 && r.read_le<uint32_t>(eocd_pos - 20) == kZip64LocatorSig) {
-    uint8_t loc[20];
-    r.read_at(eocd_pos - 20, loc, 20);
-    uint64_t rec_off = le64(loc + 8);
-    TB_CHECK(rec_off + 56 <= eocd_pos - 20 && rec_off < eocd_pos, FormatError, "[zip] '", L,
-             "': ZIP64 locator points at offset ", rec_off, " but the record must end before ", eocd_pos - 20);
-    uint8_t rec[56];
-    r.read_at(rec_off, rec, 56);
-    TB_CHECK(le32(rec) == kZip64EocdSig, FormatError, "[zip] '", L, "': expected a ZIP64 end-of-central-directory ",
-             "record (PK\\6\\6) at offset ", rec_off);
-    disk = uint16_t(le32(rec + 16));
-    cd_disk = uint16_t(le32(rec + 20));
-    count = le64(rec + 32);
-    cd_size = le64(rec + 40);
-    cd_offset = le64(rec + 48);
-    cd_end_limit = rec_off;
-    zip64_ = true;
-  }
-  TB_CHECK(disk == 0 && cd_disk == 0, UnsupportedError, "[zip] '", L,
-           "': multi-volume (split) archives are not supported");
-  TB_CHECK(cd_offset <= cd_end_limit && cd_size <= cd_end_limit - cd_offset, FormatError, "[zip] '", L,
-           "': central directory [", cd_offset, ", +", cd_size, ") does not fit before the end record at ",
-           cd_end_limit, "; truncated or not a zip archive");
-  TB_CHECK(count <= cd_size / 46, FormatError, "[zip] '", L, "': end record claims ", count, " entries but the ",
-           cd_size, "-byte central directory holds at most ", cd_size / 46);
-
-  // 3. Central directory records.
-  std::vector<uint8_t> cd = r.read_bytes(cd_offset, size_t(cd_size));
-  entries_.reserve(size_t(count));
-  index_.reserve(size_t(count));
+  const Directory dir = read_directory(r);
+  zip64_ = dir.zip64;
+  std::vector<uint8_t> cd = r.read_bytes(dir.offset, size_t(dir.size));
+  entries_.reserve(size_t(dir.count));
+  index_.reserve(size_t(dir.count));
   size_t pos = 0;
-  for (uint64_t i = 0; i < count; ++i) {
-    TB_CHECK(pos + 46 <= cd.size(), FormatError, "[zip] '", L, "': central directory entry ", i,
-             " runs past the directory end");
-    const uint8_t* c = &cd[pos];
-    TB_CHECK(le32(c) == kCentralSig, FormatError, "[zip] '", L, "': expected central directory entry ", i,
-             " (PK\\1\\2) at offset ", cd_offset + pos);
-    Entry en;
-    en.flags = le16(c + 8);
-    en.method = le16(c + 10);
-    en.crc32 = le32(c + 16);
-    en.compressed_size = le32(c + 20);
-    en.uncompressed_size = le32(c + 24);
-    uint16_t name_len = le16(c + 28), extra_len = le16(c + 30), comment_len = le16(c + 32);
-    uint16_t start_disk = le16(c + 34);
-    en.local_header_offset = le32(c + 42);
-    size_t rec_len = 46 + size_t(name_len) + extra_len + comment_len;
-    TB_CHECK(pos + rec_len <= cd.size(), FormatError, "[zip] '", L, "': central directory entry ", i, " (name ",
-             name_len, " + extra ", extra_len, " + comment ", comment_len, " bytes) runs past the directory end");
-    en.name.assign(reinterpret_cast<const char*>(c + 46), name_len);
-    TB_CHECK(en.name.find('\0') == std::string::npos, FormatError, "[zip] '", L, "': entry ", i,
-             " has a NUL byte in its name");
-    TB_CHECK(!en.name.empty(), FormatError, "[zip] '", L, "': entry ", i, " has an empty name");
-    // ZIP64 extra: 8-byte values for the fields that hold 0xFFFFFFFF, in a fixed order.
-    bool need_u = en.uncompressed_size == kMax32, need_c = en.compressed_size == kMax32,
-         need_o = en.local_header_offset == kMax32, need_d = start_disk == kMax16;
-    const uint8_t* x = c + 46 + name_len;
-    size_t xp = 0;
-    while (xp + 4 <= extra_len) {
-      uint16_t id = le16(x + xp), len = le16(x + xp + 2);
-      TB_CHECK(xp + 4 + len <= extra_len, FormatError, "[zip] '", L, "': entry '", en.name,
-               "' has an extra field running past its extra area");
-      if (id == 0x0001) {
-        const uint8_t* z = x + xp + 4;
-        size_t zp = 0;
-        auto take = [&](uint64_t& field, const char* what) {
-          TB_CHECK(zp + 8 <= len, FormatError, "[zip] '", L, "': entry '", en.name, "' ZIP64 extra field lacks the ",
-                   what);
-          field = le64(z + zp);
-          zp += 8;
-        };
-        if (need_u) take(en.uncompressed_size, "uncompressed size"), need_u = false;
-        if (need_c) take(en.compressed_size, "compressed size"), need_c = false;
-        if (need_o) take(en.local_header_offset, "local header offset"), need_o = false;
-        if (need_d) need_d = false;  // disk number: single-volume only
-      }
-      xp += 4 + size_t(len);
-    }
-    TB_CHECK(!(need_u || need_c || need_o), FormatError, "[zip] '", L, "': entry '", en.name,
-             "' has 0xFFFFFFFF size/offset fields but no ZIP64 extra field holding the real values");
+  for (uint64_t i = 0; i < dir.count; ++i) {
+    size_t rec_len = 0;
+    Entry en = read_central_record(L, cd, pos, i, dir.offset, rec_len);
     TB_CHECK(index_.emplace(en.name, entries_.size()).second, FormatError, "[zip] '", L, "': the name '", en.name,
              "' appears twice in the central directory");
     entries_.push_back(std::move(en));
     pos += rec_len;
   }
-
-  // 4. Local headers: data offset from the LOCAL name/extra lengths. A file read through pread is
-  //    read in 64 KiB windows: one call covers the headers of many small members (a .pt of 100,000
-  //    tensors has one every 128 bytes) instead of one call per member.
-  std::vector<uint8_t> win;
-  uint64_t win_pos = 0;
-  const uint8_t* direct = r.contiguous_bytes();
-  auto read_local = [&](uint64_t off, uint8_t* lh) {  // off + 30 <= cd_offset, checked by the caller
-    if (direct) return r.read_at(off, lh, 30);
-    if (off < win_pos || off + 30 > win_pos + win.size()) {
-      win.resize(size_t(std::min<uint64_t>(64 * 1024, cd_offset - off)));
-      r.read_at(off, win.data(), win.size());
-      win_pos = off;
-    }
-    std::memcpy(lh, win.data() + (off - win_pos), 30);
-  };
-  for (Entry& en : entries_) {
-    TB_CHECK(en.local_header_offset <= cd_offset && 30 <= cd_offset - en.local_header_offset, FormatError, "[zip] '", L,
-             "': entry '", en.name, "' local header at ", en.local_header_offset,
-             " is not before the central directory at ", cd_offset);
-    uint8_t lh[30];
-    read_local(en.local_header_offset, lh);
-    TB_CHECK(le32(lh) == kLocalSig, FormatError, "[zip] '", L, "': entry '", en.name,
-             "': expected a local header (PK\\3\\4) at offset ", en.local_header_offset);
-    uint64_t data = en.local_header_offset + 30 + le16(lh + 26) + le16(lh + 28);
-    TB_CHECK(data <= cd_offset && en.compressed_size <= cd_offset - data, FormatError, "[zip] '", L, "': entry '",
-             en.name, "' data [", data, ", +", en.compressed_size, ") runs into the central directory at ", cd_offset,
-             "; truncated?");
-    en.data_offset = data;
-    if (en.method == 0)
-      TB_CHECK(en.compressed_size == en.uncompressed_size, FormatError, "[zip] '", L, "': stored entry '", en.name,
-               "' has compressed size ", en.compressed_size, " != uncompressed size ", en.uncompressed_size);
-  }
-  // 5. Members must not overlap: several directory records sharing one deflated member is the
-  //    non-recursive zip bomb (many names, gigabytes inflated from a few kilobytes).
-  std::vector<const Entry*> by_offset;
-  by_offset.reserve(entries_.size());
-  for (const Entry& en : entries_) by_offset.push_back(&en);
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const Entry* a, const Entry* b) { return a->local_header_offset < b->local_header_offset; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    const Entry& a = *by_offset[i - 1];
-    const Entry& b = *by_offset[i];
-    uint64_t a_end = 0;  // the message is built only on overflow
-    if (__builtin_add_overflow(a.data_offset, a.compressed_size, &a_end))
-      checked_add<uint64_t>(a.data_offset, a.compressed_size, str("[zip] '", L, "': end of entry '", a.name, "'"));
-    TB_CHECK(a_end <= b.local_header_offset, FormatError, "[zip] '", L, "': entries '", a.name, "' and '", b.name,
-             "' overlap (data [", a.data_offset, ", +", a.compressed_size, ") and local header at ",
-             b.local_header_offset, "); refused as a zip bomb");
-  }
+  locate_data(r, entries_, dir.offset);
+  check_no_overlap(L, entries_);
 }
 
 const Entry* ZipReader::find(std::string_view name) const {

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -53,6 +54,21 @@ struct ReadOptions {
 
 /** True when the input starts like a zip file (`PK\3\4`, or `PK\5\6` for an empty archive). Never throws. */
 bool looks_like_zip(const Reader& r);
+
+/** True when the input starts with a local header (`PK\3\4`). Never throws. */
+bool starts_with_member(const Reader& r);
+
+/** What the archive's first local header says about its member, read without the central directory. */
+struct FirstMember {
+  std::string name;
+  uint16_t method = 0;  // 0 stored, 8 deflate
+  /** Bytes from the start of the input to the member's data (30 + name + local extra). */
+  uint64_t data_offset = 0;
+};
+
+/** The first member when the input starts with a local header (`PK\3\4`) whose name has 1..max_name
+ *  bytes, all present; nullopt otherwise. A sniffing shortcut: nothing else is checked. Never throws. */
+std::optional<FirstMember> first_member(const Reader& r, size_t max_name = 1024);
 
 class ZipReader {
  public:
