@@ -29,7 +29,7 @@ seed() {  # seed <harness> <dir>: copies the matching fixtures (small ones) into
     npy) files=(fixtures/numpy/*.npy fixtures/npy_extra/*.npy fixtures/dtypes/*.npy fixtures/malformed/*.npy) ;;
     npz|zip) files=(fixtures/numpy/*.npz fixtures/torch/single_tensor.pt fixtures/torch/views.pt fixtures/shared/numpy/*.npz
                     fixtures/malformed/*.npz fixtures/malformed/*.pt) ;;
-    gguf) files=(fixtures/gguf/*.gguf) ;;
+    gguf) files=(fixtures/gguf/*.gguf fixtures/shared/gguf/*.gguf) ;;
     torchscript) files=(fixtures/torchscript/*.pt) ;;
     tf_checkpoint) files=(fixtures/tf_checkpoint/*/*.index fixtures/tf_checkpoint/*/*/*.index) ;;
     safetensors) files=(fixtures/safetensors/*.safetensors fixtures/shared/safetensors/*.safetensors fixtures/malformed/*.safetensors) ;;
