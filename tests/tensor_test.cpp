@@ -1,3 +1,7 @@
+#include <algorithm>
+#include <map>
+#include <random>
+
 #include "tests/support.h"
 
 #include "tensor/byte_size.h"
@@ -44,6 +48,59 @@ TEST_CASE("StateDict rejects duplicates and names close keys", "[tensor]") {
   } catch (const KeyError& e) {
     CHECK(std::string(e.what()).find("'hidden.weight'") != std::string::npos);
   }
+}
+
+TEST_CASE("StateDict finds every name after inserts, renames and erases, in insertion order", "[tensor]") {
+  // Against std::map over a random sequence that grows the index many times and shifts probe runs.
+  std::mt19937 gen(3);
+  StateDict sd;
+  std::map<std::string, int64_t> ref;
+  std::vector<std::string> order;
+  auto name = [&] { return "layer." + std::to_string(gen() % 3000) + (gen() % 2 ? ".weight" : ".b"); };
+  for (int step = 0; step < 20000; ++step) {
+    const std::string n = name();
+    switch (gen() % 4) {
+      case 0:
+      case 1:
+        if (ref.count(n)) {
+          CHECK_THROWS_AS(sd.insert(n, Tensor::zeros(DType::F32, {1})), KeyError);
+        } else {
+          sd.insert(n, Tensor::zeros(DType::F32, {int64_t(step % 7)}));
+          ref[n] = step % 7;
+          order.push_back(n);
+        }
+        break;
+      case 2:
+        if (ref.count(n)) {
+          const std::string to = name();
+          if (ref.count(to) && to != n) break;
+          sd.rename(n, to);
+          const int64_t v = ref[n];
+          ref.erase(n);
+          ref[to] = v;
+          std::replace(order.begin(), order.end(), n, to);
+        }
+        break;
+      default:
+        CHECK(sd.erase(n) == (ref.erase(n) == 1));
+        order.erase(std::remove(order.begin(), order.end(), n), order.end());
+    }
+  }
+  REQUIRE(sd.size() == ref.size());
+  CHECK(sd.keys() == order);
+  for (const auto& [n, len] : ref) {
+    INFO(n);
+    REQUIRE(sd.contains(n));
+    CHECK(sd.at(n).numel() == len);
+  }
+  for (int i = 0; i < 3000; ++i) {
+    const std::string n = "layer." + std::to_string(i) + ".weight";
+    CHECK(sd.contains(n) == (ref.count(n) == 1));
+  }
+  StateDict copy = sd;  // the index travels with copies and moves
+  StateDict moved = std::move(copy);
+  for (const auto& [n, len] : ref) CHECK(moved.find(n) == &moved.at(n));
+  CHECK(moved.keys() == order);
 }
 
 TEST_CASE("Value flatten gives dotted keys and reports other values", "[tensor]") {
