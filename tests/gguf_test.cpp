@@ -437,7 +437,10 @@ TEST_CASE("a quantized GGUF converts holding one dequantized tensor at a time, v
     INFO(to << ": " << r.output);
     REQUIRE(r.exit_code == 0);
     // The CLI (~20 MiB), the mapped 34 MiB of blocks, one 16 MiB tensor: well under the 128 MiB of all.
+    // Not under ASan: its quarantine keeps freed tensors resident.
+#if !defined(__SANITIZE_ADDRESS__)
     CHECK(r.max_rss_kb < 100 * 1024);
+#endif
   }
   const StateDict eager = load(dir / "q.gguf").state_dict();
   for (const std::string to : {"safetensors", "npz", "pt"}) {
