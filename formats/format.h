@@ -78,6 +78,7 @@ struct SaveOptions {
   /** Format-specific knobs ("trim_storage" -> "1", "shard_size" -> "5GB"); each format lists the keys
    *  it reads in FormatAdapter::save_options, and save() refuses any other key. */
   std::map<std::string, std::string> options;
+  /** The value of key, or fallback when it is not set. */
   std::string option(const std::string& key, const std::string& fallback = {}) const {
     auto it = options.find(key);
     return it == options.end() ? fallback : it->second;
@@ -88,8 +89,11 @@ struct SaveOptions {
 struct Source {
   std::filesystem::path path;
   std::shared_ptr<Reader> reader;
+  /** Name for messages: the reader's label for a file, path_label for a folder. */
   const std::string& label() const { return reader ? reader->label() : path_label; }
+  /** The path as a string: the label when there is no reader. */
   std::string path_label;
+  /** A folder or TensorFlow checkpoint prefix (reader null) or an opened file; IoError when p does not exist. */
   static Source from_path(const std::filesystem::path& p, bool use_mmap = true);
 };
 
@@ -107,6 +111,7 @@ struct FormatAdapter {
    *  when the bytes are this kind of container but broken (a zip bomb); detection then goes on with
    *  the other formats and quotes the reason if none matches. */
   std::function<bool(const Source&)> sniff{};
+  /** Reads the whole checkpoint; throws FormatError (and others) with the source's label. */
   std::function<Checkpoint(const Source&, const LoadOptions&)> load{};
   /** nullptr when the format is read-only here. */
   std::function<void(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)> save{};

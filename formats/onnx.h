@@ -134,8 +134,8 @@ struct OnnxImport {
  *  they look like "<prefix>.weight" (torch export), else from the layer index. Throws
  *  UnsupportedError naming the first node that does not fit. */
 OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts = {});
-/** The same from a graph already read (read_onnx_graph below); label names the file in errors. */
 struct OnnxGraph;
+/** The same from a graph already read (read_onnx_graph below); label names the file in errors. */
 OnnxImport import_onnx_graph(const OnnxGraph& graph, const std::string& label);
 
 // ---- plain view of a graph (for runners; no protobuf types) ---------------------------------

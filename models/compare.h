@@ -49,8 +49,11 @@ std::vector<RoundTripRow> round_trip(const StateDict& original, const std::strin
 /** A temporary folder removed on destruction. */
 class ScratchDir {
  public:
+  /** Creates "tensorbridge-<pid>-<random>" under the system temp folder; throws filesystem_error on failure. */
   ScratchDir();
+  /** Removes the folder and everything in it, ignoring errors. */
   ~ScratchDir();
+  /** The folder's path. */
   const std::filesystem::path& path() const { return path_; }
 
  private:

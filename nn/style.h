@@ -35,6 +35,7 @@ struct KerasLayer {
   /** Torch values Keras has no variable for (num_batches_tracked), by torch leaf name. They travel in
    *  Keras files as "torch_only/<layer>/<leaf>" tensors, in the side group Keras ignores (formats/h5.h). */
   std::vector<std::pair<std::string, Tensor>> torch_only;
+  /** The weight with canonical name n, or nullptr; points into weights. */
   const Tensor* weight(const std::string& n) const;
 };
 
