@@ -29,6 +29,8 @@ struct NativeSource {
   std::map<std::string, std::string> renamed_from;
 };
 
+/** A loaded file: its object tree (root), string metadata and what a writer of the same format
+ *  needs to reproduce it. Tensors in root may view the input's mapping. */
 struct Checkpoint {
   std::string format;  // adapter name that produced it ("pt", "npz", ...)
   Value root;          // the saved object
@@ -53,6 +55,7 @@ struct Checkpoint {
   const void* flat_root_ = nullptr;        // root's identity then
 };
 
+/** How load() reads: memory mapping, pickle safety, lazy decoding and what one load may cost. */
 struct LoadOptions {
   bool mmap = true;  // zero-copy where the format allows it
   /** Pickles: keep objects of non-allowed classes as opaque values instead of refusing the file.
@@ -73,6 +76,7 @@ struct LoadOptions {
   LoadLimits limits = default_load_limits();
 };
 
+/** How save() writes: whether an existing target is replaced, plus format-specific options. */
 struct SaveOptions {
   bool overwrite = false;
   /** Format-specific knobs ("trim_storage" -> "1", "shard_size" -> "5GB"); each format lists the keys
@@ -103,6 +107,7 @@ struct SaveOption {
   std::string help;  // accepted values and default, e.g. "0 or 1 (default 0)"
 };
 
+/** One file format: detection (sniff), reading (load) and, unless read-only, writing (save). */
 struct FormatAdapter {
   std::string name{};                     // "pt", "npy", "npz", "h5", "onnx", "safetensors", "oneflow"
   std::string description{};              // one line for `tensorbridge formats`

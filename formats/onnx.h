@@ -66,6 +66,7 @@ void save_onnx(const Checkpoint& ckpt, const std::filesystem::path& path, const 
 
 /** One layer of a sequential network, named like PyTorch modules ("hidden" -> "hidden.weight"). */
 struct OnnxLayer {
+  /** The layer types export_onnx_graph can emit. */
   enum class Kind {
     Linear,
     ReLU,
@@ -99,6 +100,7 @@ struct OnnxLayer {
   int add_from = -1;
 };
 
+/** A sequential network for export_onnx_graph: its layers in order, input/output names and shape, opset. */
 struct OnnxGraphSpec {
   std::vector<OnnxLayer> layers;
   /** Input shape; a dim < 0 is symbolic ("N" for the first, "d<i>" otherwise). */
@@ -152,6 +154,7 @@ struct OnnxAttribute {
   Tensor t;
 };
 
+/** One NodeProto as read_onnx_graph gives it: op, domain, name, value names and attributes. */
 struct OnnxNode {
   std::string op_type, domain, name;
   std::vector<std::string> inputs, outputs;  // "" = omitted optional input
@@ -184,12 +187,14 @@ struct OnnxNode {
   }
 };
 
+/** A graph input or output: value name, element type and shape. */
 struct OnnxValueInfo {
   std::string name;
   int elem_type = 0;  // TensorProto.DataType (0 = not a tensor / unknown)
   Shape shape;        // unknown or symbolic dims are -1; empty when no shape is given
 };
 
+/** A GraphProto as read_onnx_graph gives it: nodes in file order, initializers, inputs, outputs, opset. */
 struct OnnxGraph {
   std::string name;  // GraphProto.name
   std::vector<OnnxNode> nodes;

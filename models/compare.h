@@ -9,6 +9,7 @@
 
 namespace tb {
 
+/** How one tensor present in both state dicts compares (see diff_state_dicts). */
 struct TensorDiff {
   std::string name;
   std::string problem;  // empty when values were compared
@@ -17,6 +18,7 @@ struct TensorDiff {
   bool bit_exact = false;
 };
 
+/** Result of diff_state_dicts: names on one side only and a TensorDiff per common name. */
 struct DiffReport {
   std::vector<std::string> only_a, only_b;
   std::vector<TensorDiff> tensors;  // names present in both, in A's order

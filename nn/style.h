@@ -39,6 +39,7 @@ struct KerasLayer {
   const Tensor* weight(const std::string& n) const;
 };
 
+/** Options of keras_to_torch, torch_to_keras and convert_style. */
 struct StyleOptions {
   /** Target names by position of the layers WITH weights: torch module prefixes (Keras -> torch) or Keras
    *  layer names (torch -> Keras). Empty: taken from the source side. */

@@ -45,6 +45,7 @@ class Error : public std::runtime_error {
   std::string msg_;
 };
 
+/** The error kinds of the hierarchy in the file comment: each an Error with its own type to catch. */
 #define TB_DEFINE_ERROR(Name) \
   class Name : public Error { \
    public:                    \
