@@ -31,6 +31,7 @@ namespace tb::compute {
 
 /** The operations of the interface (capability queries name them). */
 enum class Op { Gemm, MatMul, Add, Mul, Relu, Conv2d, MaxPool2d, BatchNorm, Softmax, Reshape, Cast };
+/** Lower-case name of op as error messages use it ("gemm", "max_pool2d"); "?" for an out-of-range value. */
 std::string_view op_name(Op op);
 
 /** Y = alpha * op(A) @ op(B) + beta * C, op() transposes when the flag is set (ONNX Gemm). */
@@ -59,6 +60,7 @@ struct Pool2dParams {
 /** A device that runs the ops. Not thread-safe: use one backend per thread. */
 class Backend {
  public:
+  /** Not copyable: a backend owns its device state; destroy it through the base pointer. */
   virtual ~Backend() = default;
   Backend() = default;
   Backend(const Backend&) = delete;
@@ -83,11 +85,15 @@ class Backend {
   virtual Tensor gemm(const Tensor& a, const Tensor& b, const Tensor* c, const GemmParams& p) = 0;
   /** numpy matmul: 1-D operands promoted, batch dims broadcast ([..., M, K] @ [..., K, N]). */
   virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
-  /** Elementwise with numpy broadcasting. */
+  /** Elementwise sum with numpy broadcasting. */
   virtual Tensor add(const Tensor& a, const Tensor& b) = 0;
+  /** Elementwise product with numpy broadcasting. */
   virtual Tensor mul(const Tensor& a, const Tensor& b) = 0;
+  /** max(0, x) elementwise. */
   virtual Tensor relu(const Tensor& x) = 0;
+  /** 2-D convolution per Conv2dParams; bias may be null. Output [N, O, H', W']. */
   virtual Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) = 0;
+  /** Max over each window per Pool2dParams on [N, C, H, W]. */
   virtual Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) = 0;
   /** Inference batch norm over dim 1 of [N, C], [N, C, L] or [N, C, H, W]:
    *  y = (x - mean) / sqrt(var + eps) * weight + bias (weight/bias null = 1/0). */

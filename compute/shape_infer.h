@@ -18,18 +18,23 @@ Shape broadcast_strides(const Shape& in, const Shape& out);
 struct ConvGeom {
   int64_t n, c, h, w, o, kh, kw, oh, ow, groups;
 };
+/** Validates x [N, C, H, W], w [O, C/groups, kH, kW], bias [O] and the params; ShapeError naming the
+ *  problem, else the sizes including the output's oh, ow. */
 ConvGeom conv2d_geom(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p);
 
+/** Geometry of a 2-D max pool after validation (stride resolved from kernel when {0, 0}). */
 struct PoolGeom {
   int64_t n, c, h, w, oh, ow;
   std::array<int64_t, 2> kernel, stride, padding, dilation;
 };
+/** Validates x ([N, C, H, W] or [C, H, W], then n = 1) and p; ShapeError on bad params or an empty output. */
 PoolGeom pool2d_geom(const Tensor& x, const Pool2dParams& p);
 
 /** Validated gemm sizes: A is [M,K] after op(), B is [K,N]; c broadcastable to [M,N]. */
 struct GemmGeom {
   int64_t m, n, k;
 };
+/** Validates the operands of Backend::gemm (2-D, inner sizes agree, c broadcastable); ShapeError. */
 GemmGeom gemm_geom(const Tensor& a, const Tensor& b, const Tensor* c, const GemmParams& p);
 
 /** matmul: output shape, batch shape and per-operand batch strides (in matrices, 0 = broadcast). */
@@ -38,6 +43,7 @@ struct MatMulGeom {
   int64_t batch, m, n, k;
   std::vector<int64_t> a_batch_index, b_batch_index;  // matrix index of a/b for each output batch
 };
+/** numpy matmul shapes (1-D promoted, batch dims broadcast); ShapeError when they do not fit. */
 MatMulGeom matmul_geom(const Tensor& a, const Tensor& b);
 
 /** Resolves one -1 and checks the element count. */

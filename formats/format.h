@@ -29,6 +29,8 @@ struct NativeSource {
   std::map<std::string, std::string> renamed_from;
 };
 
+/** A loaded file: its object tree (root), string metadata and what a writer of the same format
+ *  needs to reproduce it. Tensors in root may view the input's mapping. */
 struct Checkpoint {
   std::string format;  // adapter name that produced it ("pt", "npz", ...)
   Value root;          // the saved object
@@ -53,6 +55,7 @@ struct Checkpoint {
   const void* flat_root_ = nullptr;        // root's identity then
 };
 
+/** How load() reads: memory mapping, pickle safety, lazy decoding and what one load may cost. */
 struct LoadOptions {
   bool mmap = true;  // zero-copy where the format allows it
   /** Pickles: keep objects of non-allowed classes as opaque values instead of refusing the file.
@@ -73,11 +76,13 @@ struct LoadOptions {
   LoadLimits limits = default_load_limits();
 };
 
+/** How save() writes: whether an existing target is replaced, plus format-specific options. */
 struct SaveOptions {
   bool overwrite = false;
   /** Format-specific knobs ("trim_storage" -> "1", "shard_size" -> "5GB"); each format lists the keys
    *  it reads in FormatAdapter::save_options, and save() refuses any other key. */
   std::map<std::string, std::string> options;
+  /** The value of key, or fallback when it is not set. */
   std::string option(const std::string& key, const std::string& fallback = {}) const {
     auto it = options.find(key);
     return it == options.end() ? fallback : it->second;
@@ -88,8 +93,11 @@ struct SaveOptions {
 struct Source {
   std::filesystem::path path;
   std::shared_ptr<Reader> reader;
+  /** Name for messages: the reader's label for a file, path_label for a folder. */
   const std::string& label() const { return reader ? reader->label() : path_label; }
+  /** The path as a string: the label when there is no reader. */
   std::string path_label;
+  /** A folder or TensorFlow checkpoint prefix (reader null) or an opened file; IoError when p does not exist. */
   static Source from_path(const std::filesystem::path& p, bool use_mmap = true);
 };
 
@@ -99,6 +107,7 @@ struct SaveOption {
   std::string help;  // accepted values and default, e.g. "0 or 1 (default 0)"
 };
 
+/** One file format: detection (sniff), reading (load) and, unless read-only, writing (save). */
 struct FormatAdapter {
   std::string name{};                     // "pt", "npy", "npz", "h5", "onnx", "safetensors", "oneflow"
   std::string description{};              // one line for `tensorbridge formats`
@@ -107,6 +116,7 @@ struct FormatAdapter {
    *  when the bytes are this kind of container but broken (a zip bomb); detection then goes on with
    *  the other formats and quotes the reason if none matches. */
   std::function<bool(const Source&)> sniff{};
+  /** Reads the whole checkpoint; throws FormatError (and others) with the source's label. */
   std::function<Checkpoint(const Source&, const LoadOptions&)> load{};
   /** nullptr when the format is read-only here. */
   std::function<void(const Checkpoint&, const std::filesystem::path&, const SaveOptions&)> save{};

@@ -66,6 +66,7 @@ void save_onnx(const Checkpoint& ckpt, const std::filesystem::path& path, const 
 
 /** One layer of a sequential network, named like PyTorch modules ("hidden" -> "hidden.weight"). */
 struct OnnxLayer {
+  /** The layer types export_onnx_graph can emit. */
   enum class Kind {
     Linear,
     ReLU,
@@ -99,6 +100,7 @@ struct OnnxLayer {
   int add_from = -1;
 };
 
+/** A sequential network for export_onnx_graph: its layers in order, input/output names and shape, opset. */
 struct OnnxGraphSpec {
   std::vector<OnnxLayer> layers;
   /** Input shape; a dim < 0 is symbolic ("N" for the first, "d<i>" otherwise). */
@@ -134,8 +136,8 @@ struct OnnxImport {
  *  they look like "<prefix>.weight" (torch export), else from the layer index. Throws
  *  UnsupportedError naming the first node that does not fit. */
 OnnxImport import_onnx_graph(const Source& src, const LoadOptions& opts = {});
-/** The same from a graph already read (read_onnx_graph below); label names the file in errors. */
 struct OnnxGraph;
+/** The same from a graph already read (read_onnx_graph below); label names the file in errors. */
 OnnxImport import_onnx_graph(const OnnxGraph& graph, const std::string& label);
 
 // ---- plain view of a graph (for runners; no protobuf types) ---------------------------------
@@ -152,6 +154,7 @@ struct OnnxAttribute {
   Tensor t;
 };
 
+/** One NodeProto as read_onnx_graph gives it: op, domain, name, value names and attributes. */
 struct OnnxNode {
   std::string op_type, domain, name;
   std::vector<std::string> inputs, outputs;  // "" = omitted optional input
@@ -184,12 +187,14 @@ struct OnnxNode {
   }
 };
 
+/** A graph input or output: value name, element type and shape. */
 struct OnnxValueInfo {
   std::string name;
   int elem_type = 0;  // TensorProto.DataType (0 = not a tensor / unknown)
   Shape shape;        // unknown or symbolic dims are -1; empty when no shape is given
 };
 
+/** A GraphProto as read_onnx_graph gives it: nodes in file order, initializers, inputs, outputs, opset. */
 struct OnnxGraph {
   std::string name;  // GraphProto.name
   std::vector<OnnxNode> nodes;

@@ -33,7 +33,10 @@ constexpr int kMaxGraphDepth = 16;
  *  it returns keep keep_alive alive. */
 class Decoder {
  public:
+  /** Decodes tensors of src's model, charging them to one LoadBudget of opts.limits; external data
+   *  files are opened on first use. */
   Decoder(const Source& src, const LoadOptions& opts, std::shared_ptr<void> keep_alive);
+  /** Releases the decoding state (external data readers, the budget). */
   ~Decoder();
   /** A dense tensor; undefined when its ONNX type has no tensorbridge dtype (noted in skipped()). */
   Tensor tensor(const onnx::TensorProto& tp, const std::string& name);

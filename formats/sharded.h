@@ -67,6 +67,7 @@ struct ShardTarget {
   std::filesystem::path single;  // the file a one-shard output is written to
   std::string stem;              // "model": model-00001-of-00003.safetensors, model.safetensors.index.json
 };
+/** Resolves path as described above (creating a missing folder; IoError when it cannot). */
 ShardTarget shard_target(const std::filesystem::path& path);
 /** "<stem>-00002-of-00004.safetensors" for i = 1, n = 4 (the reference names). */
 std::string shard_file_name(const std::string& stem, size_t i, size_t n);

@@ -9,6 +9,7 @@
 
 namespace tb {
 
+/** How one tensor present in both state dicts compares (see diff_state_dicts). */
 struct TensorDiff {
   std::string name;
   std::string problem;  // empty when values were compared
@@ -17,6 +18,7 @@ struct TensorDiff {
   bool bit_exact = false;
 };
 
+/** Result of diff_state_dicts: names on one side only and a TensorDiff per common name. */
 struct DiffReport {
   std::vector<std::string> only_a, only_b;
   std::vector<TensorDiff> tensors;  // names present in both, in A's order
@@ -49,8 +51,11 @@ std::vector<RoundTripRow> round_trip(const StateDict& original, const std::strin
 /** A temporary folder removed on destruction. */
 class ScratchDir {
  public:
+  /** Creates "tensorbridge-<pid>-<random>" under the system temp folder; throws filesystem_error on failure. */
   ScratchDir();
+  /** Removes the folder and everything in it, ignoring errors. */
   ~ScratchDir();
+  /** The folder's path. */
   const std::filesystem::path& path() const { return path_; }
 
  private:

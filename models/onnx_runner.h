@@ -15,18 +15,22 @@
 
 namespace tb::nn {
 
+/** An ONNX graph run node by node on backend(), as an nn Module; initializers are graph values, not
+ *  registered parameters (state_dict() is empty). */
 class OnnxGraphModule : public Module {
  public:
   /** Checks every node and keeps the graph; label names the file in errors. Throws
    *  UnsupportedError "[onnx] 'file': node 'n' (Op) cannot run: why". */
   OnnxGraphModule(OnnxGraph graph, std::string label);
 
+  /** "OnnxGraph". */
   std::string type_name() const override { return "OnnxGraph"; }
   /** "N nodes, inputs: a [N, 20]; outputs: y". */
   std::string extra_repr() const override;
 
   /** The graph's inputs (initializers excluded) and outputs, in graph order. */
   const std::vector<OnnxValueInfo>& inputs() const { return graph_.inputs; }
+  /** The graph outputs, in graph order. */
   const std::vector<OnnxValueInfo>& outputs() const { return graph_.outputs; }
 
   /** Host tensors in (one per graph input, in order), host tensors out (one per graph output) on
@@ -39,6 +43,8 @@ class OnnxGraphModule : public Module {
   static const std::vector<std::string>& supported_ops();
 
  private:
+  /** Runs the nodes on backend() with inputs already where they should be; returns backend tensors.
+   *  ShapeError when the input count differs from the graph's. */
   std::vector<Tensor> run_values(std::vector<Tensor> inputs);
   OnnxGraph graph_;
   std::string label_;

@@ -47,9 +47,12 @@ struct LoadReport {
   std::string describe() const;
 };
 
+/** A torch.nn.Module: named parameters, buffers and child modules in registration order, shared by
+ *  std::shared_ptr (Ptr). Subclasses give type_name() and usually forward(). */
 class Module : public std::enable_shared_from_this<Module> {
  public:
   using Ptr = std::shared_ptr<Module>;
+  /** An empty module on the default CPU backend. Not copyable: modules are shared through Ptr. */
   Module() = default;
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
@@ -67,8 +70,12 @@ class Module : public std::enable_shared_from_this<Module> {
   /** Registers (or replaces) a parameter / buffer; returns a reference valid until the next registration on this
    * module. */
   Tensor& register_parameter(const std::string& name, Tensor t);
+  /** persistent = false keeps the buffer out of state_dict() (torch's persistent=False). */
   Tensor& register_buffer(const std::string& name, Tensor t, bool persistent = true);
+  /** Adds (or replaces) the child under name and returns it. Names must be non-empty without '.' (KeyError),
+   *  child non-null (KeyError). */
   Ptr register_module(const std::string& name, Ptr child);
+  /** Typed register_module: returns the child as its own type (hidden = register_module("hidden", linear)). */
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> child) {
     register_module(name, Ptr(child));
@@ -80,9 +87,11 @@ class Module : public std::enable_shared_from_this<Module> {
   Tensor& buffer(const std::string& name);
   Ptr child(const std::string& name) const;
 
+  /** Direct children with their names, in registration order. */
   const std::vector<std::pair<std::string, Ptr>>& children() const { return children_; }
   /** Recursive, dotted names, in state_dict order. */
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  /** Every defined buffer, persistent or not, with dotted names. */
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   /** Every module with its dotted path ("" for this one), pre-order. */
   std::vector<std::pair<std::string, Ptr>> named_modules();
@@ -113,15 +122,18 @@ class Module : public std::enable_shared_from_this<Module> {
   const Tensor* device_tensor_opt(const std::string& name);
 
  private:
+  /** Backend copy of an own floating-point parameter or buffer, by slot name. */
   struct DeviceSlot {
     std::string name;
     Tensor tensor;
   };
+  /** A registered parameter or buffer; an undefined tensor is a slot torch holds as None. */
   struct Slot {
     std::string name;
     Tensor tensor;
     bool persistent = true;
   };
+  /** Rebuilds device_ from the own slots when a backend is set (float32, or the dtype if it can Cast). */
   void upload_own();
   std::shared_ptr<compute::Backend> backend_;
   std::vector<DeviceSlot> device_;
@@ -133,11 +145,17 @@ class Module : public std::enable_shared_from_this<Module> {
 // ---------------------------------------------------------------------------------------------
 // Layers
 
+/** torch.nn.Linear: y = x @ weight^T + bias, weight (out_features, in_features) and bias (out_features)
+ *  initialised to zeros (load_state_dict fills them). */
 class Linear : public Module {
  public:
+  /** Registers zero weight and, with bias, zero bias; ShapeError on negative sizes. */
   Linear(int64_t in_features, int64_t out_features, bool bias = true);
+  /** "Linear". */
   std::string type_name() const override { return "Linear"; }
+  /** "in_features=20, out_features=256, bias=True". */
   std::string extra_repr() const override;
+  /** x (..., in_features) to (..., out_features) on backend(). */
   Tensor forward(const Tensor& x) override;
   /** relu(forward(x)) in one pass over the output (Sequential uses it for Linear followed by ReLU). */
   Tensor forward_relu(const Tensor& x);
@@ -145,34 +163,52 @@ class Linear : public Module {
   bool has_bias;                      // whether "bias" is registered
 };
 
+/** torch.nn.ReLU: max(0, x), no parameters. */
 class ReLU : public Module {
  public:
+  /** "ReLU". */
   std::string type_name() const override { return "ReLU"; }
+  /** max(0, x) elementwise on backend(). */
   Tensor forward(const Tensor& x) override;
 };
 
+/** torch.nn.Conv2d on (N, C, H, W): weight (out, in / groups, kernel_h, kernel_w) and optional bias (out),
+ *  initialised to zeros. */
 class Conv2d : public Module {
  public:
+  /** PyTorch's Conv2d keyword arguments (padding is symmetric per axis, in pixels). */
   struct Options {
     int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
     bool bias = true;
   };
+  /** Square kernel, stride 1, no padding, with bias. */
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size);
+  /** Registers the zero weight (and bias); ShapeError unless sizes are positive and groups divides both
+   *  channel counts. */
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_h, int64_t kernel_w, Options opts);
+  /** "Conv2d". */
   std::string type_name() const override { return "Conv2d"; }
+  /** "3, 16, kernel_size=(5, 5), stride=(1, 1)", then padding, dilation, groups, bias only when not default. */
   std::string extra_repr() const override;
+  /** (N, in_channels, H, W) to (N, out_channels, H', W') on backend(). */
   Tensor forward(const Tensor& x) override;
   int64_t in_channels, out_channels, kernel_h, kernel_w;  // weight (out, in / groups, kernel_h, kernel_w)
   Options opts;                                           // stride, padding, dilation, groups, bias
 };
 
+/** torch.nn.MaxPool2d on (N, C, H, W); padding pads with -inf. No parameters. */
 class MaxPool2d : public Module {
  public:
   /** stride 0 means stride = kernel (PyTorch's default). */
   MaxPool2d(int64_t kernel_size, int64_t stride = 0, int64_t padding = 0);
+  /** Per-axis kernel, stride and padding; ShapeError unless kernel and stride are positive and padding
+   *  is not negative. */
   MaxPool2d(int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w);
+  /** "MaxPool2d". */
   std::string type_name() const override { return "MaxPool2d"; }
+  /** "kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False" (pairs when the axes differ). */
   std::string extra_repr() const override;
+  /** Max over each window, on backend(). */
   Tensor forward(const Tensor& x) override;
   int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;  // PyTorch's MaxPool2d arguments
   /** Spacing of the window's taps (ONNX dilations, PyTorch dilation); checked by forward(). */
@@ -181,11 +217,16 @@ class MaxPool2d : public Module {
   bool ceil_mode = false;
 };
 
+/** torch.nn.Flatten: merges dims start_dim..end_dim into one. */
 class Flatten : public Module {
  public:
+  /** torch's defaults keep the batch dim: (N, C, H, W) becomes (N, C*H*W). */
   explicit Flatten(int64_t start = 1, int64_t end = -1) : start_dim(start), end_dim(end) {}
+  /** "Flatten". */
   std::string type_name() const override { return "Flatten"; }
+  /** "start_dim=1, end_dim=-1". */
   std::string extra_repr() const override;
+  /** A reshape on backend() (no copy for contiguous input). */
   Tensor forward(const Tensor& x) override;
   int64_t start_dim, end_dim;  // torch.flatten's dims (negative count from the end)
 };
@@ -193,19 +234,28 @@ class Flatten : public Module {
 /** BatchNorm1d (input (N, C) or (N, C, L)) and BatchNorm2d (N, C, H, W), inference statistics. */
 class BatchNorm : public Module {
  public:
+  /** dims is 1 or 2 (UnsupportedError otherwise); affine registers weight = 1 and bias = 0,
+   *  track_running_stats registers running_mean = 0, running_var = 1 and num_batches_tracked. ShapeError if
+   *  num_features <= 0 or eps < 0. */
   BatchNorm(int dims, int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
             bool track_running_stats = true);
+  /** "BatchNorm1d" or "BatchNorm2d" by dims. */
   std::string type_name() const override { return dims == 1 ? "BatchNorm1d" : "BatchNorm2d"; }
+  /** "16, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True". */
   std::string extra_repr() const override;
+  /** (x - running_mean) / sqrt(running_var + eps) * weight + bias over dim 1 on backend(); ShapeError on
+   *  the wrong rank, UnsupportedError without running statistics. */
   Tensor forward(const Tensor& x) override;
   int dims;                          // 1: BatchNorm1d, 2: BatchNorm2d
   int64_t num_features;              // channels (dim 1 of the input)
   double eps, momentum;              // PyTorch's meanings (momentum only matters for training)
   bool affine, track_running_stats;  // weight/bias present; running_mean/var/num_batches_tracked present
 };
+/** torch.nn.BatchNorm1d(n, eps) with PyTorch's other defaults. */
 inline std::shared_ptr<BatchNorm> BatchNorm1d(int64_t n, double eps = 1e-5) {
   return std::make_shared<BatchNorm>(1, n, eps);
 }
+/** torch.nn.BatchNorm2d(n, eps) with PyTorch's other defaults. */
 inline std::shared_ptr<BatchNorm> BatchNorm2d(int64_t n, double eps = 1e-5) {
   return std::make_shared<BatchNorm>(2, n, eps);
 }
@@ -213,24 +263,36 @@ inline std::shared_ptr<BatchNorm> BatchNorm2d(int64_t n, double eps = 1e-5) {
 /** Identity at inference. */
 class Dropout : public Module {
  public:
+  /** prob is only shown by repr(); nothing is dropped at inference. */
   explicit Dropout(double prob = 0.5) : p(prob) {}
+  /** "Dropout". */
   std::string type_name() const override { return "Dropout"; }
+  /** "p=0.5, inplace=False". */
   std::string extra_repr() const override;
+  /** Returns x unchanged (eval mode). */
   Tensor forward(const Tensor& x) override { return x; }
   double p;  // drop probability (unused at inference)
 };
 
+/** torch.nn.Identity: forward returns its input, no parameters. */
 class Identity : public Module {
  public:
+  /** "Identity". */
   std::string type_name() const override { return "Identity"; }
+  /** Returns x unchanged. */
   Tensor forward(const Tensor& x) override { return x; }
 };
 
+/** torch.nn.Softmax over one dim. */
 class Softmax : public Module {
  public:
+  /** d: the dim to normalise over (-1: the last). */
   explicit Softmax(int64_t d = -1) : dim(d) {}
+  /** "Softmax". */
   std::string type_name() const override { return "Softmax"; }
+  /** "dim=-1". */
   std::string extra_repr() const override;
+  /** exp(x) / sum(exp(x)) along dim, on backend(). */
   Tensor forward(const Tensor& x) override;
   int64_t dim;  // the dim normalised over (negative counts from the end)
 };
@@ -239,21 +301,30 @@ class Softmax : public Module {
  *  nn/host_ops.h in double rounded once, upload back to the module's backend). */
 class Sigmoid : public Module {
  public:
+  /** "Sigmoid". */
   std::string type_name() const override { return "Sigmoid"; }
+  /** 1 / (1 + exp(-x)) elementwise, on the host; the result goes back to where x was. */
   Tensor forward(const Tensor& x) override;
 };
+/** torch.nn.Tanh (on the host, see Sigmoid). */
 class Tanh : public Module {
  public:
+  /** "Tanh". */
   std::string type_name() const override { return "Tanh"; }
+  /** tanh(x) elementwise, on the host; the result goes back to where x was. */
   Tensor forward(const Tensor& x) override;
 };
 
 /** LeakyReLU(negative_slope); on the host like Sigmoid. */
 class LeakyReLU : public Module {
  public:
+  /** slope: the factor for negative inputs (PyTorch's default 0.01). */
   explicit LeakyReLU(double slope = 0.01) : negative_slope(slope) {}
+  /** "LeakyReLU". */
   std::string type_name() const override { return "LeakyReLU"; }
+  /** "negative_slope=0.01". */
   std::string extra_repr() const override;
+  /** x for x >= 0, negative_slope * x otherwise, on the host; the result goes back to where x was. */
   Tensor forward(const Tensor& x) override;
   double negative_slope;  // the slope for x < 0
 };
@@ -263,17 +334,24 @@ class AvgPool2d : public Module {
  public:
   /** stride 0 means stride = kernel (PyTorch's default). */
   explicit AvgPool2d(int64_t kernel_size, int64_t stride = 0, int64_t padding = 0);
+  /** "AvgPool2d". */
   std::string type_name() const override { return "AvgPool2d"; }
+  /** "kernel_size=2, stride=2, padding=0". */
   std::string extra_repr() const override;
+  /** Window means counting padded zeros; ShapeError unless x is 4-D. Result goes back to where x was. */
   Tensor forward(const Tensor& x) override;
+  /** Square window: the same kernel, stride and padding on both axes. */
   int64_t kernel, stride, padding;
 };
 
 /** AdaptiveAvgPool2d(1): the mean over H and W of (N, C, H, W), giving (N, C, 1, 1); on the host. */
 class GlobalAvgPool2d : public Module {
  public:
+  /** "AdaptiveAvgPool2d" (the torch class this stands for). */
   std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+  /** "output_size=1". */
   std::string extra_repr() const override { return "output_size=1"; }
+  /** (N, C, H, W) to (N, C, 1, 1); ShapeError unless x is 4-D. Result goes back to where x was. */
   Tensor forward(const Tensor& x) override;
 };
 
@@ -282,8 +360,11 @@ class GlobalAvgPool2d : public Module {
  *  hold, so forward() throws UnsupportedError saying how to run it (an architecture by structure). */
 class UserModule : public Module {
  public:
+  /** cls: the pickled class's full name ("__main__.MLP"). */
   explicit UserModule(std::string cls) : class_name(std::move(cls)) {}
+  /** The last component of class_name ("MLP"). */
   std::string type_name() const override;
+  /** Always throws UnsupportedError, suggesting an --arch spec from guess_arch_spec(). */
   Tensor forward(const Tensor& x) override;
   /** Full Python class name ("__main__.MLP"). */
   std::string class_name;
@@ -302,21 +383,33 @@ std::string guess_arch_spec(Module& m);
 /** torch.permute(x, dims); on the host like Sigmoid (used to feed NHWC Keras inputs to NCHW layers). */
 class Permute : public Module {
  public:
+  /** d: the new order of the input's dims, as for torch.permute. */
   explicit Permute(std::vector<int64_t> d) : dims(std::move(d)) {}
+  /** "Permute". */
   std::string type_name() const override { return "Permute"; }
+  /** "dims=(0, 3, 1, 2)". */
   std::string extra_repr() const override;
+  /** Permutes a host copy and returns it contiguous, uploaded back when x was on backend(). */
   Tensor forward(const Tensor& x) override;
+  /** Output dim i is input dim dims[i]. */
   std::vector<int64_t> dims;
 };
 
 /** Children named "0", "1", ...; forward chains them. */
 class Sequential : public Module {
  public:
+  /** Empty; add() appends layers. */
   Sequential() = default;
+  /** Adds the layers in order as children "0", "1", ... */
   explicit Sequential(std::vector<Ptr> layers);
+  /** "Sequential". */
   std::string type_name() const override { return "Sequential"; }
+  /** Runs the children in order, fusing Linear followed by ReLU into one pass; an error gets the context
+   *  "in Sequential layer N (Type)". */
   Tensor forward(const Tensor& x) override;
+  /** Appends layer as the next numbered child; returns *this for chaining. */
   Sequential& add(Ptr layer);
+  /** Number of children. */
   size_t size() const { return children().size(); }
 };
 
@@ -326,9 +419,13 @@ class Sequential : public Module {
 /** Seed 001's MLP: hidden = Linear(in, hidden), out = Linear(hidden, out); out(relu(hidden(x))). */
 class MLP : public Module {
  public:
+  /** Two zero-initialised Linear layers with bias: in -> hidden_features -> out_features. */
   explicit MLP(int64_t in = 20, int64_t hidden_features = 256, int64_t out_features = 10);
+  /** "MLP". */
   std::string type_name() const override { return "MLP"; }
+  /** out(relu(hidden(x))) on backend(). */
   Tensor forward(const Tensor& x) override;
+  /** The two children, also registered as "hidden" and "out". */
   std::shared_ptr<Linear> hidden, out;
 };
 

@@ -35,9 +35,11 @@ struct KerasLayer {
   /** Torch values Keras has no variable for (num_batches_tracked), by torch leaf name. They travel in
    *  Keras files as "torch_only/<layer>/<leaf>" tensors, in the side group Keras ignores (formats/h5.h). */
   std::vector<std::pair<std::string, Tensor>> torch_only;
+  /** The weight with canonical name n, or nullptr; points into weights. */
   const Tensor* weight(const std::string& n) const;
 };
 
+/** Options of keras_to_torch, torch_to_keras and convert_style. */
 struct StyleOptions {
   /** Target names by position of the layers WITH weights: torch module prefixes (Keras -> torch) or Keras
    *  layer names (torch -> Keras). Empty: taken from the source side. */

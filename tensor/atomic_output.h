@@ -29,10 +29,13 @@ class DirHandle {
  public:
   /** Opens the folder; throws IoError naming `for_target` when it is missing or not a folder. */
   DirHandle(const std::filesystem::path& dir, const std::filesystem::path& for_target);
+  /** Not copyable; the destructor closes the descriptor. */
   ~DirHandle();
   DirHandle(const DirHandle&) = delete;
   DirHandle& operator=(const DirHandle&) = delete;
+  /** The O_DIRECTORY descriptor, owned by this handle (valid while it lives). */
   int fd() const { return fd_; }
+  /** The folder opened ("." for a target without a folder part). */
   const std::filesystem::path& path() const { return path_; }
   /** A file in the folder as the user named it: "name" when the target had no folder part. */
   std::string display(const std::string& name) const;
@@ -93,7 +96,9 @@ void remove_tree(const DirHandle& dir, const std::string& name);
  *  writers of the same output do not delete each other's parts. */
 class FolderLock {
  public:
+  /** Blocks until the lock is held; best effort: if the folder cannot be opened it holds nothing. */
   explicit FolderLock(const DirHandle& dir);
+  /** Not copyable; the destructor closes the descriptor, which releases the lock. */
   ~FolderLock();
   FolderLock(const FolderLock&) = delete;
   FolderLock& operator=(const FolderLock&) = delete;
@@ -109,15 +114,22 @@ class NewFileWriter : public Writer {
  public:
   /** Creates dir/name; false from created() when the name is taken (EEXIST). Throws IoError otherwise. */
   NewFileWriter(const DirHandle& dir, const std::string& name);
+  /** Not copyable; the destructor removes the file (and its cleanup registration) unless keep() ran,
+   *  then closes it. Buffered bytes not written by finish() are dropped. */
   ~NewFileWriter() override;
   NewFileWriter(const NewFileWriter&) = delete;
   NewFileWriter& operator=(const NewFileWriter&) = delete;
 
+  /** False when the name was already taken; the object then must not be written. */
   bool created() const { return fd_ >= 0; }
+  /** The file's name within dir. */
   const std::string& name() const { return name_; }
   using Writer::write;
+  /** Buffers up to 1 MiB, writing larger blocks straight through; throws IoError on a failed write. */
   void write(const void* data, size_t n) override;
+  /** Bytes written so far, buffered ones included. */
   uint64_t tell() const override { return written_; }
+  /** Flushes the buffer, then copy_file_range; returns the bytes copied (0..n), the caller writes the rest. */
   size_t copy_from_file(int fd, uint64_t offset, size_t n) override;
   /** Gives the file a replaced file's permission bits (and owner, where allowed). */
   void keep_mode(mode_t mode, uid_t uid, gid_t gid);
@@ -128,6 +140,7 @@ class NewFileWriter : public Writer {
   void keep();
 
  private:
+  /** Writes n bytes to the descriptor, retrying on EINTR and short writes; throws IoError. */
   void write_all(const uint8_t* p, size_t n);
   const DirHandle& dir_;
   std::string name_;
@@ -142,10 +155,13 @@ class NewFileWriter : public Writer {
  *  destruction unless commit() installed it. */
 class TempFolder {
  public:
+  /** Creates and locks the temporary folder beside target (removing stale ones); throws IoError. */
   explicit TempFolder(const std::filesystem::path& target);
+  /** Not copyable; the destructor removes the folder and its contents unless commit() installed it. */
   ~TempFolder();
   TempFolder(const TempFolder&) = delete;
   TempFolder& operator=(const TempFolder&) = delete;
+  /** The temporary folder's path; write the output's files here before commit(). */
   const std::filesystem::path& path() const { return path_; }
   /** Moves the folder to the target: a no-replace rename when the target is absent, else (overwrite)
    *  an atomic exchange, after which the previous target is removed. check_existing(path) may throw to

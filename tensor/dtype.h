@@ -39,12 +39,14 @@ namespace tb {
   X(F8E4M3FN, 15, 1, "float8_e4m3fn", "", "float8_e4m3fn", "", "F8_E4M3", 17, 'f')         \
   X(F8E5M2, 16, 1, "float8_e5m2", "", "float8_e5m2", "", "F8_E5M2", 19, 'f')
 
+/** Element types; the values are the ids of TB_DTYPES (stable, may be serialized). */
 enum class DType : uint8_t {
 #define TB_X(E, id, ...) E = id,
   TB_DTYPES(TB_X)
 #undef TB_X
 };
 
+/** One row of TB_DTYPES, fields as described above it. */
 struct DTypeInfo {
   DType dtype;
   size_t size;
@@ -59,10 +61,15 @@ struct DTypeInfo {
 
 /** Every dtype, in enum order. */
 const std::vector<DTypeInfo>& all_dtypes();
+/** The table row of t (asserts that t is a valid enum value). */
 const DTypeInfo& info(DType t);
+/** Bytes per element (complex128: 16). */
 inline size_t dtype_size(DType t) { return info(t).size; }
+/** Canonical name ("float32", "bfloat16"). */
 inline std::string_view dtype_name(DType t) { return info(t).name; }
+/** F16, BF16, F32, F64 and the float8 types (not complex). */
 inline bool is_floating(DType t) { return info(t).kind == 'f'; }
+/** C64 and C128. */
 inline bool is_complex(DType t) { return info(t).kind == 'c'; }
 
 /** Lookups return nullopt when the spelling is unknown; callers report the error with context. */
@@ -86,13 +93,20 @@ std::optional<NpyDescr> dtype_from_npy_descr(std::string_view descr);
 std::string_view npy_descr(DType t);
 
 // ---- bit-exact scalar conversions (round to nearest even; NaN, Inf and subnormals kept) ----
+/** float32 to IEEE half bits; overflow gives Inf, NaN keeps its top payload bits. */
 uint16_t f32_to_f16_bits(float f);
+/** IEEE half bits to float32 (exact). */
 float f16_bits_to_f32(uint16_t h);
+/** float32 to bfloat16 bits; NaN becomes the canonical quiet NaN 0x7fc0, as torch does. */
 uint16_t f32_to_bf16_bits(float f);
+/** bfloat16 bits to float32 (exact). */
 float bf16_bits_to_f32(uint16_t b);
 uint8_t f32_to_f8e4m3fn_bits(float f);  // saturates nothing: out of range -> NaN (no Inf in e4m3fn)
+/** float8_e4m3fn bits to float32 (exact). */
 float f8e4m3fn_bits_to_f32(uint8_t b);
+/** float32 to float8_e5m2 bits; out of range gives Inf. */
 uint8_t f32_to_f8e5m2_bits(float f);
+/** float8_e5m2 bits to float32 (exact). */
 float f8e5m2_bits_to_f32(uint8_t b);
 
 /** Converts n contiguous elements from src (dtype from) to dst (dtype to), numpy astype rules:

@@ -29,9 +29,12 @@ std::string str(Args&&... args) {
   return os.str();
 }
 
+/** Base of every tensorbridge error; the message grows with add_context() as it travels up. */
 class Error : public std::runtime_error {
  public:
+  /** msg is the message what() returns (before any context). */
   explicit Error(const std::string& msg) : std::runtime_error(msg), msg_(msg) {}
+  /** The message with every added context line. */
   const char* what() const noexcept override { return msg_.c_str(); }
   /** Appends "while ..." context as the error travels up. */
   void add_context(const std::string& ctx) { msg_ += "\n  " + ctx; }
@@ -42,6 +45,7 @@ class Error : public std::runtime_error {
   std::string msg_;
 };
 
+/** The error kinds of the hierarchy in the file comment: each an Error with its own type to catch. */
 #define TB_DEFINE_ERROR(Name) \
   class Name : public Error { \
    public:                    \

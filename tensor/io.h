@@ -15,9 +15,13 @@
 
 namespace tb {
 
+/** Random-access input bytes with a label for messages; implementations are files (mapped or read),
+ *  memory and sub-ranges. Reads are positional (no shared cursor). */
 class Reader {
  public:
+  /** Destroying the last reference closes the file; storages from map() keep their mapping alive. */
   virtual ~Reader() = default;
+  /** Total size of the input in bytes. */
   virtual uint64_t size() const = 0;
   /** Reads exactly n bytes at offset into dst; throws FormatError ("truncated") when out of range. */
   virtual void read_at(uint64_t offset, void* dst, size_t n) const = 0;
@@ -28,7 +32,9 @@ class Reader {
   /** Pointer to all bytes when the whole input is in memory or mapped; nullptr otherwise. */
   virtual const uint8_t* contiguous_bytes() const { return nullptr; }
 
+  /** n bytes at offset as a new vector; FormatError when out of range. */
   std::vector<uint8_t> read_bytes(uint64_t offset, size_t n) const;
+  /** n bytes at offset as a std::string (may hold NULs); FormatError when out of range. */
   std::string read_string(uint64_t offset, size_t n) const;
   template <class T>
   T read_le(uint64_t offset) const {  // little-endian integer
@@ -54,18 +60,25 @@ std::shared_ptr<Reader> memory_reader(std::vector<uint8_t> bytes, std::string la
 /** Reader over [offset, offset+size) of another reader; label "parent:member". */
 std::shared_ptr<Reader> sub_reader(std::shared_ptr<Reader> parent, uint64_t offset, uint64_t size, std::string label);
 
+/** Sequential output bytes; tell() is the count written so far. Errors throw IoError. */
 class Writer {
  public:
+  /** Polymorphic base; see the subclasses for what destruction does with unfinished output. */
   virtual ~Writer() = default;
+  /** Appends n bytes from data. */
   virtual void write(const void* data, size_t n) = 0;
+  /** Bytes written so far (the offset the next write lands at). */
   virtual uint64_t tell() const = 0;
+  /** Appends the string's bytes (no terminator). */
   void write(const std::string& s) { write(s.data(), s.size()); }
+  /** Appends v as sizeof(T) little-endian bytes (integers). */
   template <class T>
   void write_le(T v) {
     uint8_t b[sizeof(T)];
     for (size_t i = 0; i < sizeof(T); ++i) b[i] = uint8_t(uint64_t(v) >> (8 * i));
     write(b, sizeof(T));
   }
+  /** Appends n zero bytes (padding, alignment). */
   void write_zeros(size_t n);
   /** Writes a tensor's elements in row-major order without materialising a packed copy; bytes of a
    *  mapped file (Storage::file_origin) go through copy_from_file. */
@@ -78,11 +91,15 @@ class Writer {
   static constexpr size_t kKernelCopyMin = 1u << 20;
 };
 
+/** A Writer into a growing in-memory buffer (tests, small members before compression). */
 class MemoryWriter : public Writer {
  public:
   using Writer::write;
+  /** Appends n bytes to bytes(). */
   void write(const void* data, size_t n) override;
+  /** Bytes appended so far. */
   uint64_t tell() const override { return bytes_.size(); }
+  /** The buffer written so far; the caller may move it out. */
   std::vector<uint8_t>& bytes() { return bytes_; }
 
  private:
@@ -100,17 +117,27 @@ class NewFileWriter;
  *  overwrite is set, and always refuses to replace a symlink, folder, device, FIFO or socket. */
 class AtomicFileWriter : public Writer {
  public:
+  /** Creates the temporary now (removing stale ones of dead writers); throws IoError when target exists
+   *  without overwrite, names a folder or special file, or the folder is not writable. */
   explicit AtomicFileWriter(const std::filesystem::path& target, bool overwrite = false);
+  /** Not copyable; destruction without commit() removes the temporary and leaves the target untouched. */
   ~AtomicFileWriter() override;
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
 
   using Writer::write;
+  /** Appends to the temporary; must not be called after commit(). */
   void write(const void* data, size_t n) override;
+  /** Bytes written to the temporary so far. */
   uint64_t tell() const override;
+  /** Kernel-side copy into the temporary; returns the bytes copied (may be fewer than n, then write the rest). */
   size_t copy_from_file(int fd, uint64_t offset, size_t n) override;
+  /** Flushes and fsyncs the temporary, renames it to target (see the class comment) and fsyncs the folder;
+   *  throws IoError (target appeared meanwhile without overwrite, rename failed). Call at most once. */
   void commit();
+  /** The path given to the constructor. */
   const std::filesystem::path& target() const { return target_; }
+  /** The temporary's path, for libraries that write the file themselves (HDF5); valid until commit(). */
   const std::filesystem::path& temp_path() const { return temp_; }
 
  private:

@@ -91,9 +91,13 @@ class LoadBudget {
     if ((++ticks_ & 4095) == 0) check_time(what);
   }
 
+  /** The limits this budget enforces. */
   const LoadLimits& limits() const { return limits_; }
+  /** The input's name, quoted in every LimitError. */
   const std::string& label() const { return label_; }
+  /** Bytes charged so far (saturating). */
   uint64_t bytes_charged() const { return bytes_; }
+  /** Objects charged so far. */
   uint64_t objects_charged() const { return objects_; }
 
   /** a + b, or UINT64_MAX when it overflows (costs saturate instead of wrapping). */
@@ -102,7 +106,10 @@ class LoadBudget {
   static uint64_t sat_mul(uint64_t a, uint64_t b) { return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
 
  private:
+  /** Throws LimitError for a charge of n bytes, naming what, the total reached and the flag (--max-memory) that raises
+   * the limit. */
   [[noreturn]] void fail_bytes(uint64_t n, std::string_view what) const;
+  /** Throws LimitError for a charge of n objects, naming what and the flag (--max-objects) that raises the limit. */
   [[noreturn]] void fail_objects(uint64_t n, std::string_view what) const;
 
   LoadLimits limits_;

@@ -21,8 +21,12 @@ void install_temp_cleanup_handlers();
 /** A temporary registered for removal by the signal handler until release(). */
 class TempRegistration {
  public:
+  /** Registers nothing (a placeholder to move into). */
   TempRegistration() = default;
+  /** Registers name in the folder dir_fd (a whole tree when folder; dir_fd is duplicated). Silently registers
+   *  nothing when the name is 128 bytes or longer, the 256 slots are full or dup fails. */
   TempRegistration(int dir_fd, const std::string& name, bool folder);
+  /** Move-only; destruction releases (the handler no longer removes it). Does not remove the file. */
   ~TempRegistration() { release(); }
   TempRegistration(TempRegistration&& o) noexcept : slot_(o.slot_) { o.slot_ = -1; }
   TempRegistration& operator=(TempRegistration&& o) noexcept {
@@ -44,6 +48,7 @@ class TempRegistration {
  *  signal never removes a part the committed output already refers to. */
 class SignalBlock {
  public:
+  /** Blocks the three signals in this thread; the destructor restores the previous mask. Not copyable. */
   SignalBlock();
   ~SignalBlock();
   SignalBlock(const SignalBlock&) = delete;

@@ -23,6 +23,8 @@ using Shape = std::vector<int64_t>;
  *  writing through a tensor never changes the file. */
 class Storage {
  public:
+  /** Heap: aligned heap memory owned by the storage; Mapped: a file mapping; External: memory kept alive by a handle;
+   *  Deferred: computed on first access. */
   enum class Kind { Heap, Mapped, External, Deferred };
 
   /** Allocates nbytes of heap memory, zero-filled when zero is true. */
@@ -36,14 +38,19 @@ class Storage {
    *  written is held. Bytes written through data() are lost at a release: only for read-only use. */
   static std::shared_ptr<Storage> deferred(size_t nbytes, std::function<void(uint8_t*)> fill);
 
+  /** Not copyable (shared through std::shared_ptr); the destructor frees owned heap bytes and drops
+   *  the keepalive handle, which releases mapped or external memory. */
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage();
 
+  /** The bytes; a Deferred storage computes them on first call (thread-safe; fill's exceptions propagate). */
   uint8_t* data() const { return kind_ == Kind::Deferred ? computed() : data_; }
   /** A Deferred storage frees its computed bytes (the next data() computes them again); others: no-op. */
   void release_deferred() const;
+  /** Size in bytes. */
   size_t nbytes() const { return nbytes_; }
+  /** Where the bytes come from. */
   Kind kind() const { return kind_; }
 
   /** Where a Mapped storage's bytes lie in their file (an open descriptor kept alive by the storage),
@@ -52,11 +59,15 @@ class Storage {
     std::shared_ptr<const int> fd;  // null: not known
     uint64_t offset = 0;            // file offset of data()
   };
+  /** The file position of a Mapped storage's bytes; fd is null when unknown. */
   const FileOrigin& file_origin() const { return origin_; }
+  /** Set by the mapping reader (tensor/io.cpp) when it creates the storage. */
   void set_file_origin(FileOrigin origin) { origin_ = std::move(origin); }
 
  private:
+  /** Use the factories allocate(), wrap() and deferred(). */
   Storage() = default;
+  /** Runs the Deferred fill once under the lock and keeps the bytes until release_deferred(). */
   uint8_t* computed() const;
   struct Deferral;  // fill function and its lock
   mutable uint8_t* data_ = nullptr;
@@ -75,6 +86,8 @@ int64_t checked_numel(const Shape& shape, std::string_view what = {});
 Shape contiguous_strides(const Shape& shape);
 std::string shape_str(const Shape& shape);  // "[2, 3]"
 
+/** A typed strided view (dtype, shape, strides in elements, byte offset) over a shared Storage; copying a
+ *  Tensor shares the storage. */
 class Tensor {
  public:
   Tensor() = default;  // undefined tensor
@@ -95,19 +108,29 @@ class Tensor {
     return from_bytes(dtype, std::move(shape), values.data(), values.size() * sizeof(T));
   }
 
+  /** False for a default-constructed (undefined) tensor; most other members need a defined one. */
   bool defined() const { return storage_ != nullptr; }
+  /** Element type. */
   DType dtype() const { return dtype_; }
+  /** Dims, outermost first. */
   const Shape& shape() const { return shape_; }
+  /** Per-dim step in elements (not bytes). */
   const Shape& strides() const { return strides_; }
+  /** Rank (0 for a scalar). */
   int64_t dim() const { return int64_t(shape_.size()); }
+  /** Element count (1 for a scalar, 0 when any dim is 0). */
   int64_t numel() const { return numel_; }
+  /** Bytes per element. */
   size_t itemsize() const { return dtype_size(dtype_); }
   /** Bytes of the elements this tensor views (numel * itemsize), not of its storage. */
   size_t nbytes() const { return size_t(numel_) * itemsize(); }
+  /** Bytes from the storage's start to the first element. */
   int64_t byte_offset() const { return byte_offset_; }
+  /** The shared owner of the bytes (null when undefined). */
   const std::shared_ptr<Storage>& storage() const { return storage_; }
   /** Pointer to the first element. */
   uint8_t* data() const { return storage_->data() + byte_offset_; }
+  /** data() cast to T*; no dtype check. */
   template <class T>
   T* data_as() const {
     return reinterpret_cast<T*>(data());
@@ -125,13 +148,16 @@ class Tensor {
   Tensor view(Shape shape) const;
   /** view() when contiguous, otherwise contiguous().view(). */
   Tensor reshape(Shape shape) const;
+  /** View with dims reordered (output dim i is input dim dims[i]); ShapeError on a bad permutation. */
   Tensor permute(const std::vector<int64_t>& dims) const;
+  /** View with dims d0 and d1 swapped (non-negative dims); ShapeError when out of range. */
   Tensor transpose(int64_t d0, int64_t d1) const;
   /** Python-style slice start:end:step along one dim (step > 0). */
   Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
   /** Same data reinterpreted as another dtype of equal element size. */
   Tensor view_as_dtype(DType dtype) const;
 
+  /** True when both views use the same Storage object (false if this is undefined). */
   bool shares_storage(const Tensor& other) const { return storage_ && storage_ == other.storage_; }
   /** [first, last) bytes of the storage this view can touch. */
   std::pair<int64_t, int64_t> storage_span() const;

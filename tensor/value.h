@@ -42,6 +42,8 @@ struct ValueObject {
   std::shared_ptr<Value> items;
 };
 
+/** A Python value from a checkpoint: a scalar, text, a shared container, a tensor or an unconstructed
+ *  object. Copies share containers (see the file comment). */
 class Value {
  public:
   /** Python's kinds of value (Str is text, Bytes raw bytes; Object is an unconstructed class instance). */
@@ -53,16 +55,23 @@ class Value {
   static Value none() { return Value(); }
   /** Scalars: bool, int (64-bit), float (double), complex. */
   static Value boolean(bool b);
+  /** A Python int (64-bit signed). */
   static Value integer(int64_t i);
+  /** A Python float. */
   static Value real(double d);
+  /** A Python complex. */
   static Value complex(std::complex<double> c);
   /** Text (UTF-8) and raw bytes. */
   static Value string(std::string s);
+  /** Python bytes, held in a std::string. */
   static Value bytes(std::string b);
   /** Containers (shared like Python objects): list, tuple, set, and a dict (cls: its dict subclass). */
   static Value list(ValueList items = {});
+  /** A tuple; items() returns its elements (mutable here, unlike Python). */
   static Value tuple(ValueList items = {});
+  /** A set, kept as a list in insertion order (no deduplication). */
   static Value set(ValueList items = {});
+  /** An empty dict; cls names a dict subclass ("collections.OrderedDict"), empty for a plain dict. */
   static Value dict(std::string cls = {});
   /** A tensor leaf. */
   static Value tensor(Tensor t);
@@ -73,29 +82,43 @@ class Value {
 
   /** The kind, and its Python-like name for messages ("dict", "tensor"). */
   Kind kind() const { return kind_; }
+  /** "None", "bool", "int", "float", "complex", "str", "bytes", "list", "tuple", "set", "dict",
+   *  "tensor" or "object". */
   const char* kind_name() const;
   /** Kind tests. */
   bool is_none() const { return kind_ == Kind::None; }
+  /** Str only (Bytes is not). */
   bool is_str() const { return kind_ == Kind::Str; }
+  /** Int only (Bool is not). */
   bool is_int() const { return kind_ == Kind::Int; }
+  /** Dict (of any dict subclass). */
   bool is_dict() const { return kind_ == Kind::Dict; }
+  /** A tensor leaf. */
   bool is_tensor() const { return kind_ == Kind::Tensor; }
+  /** List or Tuple (not Set). */
   bool is_sequence() const { return kind_ == Kind::List || kind_ == Kind::Tuple; }
 
-  /** Accessors; each throws FormatError naming the expected and the actual kind. */
+  /** Accessors; each throws FormatError naming the expected and the actual kind. as_bool: Bool, or Int
+   *  (non-zero is true). */
   bool as_bool() const;
+  /** Int, or Bool as 0 / 1. */
   int64_t as_int() const;
   double as_float() const;  // ints convert
+  /** Complex, or an Int / Float with zero imaginary part. */
   std::complex<double> as_complex() const;
   const std::string& as_str() const;  // Str or Bytes
   ValueList& items() const;           // List, Tuple or Set
+  /** The shared ValueDict of a Dict; changes are seen through every copy of this Value. */
   ValueDict& dict_data() const;
+  /** The tensor of a Tensor leaf. */
   const Tensor& as_tensor() const;
+  /** The shared ValueObject of an Object. */
   ValueObject& as_object() const;
 
   /** Dict lookup by string key; nullptr when absent or not a dict. */
   const Value* get(std::string_view key) const;
-  /** Appends to a Dict (no duplicate check: Python semantics replace, see set_item). */
+  /** d[key] = value on a Dict: replaces the value of an equal str or int key in place, else appends;
+   *  FormatError when this is not a dict. */
   void set_item(Value key, Value value) const;
   /** Identity of the shared container (for memo/alias detection); nullptr for scalars. */
   const void* identity() const;
@@ -104,6 +127,7 @@ class Value {
   std::string repr(size_t max_len = 80) const;
 
  private:
+  /** A List, Tuple or Set (k) holding items. */
   static Value seq(Kind k, ValueList items);
   Kind kind_;
   std::variant<std::monostate, bool, int64_t, double, std::complex<double>, std::shared_ptr<std::string>,

@@ -13,9 +13,13 @@
 
 namespace tb::compute::vulkan {
 
+/** Records dispatches and copies into one command buffer and submits them together; not thread-safe. */
 class CommandStream {
  public:
+  /** Creates the command pool, buffer, fence and a descriptor pool of 512 sets; BackendError on failure. */
   explicit CommandStream(std::shared_ptr<Context> ctx);
+  /** Not copyable; the destructor submits and waits for pending work (idling the device if that fails),
+   *  then destroys its Vulkan objects. */
   ~CommandStream();
   CommandStream(const CommandStream&) = delete;
   CommandStream& operator=(const CommandStream&) = delete;
@@ -28,10 +32,13 @@ class CommandStream {
   void copy(const std::shared_ptr<Buffer>& src, const std::shared_ptr<Buffer>& dst, size_t bytes);
   /** Submits what was recorded and waits for it; no-op when nothing is pending. */
   void submit_and_wait();
+  /** True when work was recorded and not yet submitted. */
   bool pending() const { return recording_; }
 
  private:
+  /** Starts recording the command buffer unless it already is. */
   void begin();
+  /** Records a memory barrier so later shader, transfer and host reads see earlier writes. */
   void barrier();
   std::shared_ptr<Context> ctx_;
   VkCommandPool pool_ = VK_NULL_HANDLE;

@@ -10,6 +10,8 @@
 
 namespace tb::compute::vulkan {
 
+/** The Vulkan device state one backend runs on; shared (std::shared_ptr) by its buffers, pipelines and
+ *  streams, which keep it alive. */
 class Context {
  public:
   /** Opens compute-capable device number index (order of list_devices()). Throws
@@ -19,15 +21,22 @@ class Context {
    *  (or no loader/driver). Never throws. */
   static std::vector<std::string> list_devices();
 
+  /** Not copyable; the destructor waits for the device to go idle, then destroys the device and instance. */
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
+  /** The logical device (owned by this context). */
   VkDevice device() const { return device_; }
+  /** The physical device chosen by create(). */
   VkPhysicalDevice physical_device() const { return physical_; }
+  /** The compute queue all command streams submit to. */
   VkQueue queue() const { return queue_; }
+  /** Family index of queue(). */
   uint32_t queue_family() const { return queue_family_; }
+  /** The device's name as list_devices() gives it. */
   const std::string& device_name() const { return name_; }
+  /** The physical device's properties (limits, vendor, driver version). */
   const VkPhysicalDeviceProperties& properties() const { return props_; }
   /** Threads per subgroup (warp/wavefront) of compute shaders; 1 if the device does not say. */
   uint32_t subgroup_size() const { return subgroup_size_; }
@@ -35,6 +44,7 @@ class Context {
   int find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags required, VkMemoryPropertyFlags preferred) const;
 
  private:
+  /** Use create(). */
   Context() = default;
   VkInstance instance_ = VK_NULL_HANDLE;
   VkPhysicalDevice physical_ = VK_NULL_HANDLE;

@@ -8,6 +8,7 @@
 
 namespace tb::compute::vulkan {
 
+/** An embedded SPIR-V compute shader (compiled from compute/vulkan/shaders/<name>.comp at build time). */
 struct ShaderCode {
   std::string_view name;  // file name without .comp
   const uint32_t* words;  // SPIR-V
