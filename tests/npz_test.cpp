@@ -144,6 +144,36 @@ print(sorted({i.compress_type for i in z.infolist()}))
   CHECK_FALSE(std::filesystem::exists(dir / "x.npz"));
 }
 
+TEST_CASE("large mapped tensors go to npz and .pt with the CRC-32 of their file bytes", "[npz]") {
+  // Tensors of at least 1 MiB from a mapped input are read from the file in chunks (not through the
+  // mapping) and checksummed on the way: 2.7 MiB is two whole chunks and a partial one.
+  tbtest::TempDir dir;
+  StateDict sd;
+  sd.insert("w", Tensor::randn({700, 1000}, 11u));
+  sd.insert("small", ramp(DType::F32, {3}));
+  save(Checkpoint::from_state_dict(sd), dir / "src.safetensors");
+  StateDict mapped = load(dir / "src.safetensors").state_dict();
+  REQUIRE(mapped.at("w").storage()->kind() == Storage::Kind::Mapped);
+  save(Checkpoint::from_state_dict(mapped), dir / "w.npz");
+  save(Checkpoint::from_state_dict(mapped), dir / "w.pt");
+  save(Checkpoint::from_state_dict(sd), dir / "w.npy.npz");  // from memory: the reference bytes
+  auto r = tbtest::python(tbtest::Peer::Torch, R"(
+import sys, zipfile, numpy as np, torch
+for f in sys.argv[1:3]:
+    assert zipfile.ZipFile(f).testzip() is None, f
+ref = np.load(sys.argv[3])
+z = np.load(sys.argv[1])
+t = torch.load(sys.argv[2])
+for k in ('w', 'small'):
+    assert np.array_equal(z[k], ref[k]) and np.array_equal(t[k].numpy(), ref[k]), k
+print('ok', z['w'].shape)
+)",
+                          {(dir / "w.npz").string(), (dir / "w.pt").string(), (dir / "w.npy.npz").string()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("ok (700, 1000)") != std::string::npos);
+}
+
 TEST_CASE("bf16 in npz round-trips through the raw-bits convention", "[npz]") {
   tbtest::TempDir dir;
   StateDict sd;

@@ -7,7 +7,10 @@
 #include <libdeflate.h>
 #endif
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <limits>
 
@@ -446,6 +449,22 @@ std::string ZipReader::read_string(const Entry& e) const {
 
 namespace {
 
+/** Reads n bytes of fd at offset in 1 MiB chunks into buf and writes each to w; returns how many
+ *  were written (the caller writes the rest from memory). The chunk stays in cache for w's checksum
+ *  or compressor, where reading a mapped tensor would fault in the input mapping page by page. */
+size_t write_through_buffer(Writer& w, int fd, uint64_t offset, size_t n, std::vector<uint8_t>& buf) {
+  if (buf.empty()) buf.resize(size_t(1) << 20);
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::pread(fd, buf.data(), std::min(buf.size(), n - done), off_t(offset + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    w.write(buf.data(), size_t(r));
+    done += size_t(r);
+  }
+  return done;
+}
+
 /** Forwards bytes, counting them and updating a CRC. */
 class CrcWriter : public Writer {
  public:
@@ -458,11 +477,15 @@ class CrcWriter : public Writer {
   }
   uint64_t tell() const override { return n_; }
   uint32_t crc() const { return crc_; }
+  /** Bytes of a file (a mapped tensor): read in 1 MiB chunks into one buffer that stays in cache,
+   *  checksummed and written from there, rather than faulting in the input's mapping page by page. */
+  size_t copy_from_file(int fd, uint64_t offset, size_t n) override { return write_through_buffer(*this, fd, offset, n, buf_); }
 
  private:
   Writer& out_;
   uint32_t crc_ = 0;
   uint64_t n_ = 0;
+  std::vector<uint8_t> buf_;
 };
 
 /** Deflates bytes into another Writer (raw deflate), counting both sides and the CRC. */
