@@ -149,8 +149,8 @@ class NewFileWriter : public Writer {
   std::string name_;
   int fd_ = -1;
   uint64_t written_ = 0;
-  uint64_t in_kernel_ = 0;   // bytes passed to write / copy_file_range
-  uint64_t writeback_ = 0;   // bytes whose writeback has been started
+  uint64_t in_kernel_ = 0;  // bytes passed to write / copy_file_range
+  uint64_t writeback_ = 0;  // bytes whose writeback has been started
   std::vector<uint8_t> buf_;
   TempRegistration reg_;
   bool kept_ = false;

@@ -479,7 +479,9 @@ class CrcWriter : public Writer {
   uint32_t crc() const { return crc_; }
   /** Bytes of a file (a mapped tensor): read in 1 MiB chunks into one buffer that stays in cache,
    *  checksummed and written from there, rather than faulting in the input's mapping page by page. */
-  size_t copy_from_file(int fd, uint64_t offset, size_t n) override { return write_through_buffer(*this, fd, offset, n, buf_); }
+  size_t copy_from_file(int fd, uint64_t offset, size_t n) override {
+    return write_through_buffer(*this, fd, offset, n, buf_);
+  }
 
  private:
   Writer& out_;
