@@ -26,7 +26,7 @@ int open_or_throw(const std::filesystem::path& path) {
 }
 
 class FileReader : public Reader {
-  static constexpr size_t kMinPart = 8u << 20;  // smaller reads stay on the calling thread
+  static constexpr size_t kMinPart = 2u << 20;  // smaller reads stay on the calling thread
 
  public:
   FileReader(const std::filesystem::path& path, bool use_mmap)
