@@ -51,6 +51,8 @@ class OutFile {
     // the same inode, so the writer's fsync + rename commits what HDF5 wrote.
     file_ = check_id(H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl_.get()), H5Fclose, label_,
                      "cannot create the HDF5 file '" + out.temp_path().string() + "'");
+    void* handle = nullptr;
+    if (H5Fget_vfd_handle(file_.get(), fapl_.get(), &handle) >= 0 && handle) fd_ = *static_cast<int*>(handle);
     lcpl_ = Handle(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     H5Pset_create_intermediate_group(lcpl_.get(), 1);
     H5Pset_char_encoding(lcpl_.get(), H5T_CSET_UTF8);
@@ -58,15 +60,9 @@ class OutFile {
   hid_t file() const { return file_.get(); }
   hid_t lcpl() const { return lcpl_.get(); }
   const std::string& label() const { return label_; }
-  /** Counts n bytes HDF5 has written and, every 16 MiB, starts their writeback (sync_file_range on
-   *  HDF5's own descriptor, no wait), as NewFileWriter does: the commit's fsync then has little left. */
+  /** Counts n bytes of a dataset HDF5 has written: their writeback starts early, as NewFileWriter's. */
   void wrote(size_t n) {
-    unsynced_ += n;
-    if (unsynced_ < (size_t(16) << 20)) return;
-    void* handle = nullptr;
-    if (H5Fget_vfd_handle(file_.get(), fapl_.get(), &handle) >= 0 && handle)
-      (void)::sync_file_range(*static_cast<int*>(handle), 0, 0, SYNC_FILE_RANGE_WRITE);
-    unsynced_ = 0;
+    if (fd_ >= 0) writeback_.wrote(fd_, n);
   }
   /** Writes the metadata HDF5 still holds and closes the file; an error (disk full) is thrown. */
   void close() {
@@ -76,7 +72,8 @@ class OutFile {
  private:
   std::string label_;
   Handle fapl_, file_, lcpl_;
-  size_t unsynced_ = 0;  // bytes written since the last writeback start
+  int fd_ = -1;  // HDF5's own descriptor (sec2 driver), for WritebackPacer
+  WritebackPacer writeback_;
 };
 
 Handle file_type(DType dt) {

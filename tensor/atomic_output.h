@@ -107,6 +107,18 @@ class FolderLock {
   int fd_ = -1;
 };
 
+/** Starts the disk writeback of a file being written after every 16 MiB handed to the kernel
+ *  (sync_file_range, no wait), so the fsync before the commit finds little left to write. Used by
+ *  NewFileWriter and by the HDF5 writer on HDF5's own descriptor. */
+class WritebackPacer {
+ public:
+  /** Counts n more bytes written to fd; every 16 MiB starts the writeback of fd's dirty pages. */
+  void wrote(int fd, uint64_t n);
+
+ private:
+  uint64_t pending_ = 0;  // bytes written since the last start
+};
+
 /** Buffered writer to a new file created under its final name in dir (O_EXCL, locked, registered for
  *  signal cleanup): a part of a multi-file output. Removed on destruction unless keep() ran after the
  *  output's commit point. */
@@ -142,15 +154,11 @@ class NewFileWriter : public Writer {
  private:
   /** Writes n bytes to the descriptor, retrying on EINTR and short writes; throws IoError. */
   void write_all(const uint8_t* p, size_t n);
-  /** Counts n more bytes in the kernel and, every 16 MiB, starts their writeback to the disk
-   *  (sync_file_range, no wait): the final fsync then finds little left to write. */
-  void handed_to_kernel(size_t n);
   const DirHandle& dir_;
   std::string name_;
   int fd_ = -1;
   uint64_t written_ = 0;
-  uint64_t in_kernel_ = 0;  // bytes passed to write / copy_file_range
-  uint64_t writeback_ = 0;  // bytes whose writeback has been started
+  WritebackPacer writeback_;
   std::vector<uint8_t> buf_;
   TempRegistration reg_;
   bool kept_ = false;

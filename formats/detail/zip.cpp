@@ -449,22 +449,6 @@ std::string ZipReader::read_string(const Entry& e) const {
 
 namespace {
 
-/** Reads n bytes of fd at offset in 1 MiB chunks into buf and writes each to w; returns how many
- *  were written (the caller writes the rest from memory). The chunk stays in cache for w's checksum
- *  or compressor, where reading a mapped tensor would fault in the input mapping page by page. */
-size_t write_through_buffer(Writer& w, int fd, uint64_t offset, size_t n, std::vector<uint8_t>& buf) {
-  if (buf.empty()) buf.resize(size_t(1) << 20);
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t r = ::pread(fd, buf.data(), std::min(buf.size(), n - done), off_t(offset + done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    w.write(buf.data(), size_t(r));
-    done += size_t(r);
-  }
-  return done;
-}
-
 /** Forwards bytes, counting them and updating a CRC. */
 class CrcWriter : public Writer {
  public:
@@ -480,7 +464,16 @@ class CrcWriter : public Writer {
   /** Bytes of a file (a mapped tensor): read in 1 MiB chunks into one buffer that stays in cache,
    *  checksummed and written from there, rather than faulting in the input's mapping page by page. */
   size_t copy_from_file(int fd, uint64_t offset, size_t n) override {
-    return write_through_buffer(*this, fd, offset, n, buf_);
+    if (buf_.empty()) buf_.resize(size_t(1) << 20);
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t r = ::pread(fd, buf_.data(), std::min(buf_.size(), n - done), off_t(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;  // the caller writes the rest from memory
+      write(buf_.data(), size_t(r));
+      done += size_t(r);
+    }
+    return done;
   }
 
  private:
