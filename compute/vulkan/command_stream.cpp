@@ -2,10 +2,32 @@
 
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
 
 #include "compute/vulkan/vk_check.h"
 
 namespace tb::compute::vulkan {
+namespace {
+
+struct DispatchCounts {
+  std::mutex mu;
+  std::map<std::string, uint64_t, std::less<>> by_shader;
+};
+DispatchCounts& dispatch_counts() {
+  static DispatchCounts counts;
+  return counts;
+}
+
+}  // namespace
+
+uint64_t dispatches_of(std::string_view name) {
+  auto& c = dispatch_counts();
+  std::lock_guard<std::mutex> lock(c.mu);
+  auto it = c.by_shader.find(name);
+  return it == c.by_shader.end() ? 0 : it->second;
+}
 
 CommandStream::CommandStream(std::shared_ptr<Context> ctx) : ctx_(std::move(ctx)) {
   VkDevice dev = ctx_->device();
@@ -71,6 +93,13 @@ void CommandStream::dispatch(const Pipeline& pipeline, const std::vector<std::sh
                              const void* push, size_t push_bytes, uint32_t gx, uint32_t gy, uint32_t gz) {
   TB_ASSERT(buffers.size() == pipeline.buffer_count() && buffers.size() <= kMaxBuffersPerSet, pipeline.name());
   TB_ASSERT(push_bytes <= Pipeline::kPushConstantBytes, pipeline.name());
+  {
+    auto& c = dispatch_counts();
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.by_shader.find(pipeline.name());
+    if (it == c.by_shader.end()) it = c.by_shader.emplace(pipeline.name(), 0).first;
+    ++it->second;
+  }
   if (sets_used_ == kMaxSets) submit_and_wait();
   begin();
   VkDevice dev = ctx_->device();

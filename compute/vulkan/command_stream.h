@@ -6,6 +6,7 @@
 #include <vulkan/vulkan.h>
 
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "compute/vulkan/buffer.h"
@@ -51,5 +52,9 @@ class CommandStream {
   static constexpr uint32_t kMaxSets = 512;
   static constexpr uint32_t kMaxBuffersPerSet = 8;
 };
+
+/** Dispatches of shader `name` recorded so far in this process, over all backends: lets tests check
+ *  which shader a shape and dtype took. */
+uint64_t dispatches_of(std::string_view name);
 
 }  // namespace tb::compute::vulkan

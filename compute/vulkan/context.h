@@ -40,6 +40,9 @@ class Context {
   const VkPhysicalDeviceProperties& properties() const { return props_; }
   /** Threads per subgroup (warp/wavefront) of compute shaders; 1 if the device does not say. */
   uint32_t subgroup_size() const { return subgroup_size_; }
+  /** True when the device multiplies 16x16x16 f16 x f16 -> f32 cooperative matrices at subgroup
+   *  scope (VK_NV_cooperative_matrix, with shaderFloat16 and the Vulkan memory model enabled). */
+  bool coopmat_f16() const { return coopmat_f16_; }
   /** Index of a memory type having all `required` flags (and preferring `preferred`); -1 if none. */
   int find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags required, VkMemoryPropertyFlags preferred) const;
 
@@ -55,6 +58,7 @@ class Context {
   VkPhysicalDeviceProperties props_{};
   VkPhysicalDeviceMemoryProperties mem_props_{};
   uint32_t subgroup_size_ = 1;
+  bool coopmat_f16_ = false;
 };
 
 }  // namespace tb::compute::vulkan

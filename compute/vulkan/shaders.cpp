@@ -8,6 +8,8 @@
 TB_SHADER(gemm)
 TB_SHADER(gemm_direct)
 TB_SHADER(gemm_skinny)
+TB_SHADER(gemm_coopmat)
+TB_SHADER(gemm_coopmat_emu)
 TB_SHADER(binary)
 TB_SHADER(relu)
 TB_SHADER(conv2d)
@@ -25,6 +27,8 @@ const ShaderCode& shader_code(std::string_view name) {
       {"gemm", tb_spv_gemm, tb_spv_gemm_size, 4},
       {"gemm_direct", tb_spv_gemm_direct, tb_spv_gemm_direct_size, 4},
       {"gemm_skinny", tb_spv_gemm_skinny, tb_spv_gemm_skinny_size, 4},
+      {"gemm_coopmat", tb_spv_gemm_coopmat, tb_spv_gemm_coopmat_size, 4},
+      {"gemm_coopmat_emu", tb_spv_gemm_coopmat_emu, tb_spv_gemm_coopmat_emu_size, 4},
       {"binary", tb_spv_binary, tb_spv_binary_size, 3},
       {"relu", tb_spv_relu, tb_spv_relu_size, 2},
       {"conv2d", tb_spv_conv2d, tb_spv_conv2d_size, 4},

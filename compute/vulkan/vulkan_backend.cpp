@@ -97,11 +97,23 @@ class VulkanBackend final : public Backend {
     // Note [gemm shader choice]: shared-memory tiling (gemm.comp) suits GPUs; on CPU devices
     // (lavapipe) barriers are costly and the direct variant is faster (bench/bench_compute).
     // TB_VK_GEMM=tiled|direct overrides.
+    // f16 x f16 products take the cooperative-matrix shader when the device has it (Note
+    // [cooperative matrices] in context.cpp); TB_VK_GEMM=coopmat insists on it, coopmat-emulated
+    // runs its plain-arithmetic double (tests on lavapipe), tiled|direct keep f16 on the plain path.
     const char* env = std::getenv("TB_VK_GEMM");
+    std::string mode = env ? env : "";
     bool cpu_device = ctx_->properties().deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     gemm_forced_ = env != nullptr;
-    gemm_shader_ =
-        env ? (std::string(env) == "direct" ? "gemm_direct" : "gemm") : (cpu_device ? "gemm_direct" : "gemm");
+    gemm_shader_ = mode == "direct" || (!env && cpu_device) ? "gemm_direct" : "gemm";
+    if (mode == "coopmat") {
+      TB_CHECK(ctx_->coopmat_f16(), UnsupportedError, "[vulkan] TB_VK_GEMM=coopmat: ", ctx_->device_name(),
+               " has no 16x16x16 f16 -> f32 cooperative matrices (VK_NV_cooperative_matrix)");
+      coopmat_shader_ = "gemm_coopmat";
+    } else if (mode == "coopmat-emulated") {
+      coopmat_shader_ = "gemm_coopmat_emu";
+    } else if (!env && ctx_->coopmat_f16()) {
+      coopmat_shader_ = "gemm_coopmat";
+    }
   }
   ~VulkanBackend() override {
     try {
@@ -163,7 +175,8 @@ class VulkanBackend final : public Backend {
     check_dtype(*this, Op::Gemm, a);
     check_dtype(*this, Op::Gemm, b);
     auto g = detail::gemm_geom(a, b, c, p);
-    Tensor A = input(a), B = input(b), C = c ? input(*c) : Tensor();
+    bool coop = use_coopmat(a, b, g.n, g.k);
+    Tensor A = operand(a, coop), B = operand(b, coop), C = c ? input(*c) : Tensor();
     auto [Y, ybuf] = alloc(DType::F32, {g.m, g.n});
     if (Y.numel() == 0) return finish(Y, a.dtype());
     GemmPush pc{};
@@ -183,7 +196,8 @@ class VulkanBackend final : public Backend {
     check_dtype(*this, Op::MatMul, a);
     check_dtype(*this, Op::MatMul, b);
     auto g = detail::matmul_geom(a, b);
-    Tensor A = input(a), B = input(b);
+    bool coop = use_coopmat(a, b, g.n, g.k);
+    Tensor A = operand(a, coop), B = operand(b, coop);
     auto [Y, ybuf] = alloc(DType::F32, g.out_shape);
     if (Y.numel() == 0) return finish(Y, a.dtype());
     GemmPush pc{};
@@ -345,6 +359,15 @@ class VulkanBackend final : public Backend {
                 uint32_t batch) {
     u32(A.numel(), "A size");
     u32(B.numel(), "B size");
+    if (A.dtype() == DType::F16) {  // operand() left f16 only for the cooperative-matrix shader
+      std::vector<uint32_t> t = coopmat_tile(pc.M, pc.N);
+      uint32_t bm = t[2] * t[4] * 16, bn = t[3] * t[5] * 16;
+      uint32_t gx = (pc.N + bn - 1) / bn, gy = (pc.M + bm - 1) / bm;
+      TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
+      stream_.dispatch(pipeline(coopmat_shader_, t), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy,
+                       batch);
+      return;
+    }
     // Note [skinny gemm]: for N <= 16 and K <= 64 (e.g. the seed MLP's K=20, N=10 over large M)
     // the 64x64 tiles waste most of their threads; gemm_skinny runs one thread per output row.
     // TB_VK_GEMM (see the constructor) forces one shader for every shape.
@@ -433,6 +456,14 @@ class VulkanBackend final : public Backend {
     Tensor d = device(t);
     return d.dtype() == DType::F32 ? d : cast(d, DType::F32);
   }
+  /** Whether a GEMM of these operands (N columns, K deep) runs on the cooperative-matrix shader:
+   *  both f16, the shader enabled, and not a skinny product gemm_skinny serves better. */
+  bool use_coopmat(const Tensor& a, const Tensor& b, int64_t n, int64_t k) const {
+    return !coopmat_shader_.empty() && a.dtype() == DType::F16 && b.dtype() == DType::F16 &&
+           (gemm_forced_ || !(n <= 16 && k <= 64));
+  }
+  /** A GEMM operand: packed f16 for the cooperative-matrix shader, else widened to f32. */
+  Tensor operand(const Tensor& t, bool coop) { return coop ? device(t) : input(t); }
   /** Rounds an f32 result to the op's storage dtype. */
   Tensor finish(const Tensor& y, DType d) { return d == DType::F32 ? y : cast(y, d); }
 
@@ -466,6 +497,32 @@ class VulkanBackend final : public Backend {
     return {8, 8, 4, 4, 8};
   }
 
+  // Note [coopmat tiles]: gemm_coopmat's constants are {NT, SG, WGM, WGN, SM, SN, BK}: 2x2 subgroups,
+  // each SM x SN accumulators of 16x16, so a 128x128 tile for large products and 64x64 otherwise,
+  // K steps of 32 (16 where shared memory is short: the emulated shader keeps f32 there). Untuned:
+  // the sweep to run on a GPU is in compute/README.md.
+  std::vector<uint32_t> coopmat_tile(uint32_t m, uint32_t n) const {
+    const VkPhysicalDeviceLimits& lim = ctx_->properties().limits;
+    // The emulated shader spreads each 16x16 matrix over "subgroups" of its own size, not the
+    // device's: 128 threads, 2 elements each. llvmpipe turns barriers into coroutines, and its
+    // compile time grows fast with the state each thread holds across them: 1 s here, against 10 s
+    // with NVIDIA's 32 and minutes with lavapipe's own 8.
+    bool real = coopmat_shader_ == "gemm_coopmat";
+    uint32_t sg = real ? ctx_->subgroup_size() : 128, half = real ? 2 : 4;
+    auto fits = [&](uint32_t s, uint32_t bk) {
+      uint32_t bm = 2 * s * 16, nt = 4 * sg;
+      uint64_t smem = uint64_t(bm) * (bk + 8) * half + uint64_t(bk) * (bm + 8) * half + 4 * 256 * 4;
+      return nt <= lim.maxComputeWorkGroupInvocations && nt <= lim.maxComputeWorkGroupSize[0] &&
+             smem <= lim.maxComputeSharedMemorySize && (bm * bk) % nt == 0;
+    };
+    for (uint32_t s : {4u, 2u}) {
+      if (s == 4 && (m < 512 || n < 512)) continue;
+      for (uint32_t bk : {32u, 16u})
+        if (fits(s, bk)) return {4 * sg, sg, 2, 2, s, s, bk};
+    }
+    return {4 * sg, sg, 2, 2, 1, 1, 16};
+  }
+
   const Pipeline& pipeline(std::string_view name) { return pipeline(name, {}); }
 
   std::shared_ptr<Context> ctx_;
@@ -474,7 +531,8 @@ class VulkanBackend final : public Backend {
   std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
   int index_ = 0;
   std::string gemm_shader_ = "gemm";
-  bool gemm_forced_ = false;  // TB_VK_GEMM set: no shape-based choice of the skinny shader
+  bool gemm_forced_ = false;    // TB_VK_GEMM set: no shape-based choice of the skinny shader
+  std::string coopmat_shader_;  // f16 x f16 GEMM shader; empty: f16 is widened for the plain ones
 };
 
 }  // namespace
