@@ -4,6 +4,10 @@
 //   2. Seed MLP forward (Linear(20,256) -> ReLU -> Linear(256,10), batch 4096) on the CPU backend vs
 //      PyTorch on this machine; target <= 1 ms.
 //   3. Vulkan backend GEMM GFLOP/s and seed MLP on the first device (lavapipe in CI).
+//   4. With TB_BENCH_SWEEP=1 (a GPU: far too slow for lavapipe), issue 19's shapes on Vulkan: square
+//      f32 and f16 GEMMs 512-8192 (f16 on cooperative matrices where the device has them), conv 3x3
+//      32x64x56x56 -> 64, the seed MLP at batch 65536; compare with bench/gpu_torch_ref.py in the
+//      same device call (compute/README.md, "Running on a lent GPU").
 // Threads: TB_BENCH_THREADS (default 2) for our backend, OpenBLAS, numpy and torch alike.
 //   cmake -B build -DTB_BUILD_BENCH=ON && cmake --build build --target bench_compute && build/bench/bench_compute
 #include <benchmark/benchmark.h>
@@ -104,10 +108,47 @@ void BM_vulkan_gemm(benchmark::State& st, GemmShape s) {
   set_flops(st, 2.0 * double(s.m * s.n * s.k));
 }
 
+/** Square GEMM n^3 on Vulkan in dtype d (f16 operands take the cooperative-matrix shader where the
+ *  device has one); the f32/f16 sweep of TB_BENCH_SWEEP. */
+void BM_vulkan_square(benchmark::State& st, int64_t n, DType d) {
+  Backend* be = vulkan_backend();
+  if (!be) {
+    st.SkipWithError("no Vulkan device");
+    return;
+  }
+  Tensor a = be->upload(Tensor::randn({n, n}, 1).to(d)), b = be->upload(Tensor::randn({n, n}, 2).to(d));
+  be->matmul(a, b);  // warm-up: compiles the pipelines
+  be->synchronize();
+  for (auto _ : st) {
+    Tensor y = be->matmul(a, b);
+    be->synchronize();
+  }
+  set_flops(st, 2.0 * double(n * n * n));
+}
+
+/** Conv 3x3, padding 1, 32x64x56x56 -> 64 channels, f32 (issue 19's cuDNN case). */
+void BM_vulkan_conv(benchmark::State& st) {
+  Backend* be = vulkan_backend();
+  if (!be) {
+    st.SkipWithError("no Vulkan device");
+    return;
+  }
+  Tensor x = be->upload(Tensor::randn({32, 64, 56, 56}, 1)), w = be->upload(Tensor::randn({64, 64, 3, 3}, 2)),
+         bias = be->upload(Tensor::randn({64}, 3));
+  Conv2dParams p{{1, 1}, {1, 1}, {1, 1}, 1};
+  be->conv2d(x, w, &bias, p);
+  be->synchronize();
+  for (auto _ : st) {
+    Tensor y = be->conv2d(x, w, &bias, p);
+    be->synchronize();
+  }
+  set_flops(st, 2.0 * 32 * 64 * 64 * 9 * 56 * 56);
+}
+
 struct Mlp {
   Tensor x, w1, b1, w2, b2;
-  explicit Mlp(Backend& be)
-      : x(be.upload(Tensor::randn({4096, 20}, 1))),
+  explicit Mlp(Backend& be, int64_t batch = 4096)
+      : x(be.upload(Tensor::randn({batch, 20}, 1))),
         w1(be.upload(Tensor::randn({256, 20}, 2))),
         b1(be.upload(Tensor::randn({256}, 3))),
         w2(be.upload(Tensor::randn({10, 256}, 4))),
@@ -122,13 +163,13 @@ void BM_cpu_mlp(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(mlp.forward(be));
 }
 
-void BM_vulkan_mlp(benchmark::State& st) {
+void BM_vulkan_mlp(benchmark::State& st, int64_t batch) {
   Backend* be = vulkan_backend();
   if (!be) {
     st.SkipWithError("no Vulkan device");
     return;
   }
-  Mlp mlp(*be);
+  Mlp mlp(*be, batch);
   mlp.forward(*be);  // warm-up: compiles the pipelines
   be->synchronize();
   for (auto _ : st) {
@@ -220,7 +261,28 @@ int main(int argc, char** argv) {
         ->UseRealTime();
   }
   benchmark::RegisterBenchmark("cpu_mlp/batch4096", BM_cpu_mlp)->Unit(benchmark::kMillisecond)->UseRealTime();
-  benchmark::RegisterBenchmark("vulkan_mlp/batch4096", BM_vulkan_mlp)->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RegisterBenchmark("vulkan_mlp/batch4096", BM_vulkan_mlp, 4096)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  const char* sweep_env = std::getenv("TB_BENCH_SWEEP");
+  bool sweep = sweep_env && std::string(sweep_env) == "1";
+  const int64_t kSquare[] = {512, 1024, 2048, 4096, 8192};
+  if (sweep) {
+    for (int64_t n : kSquare) {
+      for (DType d : {DType::F32, DType::F16}) {
+        std::string name = "vulkan_square_" + std::string(dtype_name(d)) + "/" + std::to_string(n);
+        benchmark::RegisterBenchmark(name.c_str(), BM_vulkan_square, n, d)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+    }
+    benchmark::RegisterBenchmark("vulkan_conv3x3/32x64x56x56", BM_vulkan_conv)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("vulkan_mlp/batch65536", BM_vulkan_mlp, 65536)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
   benchmark::Initialize(&argc, argv);
   Collector rep;
   benchmark::RunSpecifiedBenchmarks(&rep);
@@ -252,6 +314,22 @@ int main(int argc, char** argv) {
       "seed MLP batch 4096: cpu %.3f ms (target <= 1 ms) | PyTorch %.3f ms (ratio torch/ours %.2fx) | vulkan %.3f ms\n",
       mlp_ms, torch_ms, mlp_ms > 0 ? torch_ms / mlp_ms : 0.0, get("vulkan_mlp/batch4096").first * 1e3);
   if (Backend* vk = vulkan_backend()) std::printf("vulkan device: %s\n", vk->name().c_str());
+  if (sweep) {  // lines in bench/gpu_torch_ref.py's format: name,shape,ms,GFLOP/s
+    for (int64_t n : kSquare) {
+      for (const char* d : {"float32", "float16"}) {
+        auto r = get("vulkan_square_" + std::string(d) + "/" + std::to_string(n));
+        std::printf("vulkan_%s_gemm,%lldx%lldx%lld,%.4f,%.1f\n", d, (long long)n, (long long)n, (long long)n,
+                    r.first * 1e3, r.second);
+      }
+    }
+    auto c = get("vulkan_conv3x3/32x64x56x56");
+    std::printf("vulkan_float32_conv3x3,32x64x56x56,%.4f,%.1f\n", c.first * 1e3, c.second);
+    for (const char* b : {"4096", "65536"}) {
+      double ms = get(std::string("vulkan_mlp/batch") + b).first * 1e3;
+      double flops = 2.0 * std::atof(b) * (20 * 256 + 256 * 10);
+      std::printf("vulkan_float32_mlp,batch%s,%.4f,%.1f\n", b, ms, ms > 0 ? flops / ms / 1e6 : 0.0);
+    }
+  }
   benchmark::Shutdown();
   return 0;
 }

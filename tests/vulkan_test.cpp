@@ -388,6 +388,15 @@ TEST_CASE("vulkan: f16 gemm on the cooperative-matrix tiling (emulated) matches 
   auto be = vk();
   ::unsetenv("TB_VK_GEMM");
   coopmat_sweep(*be, "gemm_coopmat_emu");
+  // an uneven tile through TB_VK_COOPMAT_TILE: 1x2 subgroups of 3x1 blocks (48x32), K steps of 32
+  ::setenv("TB_VK_GEMM", "coopmat-emulated", 1);
+  ::setenv("TB_VK_COOPMAT_TILE", "1,2,3,1,32", 1);
+  auto uneven = vk();
+  ::setenv("TB_VK_COOPMAT_TILE", "2,2,2,2,24", 1);
+  REQUIRE_THROWS_WITH(make_backend("vulkan"), Catch::Contains("TB_VK_COOPMAT_TILE=\"2,2,2,2,24\": want WGM,WGN"));
+  ::unsetenv("TB_VK_COOPMAT_TILE");
+  ::unsetenv("TB_VK_GEMM");
+  coopmat_sweep(*uneven, "gemm_coopmat_emu");
   // f32 and mixed products stay on the plain shaders
   uint64_t before = vulkan::dispatches_of("gemm_coopmat_emu");
   Tensor a = Tensor::randn({40, 30}, 1), b = Tensor::randn({30, 50}, 2);

@@ -114,6 +114,7 @@ class VulkanBackend final : public Backend {
     } else if (!env && ctx_->coopmat_f16()) {
       coopmat_shader_ = "gemm_coopmat";
     }
+    if (const char* tile = std::getenv("TB_VK_COOPMAT_TILE")) coopmat_tile_ = parse_coopmat_tile(tile);
   }
   ~VulkanBackend() override {
     try {
@@ -515,12 +516,45 @@ class VulkanBackend final : public Backend {
       return nt <= lim.maxComputeWorkGroupInvocations && nt <= lim.maxComputeWorkGroupSize[0] &&
              smem <= lim.maxComputeSharedMemorySize && (bm * bk) % nt == 0;
     };
+    if (!coopmat_tile_.empty()) {  // TB_VK_COOPMAT_TILE, checked in the constructor
+      const auto& t = coopmat_tile_;
+      return {t[0] * t[1] * sg, sg, t[0], t[1], t[2], t[3], t[4]};
+    }
     for (uint32_t s : {4u, 2u}) {
       if (s == 4 && (m < 512 || n < 512)) continue;
       for (uint32_t bk : {32u, 16u})
         if (fits(s, bk)) return {4 * sg, sg, 2, 2, s, s, bk};
     }
     return {4 * sg, sg, 2, 2, 1, 1, 16};
+  }
+
+  /** TB_VK_COOPMAT_TILE="WGM,WGN,SM,SN,BK" (a tuning knob for a GPU session's tile sweep): five
+   *  positive numbers, BK a multiple of 16, the workgroup within the device's limits. */
+  std::vector<uint32_t> parse_coopmat_tile(const std::string& text) const {
+    std::vector<uint32_t> t;
+    size_t pos = 0;
+    while (pos <= text.size() && t.size() < 6) {
+      size_t end = text.find(',', pos);
+      if (end == std::string::npos) end = text.size();
+      std::string part = text.substr(pos, end - pos);
+      bool digits = !part.empty() && part.size() <= 4 && part.find_first_not_of("0123456789") == std::string::npos;
+      t.push_back(digits ? uint32_t(std::stoul(part)) : 0);
+      pos = end + 1;
+    }
+    bool ok = t.size() == 5 && std::find(t.begin(), t.end(), 0u) == t.end() && t[4] % 16 == 0;
+    const VkPhysicalDeviceLimits& lim = ctx_->properties().limits;
+    uint32_t sg = coopmat_shader_ == "gemm_coopmat" ? ctx_->subgroup_size() : 128;
+    if (ok) {
+      uint64_t nt = uint64_t(t[0]) * t[1] * sg, bm = 16ull * t[0] * t[2], bn = 16ull * t[1] * t[3];
+      uint64_t half = coopmat_shader_ == "gemm_coopmat" ? 2 : 4;
+      uint64_t smem = bm * (t[4] + 8) * half + t[4] * (bn + 8) * half + uint64_t(t[0]) * t[1] * 256 * 4;
+      ok = nt <= lim.maxComputeWorkGroupInvocations && nt <= lim.maxComputeWorkGroupSize[0] && (bm * t[4]) % nt == 0 &&
+           (bn * t[4]) % nt == 0 && smem <= lim.maxComputeSharedMemorySize;
+    }
+    TB_CHECK(ok, UnsupportedError, "[vulkan] TB_VK_COOPMAT_TILE=\"", text,
+             "\": want WGM,WGN,SM,SN,BK (BK a multiple of 16, WGM*WGN subgroups within the workgroup limit, "
+             "tiles a multiple of the thread count, within shared memory)");
+    return t;
   }
 
   const Pipeline& pipeline(std::string_view name) { return pipeline(name, {}); }
@@ -531,8 +565,9 @@ class VulkanBackend final : public Backend {
   std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
   int index_ = 0;
   std::string gemm_shader_ = "gemm";
-  bool gemm_forced_ = false;    // TB_VK_GEMM set: no shape-based choice of the skinny shader
-  std::string coopmat_shader_;  // f16 x f16 GEMM shader; empty: f16 is widened for the plain ones
+  bool gemm_forced_ = false;            // TB_VK_GEMM set: no shape-based choice of the skinny shader
+  std::string coopmat_shader_;          // f16 x f16 GEMM shader; empty: f16 is widened for the plain ones
+  std::vector<uint32_t> coopmat_tile_;  // TB_VK_COOPMAT_TILE's WGM,WGN,SM,SN,BK; empty: by shape
 };
 
 }  // namespace
