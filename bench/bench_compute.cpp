@@ -5,8 +5,8 @@
 //      PyTorch on this machine; target <= 1 ms.
 //   3. Vulkan backend GEMM GFLOP/s and seed MLP on the first device (lavapipe in CI).
 //   4. With TB_BENCH_SWEEP=1 (a GPU: far too slow for lavapipe), issue 19's shapes on Vulkan: square
-//      f32 and f16 GEMMs 512-8192 (f16 on cooperative matrices where the device has them), conv 3x3
-//      32x64x56x56 -> 64, the seed MLP at batch 65536; compare with bench/gpu_torch_ref.py in the
+//      f32 and f16 GEMMs 512-8192 and conv 3x3 32x64x56x56 -> 64 (f16 on cooperative matrices where
+//      the device has them), the seed MLP at batch 65536; compare with bench/gpu_torch_ref.py in the
 //      same device call (compute/README.md, "Running on a lent GPU").
 // Threads: TB_BENCH_THREADS (default 2) for our backend, OpenBLAS, numpy and torch alike.
 //   cmake -B build -DTB_BUILD_BENCH=ON && cmake --build build --target bench_compute && build/bench/bench_compute
@@ -126,15 +126,16 @@ void BM_vulkan_square(benchmark::State& st, int64_t n, DType d) {
   set_flops(st, 2.0 * double(n * n * n));
 }
 
-/** Conv 3x3, padding 1, 32x64x56x56 -> 64 channels, f32 (issue 19's cuDNN case). */
-void BM_vulkan_conv(benchmark::State& st) {
+/** Conv 3x3, padding 1, 32x64x56x56 -> 64 channels in dtype d (issue 19's cuDNN case; f16 on
+ *  cooperative matrices where the device has them). */
+void BM_vulkan_conv(benchmark::State& st, DType d) {
   Backend* be = vulkan_backend();
   if (!be) {
     st.SkipWithError("no Vulkan device");
     return;
   }
-  Tensor x = be->upload(Tensor::randn({32, 64, 56, 56}, 1)), w = be->upload(Tensor::randn({64, 64, 3, 3}, 2)),
-         bias = be->upload(Tensor::randn({64}, 3));
+  Tensor x = be->upload(Tensor::randn({32, 64, 56, 56}, 1).to(d)),
+         w = be->upload(Tensor::randn({64, 64, 3, 3}, 2).to(d)), bias = be->upload(Tensor::randn({64}, 3).to(d));
   Conv2dParams p{{1, 1}, {1, 1}, {1, 1}, 1};
   be->conv2d(x, w, &bias, p);
   be->synchronize();
@@ -276,9 +277,10 @@ int main(int argc, char** argv) {
             ->UseRealTime();
       }
     }
-    benchmark::RegisterBenchmark("vulkan_conv3x3/32x64x56x56", BM_vulkan_conv)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
+    for (DType d : {DType::F32, DType::F16}) {
+      std::string name = "vulkan_conv3x3_" + std::string(dtype_name(d)) + "/32x64x56x56";
+      benchmark::RegisterBenchmark(name.c_str(), BM_vulkan_conv, d)->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
     benchmark::RegisterBenchmark("vulkan_mlp/batch65536", BM_vulkan_mlp, 65536)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
@@ -322,8 +324,10 @@ int main(int argc, char** argv) {
                     r.first * 1e3, r.second);
       }
     }
-    auto c = get("vulkan_conv3x3/32x64x56x56");
-    std::printf("vulkan_float32_conv3x3,32x64x56x56,%.4f,%.1f\n", c.first * 1e3, c.second);
+    for (const char* d : {"float32", "float16"}) {
+      auto c = get("vulkan_conv3x3_" + std::string(d) + "/32x64x56x56");
+      std::printf("vulkan_%s_conv3x3,32x64x56x56,%.4f,%.1f\n", d, c.first * 1e3, c.second);
+    }
     for (const char* b : {"4096", "65536"}) {
       double ms = get(std::string("vulkan_mlp/batch") + b).first * 1e3;
       double flops = 2.0 * std::atof(b) * (20 * 256 + 256 * 10);

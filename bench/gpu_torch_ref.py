@@ -1,8 +1,8 @@
 """cuBLAS/cuDNN reference for bench_compute's TB_BENCH_SWEEP=1 lines, on the same GPU in the same call.
 
 Prints `torch_<precision>_<op>,<shape>,<ms>,<GFLOP/s>` for square GEMMs 512-8192 in fp32 (TF32 off),
-TF32 and fp16 (tensor cores, fp32 accumulation as cuBLAS does by default), the 3x3 convolution
-32x64x56x56 -> 64 and the seed MLP at batch 4096 and 65536, in fp32 and TF32. Needs torch with CUDA
+TF32 and fp16 (tensor cores), the 3x3 convolution 32x64x56x56 -> 64 in the same three, and the seed
+MLP at batch 4096 and 65536 in fp32 and TF32. Needs torch with CUDA
 (the lent GPU machine has it); exits 77 without a GPU.
 """
 import sys
@@ -50,12 +50,12 @@ for tag, dtype, tf32 in (("float32", torch.float32, False), ("tf32", torch.float
         a = torch.randn(n, n, device=dev, dtype=dtype)
         b = torch.randn(n, n, device=dev, dtype=dtype)
         line(f"{tag}_gemm", f"{n}x{n}x{n}", timed_ms(lambda: a @ b), 2 * n**3)
-    if dtype == torch.float16:
-        continue
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dev)
-    x = torch.randn(32, 64, 56, 56, device=dev)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dev, dtype)
+    x = torch.randn(32, 64, 56, 56, device=dev, dtype=dtype)
     with torch.no_grad():
         line(f"{tag}_conv3x3", "32x64x56x56", timed_ms(lambda: conv(x)), 2 * 32 * 64 * 64 * 9 * 56 * 56)
+    if dtype == torch.float16:
+        continue
     for batch in (4096, 65536):
         net = torch.nn.Sequential(torch.nn.Linear(20, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).to(dev)
         x = torch.randn(batch, 20, device=dev)

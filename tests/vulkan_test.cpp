@@ -342,10 +342,35 @@ TEST_CASE("vulkan: f16/bf16 inputs through the skinny, tiled and implicit-GEMM s
 #ifdef TB_WITH_VULKAN
 namespace {
 
-/** f16 GEMMs and matmuls through `be`, which must run each on the shader `shader` (counted), against
- *  the CPU: tile edges of the 64- and 128-wide tiles, every transpose, C broadcast forms, fused ReLU,
- *  batched and broadcast matmul. One f16 rounding of an f32 sum taken in another order: 1 ulp. */
-void coopmat_sweep(Backend& be, const std::string& shader) {
+/** f16 GEMMs, matmuls and convolutions through `be`, which must run each on the cooperative-matrix
+ *  shaders `<op>_coopmat<suffix>` (counted), against the CPU: tile edges of the 64- and 128-wide
+ *  tiles, every transpose, C broadcast forms, fused ReLU, batched and broadcast matmul; conv2d with
+ *  stride, padding, dilation, groups and bias. One f16 rounding of an f32 sum taken in another
+ *  order: 1 ulp. */
+void coopmat_sweep(Backend& be, const std::string& suffix) {
+  std::string shader = "gemm_coopmat" + suffix, conv_shader = "conv2d_coopmat" + suffix;
+  uint64_t conv_before = vulkan::dispatches_of(conv_shader);
+  struct ConvCase {
+    Shape x, w;
+    Conv2dParams p;
+  };
+  std::vector<ConvCase> convs = {{{2, 5, 9, 11}, {16, 5, 3, 3}, {{1, 1}, {1, 1}, {1, 1}, 1}},
+                                 {{1, 8, 13, 7}, {24, 4, 3, 2}, {{2, 1}, {1, 0}, {1, 2}, 2}},
+                                 {{3, 3, 20, 20}, {65, 3, 5, 5}, {{1, 2}, {2, 2}, {2, 1}, 1}},
+                                 {{1, 16, 6, 6}, {16, 8, 3, 3}, {{1, 1}, {1, 1}, {1, 1}, 2}}};
+  for (size_t i = 0; i < convs.size(); ++i) {
+    const auto& cc = convs[i];
+    Tensor x = Tensor::randn(cc.x, uint32_t(50 + i)).to(DType::F16),
+           w = Tensor::randn(cc.w, uint32_t(60 + i)).to(DType::F16);
+    Tensor bias = Tensor::randn({cc.w[0]}, uint32_t(70 + i)).to(DType::F16);
+    const Tensor* bp = i % 2 == 0 ? &bias : nullptr;
+    Tensor got = be.download(be.conv2d(x, w, bp, cc.p)), ref = cpu_ref().conv2d(x, w, bp, cc.p);
+    INFO(conv_shader << " conv " << shape_str(cc.x) << " * " << shape_str(cc.w) << " max |diff| "
+                     << max_abs_diff(got.to(DType::F32), ref.to(DType::F32)));
+    REQUIRE(got.dtype() == DType::F16);
+    REQUIRE(allclose(got.to(DType::F32), ref.to(DType::F32), 1e-3, 1e-3));
+  }
+  REQUIRE(vulkan::dispatches_of(conv_shader) - conv_before >= convs.size());
   uint64_t before = vulkan::dispatches_of(shader);
   int runs = 0;
   std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 1},      {16, 16, 16},   {17, 33, 15},  {64, 64, 32},
@@ -381,13 +406,13 @@ void coopmat_sweep(Backend& be, const std::string& shader) {
 
 }  // namespace
 
-// The cooperative-matrix GEMM's tiling, f16 staging, subgroup blocks and epilogue, with plain
-// arithmetic standing in for the matrix instructions (lavapipe has none): gemm_coopmat_emu.comp.
-TEST_CASE("vulkan: f16 gemm on the cooperative-matrix tiling (emulated) matches the CPU", "[vulkan]") {
+// The cooperative-matrix GEMM and conv2d: tiling, f16 staging, subgroup blocks and epilogues, with
+// plain arithmetic standing in for the matrix instructions (lavapipe has none): *_coopmat_emu.comp.
+TEST_CASE("vulkan: f16 gemm and conv2d on the cooperative-matrix tiling (emulated) match the CPU", "[vulkan]") {
   ::setenv("TB_VK_GEMM", "coopmat-emulated", 1);
   auto be = vk();
   ::unsetenv("TB_VK_GEMM");
-  coopmat_sweep(*be, "gemm_coopmat_emu");
+  coopmat_sweep(*be, "_emu");
   // an uneven tile through TB_VK_COOPMAT_TILE: 1x2 subgroups of 3x1 blocks (48x32), K steps of 32
   ::setenv("TB_VK_GEMM", "coopmat-emulated", 1);
   ::setenv("TB_VK_COOPMAT_TILE", "1,2,3,1,32", 1);
@@ -396,7 +421,7 @@ TEST_CASE("vulkan: f16 gemm on the cooperative-matrix tiling (emulated) matches 
   REQUIRE_THROWS_WITH(make_backend("vulkan"), Catch::Contains("TB_VK_COOPMAT_TILE=\"2,2,2,2,24\": want WGM,WGN"));
   ::unsetenv("TB_VK_COOPMAT_TILE");
   ::unsetenv("TB_VK_GEMM");
-  coopmat_sweep(*uneven, "gemm_coopmat_emu");
+  coopmat_sweep(*uneven, "_emu");
   // f32 and mixed products stay on the plain shaders
   uint64_t before = vulkan::dispatches_of("gemm_coopmat_emu");
   Tensor a = Tensor::randn({40, 30}, 1), b = Tensor::randn({30, 50}, 2);
@@ -409,7 +434,7 @@ TEST_CASE("vulkan: f16 gemm on the cooperative-matrix tiling (emulated) matches 
 // The real tensor-core shader runs only where the device lists 16x16x16 f16 -> f32 cooperative
 // matrices (a lent GPU; docs in compute/README.md); elsewhere forcing it is a clear error, and f16
 // GEMMs keep the plain shaders.
-TEST_CASE("vulkan: f16 gemm on cooperative matrices, or a clear error without them", "[vulkan]") {
+TEST_CASE("vulkan: f16 gemm and conv2d on cooperative matrices, or a clear error without them", "[vulkan]") {
   vk();
   ::setenv("TB_VK_GEMM", "coopmat", 1);
   std::unique_ptr<Backend> be;
@@ -427,11 +452,16 @@ TEST_CASE("vulkan: f16 gemm on cooperative matrices, or a clear error without th
     Tensor a = Tensor::randn({70, 64}, 1).to(DType::F16), b = Tensor::randn({64, 36}, 2).to(DType::F16);
     REQUIRE(allclose(plain->download(plain->matmul(a, b)).to(DType::F32), cpu_ref().matmul(a, b).to(DType::F32), 1e-3,
                      1e-3));
+    Tensor x = Tensor::randn({1, 4, 8, 8}, 3).to(DType::F16), w = Tensor::randn({8, 4, 3, 3}, 4).to(DType::F16);
+    Conv2dParams cp{{1, 1}, {1, 1}, {1, 1}, 1};
+    REQUIRE(allclose(plain->download(plain->conv2d(x, w, nullptr, cp)).to(DType::F32),
+                     cpu_ref().conv2d(x, w, nullptr, cp).to(DType::F32), 1e-3, 1e-3));
     REQUIRE(vulkan::dispatches_of("gemm_coopmat") == before);
+    REQUIRE(vulkan::dispatches_of("conv2d_coopmat") == 0);
     WARN("no cooperative matrices on " << vulkan::device_names()[0] << ": the tensor-core shader is untested here");
     return;
   }
-  coopmat_sweep(*be, "gemm_coopmat");
+  coopmat_sweep(*be, "");
   auto dflt = vk();  // the default picks it for f16 too
   uint64_t before = vulkan::dispatches_of("gemm_coopmat");
   Tensor a = Tensor::randn({256, 256}, 3).to(DType::F16);

@@ -10,6 +10,8 @@ TB_SHADER(gemm_direct)
 TB_SHADER(gemm_skinny)
 TB_SHADER(gemm_coopmat)
 TB_SHADER(gemm_coopmat_emu)
+TB_SHADER(conv2d_coopmat)
+TB_SHADER(conv2d_coopmat_emu)
 TB_SHADER(binary)
 TB_SHADER(relu)
 TB_SHADER(conv2d)
@@ -29,6 +31,8 @@ const ShaderCode& shader_code(std::string_view name) {
       {"gemm_skinny", tb_spv_gemm_skinny, tb_spv_gemm_skinny_size, 4},
       {"gemm_coopmat", tb_spv_gemm_coopmat, tb_spv_gemm_coopmat_size, 4},
       {"gemm_coopmat_emu", tb_spv_gemm_coopmat_emu, tb_spv_gemm_coopmat_emu_size, 4},
+      {"conv2d_coopmat", tb_spv_conv2d_coopmat, tb_spv_conv2d_coopmat_size, 4},
+      {"conv2d_coopmat_emu", tb_spv_conv2d_coopmat_emu, tb_spv_conv2d_coopmat_emu_size, 4},
       {"binary", tb_spv_binary, tb_spv_binary_size, 3},
       {"relu", tb_spv_relu, tb_spv_relu_size, 2},
       {"conv2d", tb_spv_conv2d, tb_spv_conv2d_size, 4},

@@ -97,7 +97,8 @@ class VulkanBackend final : public Backend {
     // Note [gemm shader choice]: shared-memory tiling (gemm.comp) suits GPUs; on CPU devices
     // (lavapipe) barriers are costly and the direct variant is faster (bench/bench_compute).
     // TB_VK_GEMM=tiled|direct overrides.
-    // f16 x f16 products take the cooperative-matrix shader when the device has it (Note
+    // f16 x f16 products (GEMMs, conv2d's implicit GEMM) take the cooperative-matrix shaders when
+    // the device has them (Note
     // [cooperative matrices] in context.cpp); TB_VK_GEMM=coopmat insists on it, coopmat-emulated
     // runs its plain-arithmetic double (tests on lavapipe), tiled|direct keep f16 on the plain path.
     const char* env = std::getenv("TB_VK_GEMM");
@@ -108,11 +109,11 @@ class VulkanBackend final : public Backend {
     if (mode == "coopmat") {
       TB_CHECK(ctx_->coopmat_f16(), UnsupportedError, "[vulkan] TB_VK_GEMM=coopmat: ", ctx_->device_name(),
                " has no 16x16x16 f16 -> f32 cooperative matrices (VK_NV_cooperative_matrix)");
-      coopmat_shader_ = "gemm_coopmat";
+      coopmat_ = Coopmat::Real;
     } else if (mode == "coopmat-emulated") {
-      coopmat_shader_ = "gemm_coopmat_emu";
+      coopmat_ = Coopmat::Emulated;
     } else if (!env && ctx_->coopmat_f16()) {
-      coopmat_shader_ = "gemm_coopmat";
+      coopmat_ = Coopmat::Real;
     }
     if (const char* tile = std::getenv("TB_VK_COOPMAT_TILE")) coopmat_tile_ = parse_coopmat_tile(tile);
   }
@@ -248,7 +249,11 @@ class VulkanBackend final : public Backend {
     check_dtype(*this, Op::Conv2d, x);
     check_dtype(*this, Op::Conv2d, w);
     auto g = detail::conv2d_geom(x, w, bias, p);
-    Tensor X = input(x), W = input(w), Bv = bias ? input(*bias) : Tensor();
+    const char* env = std::getenv("TB_VK_CONV");
+    uint32_t og = uint32_t(g.o / g.groups), gn = uint32_t(g.n * g.oh * g.ow);
+    bool igemm = env ? std::string(env) == "igemm" : og >= 8;
+    bool coop = igemm && coopmat_ != Coopmat::Off && x.dtype() == DType::F16 && w.dtype() == DType::F16;
+    Tensor X = operand(x, coop), W = operand(w, coop), Bv = bias ? input(*bias) : Tensor();
     auto [Y, ybuf] = alloc(DType::F32, {g.n, g.o, g.oh, g.ow});
     if (Y.numel() == 0) return finish(Y, x.dtype());
     u32(X.numel(), "input size");
@@ -258,18 +263,17 @@ class VulkanBackend final : public Backend {
                p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], g.groups, bias ? 1 : 0});
     // Note [conv2d shader choice]: the implicit GEMM (conv2d_igemm.comp) tiles output channels per
     // group x output pixels; with fewer than 8 channels per group (depthwise) its rows would idle, so
-    // the direct one-output-per-thread shader runs. TB_VK_CONV=igemm|direct overrides.
-    const char* env = std::getenv("TB_VK_CONV");
-    uint32_t og = uint32_t(g.o / g.groups), gn = uint32_t(g.n * g.oh * g.ow);
-    bool igemm = env ? std::string(env) == "igemm" : og >= 8;
+    // the direct one-output-per-thread shader runs. TB_VK_CONV=igemm|direct overrides. f16 input
+    // and weights take the cooperative-matrix variant of the implicit GEMM where it is on.
     if (igemm) {
-      std::vector<uint32_t> t = gemm_tile(og, gn);
-      uint32_t bm = t[1] * t[2], bn = t[0] * t[3];
+      std::vector<uint32_t> t = coop ? coopmat_tile(og, gn) : gemm_tile(og, gn);
+      uint32_t bm = coop ? t[2] * t[4] * 16 : t[1] * t[2], bn = coop ? t[3] * t[5] * 16 : t[0] * t[3];
       uint32_t gx = (gn + bn - 1) / bn, gy = (og + bm - 1) / bm;
       TB_CHECK(gx <= 65535 && gy <= 65535 && g.groups <= 65535, UnsupportedError, "[vulkan] conv2d output of ", g.o,
                "x", gn, " in ", g.groups, " groups is too large");
-      stream_.dispatch(pipeline("conv2d_igemm", t), {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf},
-                       pc.data(), sizeof pc, gx, gy, uint32_t(g.groups));
+      stream_.dispatch(pipeline(coop ? coopmat_shader("conv2d") : "conv2d_igemm", t),
+                       {buffer(X), buffer(W), bias ? buffer(Bv) : buffer(W), ybuf}, pc.data(), sizeof pc, gx, gy,
+                       uint32_t(g.groups));
       return finish(Y, x.dtype());
     }
     auto gr = grid1d(pc[0], 256);
@@ -365,8 +369,8 @@ class VulkanBackend final : public Backend {
       uint32_t bm = t[2] * t[4] * 16, bn = t[3] * t[5] * 16;
       uint32_t gx = (pc.N + bn - 1) / bn, gy = (pc.M + bm - 1) / bm;
       TB_CHECK(gx <= 65535 && gy <= 65535, UnsupportedError, "[vulkan] gemm of ", pc.M, "x", pc.N, " is too large");
-      stream_.dispatch(pipeline(coopmat_shader_, t), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx, gy,
-                       batch);
+      stream_.dispatch(pipeline(coopmat_shader("gemm"), t), {buffer(A), buffer(B), buffer(C), y}, &pc, sizeof pc, gx,
+                       gy, batch);
       return;
     }
     // Note [skinny gemm]: for N <= 16 and K <= 64 (e.g. the seed MLP's K=20, N=10 over large M)
@@ -457,10 +461,14 @@ class VulkanBackend final : public Backend {
     Tensor d = device(t);
     return d.dtype() == DType::F32 ? d : cast(d, DType::F32);
   }
+  /** The cooperative-matrix shader for `op` ("gemm" or "conv2d"), real or emulated. */
+  std::string coopmat_shader(const char* op) const {
+    return std::string(op) + (coopmat_ == Coopmat::Real ? "_coopmat" : "_coopmat_emu");
+  }
   /** Whether a GEMM of these operands (N columns, K deep) runs on the cooperative-matrix shader:
    *  both f16, the shader enabled, and not a skinny product gemm_skinny serves better. */
   bool use_coopmat(const Tensor& a, const Tensor& b, int64_t n, int64_t k) const {
-    return !coopmat_shader_.empty() && a.dtype() == DType::F16 && b.dtype() == DType::F16 &&
+    return coopmat_ != Coopmat::Off && a.dtype() == DType::F16 && b.dtype() == DType::F16 &&
            (gemm_forced_ || !(n <= 16 && k <= 64));
   }
   /** A GEMM operand: packed f16 for the cooperative-matrix shader, else widened to f32. */
@@ -508,7 +516,7 @@ class VulkanBackend final : public Backend {
     // device's: 128 threads, 2 elements each. llvmpipe turns barriers into coroutines, and its
     // compile time grows fast with the state each thread holds across them: 1 s here, against 10 s
     // with NVIDIA's 32 and minutes with lavapipe's own 8.
-    bool real = coopmat_shader_ == "gemm_coopmat";
+    bool real = coopmat_ == Coopmat::Real;
     uint32_t sg = real ? ctx_->subgroup_size() : 128, half = real ? 2 : 4;
     auto fits = [&](uint32_t s, uint32_t bk) {
       uint32_t bm = 2 * s * 16, nt = 4 * sg;
@@ -543,10 +551,10 @@ class VulkanBackend final : public Backend {
     }
     bool ok = t.size() == 5 && std::find(t.begin(), t.end(), 0u) == t.end() && t[4] % 16 == 0;
     const VkPhysicalDeviceLimits& lim = ctx_->properties().limits;
-    uint32_t sg = coopmat_shader_ == "gemm_coopmat" ? ctx_->subgroup_size() : 128;
+    uint32_t sg = coopmat_ == Coopmat::Real ? ctx_->subgroup_size() : 128;
     if (ok) {
       uint64_t nt = uint64_t(t[0]) * t[1] * sg, bm = 16ull * t[0] * t[2], bn = 16ull * t[1] * t[3];
-      uint64_t half = coopmat_shader_ == "gemm_coopmat" ? 2 : 4;
+      uint64_t half = coopmat_ == Coopmat::Real ? 2 : 4;
       uint64_t smem = bm * (t[4] + 8) * half + t[4] * (bn + 8) * half + uint64_t(t[0]) * t[1] * 256 * 4;
       ok = nt <= lim.maxComputeWorkGroupInvocations && nt <= lim.maxComputeWorkGroupSize[0] && (bm * t[4]) % nt == 0 &&
            (bn * t[4]) % nt == 0 && smem <= lim.maxComputeSharedMemorySize;
@@ -565,8 +573,10 @@ class VulkanBackend final : public Backend {
   std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
   int index_ = 0;
   std::string gemm_shader_ = "gemm";
-  bool gemm_forced_ = false;            // TB_VK_GEMM set: no shape-based choice of the skinny shader
-  std::string coopmat_shader_;          // f16 x f16 GEMM shader; empty: f16 is widened for the plain ones
+  bool gemm_forced_ = false;  // TB_VK_GEMM set: no shape-based choice of the skinny shader
+  /** f16 x f16 products on cooperative matrices: off (f16 widened for the plain shaders), the real
+   *  shaders, or their emulated doubles (tests on lavapipe). */
+  enum class Coopmat { Off, Real, Emulated } coopmat_ = Coopmat::Off;
   std::vector<uint32_t> coopmat_tile_;  // TB_VK_COOPMAT_TILE's WGM,WGN,SM,SN,BK; empty: by shape
 };
 

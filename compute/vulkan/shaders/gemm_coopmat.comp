@@ -1,7 +1,7 @@
 #version 450
-// f16 GEMM on NVIDIA cooperative matrices (tensor cores); the body is gemm_coopmat.glsl.
+// f16 GEMM on NVIDIA cooperative matrices (tensor cores); the body is coopmat_gemm.glsl.
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
-#include "gemm_coopmat.glsl"
+#include "coopmat_gemm.glsl"

@@ -1,5 +1,5 @@
 #version 450
-// gemm_coopmat.glsl with plain arithmetic in place of the matrix instructions: the test double
-// that lets lavapipe (no cooperative matrices) check the tiling, staging and epilogue.
+// coopmat_gemm.glsl with plain arithmetic in place of the matrix instructions: the test double that lets
+// lavapipe (no cooperative matrices) check the tiling, staging and epilogue.
 #define TB_COOPMAT_EMULATE 1
-#include "gemm_coopmat.glsl"
+#include "coopmat_gemm.glsl"

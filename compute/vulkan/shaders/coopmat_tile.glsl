@@ -1,19 +1,22 @@
-// f16 GEMM on 16x16x16 cooperative matrices (tensor cores), f32 accumulation:
-// Y[b] = alpha * op(A)[b] @ op(B)[b] + beta * C, A and B f16 (packed in uint words), C and Y f32.
-// Included by gemm_coopmat.comp (GL_NV_cooperative_matrix, for GPUs that report 16x16x16
-// f16 x f16 -> f32 at subgroup scope) and by gemm_coopmat_emu.comp, which defines
-// TB_COOPMAT_EMULATE and runs the same tiling, staging and epilogue with plain arithmetic in
-// place of the three matrix operations, so that lavapipe tests everything but the tensor-core
-// instructions themselves (compute/README.md, "Cooperative matrices").
+// The tiled product on 16x16x16 cooperative matrices (tensor cores), f16 operands, f32 accumulation:
+// Y = A (GM x GK) @ B (GK x GN) per workgroup z, the body of the GEMM (coopmat_gemm.glsl) and
+// implicit-GEMM conv2d (coopmat_conv.glsl) shaders. Built twice: for GL_NV_cooperative_matrix (GPUs
+// that report 16x16x16 f16 x f16 -> f32 at subgroup scope), and with TB_COOPMAT_EMULATE defined,
+// plain arithmetic in place of the three matrix operations, so that lavapipe tests everything but
+// the tensor-core instructions themselves (compute/README.md, "Cooperative matrices").
+//
+// The including shader defines its buffers and push constants, then these hooks:
+//   GM, GN, GK            extents (expressions)
+//   float a_at(gi, gk)    f16 operand A as float, called only in range; likewise b_at(gk, gn)
+//   A_K_FASTEST           whether A's contiguous axis is k (else rows); B_N_FASTEST likewise
+//   void store_y(gi, gn, v)  the epilogue for one in-range output element of accumulated sum v
 //
 // A workgroup of WGM x WGN subgroups (SG threads each; in the emulation SG is only a parameter of
-// how a matrix is spread over threads) computes a BM x BN tile of Y, each subgroup
-// an (SM*16) x (SN*16) block as SM x SN accumulator matrices. K advances by BK: every thread
-// stages its share of the next A and B tiles from global memory into registers (zeros past the
-// edges, any strides, so transposes cost nothing extra), stores them to shared memory as f16
+// how a matrix is spread over threads) computes a BM x BN tile, each subgroup an (SM*16) x (SN*16)
+// block as SM x SN accumulator matrices. K advances by BK: every thread stages its share of the
+// next A and B tiles into registers (zeros past the edges), stores them to shared memory as f16
 // rows with a 16-byte pad, and the subgroups multiply while the next step is being read. The
-// accumulators go through a 16x16 scratch per subgroup for the epilogue (alpha, beta * C broadcast
-// through strides, fused ReLU keeping NaN), which is gemm.comp's, so results differ from the
+// accumulators go through a 16x16 scratch per subgroup to store_y, so results differ from the
 // plain shaders only in how the f32 sum is accumulated (order; the tensor cores' own rounding).
 #extension GL_EXT_control_flow_attributes : enable
 
@@ -30,20 +33,6 @@ const uint PA = BK + 8, PB = BN + 8;  // shared row pitches in halves: 16-byte a
 // Elements each thread stages per K step (host guarantees BM*BK and BN*BK are multiples of NT).
 const uint LA = BM * BK / NT, LB = BN * BK / NT;
 
-layout(std430, binding = 0) readonly buffer A_ { uint a[]; };  // f16 pairs
-layout(std430, binding = 1) readonly buffer B_ { uint b[]; };
-layout(std430, binding = 2) readonly buffer C_ { float c[]; };
-layout(std430, binding = 3) writeonly buffer Y_ { float y[]; };
-layout(push_constant) uniform P {
-  uint M, N, K;
-  uint a_off, b_off, y_off;
-  uint a_bs, b_bs, y_bs;
-  uint a_si, a_sk, b_sk, b_sn;
-  uint c_si, c_sn, has_c;
-  float alpha, beta;
-  uint relu;
-} p;
-
 #ifdef TB_COOPMAT_EMULATE
 #define HALF float
 #else
@@ -53,11 +42,10 @@ shared HALF As[BM * PA];
 shared HALF Bs[BK * PB];
 shared float Cs[WGM * WGN * 256];
 
-float half_at(uint w, uint idx) { return unpackHalf2x16(w)[idx & 1u]; }
-// Element e of the A tile as (row, k): k fastest when A's rows are contiguous, else rows fastest.
-uvec2 a_coord(uint e) { return p.a_sk == 1 ? uvec2(e / BK, e % BK) : uvec2(e % BM, e / BM); }
-// Element e of the B tile as (k, column): columns fastest when B's rows are contiguous.
-uvec2 b_coord(uint e) { return p.b_sn == 1 ? uvec2(e / BN, e % BN) : uvec2(e % BK, e / BK); }
+// Element e of the A tile as (row, k), along A's contiguous axis (coalesced global reads).
+uvec2 a_coord(uint e) { return A_K_FASTEST ? uvec2(e / BK, e % BK) : uvec2(e % BM, e / BM); }
+// Element e of the B tile as (k, column), likewise.
+uvec2 b_coord(uint e) { return B_N_FASTEST ? uvec2(e / BN, e % BN) : uvec2(e % BK, e / BK); }
 
 #ifdef TB_COOPMAT_EMULATE
 // Each subgroup's matrices as this lane's 256/SG elements (e = lane + SG * t, row e / 16, column
@@ -96,8 +84,7 @@ fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> ma[SM], mb[SN];
 void main() {
   uint tid = gl_LocalInvocationID.x, sg = SUBGROUP_ID, lane = SUBGROUP_LANE;
   uint sgm = sg / WGN, sgn = sg % WGN;
-  uint row0 = gl_WorkGroupID.y * BM, col0 = gl_WorkGroupID.x * BN, batch = gl_WorkGroupID.z;
-  uint abase = p.a_off + batch * p.a_bs, bbase = p.b_off + batch * p.b_bs;
+  uint row0 = gl_WorkGroupID.y * BM, col0 = gl_WorkGroupID.x * BN;
   float ra[LA], rb[LB];
   [[unroll]] for (uint i = 0; i < SM; ++i)
     [[unroll]] for (uint j = 0; j < SN; ++j) { ACC_ZERO(i, j) }
@@ -106,17 +93,17 @@ void main() {
   #define STAGE(k0)                                                                       \
     [[unroll]] for (uint t = 0; t < LA; ++t) {                                            \
       uvec2 q = a_coord(tid + t * NT);                                                    \
-      uint gi = row0 + q.x, gk = (k0) + q.y, idx = abase + gi * p.a_si + gk * p.a_sk;     \
-      ra[t] = (gi < p.M && gk < p.K) ? half_at(a[idx >> 1], idx) : 0.0;                   \
+      uint gi = row0 + q.x, gk = (k0) + q.y;                                              \
+      ra[t] = (gi < GM && gk < GK) ? a_at(gi, gk) : 0.0;                                  \
     }                                                                                     \
     [[unroll]] for (uint t = 0; t < LB; ++t) {                                            \
       uvec2 q = b_coord(tid + t * NT);                                                    \
-      uint gk = (k0) + q.x, gn = col0 + q.y, idx = bbase + gk * p.b_sk + gn * p.b_sn;     \
-      rb[t] = (gn < p.N && gk < p.K) ? half_at(b[idx >> 1], idx) : 0.0;                   \
+      uint gk = (k0) + q.x, gn = col0 + q.y;                                              \
+      rb[t] = (gn < GN && gk < GK) ? b_at(gk, gn) : 0.0;                                  \
     }
 
   STAGE(0u)
-  for (uint k0 = 0; k0 < p.K; k0 += BK) {
+  for (uint k0 = 0; k0 < GK; k0 += BK) {
     barrier();  // every subgroup is done reading the previous step
     [[unroll]] for (uint t = 0; t < LA; ++t) {
       uvec2 q = a_coord(tid + t * NT);
@@ -127,7 +114,7 @@ void main() {
       Bs[q.x * PB + q.y] = HALF(rb[t]);
     }
     barrier();
-    if (k0 + BK < p.K) { STAGE(k0 + BK) }  // read the next step while this one is multiplied
+    if (k0 + BK < GK) { STAGE(k0 + BK) }  // read the next step while this one is multiplied
     [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {
       [[unroll]] for (uint i = 0; i < SM; ++i) { LOAD_A(i, ((sgm * SM + i) * 16) * PA + kk) }
       [[unroll]] for (uint j = 0; j < SN; ++j) { LOAD_B(j, kk * PB + (sgn * SN + j) * 16) }
@@ -144,11 +131,7 @@ void main() {
       [[unroll]] for (uint t = 0; t < 256 / SG; ++t) {
         uint e = lane + SG * t;
         uint gi = row0 + (sgm * SM + i) * 16 + e / 16, gn = col0 + (sgn * SN + j) * 16 + e % 16;
-        if (gi >= p.M || gn >= p.N) continue;
-        float v = p.alpha * Cs[sg * 256 + e];
-        if (p.has_c != 0) v += p.beta * c[gi * p.c_si + gn * p.c_sn];
-        if (p.relu != 0 && !(v > 0.0 || isnan(v))) v = 0.0;
-        y[p.y_off + batch * p.y_bs + gi * p.N + gn] = v;
+        if (gi < GM && gn < GN) store_y(gi, gn, Cs[sg * 256 + e]);
       }
       SYNC_SCRATCH()  // the scratch is free for the next block
     }
