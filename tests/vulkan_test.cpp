@@ -412,6 +412,17 @@ TEST_CASE("vulkan: f16 gemm and conv2d on the cooperative-matrix tiling (emulate
   ::setenv("TB_VK_GEMM", "coopmat-emulated", 1);
   auto be = vk();
   ::unsetenv("TB_VK_GEMM");
+  {  // the first f16 product of a backend runs the self-check first (one more dispatch), later ones not
+    ::setenv("TB_VK_GEMM", "coopmat-emulated", 1);
+    auto fresh = vk();
+    ::unsetenv("TB_VK_GEMM");
+    Tensor a = Tensor::randn({64, 48}, 5).to(DType::F16);
+    uint64_t before = vulkan::dispatches_of("gemm_coopmat_emu");
+    fresh->download(fresh->matmul(a, a.transpose(0, 1)));
+    REQUIRE(vulkan::dispatches_of("gemm_coopmat_emu") == before + 2);
+    fresh->download(fresh->matmul(a, a.transpose(0, 1)));
+    REQUIRE(vulkan::dispatches_of("gemm_coopmat_emu") == before + 3);
+  }
   coopmat_sweep(*be, "_emu");
   // an uneven tile through TB_VK_COOPMAT_TILE: 1x2 subgroups of 3x1 blocks (48x32), K steps of 32
   ::setenv("TB_VK_GEMM", "coopmat-emulated", 1);

@@ -1,6 +1,7 @@
 // Vulkan backend: device tensors are tb::Tensors over External storage that keeps a Buffer alive
 // (see Note [device tensors] in compute/backend.h). Ops record dispatches into one CommandStream;
 // nothing is submitted until download() or synchronize(), so a network runs without host round trips.
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -252,7 +253,7 @@ class VulkanBackend final : public Backend {
     const char* env = std::getenv("TB_VK_CONV");
     uint32_t og = uint32_t(g.o / g.groups), gn = uint32_t(g.n * g.oh * g.ow);
     bool igemm = env ? std::string(env) == "igemm" : og >= 8;
-    bool coop = igemm && coopmat_ != Coopmat::Off && x.dtype() == DType::F16 && w.dtype() == DType::F16;
+    bool coop = igemm && x.dtype() == DType::F16 && w.dtype() == DType::F16 && coopmat_checked();
     Tensor X = operand(x, coop), W = operand(w, coop), Bv = bias ? input(*bias) : Tensor();
     auto [Y, ybuf] = alloc(DType::F32, {g.n, g.o, g.oh, g.ow});
     if (Y.numel() == 0) return finish(Y, x.dtype());
@@ -467,9 +468,35 @@ class VulkanBackend final : public Backend {
   }
   /** Whether a GEMM of these operands (N columns, K deep) runs on the cooperative-matrix shader:
    *  both f16, the shader enabled, and not a skinny product gemm_skinny serves better. */
-  bool use_coopmat(const Tensor& a, const Tensor& b, int64_t n, int64_t k) const {
-    return coopmat_ != Coopmat::Off && a.dtype() == DType::F16 && b.dtype() == DType::F16 &&
-           (gemm_forced_ || !(n <= 16 && k <= 64));
+  bool use_coopmat(const Tensor& a, const Tensor& b, int64_t n, int64_t k) {
+    return a.dtype() == DType::F16 && b.dtype() == DType::F16 && (gemm_forced_ || !(n <= 16 && k <= 64)) &&
+           coopmat_checked();
+  }
+
+  // Note [cooperative-matrix self-check]: the tensor-core shaders are chosen by what the driver
+  // reports and can only be tested where a GPU has them, so before the first f16 product uses them
+  // one small GEMM (uneven edges, a transpose, C, ReLU) is compared with the CPU backend. On a
+  // mismatch the default falls back to the plain shaders with a warning on stderr; TB_VK_GEMM=coopmat
+  // throws instead. The emulated shaders take the same check, so lavapipe runs it.
+  bool coopmat_checked() {
+    if (coopmat_ == Coopmat::Off) return false;
+    if (coopmat_check_ != Check::Pending) return true;  // passed, or running (the check's own GEMM)
+    coopmat_check_ = Check::Running;
+    Tensor a = Tensor::randn({40, 37}, 11).to(DType::F16), b = Tensor::randn({70, 37}, 12).to(DType::F16);
+    Tensor c = Tensor::randn({70}, 13).to(DType::F16);
+    GemmParams p{false, true, 0.5f, 2.0f, /*relu=*/true};
+    uint64_t before = dispatches_of(coopmat_shader("gemm"));
+    Tensor got = download(gemm(a, b, &c, p)).to(DType::F32);
+    Tensor want = cpu::make_backend(1)->gemm(a, b, &c, p).to(DType::F32);
+    TB_ASSERT(dispatches_of(coopmat_shader("gemm")) == before + 1, "self-check bypassed the shader");
+    coopmat_check_ = Check::Passed;
+    if (allclose(got, want, 1e-3, 1e-3)) return true;
+    coopmat_ = Coopmat::Off;
+    std::string what = str("[vulkan] the cooperative-matrix GEMM self-check failed on ", ctx_->device_name(),
+                           " (max |diff| ", max_abs_diff(got, want), " on a 40x70x37 f16 product)");
+    TB_CHECK(gemm_forced_ == false, BackendError, what);
+    std::fprintf(stderr, "tensorbridge: %s; f16 products use the plain shaders\n", what.c_str());
+    return false;
   }
   /** A GEMM operand: packed f16 for the cooperative-matrix shader, else widened to f32. */
   Tensor operand(const Tensor& t, bool coop) { return coop ? device(t) : input(t); }
@@ -577,6 +604,7 @@ class VulkanBackend final : public Backend {
   /** f16 x f16 products on cooperative matrices: off (f16 widened for the plain shaders), the real
    *  shaders, or their emulated doubles (tests on lavapipe). */
   enum class Coopmat { Off, Real, Emulated } coopmat_ = Coopmat::Off;
+  enum class Check { Pending, Running, Passed } coopmat_check_ = Check::Pending;  // Note [...self-check]
   std::vector<uint32_t> coopmat_tile_;  // TB_VK_COOPMAT_TILE's WGM,WGN,SM,SN,BK; empty: by shape
 };
 
